@@ -1,0 +1,102 @@
+# Makefile - tether: tetherd, tetherctl, tether-bench, tests.
+#
+#   make            release build in build/
+#   make asan       ASan+UBSan build in build/asan/
+#   make run        install deps, build, start tetherd with deploy/dev.ini
+#   make test       install deps, unit + integration tests on release and ASan builds
+#   make fuzz       libFuzzer targets in build/fuzz/ (clang)
+
+CC      ?= cc
+BORING_INC := /usr/include/android
+BORING_LIB := /usr/lib/x86_64-linux-gnu/android
+
+WARN    := -Wall -Wextra -Werror -Wshadow -Wundef -Wstrict-prototypes \
+           -Wmissing-prototypes -Wformat=2 -Wvla
+CFLAGS_BASE := -std=gnu11 -D_GNU_SOURCE -g -fno-omit-frame-pointer $(WARN) -MMD -MP
+CPPFLAGS_BASE := -Iinclude -isystem $(BORING_INC)
+LDLIBS_BASE := -luring -L$(BORING_LIB) -Wl,-rpath,$(BORING_LIB) -lssl -lcrypto \
+               -lexpat -lsodium -lidn -linih -lpthread
+LDFLAGS_BASE := -Wl,-z,relro,-z,now,-z,noexecstack
+
+MODE ?= release
+ifeq ($(MODE),asan)
+  B := build/asan
+  OPT := -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -DTETHER_DEBUG=1
+else
+  B := build
+  OPT := -O2
+endif
+
+CFLAGS  = $(CFLAGS_BASE) $(OPT)
+CPPFLAGS = $(CPPFLAGS_BASE)
+LDFLAGS = $(LDFLAGS_BASE) $(OPT)
+
+# Every server/ and store/ source goes into libtether.a, except the two mains.
+MAINS    := server/main.c server/tetherctl.c
+LIB_SRC  := $(filter-out $(MAINS),$(wildcard server/*.c store/*.c))
+LIB_OBJ  := $(LIB_SRC:%.c=$(B)/obj/%.o)
+BENCH_SRC := $(wildcard bench/*.c)
+BENCH_OBJ := $(BENCH_SRC:%.c=$(B)/obj/%.o)
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
+
+.PHONY: all asan deps run test test-unit test-integration check-headers fuzz clean
+all: $(B)/tetherd $(B)/tetherctl $(if $(BENCH_SRC),$(B)/tether-bench) $(UNIT_BIN)
+
+asan:
+	$(MAKE) MODE=asan all
+
+$(B)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(B)/libtether.a: $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(B)/tetherd: $(B)/obj/server/main.o $(B)/libtether.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_BASE)
+
+$(B)/tetherctl: $(B)/obj/server/tetherctl.o $(B)/libtether.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_BASE)
+
+$(B)/tether-bench: $(BENCH_OBJ)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_BASE) -lm
+
+$(B)/tests/%: tests/unit/%.c $(B)/libtether.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -Wno-missing-prototypes $(LDFLAGS) -o $@ $< $(B)/libtether.a $(LDLIBS_BASE) -lcmocka
+
+deps:
+	@scripts/deps.sh
+
+run: deps all
+	@scripts/devcert.sh
+	$(B)/tetherd -c deploy/dev.ini
+
+test-unit: all
+	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
+
+test-integration: all
+	TETHER_BUILD=$(B) /usr/bin/python3 -m pytest -q tests/integration
+
+# The full suite: release build, then the same tests on the ASan+UBSan build.
+test: deps
+	$(MAKE) MODE=release test-unit test-integration
+	$(MAKE) MODE=asan test-unit test-integration
+
+check-headers:
+	@set -e; for h in include/tether/*.h; do \
+	  echo "#include \"$${h#include/}\"" | $(CC) $(CPPFLAGS_BASE) $(CFLAGS_BASE) -x c -fsyntax-only -; done
+
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+fuzz:
+	@mkdir -p build/fuzz
+	@set -e; for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
+	  clang $(CPPFLAGS_BASE) -std=gnu11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
+	  -o build/fuzz/$$n $$f $(LDLIBS_BASE); done
+
+clean:
+	rm -rf build
+
+-include $(LIB_OBJ:.o=.d) $(BENCH_OBJ:.o=.d) $(B)/obj/server/main.d $(B)/obj/server/tetherctl.d

@@ -1,0 +1,47 @@
+/* include/tether/config.h - the tetherd INI configuration: keys, defaults, loading. */
+#ifndef TETHER_CONFIG_H
+#define TETHER_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CONFIG_STR_MAX 256
+
+/* Every key of the INI file, with its default (see README "Configuration"). */
+struct config {
+	char path[CONFIG_STR_MAX];          /* file this was loaded from */
+	/* [server] */
+	char domain[CONFIG_STR_MAX];        /* domain = localhost */
+	unsigned workers;                   /* workers = 0 (one per core) */
+	char log_level[16];                 /* log_level = info */
+	/* [c2s] */
+	char listen[CONFIG_STR_MAX];        /* listen = 127.0.0.1:5222 (STARTTLS); empty = off */
+	char tls_listen[CONFIG_STR_MAX];    /* tls_listen = 127.0.0.1:5223 (direct TLS); empty = off */
+	/* [tls] */
+	char cert[CONFIG_STR_MAX];          /* cert = (none: refuse to start) */
+	char key[CONFIG_STR_MAX];           /* key = (none) */
+	int dev_cert;                       /* dev_cert = false: log that the cert is self-signed */
+	/* [store] */
+	char store_backend[32];             /* backend = memory */
+	char store_path[CONFIG_STR_MAX];    /* path = ./var */
+	/* [limits] */
+	size_t max_stanza_size;             /* max_stanza_size = 262144 bytes */
+	unsigned max_depth;                 /* max_depth = 64 element levels */
+	unsigned preauth_timeout;           /* preauth_timeout = 30 seconds */
+	unsigned max_auth_failures;         /* max_auth_failures = 3 per stream */
+	size_t max_send_queue;              /* max_send_queue = 4194304 bytes of unsent output */
+	unsigned idle_timeout;              /* idle_timeout = 0 seconds (0 = never) */
+};
+
+/* Fills <cfg> with the defaults. */
+void config_defaults(struct config *cfg);
+
+/* Loads <path> over the defaults. On error, writes "FILE:LINE: key: why" into
+ * <err> and returns -1; returns 0 on success. Unknown sections or keys are
+ * errors, so typos do not pass silently. */
+int config_load(struct config *cfg, const char *path, char *err, size_t errlen);
+
+/* Applies "section.key=value" (command-line override). Same error rules. */
+int config_set(struct config *cfg, const char *assignment, char *err, size_t errlen);
+
+#endif /* TETHER_CONFIG_H */

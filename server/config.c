@@ -1,0 +1,224 @@
+/* server/config.c - parse the INI file (inih) into struct config. */
+#include "tether/config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <ini.h>
+
+enum key_type {
+	K_STR = 0, /* bounded string */
+	K_UINT,    /* unsigned, decimal */
+	K_SIZE,    /* size in bytes, decimal, optional k/m suffix */
+	K_BOOL,    /* true/false/yes/no/1/0 */
+};
+
+struct key_def {
+	const char *section;
+	const char *name;
+	enum key_type type;
+	size_t off;
+	size_t size;    /* for K_STR: buffer size */
+	uint64_t min, max; /* for numbers */
+};
+
+#define STR(sec, key, field) { sec, key, K_STR, offsetof(struct config, field), sizeof(((struct config *)0)->field), 0, 0 }
+#define UINT(sec, key, field, lo, hi) { sec, key, K_UINT, offsetof(struct config, field), 0, lo, hi }
+#define SIZE(sec, key, field, lo, hi) { sec, key, K_SIZE, offsetof(struct config, field), 0, lo, hi }
+#define BOOL(sec, key, field) { sec, key, K_BOOL, offsetof(struct config, field), 0, 0, 1 }
+
+static const struct key_def keys[] = {
+	STR("server", "domain", domain),
+	UINT("server", "workers", workers, 0, 256),
+	STR("server", "log_level", log_level),
+	STR("c2s", "listen", listen),
+	STR("c2s", "tls_listen", tls_listen),
+	STR("tls", "cert", cert),
+	STR("tls", "key", key),
+	BOOL("tls", "dev_cert", dev_cert),
+	STR("store", "backend", store_backend),
+	STR("store", "path", store_path),
+	SIZE("limits", "max_stanza_size", max_stanza_size, 1024, 64u << 20),
+	UINT("limits", "max_depth", max_depth, 4, 1024),
+	UINT("limits", "preauth_timeout", preauth_timeout, 1, 3600),
+	UINT("limits", "max_auth_failures", max_auth_failures, 1, 10),
+	SIZE("limits", "max_send_queue", max_send_queue, 65536, 1u << 30),
+	UINT("limits", "idle_timeout", idle_timeout, 0, 86400 * 7),
+};
+
+void config_defaults(struct config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	snprintf(cfg->domain, sizeof(cfg->domain), "localhost");
+	snprintf(cfg->log_level, sizeof(cfg->log_level), "info");
+	snprintf(cfg->listen, sizeof(cfg->listen), "127.0.0.1:5222");
+	snprintf(cfg->tls_listen, sizeof(cfg->tls_listen), "127.0.0.1:5223");
+	snprintf(cfg->store_backend, sizeof(cfg->store_backend), "memory");
+	snprintf(cfg->store_path, sizeof(cfg->store_path), "./var");
+	cfg->max_stanza_size = 256 * 1024;
+	cfg->max_depth = 64;
+	cfg->preauth_timeout = 30;
+	cfg->max_auth_failures = 3;
+	cfg->max_send_queue = 4u << 20;
+}
+
+static int parse_number(const char *v, enum key_type t, uint64_t *out)
+{
+	char *end;
+	errno = 0;
+	if (*v == '-' || !*v)
+		return -1;
+	unsigned long long n = strtoull(v, &end, 10);
+	if (errno || end == v)
+		return -1;
+	if (t == K_SIZE && *end) {
+		unsigned long long mul = 0;
+		if (!strcasecmp(end, "k") || !strcasecmp(end, "kib"))
+			mul = 1024;
+		else if (!strcasecmp(end, "m") || !strcasecmp(end, "mib"))
+			mul = 1024 * 1024;
+		if (!mul || n > UINT64_MAX / mul)
+			return -1;
+		n *= mul;
+		end += strlen(end);
+	}
+	if (*end)
+		return -1;
+	*out = n;
+	return 0;
+}
+
+/* Stores <value> into the field described by <k>. Returns NULL or why not. */
+static const char *set_key(struct config *cfg, const struct key_def *k, const char *value)
+{
+	char *field = (char *)cfg + k->off;
+	uint64_t n;
+	switch (k->type) {
+	case K_STR:
+		if (strlen(value) >= k->size)
+			return "value too long";
+		memcpy(field, value, strlen(value) + 1);
+		return NULL;
+	case K_BOOL:
+		if (!strcasecmp(value, "true") || !strcasecmp(value, "yes") || !strcmp(value, "1"))
+			*(int *)field = 1;
+		else if (!strcasecmp(value, "false") || !strcasecmp(value, "no") || !strcmp(value, "0"))
+			*(int *)field = 0;
+		else
+			return "expected true or false";
+		return NULL;
+	case K_UINT:
+	case K_SIZE:
+		if (parse_number(value, k->type, &n))
+			return "expected a non-negative number";
+		if (n < k->min || n > k->max)
+			return "out of range";
+		if (k->type == K_UINT)
+			*(unsigned *)field = (unsigned)n;
+		else
+			*(size_t *)field = (size_t)n;
+		return NULL;
+	}
+	return "bad key type";
+}
+
+struct load_ctx {
+	struct config *cfg;
+	const char *file;
+	FILE *f;
+	int lineno;     /* lines read so far: inih here has no INI_HANDLER_LINENO */
+	char *err;
+	size_t errlen;
+	int failed;
+};
+
+static int set_one(struct load_ctx *lc, const char *section, const char *name,
+		   const char *value, int lineno)
+{
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		if (strcmp(keys[i].section, section) || strcmp(keys[i].name, name))
+			continue;
+		const char *why = set_key(lc->cfg, &keys[i], value);
+		if (!why)
+			return 1;
+		snprintf(lc->err, lc->errlen, "%s:%d: [%s] %s: %s", lc->file, lineno, section, name, why);
+		lc->failed = 1;
+		return 0;
+	}
+	snprintf(lc->err, lc->errlen, "%s:%d: [%s] %s: unknown key", lc->file, lineno, section, name);
+	lc->failed = 1;
+	return 0;
+}
+
+static int on_ini_key(void *user, const char *section, const char *name, const char *value)
+{
+	struct load_ctx *lc = user;
+	return set_one(lc, section, name, value, lc->lineno);
+}
+
+/* fgets that counts lines, so errors can name the line of the key. */
+static char *read_line(char *str, int num, void *stream)
+{
+	struct load_ctx *lc = stream;
+	char *r = fgets(str, num, lc->f);
+	if (r)
+		lc->lineno++;
+	return r;
+}
+
+/* Checks the combination of keys once everything is read. */
+static int validate(struct config *cfg, char *err, size_t errlen)
+{
+	if (!cfg->domain[0]) {
+		snprintf(err, errlen, "%s: [server] domain: must not be empty", cfg->path);
+		return -1;
+	}
+	if (strcmp(cfg->store_backend, "memory")) {
+		snprintf(err, errlen, "%s: [store] backend: unknown backend '%s' (have: memory)",
+			 cfg->path, cfg->store_backend);
+		return -1;
+	}
+	if (!cfg->listen[0] && !cfg->tls_listen[0]) {
+		snprintf(err, errlen, "%s: [c2s] listen: neither listen nor tls_listen is set", cfg->path);
+		return -1;
+	}
+	return 0;
+}
+
+int config_load(struct config *cfg, const char *path, char *err, size_t errlen)
+{
+	struct load_ctx lc = { cfg, path, NULL, 0, err, errlen, 0 };
+	snprintf(cfg->path, sizeof(cfg->path), "%s", path);
+	lc.f = fopen(path, "r");
+	if (!lc.f) {
+		snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+		return -1;
+	}
+	int rc = ini_parse_stream(read_line, &lc, on_ini_key, &lc);
+	fclose(lc.f);
+	if (lc.failed)
+		return -1;
+	if (rc != 0) {
+		snprintf(err, errlen, "%s:%d: syntax error (expected [section] or key = value)", path, rc);
+		return -1;
+	}
+	return validate(cfg, err, errlen);
+}
+
+int config_set(struct config *cfg, const char *assignment, char *err, size_t errlen)
+{
+	char buf[CONFIG_STR_MAX + 64];
+	snprintf(buf, sizeof(buf), "%s", assignment);
+	char *eq = strchr(buf, '='), *dot = strchr(buf, '.');
+	if (!eq || !dot || dot > eq) {
+		snprintf(err, errlen, "override '%s': expected section.key=value", assignment);
+		return -1;
+	}
+	*eq = *dot = 0;
+	struct load_ctx lc = { cfg, "command line", NULL, 0, err, errlen, 0 };
+	set_one(&lc, buf, dot + 1, eq + 1, 0);
+	return lc.failed ? -1 : validate(cfg, err, errlen);
+}

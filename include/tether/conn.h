@@ -1,0 +1,75 @@
+/* include/tether/conn.h - one client connection: recv, TLS, write chain, close. */
+#ifndef TETHER_CONN_H
+#define TETHER_CONN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/ssl.h>
+
+#include "tether/sbuf.h"
+#include "tether/timer.h"
+#include "tether/tls.h"
+
+struct c2s;
+struct io_uring_cqe;
+struct worker;
+
+#define CONN_F_DIRECT_TLS 0x0001u /* accepted on the direct-TLS port */
+#define CONN_F_RX_ARMED   0x0002u /* a multishot recv is outstanding */
+#define CONN_F_TX_BUSY    0x0004u /* a send is in flight */
+#define CONN_F_CLOSING    0x0008u /* close once the output is sent */
+#define CONN_F_SHUT       0x0010u /* socket shut down; waiting for CQEs */
+#define CONN_F_FLUSH      0x0020u /* on the worker's flush list */
+#define CONN_F_STARVED    0x0040u /* recv ended with -ENOBUFS */
+#define CONN_F_LOST       0x0080u /* c2s told the transport is gone */
+
+struct conn {
+	struct worker *w;
+	uint32_t slot, gen;
+	int fd;
+	unsigned flags;
+	int inflight;            /* SQEs whose final CQE has not arrived */
+	SSL *ssl;                /* NULL on plaintext (before STARTTLS) */
+	struct tls_io tio;
+	struct sbuf ptx;         /* plaintext waiting to be encrypted */
+	struct sbuf wq;          /* bytes waiting to be sent */
+	struct sbuf sending;     /* bytes of the send in flight */
+	size_t sent;             /* of <sending>, already sent */
+	struct conn *flush_next;
+	struct conn *starved_next;
+	struct c2s *c2s;
+	struct timer timer;      /* the c2s timer (preauth, ...) */
+	struct timer close_timer;/* bounds a graceful close */
+	char peer[64];
+};
+
+/* Sets up a connection for accepted socket <fd> on <w> in slot <slot>.
+ * <direct_tls>: the TLS handshake comes first. Returns NULL on OOM (the
+ * caller closes <fd>). */
+struct conn *conn_new(struct worker *w, int fd, uint32_t slot, uint32_t gen, int direct_tls);
+
+/* Arms the multishot recv. */
+void conn_arm_recv(struct conn *c);
+
+/* CQE handlers. */
+void conn_on_recv(struct conn *c, const struct io_uring_cqe *cqe);
+void conn_on_send(struct conn *c, const struct io_uring_cqe *cqe);
+
+/* Queues <len> bytes for the peer (encrypted when TLS is up). */
+void conn_send(struct conn *c, const char *data, size_t len);
+
+/* Moves queued output into sends; called by the worker at the end of a turn. */
+void conn_flush(struct conn *c);
+
+/* Graceful close: everything queued is sent (TLS close_notify appended),
+ * then the socket is shut down; bounded by a 5 s timer. */
+void conn_close(struct conn *c);
+
+/* Immediate close: shuts the socket down now, drops pending output. */
+void conn_abort(struct conn *c);
+
+/* Frees <c> if it is shut down and no CQE is outstanding. Returns 1 if freed. */
+int conn_maybe_free(struct conn *c);
+
+#endif /* TETHER_CONN_H */

@@ -1,0 +1,60 @@
+/* include/tether/router.h - the node-local session directory and routing decisions. */
+#ifndef TETHER_ROUTER_H
+#define TETHER_ROUTER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tether/jid.h"
+
+#define ROUTER_MAX_RESOURCES 64   /* bound sessions per account on one node */
+
+/* Where one bound session lives: worker index, connection slot and
+ * generation (a stale slot/gen pair is detected by the worker). */
+struct route_target {
+	uint16_t worker;
+	uint32_t slot;
+	uint32_t gen;
+	int priority;     /* from the last available presence; 0 before */
+	int available;    /* sent available presence and not unavailable since */
+	char resource[JID_PART_MAX + 1];
+};
+
+struct router;
+
+struct router *router_new(void);
+void router_free(struct router *r);
+
+/* Binds <bare>/<t->resource> to <t>. If that full JID was bound already,
+ * the old target is copied to <old> and replaced: returns 1 (the caller
+ * kicks the old session with <conflict/>). Returns 0 if new, -EMLINK when
+ * the account has ROUTER_MAX_RESOURCES sessions, -ENOMEM. */
+int router_bind(struct router *r, const char *bare, const struct route_target *t,
+		struct route_target *old);
+
+/* Removes the binding if it still belongs to <slot>/<gen> on <worker>. */
+void router_unbind(struct router *r, const char *bare, const char *resource,
+		   uint16_t worker, uint32_t slot, uint32_t gen);
+
+/* Records presence of a bound resource. */
+void router_set_presence(struct router *r, const char *bare, const char *resource,
+			 int available, int priority);
+
+/* Copies the target of a full JID into <out>. Returns 0 or -ENOENT. */
+int router_get_full(struct router *r, const char *bare, const char *resource,
+		    struct route_target *out);
+
+/* Copies up to <max> targets of every bound resource of <bare> into <out>.
+ * Returns how many. */
+size_t router_get_all(struct router *r, const char *bare, struct route_target *out, size_t max);
+
+/* RFC 6121 §8.5.2.1.1: which of <n> resources a message to the bare JID
+ * goes to: the available ones with the highest non-negative priority.
+ * Writes their indexes into <pick>; returns how many (0: none eligible). */
+size_t router_pick_for_message(const struct route_target *t, size_t n, size_t *pick);
+
+/* A random resource for clients that let the server choose (base64url,
+ * 16 characters, 96 bits from libsodium). */
+void router_random_resource(char out[17]);
+
+#endif /* TETHER_ROUTER_H */

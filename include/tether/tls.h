@@ -1,0 +1,74 @@
+/* include/tether/tls.h - BoringSSL on the ring: a BIO over our buffers, no socket I/O. */
+#ifndef TETHER_TLS_H
+#define TETHER_TLS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/ssl.h>
+
+struct sbuf;
+
+/* The server's TLS context: certificate, key, and the channel-binding hash
+ * of the certificate (RFC 5929 tls-server-end-point), computed once. */
+struct tls_ctx {
+	SSL_CTX *ctx;
+	uint8_t endpoint[EVP_MAX_MD_SIZE];
+	size_t endpoint_len;
+};
+
+/* Where the BIO of one connection reads ciphertext from and writes it to.
+ * <rx>/<rx_len> point into the recv buffer for the duration of a feed. */
+struct tls_io {
+	const uint8_t *rx;
+	size_t rx_len;
+	struct sbuf *tx;
+};
+
+/* Loads <cert> (PEM chain) and <key>; TLS 1.2-1.3 only, no 0-RTT, ALPN
+ * "xmpp-client" accepted (a client offering ALPN without it is refused).
+ * Returns 0 or -1 with a message in <err>. */
+int tls_ctx_init(struct tls_ctx *t, const char *cert, const char *key, char *err, size_t errlen);
+void tls_ctx_deinit(struct tls_ctx *t);
+
+/* A server-side SSL bound to <io>. NULL on OOM. */
+SSL *tls_new(struct tls_ctx *t, struct tls_io *io);
+
+/* Called with each chunk of decrypted application data; return non-zero to
+ * stop reading (the remaining ciphertext stays inside the SSL). */
+typedef int tls_plain_fn(void *ud, const char *data, size_t len);
+
+enum tls_rc {
+	TLS_OK = 0,     /* everything consumed */
+	TLS_STOPPED,    /* <fn> returned non-zero */
+	TLS_CLOSED,     /* peer sent close_notify */
+	TLS_FAILED,     /* handshake or record failure: close the socket */
+};
+
+/* Feeds <len> bytes of ciphertext: drives the handshake, decrypts, hands
+ * plaintext to <fn>. Ciphertext to send (handshake, alerts) is appended to
+ * io->tx. Every input byte has been pulled into the SSL on return. */
+enum tls_rc tls_feed(SSL *ssl, const uint8_t *data, size_t len, tls_plain_fn *fn, void *ud);
+
+/* Continues reading plaintext the SSL already holds (after TLS_STOPPED). */
+enum tls_rc tls_drain(SSL *ssl, tls_plain_fn *fn, void *ud);
+
+/* Encrypts <len> bytes into io->tx. Returns 0 or -1. */
+int tls_write(SSL *ssl, const void *data, size_t len);
+
+/* Appends a close_notify alert to io->tx. */
+void tls_shutdown(SSL *ssl);
+
+/* 1 once the handshake is complete. */
+static inline int tls_established(SSL *ssl) { return SSL_is_init_finished(ssl); }
+
+/* Channel binding data (RFC 9266 tls-exporter: 32 bytes, TLS 1.3 only;
+ * RFC 5929 tls-unique: TLS 1.2 only). Return the length, or 0 if the
+ * binding is not available on this connection. */
+size_t tls_cb_exporter(SSL *ssl, uint8_t out[32]);
+size_t tls_cb_unique(SSL *ssl, uint8_t *out, size_t outlen);
+
+/* Frees an SSL, wiping its secrets. NULL is fine. */
+void tls_free(SSL *ssl);
+
+#endif /* TETHER_TLS_H */

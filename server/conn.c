@@ -1,0 +1,346 @@
+/* server/conn.c - one client connection: recv, TLS, write chain, close.
+ *
+ * Data path: a multishot recv CQE lends us a provided buffer; its bytes go
+ * through TLS (when up) into c2s_feed() and the buffer is returned before
+ * the handler ends, so an idle connection holds no read buffer. Output is
+ * queued as plaintext (ptx), encrypted in one go per loop turn into the
+ * write chain (wq), and sent with at most one send in flight. */
+#include "tether/conn.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <liburing.h>
+
+#include "tether/c2s.h"
+#include "tether/log.h"
+#include "tether/worker.h"
+
+#define CLOSE_GRACE_MS 5000 /* how long a graceful close may wait for the peer to read */
+
+static void tp_send(void *io, const char *data, size_t len) { conn_send(io, data, len); }
+static void tp_close(void *io) { conn_close(io); }
+
+static void on_c2s_timer(struct timer *t)
+{
+	struct conn *c = (struct conn *)((char *)t - offsetof(struct conn, timer));
+	if (c->c2s && !(c->flags & CONN_F_LOST))
+		c2s_on_timeout(c->c2s);
+}
+
+static void tp_set_timer(void *io, unsigned ms)
+{
+	struct conn *c = io;
+	if (ms)
+		timer_arm(&c->w->wheel, &c->timer, ms, on_c2s_timer);
+	else
+		timer_cancel(&c->timer);
+}
+
+static size_t tp_cb_exporter(void *io, uint8_t out[32])
+{
+	struct conn *c = io;
+	return c->ssl ? tls_cb_exporter(c->ssl, out) : 0;
+}
+
+static size_t tp_cb_unique(void *io, uint8_t *out, size_t outlen)
+{
+	struct conn *c = io;
+	return c->ssl ? tls_cb_unique(c->ssl, out, outlen) : 0;
+}
+
+static int tp_is_tls(void *io)
+{
+	struct conn *c = io;
+	return c->ssl && tls_established(c->ssl);
+}
+
+static const char *tp_peer(void *io)
+{
+	return ((struct conn *)io)->peer;
+}
+
+static const struct c2s_transport transport = {
+	.send = tp_send, .close = tp_close, .set_timer = tp_set_timer,
+	.cb_exporter = tp_cb_exporter, .cb_unique = tp_cb_unique,
+	.is_tls = tp_is_tls, .peer = tp_peer,
+};
+
+static int start_tls(struct conn *c)
+{
+	c->tio.tx = &c->wq;
+	c->ssl = tls_new(&c->w->srv->tls, &c->tio);
+	return c->ssl ? 0 : -ENOMEM;
+}
+
+struct conn *conn_new(struct worker *w, int fd, uint32_t slot, uint32_t gen, int direct_tls)
+{
+	struct conn *c = calloc(1, sizeof(*c));
+	if (!c)
+		return NULL;
+	c->w = w;
+	c->fd = fd;
+	c->slot = slot;
+	c->gen = gen;
+	if (direct_tls) {
+		c->flags |= CONN_F_DIRECT_TLS;
+		if (start_tls(c))
+			goto fail;
+	}
+	c->c2s = c2s_new(w->srv, w, &transport, c, slot, gen, direct_tls);
+	if (!c->c2s)
+		goto fail;
+	return c;
+fail:
+	tls_free(c->ssl);
+	free(c);
+	return NULL;
+}
+
+void conn_arm_recv(struct conn *c)
+{
+	if (c->flags & (CONN_F_RX_ARMED | CONN_F_SHUT))
+		return;
+	struct io_uring_sqe *sqe = worker_sqe(c->w);
+	io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = 0;
+	io_uring_sqe_set_data64(sqe, ud_pack(OP_RECV, c->gen, c->slot));
+	c->flags |= CONN_F_RX_ARMED;
+	c->inflight++;
+}
+
+/* The transport is gone: tell c2s once, then shut the socket. */
+static void lost(struct conn *c)
+{
+	if (!(c->flags & CONN_F_LOST)) {
+		c->flags |= CONN_F_LOST;
+		c2s_on_lost(c->c2s);
+	}
+	conn_abort(c);
+}
+
+/* Plaintext from TLS (or the socket) into the state machine. */
+static int feed_plain(void *ud, const char *data, size_t len)
+{
+	struct conn *c = ud;
+	if (c->flags & (CONN_F_CLOSING | CONN_F_SHUT | CONN_F_LOST))
+		return 1; /* stop: nothing more is read from a closing stream */
+	switch (c2s_feed(c->c2s, data, len)) {
+	case C2S_OK:
+		return 0;
+	case C2S_STARTTLS:
+		/* Bytes after <starttls/> are discarded (command injection). */
+		if (start_tls(c)) {
+			conn_abort(c);
+			return 1;
+		}
+		return 1;
+	case C2S_CLOSED:
+		return 1;
+	}
+	return 1;
+}
+
+static void feed(struct conn *c, const uint8_t *data, size_t len)
+{
+	if (!c->ssl) {
+		feed_plain(c, (const char *)data, len);
+		return;
+	}
+	switch (tls_feed(c->ssl, data, len, feed_plain, c)) {
+	case TLS_OK:
+	case TLS_STOPPED:
+		break;
+	case TLS_CLOSED:
+	case TLS_FAILED:
+		lost(c);
+		return;
+	}
+	/* Handshake records or alerts may be waiting. */
+	if (c->wq.len)
+		worker_want_flush(c->w, c);
+}
+
+void conn_on_recv(struct conn *c, const struct io_uring_cqe *cqe)
+{
+	struct worker *w = c->w;
+	if (!(cqe->flags & IORING_CQE_F_MORE)) {
+		c->flags &= ~CONN_F_RX_ARMED;
+		c->inflight--;
+	}
+	if (cqe->res > 0 && (cqe->flags & IORING_CQE_F_BUFFER)) {
+		unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+		uint8_t *buf = w->bufs + (size_t)bid * w->buf_size;
+		/* A closing connection reads and drops; SSL/c2s are done. */
+		if (!(c->flags & (CONN_F_SHUT | CONN_F_CLOSING | CONN_F_LOST)))
+			feed(c, buf, (size_t)cqe->res);
+		/* Give the buffer back before returning: we never keep it. */
+		io_uring_buf_ring_add(w->br, buf, w->buf_size, (unsigned short)bid,
+				      io_uring_buf_ring_mask(w->nbufs), 0);
+		io_uring_buf_ring_advance(w->br, 1);
+	} else if (cqe->res == -ENOBUFS) {
+		/* Back-pressure, not an error: re-armed when buffers return. */
+		if (!(c->flags & CONN_F_STARVED)) {
+			c->flags |= CONN_F_STARVED;
+			c->starved_next = w->starved;
+			w->starved = c;
+		}
+	} else if (cqe->res <= 0) {
+		/* EOF or error. */
+		if (!(c->flags & CONN_F_SHUT))
+			lost(c);
+	}
+	if (!(c->flags & (CONN_F_RX_ARMED | CONN_F_SHUT | CONN_F_STARVED)))
+		conn_arm_recv(c);
+	conn_maybe_free(c);
+}
+
+void conn_send(struct conn *c, const char *data, size_t len)
+{
+	if (c->flags & CONN_F_SHUT)
+		return;
+	struct sbuf *b = (c->ssl && tls_established(c->ssl)) ? &c->ptx : &c->wq;
+	if (sbuf_append(b, data, len)) {
+		log_warn("conn %s: out of memory queueing output", c->peer);
+		conn_abort(c);
+		return;
+	}
+	if (c->ptx.len + c->wq.len + c->sending.len > c->w->srv->cfg.max_send_queue) {
+		/* The peer does not read: don't let it hold our memory. */
+		log_warn("conn %s: send queue over %zu bytes, closing", c->peer,
+			 c->w->srv->cfg.max_send_queue);
+		if (!(c->flags & CONN_F_LOST)) {
+			c->flags |= CONN_F_LOST;
+			c2s_on_lost(c->c2s);
+		}
+		conn_abort(c);
+		return;
+	}
+	worker_want_flush(c->w, c);
+}
+
+static void submit_send(struct conn *c)
+{
+	struct io_uring_sqe *sqe = worker_sqe(c->w);
+	io_uring_prep_send(sqe, c->fd, c->sending.data + c->sent, c->sending.len - c->sent,
+			   MSG_NOSIGNAL);
+	io_uring_sqe_set_data64(sqe, ud_pack(OP_SEND, c->gen, c->slot));
+	c->flags |= CONN_F_TX_BUSY;
+	c->inflight++;
+}
+
+/* Socket shutdown: the multishot recv ends with EOF, the send (if any)
+ * completes or fails; the last CQE frees the connection. */
+static void shut(struct conn *c)
+{
+	if (c->flags & CONN_F_SHUT)
+		return;
+	c->flags |= CONN_F_SHUT;
+	timer_cancel(&c->timer);
+	timer_cancel(&c->close_timer);
+	shutdown(c->fd, SHUT_RDWR);
+}
+
+void conn_flush(struct conn *c)
+{
+	if (c->flags & CONN_F_SHUT)
+		return;
+	if (c->ptx.len && c->ssl) {
+		if (tls_write(c->ssl, c->ptx.data, c->ptx.len)) {
+			lost(c);
+			return;
+		}
+		sbuf_reset(&c->ptx);
+	}
+	if (!(c->flags & CONN_F_TX_BUSY) && c->wq.len) {
+		/* Swap buffers: wq keeps filling while <sending> is in flight. */
+		struct sbuf t = c->sending;
+		c->sending = c->wq;
+		c->wq = t;
+		sbuf_reset(&c->wq);
+		c->sent = 0;
+		submit_send(c);
+	}
+	if ((c->flags & CONN_F_CLOSING) && !(c->flags & CONN_F_TX_BUSY) && !c->wq.len)
+		shut(c);
+}
+
+void conn_on_send(struct conn *c, const struct io_uring_cqe *cqe)
+{
+	c->inflight--;
+	c->flags &= ~CONN_F_TX_BUSY;
+	if (cqe->res < 0) {
+		if (!(c->flags & CONN_F_SHUT))
+			lost(c);
+		conn_maybe_free(c);
+		return;
+	}
+	c->sent += (size_t)cqe->res;
+	if (c->sent < c->sending.len && !(c->flags & CONN_F_SHUT)) {
+		submit_send(c); /* short send: the rest */
+		return;
+	}
+	sbuf_reset(&c->sending);
+	c->sent = 0;
+	/* Idle connections keep no output buffers. */
+	if (!c->wq.len && c->sending.cap > 16384)
+		sbuf_free(&c->sending);
+	conn_flush(c);
+	conn_maybe_free(c);
+}
+
+static void on_close_timer(struct timer *t)
+{
+	struct conn *c = (struct conn *)((char *)t - offsetof(struct conn, close_timer));
+	conn_abort(c);
+	conn_maybe_free(c);
+}
+
+void conn_close(struct conn *c)
+{
+	if (c->flags & (CONN_F_CLOSING | CONN_F_SHUT))
+		return;
+	c->flags |= CONN_F_CLOSING;
+	if (c->ssl && tls_established(c->ssl)) {
+		/* Plaintext first, then the close_notify after it. */
+		if (c->ptx.len && !tls_write(c->ssl, c->ptx.data, c->ptx.len))
+			sbuf_reset(&c->ptx);
+		tls_shutdown(c->ssl);
+	}
+	timer_arm(&c->w->wheel, &c->close_timer, CLOSE_GRACE_MS, on_close_timer);
+	worker_want_flush(c->w, c);
+}
+
+void conn_abort(struct conn *c)
+{
+	shut(c);
+}
+
+int conn_maybe_free(struct conn *c)
+{
+	if (!(c->flags & CONN_F_SHUT) || c->inflight > 0 || (c->flags & (CONN_F_FLUSH | CONN_F_STARVED)))
+		return 0;
+	struct worker *w = c->w;
+	if (!(c->flags & CONN_F_LOST)) {
+		c->flags |= CONN_F_LOST;
+		c2s_on_lost(c->c2s);
+	}
+	timer_cancel(&c->timer);
+	timer_cancel(&c->close_timer);
+	close(c->fd);
+	c2s_free(c->c2s);
+	tls_free(c->ssl);
+	sbuf_free(&c->ptx);
+	sbuf_free(&c->wq);
+	sbuf_free(&c->sending);
+	w->conns[c->slot] = NULL;
+	w->gens[c->slot] = (w->gens[c->slot] + 1) & 0xffffff;
+	w->free_slots[w->nfree++] = c->slot;
+	w->live--;
+	free(c);
+	return 1;
+}

@@ -1,0 +1,246 @@
+/* server/tls.c - BoringSSL on the ring: a BIO over our buffers, no socket I/O. */
+#include "tether/tls.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include "tether/sbuf.h"
+
+static BIO_METHOD *ring_bio_method;
+
+/* BIO read: hand out what the current recv buffer still holds. */
+static int bio_read(BIO *b, char *out, int outlen)
+{
+	struct tls_io *io = BIO_get_data(b);
+	BIO_clear_retry_flags(b);
+	if (!io->rx_len) {
+		BIO_set_retry_read(b);
+		return -1;
+	}
+	size_t n = io->rx_len < (size_t)outlen ? io->rx_len : (size_t)outlen;
+	memcpy(out, io->rx, n);
+	io->rx += n;
+	io->rx_len -= n;
+	return (int)n;
+}
+
+/* BIO write: ciphertext goes straight onto the connection's write chain. */
+static int bio_write(BIO *b, const char *in, int inlen)
+{
+	struct tls_io *io = BIO_get_data(b);
+	BIO_clear_retry_flags(b);
+	if (sbuf_append(io->tx, in, (size_t)inlen))
+		return -1;
+	return inlen;
+}
+
+static long bio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+	(void)b; (void)num; (void)ptr;
+	return cmd == BIO_CTRL_FLUSH ? 1 : 0;
+}
+
+static int bio_create(BIO *b)
+{
+	BIO_set_init(b, 1);
+	return 1;
+}
+
+/* ALPN (XEP-0368): accept xmpp-client; a client that offers ALPN without it
+ * gets no_application_protocol. No ALPN at all is fine (STARTTLS clients). */
+static int on_alpn(SSL *ssl, const uint8_t **out, uint8_t *outlen,
+		   const uint8_t *in, unsigned inlen, void *arg)
+{
+	(void)ssl; (void)arg;
+	static const char want[] = "xmpp-client";
+	for (unsigned i = 0; i < inlen;) {
+		unsigned n = in[i];
+		if (i + 1 + n > inlen)
+			break;
+		if (n == sizeof(want) - 1 && !memcmp(in + i + 1, want, n)) {
+			*out = in + i + 1;
+			*outlen = (uint8_t)n;
+			return SSL_TLSEXT_ERR_OK;
+		}
+		i += 1 + n;
+	}
+	return SSL_TLSEXT_ERR_ALERT_FATAL;
+}
+
+/* RFC 5929 §4.1: hash the certificate with its signature hash, but MD5 and
+ * SHA-1 become SHA-256. */
+static int compute_endpoint(struct tls_ctx *t, X509 *cert)
+{
+	const EVP_MD *md = NULL;
+	int nid = X509_get_signature_nid(cert), md_nid = NID_undef, pk_nid;
+	if (OBJ_find_sigid_algs(nid, &md_nid, &pk_nid))
+		md = EVP_get_digestbynid(md_nid);
+	if (!md || md_nid == NID_md5 || md_nid == NID_sha1)
+		md = EVP_sha256();
+	unsigned len = 0;
+	if (!X509_digest(cert, md, t->endpoint, &len))
+		return -1;
+	t->endpoint_len = len;
+	return 0;
+}
+
+int tls_ctx_init(struct tls_ctx *t, const char *cert, const char *key, char *err, size_t errlen)
+{
+	memset(t, 0, sizeof(*t));
+	if (!ring_bio_method) {
+		ring_bio_method = BIO_meth_new(BIO_TYPE_SOURCE_SINK, "tether-ring");
+		BIO_meth_set_read(ring_bio_method, bio_read);
+		BIO_meth_set_write(ring_bio_method, bio_write);
+		BIO_meth_set_ctrl(ring_bio_method, bio_ctrl);
+		BIO_meth_set_create(ring_bio_method, bio_create);
+	}
+	t->ctx = SSL_CTX_new(TLS_method());
+	if (!t->ctx)
+		goto fail;
+	SSL_CTX_set_min_proto_version(t->ctx, TLS1_2_VERSION);
+	SSL_CTX_set_max_proto_version(t->ctx, TLS1_3_VERSION);
+	/* 0-RTT data is replayable: never accept it (tls.md). */
+	SSL_CTX_set_early_data_enabled(t->ctx, 0);
+	SSL_CTX_set_alpn_select_cb(t->ctx, on_alpn, NULL);
+	/* No session cache across nodes yet; tickets are fine (key per process). */
+	SSL_CTX_set_session_cache_mode(t->ctx, SSL_SESS_CACHE_OFF);
+	if (SSL_CTX_use_certificate_chain_file(t->ctx, cert) != 1) {
+		snprintf(err, errlen, "tls: cannot load certificate '%s'", cert);
+		goto fail_msg;
+	}
+	if (SSL_CTX_use_PrivateKey_file(t->ctx, key, SSL_FILETYPE_PEM) != 1) {
+		snprintf(err, errlen, "tls: cannot load key '%s'", key);
+		goto fail_msg;
+	}
+	if (SSL_CTX_check_private_key(t->ctx) != 1) {
+		snprintf(err, errlen, "tls: key '%s' does not match certificate '%s'", key, cert);
+		goto fail_msg;
+	}
+	if (compute_endpoint(t, SSL_CTX_get0_certificate(t->ctx))) {
+		snprintf(err, errlen, "tls: cannot hash certificate '%s'", cert);
+		goto fail_msg;
+	}
+	return 0;
+fail:
+	snprintf(err, errlen, "tls: out of memory");
+fail_msg:
+	ERR_clear_error();
+	tls_ctx_deinit(t);
+	return -1;
+}
+
+void tls_ctx_deinit(struct tls_ctx *t)
+{
+	SSL_CTX_free(t->ctx);
+	t->ctx = NULL;
+}
+
+SSL *tls_new(struct tls_ctx *t, struct tls_io *io)
+{
+	SSL *ssl = SSL_new(t->ctx);
+	BIO *bio = BIO_new(ring_bio_method);
+	if (!ssl || !bio) {
+		SSL_free(ssl);
+		BIO_free(bio);
+		return NULL;
+	}
+	BIO_set_data(bio, io);
+	SSL_set_bio(ssl, bio, bio); /* one BIO both ways; SSL owns it */
+	SSL_set_accept_state(ssl);
+	/* Idle connections hold no TLS read/write buffers. */
+	SSL_set_mode(ssl, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE);
+	return ssl;
+}
+
+enum tls_rc tls_drain(SSL *ssl, tls_plain_fn *fn, void *ud)
+{
+	char plain[16384];
+	for (;;) {
+		int n = SSL_read(ssl, plain, sizeof(plain));
+		if (n > 0) {
+			if (fn(ud, plain, (size_t)n))
+				return TLS_STOPPED;
+			continue;
+		}
+		switch (SSL_get_error(ssl, n)) {
+		case SSL_ERROR_WANT_READ:
+		case SSL_ERROR_WANT_WRITE:
+			return TLS_OK;
+		case SSL_ERROR_ZERO_RETURN:
+			return TLS_CLOSED;
+		default:
+			ERR_clear_error();
+			return TLS_FAILED;
+		}
+	}
+}
+
+enum tls_rc tls_feed(SSL *ssl, const uint8_t *data, size_t len, tls_plain_fn *fn, void *ud)
+{
+	struct tls_io *io = BIO_get_data(SSL_get_rbio(ssl));
+	io->rx = data;
+	io->rx_len = len;
+	enum tls_rc rc = tls_drain(ssl, fn, ud);
+	/* SSL_read pulls whole records; on TLS_STOPPED the caller resumes with
+	 * tls_drain(), so anything left in the BIO must not be lost: keep
+	 * pulling until the BIO is empty (BoringSSL buffers internally). */
+	while (rc == TLS_OK && io->rx_len)
+		rc = tls_drain(ssl, fn, ud);
+	io->rx = NULL;
+	io->rx_len = 0;
+	return rc;
+}
+
+int tls_write(SSL *ssl, const void *data, size_t len)
+{
+	const char *p = data;
+	while (len) {
+		int chunk = len > 16384 ? 16384 : (int)len;
+		int n = SSL_write(ssl, p, chunk);
+		if (n <= 0) {
+			ERR_clear_error();
+			return -1;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+void tls_shutdown(SSL *ssl)
+{
+	if (SSL_is_init_finished(ssl))
+		SSL_shutdown(ssl);
+	ERR_clear_error();
+}
+
+size_t tls_cb_exporter(SSL *ssl, uint8_t out[32])
+{
+	static const char label[] = "EXPORTER-Channel-Binding";
+	if (SSL_version(ssl) != TLS1_3_VERSION)
+		return 0;
+	if (SSL_export_keying_material(ssl, out, 32, label, sizeof(label) - 1, NULL, 0, 0) != 1)
+		return 0;
+	return 32;
+}
+
+size_t tls_cb_unique(SSL *ssl, uint8_t *out, size_t outlen)
+{
+	if (SSL_version(ssl) != TLS1_2_VERSION)
+		return 0;
+	/* The first Finished of the handshake: the client's, unless resumed. */
+	if (SSL_session_reused(ssl))
+		return SSL_get_finished(ssl, out, outlen);
+	return SSL_get_peer_finished(ssl, out, outlen);
+}
+
+void tls_free(SSL *ssl)
+{
+	SSL_free(ssl);
+}

@@ -1,0 +1,543 @@
+/* server/worker.c - worker threads: one io_uring each, accept, inbox, timers.
+ *
+ * Each worker owns a ring (SINGLE_ISSUER | DEFER_TASKRUN), its own
+ * SO_REUSEPORT listeners with multishot accept, a provided-buffer ring for
+ * multishot recv, a timer wheel ticked by a ring timeout, and every
+ * connection it accepted. Other threads reach it only through its inbox
+ * and an IORING_OP_MSG_RING wake-up. */
+#include "tether/worker.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "tether/c2s.h"
+#include "tether/conn.h"
+#include "tether/log.h"
+#include "tether/rmsg.h"
+#include "tether/router.h"
+
+#define RING_SQ_ENTRIES 1024
+#define RING_CQ_ENTRIES (8 * RING_SQ_ENTRIES) /* never overflow the CQ */
+#define RECV_BUFS 1024       /* power of two */
+#define RECV_BUF_SIZE 4096
+#define DRAIN_GRACE_MS 3000  /* shutdown: how long streams get to flush */
+
+static __thread struct io_uring *main_ring; /* for wake-ups from non-workers */
+
+/* Parses "host:port" into an IPv4/IPv6 sockaddr. */
+static int parse_addr(const char *s, struct sockaddr_storage *ss, socklen_t *len)
+{
+	char host[CONFIG_STR_MAX];
+	const char *colon = strrchr(s, ':');
+	if (!colon || colon == s)
+		return -1;
+	size_t hl = (size_t)(colon - s);
+	if (s[0] == '[' && hl >= 2 && s[hl - 1] == ']') {
+		memcpy(host, s + 1, hl - 2);
+		host[hl - 2] = 0;
+	} else {
+		memcpy(host, s, hl);
+		host[hl] = 0;
+	}
+	char *end;
+	long port = strtol(colon + 1, &end, 10);
+	if (*end || port < 0 || port > 65535)
+		return -1;
+	memset(ss, 0, sizeof(*ss));
+	struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
+	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+	if (inet_pton(AF_INET, host, &in4->sin_addr) == 1) {
+		in4->sin_family = AF_INET;
+		in4->sin_port = htons((uint16_t)port);
+		*len = sizeof(*in4);
+		return 0;
+	}
+	if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+		in6->sin6_family = AF_INET6;
+		in6->sin6_port = htons((uint16_t)port);
+		*len = sizeof(*in6);
+		return 0;
+	}
+	return -1;
+}
+
+static int open_listener(const char *addr)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	if (parse_addr(addr, &ss, &len)) {
+		log_error("listen %s: expected host:port", addr);
+		return -1;
+	}
+	int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd == -1) {
+		log_error("listen %s: socket: %s", addr, strerror(errno));
+		return -1;
+	}
+	int one = 1;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	/* One socket per worker on the same port: the kernel spreads accepts. */
+	setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *)&ss, len) == -1 || listen(fd, 4096) == -1) {
+		log_error("listen %s: %s", addr, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static int setup_bufring(struct worker *w)
+{
+	w->nbufs = RECV_BUFS;
+	w->buf_size = RECV_BUF_SIZE;
+	size_t ring_bytes = w->nbufs * sizeof(struct io_uring_buf);
+	void *mem = mmap(NULL, ring_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+	if (mem == MAP_FAILED)
+		return -errno;
+	w->br = mem;
+	io_uring_buf_ring_init(w->br);
+	struct io_uring_buf_reg reg = {
+		.ring_addr = (unsigned long)w->br, .ring_entries = w->nbufs, .bgid = 0,
+	};
+	int rc = io_uring_register_buf_ring(&w->ring, &reg, 0);
+	if (rc)
+		return rc;
+	w->bufs = malloc((size_t)w->nbufs * w->buf_size);
+	if (!w->bufs)
+		return -ENOMEM;
+	for (unsigned i = 0; i < w->nbufs; i++)
+		io_uring_buf_ring_add(w->br, w->bufs + (size_t)i * w->buf_size, w->buf_size,
+				      (unsigned short)i, io_uring_buf_ring_mask(w->nbufs), (int)i);
+	io_uring_buf_ring_advance(w->br, (int)w->nbufs);
+	return 0;
+}
+
+int worker_init(struct worker *w, struct server *srv, unsigned idx)
+{
+	memset(w, 0, sizeof(*w));
+	w->srv = srv;
+	w->idx = idx;
+	w->lfd[0] = w->lfd[1] = -1;
+	struct io_uring_params p = { 0 };
+	/* SINGLE_ISSUER + DEFER_TASKRUN: only this thread submits, completions
+	 * run when we wait; CQSIZE: 8x the SQ so multishot bursts never overflow. */
+	p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_CQSIZE;
+	p.cq_entries = RING_CQ_ENTRIES;
+	int rc = io_uring_queue_init_params(RING_SQ_ENTRIES, &w->ring, &p);
+	if (rc) {
+		log_error("worker %u: io_uring setup failed: %s (tetherd needs Linux >= 6.1 "
+			  "with io_uring enabled; check /proc/sys/kernel/io_uring_disabled)",
+			  idx, strerror(-rc));
+		return -1;
+	}
+	struct io_uring_probe *probe = io_uring_get_probe_ring(&w->ring);
+	int ok = probe && io_uring_opcode_supported(probe, IORING_OP_MSG_RING) &&
+		 io_uring_opcode_supported(probe, IORING_OP_RECV) &&
+		 io_uring_opcode_supported(probe, IORING_OP_ACCEPT);
+	io_uring_free_probe(probe);
+	if (!ok) {
+		log_error("worker %u: this kernel's io_uring lacks MSG_RING/RECV/ACCEPT", idx);
+		return -1;
+	}
+	rc = setup_bufring(w);
+	if (rc) {
+		log_error("worker %u: provided buffer ring: %s (needs Linux >= 5.19)", idx, strerror(-rc));
+		return -1;
+	}
+	if (srv->cfg.listen[0] && (w->lfd[0] = open_listener(srv->cfg.listen)) == -1)
+		return -1;
+	if (srv->cfg.tls_listen[0] && (w->lfd[1] = open_listener(srv->cfg.tls_listen)) == -1)
+		return -1;
+	timer_wheel_init(&w->wheel);
+	return 0;
+}
+
+struct io_uring_sqe *worker_sqe(struct worker *w)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
+	while (!sqe) {
+		io_uring_submit(&w->ring);
+		sqe = io_uring_get_sqe(&w->ring);
+	}
+	return sqe;
+}
+
+static void arm_accept(struct worker *w, unsigned which)
+{
+	struct io_uring_sqe *sqe = worker_sqe(w);
+	io_uring_prep_multishot_accept(sqe, w->lfd[which], NULL, NULL, SOCK_CLOEXEC);
+	io_uring_sqe_set_data64(sqe, ud_pack(OP_ACCEPT, 0, which));
+}
+
+static void arm_tick(struct worker *w)
+{
+	static struct __kernel_timespec ts = { .tv_sec = 0, .tv_nsec = TIMER_TICK_MS * 1000000L };
+	struct io_uring_sqe *sqe = worker_sqe(w);
+	io_uring_prep_timeout(sqe, &ts, 0, 0);
+	io_uring_sqe_set_data64(sqe, ud_pack(OP_TICK, 0, 0));
+}
+
+static int alloc_slot(struct worker *w, uint32_t *slot)
+{
+	if (w->nfree) {
+		*slot = w->free_slots[--w->nfree];
+		return 0;
+	}
+	if (w->nslots == w->cap_slots) {
+		uint32_t cap = w->cap_slots ? w->cap_slots * 2 : 1024;
+		struct conn **c = realloc(w->conns, cap * sizeof(*c));
+		if (c)
+			w->conns = c;
+		uint32_t *g = realloc(w->gens, cap * sizeof(*g));
+		if (g)
+			w->gens = g;
+		uint32_t *f = realloc(w->free_slots, cap * sizeof(*f));
+		if (f)
+			w->free_slots = f;
+		if (!c || !g || !f)
+			return -ENOMEM;
+		w->cap_slots = cap;
+	}
+	*slot = w->nslots++;
+	w->gens[*slot] = 1;
+	return 0;
+}
+
+static void on_accept(struct worker *w, const struct io_uring_cqe *cqe)
+{
+	unsigned which = ud_slot(cqe->user_data);
+	if (!(cqe->flags & IORING_CQE_F_MORE) && !w->draining && w->lfd[which] != -1)
+		arm_accept(w, which);
+	if (cqe->res < 0) {
+		if (cqe->res != -ECANCELED)
+			log_warn("worker %u: accept: %s", w->idx, strerror(-cqe->res));
+		return;
+	}
+	int fd = cqe->res;
+	uint32_t slot;
+	if (w->draining || alloc_slot(w, &slot)) {
+		close(fd);
+		return;
+	}
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	struct conn *c = conn_new(w, fd, slot, w->gens[slot], which == 1);
+	if (!c) {
+		w->free_slots[w->nfree++] = slot;
+		close(fd);
+		return;
+	}
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char host[INET6_ADDRSTRLEN] = "?";
+	int port = 0;
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
+		if (ss.ss_family == AF_INET) {
+			inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host, sizeof(host));
+			port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+		} else if (ss.ss_family == AF_INET6) {
+			inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, host, sizeof(host));
+			port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+		}
+	}
+	snprintf(c->peer, sizeof(c->peer), "%s:%d", host, port);
+	w->conns[slot] = c;
+	w->live++;
+	log_debug("worker %u: accepted %s (%s)", w->idx, c->peer, which ? "direct TLS" : "STARTTLS");
+	conn_arm_recv(c);
+}
+
+/* The connection a CQE is for, or NULL if its slot was reused since. */
+static struct conn *conn_of(struct worker *w, uint64_t ud)
+{
+	uint32_t slot = ud_slot(ud);
+	if (slot >= w->nslots || w->gens[slot] != ud_gen(ud))
+		return NULL;
+	return w->conns[slot];
+}
+
+void worker_want_flush(struct worker *w, struct conn *c)
+{
+	if (c->flags & CONN_F_FLUSH)
+		return;
+	c->flags |= CONN_F_FLUSH;
+	c->flush_next = w->flush_list;
+	w->flush_list = c;
+}
+
+static void flush_all(struct worker *w)
+{
+	while (w->flush_list) {
+		struct conn *c = w->flush_list;
+		w->flush_list = c->flush_next;
+		c->flags &= ~CONN_F_FLUSH;
+		conn_flush(c);
+		conn_maybe_free(c);
+	}
+}
+
+static void rearm_starved(struct worker *w)
+{
+	struct conn *c = w->starved;
+	w->starved = NULL;
+	while (c) {
+		struct conn *next = c->starved_next;
+		c->flags &= ~CONN_F_STARVED;
+		conn_arm_recv(c);
+		conn_maybe_free(c);
+		c = next;
+	}
+}
+
+/* Sends a wake-up CQE to <target>'s ring, from <w>'s ring if we are a
+ * worker, else from this thread's private ring. */
+static void wake(struct worker *w, struct worker *target)
+{
+	if (atomic_exchange(&target->wake_pending, 1))
+		return; /* already woken and not yet drained */
+	struct io_uring *r = w ? &w->ring : main_ring;
+	struct io_uring_sqe *sqe = w ? worker_sqe(w) : io_uring_get_sqe(r);
+	if (!sqe)
+		return;
+	io_uring_prep_msg_ring(sqe, target->ring.ring_fd, 0, ud_pack(OP_WAKE, 0, 0), 0);
+	io_uring_sqe_set_data64(sqe, ud_pack(OP_IGNORE, 0, 0));
+	sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+	if (!w)
+		io_uring_submit(r);
+}
+
+static void inbox_push(struct worker *w, struct worker *target, struct inbox_item *it)
+{
+	struct inbox_item *head = atomic_load(&target->inbox);
+	do
+		it->next = head;
+	while (!atomic_compare_exchange_weak(&target->inbox, &head, it));
+	wake(w, target);
+}
+
+static void handle_item(struct worker *w, struct inbox_item *it)
+{
+	struct conn *c = NULL;
+	if (it->slot < w->nslots && w->gens[it->slot] == it->gen)
+		c = w->conns[it->slot];
+	if (it->kind == INBOX_DELIVER) {
+		if (c && !(c->flags & (CONN_F_LOST | CONN_F_SHUT)))
+			c2s_deliver(c->c2s, it->msg);
+		else
+			rmsg_unref(it->msg);
+	} else if (c && !(c->flags & (CONN_F_LOST | CONN_F_SHUT))) {
+		c2s_kick(c->c2s, (enum stream_err)it->cond);
+	}
+	free(it);
+}
+
+static void drain_inbox(struct worker *w)
+{
+	atomic_store(&w->wake_pending, 0);
+	struct inbox_item *list = atomic_exchange(&w->inbox, NULL), *fifo = NULL;
+	while (list) { /* reverse: pushes were LIFO */
+		struct inbox_item *n = list->next;
+		list->next = fifo;
+		fifo = list;
+		list = n;
+	}
+	while (fifo) {
+		struct inbox_item *n = fifo->next;
+		handle_item(w, fifo);
+		fifo = n;
+	}
+}
+
+void worker_deliver(struct worker *w, const struct route_target *t, struct rmsg *m)
+{
+	struct worker *target = &w->srv->workers[t->worker];
+	if (target == w) {
+		struct inbox_item it = { .kind = INBOX_DELIVER, .slot = t->slot, .gen = t->gen, .msg = m };
+		struct inbox_item *heap = malloc(sizeof(*heap));
+		if (!heap) {
+			rmsg_unref(m);
+			return;
+		}
+		*heap = it;
+		handle_item(w, heap);
+		return;
+	}
+	struct inbox_item *it = malloc(sizeof(*it));
+	if (!it) {
+		rmsg_unref(m);
+		return;
+	}
+	*it = (struct inbox_item){ .kind = INBOX_DELIVER, .slot = t->slot, .gen = t->gen, .msg = m };
+	inbox_push(w, target, it);
+}
+
+void worker_kick(struct worker *w, const struct route_target *t, int cond)
+{
+	struct worker *target = &w->srv->workers[t->worker];
+	struct inbox_item *it = malloc(sizeof(*it));
+	if (!it)
+		return;
+	*it = (struct inbox_item){ .kind = INBOX_KICK, .slot = t->slot, .gen = t->gen, .cond = cond };
+	if (target == w)
+		handle_item(w, it);
+	else
+		inbox_push(w, target, it);
+}
+
+/* Shutdown, seen by this worker: stop accepting, tell every stream. */
+static void begin_drain(struct worker *w)
+{
+	w->draining = 1;
+	w->drain_deadline_ms = timer_now_ms() + DRAIN_GRACE_MS;
+	for (unsigned i = 0; i < LISTENER_MAX; i++) {
+		if (w->lfd[i] == -1)
+			continue;
+		struct io_uring_sqe *sqe = worker_sqe(w);
+		io_uring_prep_cancel64(sqe, ud_pack(OP_ACCEPT, 0, i), 0);
+		io_uring_sqe_set_data64(sqe, ud_pack(OP_IGNORE, 0, 0));
+		close(w->lfd[i]);
+		w->lfd[i] = -1;
+	}
+	for (uint32_t s = 0; s < w->nslots; s++) {
+		struct conn *c = w->conns[s];
+		if (c && !(c->flags & (CONN_F_LOST | CONN_F_SHUT)))
+			c2s_kick(c->c2s, SE_SYSTEM_SHUTDOWN);
+	}
+}
+
+static void handle_cqe(struct worker *w, struct io_uring_cqe *cqe)
+{
+	uint64_t ud = cqe->user_data;
+	struct conn *c;
+	switch (ud_op(ud)) {
+	case OP_ACCEPT:
+		on_accept(w, cqe);
+		break;
+	case OP_RECV:
+		if ((c = conn_of(w, ud)))
+			conn_on_recv(c, cqe);
+		else if (cqe->flags & IORING_CQE_F_BUFFER) {
+			/* Stale: give the buffer back all the same. */
+			unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+			io_uring_buf_ring_add(w->br, w->bufs + (size_t)bid * w->buf_size, w->buf_size,
+					      (unsigned short)bid, io_uring_buf_ring_mask(w->nbufs), 0);
+			io_uring_buf_ring_advance(w->br, 1);
+		}
+		break;
+	case OP_SEND:
+		if ((c = conn_of(w, ud)))
+			conn_on_send(c, cqe);
+		break;
+	case OP_TICK:
+		timer_wheel_run(&w->wheel);
+		arm_tick(w);
+		break;
+	case OP_WAKE:
+		drain_inbox(w);
+		break;
+	default:
+		break;
+	}
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	/* SINGLE_ISSUER: the ring belongs to the first thread that submits. */
+	for (unsigned i = 0; i < LISTENER_MAX; i++)
+		if (w->lfd[i] != -1)
+			arm_accept(w, i);
+	arm_tick(w);
+	for (;;) {
+		flush_all(w);
+		rearm_starved(w);
+		if (w->draining && (!w->live || timer_now_ms() > w->drain_deadline_ms))
+			break;
+		int rc = io_uring_submit_and_wait(&w->ring, 1);
+		if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
+			log_error("worker %u: io_uring_submit_and_wait: %s", w->idx, strerror(-rc));
+			w->exit_code = 1;
+			break;
+		}
+		struct io_uring_cqe *cqe;
+		unsigned head, n = 0;
+		io_uring_for_each_cqe(&w->ring, head, cqe) {
+			handle_cqe(w, cqe);
+			n++;
+		}
+		io_uring_cq_advance(&w->ring, n);
+		if (!w->draining && atomic_load(&w->srv->stopping))
+			begin_drain(w);
+	}
+	return NULL;
+}
+
+int worker_start(struct worker *w)
+{
+	int rc = pthread_create(&w->thread, NULL, worker_main, w);
+	if (rc) {
+		log_error("worker %u: pthread_create: %s", w->idx, strerror(rc));
+		return -1;
+	}
+	return 0;
+}
+
+void worker_join(struct worker *w)
+{
+	pthread_join(w->thread, NULL);
+	for (uint32_t s = 0; s < w->nslots; s++) {
+		struct conn *c = w->conns[s];
+		if (!c)
+			continue;
+		/* Past the drain deadline: drop what is left. */
+		c->flags |= CONN_F_SHUT;
+		c->inflight = 0;
+		c->flags &= ~(CONN_F_FLUSH | CONN_F_STARVED);
+		conn_maybe_free(c);
+	}
+	struct inbox_item *it = atomic_exchange(&w->inbox, NULL);
+	while (it) {
+		struct inbox_item *n = it->next;
+		rmsg_unref(it->msg);
+		free(it);
+		it = n;
+	}
+	for (unsigned i = 0; i < LISTENER_MAX; i++)
+		if (w->lfd[i] != -1)
+			close(w->lfd[i]);
+	io_uring_queue_exit(&w->ring);
+	if (w->br)
+		munmap(w->br, w->nbufs * sizeof(struct io_uring_buf));
+	free(w->bufs);
+	free(w->conns);
+	free(w->gens);
+	free(w->free_slots);
+}
+
+void server_stop(struct server *srv)
+{
+	static struct io_uring ring;
+	static int have_ring;
+	atomic_store(&srv->stopping, 1);
+	if (!have_ring && io_uring_queue_init(8, &ring, 0) == 0)
+		have_ring = 1;
+	if (!have_ring)
+		return;
+	main_ring = &ring;
+	for (unsigned i = 0; i < srv->nworkers; i++) {
+		atomic_store(&srv->workers[i].wake_pending, 0);
+		wake(NULL, &srv->workers[i]);
+		struct io_uring_cqe *cqe;
+		/* Reap our own completion; bounded. */
+		if (io_uring_peek_cqe(&ring, &cqe) == 0)
+			io_uring_cqe_seen(&ring, cqe);
+	}
+}

@@ -1,0 +1,37 @@
+/* include/tether/im.h - what the server answers itself: ping, disco, version; stanza errors. */
+#ifndef TETHER_IM_H
+#define TETHER_IM_H
+
+#include "tether/errors.h"
+
+struct sbuf;
+struct xnode;
+
+#define XMLNS_PING       "urn:xmpp:ping"
+#define XMLNS_DISCO_INFO "http://jabber.org/protocol/disco#info"
+#define XMLNS_DISCO_ITEMS "http://jabber.org/protocol/disco#items"
+#define XMLNS_VERSION    "jabber:iq:version"
+#define XMLNS_SESSION    "urn:ietf:params:xml:ns:xmpp-session"
+#define XMLNS_ROSTER     "jabber:iq:roster"
+
+#define TETHER_VERSION "0.1.0"
+
+/* Answers an iq addressed to the server's domain (or with no 'to') from
+ * <from> (the sender's full JID): ping, disco#info (exactly what is
+ * implemented), disco#items, version, legacy session; anything else gets
+ * service-unavailable. Appends the reply to <out>. iq results and errors
+ * get no reply (returns 0 and appends nothing). Returns 0 or -ENOMEM. */
+int im_server_iq(struct xnode *iq, const char *domain, const char *from, struct sbuf *out);
+
+/* Answers an iq of type get/set addressed to the bare JID <bare> of an
+ * account that exists, on the account's behalf: disco#info (identity
+ * account/registered) and ping; anything else gets service-unavailable. */
+int im_account_iq(struct xnode *iq, const char *bare, const char *from, struct sbuf *out);
+
+/* Appends an error reply to <stanza>: same kind and id, from/to swapped
+ * (<from> is who answers, <to> who gets it), type='error', the condition
+ * <cond> with its default type. Never call it for a stanza of type error. */
+int im_error_reply(const struct xnode *stanza, const char *from, const char *to,
+		   enum stanza_err cond, struct sbuf *out);
+
+#endif /* TETHER_IM_H */

@@ -1,0 +1,149 @@
+/* server/im.c - what the server answers itself: ping, disco, version; stanza errors. */
+#include "tether/im.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "tether/sbuf.h"
+#include "tether/xnode.h"
+
+/* Features advertised in disco#info: only what works. */
+static const char *const server_features[] = {
+	XMLNS_DISCO_INFO,
+	XMLNS_DISCO_ITEMS,
+	XMLNS_PING,
+	XMLNS_VERSION,
+};
+
+/* <iq type='result' id=.. from=.. to=..> without the closing tag. */
+static int open_reply(const struct xnode *iq, const char *from, const char *to, struct sbuf *out)
+{
+	int rc = sbuf_puts(out, "<iq type='result'");
+	const char *id = xnode_attr(iq, "id");
+	if (id) {
+		rc |= sbuf_puts(out, " id='");
+		rc |= sbuf_puts_esc(out, id);
+		rc |= sbuf_puts(out, "'");
+	}
+	rc |= sbuf_puts(out, " from='");
+	rc |= sbuf_puts_esc(out, from);
+	rc |= sbuf_puts(out, "' to='");
+	rc |= sbuf_puts_esc(out, to);
+	rc |= sbuf_puts(out, "'");
+	return rc ? -ENOMEM : 0;
+}
+
+static int empty_result(const struct xnode *iq, const char *from, const char *to, struct sbuf *out)
+{
+	if (open_reply(iq, from, to, out) || sbuf_puts(out, "/>"))
+		return -ENOMEM;
+	return 0;
+}
+
+static int disco_info(const struct xnode *iq, const struct xnode *q, const char *domain,
+		      const char *to, struct sbuf *out)
+{
+	int rc = open_reply(iq, domain, to, out);
+	rc |= sbuf_puts(out, "><query xmlns='" XMLNS_DISCO_INFO "'");
+	const char *node = xnode_attr(q, "node");
+	if (node) {
+		/* No nodes are served. */
+		return -EINVAL;
+	}
+	rc |= sbuf_puts(out, "><identity category='server' type='im' name='tether'/>");
+	for (size_t i = 0; i < sizeof(server_features) / sizeof(server_features[0]); i++)
+		rc |= sbuf_printf(out, "<feature var='%s'/>", server_features[i]);
+	rc |= sbuf_puts(out, "</query></iq>");
+	return rc ? -ENOMEM : 0;
+}
+
+static int version(const struct xnode *iq, const char *domain, const char *to, struct sbuf *out)
+{
+	int rc = open_reply(iq, domain, to, out);
+	rc |= sbuf_puts(out, "><query xmlns='" XMLNS_VERSION "'><name>tether</name><version>"
+			TETHER_VERSION "</version></query></iq>");
+	return rc ? -ENOMEM : 0;
+}
+
+int im_error_reply(const struct xnode *stanza, const char *from, const char *to,
+		   enum stanza_err cond, struct sbuf *out)
+{
+	int rc = sbuf_printf(out, "<%s type='error'", stanza->name);
+	const char *id = xnode_attr(stanza, "id");
+	if (id) {
+		rc |= sbuf_puts(out, " id='");
+		rc |= sbuf_puts_esc(out, id);
+		rc |= sbuf_puts(out, "'");
+	}
+	if (from && *from) {
+		rc |= sbuf_puts(out, " from='");
+		rc |= sbuf_puts_esc(out, from);
+		rc |= sbuf_puts(out, "'");
+	}
+	rc |= sbuf_puts(out, " to='");
+	rc |= sbuf_puts_esc(out, to);
+	rc |= sbuf_printf(out, "'><error type='%s'><%s xmlns='" XMLNS_STANZAS "'/></error></%s>",
+			  stanza_err_type(cond), stanza_err_name(cond), stanza->name);
+	return rc ? -ENOMEM : 0;
+}
+
+/* The one child of a get/set iq (RFC 6120 §8.2.3), or NULL if not exactly one. */
+static struct xnode *iq_payload(const struct xnode *iq)
+{
+	struct xnode *q = xnode_first_elem(iq);
+	if (!q || xnode_next_elem(q))
+		return NULL;
+	return q;
+}
+
+int im_server_iq(struct xnode *iq, const char *domain, const char *from, struct sbuf *out)
+{
+	const char *type = xnode_attr(iq, "type");
+	if (!type || (strcmp(type, "get") && strcmp(type, "set")))
+		return 0; /* results and errors are not answered */
+	int get = !strcmp(type, "get");
+	struct xnode *q = iq_payload(iq);
+	if (!q)
+		return im_error_reply(iq, domain, from, STE_BAD_REQUEST, out);
+	if (!strcmp(q->ns, XMLNS_PING) && !strcmp(q->name, "ping") && get)
+		return empty_result(iq, domain, from, out);
+	if (!strcmp(q->ns, XMLNS_DISCO_INFO) && !strcmp(q->name, "query") && get) {
+		int rc = disco_info(iq, q, domain, from, out);
+		if (rc == -EINVAL)
+			return im_error_reply(iq, domain, from, STE_ITEM_NOT_FOUND, out);
+		return rc;
+	}
+	if (!strcmp(q->ns, XMLNS_DISCO_ITEMS) && !strcmp(q->name, "query") && get) {
+		int rc = open_reply(iq, domain, from, out);
+		rc |= sbuf_puts(out, "><query xmlns='" XMLNS_DISCO_ITEMS "'/></iq>");
+		return rc ? -ENOMEM : 0;
+	}
+	if (!strcmp(q->ns, XMLNS_VERSION) && !strcmp(q->name, "query") && get)
+		return version(iq, domain, from, out);
+	if (!strcmp(q->ns, XMLNS_SESSION) && !strcmp(q->name, "session") && !get)
+		return empty_result(iq, domain, from, out);
+	/* Roster and everything else: not implemented, and not advertised. */
+	return im_error_reply(iq, domain, from, STE_SERVICE_UNAVAILABLE, out);
+}
+
+int im_account_iq(struct xnode *iq, const char *bare, const char *from, struct sbuf *out)
+{
+	const char *type = xnode_attr(iq, "type");
+	if (!type || (strcmp(type, "get") && strcmp(type, "set")))
+		return 0;
+	struct xnode *q = iq_payload(iq);
+	if (!q)
+		return im_error_reply(iq, bare, from, STE_BAD_REQUEST, out);
+	int get = !strcmp(type, "get");
+	if (get && !strcmp(q->ns, XMLNS_PING) && !strcmp(q->name, "ping"))
+		return empty_result(iq, bare, from, out);
+	if (get && !strcmp(q->ns, XMLNS_DISCO_INFO) && !strcmp(q->name, "query") &&
+	    !xnode_attr(q, "node")) {
+		int rc = open_reply(iq, bare, from, out);
+		rc |= sbuf_puts(out, "><query xmlns='" XMLNS_DISCO_INFO "'>"
+				"<identity category='account' type='registered'/>"
+				"<feature var='" XMLNS_DISCO_INFO "'/></query></iq>");
+		return rc ? -ENOMEM : 0;
+	}
+	return im_error_reply(iq, bare, from, STE_SERVICE_UNAVAILABLE, out);
+}

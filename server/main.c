@@ -1,0 +1,170 @@
+/* server/main.c - tetherd: read the config, start the workers, wait for signals. */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "tether/config.h"
+#include "tether/im.h"
+#include "tether/log.h"
+#include "tether/router.h"
+#include "tether/store.h"
+#include "tether/worker.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: tetherd -c FILE [--check] [-o section.key=value]...\n"
+		   "  -c, --config FILE   the INI configuration (see README)\n"
+		   "      --check         validate the configuration and exit\n"
+		   "  -o, --set S.K=V     override one key of the file\n");
+}
+
+/* Parses the command line and the config file into <cfg>. Returns 0 to run,
+ * 1 if --check passed, or -1 on error (message printed). */
+static int load_config(int argc, char **argv, struct config *cfg)
+{
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "check", no_argument, NULL, 'C' },
+		{ "set", required_argument, NULL, 'o' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *path = NULL;
+	int check = 0, opt;
+	char err[1024];
+	char *sets[64];
+	int nsets = 0;
+	while ((opt = getopt_long(argc, argv, "c:o:h", opts, NULL)) != -1) {
+		switch (opt) {
+		case 'c': path = optarg; break;
+		case 'C': check = 1; break;
+		case 'o':
+			if (nsets == 64) {
+				fprintf(stderr, "tetherd: too many -o options\n");
+				return -1;
+			}
+			sets[nsets++] = optarg;
+			break;
+		case 'h': usage(stdout); exit(0);
+		default: usage(stderr); return -1;
+		}
+	}
+	if (!path || optind != argc) {
+		usage(stderr);
+		return -1;
+	}
+	config_defaults(cfg);
+	if (config_load(cfg, path, err, sizeof(err))) {
+		fprintf(stderr, "tetherd: %s\n", err);
+		return -1;
+	}
+	for (int i = 0; i < nsets; i++) {
+		if (config_set(cfg, sets[i], err, sizeof(err))) {
+			fprintf(stderr, "tetherd: %s\n", err);
+			return -1;
+		}
+	}
+	if (!cfg->cert[0] || !cfg->key[0]) {
+		fprintf(stderr, "tetherd: %s: [tls] cert: a certificate and key are required "
+			"(make run creates a development one)\n", path);
+		return -1;
+	}
+	if (log_level_parse(cfg->log_level, &log_threshold)) {
+		fprintf(stderr, "tetherd: %s: [server] log_level: expected error, warn, info or debug\n", path);
+		return -1;
+	}
+	return check;
+}
+
+static int start(struct server *srv)
+{
+	char err[1024];
+	if (tls_ctx_init(&srv->tls, srv->cfg.cert, srv->cfg.key, err, sizeof(err))) {
+		log_error("%s: %s", srv->cfg.path, err);
+		return -1;
+	}
+	if (srv->cfg.dev_cert)
+		log_warn("tls: %s is a self-signed development certificate: clients will not "
+			 "trust it; configure a real one for production", srv->cfg.cert);
+	srv->store = store_open(srv->cfg.store_backend, srv->cfg.store_path, err, sizeof(err));
+	if (!srv->store) {
+		log_error("store: %s", err);
+		return -1;
+	}
+	srv->router = router_new();
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	srv->nworkers = srv->cfg.workers ? srv->cfg.workers : (unsigned)(ncpu > 0 ? ncpu : 1);
+	srv->workers = calloc(srv->nworkers, sizeof(*srv->workers));
+	if (!srv->router || !srv->workers) {
+		log_error("out of memory");
+		return -1;
+	}
+	for (unsigned i = 0; i < srv->nworkers; i++)
+		if (worker_init(&srv->workers[i], srv, i))
+			return -1;
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static struct server srv;
+	int rc = load_config(argc, argv, &srv.cfg);
+	if (rc < 0)
+		return 2;
+	if (rc == 1) {
+		printf("%s: configuration OK\n", srv.cfg.path);
+		return 0;
+	}
+	if (sodium_init() < 0) {
+		log_error("libsodium failed to initialise");
+		return 1;
+	}
+	/* Signals are taken by this thread with sigwait; workers never see them. */
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	if (start(&srv))
+		return 1;
+	unsigned started = 0;
+	for (; started < srv.nworkers; started++)
+		if (worker_start(&srv.workers[started]))
+			break;
+	if (started == srv.nworkers)
+		log_info("tetherd %s: domain %s, %u workers, c2s %s, direct TLS %s", TETHER_VERSION,
+			 srv.cfg.domain, srv.nworkers, srv.cfg.listen[0] ? srv.cfg.listen : "off",
+			 srv.cfg.tls_listen[0] ? srv.cfg.tls_listen : "off");
+	while (started == srv.nworkers) {
+		int sig;
+		if (sigwait(&set, &sig))
+			continue;
+		if (sig == SIGHUP) {
+			log_info("SIGHUP: certificate reload is not implemented yet; restart to change it");
+			continue;
+		}
+		log_info("%s: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+		break;
+	}
+	server_stop(&srv);
+	int code = 0;
+	for (unsigned i = 0; i < started; i++) {
+		worker_join(&srv.workers[i]);
+		code |= srv.workers[i].exit_code;
+	}
+	store_close(srv.store);
+	router_free(srv.router);
+	tls_ctx_deinit(&srv.tls);
+	free(srv.workers);
+	log_info("tetherd stopped");
+	return code;
+}

@@ -1,0 +1,1103 @@
+/* bench/main.c - tether-bench: command line and the four modes (idle, login, flood, resume).
+ *
+ * Each mode is a set of mode_ops callbacks driven by net_run_once(); every
+ * phase is bounded by a wall-clock limit and every loop by a count.
+ */
+#include "bench.h"
+
+#include <getopt.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct opts opt = {
+	.host = "127.0.0.1",
+	.port = 5222,
+	.tls = TLS_STARTTLS,
+	.domain = "localhost",
+	.user_fmt = "user%d",
+	.pass_fmt = "pass%d",
+	.user_base = 0,
+	.users = 0,
+	.label = "server",
+	.rate = 2000,
+	.concurrency = 100,
+	.duration = 10,
+	.count = 0,
+	.window = 16,
+	.ack_every = 10,
+	.body_size = 0,
+	.sources = 4,
+	.timeout = 10,
+	.settle = 2,
+	.hold = 0,
+	.sm = 1,
+	.tls_tickets = -1,
+	.redeliver = 1,
+	.resume_kind = RESUME_CLASSIC,
+};
+
+const struct mode_ops *mode;
+
+/* per-session states of the modes */
+enum {
+	S_IDLE = 0,     /* not started */
+	S_LOGGING,      /* login in progress */
+	S_READY,        /* logged in */
+	S_FAILED,       /* login failed or the server ended it */
+	S_PREP,         /* resume: waiting for its own stanzas to come back */
+	S_DROPPED,      /* resume: prepared, connection to be dropped */
+	S_RESUMING,     /* resume: <resume/> on its way */
+	S_COUNTING,     /* resume: counting redelivered stanzas until <a/> */
+	S_DONE,         /* finished */
+};
+
+static volatile sig_atomic_t interrupted;
+
+static void on_sigint(int sig)
+{
+	(void)sig;
+	interrupted = 1;
+}
+
+/* --- shared bookkeeping ------------------------------------------------------- */
+
+#define MAX_REASONS 24
+static const char *reason_name[MAX_REASONS];
+static long reason_count[MAX_REASONS];
+static int nreasons;
+
+static void tally(const char *why)
+{
+	if (!why)
+		why = "unknown";
+	for (int i = 0; i < nreasons; i++)
+		if (strcmp(reason_name[i], why) == 0) {
+			reason_count[i]++;
+			return;
+		}
+	if (nreasons < MAX_REASONS) {
+		reason_name[nreasons] = why;
+		reason_count[nreasons++] = 1;
+	}
+}
+
+static const char *end_name(const struct conn *c)
+{
+	static const char *const names[] = {
+		[END_NONE] = "none", [END_LOCAL] = "closed locally", [END_EOF] = "server closed TCP",
+		[END_STREAM_CLOSED] = "server closed stream", [END_STREAM_ERROR] = "stream error",
+		[END_IO] = "I/O error", [END_PROTO] = "protocol error", [END_TIMEOUT] = "timeout",
+	};
+
+	if (c->why)
+		return c->why;
+	return c->end <= END_TIMEOUT ? names[c->end] : "?";
+}
+
+static struct sess *sessions;
+static int nsess;
+static struct hist lat_login;
+static long flights[64];
+static long logins_ok, logins_failed, sm_enabled, ended_sessions;
+static int inprog, next_start;
+static uint64_t ramp_t0;
+
+static void flights_add(int n)
+{
+	flights[n < 63 ? n : 63]++;
+}
+
+static int flights_mode(int *lo, int *hi)
+{
+	int best = 0;
+
+	*lo = *hi = 0;
+	for (int i = 0; i < 64; i++) {
+		if (!flights[i])
+			continue;
+		if (!*lo)
+			*lo = i;
+		*hi = i;
+		if (flights[i] > flights[best])
+			best = i;
+	}
+	return best;
+}
+
+static int alloc_sessions(int n)
+{
+	sessions = calloc((size_t)n, sizeof(*sessions));
+	if (!sessions)
+		return -1;
+	nsess = n;
+	for (int i = 0; i < n; i++) {
+		sessions[i].idx = i;
+		sessions[i].user = opt.user_base + i;
+	}
+	return 0;
+}
+
+static int start_login(struct sess *s)
+{
+	struct conn *c = conn_open(s);
+
+	if (!c)
+		return -1;
+	s->t0 = c->t_start;
+	s->state = S_LOGGING;
+	return 0;
+}
+
+/* Starts logins at <opt.rate>/s with at most <opt.concurrency> in progress. */
+static void ramp_tick(uint64_t now)
+{
+	double allowed = (double)(now - ramp_t0) / 1e9 * opt.rate + 1;
+	int budget = 10000;      /* per turn: keep the loop responsive */
+
+	while (next_start < nsess && next_start < allowed && inprog < opt.concurrency && budget-- > 0) {
+		struct sess *s = &sessions[next_start++];
+
+		if (start_login(s) < 0) {
+			s->state = S_FAILED;
+			logins_failed++;
+			tally("no socket/slot");
+			continue;
+		}
+		inprog++;
+	}
+}
+
+/* Login finished for <s>: counts it; returns 1 if it was a login. */
+static int login_done(struct sess *s)
+{
+	if (s->state != S_LOGGING)
+		return 0;
+	s->state = S_READY;
+	inprog--;
+	logins_ok++;
+	hist_add(&lat_login, now_ns() - s->t0);
+	flights_add(s->c ? s->c->flights : 0);
+	if (s->sm_on)
+		sm_enabled++;
+	else if (s->c && s->c->why)
+		tally(s->c->why);
+	return 1;
+}
+
+/* A connection ended under <s>: a failed login or an ended session. */
+static void login_end(struct sess *s, struct conn *c)
+{
+	if (s->state == S_LOGGING) {
+		s->state = S_FAILED;
+		inprog--;
+		logins_failed++;
+		tally(end_name(c));
+	} else if (s->state != S_FAILED && s->state != S_DONE && s->state != S_IDLE) {
+		s->state = S_FAILED;
+		ended_sessions++;
+		tally(end_name(c));
+	}
+}
+
+static int stop_now(void)
+{
+	return interrupted || net_stop;
+}
+
+/* Runs the loop until <done>() or <max_s> seconds; returns 1 if done. */
+static int run_until(int (*done)(void), double max_s)
+{
+	uint64_t end = now_ns() + (uint64_t)(max_s * 1e9);
+
+	while (!stop_now()) {
+		if (done && done())
+			return 1;
+		if (now_ns() > end)
+			return done ? done() : 1;
+		net_run_once(10);
+	}
+	return 0;
+}
+
+static int logins_complete(void)
+{
+	return next_start >= nsess && inprog == 0;
+}
+
+static int nothing_live(void)
+{
+	return net_live() == 0;
+}
+
+/* Closes every live session with </stream:stream> and drains, bounded. */
+static void close_all(void)
+{
+	for (int i = 0; i < nsess; i++) {
+		struct sess *s = &sessions[i];
+
+		if (s->c && s->c->state != CS_DEAD) {
+			struct conn *c = s->c;
+
+			if (c->state == CS_ACTIVE)
+				xmpp_close_stream(c);
+			else
+				conn_close(c, END_LOCAL, NULL);
+		}
+		if (s->state != S_FAILED)
+			s->state = S_DONE;
+	}
+	run_until(nothing_live, 10);
+}
+
+static void print_reasons(void)
+{
+	for (int i = 0; i < nreasons; i++)
+		printf("  %-40s %ld\n", reason_name[i], reason_count[i]);
+}
+
+static void json_common(void)
+{
+	int lo, hi, rt = flights_mode(&lo, &hi);
+
+	json_int("logins_ok", logins_ok);
+	json_int("logins_failed", logins_failed);
+	json_int("sm_enabled", sm_enabled);
+	json_hist_ms("login", &lat_login);
+	json_int("login_round_trips", rt);
+	json_int("ended_sessions", ended_sessions);
+	json_str("tls", opt.tls == TLS_DIRECT ? "direct" : "starttls");
+	json_str("mech", opt.mech ? opt.mech : "auto");
+	json_counts("errors", reason_name, reason_count, nreasons);
+}
+
+static double ms(uint64_t ns)
+{
+	return (double)ns / 1e6;
+}
+
+/* --- idle N ----------------------------------------------------------------- */
+
+static void idle_ready(struct sess *s)
+{
+	login_done(s);
+}
+
+static void idle_tick(uint64_t now)
+{
+	ramp_tick(now);
+	progress("idle: %ld up, %ld failed, %d in progress", logins_ok, logins_failed, inprog);
+}
+
+static const struct mode_ops idle_ops = {
+	.on_ready = idle_ready,
+	.on_end = login_end,
+	.on_tick = idle_tick,
+};
+
+static int mode_idle(int n)
+{
+	long before, after;
+	int nprocs = 0, ok;
+	double per = NAN;
+
+	if (alloc_sessions(n) < 0)
+		return 2;
+	mode = &idle_ops;
+	before = rss_tree_kib(opt.server_pid, &nprocs);
+	ramp_t0 = now_ns();
+	run_until(logins_complete, (double)n / opt.rate + opt.timeout + 60);
+	run_until(NULL, opt.settle);
+	after = rss_tree_kib(opt.server_pid, NULL);
+	if (before > 0 && after > 0 && logins_ok > 0)
+		per = (double)(after - before) * 1024.0 / (double)logins_ok;
+	if (opt.hold > 0)
+		run_until(NULL, opt.hold);
+	ok = logins_failed == 0 && ended_sessions == 0 && logins_ok == n && !isnan(per) && !stop_now();
+
+	printf("\n== idle %d  [%s]\n", n, opt.label);
+	printf("  sessions up            %ld / %d  (failed %ld, SM enabled %ld)\n", logins_ok, n, logins_failed,
+	       sm_enabled);
+	printf("  server RSS before      %ld KiB (%d processes)\n", before, nprocs);
+	printf("  server RSS after       %ld KiB\n", after);
+	printf("  per session            %.0f bytes (%.1f KiB)\n", per, per / 1024);
+	printf("  login p50/p99/max      %.2f / %.2f / %.2f ms\n", ms(hist_pct(&lat_login, 50)),
+	       ms(hist_pct(&lat_login, 99)), ms(lat_login.max));
+	printf("  ended by server        %ld\n", ended_sessions);
+	print_reasons();
+	printf("  result                 %s\n", ok ? "OK" : "FAIL");
+
+	json_begin("idle");
+	json_int("sessions_requested", n);
+	json_int("sessions", logins_ok);
+	json_int("rss_before_kib", before);
+	json_int("rss_after_kib", after);
+	json_num("bytes_per_session", per);
+	json_num("kib_per_session", per / 1024);
+	json_int("server_processes", nprocs);
+	json_num("rate_limit", opt.rate);
+	json_int("lost", 0);
+	json_int("duplicated", 0);
+	json_common();
+	json_bool("ok", ok);
+	json_end();
+	close_all();
+	return ok ? 0 : 1;
+}
+
+/* --- login ------------------------------------------------------------------ */
+
+static uint64_t login_end_at;
+static long login_target;
+static int login_user_next;
+
+static int login_slot_start(struct sess *s)
+{
+	uint64_t now = now_ns();
+
+	if (stop_now() || now >= login_end_at || (login_target && logins_ok + logins_failed + inprog >= login_target))
+		return 0;
+	s->user = opt.user_base + login_user_next++ % opt.users;
+	if (start_login(s) < 0) {
+		logins_failed++;
+		tally("no socket/slot");
+		return 0;
+	}
+	inprog++;
+	return 1;
+}
+
+static void login_ready(struct sess *s)
+{
+	struct conn *c = s->c;
+
+	if (!login_done(s))
+		return;
+	xmpp_close_stream(c);
+	s->state = S_IDLE;
+	login_slot_start(s);
+}
+
+static void login_conn_end(struct sess *s, struct conn *c)
+{
+	int was = s->state == S_LOGGING;
+
+	login_end(s, c);
+	if (was) {
+		s->state = S_IDLE;
+		login_slot_start(s);
+	}
+}
+
+static void login_tick(uint64_t now)
+{
+	/* restart idle slots (after a failure with no socket, for example) */
+	for (int i = 0; i < nsess; i++)
+		if (sessions[i].state == S_IDLE && !sessions[i].c)
+			login_slot_start(&sessions[i]);
+	progress("login: %ld ok, %ld failed, %.0f/s", logins_ok, logins_failed,
+		 (double)logins_ok / ((double)(now - ramp_t0) / 1e9));
+}
+
+static const struct mode_ops login_ops = {
+	.on_ready = login_ready,
+	.on_end = login_conn_end,
+	.on_tick = login_tick,
+};
+
+static int logins_over(void)
+{
+	return inprog == 0 && (now_ns() >= login_end_at ||
+			       (login_target && logins_ok + logins_failed >= login_target));
+}
+
+static int mode_login(void)
+{
+	double secs;
+	int ok, lo, hi, rt;
+	uint64_t t1;
+
+	if (opt.users <= 0)
+		opt.users = opt.concurrency;
+	if (alloc_sessions(opt.concurrency) < 0)
+		return 2;
+	mode = &login_ops;
+	login_target = opt.count;
+	ramp_t0 = now_ns();
+	login_end_at = ramp_t0 + (uint64_t)((opt.count ? 3600 : opt.duration) * 1e9);
+	for (int i = 0; i < nsess; i++)
+		login_slot_start(&sessions[i]);
+	run_until(logins_over, (opt.count ? 3600 : opt.duration) + opt.timeout + 5);
+	t1 = now_ns();
+	secs = (double)(t1 - ramp_t0) / 1e9;
+	run_until(nothing_live, 5);
+	rt = flights_mode(&lo, &hi);
+	ok = logins_failed == 0 && logins_ok > 0 && !stop_now();
+
+	printf("\n== login  [%s]  concurrency %d, %.1f s\n", opt.label, opt.concurrency, secs);
+	printf("  logins                 %ld ok, %ld failed, SM enabled %ld\n", logins_ok, logins_failed,
+	       sm_enabled);
+	printf("  rate                   %.0f logins/s\n", (double)logins_ok / secs);
+	printf("  latency p50/p99/max    %.2f / %.2f / %.2f ms\n", ms(hist_pct(&lat_login, 50)),
+	       ms(hist_pct(&lat_login, 99)), ms(lat_login.max));
+	printf("  round trips            %d (min %d, max %d; TCP SYN counts as one)\n", rt, lo, hi);
+	print_reasons();
+	printf("  result                 %s\n", ok ? "OK" : "FAIL");
+
+	json_begin("login");
+	json_int("concurrency", opt.concurrency);
+	json_num("seconds", secs);
+	json_num("logins_per_s", (double)logins_ok / secs);
+	json_int("round_trips_min", lo);
+	json_int("round_trips_max", hi);
+	json_int("lost", 0);
+	json_int("duplicated", 0);
+	json_common();
+	json_bool("ok", ok);
+	json_end();
+	return ok ? 0 : 1;
+}
+
+/* --- flood P M ---------------------------------------------------------------- */
+
+struct pair {
+	struct sess *tx, *rx;
+	long sent;              /* messages written by the sender */
+	long got;               /* distinct messages the receiver got */
+	long dups;
+	long reorder;           /* arrived with a sequence below the highest seen */
+	long highest;           /* highest sequence seen, -1 none */
+	uint8_t *seen;          /* bitmap of M bits */
+};
+
+static struct pair *pairs;
+static int npairs;
+static long per_pair;
+static struct hist lat_msg;
+static uint64_t flood_t0, flood_last;
+static int flood_started;
+static long flood_total_got;
+static char *padding;
+
+static void flood_send_one(struct pair *p)
+{
+	struct sess *s = p->tx;
+	uint64_t t = now_ns();
+
+	if (!s->c || s->c->state != CS_ACTIVE)
+		return;
+	conn_printf(s->c, "<message to='%s' type='chat' id='m%ld'><body>%ld %llu%s</body></message>",
+		    p->rx->jid, p->sent, p->sent, (unsigned long long)t, padding);
+	p->sent++;
+	s->out++;
+	if (opt.ack_every > 0 && s->out % (uint32_t)opt.ack_every == 0)
+		xmpp_request_ack(s);
+}
+
+/* Windowed: keep at most W in flight end to end. Open loop: keep the
+ * sender's own output queue short (the socket decides the pace). */
+static void flood_fill(struct pair *p)
+{
+	int budget = 4096;
+
+	if (!flood_started)
+		return;
+	if (opt.window > 0) {
+		while (p->sent < per_pair && p->sent - p->got - p->dups < opt.window && budget-- > 0)
+			flood_send_one(p);
+		return;
+	}
+	while (p->sent < per_pair && p->tx->c && p->tx->c->olen < 65536 && budget-- > 0)
+		flood_send_one(p);
+}
+
+static void flood_ready(struct sess *s)
+{
+	if (!login_done(s))
+		return;
+	/* available presence, as any client sends; the server echoes it to us */
+	conn_write(s->c, "<presence/>", 11);
+	s->out++;
+}
+
+static void flood_stanza(struct sess *s, struct xel *e)
+{
+	struct pair *p = s->mode;
+	struct xel *b;
+	long seq;
+	unsigned long long ts;
+	uint64_t now;
+
+	if (s->since_ack >= (uint32_t)opt.ack_every && opt.ack_every > 0)
+		xmpp_ack(s);
+	if (!p || s != p->rx || strcmp(e->name, "message") != 0)
+		return;
+	b = xel_child(e, "jabber:client", "body");
+	if (!b || !b->text || sscanf(b->text, "%ld %llu", &seq, &ts) != 2 || seq < 0 || seq >= per_pair) {
+		tally("flood: unexpected message");
+		return;
+	}
+	now = now_ns();
+	if (p->seen[seq >> 3] & (1u << (seq & 7))) {
+		p->dups++;
+	} else {
+		p->seen[seq >> 3] |= (uint8_t)(1u << (seq & 7));
+		p->got++;
+		flood_total_got++;
+		hist_add(&lat_msg, now - ts);
+	}
+	if (seq < p->highest)
+		p->reorder++;
+	else
+		p->highest = seq;
+	flood_last = now;
+	flood_fill(p);
+}
+
+static void flood_tick(uint64_t now)
+{
+	ramp_tick(now);
+	if (flood_started && opt.window == 0)
+		for (int i = 0; i < npairs; i++)
+			flood_fill(&pairs[i]);
+	if (flood_started)
+		progress("flood: %ld / %ld delivered, %.0f msg/s", flood_total_got, (long)npairs * per_pair,
+			 (double)flood_total_got / ((double)(now - flood_t0) / 1e9));
+	else
+		progress("flood: login %ld up, %ld failed", logins_ok, logins_failed);
+}
+
+static void flood_end(struct sess *s, struct conn *c)
+{
+	login_end(s, c);
+}
+
+static const struct mode_ops flood_ops = {
+	.on_ready = flood_ready,
+	.on_stanza = flood_stanza,
+	.on_end = flood_end,
+	.on_tick = flood_tick,
+};
+
+static int flood_complete(void)
+{
+	return flood_total_got >= (long)npairs * per_pair;
+}
+
+static int flood_stalled(void)
+{
+	if (flood_complete())
+		return 1;
+	return opt.timeout > 0 && now_ns() - flood_last > (uint64_t)(opt.timeout * 1e9);
+}
+
+static int acks_complete(void)
+{
+	for (int i = 0; i < npairs; i++) {
+		struct sess *s = pairs[i].tx;
+
+		if (s->sm_on && s->c && s->acked != s->out)
+			return 0;
+	}
+	return 1;
+}
+
+static int mode_flood(int np, long m)
+{
+	long lost = 0, dups = 0, reorder = 0, sent = 0, unacked = 0;
+	const char *name = opt.window > 0 ? "flood-windowed" : "flood-open";
+	double secs;
+	int ok;
+
+	if (np <= 0 || m <= 0 || alloc_sessions(2 * np) < 0)
+		return 2;
+	npairs = np;
+	per_pair = m;
+	pairs = calloc((size_t)np, sizeof(*pairs));
+	padding = calloc(1, (size_t)opt.body_size + 2);
+	if (!pairs || !padding)
+		return 2;
+	if (opt.body_size > 40) {
+		padding[0] = ' ';
+		memset(padding + 1, 'x', (size_t)opt.body_size - 40);
+	}
+	for (int i = 0; i < np; i++) {
+		pairs[i].tx = &sessions[2 * i];
+		pairs[i].rx = &sessions[2 * i + 1];
+		pairs[i].highest = -1;
+		pairs[i].seen = calloc((size_t)m / 8 + 1, 1);
+		if (!pairs[i].seen)
+			return 2;
+		sessions[2 * i].mode = sessions[2 * i + 1].mode = &pairs[i];
+	}
+	mode = &flood_ops;
+	ramp_t0 = now_ns();
+	run_until(logins_complete, (double)nsess / opt.rate + opt.timeout + 30);
+	if (logins_failed == 0 && !stop_now()) {
+		run_until(NULL, 0.5);             /* presence settles */
+		flood_started = 1;
+		flood_t0 = flood_last = now_ns();
+		for (int i = 0; i < np; i++)
+			flood_fill(&pairs[i]);
+		/* bounded twice: no progress for opt.timeout, or one hour */
+		uint64_t hard = now_ns() + 3600ull * 1000000000ull;
+
+		while (!stop_now() && !flood_stalled() && now_ns() < hard)
+			net_run_once(10);
+		for (int i = 0; i < np; i++)
+			xmpp_request_ack(pairs[i].tx);
+		run_until(acks_complete, 3);
+	}
+	secs = flood_last > flood_t0 ? (double)(flood_last - flood_t0) / 1e9 : NAN;
+	for (int i = 0; i < np; i++) {
+		lost += m - pairs[i].got;
+		dups += pairs[i].dups;
+		reorder += pairs[i].reorder;
+		sent += pairs[i].sent;
+		if (pairs[i].tx->sm_on)
+			unacked += (long)(pairs[i].tx->out - pairs[i].tx->acked);
+	}
+	ok = flood_started && lost == 0 && dups == 0 && reorder == 0 && ended_sessions == 0 && logins_failed == 0 &&
+	     !stop_now();
+
+	printf("\n== %s %d x %ld  [%s]  window %d, ack every %d\n", name, np, m, opt.label, opt.window,
+	       opt.ack_every);
+	printf("  sessions               %ld up, %ld failed, SM enabled %ld\n", logins_ok, logins_failed, sm_enabled);
+	if (ok)
+		printf("  delivered              %.0f msg/s (%ld in %.2f s)\n", (double)flood_total_got / secs,
+		       flood_total_got, secs);
+	else
+		printf("  delivered              FAIL (%ld of %ld)\n", flood_total_got, (long)np * m);
+	printf("  latency p50/p99/max    %.2f / %.2f / %.2f ms\n", ms(hist_pct(&lat_msg, 50)),
+	       ms(hist_pct(&lat_msg, 99)), ms(lat_msg.max));
+	printf("  lost / dup / reordered %ld / %ld / %ld\n", lost, dups, reorder);
+	printf("  sender stanzas unacked %ld\n", unacked);
+	printf("  ended by server        %ld\n", ended_sessions);
+	print_reasons();
+	printf("  result                 %s\n", ok ? "OK" : "FAIL");
+
+	json_begin(name);
+	json_int("pairs", np);
+	json_int("messages_per_pair", m);
+	json_int("window", opt.window);
+	json_int("ack_every", opt.ack_every);
+	json_int("sent", sent);
+	json_int("delivered", flood_total_got);
+	json_num("seconds", secs);
+	json_num("msgs_per_s", ok ? (double)flood_total_got / secs : NAN);
+	json_hist_ms("latency", &lat_msg);
+	json_int("lost", lost);
+	json_int("duplicated", dups);
+	json_int("reordered", reorder);
+	json_int("unacked_by_server", unacked);
+	json_common();
+	json_bool("ok", ok);
+	json_end();
+	close_all();
+	return ok ? 0 : 1;
+}
+
+/* --- resume K ----------------------------------------------------------------- */
+
+static struct hist lat_resume;
+static long resumes_ok, resumes_failed, redelivered, redeliver_expected, redeliver_dups;
+static long resume_flights[64];
+static int resume_next, resume_inprog, preps_left;
+static long resume_round, resume_rounds;
+static int resume_phase;        /* 0 login, 1 prep, 2 resume */
+
+static void resume_start_one(struct sess *s)
+{
+	struct conn *old = s->c, *c;
+
+	/* abrupt: no </stream:stream>, no final <a/>; the server sees a FIN */
+	if (old)
+		conn_abort(old);
+	c = conn_open(s);
+	if (!c) {
+		resumes_failed++;
+		tally("no socket/slot");
+		s->state = S_FAILED;
+		return;
+	}
+	c->resume = 1;
+	s->t0 = c->t_start;
+	s->state = S_RESUMING;
+	resume_inprog++;
+}
+
+static void resume_pump(void)
+{
+	int budget = 10000;
+
+	while (resume_phase == 2 && resume_inprog < opt.concurrency && budget-- > 0) {
+		struct sess *s;
+
+		if (resume_next >= nsess) {
+			if (resume_inprog || ++resume_round >= resume_rounds)
+				return;
+			resume_next = 0;      /* next round: prepare again */
+			resume_phase = 1;
+			return;
+		}
+		s = &sessions[resume_next++];
+		if (s->state != S_DROPPED)
+			continue;
+		resume_start_one(s);
+	}
+}
+
+/* Sends <opt.redeliver> messages to ourselves and withholds their acks, so
+ * the server must redeliver them after the resume. */
+static void resume_prep(struct sess *s)
+{
+	s->mute_acks = 1;
+	s->state = S_PREP;
+	s->h_report = s->h_in;
+	s->since_ack = 0;
+	if (opt.redeliver == 0) {
+		s->state = S_DROPPED;
+		preps_left--;
+		return;
+	}
+	for (int k = 0; k < opt.redeliver; k++) {
+		conn_printf(s->c, "<message to='%s' type='chat' id='rd%d'><body>redeliver %d</body></message>", s->jid,
+			    k, k);
+		s->out++;
+	}
+}
+
+static void resume_ready(struct sess *s)
+{
+	login_done(s);
+	if (s->state == S_READY && !s->sm_id)
+		tally("sm: resumption not offered");
+}
+
+static void resume_resumed(struct sess *s, int ok)
+{
+	uint64_t now = now_ns();
+
+	if (s->state != S_RESUMING)
+		return;
+	resume_inprog--;
+	if (!ok) {
+		resumes_failed++;
+		tally(s->c && s->c->why ? s->c->why : "resume failed");
+		s->state = S_FAILED;
+		if (s->c)
+			conn_close(s->c, END_LOCAL, NULL);
+		resume_pump();
+		return;
+	}
+	resumes_ok++;
+	hist_add(&lat_resume, now - s->t0);
+	resume_flights[s->c->flights < 63 ? s->c->flights : 63]++;
+	redeliver_expected += opt.redeliver;
+	s->state = S_COUNTING;
+	s->mute_acks = 0;
+	s->since_ack = 0;
+	xmpp_request_ack(s);     /* its <a/> comes after every redelivered stanza */
+	resume_pump();
+}
+
+static void resume_stanza(struct sess *s, struct xel *e)
+{
+	if (strcmp(e->name, "message") != 0)
+		return;
+	if (s->state == S_PREP) {
+		if (s->h_in - s->h_report >= (uint32_t)opt.redeliver) {
+			s->state = S_DROPPED;
+			preps_left--;
+		}
+	} else if (s->state == S_COUNTING) {
+		redelivered++;
+		if (s->since_ack > (uint32_t)opt.redeliver)
+			redeliver_dups++;
+	}
+}
+
+static void resume_ack(struct sess *s, uint32_t h)
+{
+	(void)h;
+	if (s->state != S_COUNTING)
+		return;
+	xmpp_ack(s);
+	s->state = S_READY;
+}
+
+static void resume_conn_end(struct sess *s, struct conn *c)
+{
+	if (s->state == S_DROPPED && c->end == END_LOCAL)
+		return;                       /* our own abort */
+	if (s->state == S_RESUMING) {
+		resume_inprog--;
+		resumes_failed++;
+		tally(end_name(c));
+		s->state = S_FAILED;
+		resume_pump();
+		return;
+	}
+	if (s->state == S_PREP)
+		preps_left--;
+	login_end(s, c);
+}
+
+static void resume_tick(uint64_t now)
+{
+	if (resume_phase == 0)
+		ramp_tick(now);
+	resume_pump();
+	progress("resume: phase %d, %ld resumed, %ld failed", resume_phase, resumes_ok, resumes_failed);
+}
+
+static const struct mode_ops resume_ops = {
+	.on_ready = resume_ready,
+	.on_resumed = resume_resumed,
+	.on_stanza = resume_stanza,
+	.on_ack = resume_ack,
+	.on_end = resume_conn_end,
+	.on_tick = resume_tick,
+};
+
+static int preps_done(void)
+{
+	return preps_left <= 0;
+}
+
+static int resumes_done(void)
+{
+	if (resume_inprog)
+		return 0;
+	for (int i = 0; i < nsess; i++)
+		if (sessions[i].state == S_COUNTING)
+			return 0;
+	return resume_phase != 2 || resume_next >= nsess;
+}
+
+static int mode_resume(int k)
+{
+	uint64_t t0, phase_ns = 0;
+	int lo = 0, hi = 0, rt = 0, ok, resumable = 0;
+	double secs;
+
+	switch (opt.resume_kind) {
+	case RESUME_CLASSIC:
+		break;
+	case RESUME_ISR:
+	case RESUME_FAST:
+	case RESUME_CROSS_NODE:
+		fprintf(stderr, "tether-bench: resume kind not implemented yet (classic only)\n");
+		return 2;
+	}
+	if (opt.tls_tickets < 0)
+		opt.tls_tickets = 1;
+	if (alloc_sessions(k) < 0)
+		return 2;
+	mode = &resume_ops;
+	resume_rounds = opt.count > 0 ? opt.count : 1;
+	ramp_t0 = now_ns();
+	run_until(logins_complete, (double)k / opt.rate + opt.timeout + 30);
+	for (int i = 0; i < k; i++)
+		if (sessions[i].state == S_READY && sessions[i].sm_id)
+			resumable++;
+	for (resume_round = 0; resume_round < resume_rounds && resumable > 0 && !stop_now();) {
+		long round = resume_round;
+
+		resume_phase = 1;
+		preps_left = 0;
+		for (int i = 0; i < k; i++)
+			if ((sessions[i].state == S_READY) && sessions[i].sm_id && sessions[i].c) {
+				preps_left++;
+				resume_prep(&sessions[i]);
+			}
+		if (!preps_left)
+			break;
+		run_until(preps_done, opt.timeout);
+		resume_phase = 2;
+		resume_next = 0;
+		t0 = now_ns();
+		resume_pump();
+		run_until(resumes_done, opt.timeout + (double)k / 100.0 + 10);
+		phase_ns += now_ns() - t0;
+		if (resume_round == round)
+			resume_round++;
+	}
+	for (int i = 0; i < 64; i++)
+		if (resume_flights[i]) {
+			if (!lo)
+				lo = i;
+			hi = i;
+			if (resume_flights[i] > resume_flights[rt])
+				rt = i;
+		}
+	secs = (double)phase_ns / 1e9;
+	ok = resumable == k && resumes_failed == 0 && resumes_ok == (long)k * resume_rounds &&
+	     redelivered == redeliver_expected && redeliver_dups == 0 && ended_sessions == 0 && !stop_now();
+
+	printf("\n== resume %d  [%s]  classic, %ld round(s), concurrency %d\n", k, opt.label, resume_rounds,
+	       opt.concurrency);
+	printf("  sessions               %ld up, %ld failed, resumable %d\n", logins_ok, logins_failed, resumable);
+	printf("  resumes                %ld ok, %ld failed\n", resumes_ok, resumes_failed);
+	printf("  rate                   %.0f resumes/s\n", secs > 0 ? (double)resumes_ok / secs : 0.0);
+	printf("  latency p50/p99/max    %.3f / %.3f / %.3f ms\n", ms(hist_pct(&lat_resume, 50)),
+	       ms(hist_pct(&lat_resume, 99)), ms(lat_resume.max));
+	printf("  round trips to resumed %d (min %d, max %d)\n", rt, lo, hi);
+	printf("  redelivered            %ld of %ld expected (%ld extra)\n", redelivered, redeliver_expected,
+	       redeliver_dups);
+	print_reasons();
+	printf("  result                 %s\n", ok ? "OK" : "FAIL");
+
+	json_begin("resume");
+	json_str("resume_kind", "classic");
+	json_int("sessions", k);
+	json_int("resumable", resumable);
+	json_int("resumes_ok", resumes_ok);
+	json_int("resumes_failed", resumes_failed);
+	json_num("seconds", secs);
+	json_num("resumes_per_s", secs > 0 ? (double)resumes_ok / secs : NAN);
+	json_hist_ms("resume", &lat_resume);
+	json_int("round_trips", rt);
+	json_int("round_trips_min", lo);
+	json_int("round_trips_max", hi);
+	json_int("redelivered", redelivered);
+	json_int("redeliver_expected", redeliver_expected);
+	json_int("lost", redeliver_expected - redelivered > 0 ? redeliver_expected - redelivered : 0);
+	json_int("duplicated", redeliver_dups);
+	json_int("tls_tickets", opt.tls_tickets);
+	json_common();
+	json_bool("ok", ok);
+	json_end();
+	close_all();
+	return ok ? 0 : 1;
+}
+
+/* --- command line --------------------------------------------------------------- */
+
+static void usage(void)
+{
+	fprintf(stderr,
+		"usage: tether-bench [options] MODE ARGS\n"
+		"modes:\n"
+		"  idle N          log in N sessions (SM on), report server RSS per session\n"
+		"  login           full logins at --concurrency for --duration s (or --count)\n"
+		"  flood P M       P sender->receiver pairs, M messages each (--window W, 0 = open loop)\n"
+		"  resume K        K sessions, abrupt drop, XEP-0198 resume (--count rounds)\n"
+		"options:\n"
+		"  --host IP (127.0.0.1)  --port N (5222)  --tls starttls|direct  --domain D (localhost)\n"
+		"  --user PATTERN (user%%d)  --pass PATTERN (pass%%d)  --user-base N  --users N (login pool)\n"
+		"  --mech SCRAM-SHA-1|SCRAM-SHA-256|PLAIN  --label NAME  --server-pid PID\n"
+		"  --rate N (logins/s ramp, 2000)  --concurrency N (100)  --duration S (10)  --count N\n"
+		"  --window W (16)  --ack-every K (10)  --body-size B  --sources K (4: 127.0.0.2..)\n"
+		"  --timeout S (10)  --settle S (2)  --hold S (0)  --no-sm  --tls-tickets 0|1\n"
+		"  --redeliver N (1)  --resume-kind classic|isr|fast|cross-node  --quiet\n");
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option lo[] = {
+		{ "host", 1, 0, 'H' }, { "port", 1, 0, 'p' }, { "tls", 1, 0, 't' }, { "domain", 1, 0, 'd' },
+		{ "user", 1, 0, 'u' }, { "pass", 1, 0, 'P' }, { "user-base", 1, 0, 'b' }, { "users", 1, 0, 'U' },
+		{ "mech", 1, 0, 'm' }, { "label", 1, 0, 'l' }, { "server-pid", 1, 0, 'S' }, { "rate", 1, 0, 'r' },
+		{ "concurrency", 1, 0, 'c' }, { "duration", 1, 0, 'D' }, { "count", 1, 0, 'n' },
+		{ "window", 1, 0, 'w' }, { "ack-every", 1, 0, 'k' }, { "body-size", 1, 0, 'B' },
+		{ "sources", 1, 0, 's' }, { "timeout", 1, 0, 'T' }, { "settle", 1, 0, 'e' }, { "hold", 1, 0, 'h' },
+		{ "no-sm", 0, 0, 'N' }, { "tls-tickets", 1, 0, 'K' }, { "redeliver", 1, 0, 'R' },
+		{ "resume-kind", 1, 0, 'Z' }, { "quiet", 0, 0, 'q' }, { "help", 0, 0, '?' }, { 0, 0, 0, 0 },
+	};
+	const char *m;
+	unsigned max_conns;
+	int ch, rc, n = 0;
+	long mm = 0;
+
+	while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+		switch (ch) {
+		case 'H': opt.host = optarg; break;
+		case 'p': opt.port = atoi(optarg); break;
+		case 't':
+			if (strcmp(optarg, "direct") == 0)
+				opt.tls = TLS_DIRECT;
+			else if (strcmp(optarg, "starttls") == 0)
+				opt.tls = TLS_STARTTLS;
+			else
+				goto bad;
+			break;
+		case 'd': opt.domain = optarg; break;
+		case 'u': opt.user_fmt = optarg; break;
+		case 'P': opt.pass_fmt = optarg; break;
+		case 'b': opt.user_base = atoi(optarg); break;
+		case 'U': opt.users = atoi(optarg); break;
+		case 'm': opt.mech = optarg; break;
+		case 'l': opt.label = optarg; break;
+		case 'S': opt.server_pid = atoi(optarg); break;
+		case 'r': opt.rate = atof(optarg); break;
+		case 'c': opt.concurrency = atoi(optarg); break;
+		case 'D': opt.duration = atof(optarg); break;
+		case 'n': opt.count = atol(optarg); break;
+		case 'w': opt.window = atoi(optarg); break;
+		case 'k': opt.ack_every = atoi(optarg); break;
+		case 'B': opt.body_size = atoi(optarg); break;
+		case 's': opt.sources = atoi(optarg); break;
+		case 'T': opt.timeout = atof(optarg); break;
+		case 'e': opt.settle = atof(optarg); break;
+		case 'h': opt.hold = atof(optarg); break;
+		case 'N': opt.sm = 0; break;
+		case 'K': opt.tls_tickets = atoi(optarg); break;
+		case 'R': opt.redeliver = atoi(optarg); break;
+		case 'Z':
+			if (strcmp(optarg, "classic") == 0)
+				opt.resume_kind = RESUME_CLASSIC;
+			else if (strcmp(optarg, "isr") == 0)
+				opt.resume_kind = RESUME_ISR;
+			else if (strcmp(optarg, "fast") == 0)
+				opt.resume_kind = RESUME_FAST;
+			else if (strcmp(optarg, "cross-node") == 0)
+				opt.resume_kind = RESUME_CROSS_NODE;
+			else
+				goto bad;
+			break;
+		case 'q': opt.quiet = 1; break;
+		default: goto bad;
+		}
+	}
+	if (optind >= argc)
+		goto bad;
+	m = argv[optind++];
+	if (opt.rate <= 0 || opt.concurrency <= 0 || opt.sources <= 0 || opt.sources > 250 || opt.redeliver < 0)
+		goto bad;
+	if (strcmp(m, "idle") == 0 || strcmp(m, "resume") == 0) {
+		if (optind >= argc || (n = atoi(argv[optind])) <= 0)
+			goto bad;
+	} else if (strcmp(m, "flood") == 0) {
+		if (optind + 1 >= argc || (n = atoi(argv[optind])) <= 0 || (mm = atol(argv[optind + 1])) <= 0)
+			goto bad;
+	} else if (strcmp(m, "login") != 0) {
+		goto bad;
+	}
+	if (opt.tls_tickets < 0 && strcmp(m, "resume") != 0)
+		opt.tls_tickets = 0;      /* login measures full handshakes */
+
+	signal(SIGINT, on_sigint);
+	signal(SIGTERM, on_sigint);
+	signal(SIGPIPE, SIG_IGN);
+	max_conns = (unsigned)(strcmp(m, "login") == 0 ? opt.concurrency * 2
+							: strcmp(m, "flood") == 0 ? 2 * n : n) * 2 + 64;
+	if (net_init(max_conns) < 0)
+		return 2;
+	if (strcmp(m, "idle") == 0)
+		rc = mode_idle(n);
+	else if (strcmp(m, "login") == 0)
+		rc = mode_login();
+	else if (strcmp(m, "flood") == 0)
+		rc = mode_flood(n, mm);
+	else
+		rc = mode_resume(n);
+	xmpp_stats_print();
+	net_deinit();
+	return rc;
+bad:
+	usage();
+	return 2;
+}

@@ -54,6 +54,8 @@ static const char *const state_name[] = {
 #define C2S_F_BOUND     0x0020u /* registered in the router */
 #define C2S_F_AVAILABLE 0x0040u /* sent available presence */
 #define C2S_F_SASL_INIT 0x0080u /* SASL started without initial response */
+#define C2S_F_PLUS_FAILED 0x0100u /* a -PLUS attempt failed before any proof:
+				  * its channel binding type is not available here */
 
 struct c2s {
 	struct server *srv;
@@ -64,6 +66,8 @@ struct c2s {
 	enum c2s_state state;
 	unsigned flags;
 	unsigned auth_failures;
+	unsigned sasl_steps;          /* messages fed to the running exchange */
+	enum sasl_mech mech;
 	struct xstream *xs;
 	struct sasl *sasl;
 	struct sasl_env env;
@@ -285,13 +289,23 @@ static void sasl_reply(struct c2s *s, const char *elem, const struct sbuf *data)
 
 static int sasl_failed(struct c2s *s, enum sasl_cond cond)
 {
+	/* A -PLUS exchange that fails on its first message never checked a
+	 * password: the client asked for a channel binding this connection
+	 * lacks (slixmpp <= 1.8 sends tls-unique on TLS 1.3, where it is
+	 * undefined). It then saw -PLUS offered, so its later 'y' flag is no
+	 * sign of a stripped feature list (RFC 5802 §6): accept it, and don't
+	 * count the attempt as a credentials failure. */
+	int plus_probe = s->sasl && s->sasl_steps <= 1 && cond != SASL_C_ABORTED &&
+			 (s->mech == SASL_MECH_SCRAM_SHA_256_PLUS || s->mech == SASL_MECH_SCRAM_SHA_1_PLUS);
+	if (plus_probe)
+		s->flags |= C2S_F_PLUS_FAILED;
 	sasl_free(s->sasl);
 	s->sasl = NULL;
 	sbuf_reset(&s->out);
 	sbuf_printf(&s->out, "<failure xmlns='" XMLNS_SASL "'><%s/></failure>", sasl_cond_name(cond));
 	send_out(s);
 	set_state(s, C2S_WAIT_AUTH);
-	if (cond != SASL_C_ABORTED) {
+	if (cond != SASL_C_ABORTED && !plus_probe) {
 		log_info("c2s %s: authentication failed: %s", s->tp->peer(s->io), sasl_cond_name(cond));
 		if (++s->auth_failures >= s->srv->cfg.max_auth_failures)
 			return stream_fail(s, SE_POLICY_VIOLATION, "too many failed authentication attempts");
@@ -311,6 +325,7 @@ static int sasl_run(struct c2s *s, struct xnode *el)
 		sbuf_free_secret(&in);
 		return sasl_failed(s, SASL_C_INCORRECT_ENCODING);
 	}
+	s->sasl_steps++;
 	enum sasl_rc rc = sasl_step(s->sasl, (const uint8_t *)(in.data ? in.data : ""), in.len, &out, &cond);
 	sbuf_free_secret(&in);
 	int ret = 0;
@@ -349,7 +364,8 @@ static void fill_env(struct c2s *s)
 	memset(&s->env, 0, sizeof(s->env));
 	s->env.domain = s->srv->cfg.domain;
 	s->env.tls = (s->flags & C2S_F_TLS) != 0;
-	s->env.plus_offered = mech_offered(s, SASL_MECH_SCRAM_SHA_256_PLUS);
+	s->env.plus_offered = mech_offered(s, SASL_MECH_SCRAM_SHA_256_PLUS) &&
+			      !(s->flags & C2S_F_PLUS_FAILED);
 	s->env.cb.tls_exporter_len = s->tp->cb_exporter(s->io, s->cb_exporter);
 	s->env.cb.tls_exporter = s->cb_exporter;
 	s->env.cb.tls_server_end_point = s->srv->tls.endpoint;
@@ -369,6 +385,8 @@ static int do_auth(struct c2s *s, struct xnode *el)
 	if (sasl_mech_parse(mech, &m) || !mech_offered(s, m))
 		return sasl_failed(s, SASL_C_INVALID_MECHANISM);
 	fill_env(s);
+	s->mech = m;
+	s->sasl_steps = 0;
 	s->sasl = sasl_new(m, &s->env);
 	if (!s->sasl)
 		return stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);

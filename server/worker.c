@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "tether/c2s.h"
@@ -130,6 +131,9 @@ int worker_init(struct worker *w, struct server *srv, unsigned idx)
 	/* SINGLE_ISSUER + DEFER_TASKRUN: only this thread submits, completions
 	 * run when we wait; CQSIZE: 8x the SQ so multishot bursts never overflow. */
 	p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_CQSIZE;
+	/* Created here (errors reach main), enabled by the worker thread, which
+	 * then is the single issuer. */
+	p.flags |= IORING_SETUP_R_DISABLED;
 	p.cq_entries = RING_CQ_ENTRIES;
 	int rc = io_uring_queue_init_params(RING_SQ_ENTRIES, &w->ring, &p);
 	if (rc) {
@@ -451,7 +455,13 @@ static void handle_cqe(struct worker *w, struct io_uring_cqe *cqe)
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
-	/* SINGLE_ISSUER: the ring belongs to the first thread that submits. */
+	/* SINGLE_ISSUER: enabling the ring makes this thread its issuer. */
+	/* liburing 2.3 declares io_uring_enable_rings() but does not export it. */
+	if (syscall(__NR_io_uring_register, w->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0)) {
+		log_error("worker %u: enabling the ring: %s", w->idx, strerror(errno));
+		w->exit_code = 1;
+		return NULL;
+	}
 	for (unsigned i = 0; i < LISTENER_MAX; i++)
 		if (w->lfd[i] != -1)
 			arm_accept(w, i);

@@ -55,6 +55,7 @@ struct opts {
 	double timeout;         /* seconds without progress before giving up */
 	double settle;          /* idle: seconds to wait before the second RSS read */
 	double hold;            /* idle: seconds to hold after the RSS read */
+	double warmup;          /* login: seconds of logins not measured */
 	int sm;                 /* try SM enable */
 	int tls_tickets;        /* TLS session resumption on reconnect */
 	int redeliver;          /* resume: unacked stanzas left before the drop */

@@ -391,8 +391,26 @@ static void login_conn_end(struct sess *s, struct conn *c)
 	}
 }
 
+static uint64_t warm_until;
+
+/* End of the warm-up: forget what was measured (TLS, PBKDF2 and server
+ * caches are warm now) and start the measured window. */
+static void login_reset(uint64_t now)
+{
+	memset(&lat_login, 0, sizeof(lat_login));
+	memset(flights, 0, sizeof(flights));
+	memset(reason_count, 0, sizeof(reason_count));
+	nreasons = 0;
+	logins_ok = logins_failed = sm_enabled = ended_sessions = 0;
+	ramp_t0 = now;
+	login_end_at = now + (uint64_t)((opt.count ? 3600 : opt.duration) * 1e9);
+	warm_until = 0;
+}
+
 static void login_tick(uint64_t now)
 {
+	if (warm_until && now >= warm_until)
+		login_reset(now);
 	/* restart idle slots (after a failure with no socket, for example) */
 	for (int i = 0; i < nsess; i++)
 		if (sessions[i].state == S_IDLE && !sessions[i].c)
@@ -427,9 +445,13 @@ static int mode_login(void)
 	login_target = opt.count;
 	ramp_t0 = now_ns();
 	login_end_at = ramp_t0 + (uint64_t)((opt.count ? 3600 : opt.duration) * 1e9);
+	if (opt.warmup > 0) {
+		warm_until = ramp_t0 + (uint64_t)(opt.warmup * 1e9);
+		login_end_at += (uint64_t)(opt.warmup * 1e9);
+	}
 	for (int i = 0; i < nsess; i++)
 		login_slot_start(&sessions[i]);
-	run_until(logins_over, (opt.count ? 3600 : opt.duration) + opt.timeout + 5);
+	run_until(logins_over, (opt.count ? 3600 : opt.duration) + opt.warmup + opt.timeout + 5);
 	t1 = now_ns();
 	secs = (double)(t1 - ramp_t0) / 1e9;
 	run_until(nothing_live, 5);
@@ -448,6 +470,7 @@ static int mode_login(void)
 
 	json_begin("login");
 	json_int("concurrency", opt.concurrency);
+	json_num("warmup_s", opt.warmup);
 	json_num("seconds", secs);
 	json_num("logins_per_s", (double)logins_ok / secs);
 	json_int("round_trips_min", lo);
@@ -992,7 +1015,8 @@ static void usage(void)
 		"  --rate N (logins/s ramp, 2000)  --concurrency N (100)  --duration S (10)  --count N\n"
 		"  --window W (16)  --ack-every K (10)  --body-size B  --sources K (4: 127.0.0.2..)\n"
 		"  --timeout S (10)  --settle S (2)  --hold S (0)  --no-sm  --tls-tickets 0|1\n"
-		"  --redeliver N (1)  --resume-kind classic|isr|fast|cross-node  --quiet\n");
+		"  --redeliver N (1)  --resume-kind classic|isr|fast|cross-node  --quiet\n"
+		"  --warmup S (login: seconds of logins before measuring, 0)\n");
 }
 
 int main(int argc, char **argv)
@@ -1005,7 +1029,7 @@ int main(int argc, char **argv)
 		{ "window", 1, 0, 'w' }, { "ack-every", 1, 0, 'k' }, { "body-size", 1, 0, 'B' },
 		{ "sources", 1, 0, 's' }, { "timeout", 1, 0, 'T' }, { "settle", 1, 0, 'e' }, { "hold", 1, 0, 'h' },
 		{ "no-sm", 0, 0, 'N' }, { "tls-tickets", 1, 0, 'K' }, { "redeliver", 1, 0, 'R' },
-		{ "resume-kind", 1, 0, 'Z' }, { "quiet", 0, 0, 'q' }, { "help", 0, 0, '?' }, { 0, 0, 0, 0 },
+		{ "resume-kind", 1, 0, 'Z' }, { "warmup", 1, 0, 'W' }, { "quiet", 0, 0, 'q' }, { "help", 0, 0, '?' }, { 0, 0, 0, 0 },
 	};
 	const char *m;
 	unsigned max_conns;
@@ -1059,6 +1083,7 @@ int main(int argc, char **argv)
 				goto bad;
 			break;
 		case 'q': opt.quiet = 1; break;
+		case 'W': opt.warmup = atof(optarg); break;
 		default: goto bad;
 		}
 	}

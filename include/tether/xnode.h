@@ -68,6 +68,10 @@ void xarena_free(struct xarena *a);
 /* Builds a detached element <name xmlns=ns> in <a> (for tests and for
  * composing trees). Returns NULL on OOM. */
 struct xnode *xnode_new(struct xarena *a, const char *ns, const char *name);
+/* Builds a detached text node holding a copy of <len> bytes of <text> (raw,
+ * unescaped) in <a>; like every text node, its text is NUL-terminated at
+ * text_len. Returns NULL on OOM. (Added by the xstream layer.) */
+struct xnode *xnode_new_text(struct xarena *a, const char *text, size_t len);
 /* Appends <child> to <parent>'s children. */
 void xnode_append(struct xnode *parent, struct xnode *child);
 

@@ -117,7 +117,7 @@ void xmpp_close_stream(struct conn *c)
 
 void xmpp_ack(struct sess *s)
 {
-	if (!s->c || s->c->state == CS_DEAD)
+	if (!s->sm_on || !s->c || s->c->state == CS_DEAD)
 		return;
 	conn_printf(s->c, "<a xmlns='urn:xmpp:sm:3' h='%u'/>", s->h_in);
 	s->since_ack = 0;
@@ -125,7 +125,7 @@ void xmpp_ack(struct sess *s)
 
 void xmpp_request_ack(struct sess *s)
 {
-	if (s->c && s->c->state != CS_DEAD)
+	if (s->sm_on && s->c && s->c->state != CS_DEAD)
 		conn_write(s->c, "<r xmlns='urn:xmpp:sm:3'/>", 26);
 }
 

@@ -96,6 +96,13 @@ enum sasl_rc sasl_step(struct sasl *s, const uint8_t *in, size_t inlen,
 /* After SASL_SUCCESS: the authenticated, prepared localpart. */
 const char *sasl_username(const struct sasl *s);
 
+/* Test hook (added): makes SCRAM use <nonce> as the server nonce part
+ * instead of 24 random bytes, so RFC 5802/7677 exchanges can be reproduced
+ * bit-exactly. Call before the first sasl_step(). <nonce> is copied; it
+ * must be 1..127 printable ASCII characters without ',' (else ignored).
+ * Never call this outside tests. */
+void sasl_test_set_nonce(struct sasl *s, const char *nonce);
+
 /* Wipes and frees the exchange. NULL is fine. */
 void sasl_free(struct sasl *s);
 

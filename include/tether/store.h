@@ -2,6 +2,7 @@
 #ifndef TETHER_STORE_H
 #define TETHER_STORE_H
 
+#include <errno.h>
 #include <stddef.h>
 
 #include "tether/scram.h"
@@ -16,6 +17,9 @@ struct store_ops {
 	int (*user_put)(struct store *st, const char *bare_jid, const struct user_creds *c);
 	int (*user_del)(struct store *st, const char *bare_jid);
 	void (*close)(struct store *st);
+	/* Added: calls <fn> once per user with its bare JID, in no particular
+	 * order. Optional (NULL: store_user_list() returns -ENOTSUP). */
+	int (*user_list)(struct store *st, void (*fn)(void *ud, const char *bare_jid), void *ud);
 };
 
 struct store {
@@ -37,7 +41,14 @@ static inline int store_user_put(struct store *st, const char *bare, const struc
 { return st->ops->user_put(st, bare, c); }
 static inline int store_user_del(struct store *st, const char *bare)
 { return st->ops->user_del(st, bare); }
+/* Added: lists users (for tetherctl). 0, -ENOTSUP, or -errno. */
+static inline int store_user_list(struct store *st, void (*fn)(void *ud, const char *bare_jid), void *ud)
+{ return st->ops->user_list ? st->ops->user_list(st, fn, ud) : -ENOTSUP; }
 static inline void store_close(struct store *st)
 { if (st) st->ops->close(st); }
+
+/* Added: backend constructors, called by store_open() only (callers use
+ * store_open()). Same contract as store_open(). */
+struct store *store_memory_open(const char *path, char *err, size_t errlen);
 
 #endif /* TETHER_STORE_H */

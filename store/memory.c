@@ -1,0 +1,687 @@
+/* store/memory.c - the "memory" store backend: users in a hash map, persisted
+ * to <path>/users.db, shared with tetherctl through atomic renames and flock. */
+#include "tether/store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "tether/jid.h"
+#include "tether/log.h"
+#include "tether/sbuf.h"
+
+/* users.db, one line per user, fields separated by one space:
+ *   jid iterations salt_b64 sk1_b64 svk1_b64 sk256_b64 svk256_b64
+ * base64 is RFC 4648 with padding. Blank lines and lines starting with '#'
+ * are ignored. The file is replaced as a whole (temp file, fsync, rename),
+ * so a reader sees the old or the new version, never a mix. */
+#define DB_NAME "users.db"
+#define LOCK_NAME "users.lock"
+#define DB_LINE_MAX (JID_MAX + 512)
+#define ITER_MAX 100000000u    /* beyond this a record is corrupt, not slow */
+#define CHECK_INTERVAL_MS 1000 /* how stale the view may get vs. tetherctl */
+
+struct entry {
+	struct entry *next;
+	uint64_t hash;
+	struct user_creds c;
+	char jid[]; /* prepared bare JID, NUL-terminated */
+};
+
+struct map {
+	struct entry **b; /* buckets, nb a power of two */
+	size_t nb;
+	size_t n;
+};
+
+/* What identifies one version of users.db: rename() gives a new inode, an
+ * in-place edit changes size or mtime. */
+struct file_id {
+	int exists;
+	dev_t dev;
+	ino_t ino;
+	off_t size;
+	struct timespec mtim;
+};
+
+struct mem {
+	struct store base;        /* first: struct store * ↔ struct mem * */
+	pthread_rwlock_t lock;    /* guards users and seen */
+	struct map users;
+	struct file_id seen;      /* users.db as last loaded or written */
+	int seen_bad;             /* ...and that version could not be loaded */
+	atomic_llong next_check;  /* monotonic ms: stat users.db again after this */
+	char db[PATH_MAX];
+	char lockpath[PATH_MAX];
+	char dir[PATH_MAX];
+};
+
+/* ---- hash map -------------------------------------------------------- */
+
+static uint64_t hash_str(const char *s)
+{
+	uint64_t h = 1469598103934665603ull; /* FNV-1a: keys are admin-made, not hostile */
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ull;
+	return h;
+}
+
+static struct entry **map_slot(struct map *m, const char *jid, uint64_t h)
+{
+	if (!m->nb)
+		return NULL;
+	struct entry **pp = &m->b[h & (m->nb - 1)];
+	while (*pp && ((*pp)->hash != h || strcmp((*pp)->jid, jid) != 0))
+		pp = &(*pp)->next;
+	return pp;
+}
+
+static struct entry *map_find(struct map *m, const char *jid)
+{
+	struct entry **pp = map_slot(m, jid, hash_str(jid));
+	return pp ? *pp : NULL;
+}
+
+static int map_grow(struct map *m)
+{
+	size_t nb = m->nb ? m->nb * 2 : 64;
+	struct entry **b = calloc(nb, sizeof(*b));
+	if (!b)
+		return -ENOMEM;
+	for (size_t i = 0; i < m->nb; i++) {
+		struct entry *e = m->b[i], *next;
+		for (; e; e = next) {
+			next = e->next;
+			e->next = b[e->hash & (nb - 1)];
+			b[e->hash & (nb - 1)] = e;
+		}
+	}
+	free(m->b);
+	m->b = b;
+	m->nb = nb;
+	return 0;
+}
+
+/* Links <e> (not yet in <m>, key absent). */
+static int map_link(struct map *m, struct entry *e)
+{
+	if (m->n >= m->nb && map_grow(m))
+		return -ENOMEM;
+	struct entry **pp = &m->b[e->hash & (m->nb - 1)];
+	e->next = *pp;
+	*pp = e;
+	m->n++;
+	return 0;
+}
+
+static struct entry *entry_new(const char *jid, const struct user_creds *c)
+{
+	size_t len = strlen(jid);
+	struct entry *e = malloc(sizeof(*e) + len + 1);
+	if (!e)
+		return NULL;
+	e->next = NULL;
+	e->hash = hash_str(jid);
+	e->c = *c;
+	memcpy(e->jid, jid, len + 1);
+	return e;
+}
+
+static void entry_free(struct entry *e)
+{
+	if (!e)
+		return;
+	scram_creds_wipe(&e->c);
+	free(e);
+}
+
+static void map_clear(struct map *m)
+{
+	for (size_t i = 0; i < m->nb; i++) {
+		struct entry *e = m->b[i], *next;
+		for (; e; e = next) {
+			next = e->next;
+			entry_free(e);
+		}
+	}
+	free(m->b);
+	m->b = NULL;
+	m->nb = m->n = 0;
+}
+
+/* ---- file format ----------------------------------------------------- */
+
+/* A JID as a file field: non-empty, bounded, no space or control. */
+static int jid_field_ok(const char *jid)
+{
+	size_t len = strlen(jid);
+	if (len == 0 || len > JID_MAX)
+		return 0;
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char)jid[i] <= 0x20 || jid[i] == 0x7f)
+			return 0;
+	return 1;
+}
+
+/* Decodes base64 <s> into exactly <len> bytes (or 1..<len> if <exact> is 0).
+ * Returns the byte count, or -1. */
+static int b64_field(const char *s, uint8_t *out, size_t len, int exact)
+{
+	size_t n = 0;
+	const char *end = NULL;
+	size_t slen = strlen(s);
+	if (sodium_base642bin(out, len, s, slen, NULL, &n, &end, sodium_base64_VARIANT_ORIGINAL) != 0 ||
+	    end != s + slen || n == 0 || (exact && n != len))
+		return -1;
+	return (int)n;
+}
+
+/* Parses one line (NUL-terminated, no newline) into <jid> and <c>.
+ * Returns 0, or -1 on bad syntax. */
+static int parse_line(char *line, char **jid, struct user_creds *c)
+{
+	char *f[7], *save = NULL, *end;
+	int i = 0, n;
+
+	for (char *t = strtok_r(line, " ", &save); t; t = strtok_r(NULL, " ", &save)) {
+		if (i == 7)
+			return -1;
+		f[i++] = t;
+	}
+	if (i != 7 || !jid_field_ok(f[0]))
+		return -1;
+	memset(c, 0, sizeof(*c));
+	errno = 0;
+	unsigned long it = strtoul(f[1], &end, 10);
+	if (errno || *end || f[1][0] < '0' || f[1][0] > '9' || it == 0 || it > ITER_MAX)
+		return -1;
+	c->iterations = (uint32_t)it;
+	if ((n = b64_field(f[2], c->salt, sizeof(c->salt), 0)) < 0)
+		return -1;
+	c->salt_len = (uint8_t)n;
+	if (b64_field(f[3], c->stored_key_sha1, sizeof(c->stored_key_sha1), 1) < 0 ||
+	    b64_field(f[4], c->server_key_sha1, sizeof(c->server_key_sha1), 1) < 0 ||
+	    b64_field(f[5], c->stored_key_sha256, sizeof(c->stored_key_sha256), 1) < 0 ||
+	    b64_field(f[6], c->server_key_sha256, sizeof(c->server_key_sha256), 1) < 0)
+		return -1;
+	*jid = f[0];
+	return 0;
+}
+
+static int file_id_get(const char *path, struct file_id *id)
+{
+	struct stat st;
+	memset(id, 0, sizeof(*id));
+	if (stat(path, &st) == -1)
+		return errno == ENOENT ? 0 : -errno;
+	id->exists = 1;
+	id->dev = st.st_dev;
+	id->ino = st.st_ino;
+	id->size = st.st_size;
+	id->mtim = st.st_mtim;
+	return 0;
+}
+
+static int file_id_eq(const struct file_id *a, const struct file_id *b)
+{
+	if (a->exists != b->exists)
+		return 0;
+	return !a->exists || (a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+			      a->mtim.tv_sec == b->mtim.tv_sec && a->mtim.tv_nsec == b->mtim.tv_nsec);
+}
+
+/* Loads <path> into the empty map <m>, recording what was read in <id>. A
+ * missing file is an empty store. Returns 0, or -errno with a message in
+ * <err> (<m> is then empty). */
+static int db_load(const char *path, struct map *m, struct file_id *id, char *err, size_t errlen)
+{
+	char line[DB_LINE_MAX];
+	struct user_creds c;
+	struct stat st;
+	unsigned lineno = 0;
+	int rc = 0;
+	FILE *f = fopen(path, "re");
+
+	memset(id, 0, sizeof(*id));
+	if (!f) {
+		if (errno == ENOENT)
+			return 0;
+		rc = -errno;
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return rc;
+	}
+	/* Identity from the open file, so a rename racing with us is noticed
+	 * at the next check rather than lost. */
+	if (fstat(fileno(f), &st) == 0) {
+		id->exists = 1;
+		id->dev = st.st_dev;
+		id->ino = st.st_ino;
+		id->size = st.st_size;
+		id->mtim = st.st_mtim;
+	}
+	while (fgets(line, sizeof(line), f)) {
+		char *jid;
+		size_t len = strlen(line);
+		lineno++;
+		if (len && line[len - 1] == '\n')
+			line[--len] = 0;
+		else if (!feof(f))
+			goto bad; /* line too long */
+		if (len == 0 || line[0] == '#')
+			continue;
+		if (parse_line(line, &jid, &c))
+			goto bad;
+		if (map_find(m, jid)) {
+			snprintf(err, errlen, "%s:%u: duplicate user %s", path, lineno, jid);
+			rc = -EINVAL;
+			goto out;
+		}
+		struct entry *e = entry_new(jid, &c);
+		if (!e || map_link(m, e)) {
+			free(e);
+			snprintf(err, errlen, "%s: out of memory", path);
+			rc = -ENOMEM;
+			goto out;
+		}
+	}
+	if (ferror(f)) {
+		rc = -EIO;
+		snprintf(err, errlen, "%s: read error", path);
+	}
+	goto out;
+bad:
+	snprintf(err, errlen, "%s:%u: malformed user record", path, lineno);
+	rc = -EINVAL;
+out:
+	scram_creds_wipe(&c);
+	sodium_memzero(line, sizeof(line));
+	fclose(f);
+	if (rc)
+		map_clear(m);
+	return rc;
+}
+
+static int append_b64(struct sbuf *b, const uint8_t *p, size_t len)
+{
+	char tmp[sodium_base64_ENCODED_LEN(32, sodium_base64_VARIANT_ORIGINAL)];
+	if (len > 32)
+		return -EINVAL;
+	sodium_bin2base64(tmp, sizeof(tmp), p, len, sodium_base64_VARIANT_ORIGINAL);
+	return sbuf_puts(b, tmp);
+}
+
+/* Writes <m> to users.db: temp file in the same directory (so rename is
+ * atomic), fsync, rename over, fsync the directory (so the rename itself
+ * survives a crash). Records the new file's identity in <id>. Returns 0 or
+ * -errno. */
+static int db_write(struct mem *st, const struct map *m, struct file_id *id)
+{
+	struct sbuf b = SBUF_INIT;
+	char tmp[PATH_MAX];
+	int fd = -1, dfd = -1, rc = 0;
+
+	for (size_t i = 0; i < m->nb && !rc; i++) {
+		for (const struct entry *e = m->b[i]; e && !rc; e = e->next) {
+			const struct user_creds *c = &e->c;
+			rc = sbuf_printf(&b, "%s %u ", e->jid, (unsigned)c->iterations);
+			rc = rc ? rc : append_b64(&b, c->salt, scram_salt_len(c));
+			rc = rc ? rc : sbuf_puts(&b, " ");
+			rc = rc ? rc : append_b64(&b, c->stored_key_sha1, sizeof(c->stored_key_sha1));
+			rc = rc ? rc : sbuf_puts(&b, " ");
+			rc = rc ? rc : append_b64(&b, c->server_key_sha1, sizeof(c->server_key_sha1));
+			rc = rc ? rc : sbuf_puts(&b, " ");
+			rc = rc ? rc : append_b64(&b, c->stored_key_sha256, sizeof(c->stored_key_sha256));
+			rc = rc ? rc : sbuf_puts(&b, " ");
+			rc = rc ? rc : append_b64(&b, c->server_key_sha256, sizeof(c->server_key_sha256));
+			rc = rc ? rc : sbuf_puts(&b, "\n");
+		}
+	}
+	if (rc)
+		goto out;
+	if (snprintf(tmp, sizeof(tmp), "%s.XXXXXX", st->db) >= (int)sizeof(tmp)) {
+		rc = -ENAMETOOLONG;
+		goto out;
+	}
+	fd = mkostemp(tmp, O_CLOEXEC); /* mode 0600 */
+	if (fd == -1) {
+		rc = -errno;
+		goto out;
+	}
+	for (size_t off = 0; off < b.len;) {
+		ssize_t n = write(fd, b.data + off, b.len - off);
+		if (n == -1) {
+			if (errno == EINTR)
+				continue;
+			rc = -errno;
+			goto unlink;
+		}
+		off += (size_t)n;
+	}
+	if (fchmod(fd, 0600) == -1 || fsync(fd) == -1) {
+		rc = -errno;
+		goto unlink;
+	}
+	if (close(fd) == -1) {
+		fd = -1;
+		rc = -errno;
+		goto unlink;
+	}
+	fd = -1;
+	if (rename(tmp, st->db) == -1) {
+		rc = -errno;
+		goto unlink;
+	}
+	dfd = open(st->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd != -1) {
+		fsync(dfd); /* best effort: some filesystems refuse a directory fsync */
+		close(dfd);
+	}
+	rc = file_id_get(st->db, id);
+	goto out;
+unlink:
+	if (fd != -1)
+		close(fd);
+	unlink(tmp);
+out:
+	sbuf_free_secret(&b);
+	return rc;
+}
+
+/* ---- reload ---------------------------------------------------------- */
+
+static long long mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* With the write lock held: if users.db is no longer the version we hold,
+ * load it. On a load error the old view stays (and the error is returned);
+ * the failing version is remembered so it is logged once, not every
+ * second, and writes keep failing until someone fixes the file: a put must
+ * not silently replace records it could not read. */
+static int refresh(struct mem *st)
+{
+	struct file_id now, loaded;
+	struct map fresh = { 0 };
+	char err[256];
+	int rc = file_id_get(st->db, &now);
+
+	if (rc) {
+		log_warn("store: stat %s: %s", st->db, strerror(-rc));
+		return rc;
+	}
+	if (file_id_eq(&now, &st->seen))
+		return st->seen_bad ? -EINVAL : 0;
+	rc = db_load(st->db, &fresh, &loaded, err, sizeof(err));
+	if (rc) {
+		log_warn("store: reload failed, keeping %zu users: %s", st->users.n, err);
+		st->seen = now;
+		st->seen_bad = 1;
+		return rc;
+	}
+	map_clear(&st->users);
+	st->users = fresh;
+	st->seen = loaded;
+	st->seen_bad = 0;
+	log_debug("store: reloaded %s: %zu users", st->db, st->users.n);
+	return 0;
+}
+
+/* Reloads at most once per CHECK_INTERVAL_MS, so the hot path pays one
+ * atomic load and, once a second, one stat(). */
+static void maybe_refresh(struct mem *st)
+{
+	long long now = mono_ms();
+	if (now < atomic_load_explicit(&st->next_check, memory_order_relaxed))
+		return;
+	pthread_rwlock_wrlock(&st->lock);
+	if (now >= atomic_load_explicit(&st->next_check, memory_order_relaxed)) {
+		refresh(st);
+		atomic_store_explicit(&st->next_check, now + CHECK_INTERVAL_MS, memory_order_relaxed);
+	}
+	pthread_rwlock_unlock(&st->lock);
+}
+
+/* Takes the cross-process lock (users.lock) for a read-modify-write.
+ * Returns the fd to pass to unlock_file(), or -errno. */
+static int lock_file(struct mem *st)
+{
+	int fd = open(st->lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd == -1)
+		return -errno;
+	while (flock(fd, LOCK_EX) == -1) {
+		if (errno != EINTR) {
+			int rc = -errno;
+			close(fd);
+			return rc;
+		}
+	}
+	return fd;
+}
+
+static void unlock_file(int fd)
+{
+	flock(fd, LOCK_UN);
+	close(fd);
+}
+
+/* ---- operations ------------------------------------------------------ */
+
+static int mem_user_get(struct store *s, const char *bare, struct user_creds *out)
+{
+	struct mem *st = (struct mem *)s;
+	int rc = -ENOENT;
+
+	maybe_refresh(st);
+	pthread_rwlock_rdlock(&st->lock);
+	const struct entry *e = map_find(&st->users, bare);
+	if (e) {
+		*out = e->c;
+		rc = 0;
+	}
+	pthread_rwlock_unlock(&st->lock);
+	return rc;
+}
+
+/* Order of locks everywhere: rwlock, then users.lock. Under both we first
+ * catch up with the file (another process may have written it), change
+ * the map, write; if writing fails the change is undone, so memory and
+ * disk agree. */
+static int mem_user_put(struct store *s, const char *bare, const struct user_creds *c)
+{
+	struct mem *st = (struct mem *)s;
+	struct user_creds old;
+	struct file_id id;
+	int fd, rc;
+
+	if (!jid_field_ok(bare) || c->iterations == 0 || c->iterations > ITER_MAX)
+		return -EINVAL;
+	pthread_rwlock_wrlock(&st->lock);
+	fd = lock_file(st);
+	if (fd < 0) {
+		rc = fd;
+		goto out;
+	}
+	if ((rc = refresh(st)))
+		goto unlock;
+	struct entry *e = map_find(&st->users, bare);
+	if (e) {
+		old = e->c;
+		e->c = *c;
+		e->c.salt_len = (uint8_t)scram_salt_len(c);
+		rc = db_write(st, &st->users, &id);
+		if (rc)
+			e->c = old;
+		scram_creds_wipe(&old);
+	} else {
+		e = entry_new(bare, c);
+		if (!e || map_link(&st->users, e)) {
+			free(e);
+			rc = -ENOMEM;
+			goto unlock;
+		}
+		e->c.salt_len = (uint8_t)scram_salt_len(c);
+		rc = db_write(st, &st->users, &id);
+		if (rc) {
+			struct entry **pp = map_slot(&st->users, bare, e->hash);
+			*pp = e->next;
+			st->users.n--;
+			entry_free(e);
+		}
+	}
+	if (rc == 0)
+		st->seen = id;
+unlock:
+	unlock_file(fd);
+out:
+	pthread_rwlock_unlock(&st->lock);
+	return rc;
+}
+
+static int mem_user_del(struct store *s, const char *bare)
+{
+	struct mem *st = (struct mem *)s;
+	struct file_id id;
+	int fd, rc;
+
+	pthread_rwlock_wrlock(&st->lock);
+	fd = lock_file(st);
+	if (fd < 0) {
+		rc = fd;
+		goto out;
+	}
+	if ((rc = refresh(st)))
+		goto unlock;
+	struct entry **pp = map_slot(&st->users, bare, hash_str(bare));
+	struct entry *e = pp ? *pp : NULL;
+	if (!e) {
+		rc = -ENOENT;
+		goto unlock;
+	}
+	*pp = e->next;
+	st->users.n--;
+	rc = db_write(st, &st->users, &id);
+	if (rc) {
+		e->next = *pp; /* put it back where it was */
+		*pp = e;
+		st->users.n++;
+	} else {
+		st->seen = id;
+		entry_free(e);
+	}
+unlock:
+	unlock_file(fd);
+out:
+	pthread_rwlock_unlock(&st->lock);
+	return rc;
+}
+
+/* <fn> runs under the read lock: it must not call back into the store. */
+static int mem_user_list(struct store *s, void (*fn)(void *ud, const char *bare_jid), void *ud)
+{
+	struct mem *st = (struct mem *)s;
+
+	maybe_refresh(st);
+	pthread_rwlock_rdlock(&st->lock);
+	for (size_t i = 0; i < st->users.nb; i++)
+		for (const struct entry *e = st->users.b[i]; e; e = e->next)
+			fn(ud, e->jid);
+	pthread_rwlock_unlock(&st->lock);
+	return 0;
+}
+
+static void mem_close(struct store *s)
+{
+	struct mem *st = (struct mem *)s;
+	map_clear(&st->users);
+	pthread_rwlock_destroy(&st->lock);
+	free(st);
+}
+
+static const struct store_ops mem_ops = {
+	.user_get = mem_user_get,
+	.user_put = mem_user_put,
+	.user_del = mem_user_del,
+	.close = mem_close,
+	.user_list = mem_user_list,
+};
+
+/* mkdir -p with mode 0700 for what we create; an existing directory is
+ * left as it is. */
+static int mkdirs(const char *path)
+{
+	char p[PATH_MAX];
+	size_t len = strlen(path);
+	struct stat sb;
+
+	if (len == 0 || len >= sizeof(p))
+		return -ENAMETOOLONG;
+	memcpy(p, path, len + 1);
+	for (size_t i = 1; i <= len; i++) {
+		if (p[i] != '/' && p[i] != 0)
+			continue;
+		char save = p[i];
+		p[i] = 0;
+		if (mkdir(p, 0700) == -1 && errno != EEXIST)
+			return -errno;
+		p[i] = save;
+	}
+	if (stat(path, &sb) == -1)
+		return -errno;
+	return S_ISDIR(sb.st_mode) ? 0 : -ENOTDIR;
+}
+
+struct store *store_memory_open(const char *path, char *err, size_t errlen)
+{
+	struct mem *st;
+	int rc;
+
+	if (sodium_init() < 0) {
+		snprintf(err, errlen, "store: libsodium init failed");
+		return NULL;
+	}
+	rc = mkdirs(path);
+	if (rc) {
+		snprintf(err, errlen, "store: %s: %s", path, strerror(-rc));
+		return NULL;
+	}
+	st = calloc(1, sizeof(*st));
+	if (!st) {
+		snprintf(err, errlen, "store: out of memory");
+		return NULL;
+	}
+	st->base.ops = &mem_ops;
+	if (snprintf(st->dir, sizeof(st->dir), "%s", path) >= (int)sizeof(st->dir) ||
+	    snprintf(st->db, sizeof(st->db), "%s/" DB_NAME, path) >= (int)sizeof(st->db) ||
+	    snprintf(st->lockpath, sizeof(st->lockpath), "%s/" LOCK_NAME, path) >= (int)sizeof(st->lockpath)) {
+		snprintf(err, errlen, "store: %s: path too long", path);
+		free(st);
+		return NULL;
+	}
+	if (pthread_rwlock_init(&st->lock, NULL) != 0) {
+		snprintf(err, errlen, "store: rwlock init failed");
+		free(st);
+		return NULL;
+	}
+	if (db_load(st->db, &st->users, &st->seen, err, errlen)) {
+		pthread_rwlock_destroy(&st->lock);
+		free(st);
+		return NULL;
+	}
+	atomic_init(&st->next_check, mono_ms() + CHECK_INTERVAL_MS);
+	return &st->base;
+}

@@ -4,7 +4,7 @@
  * element and returns 0 to go on or 1 to stop the parser (restart, STARTTLS,
  * close). Anything unexpected is a named stream error. Sockets are the
  * transport's business: we only queue bytes and ask for a close. */
-#include "tether/c2s.h"
+#include "c2s_priv.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -13,32 +13,14 @@
 
 #include <sodium.h>
 
+#include "tether/deliver.h"
 #include "tether/im.h"
-#include "tether/jid.h"
 #include "tether/log.h"
-#include "tether/rmsg.h"
 #include "tether/router.h"
-#include "tether/sasl.h"
-#include "tether/sbuf.h"
+#include "tether/sm.h"
 #include "tether/store.h"
 #include "tether/worker.h"
 #include "tether/xstream.h"
-
-#define XMLNS_TLS  "urn:ietf:params:xml:ns:xmpp-tls"
-#define XMLNS_SASL "urn:ietf:params:xml:ns:xmpp-sasl"
-#define XMLNS_BIND "urn:ietf:params:xml:ns:xmpp-bind"
-#define XMLNS_SASL_CB "urn:xmpp:sasl-cb:0"
-
-enum c2s_state {
-	C2S_WAIT_STREAM = 0, /* transport up (or restarted), no <stream:stream> yet */
-	C2S_WAIT_STARTTLS,   /* plaintext; features sent; only <starttls/> accepted */
-	C2S_WAIT_AUTH,       /* TLS up; <auth/> accepted */
-	C2S_SASL,            /* SASL exchange running: <response/>, <abort/> */
-	C2S_WAIT_BIND,       /* authenticated and restarted; bind or session */
-	C2S_ACTIVE,          /* bound; stanzas go to the router */
-	C2S_CLOSING,         /* </stream:stream> sent; nothing more is read */
-	C2S_STATE_COUNT,
-};
 
 static const char *const state_name[] = {
 	[C2S_WAIT_STREAM] = "wait-stream", [C2S_WAIT_STARTTLS] = "wait-starttls",
@@ -46,51 +28,16 @@ static const char *const state_name[] = {
 	[C2S_ACTIVE] = "active", [C2S_CLOSING] = "closing",
 };
 
-#define C2S_F_TLS       0x0001u /* the stream is encrypted */
-#define C2S_F_AUTHED    0x0002u /* SASL succeeded */
-#define C2S_F_HDR_SENT  0x0004u /* our response header went out on this stream */
-#define C2S_F_RESTART   0x0008u /* reset the parser when the feed returns */
-#define C2S_F_STARTTLS  0x0010u /* start TLS when the feed returns */
-#define C2S_F_BOUND     0x0020u /* registered in the router */
-#define C2S_F_AVAILABLE 0x0040u /* sent available presence */
-#define C2S_F_SASL_INIT 0x0080u /* SASL started without initial response */
-#define C2S_F_PLUS_FAILED 0x0100u /* a -PLUS attempt failed before any proof:
-				  * its channel binding type is not available here */
-
-struct c2s {
-	struct server *srv;
-	struct worker *w;
-	const struct c2s_transport *tp;
-	void *io;
-	uint32_t slot, gen;
-	enum c2s_state state;
-	unsigned flags;
-	unsigned auth_failures;
-	unsigned sasl_steps;          /* messages fed to the running exchange */
-	enum sasl_mech mech;
-	struct xstream *xs;
-	struct sasl *sasl;
-	struct sasl_env env;
-	uint8_t cb_exporter[32];
-	uint8_t cb_unique[64];
-	char user[JID_PART_MAX + 1]; /* prepared localpart after SASL */
-	char *bare;                   /* user@domain, once authenticated */
-	char *full;                   /* user@domain/resource, once bound */
-	char *resource;
-	int priority;
-	struct sbuf out;              /* scratch for building replies */
-};
-
 typedef int c2s_state_fn(struct c2s *s, struct xnode *el);
 
 /* ---- output helpers ---------------------------------------------------- */
 
-static void send_str(struct c2s *s, const char *str)
+void c2s_send_str(struct c2s *s, const char *str)
 {
 	s->tp->send(s->io, str, strlen(str));
 }
 
-static void send_out(struct c2s *s)
+void c2s_send_out(struct c2s *s)
 {
 	if (s->out.len)
 		s->tp->send(s->io, s->out.data, s->out.len);
@@ -100,7 +47,7 @@ static void send_out(struct c2s *s)
 		sbuf_free(&s->out);
 }
 
-static void set_state(struct c2s *s, enum c2s_state st)
+void c2s_set_state(struct c2s *s, enum c2s_state st)
 {
 	log_debug("c2s %s: %s -> %s", s->tp->peer(s->io), state_name[s->state], state_name[st]);
 	s->state = st;
@@ -123,35 +70,39 @@ static void send_header(struct c2s *s, const char *to_attr)
 		sbuf_puts(&s->out, "'");
 	}
 	sbuf_puts(&s->out, " version='1.0' xml:lang='en'>");
-	send_out(s);
+	c2s_send_out(s);
 	s->flags |= C2S_F_HDR_SENT;
 }
 
-/* Session end bookkeeping: unbind, tell the other resources. */
-static void end_session(struct c2s *s);
+static void stream_over(struct c2s *s);
 
 /* Sends a stream error and closes (RFC 6120 §4.9): terminal. */
-static int stream_fail(struct c2s *s, enum stream_err e, const char *text)
+int c2s_stream_fail(struct c2s *s, enum stream_err e, const char *text)
 {
 	if (s->state == C2S_CLOSING)
 		return 1;
 	if (!(s->flags & C2S_F_HDR_SENT))
 		send_header(s, NULL);
 	sbuf_reset(&s->out);
-	sbuf_printf(&s->out, "<stream:error><%s xmlns='" XMLNS_STREAMS "'/>", stream_err_name(e));
-	if (text) {
-		sbuf_puts(&s->out, "<text xmlns='" XMLNS_STREAMS "' xml:lang='en'>");
-		sbuf_puts_esc(&s->out, text);
-		sbuf_puts(&s->out, "</text>");
+	/* SE_NONE: the caller already wrote a custom <stream:error/>. */
+	if (e != SE_NONE) {
+		sbuf_printf(&s->out, "<stream:error><%s xmlns='" XMLNS_STREAMS "'/>", stream_err_name(e));
+		if (text) {
+			sbuf_puts(&s->out, "<text xmlns='" XMLNS_STREAMS "' xml:lang='en'>");
+			sbuf_puts_esc(&s->out, text);
+			sbuf_puts(&s->out, "</text>");
+		}
+		sbuf_puts(&s->out, "</stream:error>");
 	}
-	sbuf_puts(&s->out, "</stream:error></stream:stream>");
-	send_out(s);
+	sbuf_puts(&s->out, "</stream:stream>");
+	c2s_send_out(s);
 	log_info("c2s %s%s%s: stream error %s%s%s", s->tp->peer(s->io), s->full ? " " : "",
 		 s->full ? s->full : "", stream_err_name(e), text ? ": " : "", text ? text : "");
-	end_session(s);
-	set_state(s, C2S_CLOSING);
-	s->tp->set_timer(s->io, 0);
+	c2s_set_state(s, C2S_CLOSING);
+	s->tp->set_timer(s->io, C2S_TIMER_MAIN, 0);
+	s->tp->set_timer(s->io, C2S_TIMER_ACK, 0);
 	s->tp->close(s->io);
+	stream_over(s);
 	return 1;
 }
 
@@ -192,10 +143,11 @@ static void send_features(struct c2s *s)
 		sbuf_puts(o, "</sasl-channel-binding>");
 	} else {
 		sbuf_puts(o, "<bind xmlns='" XMLNS_BIND "'/>"
-			  "<session xmlns='" XMLNS_SESSION "'><optional/></session>");
+			  "<session xmlns='" XMLNS_SESSION "'><optional/></session>"
+			  "<sm xmlns='" XMLNS_SM "'/>");
 	}
 	sbuf_puts(o, "</stream:features>");
-	send_out(s);
+	c2s_send_out(s);
 }
 
 /* ---- stream header ----------------------------------------------------- */
@@ -207,7 +159,7 @@ static int on_open(void *ud, struct xnode *hdr)
 	const char *from = xnode_attr(hdr, "from");
 	const char *version = xnode_attr(hdr, "version");
 	if (s->state != C2S_WAIT_STREAM)
-		return stream_fail(s, SE_NOT_WELL_FORMED, "unexpected stream header");
+		return c2s_stream_fail(s, SE_NOT_WELL_FORMED, "unexpected stream header");
 	/* The client's 'from' is echoed only once TLS protects it, and only if
 	 * it is a well-formed JID. */
 	struct jid *j = malloc(sizeof(*j));
@@ -219,28 +171,28 @@ static int on_open(void *ud, struct xnode *hdr)
 	int bad_to = !to || jid_prep_domain(to, dom, sizeof(dom)) || strcmp(dom, s->srv->cfg.domain);
 	free(j);
 	if (bad_to)
-		return stream_fail(s, SE_HOST_UNKNOWN, NULL);
+		return c2s_stream_fail(s, SE_HOST_UNKNOWN, NULL);
 	/* RFC 6120 §4.7.5: no version = pre-1.0 (no SASL): refused; major > 1 too. */
 	if (!version || strtol(version, NULL, 10) != 1 || strncmp(version, "1.", 2))
-		return stream_fail(s, SE_UNSUPPORTED_VERSION, NULL);
+		return c2s_stream_fail(s, SE_UNSUPPORTED_VERSION, NULL);
 	send_features(s);
 	if (!(s->flags & C2S_F_TLS))
-		set_state(s, C2S_WAIT_STARTTLS);
+		c2s_set_state(s, C2S_WAIT_STARTTLS);
 	else if (!(s->flags & C2S_F_AUTHED))
-		set_state(s, C2S_WAIT_AUTH);
+		c2s_set_state(s, C2S_WAIT_AUTH);
 	else
-		set_state(s, C2S_WAIT_BIND);
+		c2s_set_state(s, C2S_WAIT_BIND);
 	return 0;
 }
 
 /* ---- pre-TLS ----------------------------------------------------------- */
 
-static int is(const struct xnode *el, const char *ns, const char *name)
+int c2s_is(const struct xnode *el, const char *ns, const char *name)
 {
 	return el->name && !strcmp(el->name, name) && !strcmp(el->ns, ns);
 }
 
-static int is_stanza(const struct xnode *el)
+int c2s_is_stanza(const struct xnode *el)
 {
 	return !strcmp(el->ns, XMLNS_CLIENT) &&
 	       (!strcmp(el->name, "message") || !strcmp(el->name, "presence") ||
@@ -249,20 +201,20 @@ static int is_stanza(const struct xnode *el)
 
 static int st_wait_starttls(struct c2s *s, struct xnode *el)
 {
-	if (is(el, XMLNS_TLS, "starttls")) {
-		send_str(s, "<proceed xmlns='" XMLNS_TLS "'/>");
+	if (c2s_is(el, XMLNS_TLS, "starttls")) {
+		c2s_send_str(s, "<proceed xmlns='" XMLNS_TLS "'/>");
 		s->flags |= C2S_F_STARTTLS | C2S_F_TLS;
 		s->flags &= ~C2S_F_HDR_SENT;
-		set_state(s, C2S_WAIT_STREAM);
+		c2s_set_state(s, C2S_WAIT_STREAM);
 		return 1;
 	}
-	if (is(el, XMLNS_SASL, "auth")) {
-		send_str(s, "<failure xmlns='" XMLNS_SASL "'><encryption-required/></failure>");
+	if (c2s_is(el, XMLNS_SASL, "auth")) {
+		c2s_send_str(s, "<failure xmlns='" XMLNS_SASL "'><encryption-required/></failure>");
 		return 0;
 	}
-	if (is_stanza(el))
-		return stream_fail(s, SE_NOT_AUTHORIZED, "STARTTLS is required");
-	return stream_fail(s, SE_UNSUPPORTED_STANZA_TYPE, NULL);
+	if (c2s_is_stanza(el))
+		return c2s_stream_fail(s, SE_NOT_AUTHORIZED, "STARTTLS is required");
+	return c2s_stream_fail(s, SE_UNSUPPORTED_STANZA_TYPE, NULL);
 }
 
 /* ---- SASL -------------------------------------------------------------- */
@@ -284,7 +236,7 @@ static void sasl_reply(struct c2s *s, const char *elem, const struct sbuf *data)
 	else if (!strcmp(elem, "success"))
 		sbuf_puts(&s->out, "="); /* RFC 6120 §6.4.6: '=' for empty data */
 	sbuf_printf(&s->out, "</%s>", elem);
-	send_out(s);
+	c2s_send_out(s);
 }
 
 static int sasl_failed(struct c2s *s, enum sasl_cond cond)
@@ -303,12 +255,12 @@ static int sasl_failed(struct c2s *s, enum sasl_cond cond)
 	s->sasl = NULL;
 	sbuf_reset(&s->out);
 	sbuf_printf(&s->out, "<failure xmlns='" XMLNS_SASL "'><%s/></failure>", sasl_cond_name(cond));
-	send_out(s);
-	set_state(s, C2S_WAIT_AUTH);
+	c2s_send_out(s);
+	c2s_set_state(s, C2S_WAIT_AUTH);
 	if (cond != SASL_C_ABORTED && !plus_probe) {
 		log_info("c2s %s: authentication failed: %s", s->tp->peer(s->io), sasl_cond_name(cond));
 		if (++s->auth_failures >= s->srv->cfg.max_auth_failures)
-			return stream_fail(s, SE_POLICY_VIOLATION, "too many failed authentication attempts");
+			return c2s_stream_fail(s, SE_POLICY_VIOLATION, "too many failed authentication attempts");
 	}
 	return 0;
 }
@@ -320,7 +272,7 @@ static int sasl_run(struct c2s *s, struct xnode *el)
 	struct sbuf in = SBUF_INIT, out = SBUF_INIT;
 	enum sasl_cond cond = SASL_C_NONE;
 	if (!b64)
-		return stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
+		return c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
 	if (sasl_b64_decode(b64, strlen(b64), &in)) {
 		sbuf_free_secret(&in);
 		return sasl_failed(s, SASL_C_INCORRECT_ENCODING);
@@ -332,7 +284,7 @@ static int sasl_run(struct c2s *s, struct xnode *el)
 	switch (rc) {
 	case SASL_CONTINUE:
 		sasl_reply(s, "challenge", &out);
-		set_state(s, C2S_SASL);
+		c2s_set_state(s, C2S_SASL);
 		break;
 	case SASL_SUCCESS:
 		snprintf(s->user, sizeof(s->user), "%s", sasl_username(s->sasl));
@@ -341,14 +293,14 @@ static int sasl_run(struct c2s *s, struct xnode *el)
 		s->sasl = NULL;
 		if (asprintf(&s->bare, "%s@%s", s->user, s->srv->cfg.domain) < 0) {
 			s->bare = NULL;
-			ret = stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
+			ret = c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
 			break;
 		}
 		log_info("c2s %s: authenticated as %s", s->tp->peer(s->io), s->bare);
 		/* RFC 6120 §6.4.6: the client restarts the stream. */
 		s->flags |= C2S_F_AUTHED | C2S_F_RESTART;
 		s->flags &= ~C2S_F_HDR_SENT;
-		set_state(s, C2S_WAIT_STREAM);
+		c2s_set_state(s, C2S_WAIT_STREAM);
 		ret = 1;
 		break;
 	case SASL_FAILURE:
@@ -389,13 +341,13 @@ static int do_auth(struct c2s *s, struct xnode *el)
 	s->sasl_steps = 0;
 	s->sasl = sasl_new(m, &s->env);
 	if (!s->sasl)
-		return stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
+		return c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
 	const char *text = xnode_text(el);
 	if (text && !*text) {
 		/* No initial response: an empty challenge asks for it. */
 		s->flags |= C2S_F_SASL_INIT;
-		send_str(s, "<challenge xmlns='" XMLNS_SASL "'/>");
-		set_state(s, C2S_SASL);
+		c2s_send_str(s, "<challenge xmlns='" XMLNS_SASL "'/>");
+		c2s_set_state(s, C2S_SASL);
 		return 0;
 	}
 	return sasl_run(s, el);
@@ -403,31 +355,31 @@ static int do_auth(struct c2s *s, struct xnode *el)
 
 static int st_wait_auth(struct c2s *s, struct xnode *el)
 {
-	if (is(el, XMLNS_SASL, "auth"))
+	if (c2s_is(el, XMLNS_SASL, "auth"))
 		return do_auth(s, el);
-	if (is(el, XMLNS_TLS, "starttls"))
-		return stream_fail(s, SE_POLICY_VIOLATION, "TLS is already established");
-	if (is_stanza(el))
-		return stream_fail(s, SE_NOT_AUTHORIZED, NULL);
-	return stream_fail(s, SE_UNSUPPORTED_STANZA_TYPE, NULL);
+	if (c2s_is(el, XMLNS_TLS, "starttls"))
+		return c2s_stream_fail(s, SE_POLICY_VIOLATION, "TLS is already established");
+	if (c2s_is_stanza(el))
+		return c2s_stream_fail(s, SE_NOT_AUTHORIZED, NULL);
+	return c2s_stream_fail(s, SE_UNSUPPORTED_STANZA_TYPE, NULL);
 }
 
 static int st_sasl(struct c2s *s, struct xnode *el)
 {
-	if (is(el, XMLNS_SASL, "response")) {
+	if (c2s_is(el, XMLNS_SASL, "response")) {
 		s->flags &= ~C2S_F_SASL_INIT;
 		return sasl_run(s, el);
 	}
-	if (is(el, XMLNS_SASL, "abort"))
+	if (c2s_is(el, XMLNS_SASL, "abort"))
 		return sasl_failed(s, SASL_C_ABORTED);
-	if (is(el, XMLNS_SASL, "auth")) {
+	if (c2s_is(el, XMLNS_SASL, "auth")) {
 		sasl_free(s->sasl);
 		s->sasl = NULL;
 		return sasl_failed(s, SASL_C_MALFORMED_REQUEST);
 	}
-	if (is_stanza(el))
-		return stream_fail(s, SE_NOT_AUTHORIZED, NULL);
-	return stream_fail(s, SE_UNSUPPORTED_STANZA_TYPE, NULL);
+	if (c2s_is_stanza(el))
+		return c2s_stream_fail(s, SE_NOT_AUTHORIZED, NULL);
+	return c2s_stream_fail(s, SE_UNSUPPORTED_STANZA_TYPE, NULL);
 }
 
 /* ---- binding ----------------------------------------------------------- */
@@ -436,7 +388,34 @@ static void reply_iq_error(struct c2s *s, struct xnode *iq, enum stanza_err e)
 {
 	sbuf_reset(&s->out);
 	im_error_reply(iq, NULL, s->full ? s->full : s->bare, e, &s->out);
-	send_out(s);
+	c2s_send_out(s);
+}
+
+int c2s_bind_resource(struct c2s *s, const char *res, int kick_old)
+{
+	struct route_target *t = calloc(2, sizeof(*t));
+	if (!t)
+		return STE_INTERNAL_SERVER_ERROR;
+	t[0].worker = (uint16_t)s->w->idx;
+	t[0].slot = s->slot;
+	t[0].gen = s->gen;
+	snprintf(t[0].resource, sizeof(t[0].resource), "%s", res);
+	int rc = router_bind(s->srv->router, s->bare, &t[0], &t[1]);
+	if (rc == 1 && kick_old) /* the same full JID was bound: the new session wins */
+		worker_kick(s->w, &t[1], SE_CONFLICT);
+	free(t);
+	if (rc < 0)
+		return STE_RESOURCE_CONSTRAINT;
+	free(s->resource);
+	free(s->full);
+	s->resource = strdup(res);
+	if (!s->resource || asprintf(&s->full, "%s/%s", s->bare, res) < 0) {
+		s->full = NULL;
+		router_unbind(s->srv->router, s->bare, res, (uint16_t)s->w->idx, s->slot, s->gen);
+		return STE_INTERNAL_SERVER_ERROR;
+	}
+	s->flags |= C2S_F_BOUND;
+	return 0;
 }
 
 static int do_bind(struct c2s *s, struct xnode *iq, struct xnode *bind)
@@ -445,7 +424,7 @@ static int do_bind(struct c2s *s, struct xnode *iq, struct xnode *bind)
 	struct xnode *r = xnode_child(bind, XMLNS_BIND, "resource");
 	const char *want = r ? xnode_text(r) : "";
 	if (!want)
-		return stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
+		return c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
 	if (*want) {
 		if (jid_prep_resource(want, res, sizeof(res))) {
 			reply_iq_error(s, iq, STE_BAD_REQUEST);
@@ -454,28 +433,11 @@ static int do_bind(struct c2s *s, struct xnode *iq, struct xnode *bind)
 	} else {
 		router_random_resource(res);
 	}
-	struct route_target *t = calloc(2, sizeof(*t));
-	if (!t)
-		return stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
-	t[0].worker = (uint16_t)s->w->idx;
-	t[0].slot = s->slot;
-	t[0].gen = s->gen;
-	snprintf(t[0].resource, sizeof(t[0].resource), "%s", res);
-	int rc = router_bind(s->srv->router, s->bare, &t[0], &t[1]);
-	if (rc == 1) /* the same full JID was bound: the new session wins */
-		worker_kick(s->w, &t[1], SE_CONFLICT);
-	free(t);
-	if (rc < 0) {
-		reply_iq_error(s, iq, STE_RESOURCE_CONSTRAINT);
+	int err = c2s_bind_resource(s, res, 1);
+	if (err) {
+		reply_iq_error(s, iq, (enum stanza_err)err);
 		return 0;
 	}
-	s->resource = strdup(res);
-	if (!s->resource || asprintf(&s->full, "%s/%s", s->bare, res) < 0) {
-		s->full = NULL;
-		router_unbind(s->srv->router, s->bare, res, (uint16_t)s->w->idx, s->slot, s->gen);
-		return stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
-	}
-	s->flags |= C2S_F_BOUND;
 	sbuf_reset(&s->out);
 	sbuf_puts(&s->out, "<iq type='result'");
 	const char *id = xnode_attr(iq, "id");
@@ -487,16 +449,16 @@ static int do_bind(struct c2s *s, struct xnode *iq, struct xnode *bind)
 	sbuf_puts(&s->out, "><bind xmlns='" XMLNS_BIND "'><jid>");
 	sbuf_puts_esc(&s->out, s->full);
 	sbuf_puts(&s->out, "</jid></bind></iq>");
-	send_out(s);
-	s->tp->set_timer(s->io, s->srv->cfg.idle_timeout * 1000u);
-	set_state(s, C2S_ACTIVE);
+	c2s_send_out(s);
+	s->tp->set_timer(s->io, C2S_TIMER_MAIN, s->srv->cfg.idle_timeout * 1000u);
+	c2s_set_state(s, C2S_ACTIVE);
 	log_info("session bound jid=%s worker=%u peer=%s", s->full, s->w->idx, s->tp->peer(s->io));
 	return 0;
 }
 
 static int st_wait_bind(struct c2s *s, struct xnode *el)
 {
-	if (is(el, XMLNS_CLIENT, "iq")) {
+	if (c2s_is(el, XMLNS_CLIENT, "iq")) {
 		const char *type = xnode_attr(el, "type");
 		struct xnode *bind = xnode_child(el, XMLNS_BIND, "bind");
 		if (bind && type && !strcmp(type, "set"))
@@ -504,212 +466,33 @@ static int st_wait_bind(struct c2s *s, struct xnode *el)
 		if (xnode_child(el, XMLNS_SESSION, "session")) {
 			sbuf_reset(&s->out);
 			im_server_iq(el, s->srv->cfg.domain, s->bare, &s->out);
-			send_out(s);
+			c2s_send_out(s);
 			return 0;
 		}
-		return stream_fail(s, SE_NOT_AUTHORIZED, "bind a resource first");
+		return c2s_stream_fail(s, SE_NOT_AUTHORIZED, "bind a resource first");
 	}
-	if (is(el, XMLNS_SASL, "auth"))
-		return stream_fail(s, SE_POLICY_VIOLATION, "already authenticated");
-	if (is_stanza(el))
-		return stream_fail(s, SE_NOT_AUTHORIZED, "bind a resource first");
-	return stream_fail(s, SE_UNSUPPORTED_STANZA_TYPE, NULL);
-}
-
-/* ---- routing ----------------------------------------------------------- */
-
-static enum rmsg_kind kind_of(const struct xnode *el)
-{
-	if (el->name[0] == 'm')
-		return RMSG_MESSAGE;
-	if (el->name[0] == 'p')
-		return RMSG_PRESENCE;
-	return RMSG_IQ;
-}
-
-/* Serializes <el> (from already stamped) into a routed message. */
-static struct rmsg *make_rmsg(struct c2s *s, struct xnode *el)
-{
-	sbuf_reset(&s->out);
-	if (xnode_serialize(el, XMLNS_CLIENT, &s->out))
-		return NULL;
-	struct rmsg *m = rmsg_new(kind_of(el), s->out.data, s->out.len);
-	sbuf_reset(&s->out);
-	return m;
-}
-
-static void deliver_to(struct c2s *s, struct rmsg *m, const struct route_target *t, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		worker_deliver(s->w, &t[i], rmsg_ref(m));
-}
-
-static void bounce(struct c2s *s, struct xnode *el, const char *from, enum stanza_err e)
-{
-	const char *type = xnode_attr(el, "type");
-	if (type && !strcmp(type, "error"))
-		return; /* never answer an error with an error */
-	sbuf_reset(&s->out);
-	im_error_reply(el, from, s->full, e, &s->out);
-	send_out(s);
-}
-
-/* Does the account exist here? */
-static int account_exists(struct c2s *s, const char *bare)
-{
-	struct user_creds c;
-	int rc = store_user_get(s->srv->store, bare, &c);
-	scram_creds_wipe(&c);
-	return rc == 0;
-}
-
-/* A message to a bare JID (or to a full JID not connected): RFC 6121 §8.5. */
-static void route_message_bare(struct c2s *s, struct xnode *el, const char *bare, const char *to)
-{
-	const char *type = xnode_attr(el, "type");
-	struct route_target *t = calloc(ROUTER_MAX_RESOURCES, sizeof(*t));
-	size_t pick[ROUTER_MAX_RESOURCES];
-	if (!t)
-		return;
-	size_t n = router_get_all(s->srv->router, bare, t, ROUTER_MAX_RESOURCES);
-	size_t k = router_pick_for_message(t, n, pick);
-	if (type && !strcmp(type, "groupchat")) {
-		bounce(s, el, to, STE_SERVICE_UNAVAILABLE);
-	} else if (k) {
-		struct rmsg *m = make_rmsg(s, el);
-		for (size_t i = 0; m && i < k; i++)
-			worker_deliver(s->w, &t[pick[i]], rmsg_ref(m));
-		rmsg_unref(m);
-	} else if (!type || strcmp(type, "headline")) {
-		/* No offline storage yet: say so rather than drop it. */
-		bounce(s, el, to, STE_SERVICE_UNAVAILABLE);
-	}
-	free(t);
-}
-
-/* Presence without 'to': goes to all of the user's own resources. */
-static void broadcast_presence(struct c2s *s, struct xnode *el)
-{
-	const char *type = xnode_attr(el, "type");
-	if (type && strcmp(type, "unavailable"))
-		return; /* subscription management comes with the roster */
-	int avail = !type;
-	if (avail) {
-		struct xnode *p = xnode_child(el, XMLNS_CLIENT, "priority");
-		const char *pt = p ? xnode_text(p) : NULL;
-		long prio = pt ? strtol(pt, NULL, 10) : 0;
-		s->priority = prio < -128 ? -128 : prio > 127 ? 127 : (int)prio;
-		s->flags |= C2S_F_AVAILABLE;
-	} else {
-		s->flags &= ~C2S_F_AVAILABLE;
-	}
-	router_set_presence(s->srv->router, s->bare, s->resource, avail, s->priority);
-	struct route_target *t = calloc(ROUTER_MAX_RESOURCES, sizeof(*t));
-	if (!t)
-		return;
-	size_t n = router_get_all(s->srv->router, s->bare, t, ROUTER_MAX_RESOURCES);
-	struct rmsg *m = make_rmsg(s, el);
-	if (m)
-		deliver_to(s, m, t, n);
-	rmsg_unref(m);
-	free(t);
-}
-
-static void route_to_server(struct c2s *s, struct xnode *el)
-{
-	if (strcmp(el->name, "iq"))
-		return; /* messages and presence to the server itself: nothing to do */
-	sbuf_reset(&s->out);
-	im_server_iq(el, s->srv->cfg.domain, s->full, &s->out);
-	send_out(s);
-}
-
-static void route_stanza(struct c2s *s, struct xnode *el)
-{
-	const char *to = xnode_attr(el, "to");
-	enum rmsg_kind kind = kind_of(el);
-	if (xnode_set_attr(el, "from", s->full)) {
-		stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
-		return;
-	}
-	if (!to) {
-		if (kind == RMSG_PRESENCE)
-			broadcast_presence(s, el);
-		else if (kind == RMSG_IQ)
-			route_to_server(s, el); /* RFC 6120 §10.3.3: as if to the account */
-		else
-			route_message_bare(s, el, s->bare, s->bare);
-		return;
-	}
-	struct jid *j = malloc(sizeof(*j));
-	if (!j)
-		return;
-	if (jid_parse(to, j)) {
-		bounce(s, el, to, STE_JID_MALFORMED);
-		goto out;
-	}
-	if (strcmp(j->domain, s->srv->cfg.domain)) {
-		bounce(s, el, to, STE_REMOTE_SERVER_NOT_FOUND); /* no s2s yet */
-		goto out;
-	}
-	if (!j->local[0]) {
-		route_to_server(s, el);
-		goto out;
-	}
-	char bare[2 * JID_PART_MAX + 2];
-	jid_bare(j, bare, sizeof(bare));
-	if (j->resource[0]) {
-		struct route_target *t = malloc(sizeof(*t));
-		if (t && router_get_full(s->srv->router, bare, j->resource, t) == 0) {
-			struct rmsg *m = make_rmsg(s, el);
-			if (m)
-				worker_deliver(s->w, t, m);
-		} else if (kind == RMSG_MESSAGE) {
-			route_message_bare(s, el, bare, to);
-		} else if (kind == RMSG_IQ) {
-			bounce(s, el, to, STE_SERVICE_UNAVAILABLE);
-		} /* presence to an absent resource: dropped (RFC 6121 §8.5.3.2.3) */
-		free(t);
-		goto out;
-	}
-	if (kind == RMSG_IQ) {
-		sbuf_reset(&s->out);
-		if (account_exists(s, bare))
-			im_account_iq(el, bare, s->full, &s->out);
-		else
-			bounce(s, el, to, STE_SERVICE_UNAVAILABLE);
-		send_out(s);
-	} else if (kind == RMSG_MESSAGE) {
-		if (account_exists(s, bare))
-			route_message_bare(s, el, bare, to);
-		else
-			bounce(s, el, to, STE_SERVICE_UNAVAILABLE);
-	} else {
-		/* Directed presence to an account: its available resources. */
-		struct route_target *t = calloc(ROUTER_MAX_RESOURCES, sizeof(*t));
-		size_t n = t ? router_get_all(s->srv->router, bare, t, ROUTER_MAX_RESOURCES) : 0, k = 0;
-		for (size_t i = 0; i < n; i++)
-			if (t[i].available)
-				t[k++] = t[i];
-		struct rmsg *m = k ? make_rmsg(s, el) : NULL;
-		if (m)
-			deliver_to(s, m, t, k);
-		rmsg_unref(m);
-		free(t);
-	}
-out:
-	free(j);
+	if (!strcmp(el->ns, XMLNS_SM))
+		return c2s_sm_nonza(s, el);
+	if (c2s_is(el, XMLNS_SASL, "auth"))
+		return c2s_stream_fail(s, SE_POLICY_VIOLATION, "already authenticated");
+	if (c2s_is_stanza(el))
+		return c2s_stream_fail(s, SE_NOT_AUTHORIZED, "bind a resource first");
+	return c2s_stream_fail(s, SE_UNSUPPORTED_STANZA_TYPE, NULL);
 }
 
 static int st_active(struct c2s *s, struct xnode *el)
 {
-	if (is_stanza(el)) {
-		route_stanza(s, el);
+	if (c2s_is_stanza(el)) {
+		if (c2s_sm_count_in(s))
+			return 1; /* the session moved away under us */
+		c2s_route_stanza(s, el);
 		return s->state == C2S_CLOSING;
 	}
-	if (is(el, XMLNS_SASL, "auth"))
-		return stream_fail(s, SE_POLICY_VIOLATION, "already authenticated");
-	return stream_fail(s, SE_UNSUPPORTED_STANZA_TYPE, NULL);
+	if (!strcmp(el->ns, XMLNS_SM))
+		return c2s_sm_nonza(s, el);
+	if (c2s_is(el, XMLNS_SASL, "auth"))
+		return c2s_stream_fail(s, SE_POLICY_VIOLATION, "already authenticated");
+	return c2s_stream_fail(s, SE_UNSUPPORTED_STANZA_TYPE, NULL);
 }
 
 static int st_closing(struct c2s *s, struct xnode *el)
@@ -722,7 +505,7 @@ static int st_closing(struct c2s *s, struct xnode *el)
 static int st_wait_stream(struct c2s *s, struct xnode *el)
 {
 	(void)el;
-	return stream_fail(s, SE_NOT_WELL_FORMED, NULL);
+	return c2s_stream_fail(s, SE_NOT_WELL_FORMED, NULL);
 }
 
 static c2s_state_fn *const state_fn[C2S_STATE_COUNT] = {
@@ -746,11 +529,15 @@ static int on_close(void *ud)
 	struct c2s *s = ud;
 	if (s->state == C2S_CLOSING)
 		return 1;
-	send_str(s, "</stream:stream>");
+	c2s_send_str(s, "</stream:stream>");
 	log_debug("c2s %s: closed by peer", s->tp->peer(s->io));
-	end_session(s);
-	set_state(s, C2S_CLOSING);
+	/* A clean close ends the session for good: no resumption (XEP-0198 §4). */
+	s->end_mode = C2S_END_SESSION;
+	c2s_set_state(s, C2S_CLOSING);
+	s->tp->set_timer(s->io, C2S_TIMER_MAIN, 0);
+	s->tp->set_timer(s->io, C2S_TIMER_ACK, 0);
 	s->tp->close(s->io);
+	stream_over(s);
 	return 1;
 }
 
@@ -782,7 +569,7 @@ struct c2s *c2s_new(struct server *srv, struct worker *w, const struct c2s_trans
 		free(s);
 		return NULL;
 	}
-	tp->set_timer(io, srv->cfg.preauth_timeout * 1000u);
+	tp->set_timer(io, C2S_TIMER_MAIN, srv->cfg.preauth_timeout * 1000u);
 	return s;
 }
 
@@ -805,20 +592,20 @@ enum c2s_rc c2s_feed(struct c2s *s, const char *data, size_t len)
 				[XSE_UNSUPPORTED_ENCODING] = SE_UNSUPPORTED_ENCODING,
 				[XSE_NOMEM] = SE_INTERNAL_SERVER_ERROR,
 			};
-			stream_fail(s, map[e], e == XSE_POLICY_VIOLATION ? "stanza too large or too deep" : NULL);
+			c2s_stream_fail(s, map[e], e == XSE_POLICY_VIOLATION ? "stanza too large or too deep" : NULL);
 			return C2S_CLOSED;
 		}
 		/* XFEED_STOPPED: a restart, STARTTLS or the end of the stream. */
 		if (s->flags & C2S_F_STARTTLS) {
 			s->flags &= ~C2S_F_STARTTLS;
 			if (xstream_reset(s->xs))
-				return stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL), C2S_CLOSED;
+				return c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL), C2S_CLOSED;
 			return C2S_STARTTLS;
 		}
 		if (s->flags & C2S_F_RESTART) {
 			s->flags &= ~C2S_F_RESTART;
 			if (xstream_reset(s->xs))
-				return stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL), C2S_CLOSED;
+				return c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL), C2S_CLOSED;
 			data += used;
 			len -= used;
 			continue;
@@ -828,7 +615,7 @@ enum c2s_rc c2s_feed(struct c2s *s, const char *data, size_t len)
 	return s->state == C2S_CLOSING ? C2S_CLOSED : C2S_OK;
 }
 
-static void end_session(struct c2s *s)
+void c2s_end_presence(struct c2s *s)
 {
 	if (!(s->flags & C2S_F_BOUND))
 		return;
@@ -837,56 +624,110 @@ static void end_session(struct c2s *s)
 	if (s->flags & C2S_F_AVAILABLE) {
 		/* Tell the other resources this one is gone. */
 		s->flags &= ~C2S_F_AVAILABLE;
-		struct route_target *t = calloc(ROUTER_MAX_RESOURCES, sizeof(*t));
-		size_t n = t ? router_get_all(s->srv->router, s->bare, t, ROUTER_MAX_RESOURCES) : 0;
-		if (n) {
-			struct sbuf b = SBUF_INIT;
-			sbuf_puts(&b, "<presence type='unavailable' from='");
-			sbuf_puts_esc(&b, s->full);
-			sbuf_puts(&b, "'/>");
-			struct rmsg *m = b.data ? rmsg_new(RMSG_PRESENCE, b.data, b.len) : NULL;
-			if (m)
-				deliver_to(s, m, t, n);
-			rmsg_unref(m);
-			sbuf_free(&b);
-		}
-		free(t);
+		sbuf_reset(&s->out);
+		sbuf_puts(&s->out, "<presence type='unavailable' from='");
+		sbuf_puts_esc(&s->out, s->full);
+		sbuf_puts(&s->out, "'/>");
+		struct rmsg *m = rmsg_new(RMSG_PRESENCE, s->out.data, s->out.len, s->full, NULL,
+					  NULL, "unavailable");
+		sbuf_reset(&s->out);
+		if (m)
+			deliver_presence(s->w, s->bare, m, 0);
 	}
 	log_info("session ended jid=%s", s->full);
+}
+
+/* The stream is over; decide the session's fate once (end_mode). */
+static void stream_over(struct c2s *s)
+{
+	if (s->flags & (C2S_F_GONE | C2S_F_DETACHED))
+		return;
+	if (!(s->flags & C2S_F_BOUND) || s->end_mode == C2S_END_MOVED) {
+		s->flags |= C2S_F_GONE;
+		return;
+	}
+	if (s->end_mode == C2S_END_AUTO && (s->flags & C2S_F_SM) && s->sm.max && c2s_sm_detach(s))
+		return;
+	if (s->flags & C2S_F_SM)
+		c2s_sm_end(s);
+	c2s_end_presence(s);
+	s->flags |= C2S_F_GONE;
 }
 
 void c2s_on_lost(struct c2s *s)
 {
 	if (s->state != C2S_CLOSING)
 		log_debug("c2s %s: connection lost", s->tp->peer(s->io));
-	end_session(s);
-	set_state(s, C2S_CLOSING);
+	c2s_set_state(s, C2S_CLOSING);
+	s->tp->set_timer(s->io, C2S_TIMER_ACK, 0);
+	if (!(s->flags & C2S_F_DETACHED))
+		s->tp->set_timer(s->io, C2S_TIMER_MAIN, 0);
+	stream_over(s);
 }
 
-void c2s_on_timeout(struct c2s *s)
+int c2s_is_held(const struct c2s *s)
 {
+	return (s->flags & (C2S_F_DETACHED | C2S_F_GONE)) == C2S_F_DETACHED;
+}
+
+void c2s_before_flush(struct c2s *s)
+{
+	if (s->flags & C2S_F_WANT_R)
+		c2s_sm_before_flush(s);
+}
+
+void c2s_on_timeout(struct c2s *s, int which)
+{
+	if (which == C2S_TIMER_ACK) {
+		c2s_sm_on_ack_timer(s);
+		return;
+	}
+	if (s->flags & C2S_F_DETACHED) {
+		c2s_sm_expired(s);
+		return;
+	}
 	if (s->state == C2S_ACTIVE && !s->srv->cfg.idle_timeout)
 		return;
-	stream_fail(s, SE_CONNECTION_TIMEOUT, NULL);
+	c2s_stream_fail(s, SE_CONNECTION_TIMEOUT, NULL);
 }
 
 void c2s_deliver(struct c2s *s, struct rmsg *m)
 {
-	if (s->state == C2S_ACTIVE)
+	if (s->flags & C2S_F_SM) {
+		c2s_sm_emit(s, m); /* queued even while detached */
+		return;
+	}
+	if (s->state == C2S_ACTIVE) {
 		s->tp->send(s->io, m->data, m->len);
-	rmsg_unref(m);
+		rmsg_unref(m);
+		return;
+	}
+	/* The session is over: find the recipient again or bounce. */
+	struct route_target t = { .worker = (uint16_t)s->w->idx, .slot = s->slot, .gen = s->gen };
+	deliver_stale(s->w, s->srv->cfg.domain, &t, m);
 }
 
 void c2s_kick(struct c2s *s, enum stream_err cond)
 {
-	stream_fail(s, cond, NULL);
+	if (s->flags & C2S_F_DETACHED) {
+		/* Shutdown or a replacing login: the waiting session ends now. */
+		c2s_sm_expired(s);
+		return;
+	}
+	/* A conflict from a new bind, or a shutdown, ends the session for good. */
+	s->end_mode = C2S_END_SESSION;
+	c2s_stream_fail(s, cond, NULL);
+}
+
+void c2s_moved(struct c2s *s)
+{
+	c2s_sm_moved(s);
 }
 
 void c2s_free(struct c2s *s)
 {
 	if (!s)
 		return;
-	end_session(s);
 	xstream_free(s->xs);
 	sasl_free(s->sasl);
 	sodium_memzero(s->cb_exporter, sizeof(s->cb_exporter));

@@ -47,6 +47,12 @@ static const struct key_def keys[] = {
 	UINT("limits", "max_auth_failures", max_auth_failures, 1, 10),
 	SIZE("limits", "max_send_queue", max_send_queue, 65536, 1u << 30),
 	UINT("limits", "idle_timeout", idle_timeout, 0, 86400 * 7),
+	UINT("sm", "max_resume", sm_max_resume, 0, 86400),
+	UINT("sm", "max_queue", sm_max_queue, 16, 1000000),
+	UINT("sm", "ack_every", sm_ack_every, 1, 100000),
+	UINT("sm", "ack_after_ms", sm_ack_after_ms, 10, 600000),
+	UINT("sm", "ack_timeout", sm_ack_timeout, 1, 86400),
+	STR("sm", "location", sm_location),
 };
 
 void config_defaults(struct config *cfg)
@@ -63,6 +69,11 @@ void config_defaults(struct config *cfg)
 	cfg->preauth_timeout = 30;
 	cfg->max_auth_failures = 3;
 	cfg->max_send_queue = 4u << 20;
+	cfg->sm_max_resume = 300;
+	cfg->sm_max_queue = 1000;
+	cfg->sm_ack_every = 5;
+	cfg->sm_ack_after_ms = 1000;
+	cfg->sm_ack_timeout = 60;
 }
 
 static int parse_number(const char *v, enum key_type t, uint64_t *out)

@@ -24,20 +24,34 @@
 static void tp_send(void *io, const char *data, size_t len) { conn_send(io, data, len); }
 static void tp_close(void *io) { conn_close(io); }
 
-static void on_c2s_timer(struct timer *t)
+static void on_timer_main(struct timer *t)
 {
-	struct conn *c = (struct conn *)((char *)t - offsetof(struct conn, timer));
-	if (c->c2s && !(c->flags & CONN_F_LOST))
-		c2s_on_timeout(c->c2s);
+	struct conn *c = (struct conn *)((char *)t - offsetof(struct conn, timer[C2S_TIMER_MAIN]));
+	c2s_on_timeout(c->c2s, C2S_TIMER_MAIN);
+	conn_maybe_free(c);
 }
 
-static void tp_set_timer(void *io, unsigned ms)
+static void on_timer_ack(struct timer *t)
+{
+	struct conn *c = (struct conn *)((char *)t - offsetof(struct conn, timer[C2S_TIMER_ACK]));
+	c2s_on_timeout(c->c2s, C2S_TIMER_ACK);
+}
+
+static void tp_set_timer(void *io, int which, unsigned ms)
 {
 	struct conn *c = io;
 	if (ms)
-		timer_arm(&c->w->wheel, &c->timer, ms, on_c2s_timer);
+		timer_arm(&c->w->wheel, &c->timer[which], ms,
+			  which == C2S_TIMER_MAIN ? on_timer_main : on_timer_ack);
 	else
-		timer_cancel(&c->timer);
+		timer_cancel(&c->timer[which]);
+}
+
+/* The held session is done: free the holder at the end of this turn. */
+static void tp_release(void *io)
+{
+	struct conn *c = io;
+	worker_want_flush(c->w, c);
 }
 
 static size_t tp_cb_exporter(void *io, uint8_t out[32])
@@ -64,7 +78,7 @@ static const char *tp_peer(void *io)
 }
 
 static const struct c2s_transport transport = {
-	.send = tp_send, .close = tp_close, .set_timer = tp_set_timer,
+	.send = tp_send, .close = tp_close, .set_timer = tp_set_timer, .release = tp_release,
 	.cb_exporter = tp_cb_exporter, .cb_unique = tp_cb_unique,
 	.is_tls = tp_is_tls, .peer = tp_peer,
 };
@@ -240,7 +254,6 @@ static void shut(struct conn *c)
 	if (c->flags & CONN_F_SHUT)
 		return;
 	c->flags |= CONN_F_SHUT;
-	timer_cancel(&c->timer);
 	timer_cancel(&c->close_timer);
 	shutdown(c->fd, SHUT_RDWR);
 }
@@ -249,6 +262,7 @@ void conn_flush(struct conn *c)
 {
 	if (c->flags & CONN_F_SHUT)
 		return;
+	c2s_before_flush(c->c2s);
 	if (c->ptx.len && c->ssl) {
 		if (tls_write(c->ssl, c->ptx.data, c->ptx.len)) {
 			lost(c);
@@ -329,14 +343,23 @@ int conn_maybe_free(struct conn *c)
 		c->flags |= CONN_F_LOST;
 		c2s_on_lost(c->c2s);
 	}
-	timer_cancel(&c->timer);
-	timer_cancel(&c->close_timer);
-	close(c->fd);
+	if (!(c->flags & CONN_F_FD_CLOSED)) {
+		/* The socket is done; a detached session may still need the slot. */
+		c->flags |= CONN_F_FD_CLOSED;
+		timer_cancel(&c->close_timer);
+		close(c->fd);
+		c->fd = -1;
+		tls_free(c->ssl);
+		c->ssl = NULL;
+		sbuf_free(&c->ptx);
+		sbuf_free(&c->wq);
+		sbuf_free(&c->sending);
+	}
+	if (c2s_is_held(c->c2s))
+		return 0;
+	timer_cancel(&c->timer[C2S_TIMER_MAIN]);
+	timer_cancel(&c->timer[C2S_TIMER_ACK]);
 	c2s_free(c->c2s);
-	tls_free(c->ssl);
-	sbuf_free(&c->ptx);
-	sbuf_free(&c->wq);
-	sbuf_free(&c->sending);
 	w->conns[c->slot] = NULL;
 	w->gens[c->slot] = (w->gens[c->slot] + 1) & 0xffffff;
 	w->free_slots[w->nfree++] = c->slot;

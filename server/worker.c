@@ -21,9 +21,11 @@
 
 #include "tether/c2s.h"
 #include "tether/conn.h"
+#include "tether/deliver.h"
 #include "tether/log.h"
 #include "tether/rmsg.h"
 #include "tether/router.h"
+#include "tether/store_sm.h"
 
 #define RING_SQ_ENTRIES 1024
 #define RING_CQ_ENTRIES (8 * RING_SQ_ENTRIES) /* never overflow the CQ */
@@ -332,13 +334,23 @@ static void handle_item(struct worker *w, struct inbox_item *it)
 	struct conn *c = NULL;
 	if (it->slot < w->nslots && w->gens[it->slot] == it->gen)
 		c = w->conns[it->slot];
-	if (it->kind == INBOX_DELIVER) {
-		if (c && !(c->flags & (CONN_F_LOST | CONN_F_SHUT)))
-			c2s_deliver(c->c2s, it->msg);
-		else
-			rmsg_unref(it->msg);
-	} else if (c && !(c->flags & (CONN_F_LOST | CONN_F_SHUT))) {
-		c2s_kick(c->c2s, (enum stream_err)it->cond);
+	switch (it->kind) {
+	case INBOX_DELIVER:
+		if (c) {
+			c2s_deliver(c->c2s, it->msg); /* also while detached: queued */
+		} else {
+			struct route_target t = { .worker = (uint16_t)w->idx, .slot = it->slot, .gen = it->gen };
+			deliver_stale(w, w->srv->cfg.domain, &t, it->msg);
+		}
+		break;
+	case INBOX_KICK:
+		if (c)
+			c2s_kick(c->c2s, (enum stream_err)it->cond);
+		break;
+	case INBOX_MOVED:
+		if (c)
+			c2s_moved(c->c2s);
+		break;
 	}
 	free(it);
 }
@@ -383,17 +395,28 @@ void worker_deliver(struct worker *w, const struct route_target *t, struct rmsg 
 	inbox_push(w, target, it);
 }
 
-void worker_kick(struct worker *w, const struct route_target *t, int cond)
+static void send_item(struct worker *w, unsigned to, enum inbox_kind kind, uint32_t slot,
+		      uint32_t gen, int cond)
 {
-	struct worker *target = &w->srv->workers[t->worker];
+	struct worker *target = &w->srv->workers[to];
 	struct inbox_item *it = malloc(sizeof(*it));
 	if (!it)
 		return;
-	*it = (struct inbox_item){ .kind = INBOX_KICK, .slot = t->slot, .gen = t->gen, .cond = cond };
+	*it = (struct inbox_item){ .kind = kind, .slot = slot, .gen = gen, .cond = cond };
 	if (target == w)
 		handle_item(w, it);
 	else
 		inbox_push(w, target, it);
+}
+
+void worker_kick(struct worker *w, const struct route_target *t, int cond)
+{
+	send_item(w, t->worker, INBOX_KICK, t->slot, t->gen, cond);
+}
+
+void worker_moved(struct worker *w, const struct sm_owner *o)
+{
+	send_item(w, o->worker, INBOX_MOVED, o->slot, o->gen, 0);
 }
 
 /* Shutdown, seen by this worker: stop accepting, tell every stream. */
@@ -412,7 +435,8 @@ static void begin_drain(struct worker *w)
 	}
 	for (uint32_t s = 0; s < w->nslots; s++) {
 		struct conn *c = w->conns[s];
-		if (c && !(c->flags & (CONN_F_LOST | CONN_F_SHUT)))
+		/* Open streams get system-shutdown; detached sessions end. */
+		if (c && (!(c->flags & (CONN_F_LOST | CONN_F_SHUT)) || c2s_is_held(c->c2s)))
 			c2s_kick(c->c2s, SE_SYSTEM_SHUTDOWN);
 	}
 }

@@ -2,6 +2,8 @@
  * to <path>/users.db, shared with tetherctl through atomic renames and flock. */
 #include "tether/store.h"
 
+#include "memory_sm.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -66,6 +68,7 @@ struct mem {
 	char db[PATH_MAX];
 	char lockpath[PATH_MAX];
 	char dir[PATH_MAX];
+	struct sm_table *sm;      /* XEP-0198 sessions (memory_sm.c) */
 };
 
 /* ---- hash map -------------------------------------------------------- */
@@ -609,7 +612,44 @@ static void mem_close(struct store *s)
 	struct mem *st = (struct mem *)s;
 	map_clear(&st->users);
 	pthread_rwlock_destroy(&st->lock);
+	sm_table_free(st->sm);
 	free(st);
+}
+
+/* ---- SM sessions: in process, completed before returning --------------- */
+
+static int mem_sm_create(struct store *s, const struct sm_record *rec, const char *bare,
+			 const char *resource)
+{
+	return sm_table_create(((struct mem *)s)->sm, rec, bare, resource);
+}
+
+static int mem_sm_append(struct store *s, const char *id, uint32_t epoch,
+			 const struct sm_entry *e, struct sm_owner *moved_to)
+{
+	return sm_table_append(((struct mem *)s)->sm, id, epoch, e, moved_to);
+}
+
+static int mem_sm_ack(struct store *s, const char *id, uint32_t epoch, uint32_t h)
+{
+	return sm_table_ack(((struct mem *)s)->sm, id, epoch, h);
+}
+
+static int mem_sm_update(struct store *s, const struct sm_record *rec)
+{
+	return sm_table_update(((struct mem *)s)->sm, rec->id, rec->epoch, rec);
+}
+
+static int mem_sm_take(struct store *s, const char *id, const char *bare,
+		       const struct sm_owner *to, uint64_t now_ms, store_sm_take_fn *fn, void *ud)
+{
+	return sm_table_take(((struct mem *)s)->sm, id, bare, to, now_ms, fn, ud);
+}
+
+static int mem_sm_destroy(struct store *s, const char *id, uint32_t epoch,
+			  store_sm_drain_fn *fn, void *ud)
+{
+	return sm_table_destroy(((struct mem *)s)->sm, id, epoch, fn, ud);
 }
 
 static const struct store_ops mem_ops = {
@@ -618,6 +658,12 @@ static const struct store_ops mem_ops = {
 	.user_del = mem_user_del,
 	.close = mem_close,
 	.user_list = mem_user_list,
+	.sm_create = mem_sm_create,
+	.sm_append = mem_sm_append,
+	.sm_ack = mem_sm_ack,
+	.sm_update = mem_sm_update,
+	.sm_take = mem_sm_take,
+	.sm_destroy = mem_sm_destroy,
 };
 
 /* mkdir -p with mode 0700 for what we create; an existing directory is
@@ -683,5 +729,11 @@ struct store *store_memory_open(const char *path, char *err, size_t errlen)
 		return NULL;
 	}
 	atomic_init(&st->next_check, mono_ms() + CHECK_INTERVAL_MS);
+	st->sm = sm_table_new();
+	if (!st->sm) {
+		snprintf(err, errlen, "store: out of memory");
+		mem_close(&st->base);
+		return NULL;
+	}
 	return &st->base;
 }

@@ -31,6 +31,13 @@ struct config {
 	unsigned max_auth_failures;         /* max_auth_failures = 3 per stream */
 	size_t max_send_queue;              /* max_send_queue = 4194304 bytes of unsent output */
 	unsigned idle_timeout;              /* idle_timeout = 0 seconds (0 = never) */
+	/* [sm] XEP-0198 */
+	unsigned sm_max_resume;             /* max_resume = 300 seconds a session waits for resumption */
+	unsigned sm_max_queue;              /* max_queue = 1000 unacked stanzas per session */
+	unsigned sm_ack_every;              /* ack_every = 5: <r/> after this many unacked stanzas */
+	unsigned sm_ack_after_ms;           /* ack_after_ms = 1000: <r/> when stanzas wait this long */
+	unsigned sm_ack_timeout;            /* ack_timeout = 60 s a full queue may stay unacked */
+	char sm_location[CONFIG_STR_MAX];   /* location = (none): host:port for resumption */
 };
 
 /* Fills <cfg> with the defaults. */

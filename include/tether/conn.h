@@ -23,6 +23,8 @@ struct worker;
 #define CONN_F_FLUSH      0x0020u /* on the worker's flush list */
 #define CONN_F_STARVED    0x0040u /* recv ended with -ENOBUFS */
 #define CONN_F_LOST       0x0080u /* c2s told the transport is gone */
+#define CONN_F_FD_CLOSED  0x0100u /* socket and TLS freed; only the session is held */
+#define CONN_F_PAUSED     0x0200u /* reading stopped for flow control */
 
 struct conn {
 	struct worker *w;
@@ -39,7 +41,7 @@ struct conn {
 	struct conn *flush_next;
 	struct conn *starved_next;
 	struct c2s *c2s;
-	struct timer timer;      /* the c2s timer (preauth, ...) */
+	struct timer timer[2];   /* the c2s timers (C2S_TIMER_MAIN, C2S_TIMER_ACK) */
 	struct timer close_timer;/* bounds a graceful close */
 	char peer[64];
 };

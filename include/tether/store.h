@@ -1,4 +1,4 @@
-/* include/tether/store.h - the session store interface: users now; SM state later. */
+/* include/tether/store.h - the session store interface: users, and XEP-0198 sessions with their queues. */
 #ifndef TETHER_STORE_H
 #define TETHER_STORE_H
 
@@ -6,6 +6,7 @@
 #include <stddef.h>
 
 #include "tether/scram.h"
+#include "tether/store_sm.h"
 
 struct store;
 
@@ -20,6 +21,33 @@ struct store_ops {
 	/* Added: calls <fn> once per user with its bare JID, in no particular
 	 * order. Optional (NULL: store_user_list() returns -ENOTSUP). */
 	int (*user_list)(struct store *st, void (*fn)(void *ud, const char *bare_jid), void *ud);
+
+	/* XEP-0198 sessions (types in store_sm.h). The owner of a session
+	 * writes it through; every write carries the epoch the owner got, and
+	 * a write from an owner that was taken over fails with -ESTALE. Writes
+	 * return 0 or -errno; take and destroy report through their callback
+	 * (the memory backend calls it before returning; a networked backend
+	 * calls it from the worker's loop later). A callback must not call
+	 * back into the store. */
+	int (*sm_create)(struct store *st, const struct sm_record *rec, const char *bare,
+			 const char *resource);
+	/* Appends <e> (the store takes its own reference to e->msg) and sets
+	 * out = e->seq. -ESTALE fills <moved_to> with the current owner. */
+	int (*sm_append)(struct store *st, const char *id, uint32_t epoch,
+			 const struct sm_entry *e, struct sm_owner *moved_to);
+	/* Releases the queued entries up to <h>; -ERANGE if h acks too much. */
+	int (*sm_ack)(struct store *st, const char *id, uint32_t epoch, uint32_t h);
+	/* Writes h_in, max, attached, expires_ms and presence of <rec>. */
+	int (*sm_update)(struct store *st, const struct sm_record *rec);
+	/* Atomically makes <to> the owner of session <id> of account <bare>
+	 * (epoch + 1) unless it is unknown, another account's or expired
+	 * (-ENOENT, the same for all three) at <now_ms> (monotonic). */
+	int (*sm_take)(struct store *st, const char *id, const char *bare,
+		       const struct sm_owner *to, uint64_t now_ms, store_sm_take_fn *fn, void *ud);
+	/* Removes the session (if <epoch> still matches; 0 = any) and hands
+	 * the unacked queue to <fn>. */
+	int (*sm_destroy)(struct store *st, const char *id, uint32_t epoch,
+			  store_sm_drain_fn *fn, void *ud);
 };
 
 struct store {
@@ -46,6 +74,23 @@ static inline int store_user_list(struct store *st, void (*fn)(void *ud, const c
 { return st->ops->user_list ? st->ops->user_list(st, fn, ud) : -ENOTSUP; }
 static inline void store_close(struct store *st)
 { if (st) st->ops->close(st); }
+
+static inline int store_sm_create(struct store *st, const struct sm_record *rec,
+				  const char *bare, const char *resource)
+{ return st->ops->sm_create(st, rec, bare, resource); }
+static inline int store_sm_append(struct store *st, const char *id, uint32_t epoch,
+				  const struct sm_entry *e, struct sm_owner *moved_to)
+{ return st->ops->sm_append(st, id, epoch, e, moved_to); }
+static inline int store_sm_ack(struct store *st, const char *id, uint32_t epoch, uint32_t h)
+{ return st->ops->sm_ack(st, id, epoch, h); }
+static inline int store_sm_update(struct store *st, const struct sm_record *rec)
+{ return st->ops->sm_update(st, rec); }
+static inline int store_sm_take(struct store *st, const char *id, const char *bare,
+				const struct sm_owner *to, uint64_t now_ms, store_sm_take_fn *fn, void *ud)
+{ return st->ops->sm_take(st, id, bare, to, now_ms, fn, ud); }
+static inline int store_sm_destroy(struct store *st, const char *id, uint32_t epoch,
+				   store_sm_drain_fn *fn, void *ud)
+{ return st->ops->sm_destroy(st, id, epoch, fn, ud); }
 
 /* Added: backend constructors, called by store_open() only (callers use
  * store_open()). Same contract as store_open(). */

@@ -15,6 +15,7 @@
 struct conn;
 struct rmsg;
 struct route_target;
+struct sm_owner;
 struct router;
 struct store;
 
@@ -50,6 +51,7 @@ static inline uint32_t ud_slot(uint64_t ud) { return (uint32_t)ud; }
 enum inbox_kind {
 	INBOX_DELIVER = 0, /* put <msg> on the stream of slot/gen */
 	INBOX_KICK,        /* end the stream of slot/gen with stream error <cond> */
+	INBOX_MOVED,       /* the SM session of slot/gen was resumed elsewhere */
 };
 
 /* A cross-thread request. Pushed by any thread, popped by the owner. */
@@ -113,6 +115,9 @@ void worker_deliver(struct worker *w, const struct route_target *t, struct rmsg 
 
 /* Asks the session at <t> to end with stream error <cond> (e.g. conflict). */
 void worker_kick(struct worker *w, const struct route_target *t, int cond);
+
+/* Tells the stream at <owner> that its SM session now lives elsewhere. */
+void worker_moved(struct worker *w, const struct sm_owner *owner);
 
 /* Queues <c> for a send at the end of this loop turn. */
 void worker_want_flush(struct worker *w, struct conn *c);

@@ -1,0 +1,44 @@
+/* include/tether/deliver.h - delivery to sessions by JID: routing rules, bounces, orphans. */
+#ifndef TETHER_DELIVER_H
+#define TETHER_DELIVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tether/errors.h"
+
+struct rmsg;
+struct route_target;
+struct worker;
+
+/* Sends <m> to the session bound as <bare>/<resource>. Consumes one
+ * reference of <m>. Returns 0, or -ENOENT when no such session is bound. */
+int deliver_full(struct worker *w, const char *bare, const char *resource, struct rmsg *m);
+
+/* RFC 6121 §8.5.2.1.1: a message to a bare JID goes to the available
+ * resources with the highest non-negative priority. Consumes one reference.
+ * Returns how many got it (0: nobody). */
+size_t deliver_message_bare(struct worker *w, const char *bare, struct rmsg *m);
+
+/* Presence to every bound resource of <bare> (only the available ones if
+ * <only_available>). Consumes one reference. Returns how many got it. */
+size_t deliver_presence(struct worker *w, const char *bare, struct rmsg *m, int only_available);
+
+/* Returns <m> to its sender as an error stanza with <cond> (never for a
+ * stanza of type error). Does not consume <m>. */
+void deliver_bounce(struct worker *w, const char *domain, const struct rmsg *m, enum stanza_err cond);
+
+/* A stanza whose recipient session ended before acknowledging it
+ * (XEP-0198 §4, RFC 6121 §8.5.3.2): chat/normal messages go to the
+ * account's other resources with a XEP-0203 delay stamp of <stamp_ms>, or
+ * back to the sender as recipient-unavailable; iq get/set get
+ * service-unavailable; everything else is dropped. Consumes one reference. */
+void deliver_orphan(struct worker *w, const char *domain, struct rmsg *m, uint64_t stamp_ms);
+
+/* A delivery reached <stale>, a slot whose session is gone or moved: find
+ * the recipient again by the stanza's 'to' and forward it, else treat it
+ * as an orphan. Consumes one reference. */
+void deliver_stale(struct worker *w, const char *domain, const struct route_target *stale,
+		   struct rmsg *m);
+
+#endif /* TETHER_DELIVER_H */

@@ -1,0 +1,54 @@
+/* include/tether/store_sm.h - types of the stream-management part of the store interface. */
+#ifndef TETHER_STORE_SM_H
+#define TETHER_STORE_SM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tether/sm.h"
+
+struct rmsg;
+
+/* Who serves a session now: a worker's connection slot and generation. */
+struct sm_owner {
+	uint16_t worker;
+	uint32_t slot, gen;
+};
+
+/* The record of one SM session (XEP-0198), as the store keeps it. The
+ * owner writes it through; another node or worker reads it to resume. */
+struct sm_record {
+	char id[SM_ID_LEN + 1];
+	struct sm_owner owner;
+	uint32_t epoch;          /* +1 on every takeover; writes carry it */
+	struct sm_counters c;    /* h_in, out, acked */
+	unsigned max;            /* resumption window, seconds (0: not resumable) */
+	int attached;            /* a stream is attached right now */
+	uint64_t expires_ms;     /* monotonic ms; meaningful while detached */
+	int available;           /* last broadcast presence */
+	int priority;
+};
+
+/* One stanza in a session's queue: sent (or to be sent) and not yet acked. */
+struct sm_entry {
+	uint32_t seq;            /* its number in the outbound count */
+	uint64_t stamp_ms;       /* wall clock when the server took it (XEP-0203) */
+	struct rmsg *msg;
+};
+
+/* Completion of a write. <err> is 0 or -errno (-ESTALE: the session was
+ * taken over, -ENOENT: it no longer exists). */
+typedef void store_sm_done_fn(void *ud, int err);
+
+/* Completion of a takeover: on success <rec> is the record as it was
+ * before (rec->owner = the previous owner), <bare>/<resource> its JID,
+ * <q>/<n> the queue (borrowed for the call: take a reference to keep one). */
+typedef void store_sm_take_fn(void *ud, int err, const struct sm_record *rec,
+			      const char *resource, const struct sm_entry *q, size_t n);
+
+/* Completion of a destroy: the last record and the queue; the callee owns
+ * the message references in <q> and must drop them. */
+typedef void store_sm_drain_fn(void *ud, int err, const struct sm_record *rec,
+			       const char *bare, const char *resource, struct sm_entry *q, size_t n);
+
+#endif /* TETHER_STORE_SM_H */

@@ -1,0 +1,115 @@
+/* server/c2s_priv.h - c2s internals shared by c2s.c, c2s_route.c and c2s_sm.c only. */
+#ifndef TETHER_C2S_PRIV_H
+#define TETHER_C2S_PRIV_H
+
+#include <stdint.h>
+
+#include "tether/c2s.h"
+#include "tether/jid.h"
+#include "tether/rmsg.h"
+#include "tether/sasl.h"
+#include "tether/sbuf.h"
+#include "tether/store_sm.h"
+#include "tether/xnode.h"
+
+#define XMLNS_TLS     "urn:ietf:params:xml:ns:xmpp-tls"
+#define XMLNS_SASL    "urn:ietf:params:xml:ns:xmpp-sasl"
+#define XMLNS_BIND    "urn:ietf:params:xml:ns:xmpp-bind"
+#define XMLNS_SASL_CB "urn:xmpp:sasl-cb:0"
+
+enum c2s_state {
+	C2S_WAIT_STREAM = 0, /* transport up (or restarted), no <stream:stream> yet */
+	C2S_WAIT_STARTTLS,   /* plaintext; features sent; only <starttls/> accepted */
+	C2S_WAIT_AUTH,       /* TLS up; <auth/> accepted */
+	C2S_SASL,            /* SASL exchange running: <response/>, <abort/> */
+	C2S_WAIT_BIND,       /* authenticated and restarted; bind, session or resume */
+	C2S_ACTIVE,          /* bound; stanzas go to the router */
+	C2S_CLOSING,         /* stream over; the session may live on (detached) */
+	C2S_STATE_COUNT,
+};
+
+#define C2S_F_TLS         0x0001u /* the stream is encrypted */
+#define C2S_F_AUTHED      0x0002u /* SASL succeeded */
+#define C2S_F_HDR_SENT    0x0004u /* our response header went out on this stream */
+#define C2S_F_RESTART     0x0008u /* reset the parser when the feed returns */
+#define C2S_F_STARTTLS    0x0010u /* start TLS when the feed returns */
+#define C2S_F_BOUND       0x0020u /* registered in the router */
+#define C2S_F_AVAILABLE   0x0040u /* sent available presence */
+#define C2S_F_SASL_INIT   0x0080u /* SASL started without initial response */
+#define C2S_F_PLUS_FAILED 0x0100u /* a -PLUS attempt failed before any proof */
+#define C2S_F_SM          0x0200u /* stream management enabled */
+#define C2S_F_R_SENT      0x0400u /* our <r/> awaits its <a/> */
+#define C2S_F_WANT_R      0x0800u /* send <r/> before the next flush */
+#define C2S_F_DETACHED    0x1000u /* no stream: the SM session waits for resumption */
+#define C2S_F_GONE        0x2000u /* session ended or moved: nothing left to do */
+#define C2S_F_FULL        0x4000u /* queue at its bound: ack_timeout running */
+
+/* How a stream ending affects its session. */
+enum c2s_end {
+	C2S_END_AUTO = 0,  /* detach if resumable, else end */
+	C2S_END_SESSION,   /* end the session: unacked stanzas handled, unavailable sent */
+	C2S_END_MOVED,     /* the session was resumed elsewhere: touch nothing */
+};
+
+struct c2s {
+	struct server *srv;
+	struct worker *w;
+	const struct c2s_transport *tp;
+	void *io;
+	uint32_t slot, gen;
+	enum c2s_state state;
+	unsigned flags;
+	enum c2s_end end_mode;
+	unsigned auth_failures;
+	unsigned sasl_steps;          /* messages fed to the running exchange */
+	enum sasl_mech mech;
+	struct xstream *xs;
+	struct sasl *sasl;
+	struct sasl_env env;
+	uint8_t cb_exporter[32];
+	uint8_t cb_unique[64];
+	char user[JID_PART_MAX + 1]; /* prepared localpart after SASL */
+	char *bare;                   /* user@domain, once authenticated */
+	char *full;                   /* user@domain/resource, once bound */
+	char *resource;
+	int priority;
+	struct sm_record sm;          /* valid with C2S_F_SM */
+	uint32_t r_out;               /* sm.c.out when our last <r/> went out */
+	struct sbuf out;              /* scratch for building replies */
+};
+
+/* c2s.c */
+void c2s_send_str(struct c2s *s, const char *str);
+void c2s_send_out(struct c2s *s);
+int c2s_stream_fail(struct c2s *s, enum stream_err e, const char *text);
+int c2s_is(const struct xnode *el, const char *ns, const char *name);
+int c2s_is_stanza(const struct xnode *el);
+void c2s_set_state(struct c2s *s, enum c2s_state st);
+/* Binds <resource> to this stream in the router (kicking a same-named
+ * session) and records the JID. Returns 0, or a stanza error condition. */
+int c2s_bind_resource(struct c2s *s, const char *resource, int kick_old);
+/* The session is over: unbind and broadcast unavailable. */
+void c2s_end_presence(struct c2s *s);
+
+/* c2s_route.c: stanzas from a bound client. */
+void c2s_route_stanza(struct c2s *s, struct xnode *el);
+/* Sends one stanza to the client (counted and queued when SM is on).
+ * Consumes a reference. */
+void c2s_emit(struct c2s *s, struct rmsg *m);
+/* Emits the reply built in s->out as a stanza of <kind> from <from>. */
+void c2s_emit_reply(struct c2s *s, enum rmsg_kind kind, const char *from, const char *type);
+
+/* c2s_sm.c: XEP-0198. */
+int c2s_sm_nonza(struct c2s *s, struct xnode *el);  /* an element in urn:xmpp:sm:3 */
+int c2s_sm_count_in(struct c2s *s);                 /* before routing a client stanza: 0 or stop */
+void c2s_sm_emit(struct c2s *s, struct rmsg *m);
+void c2s_sm_before_flush(struct c2s *s);
+void c2s_sm_on_ack_timer(struct c2s *s);
+/* The stream is gone; returns 1 if the session detached (lives on). */
+int c2s_sm_detach(struct c2s *s);
+/* Ends the SM session: unacked stanzas handled as orphans. */
+void c2s_sm_end(struct c2s *s);
+void c2s_sm_expired(struct c2s *s);
+void c2s_sm_moved(struct c2s *s);
+
+#endif /* TETHER_C2S_PRIV_H */

@@ -1,0 +1,203 @@
+/* server/c2s_route.c - stanzas from a bound client: stamp, address, route (RFC 6120 §10, RFC 6121 §8). */
+#include "c2s_priv.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "tether/deliver.h"
+#include "tether/im.h"
+#include "tether/router.h"
+#include "tether/store.h"
+#include "tether/worker.h"
+#include "tether/xstream.h"
+
+static enum rmsg_kind kind_of(const struct xnode *el)
+{
+	if (el->name[0] == 'm')
+		return RMSG_MESSAGE;
+	if (el->name[0] == 'p')
+		return RMSG_PRESENCE;
+	return RMSG_IQ;
+}
+
+void c2s_emit(struct c2s *s, struct rmsg *m)
+{
+	if (s->flags & C2S_F_SM) {
+		c2s_sm_emit(s, m);
+		return;
+	}
+	s->tp->send(s->io, m->data, m->len);
+	rmsg_unref(m);
+}
+
+void c2s_emit_reply(struct c2s *s, enum rmsg_kind kind, const char *from, const char *type)
+{
+	if (!s->out.len)
+		return;
+	if (!(s->flags & C2S_F_SM)) {
+		c2s_send_out(s); /* no queue to keep it in: write it as it is */
+		return;
+	}
+	struct rmsg *m = rmsg_new(kind, s->out.data, s->out.len, from, s->full, NULL, type);
+	sbuf_reset(&s->out);
+	if (m)
+		c2s_emit(s, m);
+}
+
+/* Serializes <el> (its 'from' already stamped) into a routed message. */
+static struct rmsg *make_rmsg(struct c2s *s, struct xnode *el, const char *to)
+{
+	sbuf_reset(&s->out);
+	if (xnode_serialize(el, XMLNS_CLIENT, &s->out))
+		return NULL;
+	struct rmsg *m = rmsg_new(kind_of(el), s->out.data, s->out.len, s->full, to,
+				  xnode_attr(el, "id"), xnode_attr(el, "type"));
+	sbuf_reset(&s->out);
+	return m;
+}
+
+/* An error reply to the client's own stanza, from <from>. */
+static void bounce(struct c2s *s, struct xnode *el, const char *from, enum stanza_err e)
+{
+	const char *type = xnode_attr(el, "type");
+	if (type && !strcmp(type, "error"))
+		return; /* never answer an error with an error */
+	sbuf_reset(&s->out);
+	im_error_reply(el, from, s->full, e, &s->out);
+	c2s_emit_reply(s, kind_of(el), from, "error");
+}
+
+static int account_exists(struct c2s *s, const char *bare)
+{
+	struct user_creds c;
+	int rc = store_user_get(s->srv->store, bare, &c);
+	scram_creds_wipe(&c);
+	return rc == 0;
+}
+
+/* A message to a bare JID (or to a full JID not connected): RFC 6121 §8.5. */
+static void route_message_bare(struct c2s *s, struct xnode *el, const char *bare, const char *to)
+{
+	const char *type = xnode_attr(el, "type");
+	if (type && !strcmp(type, "groupchat")) {
+		bounce(s, el, to, STE_SERVICE_UNAVAILABLE);
+		return;
+	}
+	struct rmsg *m = make_rmsg(s, el, to);
+	if (m && deliver_message_bare(s->w, bare, m))
+		return;
+	if (!type || strcmp(type, "headline"))
+		bounce(s, el, to, STE_SERVICE_UNAVAILABLE); /* no offline storage yet */
+}
+
+/* Presence without 'to': goes to all of the user's own resources. */
+static void broadcast_presence(struct c2s *s, struct xnode *el)
+{
+	const char *type = xnode_attr(el, "type");
+	if (type && strcmp(type, "unavailable"))
+		return; /* subscription management comes with the roster */
+	int avail = !type;
+	if (avail) {
+		struct xnode *p = xnode_child(el, XMLNS_CLIENT, "priority");
+		const char *pt = p ? xnode_text(p) : NULL;
+		long prio = pt ? strtol(pt, NULL, 10) : 0;
+		s->priority = prio < -128 ? -128 : prio > 127 ? 127 : (int)prio;
+		s->flags |= C2S_F_AVAILABLE;
+	} else {
+		s->flags &= ~C2S_F_AVAILABLE;
+	}
+	s->sm.available = avail;
+	s->sm.priority = s->priority;
+	router_set_presence(s->srv->router, s->bare, s->resource, avail, s->priority);
+	struct rmsg *m = make_rmsg(s, el, NULL);
+	if (m)
+		deliver_presence(s->w, s->bare, m, 0);
+}
+
+static void route_to_server(struct c2s *s, struct xnode *el)
+{
+	if (strcmp(el->name, "iq"))
+		return; /* messages and presence to the server itself: nothing to do */
+	sbuf_reset(&s->out);
+	im_server_iq(el, s->srv->cfg.domain, s->full, &s->out);
+	c2s_emit_reply(s, RMSG_IQ, s->srv->cfg.domain, "result");
+}
+
+/* To a full JID: delivered if bound, else RFC 6121 §8.5.3.2. */
+static void route_full(struct c2s *s, struct xnode *el, const char *bare, const char *resource,
+		       const char *to)
+{
+	enum rmsg_kind kind = kind_of(el);
+	struct route_target *t = malloc(sizeof(*t));
+	if (t && router_get_full(s->srv->router, bare, resource, t) == 0) {
+		struct rmsg *m = make_rmsg(s, el, to);
+		if (m)
+			worker_deliver(s->w, t, m);
+	} else if (kind == RMSG_MESSAGE) {
+		route_message_bare(s, el, bare, to);
+	} else if (kind == RMSG_IQ) {
+		bounce(s, el, to, STE_SERVICE_UNAVAILABLE);
+	} /* presence to an absent resource: dropped */
+	free(t);
+}
+
+static void route_bare(struct c2s *s, struct xnode *el, const char *bare, const char *to)
+{
+	enum rmsg_kind kind = kind_of(el);
+	if (kind == RMSG_IQ) {
+		sbuf_reset(&s->out);
+		if (account_exists(s, bare)) {
+			im_account_iq(el, bare, s->full, &s->out);
+			c2s_emit_reply(s, RMSG_IQ, bare, "result");
+		} else {
+			bounce(s, el, to, STE_SERVICE_UNAVAILABLE);
+		}
+	} else if (kind == RMSG_MESSAGE) {
+		if (account_exists(s, bare))
+			route_message_bare(s, el, bare, to);
+		else
+			bounce(s, el, to, STE_SERVICE_UNAVAILABLE);
+	} else {
+		/* Directed presence to an account: its available resources. */
+		struct rmsg *m = make_rmsg(s, el, to);
+		if (m)
+			deliver_presence(s->w, bare, m, 1);
+	}
+}
+
+void c2s_route_stanza(struct c2s *s, struct xnode *el)
+{
+	const char *to = xnode_attr(el, "to");
+	enum rmsg_kind kind = kind_of(el);
+	/* The server stamps 'from' on everything a client sends. */
+	if (xnode_set_attr(el, "from", s->full)) {
+		c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
+		return;
+	}
+	if (!to) {
+		if (kind == RMSG_PRESENCE)
+			broadcast_presence(s, el);
+		else if (kind == RMSG_IQ)
+			route_to_server(s, el); /* RFC 6120 §10.3.3: handled for the account */
+		else
+			route_message_bare(s, el, s->bare, s->bare);
+		return;
+	}
+	struct jid *j = malloc(sizeof(*j));
+	char bare[2 * JID_PART_MAX + 2];
+	if (!j)
+		return;
+	if (jid_parse(to, j))
+		bounce(s, el, to, STE_JID_MALFORMED);
+	else if (strcmp(j->domain, s->srv->cfg.domain))
+		bounce(s, el, to, STE_REMOTE_SERVER_NOT_FOUND); /* no s2s yet */
+	else if (!j->local[0])
+		route_to_server(s, el);
+	else if (jid_bare(j, bare, sizeof(bare)) < 0)
+		bounce(s, el, to, STE_JID_MALFORMED);
+	else if (j->resource[0])
+		route_full(s, el, bare, j->resource, to);
+	else
+		route_bare(s, el, bare, to);
+	free(j);
+}

@@ -1,0 +1,463 @@
+/* server/c2s_sm.c - XEP-0198 stream management on a c2s stream: enable, acks,
+ * detach, resume, and the end of a session with unacked stanzas.
+ *
+ * The session record and its queue live in the store (store_sm_*); this
+ * stream is the one writer while it owns the session (the store's epoch
+ * rejects writes from an owner that was taken over). Everything the client
+ * is sent once SM is on goes through the queue, so retransmission after a
+ * resume is the queue replayed from the client's h. */
+#include "c2s_priv.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tether/deliver.h"
+#include "tether/log.h"
+#include "tether/router.h"
+#include "tether/store.h"
+#include "tether/timer.h"
+#include "tether/worker.h"
+
+static void sm_failed(struct c2s *s, enum stanza_err cond, int with_h, uint32_t h)
+{
+	sbuf_reset(&s->out);
+	sbuf_puts(&s->out, "<failed xmlns='" XMLNS_SM "'");
+	if (with_h)
+		sbuf_printf(&s->out, " h='%u'", h);
+	sbuf_printf(&s->out, "><%s xmlns='" XMLNS_STANZAS "'/></failed>", stanza_err_name(cond));
+	c2s_send_out(s);
+}
+
+static int attached(const struct c2s *s)
+{
+	return s->state == C2S_ACTIVE && !(s->flags & (C2S_F_DETACHED | C2S_F_GONE));
+}
+
+static struct sm_owner me(const struct c2s *s)
+{
+	return (struct sm_owner){ .worker = (uint16_t)s->w->idx, .slot = s->slot, .gen = s->gen };
+}
+
+/* ---- enable ------------------------------------------------------------ */
+
+static int do_enable(struct c2s *s, struct xnode *el)
+{
+	const struct config *cfg = &s->srv->cfg;
+	if (s->state != C2S_ACTIVE || (s->flags & C2S_F_SM)) {
+		/* Before binding, or a second time (XEP-0198 example: <failed/>). */
+		sm_failed(s, STE_UNEXPECTED_REQUEST, 0, 0);
+		return 0;
+	}
+	int resume = sm_parse_bool(xnode_attr(el, "resume")) == 1 && cfg->sm_max_resume > 0;
+	memset(&s->sm, 0, sizeof(s->sm));
+	sm_new_id(s->sm.id);
+	s->sm.owner = me(s);
+	s->sm.epoch = 1;
+	s->sm.max = resume ? sm_grant_max(xnode_attr(el, "max"), cfg->sm_max_resume) : 0;
+	s->sm.attached = 1;
+	s->sm.available = (s->flags & C2S_F_AVAILABLE) != 0;
+	s->sm.priority = s->priority;
+	if (store_sm_create(s->srv->store, &s->sm, s->bare, s->resource)) {
+		sm_failed(s, STE_INTERNAL_SERVER_ERROR, 0, 0);
+		return 0;
+	}
+	s->flags |= C2S_F_SM;
+	s->r_out = 0;
+	sbuf_reset(&s->out);
+	sbuf_printf(&s->out, "<enabled xmlns='" XMLNS_SM "' id='%s'", s->sm.id);
+	if (resume) {
+		sbuf_printf(&s->out, " resume='true' max='%u'", s->sm.max);
+		if (cfg->sm_location[0]) {
+			sbuf_puts(&s->out, " location='");
+			sbuf_puts_esc(&s->out, cfg->sm_location);
+			sbuf_puts(&s->out, "'");
+		}
+	}
+	sbuf_puts(&s->out, "/>");
+	c2s_send_out(s);
+	log_debug("sm: %s enabled id=%s resume=%d max=%u", s->full, s->sm.id, resume, s->sm.max);
+	return 0;
+}
+
+/* ---- acks -------------------------------------------------------------- */
+
+static void arm_ack_timer(struct c2s *s)
+{
+	const struct config *cfg = &s->srv->cfg;
+	if (s->flags & C2S_F_FULL)
+		s->tp->set_timer(s->io, C2S_TIMER_ACK, cfg->sm_ack_timeout * 1000u);
+	else if (sm_unacked(&s->sm.c))
+		s->tp->set_timer(s->io, C2S_TIMER_ACK, cfg->sm_ack_after_ms);
+	else
+		s->tp->set_timer(s->io, C2S_TIMER_ACK, 0);
+}
+
+static void send_r(struct c2s *s)
+{
+	s->flags &= ~C2S_F_WANT_R;
+	if ((s->flags & C2S_F_R_SENT) || !attached(s))
+		return;
+	c2s_send_str(s, "<r xmlns='" XMLNS_SM "'/>");
+	s->flags |= C2S_F_R_SENT;
+	s->r_out = s->sm.c.out;
+}
+
+void c2s_sm_before_flush(struct c2s *s)
+{
+	send_r(s);
+}
+
+/* After the count of unacked stanzas changed: full? want an <r/>? */
+static void after_count_change(struct c2s *s, int grew)
+{
+	const struct config *cfg = &s->srv->cfg;
+	uint32_t unacked = sm_unacked(&s->sm.c);
+	unsigned was_full = s->flags & C2S_F_FULL;
+	if (unacked >= cfg->sm_max_queue)
+		s->flags |= C2S_F_FULL;
+	else
+		s->flags &= ~C2S_F_FULL;
+	if (!attached(s))
+		return;
+	/* One <r/> outstanding at a time; a burst gets one, sent at flush. */
+	if (!(s->flags & C2S_F_R_SENT) && unacked >= cfg->sm_ack_every)
+		s->flags |= C2S_F_WANT_R;
+	if ((s->flags & C2S_F_FULL) != was_full || (grew && unacked == 1) || !grew)
+		arm_ack_timer(s);
+}
+
+static int on_ack(struct c2s *s, struct xnode *el)
+{
+	uint32_t h;
+	if (sm_parse_u32(xnode_attr(el, "h"), &h))
+		return c2s_stream_fail(s, SE_BAD_FORMAT, "<a/> needs a numeric h");
+	if (sm_check_h(&s->sm.c, h)) {
+		char text[160];
+		snprintf(text, sizeof(text), "You acknowledged %u stanzas, but I only sent you %u so far.",
+			 h, s->sm.c.out);
+		sbuf_reset(&s->out);
+		sbuf_printf(&s->out, "<stream:error><undefined-condition xmlns='" XMLNS_STREAMS "'/>"
+			    "<handled-count-too-high xmlns='" XMLNS_SM "' h='%u' send-count='%u'/>"
+			    "<text xmlns='" XMLNS_STREAMS "' xml:lang='en'>%s</text></stream:error>",
+			    h, s->sm.c.out, text);
+		c2s_send_out(s);
+		s->end_mode = C2S_END_SESSION;
+		/* The error element is out; close without a second one. */
+		return c2s_stream_fail(s, SE_NONE, NULL);
+	}
+	int rc = store_sm_ack(s->srv->store, s->sm.id, s->sm.epoch, h);
+	if (rc == -ESTALE) {
+		s->end_mode = C2S_END_MOVED;
+		return c2s_stream_fail(s, SE_CONFLICT, NULL);
+	}
+	s->sm.c.acked = h;
+	s->flags &= ~C2S_F_R_SENT;
+	after_count_change(s, 0);
+	return 0;
+}
+
+void c2s_sm_on_ack_timer(struct c2s *s)
+{
+	if (!attached(s) || !(s->flags & C2S_F_SM))
+		return;
+	if (s->flags & C2S_F_FULL) {
+		/* A full queue left unacknowledged for ack_timeout: the client is
+		 * not reading. Detach (resumable) or end; nothing queued is lost. */
+		c2s_stream_fail(s, SE_POLICY_VIOLATION, "too many unacknowledged stanzas");
+		return;
+	}
+	if (sm_unacked(&s->sm.c) && !(s->flags & C2S_F_R_SENT))
+		send_r(s);
+}
+
+/* ---- counting and queueing -------------------------------------------- */
+
+int c2s_sm_count_in(struct c2s *s)
+{
+	if (!(s->flags & C2S_F_SM))
+		return 0;
+	s->sm.c.h_in++;
+	/* Written through before the stanza is routed: a takeover between
+	 * the two is seen here, and the stanza is left to the client to resend
+	 * on the stream that now owns the session. */
+	if (store_sm_update(s->srv->store, &s->sm) == -ESTALE) {
+		s->sm.c.h_in--;
+		s->end_mode = C2S_END_MOVED;
+		c2s_stream_fail(s, SE_CONFLICT, NULL);
+		return 1;
+	}
+	return 0;
+}
+
+void c2s_sm_emit(struct c2s *s, struct rmsg *m)
+{
+	if (s->flags & C2S_F_GONE) {
+		struct route_target t = { .worker = (uint16_t)s->w->idx, .slot = s->slot, .gen = s->gen };
+		deliver_stale(s->w, s->srv->cfg.domain, &t, m);
+		return;
+	}
+	struct sm_entry e = { .seq = s->sm.c.out + 1, .stamp_ms = sm_wall_ms(), .msg = m };
+	struct sm_owner moved;
+	int rc = store_sm_append(s->srv->store, s->sm.id, s->sm.epoch, &e, &moved);
+	if (rc == -ESTALE) {
+		/* Resumed elsewhere an instant ago: the new owner queues it. */
+		struct route_target t = { .worker = moved.worker, .slot = moved.slot, .gen = moved.gen };
+		worker_deliver(s->w, &t, m);
+		return;
+	}
+	if (rc) {
+		log_warn("sm: %s: queueing failed (%d); stanza handled as undeliverable", s->full, rc);
+		deliver_orphan(s->w, s->srv->cfg.domain, m, e.stamp_ms);
+		return;
+	}
+	s->sm.c.out = e.seq;
+	if (attached(s))
+		s->tp->send(s->io, m->data, m->len);
+	rmsg_unref(m);
+	if ((s->flags & C2S_F_DETACHED) && sm_unacked(&s->sm.c) > s->srv->cfg.sm_max_queue) {
+		/* Nobody reads a detached queue: past its bound, end it as on
+		 * expiry (sm.md §3), so its stanzas are re-routed or bounced. */
+		log_info("sm: %s: detached queue over %u stanzas, ending the session", s->full,
+			 s->srv->cfg.sm_max_queue);
+		c2s_sm_expired(s);
+		return;
+	}
+	after_count_change(s, 1);
+}
+
+/* ---- detach, expiry, end ----------------------------------------------- */
+
+int c2s_sm_detach(struct c2s *s)
+{
+	s->sm.attached = 0;
+	s->sm.expires_ms = timer_now_ms() + s->sm.max * 1000ull;
+	if (store_sm_update(s->srv->store, &s->sm))
+		return 0;
+	s->flags |= C2S_F_DETACHED;
+	s->flags &= ~(C2S_F_R_SENT | C2S_F_WANT_R);
+	s->tp->set_timer(s->io, C2S_TIMER_ACK, 0);
+	s->tp->set_timer(s->io, C2S_TIMER_MAIN, s->sm.max * 1000u);
+	log_info("session detached jid=%s id=%s unacked=%u resumable for %us", s->full, s->sm.id,
+		 sm_unacked(&s->sm.c), s->sm.max);
+	return 1;
+}
+
+struct drain_ctx {
+	struct c2s *s;
+	struct sm_entry *q;
+	size_t n;
+};
+
+static void on_drained(void *ud, int err, const struct sm_record *rec, const char *bare,
+		       const char *resource, struct sm_entry *q, size_t n)
+{
+	struct drain_ctx *d = ud;
+	(void)rec; (void)bare; (void)resource;
+	if (err || !n)
+		return;
+	d->q = malloc(n * sizeof(*q));
+	if (!d->q) {
+		for (size_t i = 0; i < n; i++)
+			rmsg_unref(q[i].msg);
+		return;
+	}
+	memcpy(d->q, q, n * sizeof(*q));
+	d->n = n;
+}
+
+void c2s_sm_end(struct c2s *s)
+{
+	struct drain_ctx d = { s, NULL, 0 };
+	if (!(s->flags & C2S_F_SM))
+		return;
+	s->flags &= ~C2S_F_SM;
+	store_sm_destroy(s->srv->store, s->sm.id, s->sm.epoch, on_drained, &d);
+	/* Unbind first, so re-routed messages go to the other resources. */
+	router_unbind(s->srv->router, s->bare, s->resource, (uint16_t)s->w->idx, s->slot, s->gen);
+	for (size_t i = 0; i < d.n; i++)
+		deliver_orphan(s->w, s->srv->cfg.domain, d.q[i].msg, d.q[i].stamp_ms);
+	if (d.n)
+		log_info("sm: %s: %zu unacked stanzas handled as undeliverable", s->full, d.n);
+	free(d.q);
+}
+
+void c2s_sm_expired(struct c2s *s)
+{
+	if (s->flags & C2S_F_GONE)
+		return;
+	log_info("session expired jid=%s id=%s", s->full, s->sm.id);
+	s->flags &= ~C2S_F_DETACHED;
+	c2s_sm_end(s);
+	c2s_end_presence(s);
+	s->flags |= C2S_F_GONE;
+	s->tp->set_timer(s->io, C2S_TIMER_MAIN, 0);
+	s->tp->release(s->io);
+}
+
+void c2s_sm_moved(struct c2s *s)
+{
+	if (s->flags & C2S_F_GONE)
+		return;
+	if (s->flags & C2S_F_DETACHED) {
+		s->flags &= ~C2S_F_DETACHED;
+		s->flags |= C2S_F_GONE;
+		s->tp->set_timer(s->io, C2S_TIMER_MAIN, 0);
+		s->tp->release(s->io);
+		return;
+	}
+	/* Still open: the usual mobile case. The new stream has the session;
+	 * this one ends with conflict, touching nothing (XEP-0198 §5 step 4). */
+	s->end_mode = C2S_END_MOVED;
+	s->flags |= C2S_F_GONE;
+	c2s_stream_fail(s, SE_CONFLICT, NULL);
+}
+
+/* ---- resume ------------------------------------------------------------ */
+
+struct take_ctx {
+	struct sm_record rec;
+	char resource[JID_PART_MAX + 1];
+	struct sm_entry *q;
+	size_t n;
+	int err;
+};
+
+/* Runs inside the store's critical section: copy, take references, leave. */
+static void on_taken(void *ud, int err, const struct sm_record *rec, const char *resource,
+		     const struct sm_entry *q, size_t n)
+{
+	struct take_ctx *t = ud;
+	t->err = err;
+	if (err)
+		return;
+	t->rec = *rec;
+	snprintf(t->resource, sizeof(t->resource), "%s", resource);
+	if (n && !(t->q = malloc(n * sizeof(*q)))) {
+		t->err = -ENOMEM;
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		t->q[i] = q[i];
+		rmsg_ref(q[i].msg);
+	}
+	t->n = n;
+}
+
+static void send_resumed(struct c2s *s, const struct take_ctx *t, uint32_t h)
+{
+	sbuf_reset(&s->out);
+	sbuf_printf(&s->out, "<resumed xmlns='" XMLNS_SM "' previd='%s' h='%u'/>", s->sm.id,
+		    s->sm.c.h_in);
+	c2s_send_out(s);
+	/* Everything after the client's h, in order, stamped with when the
+	 * server took it (XEP-0203); numbers stay as they were. */
+	for (size_t i = 0; i < t->n; i++) {
+		const struct sm_entry *e = &t->q[i];
+		if ((uint32_t)(e->seq - h) - 1 >= (uint32_t)(s->sm.c.out - h))
+			continue; /* acked by <resume h/> */
+		sbuf_reset(&s->out);
+		if (sm_add_delay(e->msg->data, e->msg->len, s->srv->cfg.domain, e->stamp_ms, &s->out))
+			s->tp->send(s->io, e->msg->data, e->msg->len);
+		else
+			c2s_send_out(s);
+	}
+	sbuf_reset(&s->out);
+}
+
+static int do_resume(struct c2s *s, struct xnode *el)
+{
+	const char *previd = xnode_attr(el, "previd");
+	uint32_t h;
+	if (s->state != C2S_WAIT_BIND || (s->flags & C2S_F_BOUND)) {
+		sm_failed(s, STE_UNEXPECTED_REQUEST, 0, 0);
+		return 0;
+	}
+	if (!previd || sm_parse_u32(xnode_attr(el, "h"), &h)) {
+		sm_failed(s, STE_BAD_REQUEST, 0, 0);
+		return 0;
+	}
+	struct take_ctx *t = calloc(1, sizeof(*t));
+	if (!t)
+		return c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
+	struct sm_owner to = me(s);
+	store_sm_take(s->srv->store, previd, s->bare, &to, timer_now_ms(), on_taken, t);
+	if (t->err) {
+		/* Unknown, expired or another account's: one answer for all. */
+		log_info("sm: %s: resume of %s failed", s->bare, previd);
+		sm_failed(s, STE_ITEM_NOT_FOUND, 0, 0);
+		free(t);
+		return 0;
+	}
+	s->sm = t->rec;
+	s->sm.owner = to;
+	s->sm.attached = 1;
+	s->flags |= C2S_F_SM;
+	/* The previous stream lets go: conflict if open, freed if detached. */
+	if (t->rec.owner.worker != to.worker || t->rec.owner.slot != to.slot)
+		worker_moved(s->w, &t->rec.owner);
+	int err = c2s_bind_resource(s, t->resource, 0);
+	if (err) {
+		for (size_t i = 0; i < t->n; i++)
+			rmsg_unref(t->q[i].msg);
+		free(t->q);
+		free(t);
+		return c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
+	}
+	if (t->rec.available) {
+		s->flags |= C2S_F_AVAILABLE;
+		s->priority = t->rec.priority;
+		router_set_presence(s->srv->router, s->bare, s->resource, 1, s->priority);
+	}
+	int ret = 0;
+	if (sm_check_h(&s->sm.c, h)) {
+		/* The client claims more than we sent: the session cannot be
+		 * trusted; end it as on expiry (sm.md §5 step 3). */
+		s->end_mode = C2S_END_SESSION;
+		c2s_set_state(s, C2S_ACTIVE);
+		sbuf_reset(&s->out);
+		sbuf_printf(&s->out, "<stream:error><undefined-condition xmlns='" XMLNS_STREAMS "'/>"
+			    "<handled-count-too-high xmlns='" XMLNS_SM "' h='%u' send-count='%u'/>"
+			    "</stream:error>", h, s->sm.c.out);
+		c2s_send_out(s);
+		ret = c2s_stream_fail(s, SE_NONE, NULL);
+	} else {
+		store_sm_ack(s->srv->store, s->sm.id, s->sm.epoch, h);
+		store_sm_update(s->srv->store, &s->sm);
+		send_resumed(s, t, h);
+		s->sm.c.acked = h;
+		s->r_out = h;
+		s->tp->set_timer(s->io, C2S_TIMER_MAIN, s->srv->cfg.idle_timeout * 1000u);
+		c2s_set_state(s, C2S_ACTIVE);
+		log_info("session resumed jid=%s worker=%u id=%s h=%u resent=%u", s->full, s->w->idx,
+			 s->sm.id, h, s->sm.c.out - h);
+		after_count_change(s, 0);
+	}
+	for (size_t i = 0; i < t->n; i++)
+		rmsg_unref(t->q[i].msg);
+	free(t->q);
+	free(t);
+	return ret;
+}
+
+/* ---- dispatch ---------------------------------------------------------- */
+
+int c2s_sm_nonza(struct c2s *s, struct xnode *el)
+{
+	if (!strcmp(el->name, "enable"))
+		return do_enable(s, el);
+	if (!strcmp(el->name, "resume"))
+		return do_resume(s, el);
+	if (!strcmp(el->name, "r")) {
+		if ((s->flags & C2S_F_SM) && attached(s)) {
+			sbuf_reset(&s->out);
+			sbuf_printf(&s->out, "<a xmlns='" XMLNS_SM "' h='%u'/>", s->sm.c.h_in);
+			c2s_send_out(s);
+		}
+		return 0; /* without SM: ignored (sm.md §3) */
+	}
+	if (!strcmp(el->name, "a"))
+		return (s->flags & C2S_F_SM) ? on_ack(s, el) : 0;
+	return c2s_stream_fail(s, SE_UNSUPPORTED_STANZA_TYPE, NULL);
+}

@@ -1,0 +1,154 @@
+/* server/deliver.c - delivery to sessions by JID: routing rules, bounces, orphans. */
+#include "tether/deliver.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tether/jid.h"
+#include "tether/log.h"
+#include "tether/rmsg.h"
+#include "tether/router.h"
+#include "tether/sbuf.h"
+#include "tether/sm.h"
+#include "tether/worker.h"
+
+int deliver_full(struct worker *w, const char *bare, const char *resource, struct rmsg *m)
+{
+	struct route_target *t = malloc(sizeof(*t));
+	if (!t || router_get_full(w->srv->router, bare, resource, t)) {
+		free(t);
+		rmsg_unref(m);
+		return -ENOENT;
+	}
+	worker_deliver(w, t, m);
+	free(t);
+	return 0;
+}
+
+size_t deliver_message_bare(struct worker *w, const char *bare, struct rmsg *m)
+{
+	struct route_target *t = calloc(ROUTER_MAX_RESOURCES, sizeof(*t));
+	size_t pick[ROUTER_MAX_RESOURCES], k = 0;
+	if (t) {
+		size_t n = router_get_all(w->srv->router, bare, t, ROUTER_MAX_RESOURCES);
+		k = router_pick_for_message(t, n, pick);
+		for (size_t i = 0; i < k; i++)
+			worker_deliver(w, &t[pick[i]], rmsg_ref(m));
+	}
+	free(t);
+	rmsg_unref(m);
+	return k;
+}
+
+size_t deliver_presence(struct worker *w, const char *bare, struct rmsg *m, int only_available)
+{
+	struct route_target *t = calloc(ROUTER_MAX_RESOURCES, sizeof(*t));
+	size_t k = 0;
+	if (t) {
+		size_t n = router_get_all(w->srv->router, bare, t, ROUTER_MAX_RESOURCES);
+		for (size_t i = 0; i < n; i++) {
+			if (only_available && !t[i].available)
+				continue;
+			worker_deliver(w, &t[i], rmsg_ref(m));
+			k++;
+		}
+	}
+	free(t);
+	rmsg_unref(m);
+	return k;
+}
+
+static const char *kind_name(const struct rmsg *m)
+{
+	return m->kind == RMSG_MESSAGE ? "message" : m->kind == RMSG_IQ ? "iq" : "presence";
+}
+
+/* Splits <full> into bare and resource. Returns 0 or -EINVAL. */
+static int split(const char *full, struct jid *j, char *bare, size_t barelen)
+{
+	if (!*full || jid_parse(full, j))
+		return -EINVAL;
+	return jid_bare(j, bare, barelen) < 0 ? -EINVAL : 0;
+}
+
+void deliver_bounce(struct worker *w, const char *domain, const struct rmsg *m, enum stanza_err cond)
+{
+	if (!strcmp(m->type, "error") || !*m->from)
+		return; /* never answer an error with an error */
+	struct sbuf b = SBUF_INIT;
+	const char *from = *m->to ? m->to : domain;
+	int rc = sbuf_printf(&b, "<%s type='error'", kind_name(m));
+	if (*m->id) {
+		rc |= sbuf_puts(&b, " id='");
+		rc |= sbuf_puts_esc(&b, m->id);
+		rc |= sbuf_puts(&b, "'");
+	}
+	rc |= sbuf_puts(&b, " from='");
+	rc |= sbuf_puts_esc(&b, from);
+	rc |= sbuf_puts(&b, "' to='");
+	rc |= sbuf_puts_esc(&b, m->from);
+	rc |= sbuf_printf(&b, "'><error type='%s'><%s xmlns='" XMLNS_STANZAS "'/></error></%s>",
+			  stanza_err_type(cond), stanza_err_name(cond), kind_name(m));
+	struct jid *j = malloc(sizeof(*j));
+	char bare[2 * JID_PART_MAX + 2];
+	if (!rc && j && !split(m->from, j, bare, sizeof(bare))) {
+		struct rmsg *e = rmsg_new(m->kind, b.data, b.len, from, m->from, m->id, "error");
+		if (e && j->resource[0])
+			deliver_full(w, bare, j->resource, e);
+		else
+			rmsg_unref(e);
+	}
+	free(j);
+	sbuf_free(&b);
+}
+
+void deliver_orphan(struct worker *w, const char *domain, struct rmsg *m, uint64_t stamp_ms)
+{
+	struct jid *j = malloc(sizeof(*j));
+	char bare[2 * JID_PART_MAX + 2];
+	const char *type = m->type;
+	if (!j || split(m->to, j, bare, sizeof(bare)))
+		goto out;
+	if (m->kind == RMSG_MESSAGE && (!*type || !strcmp(type, "chat") || !strcmp(type, "normal"))) {
+		struct sbuf b = SBUF_INIT;
+		struct rmsg *d = NULL;
+		if (!sm_add_delay(m->data, m->len, domain, stamp_ms, &b))
+			d = rmsg_new(m->kind, b.data, b.len, m->from, m->to, m->id, m->type);
+		sbuf_free(&b);
+		if (!d || !deliver_message_bare(w, bare, d)) {
+			log_debug("deliver: orphaned message from %s to %s bounced", m->from, m->to);
+			deliver_bounce(w, domain, m, STE_RECIPIENT_UNAVAILABLE);
+		}
+	} else if (m->kind == RMSG_IQ && (!strcmp(type, "get") || !strcmp(type, "set"))) {
+		deliver_bounce(w, domain, m, STE_SERVICE_UNAVAILABLE);
+	} /* groupchat, headline, errors, iq results, presence: dropped */
+out:
+	free(j);
+	rmsg_unref(m);
+}
+
+void deliver_stale(struct worker *w, const char *domain, const struct route_target *stale,
+		   struct rmsg *m)
+{
+	struct jid *j = malloc(sizeof(*j));
+	struct route_target *t = malloc(sizeof(*t));
+	char bare[2 * JID_PART_MAX + 2];
+	if (!j || !t || split(m->to, j, bare, sizeof(bare))) {
+		rmsg_unref(m); /* presence broadcasts carry no 'to': nothing to redo */
+		goto out;
+	}
+	if (j->resource[0] && !router_get_full(w->srv->router, bare, j->resource, t) &&
+	    !(t->worker == stale->worker && t->slot == stale->slot && t->gen == stale->gen)) {
+		worker_deliver(w, t, m); /* the session moved (resumed elsewhere) */
+	} else if (m->kind == RMSG_MESSAGE && !j->resource[0]) {
+		if (!deliver_message_bare(w, bare, rmsg_ref(m)))
+			deliver_bounce(w, domain, m, STE_RECIPIENT_UNAVAILABLE);
+		rmsg_unref(m);
+	} else {
+		deliver_orphan(w, domain, m, sm_wall_ms());
+	}
+out:
+	free(j);
+	free(t);
+}

@@ -149,6 +149,8 @@ struct load_ctx {
 static int set_one(struct load_ctx *lc, const char *section, const char *name,
 		   const char *value, int lineno)
 {
+	if (lc->failed)
+		return 0; /* report the first error, not the last */
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
 		if (strcmp(keys[i].section, section) || strcmp(keys[i].name, name))
 			continue;
@@ -175,8 +177,17 @@ static char *read_line(char *str, int num, void *stream)
 {
 	struct load_ctx *lc = stream;
 	char *r = fgets(str, num, lc->f);
-	if (r)
-		lc->lineno++;
+	if (!r)
+		return NULL;
+	lc->lineno++;
+	if (!strchr(r, '\n') && !feof(lc->f)) {
+		/* Debian's inih reads at most INI_MAX_LINE (200) bytes a line; a
+		 * longer one would be split and misread, so refuse it by name. */
+		snprintf(lc->err, lc->errlen, "%s:%d: line too long (at most %d bytes)", lc->file,
+			 lc->lineno, num - 2);
+		lc->failed = 1;
+		return NULL;
+	}
 	return r;
 }
 

@@ -43,14 +43,10 @@ static int empty_result(const struct xnode *iq, const char *from, const char *to
 static int disco_info(const struct xnode *iq, const struct xnode *q, const char *domain,
 		      const char *to, struct sbuf *out)
 {
+	if (xnode_attr(q, "node"))
+		return -EINVAL; /* no nodes are served */
 	int rc = open_reply(iq, domain, to, out);
-	rc |= sbuf_puts(out, "><query xmlns='" XMLNS_DISCO_INFO "'");
-	const char *node = xnode_attr(q, "node");
-	if (node) {
-		/* No nodes are served. */
-		return -EINVAL;
-	}
-	rc |= sbuf_puts(out, "><identity category='server' type='im' name='tether'/>");
+	rc |= sbuf_puts(out, "><query xmlns='" XMLNS_DISCO_INFO "'><identity category='server' type='im' name='tether'/>");
 	for (size_t i = 0; i < sizeof(server_features) / sizeof(server_features[0]); i++)
 		rc |= sbuf_printf(out, "<feature var='%s'/>", server_features[i]);
 	rc |= sbuf_puts(out, "</query></iq>");

@@ -11,6 +11,7 @@
 
 #include "tether/config.h"
 #include "tether/im.h"
+#include "tether/jid.h"
 #include "tether/log.h"
 #include "tether/router.h"
 #include "tether/store.h"
@@ -75,6 +76,13 @@ static int load_config(int argc, char **argv, struct config *cfg)
 			"(make run creates a development one)\n", path);
 		return -1;
 	}
+	/* The domain as JIDs are compared: prepared (lowercase, no trailing dot). */
+	char dom[CONFIG_STR_MAX];
+	if (jid_prep_domain(cfg->domain, dom, sizeof(dom))) {
+		fprintf(stderr, "tetherd: %s: [server] domain: '%s' is not a valid domain\n", path, cfg->domain);
+		return -1;
+	}
+	snprintf(cfg->domain, sizeof(cfg->domain), "%s", dom);
 	if (log_level_parse(cfg->log_level, &log_threshold)) {
 		fprintf(stderr, "tetherd: %s: [server] log_level: expected error, warn, info or debug\n", path);
 		return -1;

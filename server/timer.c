@@ -53,24 +53,26 @@ void timer_arm(struct timer_wheel *w, struct timer *t, uint64_t ms, timer_fn *fn
 void timer_wheel_run(struct timer_wheel *w)
 {
 	uint64_t target = (timer_now_ms() - w->start_ms) / TIMER_TICK_MS;
-	/* After a long stall, don't walk more than one full turn twice. */
 	while (w->now_tick < target) {
 		w->now_tick++;
 		struct timer **head = &w->slot[w->now_tick % TIMER_SLOTS];
+		/* Move the due ones to a local list that is a proper list head:
+		 * a callback may then cancel or re-arm any of them safely. */
 		struct timer *due = NULL;
-		/* Unlink the due ones first: callbacks may re-arm into this slot. */
 		for (struct timer *t = *head, *next; t; t = next) {
 			next = t->next;
 			if (t->due_tick > w->now_tick)
 				continue;
 			timer_cancel(t);
 			t->next = due;
+			if (due)
+				due->pprev = &t->next;
 			due = t;
+			t->pprev = &due;
 		}
 		while (due) {
 			struct timer *t = due;
-			due = t->next;
-			t->next = NULL;
+			timer_cancel(t); /* unlinks from <due>; fires once */
 			t->fn(t);
 		}
 	}

@@ -77,7 +77,13 @@ run: deps all
 test-unit: all
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
 
-test-integration: all
+# xmpp.js for the integration tests, pinned by the committed package-lock.json.
+JS_DIR := tests/integration/js
+$(JS_DIR)/node_modules/.installed: $(JS_DIR)/package-lock.json
+	cd $(JS_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+test-integration: all $(if $(wildcard $(JS_DIR)/package-lock.json),$(JS_DIR)/node_modules/.installed)
 	TETHER_BUILD=$(B) /usr/bin/python3 -m pytest -q tests/integration
 
 # The full suite: release build, then the same tests on the ASan+UBSan build.

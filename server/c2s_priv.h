@@ -43,6 +43,9 @@ enum c2s_state {
 #define C2S_F_DETACHED    0x1000u /* no stream: the SM session waits for resumption */
 #define C2S_F_GONE        0x2000u /* session ended or moved: nothing left to do */
 #define C2S_F_FULL        0x4000u /* queue at its bound: ack_timeout running */
+#define C2S_F_CONGESTED   0x8000u /* queue past its high-water mark: senders back off */
+
+#define C2S_PAUSE_MS      20      /* how long a sender to a congested session stops reading */
 
 /* How a stream ending affects its session. */
 enum c2s_end {
@@ -111,5 +114,7 @@ int c2s_sm_detach(struct c2s *s);
 void c2s_sm_end(struct c2s *s);
 void c2s_sm_expired(struct c2s *s);
 void c2s_sm_moved(struct c2s *s);
+/* Clears the congestion mark (session detached, ended or moved). */
+void c2s_sm_uncongest(struct c2s *s);
 
 #endif /* TETHER_C2S_PRIV_H */

@@ -165,7 +165,22 @@ static void route_bare(struct c2s *s, struct xnode *el, const char *bare, const 
 	}
 }
 
+static void route(struct c2s *s, struct xnode *el);
+
+/* Routes one stanza; if it went to a session whose queue is near its bound,
+ * this stream stops reading for a moment (flow control: the sender's TCP
+ * window closes instead of the receiver's queue overflowing). */
 void c2s_route_stanza(struct c2s *s, struct xnode *el)
+{
+	s->w->congested_hit = 0;
+	route(s, el);
+	if (s->w->congested_hit) {
+		s->w->congested_hit = 0;
+		s->tp->pause_read(s->io, C2S_PAUSE_MS);
+	}
+}
+
+static void route(struct c2s *s, struct xnode *el)
 {
 	const char *to = xnode_attr(el, "to");
 	enum rmsg_kind kind = kind_of(el);

@@ -121,6 +121,15 @@ static void after_count_change(struct c2s *s, int grew)
 		s->flags &= ~C2S_F_FULL;
 	if (!attached(s))
 		return;
+	/* Flow control with hysteresis: senders back off above 3/4 of the
+	 * bound and stop backing off below 1/2 (see c2s_route_stanza). */
+	if (!(s->flags & C2S_F_CONGESTED) && unacked >= cfg->sm_max_queue / 4 * 3) {
+		s->flags |= C2S_F_CONGESTED;
+		router_set_congested(s->srv->router, s->bare, s->resource, (uint16_t)s->w->idx,
+				     s->slot, s->gen, 1);
+	} else if ((s->flags & C2S_F_CONGESTED) && unacked <= cfg->sm_max_queue / 2) {
+		c2s_sm_uncongest(s);
+	}
 	/* One <r/> outstanding at a time; a burst gets one, sent at flush. */
 	if (!(s->flags & C2S_F_R_SENT) && unacked >= cfg->sm_ack_every)
 		s->flags |= C2S_F_WANT_R;
@@ -229,8 +238,18 @@ void c2s_sm_emit(struct c2s *s, struct rmsg *m)
 
 /* ---- detach, expiry, end ----------------------------------------------- */
 
+void c2s_sm_uncongest(struct c2s *s)
+{
+	if (!(s->flags & C2S_F_CONGESTED))
+		return;
+	s->flags &= ~C2S_F_CONGESTED;
+	router_set_congested(s->srv->router, s->bare, s->resource, (uint16_t)s->w->idx, s->slot,
+			     s->gen, 0);
+}
+
 int c2s_sm_detach(struct c2s *s)
 {
+	c2s_sm_uncongest(s);
 	s->sm.attached = 0;
 	s->sm.expires_ms = timer_now_ms() + s->sm.max * 1000ull;
 	if (store_sm_update(s->srv->store, &s->sm))

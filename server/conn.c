@@ -47,6 +47,30 @@ static void tp_set_timer(void *io, int which, unsigned ms)
 		timer_cancel(&c->timer[which]);
 }
 
+static void on_pause_timer(struct timer *t)
+{
+	struct conn *c = (struct conn *)((char *)t - offsetof(struct conn, pause_timer));
+	c->flags &= ~CONN_F_PAUSED;
+	conn_arm_recv(c);
+}
+
+/* Flow control: stop reading, so the peer's TCP window closes, for <ms>.
+ * A fixed short pause and not a wake-up from the receiver, so two clients
+ * flooding each other can never wait on each other's acks for ever. */
+static void tp_pause_read(void *io, unsigned ms)
+{
+	struct conn *c = io;
+	if (c->flags & (CONN_F_PAUSED | CONN_F_SHUT))
+		return;
+	c->flags |= CONN_F_PAUSED;
+	if (c->flags & CONN_F_RX_ARMED) {
+		struct io_uring_sqe *sqe = worker_sqe(c->w);
+		io_uring_prep_cancel64(sqe, ud_pack(OP_RECV, c->gen, c->slot), 0);
+		io_uring_sqe_set_data64(sqe, ud_pack(OP_IGNORE, 0, 0));
+	}
+	timer_arm(&c->w->wheel, &c->pause_timer, ms, on_pause_timer);
+}
+
 /* The held session is done: free the holder at the end of this turn. */
 static void tp_release(void *io)
 {
@@ -80,7 +104,7 @@ static const char *tp_peer(void *io)
 static const struct c2s_transport transport = {
 	.send = tp_send, .close = tp_close, .set_timer = tp_set_timer, .release = tp_release,
 	.cb_exporter = tp_cb_exporter, .cb_unique = tp_cb_unique,
-	.is_tls = tp_is_tls, .peer = tp_peer,
+	.is_tls = tp_is_tls, .peer = tp_peer, .pause_read = tp_pause_read,
 };
 
 static int start_tls(struct conn *c)
@@ -116,7 +140,7 @@ fail:
 
 void conn_arm_recv(struct conn *c)
 {
-	if (c->flags & (CONN_F_RX_ARMED | CONN_F_SHUT))
+	if (c->flags & (CONN_F_RX_ARMED | CONN_F_SHUT | CONN_F_PAUSED))
 		return;
 	struct io_uring_sqe *sqe = worker_sqe(c->w);
 	io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
@@ -203,12 +227,14 @@ void conn_on_recv(struct conn *c, const struct io_uring_cqe *cqe)
 			c->starved_next = w->starved;
 			w->starved = c;
 		}
+	} else if (cqe->res == -ECANCELED && (c->flags & CONN_F_PAUSED)) {
+		/* Our flow-control pause: re-armed by the pause timer. */
 	} else if (cqe->res <= 0) {
 		/* EOF or error. */
 		if (!(c->flags & CONN_F_SHUT))
 			lost(c);
 	}
-	if (!(c->flags & (CONN_F_RX_ARMED | CONN_F_SHUT | CONN_F_STARVED)))
+	if (!(c->flags & (CONN_F_RX_ARMED | CONN_F_SHUT | CONN_F_STARVED | CONN_F_PAUSED)))
 		conn_arm_recv(c);
 	conn_maybe_free(c);
 }
@@ -347,6 +373,7 @@ int conn_maybe_free(struct conn *c)
 		/* The socket is done; a detached session may still need the slot. */
 		c->flags |= CONN_F_FD_CLOSED;
 		timer_cancel(&c->close_timer);
+		timer_cancel(&c->pause_timer);
 		close(c->fd);
 		c->fd = -1;
 		tls_free(c->ssl);

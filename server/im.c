@@ -13,6 +13,7 @@ static const char *const server_features[] = {
 	XMLNS_DISCO_ITEMS,
 	XMLNS_PING,
 	XMLNS_VERSION,
+	"urn:xmpp:sm:3",  /* XEP-0198: enable, acks, resume (c2s_sm.c) */
 };
 
 /* <iq type='result' id=.. from=.. to=..> without the closing tag. */

@@ -21,6 +21,7 @@ struct res_entry {
 	uint32_t slot, gen;
 	int priority;
 	int available;
+	int congested;
 	char *resource;
 };
 
@@ -172,6 +173,7 @@ static void copy_out(const struct res_entry *e, struct route_target *t)
 	t->gen = e->gen;
 	t->priority = e->priority;
 	t->available = e->available;
+	t->congested = e->congested;
 	snprintf(t->resource, sizeof(t->resource), "%s", e->resource);
 }
 
@@ -224,6 +226,7 @@ int router_bind(struct router *r, const char *bare, const struct route_target *t
 	e->gen = t->gen;
 	e->priority = 0;
 	e->available = 0;
+	e->congested = 0;
 out:
 	if (a && !a->nres)
 		remove_account(s, a);
@@ -260,6 +263,19 @@ void router_set_presence(struct router *r, const char *bare, const char *resourc
 		e->available = available;
 		e->priority = priority;
 	}
+	pthread_rwlock_unlock(&s->lock);
+}
+
+void router_set_congested(struct router *r, const char *bare, const char *resource,
+			  uint16_t worker, uint32_t slot, uint32_t gen, int on)
+{
+	uint64_t h = hash_bare(r, bare);
+	struct stripe *s = stripe_of(r, h);
+	pthread_rwlock_wrlock(&s->lock);
+	struct account *a = find(s, h, bare);
+	struct res_entry *e = a ? find_res(a, resource) : NULL;
+	if (e && e->worker == worker && e->slot == slot && e->gen == gen)
+		e->congested = on;
 	pthread_rwlock_unlock(&s->lock);
 }
 

@@ -375,6 +375,8 @@ static void drain_inbox(struct worker *w)
 void worker_deliver(struct worker *w, const struct route_target *t, struct rmsg *m)
 {
 	struct worker *target = &w->srv->workers[t->worker];
+	if (t->congested)
+		w->congested_hit = 1; /* the sending stream backs off (c2s_route.c) */
 	if (target == w) {
 		struct inbox_item it = { .kind = INBOX_DELIVER, .slot = t->slot, .gen = t->gen, .msg = m };
 		struct inbox_item *heap = malloc(sizeof(*heap));

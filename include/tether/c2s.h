@@ -28,6 +28,8 @@ struct c2s_transport {
 	size_t (*cb_unique)(void *io, uint8_t *out, size_t outlen);
 	/* 1 once TLS is established. */
 	int (*is_tls)(void *io);
+	/* Stop reading from the peer for about <ms> (flow control). */
+	void (*pause_read)(void *io, unsigned ms);
 	/* "ip:port" of the peer, for logs. */
 	const char *(*peer)(void *io);
 };

@@ -43,6 +43,7 @@ struct conn {
 	struct c2s *c2s;
 	struct timer timer[2];   /* the c2s timers (C2S_TIMER_MAIN, C2S_TIMER_ACK) */
 	struct timer close_timer;/* bounds a graceful close */
+	struct timer pause_timer;/* ends a flow-control pause */
 	char peer[64];
 };
 

@@ -17,6 +17,7 @@ struct route_target {
 	uint32_t gen;
 	int priority;     /* from the last available presence; 0 before */
 	int available;    /* sent available presence and not unavailable since */
+	int congested;    /* its SM queue is near its bound: senders back off */
 	char resource[JID_PART_MAX + 1];
 };
 
@@ -39,6 +40,11 @@ void router_unbind(struct router *r, const char *bare, const char *resource,
 /* Records presence of a bound resource. */
 void router_set_presence(struct router *r, const char *bare, const char *resource,
 			 int available, int priority);
+
+/* Marks the binding (if it still belongs to <worker>/<slot>/<gen>) as
+ * congested or not: senders that reach it pause their reading briefly. */
+void router_set_congested(struct router *r, const char *bare, const char *resource,
+			  uint16_t worker, uint32_t slot, uint32_t gen, int on);
 
 /* Copies the target of a full JID into <out>. Returns 0 or -ENOENT. */
 int router_get_full(struct router *r, const char *bare, const char *resource,

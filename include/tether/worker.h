@@ -89,6 +89,7 @@ struct worker {
 	/* inbox: lock-free LIFO push, the owner takes all and reverses */
 	_Atomic(struct inbox_item *) inbox;
 	atomic_int wake_pending;
+	int congested_hit;           /* a delivery just went to a congested session */
 	int draining;                /* shutdown seen by this worker */
 	uint64_t drain_deadline_ms;
 	int exit_code;

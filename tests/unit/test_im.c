@@ -204,9 +204,9 @@ static void test_disco_info(void **state)
 	assert_null(xnode_attr(q, "node"));
 
 	static const char *const want[] = {
-		XMLNS_DISCO_INFO, XMLNS_DISCO_ITEMS, XMLNS_PING, XMLNS_VERSION,
+		XMLNS_DISCO_INFO, XMLNS_DISCO_ITEMS, XMLNS_PING, XMLNS_VERSION, "urn:xmpp:sm:3",
 	};
-	int found[4] = { 0 }, identities = 0, features = 0;
+	int found[5] = { 0 }, identities = 0, features = 0;
 	for (struct xnode *c = xnode_first_elem(q); c; c = xnode_next_elem(c)) {
 		assert_string_equal(c->ns, XMLNS_DISCO_INFO);
 		if (!strcmp(c->name, "identity")) {
@@ -221,7 +221,7 @@ static void test_disco_info(void **state)
 		assert_non_null(var);
 		assert_string_not_equal(var, XMLNS_ROSTER);
 		int known = 0;
-		for (int i = 0; i < 4; i++)
+		for (int i = 0; i < 5; i++)
 			if (!strcmp(var, want[i])) {
 				found[i]++;
 				known = 1;
@@ -230,8 +230,8 @@ static void test_disco_info(void **state)
 			fail_msg("unexpected feature %s", var);
 	}
 	assert_int_equal(identities, 1);
-	assert_int_equal(features, 4);
-	for (int i = 0; i < 4; i++)
+	assert_int_equal(features, 5);
+	for (int i = 0; i < 5; i++)
 		assert_int_equal(found[i], 1);
 	assert_null(strstr(out.data, XMLNS_ROSTER));
 	sbuf_free(&out);

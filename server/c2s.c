@@ -646,11 +646,13 @@ static void stream_over(struct c2s *s)
 		s->flags |= C2S_F_GONE;
 		return;
 	}
-	if (s->end_mode == C2S_END_AUTO && (s->flags & C2S_F_SM) && s->sm.max && c2s_sm_detach(s))
+	int rc = 0;
+	if (s->end_mode == C2S_END_AUTO && (s->flags & C2S_F_SM) && s->sm.max)
+		rc = c2s_sm_detach(s);
+	if (rc == 1)
 		return;
-	if (s->flags & C2S_F_SM)
-		c2s_sm_end(s);
-	c2s_end_presence(s);
+	if (rc == 0 && c2s_sm_end(s) == 0)
+		c2s_end_presence(s);
 	s->flags |= C2S_F_GONE;
 }
 

@@ -108,10 +108,12 @@ int c2s_sm_count_in(struct c2s *s);                 /* before routing a client s
 void c2s_sm_emit(struct c2s *s, struct rmsg *m);
 void c2s_sm_before_flush(struct c2s *s);
 void c2s_sm_on_ack_timer(struct c2s *s);
-/* The stream is gone; returns 1 if the session detached (lives on). */
+/* The stream is gone; returns 1 if the session detached (lives on), 0 if
+ * it cannot, -1 if it was resumed elsewhere meanwhile. */
 int c2s_sm_detach(struct c2s *s);
-/* Ends the SM session: unacked stanzas handled as orphans. */
-void c2s_sm_end(struct c2s *s);
+/* Ends the SM session: unacked stanzas handled as orphans. Returns 0, or
+ * -ESTALE if it was resumed elsewhere (then nothing is touched). */
+int c2s_sm_end(struct c2s *s);
 void c2s_sm_expired(struct c2s *s);
 void c2s_sm_moved(struct c2s *s);
 /* Clears the congestion mark (session detached, ended or moved). */

@@ -252,7 +252,10 @@ int c2s_sm_detach(struct c2s *s)
 	c2s_sm_uncongest(s);
 	s->sm.attached = 0;
 	s->sm.expires_ms = timer_now_ms() + s->sm.max * 1000ull;
-	if (store_sm_update(s->srv->store, &s->sm))
+	int rc = store_sm_update(s->srv->store, &s->sm);
+	if (rc == -ESTALE)
+		return -1; /* resumed elsewhere meanwhile */
+	if (rc)
 		return 0;
 	s->flags |= C2S_F_DETACHED;
 	s->flags &= ~(C2S_F_R_SENT | C2S_F_WANT_R);
@@ -286,13 +289,15 @@ static void on_drained(void *ud, int err, const struct sm_record *rec, const cha
 	d->n = n;
 }
 
-void c2s_sm_end(struct c2s *s)
+int c2s_sm_end(struct c2s *s)
 {
 	struct drain_ctx d = { s, NULL, 0 };
 	if (!(s->flags & C2S_F_SM))
-		return;
+		return 0;
 	s->flags &= ~C2S_F_SM;
-	store_sm_destroy(s->srv->store, s->sm.id, s->sm.epoch, on_drained, &d);
+	c2s_sm_uncongest(s);
+	if (store_sm_destroy(s->srv->store, s->sm.id, s->sm.epoch, on_drained, &d) == -ESTALE)
+		return -ESTALE; /* resumed elsewhere: not ours to end */
 	/* Unbind first, so re-routed messages go to the other resources. */
 	router_unbind(s->srv->router, s->bare, s->resource, (uint16_t)s->w->idx, s->slot, s->gen);
 	for (size_t i = 0; i < d.n; i++)
@@ -300,6 +305,7 @@ void c2s_sm_end(struct c2s *s)
 	if (d.n)
 		log_info("sm: %s: %zu unacked stanzas handled as undeliverable", s->full, d.n);
 	free(d.q);
+	return 0;
 }
 
 void c2s_sm_expired(struct c2s *s)
@@ -308,8 +314,8 @@ void c2s_sm_expired(struct c2s *s)
 		return;
 	log_info("session expired jid=%s id=%s", s->full, s->sm.id);
 	s->flags &= ~C2S_F_DETACHED;
-	c2s_sm_end(s);
-	c2s_end_presence(s);
+	if (c2s_sm_end(s) == 0)
+		c2s_end_presence(s);
 	s->flags |= C2S_F_GONE;
 	s->tp->set_timer(s->io, C2S_TIMER_MAIN, 0);
 	s->tp->release(s->io);

@@ -158,7 +158,7 @@ class TetherServer:
         self.finished = False
         env = dict(os.environ)
         env.setdefault('UBSAN_OPTIONS', 'print_stacktrace=1')
-        self._logf = open(self.log_path, 'wb')
+        self._logf = open(self.log_path, 'ab')  # O_APPEND: every writer appends
         self.proc = subprocess.Popen([str(tetherd_path()), '-c', self.config_path],
                                      stdin=subprocess.DEVNULL, stdout=self._logf,
                                      stderr=self._logf, cwd=str(self.tmp_path), env=env,
@@ -243,7 +243,7 @@ class TetherServer:
         expected_sig = self.stopped_with if self.stopped_with not in (None, signal.SIGTERM) else None
         if rc is not None and rc < 0 and -rc != expected_sig:
             problems.append('tetherd died of signal %d (crash)' % -rc)
-        elif rc not in (0, None) and expected_sig is None and rc > 0:
+        elif rc not in (0, None) and expected_sig is None and rc > 0 and not problems:
             problems.append('tetherd exited with code %d after SIGTERM' % rc)
         self._logf.close()
         log = self.log()

@@ -244,19 +244,28 @@ def test_scram_plus_tls_server_end_point(server, users, conns, hashname, direct_
     c.roundtrip()
 
 
-def test_scram_plus_tls_exporter(server, users, conns):
-    c = xr.connect_tls(server, direct_tls=True)
+@pytest.mark.parametrize('hashname', ['sha1', 'sha256'])
+def test_scram_plus_tls_exporter(server, users, conns, hashname):
+    """SCRAM-*-PLUS with tls-exporter (RFC 9266) on TLS 1.3. Python 3.11's ssl
+    cannot export keying material, so the TLS side is `openssl s_client`."""
+    c, exporter = xr.openssl_direct_tls(server)
     conns.append(c)
-    sslobj = getattr(c.sock, '_sslobj', None)
-    exporter = getattr(sslobj, 'export_keying_material', None) or getattr(
-        c.sock, 'export_keying_material', None)
-    if exporter is None:
-        pytest.skip('this Python ssl module cannot compute tls-exporter (RFC 9266)')
-    assert c.sock.version() == 'TLSv1.3'
-    assert 'tls-exporter' in c.cb_types()
-    data = exporter(b'EXPORTER-Channel-Binding', 32, b'')
-    ok, cond = c.auth_scram('alice', users['alice'], 'sha256', cb_type='tls-exporter', cb_data=data)
-    assert ok, cond
+    c.open_stream()
+    assert 'tls-exporter' in c.cb_types(), c.cb_types()
+    ok, cond = c.auth_scram('alice', users['alice'], hashname, cb_type='tls-exporter', cb_data=exporter)
+    assert ok, 'SCRAM-%s-PLUS tls-exporter failed: %s' % (hashname, cond)
+    c.open_stream()
+    assert c.bind('exp').get('type') == 'result'
+    c.roundtrip()
+
+
+def test_scram_plus_tls_exporter_wrong_value_fails(server, users, conns):
+    c, exporter = xr.openssl_direct_tls(server)
+    conns.append(c)
+    c.open_stream()
+    bad = bytes(b ^ 0xff for b in exporter)
+    ok, cond = c.auth_scram('alice', users['alice'], 'sha256', cb_type='tls-exporter', cb_data=bad)
+    assert (ok, cond) == (False, 'not-authorized')
 
 
 def test_scram_plus_wrong_binding_fails(server, users, conns):
@@ -329,3 +338,111 @@ def test_direct_tls_alpn(server, conns):
         c3 = xr.XMPPConn.connect(server.host, server.tls_port, direct_tls=True, alpn=('http/1.1',))
         conns.append(c3)
         c3.open_stream()
+
+
+# ----------------------------------------------------------------------------- SASL edge cases
+
+def _raw_auth(c, mech, payload):
+    c.send("<auth xmlns='%s' mechanism='%s'>%s</auth>" % (NS_SASL, mech, payload))
+    return c.wait_for(lambda e: nsof_sasl(e), what='SASL reply')
+
+
+def nsof_sasl(e):
+    return e.tag in (q(NS_SASL, 'failure'), q(NS_SASL, 'success'), q(NS_SASL, 'challenge'),
+                     q(NS_STREAM, 'error'))
+
+
+def _cond(el):
+    return [xr.local(ch.tag) for ch in el if xr.local(ch.tag) != 'text'][:1]
+
+
+def test_sasl_invalid_base64(server, users, conns):
+    c = xr.connect_tls(server, direct_tls=True)
+    conns.append(c)
+    el = _raw_auth(c, 'PLAIN', '!!!not*base64!!!')
+    assert el.tag == q(NS_SASL, 'failure') and _cond(el) == ['incorrect-encoding'], xr.tostr(el)
+    assert c.auth_plain('alice', users['alice']) == (True, None)
+
+
+def test_sasl_unknown_mechanism(server, users, conns):
+    c = xr.connect_tls(server, direct_tls=True)
+    conns.append(c)
+    el = _raw_auth(c, 'DIGEST-MD5', '=')
+    assert el.tag == q(NS_SASL, 'failure') and _cond(el) == ['invalid-mechanism'], xr.tostr(el)
+    assert c.auth_scram('alice', users['alice'], 'sha1') == (True, None)
+
+
+def test_plain_authzid(server, users, conns):
+    c = xr.connect_tls(server, direct_tls=True)
+    conns.append(c)
+    # someone else's JID as authzid: refused
+    ok, cond = c.auth_plain('alice', users['alice'], authzid='bob@localhost')
+    assert not ok and cond in ('invalid-authzid', 'not-authorized'), cond
+    # own bare JID as authzid: fine
+    assert c.auth_plain('alice', users['alice'], authzid='alice@localhost') == (True, None)
+    c.open_stream()
+    assert c.bind('authz').get('type') == 'result'
+    assert c.jid == 'alice@localhost/authz'
+
+
+def test_scram_authzid_other_user_refused(server, users, conns):
+    c = xr.connect_tls(server, direct_tls=True)
+    conns.append(c)
+    ok, cond = c.auth_scram('alice', users['alice'], 'sha256', authzid='bob@localhost')
+    assert not ok and cond in ('invalid-authzid', 'not-authorized'), cond
+
+
+def test_scram_mandatory_extension_refused(server, users, conns):
+    c = xr.connect_tls(server, direct_tls=True)
+    conns.append(c)
+    el = _raw_auth(c, 'SCRAM-SHA-256', xr.b64('n,,m=ext,n=alice,r=abcdefghijklmnopqr'))
+    assert el.tag == q(NS_SASL, 'failure'), xr.tostr(el)
+
+
+def test_scram_wrong_nonce_in_final_refused(server, users, conns):
+    c = xr.connect_tls(server, direct_tls=True)
+    conns.append(c)
+    el = _raw_auth(c, 'SCRAM-SHA-256', xr.b64('n,,n=alice,r=clientnonce12345678'))
+    assert el.tag == q(NS_SASL, 'challenge'), xr.tostr(el)
+    c.send("<response xmlns='%s'>%s</response>"
+           % (NS_SASL, xr.b64('c=biws,r=clientnonce12345678TAMPERED,p=' + xr.b64(b'\0' * 32))))
+    el = c.wait_for(nsof_sasl)
+    assert el.tag == q(NS_SASL, 'failure'), xr.tostr(el)
+
+
+def test_plain_case_insensitive_username(server, users, conns):
+    """authcid is prepared as a localpart: ALICE logs in as alice."""
+    c = xr.connect_tls(server, direct_tls=True)
+    conns.append(c)
+    assert c.auth_plain('ALICE', users['alice']) == (True, None)
+    c.open_stream()
+    assert c.bind('upper').get('type') == 'result'
+    assert c.jid == 'alice@localhost/upper'
+
+
+def test_starttls_plaintext_injection_discarded(server, users, conns):
+    """Bytes sent after <starttls/> in the same packet must be dropped (RFC 6120 §5.4.3.3)."""
+    c = xr.XMPPConn.connect(server.host, server.port)
+    conns.append(c)
+    c.open_stream()
+    c.send("<starttls xmlns='%s'/><iq type='get' id='injected' to='localhost'>"
+           "<ping xmlns='urn:xmpp:ping'/></iq>" % NS_TLS)
+    el = c.next()
+    assert el.tag == q(NS_TLS, 'proceed'), xr.tostr(el)
+    c._wrap_tls()
+    feats = c.open_stream()
+    assert 'SCRAM-SHA-256' in c.mechanisms(), xr.tostr(feats)
+    assert c.auth_scram('alice', users['alice']) == (True, None)
+    c.open_stream()
+    assert c.bind('inj').get('type') == 'result'
+    c.roundtrip()
+    assert c.maybe(lambda e: e.get('id') == 'injected', 0.5) is None, 'injected plaintext was processed'
+
+
+def test_new_password_after_passwd(server, users, conns):
+    server.passwd('carol', 'new-carol-pw')
+    server.settle_users()
+    c = xr.connect_tls(server, direct_tls=True)
+    conns.append(c)
+    assert c.auth_scram('carol', users['carol']) == (False, 'not-authorized')
+    assert c.auth_scram('carol', 'new-carol-pw') == (True, None)

@@ -321,3 +321,91 @@ def test_cross_worker_delivery(server_factory, conns):
     for i in range(30):
         assert next_body(b, 'x-') == (a.jid, 'x-%d' % i)
         assert next_body(a, 'y-') == (b.jid, 'y-%d' % i)
+
+
+# ----------------------------------------------------------------------------- message types, odd XML
+
+def test_message_without_to_goes_to_own_bare_jid(server, users, conns):
+    r1 = online(server, users, conns, 'alice', 'r1', priority=1)
+    r2 = online(server, users, conns, 'alice', 'r2', priority=0)
+    r2.send("<message type='chat'><body>note-to-self</body></message>")
+    m = r1.wait_message('note-to-self')
+    assert m.get('from') == r2.jid
+
+
+def test_groupchat_to_bare_jid_not_delivered(server, users, conns):
+    b = online(server, users, conns, 'bob', 'home')
+    a = online(server, users, conns, 'alice', 'a')
+    a.message('bob@localhost', 'gc-msg', type_='groupchat', id_='gc1')
+    err = a.wait_for(lambda e: e.tag == q(NS_CLIENT, 'message') and e.get('id') == 'gc1')
+    assert err.get('type') == 'error' and xr.stanza_error(err)[1] == 'service-unavailable', xr.tostr(err)
+    xr.assert_no_message(b, 1.0, body='gc-msg')
+
+
+def test_headline_to_bare_jid_goes_to_all_non_negative(server, users, conns):
+    b1 = online(server, users, conns, 'bob', 'h1', priority=1)
+    b2 = online(server, users, conns, 'bob', 'h2', priority=0)
+    bn = online(server, users, conns, 'bob', 'hn', priority=-5)
+    a = online(server, users, conns, 'alice', 'a')
+    a.message('bob@localhost', 'news', type_='headline')
+    assert b1.wait_message('news').get('from') == a.jid
+    assert b2.wait_message('news').get('from') == a.jid
+    xr.assert_no_message(bn, 1.0, body='news')
+
+
+def test_error_message_never_bounced(server, users, conns):
+    a = online(server, users, conns, 'alice', 'a')
+    a.send("<message type='error' id='e1' to='nobody@localhost/x'><error type='cancel'>"
+           "<item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>")
+    a.send("<message type='error' id='e2' to='bob@localhost/not-online'><error type='cancel'>"
+           "<item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>")
+    assert a.maybe(lambda e: e.get('id') in ('e1', 'e2'), 1.0) is None
+    a.roundtrip()
+
+
+def test_entities_and_char_refs_survive_routing(server, users, conns):
+    b = online(server, users, conns, 'bob', 'home')
+    a = online(server, users, conns, 'alice', 'a')
+    a.send("<message to='%s' type='chat'><body>a&amp;b&lt;c&gt;&quot;&apos;&#x41;&#66;\u00e9\U0001F600</body>"
+           "<x xmlns='urn:example:ext' attr='1&amp;2'><y>t</y></x></message>" % b.jid)
+    m = b.wait_for(lambda e: e.tag == q(NS_CLIENT, 'message'))
+    assert m.findtext(q(NS_CLIENT, 'body')) == 'a&b<c>"\'AB\u00e9\U0001F600', xr.tostr(m)
+    x = m.find(q('urn:example:ext', 'x'))
+    assert x is not None and x.get('attr') == '1&2' and x.findtext(q('urn:example:ext', 'y')) == 't', xr.tostr(m)
+
+
+def test_prefixed_stanza_namespace(server, users, conns):
+    """Namespaces are matched by URI, not by prefix text."""
+    b = online(server, users, conns, 'bob', 'home')
+    a = online(server, users, conns, 'alice', 'a')
+    a.send("<cl:message xmlns:cl='jabber:client' to='%s' type='chat'><cl:body>prefixed</cl:body>"
+           "</cl:message>" % b.jid)
+    assert b.wait_message('prefixed').get('from') == a.jid
+
+
+def test_xml_lang_kept(server, users, conns):
+    b = online(server, users, conns, 'bob', 'home')
+    a = online(server, users, conns, 'alice', 'a')
+    a.send("<message to='%s' type='chat' xml:lang='de'><body>hallo</body></message>" % b.jid)
+    m = b.wait_message('hallo')
+    assert m.get('{http://www.w3.org/XML/1998/namespace}lang') == 'de', xr.tostr(m)
+
+
+def test_directed_presence_to_full_jid(server, users, conns):
+    b = online(server, users, conns, 'bob', 'home')
+    a = online(server, users, conns, 'alice', 'a')
+    a.send("<presence to='%s'><status>directed</status></presence>" % b.jid)
+    p = b.wait_presence(from_=a.jid)
+    assert p.findtext(q(NS_CLIENT, 'status')) == 'directed'
+
+
+def test_many_concurrent_sessions(server, users, conns):
+    """50 sessions of one account; each gets its own full-JID message."""
+    sessions = [xr.login(server, 'carol', users['carol'], 'm%d' % i, presence=False,
+                         direct_tls=bool(i % 2)) for i in range(50)]
+    conns.extend(sessions)
+    a = online(server, users, conns, 'alice', 'a')
+    for s in sessions:
+        a.message(s.jid, 'hi-' + s.jid)
+    for s in sessions:
+        assert s.wait_message('hi-' + s.jid).get('from') == a.jid

@@ -296,3 +296,64 @@ def test_preauth_timeout(server_factory, conns, stage):
     conns.append(d)
     time.sleep(timeout + 1.5)
     d.roundtrip()
+
+
+# ----------------------------------------------------------------------------- more negotiation edge cases
+
+def test_oversized_before_auth(server, users, conns, witnesses):
+    c = tls_open(server)
+    conns.append(c)
+    c.send_quiet("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>%s</auth>"
+                 % ('QUFB' * (server_max_stanza(server) // 4 + 1024)))
+    assert c.expect_stream_error() == 'policy-violation'
+    xr.message_roundtrip(*witnesses)
+
+
+def test_starttls_twice_is_refused(server, users, conns):
+    """<starttls/> on an encrypted stream (direct TLS, or after STARTTLS) is not honoured."""
+    for direct in (True, False):
+        c = xr.connect_tls(server, direct_tls=direct)
+        conns.append(c)
+        c.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        el = c.wait_for(lambda e: True)
+        assert el.tag != q('urn:ietf:params:xml:ns:xmpp-tls', 'proceed'), 'STARTTLS inside TLS'
+        if el.tag == q(xr.NS_STREAM, 'error'):
+            assert xr.stream_error_condition(el) in ('policy-violation', 'unsupported-stanza-type',
+                                                     'not-authorized'), xr.tostr(el)
+
+
+def test_close_before_auth(server, conns):
+    c = plain_open(server)
+    conns.append(c)
+    c.send('</stream:stream>')
+    assert c.wait_closed(10)
+    assert c.stream_ended, 'server did not answer </stream:stream>'
+
+
+def test_second_bind_refused(server, users, conns):
+    c = xr.login(server, 'alice', users['alice'], 'once', presence=False)
+    conns.append(c)
+    rid = 'bind-again'
+    c.send("<iq type='set' id='%s'><bind xmlns='%s'><resource>twice</resource></bind></iq>"
+           % (rid, xr.NS_BIND))
+    r = c.maybe(lambda e: e.get('id') == rid, 5)
+    if r is not None:
+        assert r.get('type') == 'error', 'second bind accepted: %s' % xr.tostr(r)
+        c.roundtrip()
+    else:   # or a stream error
+        assert c.stream_ended or c.eof
+
+
+@pytest.mark.parametrize('iq', ["<iq id='nt' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>",
+                                "<iq type='fetch' id='nt' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>"],
+                         ids=['no-type', 'bad-type'])
+def test_iq_bad_type(server, users, conns, iq):
+    c = xr.login(server, 'alice', users['alice'], 'bt', presence=False)
+    conns.append(c)
+    c.send(iq)
+    r = c.maybe(lambda e: e.get('id') == 'nt', 5)
+    if r is not None:
+        assert r.get('type') == 'error' and xr.stanza_error(r)[1] == 'bad-request', xr.tostr(r)
+        c.roundtrip()
+    else:
+        assert c.stream_ended, 'iq with a bad type ignored (no error, no stream error)'

@@ -591,6 +591,79 @@ def connect_tls(server, *, direct_tls=False, timeout=DEFAULT_TIMEOUT):
     return conn
 
 
+class _ProcSock:
+    """Socket-like wrapper around an `openssl s_client` process (its stdin/stdout
+    carry the decrypted stream). Used where Python's ssl module falls short."""
+
+    def __init__(self, proc, pending=b''):
+        self.proc = proc
+        self.pending = pending
+        self.timeout = DEFAULT_TIMEOUT
+
+    def settimeout(self, t):
+        self.timeout = t
+
+    def recv(self, n):
+        import select
+        if self.pending:
+            data, self.pending = self.pending[:n], self.pending[n:]
+            return data
+        r, _, _ = select.select([self.proc.stdout], [], [], self.timeout)
+        if not r:
+            raise socket.timeout()
+        return os.read(self.proc.stdout.fileno(), n)
+
+    def sendall(self, data):
+        self.proc.stdin.write(data)
+        self.proc.stdin.flush()
+
+    def close(self):
+        with contextlib.suppress(Exception):
+            self.proc.kill()
+        with contextlib.suppress(Exception):
+            self.proc.wait(5)
+        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            with contextlib.suppress(Exception):
+                f.close()
+
+
+def openssl_direct_tls(server, tls13=True, timeout=DEFAULT_TIMEOUT):
+    """Direct TLS through `openssl s_client` (ALPN xmpp-client, SNI = domain),
+    which can print the RFC 9266 tls-exporter value that Python 3.11's ssl
+    module cannot compute. Returns (XMPPConn, exporter bytes); the stream is
+    not opened yet. s_client exports with no context, which on TLS 1.3 equals
+    the empty context RFC 9266 asks for."""
+    import select
+    cmd = ['openssl', 's_client', '-connect', '%s:%d' % (server.host, server.tls_port),
+           '-servername', server.domain, '-alpn', 'xmpp-client',
+           '-keymatexport', 'EXPORTER-Channel-Binding', '-keymatexportlen', '32',
+           '-ign_eof', '-nocommands']
+    if tls13:
+        cmd.append('-tls1_3')
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)
+    out = b''
+    deadline = time.monotonic() + timeout
+    m = None
+    while time.monotonic() < deadline:
+        m = re.search(rb'Keying material: ([0-9A-Fa-f]{64})\s*\n---\n', out)
+        if m:
+            break
+        r, _, _ = select.select([proc.stdout], [], [], 0.2)
+        if r:
+            chunk = os.read(proc.stdout.fileno(), 65536)
+            if not chunk:
+                break
+            out += chunk
+    if not m:
+        _ProcSock(proc).close()
+        raise AssertionError('openssl s_client printed no keying material: %r' % out[-2000:])
+    sock = _ProcSock(proc, out[m.end():])
+    conn = XMPPConn(sock, server.host, server.tls_port, server.domain, timeout)
+    conn.tls = True
+    return conn, bytes.fromhex(m.group(1).decode())
+
+
 def login(server, user, password, resource=None, *, direct_tls=False, mech='SCRAM-SHA-256',
           priority=None, presence=True, timeout=DEFAULT_TIMEOUT):
     """Connects, negotiates TLS, authenticates, restarts, binds.

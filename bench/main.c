@@ -326,6 +326,9 @@ static int mode_idle(int n)
 	printf("  login p50/p99/max      %.2f / %.2f / %.2f ms\n", ms(hist_pct(&lat_login, 50)),
 	       ms(hist_pct(&lat_login, 99)), ms(lat_login.max));
 	printf("  ended by server        %ld\n", ended_sessions);
+	if (inprog || next_start < nsess)
+		printf("  unfinished             %d in progress, %d not started (time limit)\n", inprog,
+		       nsess - next_start);
 	print_reasons();
 	printf("  result                 %s\n", ok ? "OK" : "FAIL");
 
@@ -337,6 +340,8 @@ static int mode_idle(int n)
 	json_num("bytes_per_session", per);
 	json_num("kib_per_session", per / 1024);
 	json_int("server_processes", nprocs);
+	json_int("in_progress_at_end", inprog);
+	json_int("not_started", nsess - next_start);
 	json_num("rate_limit", opt.rate);
 	json_int("lost", 0);
 	json_int("duplicated", 0);

@@ -180,10 +180,23 @@ void c2s_route_stanza(struct c2s *s, struct xnode *el)
 	}
 }
 
+static int valid_iq_type(const char *type)
+{
+	return type && (!strcmp(type, "get") || !strcmp(type, "set") ||
+			!strcmp(type, "result") || !strcmp(type, "error"));
+}
+
 static void route(struct c2s *s, struct xnode *el)
 {
 	const char *to = xnode_attr(el, "to");
 	enum rmsg_kind kind = kind_of(el);
+	if (kind == RMSG_IQ && !valid_iq_type(xnode_attr(el, "type"))) {
+		/* RFC 6120 §8.2.3: type is required and one of four. */
+		sbuf_reset(&s->out);
+		im_error_reply(el, to ? to : s->srv->cfg.domain, s->full, STE_BAD_REQUEST, &s->out);
+		c2s_emit_reply(s, RMSG_IQ, s->srv->cfg.domain, "error");
+		return;
+	}
 	/* The server stamps 'from' on everything a client sends. */
 	if (xnode_set_attr(el, "from", s->full)) {
 		c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);

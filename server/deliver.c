@@ -32,7 +32,7 @@ size_t deliver_message_bare(struct worker *w, const char *bare, struct rmsg *m)
 	size_t pick[ROUTER_MAX_RESOURCES], k = 0;
 	if (t) {
 		size_t n = router_get_all(w->srv->router, bare, t, ROUTER_MAX_RESOURCES);
-		k = router_pick_for_message(t, n, pick);
+		k = router_pick_for_message(t, n, pick, !strcmp(m->type, "headline"));
 		for (size_t i = 0; i < k; i++)
 			worker_deliver(w, &t[pick[i]], rmsg_ref(m));
 	}

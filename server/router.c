@@ -309,7 +309,8 @@ size_t router_get_all(struct router *r, const char *bare, struct route_target *o
 	return n;
 }
 
-size_t router_pick_for_message(const struct route_target *t, size_t n, size_t *pick)
+size_t router_pick_for_message(const struct route_target *t, size_t n, size_t *pick,
+			       int all_non_negative)
 {
 	int best = -1;
 	size_t count = 0;
@@ -319,7 +320,7 @@ size_t router_pick_for_message(const struct route_target *t, size_t n, size_t *p
 	if (best < 0)
 		return 0;
 	for (size_t i = 0; i < n; i++)
-		if (t[i].available && t[i].priority == best)
+		if (t[i].available && (all_non_negative ? t[i].priority >= 0 : t[i].priority == best))
 			pick[count++] = i;
 	return count;
 }

@@ -54,10 +54,13 @@ int router_get_full(struct router *r, const char *bare, const char *resource,
  * Returns how many. */
 size_t router_get_all(struct router *r, const char *bare, struct route_target *out, size_t max);
 
-/* RFC 6121 §8.5.2.1.1: which of <n> resources a message to the bare JID
- * goes to: the available ones with the highest non-negative priority.
- * Writes their indexes into <pick>; returns how many (0: none eligible). */
-size_t router_pick_for_message(const struct route_target *t, size_t n, size_t *pick);
+/* RFC 6121 §8.5.2.1: which of <n> resources a message to the bare JID
+ * goes to: the available ones with the highest non-negative priority, or
+ * with <all_non_negative> (headline messages) every available one with a
+ * non-negative priority. Writes their indexes into <pick>; returns how
+ * many (0: none eligible). */
+size_t router_pick_for_message(const struct route_target *t, size_t n, size_t *pick,
+			       int all_non_negative);
 
 /* A random resource for clients that let the server choose (base64url,
  * 16 characters, 96 bits from libsodium). */

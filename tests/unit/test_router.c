@@ -245,7 +245,7 @@ static void test_presence(void **state)
 	size_t pick[4];
 	size_t n = router_get_all(r, "p@x", all, 4);
 	assert_int_equal(n, 2);
-	assert_int_equal(router_pick_for_message(all, n, pick), 1);
+	assert_int_equal(router_pick_for_message(all, n, pick, 0), 1);
 	assert_string_equal(all[pick[0]].resource, "b");
 }
 
@@ -266,47 +266,52 @@ static void test_pick(void **state)
 	size_t pick[8];
 
 	/* Nothing bound. */
-	assert_int_equal(router_pick_for_message(NULL, 0, pick), 0);
+	assert_int_equal(router_pick_for_message(NULL, 0, pick, 0), 0);
 
 	/* Highest non-negative priority wins. */
 	struct route_target t1[] = { pt(1, 1), pt(1, 5), pt(1, 0), pt(1, 4) };
-	assert_int_equal(router_pick_for_message(t1, 4, pick), 1);
+	assert_int_equal(router_pick_for_message(t1, 4, pick, 0), 1);
 	assert_int_equal(pick[0], 1);
 
 	/* Ties: every one of them, in order. */
 	struct route_target t2[] = { pt(1, 3), pt(1, 1), pt(1, 3), pt(1, 3), pt(1, -1) };
-	assert_int_equal(router_pick_for_message(t2, 5, pick), 3);
+	assert_int_equal(router_pick_for_message(t2, 5, pick, 0), 3);
 	assert_int_equal(pick[0], 0);
 	assert_int_equal(pick[1], 2);
 	assert_int_equal(pick[2], 3);
+	/* headline: every available resource with a non-negative priority */
+	size_t nonneg = 0;
+	for (size_t i = 0; i < 5; i++)
+		nonneg += t2[i].available && t2[i].priority >= 0;
+	assert_int_equal(router_pick_for_message(t2, 5, pick, 1), nonneg);
 
 	/* Priority 0 is eligible. */
 	struct route_target t3[] = { pt(1, 0), pt(1, -1), pt(1, 0) };
-	assert_int_equal(router_pick_for_message(t3, 3, pick), 2);
+	assert_int_equal(router_pick_for_message(t3, 3, pick, 0), 2);
 	assert_int_equal(pick[0], 0);
 	assert_int_equal(pick[1], 2);
 
 	/* Negative only: none. */
 	struct route_target t4[] = { pt(1, -1), pt(1, -128), pt(1, -5) };
-	assert_int_equal(router_pick_for_message(t4, 3, pick), 0);
+	assert_int_equal(router_pick_for_message(t4, 3, pick, 0), 0);
 
 	/* Unavailable resources are ignored, even with the highest priority. */
 	struct route_target t5[] = { pt(0, 100), pt(1, 2), pt(0, 2), pt(1, 2) };
-	assert_int_equal(router_pick_for_message(t5, 4, pick), 2);
+	assert_int_equal(router_pick_for_message(t5, 4, pick, 0), 2);
 	assert_int_equal(pick[0], 1);
 	assert_int_equal(pick[1], 3);
 
 	/* Only unavailable: none (also none with positive priorities). */
 	struct route_target t6[] = { pt(0, 5), pt(0, 0) };
-	assert_int_equal(router_pick_for_message(t6, 2, pick), 0);
+	assert_int_equal(router_pick_for_message(t6, 2, pick, 0), 0);
 
 	/* Unavailable-with-high-priority plus negatives-only available: none. */
 	struct route_target t7[] = { pt(0, 50), pt(1, -1) };
-	assert_int_equal(router_pick_for_message(t7, 2, pick), 0);
+	assert_int_equal(router_pick_for_message(t7, 2, pick, 0), 0);
 
 	/* Maximal priority values. */
 	struct route_target t8[] = { pt(1, 127), pt(1, -128), pt(1, 127) };
-	assert_int_equal(router_pick_for_message(t8, 3, pick), 2);
+	assert_int_equal(router_pick_for_message(t8, 3, pick, 0), 2);
 	assert_int_equal(pick[0], 0);
 	assert_int_equal(pick[1], 2);
 }

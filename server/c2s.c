@@ -14,6 +14,7 @@
 #include <sodium.h>
 
 #include "tether/deliver.h"
+#include "tether/ht.h"
 #include "tether/im.h"
 #include "tether/log.h"
 #include "tether/router.h"
@@ -24,7 +25,8 @@
 
 static const char *const state_name[] = {
 	[C2S_WAIT_STREAM] = "wait-stream", [C2S_WAIT_STARTTLS] = "wait-starttls",
-	[C2S_WAIT_AUTH] = "wait-auth", [C2S_SASL] = "sasl", [C2S_WAIT_BIND] = "wait-bind",
+	[C2S_WAIT_AUTH] = "wait-auth", [C2S_SASL] = "sasl", [C2S_SASL2] = "sasl2",
+	[C2S_WAIT_BIND] = "wait-bind",
 	[C2S_ACTIVE] = "active", [C2S_CLOSING] = "closing",
 };
 
@@ -108,7 +110,7 @@ int c2s_stream_fail(struct c2s *s, enum stream_err e, const char *text)
 
 /* ---- features ---------------------------------------------------------- */
 
-static int mech_offered(struct c2s *s, enum sasl_mech m)
+int c2s_mech_offered(struct c2s *s, enum sasl_mech m)
 {
 	switch (m) {
 	case SASL_MECH_SCRAM_SHA_256_PLUS:
@@ -122,7 +124,39 @@ static int mech_offered(struct c2s *s, enum sasl_mech m)
 	}
 }
 
-static void send_features(struct c2s *s)
+int c2s_ht_offered(struct c2s *s, int cb)
+{
+	uint8_t tmp[64];
+	switch (cb) {
+	case HT_NONE:
+		return 1;
+	case HT_ENDP:
+		return s->srv->tls.endpoint_len > 0;
+	case HT_EXPR:
+		return s->tp->cb_exporter(s->io, tmp) > 0;
+	case HT_UNIQ:
+		return s->tp->cb_unique(s->io, tmp, sizeof(tmp)) > 0;
+	}
+	return 0;
+}
+
+size_t c2s_cb_data(struct c2s *s, int cb, uint8_t *out, size_t max)
+{
+	switch (cb) {
+	case HT_ENDP:
+		if (s->srv->tls.endpoint_len > max)
+			return 0;
+		memcpy(out, s->srv->tls.endpoint, s->srv->tls.endpoint_len);
+		return s->srv->tls.endpoint_len;
+	case HT_EXPR:
+		return max >= 32 ? s->tp->cb_exporter(s->io, out) : 0;
+	case HT_UNIQ:
+		return s->tp->cb_unique(s->io, out, max);
+	}
+	return 0;
+}
+
+void c2s_send_features(struct c2s *s)
 {
 	struct sbuf *o = &s->out;
 	sbuf_puts(o, "<stream:features>");
@@ -131,7 +165,7 @@ static void send_features(struct c2s *s)
 	} else if (!(s->flags & C2S_F_AUTHED)) {
 		sbuf_puts(o, "<mechanisms xmlns='" XMLNS_SASL "'>");
 		for (int m = 0; m < SASL_MECH_COUNT; m++)
-			if (mech_offered(s, (enum sasl_mech)m))
+			if (c2s_mech_offered(s, (enum sasl_mech)m))
 				sbuf_printf(o, "<mechanism>%s</mechanism>", sasl_mech_name((enum sasl_mech)m));
 		sbuf_puts(o, "</mechanisms><sasl-channel-binding xmlns='" XMLNS_SASL_CB "'>");
 		uint8_t tmp[64];
@@ -141,10 +175,12 @@ static void send_features(struct c2s *s)
 		if (s->tp->cb_unique(s->io, tmp, sizeof(tmp)))
 			sbuf_puts(o, "<channel-binding type='tls-unique'/>");
 		sbuf_puts(o, "</sasl-channel-binding>");
+		c2s_sasl2_features(s, o);
 	} else {
 		sbuf_puts(o, "<bind xmlns='" XMLNS_BIND "'/>"
 			  "<session xmlns='" XMLNS_SESSION "'><optional/></session>"
 			  "<sm xmlns='" XMLNS_SM "'/>");
+		c2s_isr_feature(s, o);
 	}
 	sbuf_puts(o, "</stream:features>");
 	c2s_send_out(s);
@@ -175,7 +211,7 @@ static int on_open(void *ud, struct xnode *hdr)
 	/* RFC 6120 §4.7.5: no version = pre-1.0 (no SASL): refused; major > 1 too. */
 	if (!version || strtol(version, NULL, 10) != 1 || strncmp(version, "1.", 2))
 		return c2s_stream_fail(s, SE_UNSUPPORTED_VERSION, NULL);
-	send_features(s);
+	c2s_send_features(s);
 	if (!(s->flags & C2S_F_TLS))
 		c2s_set_state(s, C2S_WAIT_STARTTLS);
 	else if (!(s->flags & C2S_F_AUTHED))
@@ -239,6 +275,16 @@ static void sasl_reply(struct c2s *s, const char *elem, const struct sbuf *data)
 	c2s_send_out(s);
 }
 
+int c2s_count_auth_failure(struct c2s *s, enum sasl_cond cond, int probe)
+{
+	if (cond == SASL_C_ABORTED || probe)
+		return 0;
+	log_info("c2s %s: authentication failed: %s", s->tp->peer(s->io), sasl_cond_name(cond));
+	if (++s->auth_failures >= s->srv->cfg.max_auth_failures)
+		return c2s_stream_fail(s, SE_POLICY_VIOLATION, "too many failed authentication attempts");
+	return 0;
+}
+
 static int sasl_failed(struct c2s *s, enum sasl_cond cond)
 {
 	/* A -PLUS exchange that fails on its first message never checked a
@@ -257,12 +303,7 @@ static int sasl_failed(struct c2s *s, enum sasl_cond cond)
 	sbuf_printf(&s->out, "<failure xmlns='" XMLNS_SASL "'><%s/></failure>", sasl_cond_name(cond));
 	c2s_send_out(s);
 	c2s_set_state(s, C2S_WAIT_AUTH);
-	if (cond != SASL_C_ABORTED && !plus_probe) {
-		log_info("c2s %s: authentication failed: %s", s->tp->peer(s->io), sasl_cond_name(cond));
-		if (++s->auth_failures >= s->srv->cfg.max_auth_failures)
-			return c2s_stream_fail(s, SE_POLICY_VIOLATION, "too many failed authentication attempts");
-	}
-	return 0;
+	return c2s_count_auth_failure(s, cond, plus_probe);
 }
 
 /* Runs one SASL step on the base64 text of <el>. */
@@ -311,12 +352,12 @@ static int sasl_run(struct c2s *s, struct xnode *el)
 	return ret;
 }
 
-static void fill_env(struct c2s *s)
+void c2s_fill_env(struct c2s *s)
 {
 	memset(&s->env, 0, sizeof(s->env));
 	s->env.domain = s->srv->cfg.domain;
 	s->env.tls = (s->flags & C2S_F_TLS) != 0;
-	s->env.plus_offered = mech_offered(s, SASL_MECH_SCRAM_SHA_256_PLUS) &&
+	s->env.plus_offered = c2s_mech_offered(s, SASL_MECH_SCRAM_SHA_256_PLUS) &&
 			      !(s->flags & C2S_F_PLUS_FAILED);
 	s->env.cb.tls_exporter_len = s->tp->cb_exporter(s->io, s->cb_exporter);
 	s->env.cb.tls_exporter = s->cb_exporter;
@@ -334,9 +375,9 @@ static int do_auth(struct c2s *s, struct xnode *el)
 	enum sasl_mech m;
 	if (!mech)
 		return sasl_failed(s, SASL_C_MALFORMED_REQUEST);
-	if (sasl_mech_parse(mech, &m) || !mech_offered(s, m))
+	if (sasl_mech_parse(mech, &m) || !c2s_mech_offered(s, m))
 		return sasl_failed(s, SASL_C_INVALID_MECHANISM);
-	fill_env(s);
+	c2s_fill_env(s);
 	s->mech = m;
 	s->sasl_steps = 0;
 	s->sasl = sasl_new(m, &s->env);
@@ -357,6 +398,10 @@ static int st_wait_auth(struct c2s *s, struct xnode *el)
 {
 	if (c2s_is(el, XMLNS_SASL, "auth"))
 		return do_auth(s, el);
+	if (c2s_is(el, XMLNS_SASL2, "authenticate"))
+		return c2s_sasl2_authenticate(s, el);
+	if (!strcmp(el->ns, XMLNS_SM))
+		return c2s_stream_fail(s, SE_NOT_AUTHORIZED, NULL); /* SM before auth */
 	if (c2s_is(el, XMLNS_TLS, "starttls"))
 		return c2s_stream_fail(s, SE_POLICY_VIOLATION, "TLS is already established");
 	if (c2s_is_stanza(el))
@@ -513,6 +558,7 @@ static c2s_state_fn *const state_fn[C2S_STATE_COUNT] = {
 	[C2S_WAIT_STARTTLS] = st_wait_starttls,
 	[C2S_WAIT_AUTH] = st_wait_auth,
 	[C2S_SASL] = st_sasl,
+	[C2S_SASL2] = c2s_sasl2_step,
 	[C2S_WAIT_BIND] = st_wait_bind,
 	[C2S_ACTIVE] = st_active,
 	[C2S_CLOSING] = st_closing,
@@ -711,6 +757,12 @@ void c2s_deliver(struct c2s *s, struct rmsg *m)
 
 void c2s_kick(struct c2s *s, enum stream_err cond)
 {
+	if (cond == SE_NONE) {
+		/* "End it if detached" (a wrong ISR token named this session). */
+		if (s->flags & C2S_F_DETACHED)
+			c2s_sm_expired(s);
+		return;
+	}
 	if (s->flags & C2S_F_DETACHED) {
 		/* Shutdown or a replacing login: the waiting session ends now. */
 		c2s_sm_expired(s);
@@ -732,6 +784,7 @@ void c2s_free(struct c2s *s)
 		return;
 	xstream_free(s->xs);
 	sasl_free(s->sasl);
+	c2s_sasl2_free(s);
 	sodium_memzero(s->cb_exporter, sizeof(s->cb_exporter));
 	sodium_memzero(s->cb_unique, sizeof(s->cb_unique));
 	free(s->bare);

@@ -16,12 +16,17 @@
 #define XMLNS_SASL    "urn:ietf:params:xml:ns:xmpp-sasl"
 #define XMLNS_BIND    "urn:ietf:params:xml:ns:xmpp-bind"
 #define XMLNS_SASL_CB "urn:xmpp:sasl-cb:0"
+#define XMLNS_SASL2   "urn:xmpp:sasl:2"
+#define XMLNS_BIND2   "urn:xmpp:bind:0"
+#define XMLNS_FAST    "urn:xmpp:fast:0"
+#define XMLNS_ISR     "https://xmpp.org/extensions/isr/0"
 
 enum c2s_state {
 	C2S_WAIT_STREAM = 0, /* transport up (or restarted), no <stream:stream> yet */
 	C2S_WAIT_STARTTLS,   /* plaintext; features sent; only <starttls/> accepted */
 	C2S_WAIT_AUTH,       /* TLS up; <auth/> accepted */
 	C2S_SASL,            /* SASL exchange running: <response/>, <abort/> */
+	C2S_SASL2,           /* SASL2 exchange running: only <response/>, <abort/> */
 	C2S_WAIT_BIND,       /* authenticated and restarted; bind, session or resume */
 	C2S_ACTIVE,          /* bound; stanzas go to the router */
 	C2S_CLOSING,         /* stream over; the session may live on (detached) */
@@ -77,6 +82,7 @@ struct c2s {
 	char *resource;
 	int priority;
 	struct sm_record sm;          /* valid with C2S_F_SM */
+	struct sasl2_req *req;        /* inline requests of a running SASL2 <authenticate/> */
 	uint32_t r_out;               /* sm.c.out when our last <r/> went out */
 	struct sbuf out;              /* scratch for building replies */
 };
@@ -102,7 +108,40 @@ void c2s_emit(struct c2s *s, struct rmsg *m);
 /* Emits the reply built in s->out as a stanza of <kind> from <from>. */
 void c2s_emit_reply(struct c2s *s, enum rmsg_kind kind, const char *from, const char *type);
 
+/* c2s.c: which mechanisms this stream offers. */
+int c2s_mech_offered(struct c2s *s, enum sasl_mech m);
+int c2s_ht_offered(struct c2s *s, int cb);   /* enum ht_cb */
+size_t c2s_cb_data(struct c2s *s, int cb, uint8_t *out, size_t max);
+void c2s_fill_env(struct c2s *s);
+/* Counts a failed authentication (not aborts, not -PLUS probes); closes
+ * the stream after max_auth_failures. Returns what c2s_stream_fail does. */
+int c2s_count_auth_failure(struct c2s *s, enum sasl_cond cond, int probe);
+void c2s_send_features(struct c2s *s);
+
+/* c2s_sasl2.c: XEP-0388 SASL2 with Bind2, FAST and ISR inline. */
+void c2s_sasl2_features(struct c2s *s, struct sbuf *o);
+void c2s_isr_feature(struct c2s *s, struct sbuf *o);
+int c2s_sasl2_authenticate(struct c2s *s, struct xnode *el);
+int c2s_sasl2_step(struct c2s *s, struct xnode *el);   /* state C2S_SASL2 */
+void c2s_sasl2_free(struct c2s *s);
+
 /* c2s_sm.c: XEP-0198. */
+struct take_ctx;
+struct sm_resume {
+	struct take_ctx *t;  /* the queue as taken over */
+	uint32_t h;          /* the client's h */
+};
+/* Writes <enabled/> (with <isr-enabled/> if asked) or <failed/> to <out>. */
+int c2s_sm_enable(struct c2s *s, struct xnode *el, struct sbuf *out);
+/* Takes session <previd> over for this authenticated, unbound stream.
+ * 0: done (the caller writes <resumed/> with c2s_sm_resumed_el, then calls
+ * c2s_sm_retransmit); -1: <failed/> appended to <fail_out>; 1: the stream
+ * was closed (<classic> h-too-high stream error). */
+int c2s_sm_resume(struct c2s *s, const char *previd, uint32_t h, struct sm_resume *r,
+		  struct sbuf *fail_out, int classic);
+void c2s_sm_resumed_el(struct c2s *s, struct sbuf *out);
+void c2s_sm_retransmit(struct c2s *s, struct sm_resume *r);
+void c2s_sm_drop(struct sm_resume *r);
 int c2s_sm_nonza(struct c2s *s, struct xnode *el);  /* an element in urn:xmpp:sm:3 */
 int c2s_sm_count_in(struct c2s *s);                 /* before routing a client stanza: 0 or stop */
 void c2s_sm_emit(struct c2s *s, struct rmsg *m);

@@ -13,22 +13,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "tether/deliver.h"
+#include "tether/ht.h"
 #include "tether/log.h"
 #include "tether/router.h"
 #include "tether/store.h"
 #include "tether/timer.h"
+#include "tether/token.h"
 #include "tether/worker.h"
-
-static void sm_failed(struct c2s *s, enum stanza_err cond, int with_h, uint32_t h)
-{
-	sbuf_reset(&s->out);
-	sbuf_puts(&s->out, "<failed xmlns='" XMLNS_SM "'");
-	if (with_h)
-		sbuf_printf(&s->out, " h='%u'", h);
-	sbuf_printf(&s->out, "><%s xmlns='" XMLNS_STANZAS "'/></failed>", stanza_err_name(cond));
-	c2s_send_out(s);
-}
 
 static int attached(const struct c2s *s)
 {
@@ -42,13 +36,40 @@ static struct sm_owner me(const struct c2s *s)
 
 /* ---- enable ------------------------------------------------------------ */
 
-static int do_enable(struct c2s *s, struct xnode *el)
+/* The <isr-enable/> inside <enable/> (XEP-0397): a fresh token, sealed
+ * into the session record and pinned to the mechanism asked for. Appends
+ * <isr-enabled/> to <out>; nothing if the mechanism is not offered here. */
+static void isr_enable(struct c2s *s, struct xnode *ie, struct sbuf *out)
+{
+	enum ht_cb cb;
+	char token[TOKEN_LEN + 1];
+	uint8_t sealed[TOKEN_SEALED_LEN];
+	if (!s->sm.max || ht_mech_parse(xnode_attr(ie, "mechanism"), &cb) || !c2s_ht_offered(s, cb))
+		return;
+	token_new(token);
+	if (!token_seal(s->srv->token_key, token, sealed) &&
+	    !store_sm_set_isr(s->srv->store, s->sm.id, s->sm.epoch, 1, (uint8_t)cb, sealed)) {
+		s->sm.has_isr = 1;
+		s->sm.isr_mech = (uint8_t)cb;
+		sbuf_printf(out, "<isr-enabled xmlns='" XMLNS_ISR "' token='%s'", token);
+		if (s->srv->cfg.isr_location[0]) {
+			sbuf_puts(out, " location='");
+			sbuf_puts_esc(out, s->srv->cfg.isr_location);
+			sbuf_puts(out, "'");
+		}
+		sbuf_puts(out, "/>");
+	}
+	sodium_memzero(token, sizeof(token));
+}
+
+int c2s_sm_enable(struct c2s *s, struct xnode *el, struct sbuf *out)
 {
 	const struct config *cfg = &s->srv->cfg;
-	if (s->state != C2S_ACTIVE || (s->flags & C2S_F_SM)) {
+	if (!(s->flags & C2S_F_BOUND) || (s->flags & C2S_F_SM)) {
 		/* Before binding, or a second time (XEP-0198 example: <failed/>). */
-		sm_failed(s, STE_UNEXPECTED_REQUEST, 0, 0);
-		return 0;
+		sbuf_puts(out, "<failed xmlns='" XMLNS_SM "'><unexpected-request xmlns='"
+			  XMLNS_STANZAS "'/></failed>");
+		return -1;
 	}
 	int resume = sm_parse_bool(xnode_attr(el, "resume")) == 1 && cfg->sm_max_resume > 0;
 	memset(&s->sm, 0, sizeof(s->sm));
@@ -60,24 +81,48 @@ static int do_enable(struct c2s *s, struct xnode *el)
 	s->sm.available = (s->flags & C2S_F_AVAILABLE) != 0;
 	s->sm.priority = s->priority;
 	if (store_sm_create(s->srv->store, &s->sm, s->bare, s->resource)) {
-		sm_failed(s, STE_INTERNAL_SERVER_ERROR, 0, 0);
-		return 0;
+		sbuf_puts(out, "<failed xmlns='" XMLNS_SM "'><internal-server-error xmlns='"
+			  XMLNS_STANZAS "'/></failed>");
+		return -1;
 	}
 	s->flags |= C2S_F_SM;
 	s->r_out = 0;
-	sbuf_reset(&s->out);
-	sbuf_printf(&s->out, "<enabled xmlns='" XMLNS_SM "' id='%s'", s->sm.id);
+	sbuf_printf(out, "<enabled xmlns='" XMLNS_SM "' id='%s'", s->sm.id);
 	if (resume) {
-		sbuf_printf(&s->out, " resume='true' max='%u'", s->sm.max);
+		sbuf_printf(out, " resume='true' max='%u'", s->sm.max);
 		if (cfg->sm_location[0]) {
-			sbuf_puts(&s->out, " location='");
-			sbuf_puts_esc(&s->out, cfg->sm_location);
-			sbuf_puts(&s->out, "'");
+			sbuf_puts(out, " location='");
+			sbuf_puts_esc(out, cfg->sm_location);
+			sbuf_puts(out, "'");
 		}
 	}
-	sbuf_puts(&s->out, "/>");
-	c2s_send_out(s);
+	struct xnode *ie = xnode_child(el, XMLNS_ISR, "isr-enable");
+	size_t mark = out->len;
+	sbuf_puts(out, ">");
+	size_t inner = out->len;
+	if (ie)
+		isr_enable(s, ie, out);
+	if (out->len == inner) {
+		out->len = mark; /* nothing inside: self-closing */
+		sbuf_puts(out, "/>");
+	} else {
+		sbuf_puts(out, "</enabled>");
+	}
 	log_debug("sm: %s enabled id=%s resume=%d max=%u", s->full, s->sm.id, resume, s->sm.max);
+	return 0;
+}
+
+static int do_enable(struct c2s *s, struct xnode *el)
+{
+	sbuf_reset(&s->out);
+	if (s->state != C2S_ACTIVE) {
+		sbuf_puts(&s->out, "<failed xmlns='" XMLNS_SM "'><unexpected-request xmlns='"
+			  XMLNS_STANZAS "'/></failed>");
+		c2s_send_out(s);
+		return 0;
+	}
+	c2s_sm_enable(s, el, &s->out);
+	c2s_send_out(s);
 	return 0;
 }
 
@@ -370,100 +415,154 @@ static void on_taken(void *ud, int err, const struct sm_record *rec, const char 
 	t->n = n;
 }
 
-static void send_resumed(struct c2s *s, const struct take_ctx *t, uint32_t h)
+void c2s_sm_resumed_el(struct c2s *s, struct sbuf *out)
 {
-	sbuf_reset(&s->out);
-	sbuf_printf(&s->out, "<resumed xmlns='" XMLNS_SM "' previd='%s' h='%u'/>", s->sm.id,
-		    s->sm.c.h_in);
-	c2s_send_out(s);
-	/* Everything after the client's h, in order, stamped with when the
-	 * server took it (XEP-0203); numbers stay as they were. */
-	for (size_t i = 0; i < t->n; i++) {
-		const struct sm_entry *e = &t->q[i];
-		if ((uint32_t)(e->seq - h) - 1 >= (uint32_t)(s->sm.c.out - h))
-			continue; /* acked by <resume h/> */
-		sbuf_reset(&s->out);
-		if (sm_add_delay(e->msg->data, e->msg->len, s->srv->cfg.domain, e->stamp_ms, &s->out))
-			s->tp->send(s->io, e->msg->data, e->msg->len);
-		else
-			c2s_send_out(s);
-	}
-	sbuf_reset(&s->out);
+	sbuf_printf(out, "<resumed xmlns='" XMLNS_SM "' previd='%s' h='%u'/>", s->sm.id, s->sm.c.h_in);
 }
 
-static int do_resume(struct c2s *s, struct xnode *el)
+void c2s_sm_retransmit(struct c2s *s, struct sm_resume *r)
 {
-	const char *previd = xnode_attr(el, "previd");
-	uint32_t h;
-	if (s->state != C2S_WAIT_BIND || (s->flags & C2S_F_BOUND)) {
-		sm_failed(s, STE_UNEXPECTED_REQUEST, 0, 0);
-		return 0;
+	struct take_ctx *t = r->t;
+	/* Everything after the client's h, in order, stamped with when the
+	 * server took it (XEP-0203); numbers stay as they were. */
+	for (size_t i = 0; t && i < t->n; i++) {
+		const struct sm_entry *e = &t->q[i];
+		if ((uint32_t)(e->seq - r->h) - 1 < (uint32_t)(s->sm.c.out - r->h)) {
+			sbuf_reset(&s->out);
+			if (sm_add_delay(e->msg->data, e->msg->len, s->srv->cfg.domain, e->stamp_ms, &s->out))
+				s->tp->send(s->io, e->msg->data, e->msg->len);
+			else
+				c2s_send_out(s);
+		}
+		rmsg_unref(e->msg);
 	}
-	if (!previd || sm_parse_u32(xnode_attr(el, "h"), &h)) {
-		sm_failed(s, STE_BAD_REQUEST, 0, 0);
-		return 0;
+	sbuf_reset(&s->out);
+	if (t)
+		free(t->q);
+	free(t);
+	r->t = NULL;
+	after_count_change(s, 0);
+}
+
+static void fail_el(struct sbuf *out, enum stanza_err cond)
+{
+	sbuf_printf(out, "<failed xmlns='" XMLNS_SM "'><%s xmlns='" XMLNS_STANZAS "'/></failed>",
+		    stanza_err_name(cond));
+}
+
+int c2s_sm_resume(struct c2s *s, const char *previd, uint32_t h, struct sm_resume *r,
+		  struct sbuf *fail_out, int classic)
+{
+	memset(r, 0, sizeof(*r));
+	if (s->flags & C2S_F_BOUND) {
+		fail_el(fail_out, STE_UNEXPECTED_REQUEST);
+		return -1;
 	}
 	struct take_ctx *t = calloc(1, sizeof(*t));
-	if (!t)
-		return c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
+	if (!t) {
+		fail_el(fail_out, STE_INTERNAL_SERVER_ERROR);
+		return -1;
+	}
 	struct sm_owner to = me(s);
 	store_sm_take(s->srv->store, previd, s->bare, &to, timer_now_ms(), on_taken, t);
 	if (t->err) {
 		/* Unknown, expired or another account's: one answer for all. */
 		log_info("sm: %s: resume of %s failed", s->bare, previd);
-		sm_failed(s, STE_ITEM_NOT_FOUND, 0, 0);
+		fail_el(fail_out, STE_ITEM_NOT_FOUND);
 		free(t);
-		return 0;
+		return -1;
 	}
 	s->sm = t->rec;
 	s->sm.owner = to;
 	s->sm.attached = 1;
 	s->flags |= C2S_F_SM;
+	r->t = t;
+	r->h = h;
 	/* The previous stream lets go: conflict if open, freed if detached. */
 	if (t->rec.owner.worker != to.worker || t->rec.owner.slot != to.slot)
 		worker_moved(s->w, &t->rec.owner);
-	int err = c2s_bind_resource(s, t->resource, 0);
-	if (err) {
-		for (size_t i = 0; i < t->n; i++)
-			rmsg_unref(t->q[i].msg);
-		free(t->q);
-		free(t);
-		return c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
+	if (c2s_bind_resource(s, t->resource, 0)) {
+		c2s_sm_drop(r);
+		c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
+		return 1;
 	}
 	if (t->rec.available) {
 		s->flags |= C2S_F_AVAILABLE;
 		s->priority = t->rec.priority;
 		router_set_presence(s->srv->router, s->bare, s->resource, 1, s->priority);
 	}
-	int ret = 0;
 	if (sm_check_h(&s->sm.c, h)) {
 		/* The client claims more than we sent: the session cannot be
-		 * trusted; end it as on expiry (sm.md §5 step 3). */
+		 * trusted; it ends as on expiry (sm.md §5 step 3). */
+		c2s_sm_drop(r);
 		s->end_mode = C2S_END_SESSION;
-		c2s_set_state(s, C2S_ACTIVE);
-		sbuf_reset(&s->out);
-		sbuf_printf(&s->out, "<stream:error><undefined-condition xmlns='" XMLNS_STREAMS "'/>"
-			    "<handled-count-too-high xmlns='" XMLNS_SM "' h='%u' send-count='%u'/>"
-			    "</stream:error>", h, s->sm.c.out);
-		c2s_send_out(s);
-		ret = c2s_stream_fail(s, SE_NONE, NULL);
-	} else {
-		store_sm_ack(s->srv->store, s->sm.id, s->sm.epoch, h);
-		store_sm_update(s->srv->store, &s->sm);
-		send_resumed(s, t, h);
-		s->sm.c.acked = h;
-		s->r_out = h;
-		s->tp->set_timer(s->io, C2S_TIMER_MAIN, s->srv->cfg.idle_timeout * 1000u);
-		c2s_set_state(s, C2S_ACTIVE);
-		log_info("session resumed jid=%s worker=%u id=%s h=%u resent=%u", s->full, s->w->idx,
-			 s->sm.id, h, s->sm.c.out - h);
-		after_count_change(s, 0);
+		if (classic) {
+			c2s_set_state(s, C2S_ACTIVE);
+			sbuf_reset(&s->out);
+			sbuf_printf(&s->out, "<stream:error><undefined-condition xmlns='" XMLNS_STREAMS "'/>"
+				    "<handled-count-too-high xmlns='" XMLNS_SM "' h='%u' send-count='%u'/>"
+				    "</stream:error>", h, s->sm.c.out);
+			c2s_send_out(s);
+			c2s_stream_fail(s, SE_NONE, NULL);
+			return 1;
+		}
+		if (c2s_sm_end(s) == 0)
+			c2s_end_presence(s);
+		s->flags &= ~(C2S_F_BOUND | C2S_F_SM);
+		s->end_mode = C2S_END_AUTO;
+		fail_el(fail_out, STE_UNEXPECTED_REQUEST);
+		return -1;
 	}
-	for (size_t i = 0; i < t->n; i++)
+	store_sm_ack(s->srv->store, s->sm.id, s->sm.epoch, h);
+	store_sm_update(s->srv->store, &s->sm);
+	s->sm.c.acked = h;
+	s->r_out = h;
+	s->tp->set_timer(s->io, C2S_TIMER_MAIN, s->srv->cfg.idle_timeout * 1000u);
+	c2s_set_state(s, C2S_ACTIVE);
+	log_info("session resumed jid=%s worker=%u id=%s h=%u resent=%u", s->full, s->w->idx,
+		 s->sm.id, h, s->sm.c.out - h);
+	return 0;
+}
+
+void c2s_sm_drop(struct sm_resume *r)
+{
+	struct take_ctx *t = r->t;
+	for (size_t i = 0; t && i < t->n; i++)
 		rmsg_unref(t->q[i].msg);
-	free(t->q);
+	if (t)
+		free(t->q);
 	free(t);
-	return ret;
+	r->t = NULL;
+}
+
+static int do_resume(struct c2s *s, struct xnode *el)
+{
+	const char *previd = xnode_attr(el, "previd");
+	uint32_t h;
+	struct sm_resume r;
+	sbuf_reset(&s->out);
+	if (s->state != C2S_WAIT_BIND || (s->flags & C2S_F_BOUND)) {
+		fail_el(&s->out, STE_UNEXPECTED_REQUEST);
+		c2s_send_out(s);
+		return 0;
+	}
+	if (!previd || sm_parse_u32(xnode_attr(el, "h"), &h)) {
+		fail_el(&s->out, STE_BAD_REQUEST);
+		c2s_send_out(s);
+		return 0;
+	}
+	int rc = c2s_sm_resume(s, previd, h, &r, &s->out, 1);
+	if (rc < 0) {
+		c2s_send_out(s);
+		return 0;
+	}
+	if (rc > 0)
+		return 1;
+	sbuf_reset(&s->out);
+	c2s_sm_resumed_el(s, &s->out);
+	c2s_send_out(s);
+	c2s_sm_retransmit(s, &r);
+	return 0;
 }
 
 /* ---- dispatch ---------------------------------------------------------- */

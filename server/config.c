@@ -53,6 +53,9 @@ static const struct key_def keys[] = {
 	UINT("sm", "ack_after_ms", sm_ack_after_ms, 10, 600000),
 	UINT("sm", "ack_timeout", sm_ack_timeout, 1, 86400),
 	STR("sm", "location", sm_location),
+	STR("tokens", "key_file", token_key_file),
+	UINT("tokens", "fast_lifetime", fast_lifetime, 60, 86400 * 365),
+	STR("tokens", "isr_location", isr_location),
 };
 
 void config_defaults(struct config *cfg)
@@ -74,6 +77,7 @@ void config_defaults(struct config *cfg)
 	cfg->sm_ack_every = 5;
 	cfg->sm_ack_after_ms = 1000;
 	cfg->sm_ack_timeout = 60;
+	cfg->fast_lifetime = 14 * 86400;
 }
 
 static int parse_number(const char *v, enum key_type t, uint64_t *out)

@@ -15,6 +15,7 @@
 #include "tether/log.h"
 #include "tether/router.h"
 #include "tether/store.h"
+#include "tether/token.h"
 #include "tether/worker.h"
 
 static void usage(FILE *f)
@@ -103,6 +104,15 @@ static int start(struct server *srv)
 	srv->store = store_open(srv->cfg.store_backend, srv->cfg.store_path, err, sizeof(err));
 	if (!srv->store) {
 		log_error("store: %s", err);
+		return -1;
+	}
+	char keypath[CONFIG_STR_MAX + 16];
+	if (srv->cfg.token_key_file[0])
+		snprintf(keypath, sizeof(keypath), "%s", srv->cfg.token_key_file);
+	else
+		snprintf(keypath, sizeof(keypath), "%s/token.key", srv->cfg.store_path);
+	if (token_key_load(keypath, srv->token_key, err, sizeof(err))) {
+		log_error("tokens: %s", err);
 		return -1;
 	}
 	srv->router = router_new();

@@ -69,6 +69,7 @@ struct mem {
 	char lockpath[PATH_MAX];
 	char dir[PATH_MAX];
 	struct sm_table *sm;      /* XEP-0198 sessions (memory_sm.c) */
+	struct fast_table *fast;  /* XEP-0484 tokens (memory_fast.c) */
 };
 
 /* ---- hash map -------------------------------------------------------- */
@@ -411,6 +412,25 @@ static long long mono_ms(void)
 	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Tokens die with the password (XEP-0484, XEP-0397 stance B): every
+ * account of <old> that is gone from <fresh>, or whose keys changed there,
+ * loses its FAST and ISR tokens. */
+static void revoke_changed(struct mem *st, const struct map *old, struct map *fresh)
+{
+	for (size_t b = 0; b < old->nb; b++) {
+		for (const struct entry *e = old->b[b]; e; e = e->next) {
+			const struct entry *n = map_find(fresh, e->jid);
+			if (n && sodium_memcmp(n->c.stored_key_sha256, e->c.stored_key_sha256,
+					       sizeof(e->c.stored_key_sha256)) == 0)
+				continue;
+			log_info("store: %s %s: its tokens are revoked", e->jid,
+				 n ? "changed password" : "was deleted");
+			fast_table_revoke(st->fast, e->jid);
+			sm_table_revoke_isr(st->sm, e->jid);
+		}
+	}
+}
+
 /* With the write lock held: if users.db is no longer the version we hold,
  * load it. On a load error the old view stays (and the error is returned);
  * the failing version is remembered so it is logged once, not every
@@ -436,6 +456,7 @@ static int refresh(struct mem *st)
 		st->seen_bad = 1;
 		return rc;
 	}
+	revoke_changed(st, &st->users, &fresh);
 	map_clear(&st->users);
 	st->users = fresh;
 	st->seen = loaded;
@@ -613,6 +634,7 @@ static void mem_close(struct store *s)
 	map_clear(&st->users);
 	pthread_rwlock_destroy(&st->lock);
 	sm_table_free(st->sm);
+	fast_table_free(st->fast);
 	free(st);
 }
 
@@ -652,6 +674,29 @@ static int mem_sm_destroy(struct store *s, const char *id, uint32_t epoch,
 	return sm_table_destroy(((struct mem *)s)->sm, id, epoch, fn, ud);
 }
 
+static int mem_sm_set_isr(struct store *s, const char *id, uint32_t epoch, int set, uint8_t mech,
+			  const uint8_t sealed[TOKEN_SEALED_LEN])
+{
+	return sm_table_set_isr(((struct mem *)s)->sm, id, epoch, set, mech, sealed);
+}
+
+static int mem_sm_peek(struct store *s, const char *id, const char *bare, struct sm_record *out)
+{
+	return sm_table_peek(((struct mem *)s)->sm, id, bare, out);
+}
+
+static int mem_fast_get(struct store *s, const char *bare, const char *ua_id, struct fast_slots *out)
+{
+	maybe_refresh((struct mem *)s); /* a password change must be seen first */
+	return fast_table_get(((struct mem *)s)->fast, bare, ua_id, out);
+}
+
+static int mem_fast_put(struct store *s, const char *bare, const char *ua_id,
+			const struct fast_slots *in)
+{
+	return fast_table_put(((struct mem *)s)->fast, bare, ua_id, in);
+}
+
 static const struct store_ops mem_ops = {
 	.user_get = mem_user_get,
 	.user_put = mem_user_put,
@@ -664,6 +709,10 @@ static const struct store_ops mem_ops = {
 	.sm_update = mem_sm_update,
 	.sm_take = mem_sm_take,
 	.sm_destroy = mem_sm_destroy,
+	.sm_set_isr = mem_sm_set_isr,
+	.sm_peek = mem_sm_peek,
+	.fast_get = mem_fast_get,
+	.fast_put = mem_fast_put,
 };
 
 /* mkdir -p with mode 0700 for what we create; an existing directory is
@@ -730,7 +779,8 @@ struct store *store_memory_open(const char *path, char *err, size_t errlen)
 	}
 	atomic_init(&st->next_check, mono_ms() + CHECK_INTERVAL_MS);
 	st->sm = sm_table_new();
-	if (!st->sm) {
+	st->fast = fast_table_new();
+	if (!st->sm || !st->fast) {
 		snprintf(err, errlen, "store: out of memory");
 		mem_close(&st->base);
 		return NULL;

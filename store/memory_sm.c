@@ -319,6 +319,56 @@ int sm_table_destroy(struct sm_table *t, const char *id, uint32_t epoch,
 	return 0;
 }
 
+int sm_table_set_isr(struct sm_table *t, const char *id, uint32_t epoch, int set, uint8_t mech,
+		     const uint8_t sealed[TOKEN_SEALED_LEN])
+{
+	struct msess *m;
+	struct stripe *s = lock_find(t, id, NULL, &m);
+	int rc = 0;
+	if (!m)
+		rc = -ENOENT;
+	else if (m->rec.epoch != epoch)
+		rc = -ESTALE;
+	else if (set) {
+		m->rec.has_isr = 1;
+		m->rec.isr_mech = mech;
+		memcpy(m->rec.isr_sealed, sealed, TOKEN_SEALED_LEN);
+	} else {
+		m->rec.has_isr = 0;
+		sodium_memzero(m->rec.isr_sealed, TOKEN_SEALED_LEN);
+	}
+	pthread_mutex_unlock(&s->lock);
+	return rc;
+}
+
+int sm_table_peek(struct sm_table *t, const char *id, const char *bare, struct sm_record *out)
+{
+	struct msess *m;
+	struct stripe *s = lock_find(t, id, NULL, &m);
+	int rc = -ENOENT;
+	if (m && !strcmp(m->bare, bare)) {
+		*out = m->rec;
+		rc = 0;
+	}
+	pthread_mutex_unlock(&s->lock);
+	return rc;
+}
+
+void sm_table_revoke_isr(struct sm_table *t, const char *bare)
+{
+	for (int i = 0; i < STRIPES; i++) {
+		struct stripe *s = &t->s[i];
+		pthread_mutex_lock(&s->lock);
+		for (size_t b = 0; b < s->nbuckets; b++)
+			for (struct msess *m = s->buckets[b]; m; m = m->next)
+				if (m->rec.has_isr && !strcmp(m->bare, bare)) {
+					m->rec.has_isr = 0;
+					sodium_memzero(m->rec.isr_sealed, TOKEN_SEALED_LEN);
+				}
+		pthread_mutex_unlock(&s->lock);
+	}
+}
+
 size_t sm_table_queued(struct sm_table *t, const char *id)
 {
 	struct msess *m;

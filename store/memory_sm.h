@@ -20,5 +20,18 @@ int sm_table_take(struct sm_table *t, const char *id, const char *bare, const st
 int sm_table_destroy(struct sm_table *t, const char *id, uint32_t epoch,
 		     store_sm_drain_fn *fn, void *ud);
 size_t sm_table_queued(struct sm_table *t, const char *id);
+int sm_table_set_isr(struct sm_table *t, const char *id, uint32_t epoch, int set, uint8_t mech,
+		     const uint8_t sealed[TOKEN_SEALED_LEN]);
+int sm_table_peek(struct sm_table *t, const char *id, const char *bare, struct sm_record *out);
+/* Drops the ISR tokens of every session of <bare>. */
+void sm_table_revoke_isr(struct sm_table *t, const char *bare);
+
+/* FAST token slots by (account, user-agent id). */
+struct fast_table;
+struct fast_table *fast_table_new(void);
+void fast_table_free(struct fast_table *t);
+int fast_table_get(struct fast_table *t, const char *bare, const char *ua_id, struct fast_slots *out);
+int fast_table_put(struct fast_table *t, const char *bare, const char *ua_id, const struct fast_slots *in);
+void fast_table_revoke(struct fast_table *t, const char *bare);
 
 #endif /* TETHER_STORE_MEMORY_SM_H */

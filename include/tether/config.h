@@ -38,6 +38,10 @@ struct config {
 	unsigned sm_ack_after_ms;           /* ack_after_ms = 1000: <r/> when stanzas wait this long */
 	unsigned sm_ack_timeout;            /* ack_timeout = 60 s a full queue may stay unacked */
 	char sm_location[CONFIG_STR_MAX];   /* location = (none): host:port for resumption */
+	/* [tokens] FAST (XEP-0484) and ISR (XEP-0397) */
+	char token_key_file[CONFIG_STR_MAX];/* key_file = <store path>/token.key (created if absent) */
+	unsigned fast_lifetime;             /* fast_lifetime = 1209600 s (14 days) */
+	char isr_location[CONFIG_STR_MAX];  /* isr_location = (none): direct-TLS host:port for ISR */
 };
 
 /* Fills <cfg> with the defaults. */

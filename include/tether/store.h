@@ -48,6 +48,20 @@ struct store_ops {
 	 * the unacked queue to <fn>. */
 	int (*sm_destroy)(struct store *st, const char *id, uint32_t epoch,
 			  store_sm_drain_fn *fn, void *ud);
+	/* Sets (<set> 1) or clears the ISR token of session <id>; -ESTALE if
+	 * <epoch> no longer owns it. */
+	int (*sm_set_isr)(struct store *st, const char *id, uint32_t epoch, int set,
+			  uint8_t mech, const uint8_t sealed[TOKEN_SEALED_LEN]);
+	/* Reads the record of session <id> if it belongs to <bare> (for ISR
+	 * token checks before a takeover). 0 or -ENOENT. */
+	int (*sm_peek)(struct store *st, const char *id, const char *bare, struct sm_record *out);
+
+	/* FAST tokens, keyed by account and user-agent id. get: 0 or -ENOENT;
+	 * put: replaces both slots (none valid = delete). Tokens of an account
+	 * vanish when its password changes or it is deleted (the backend
+	 * notices: tetherctl runs in another process). */
+	int (*fast_get)(struct store *st, const char *bare, const char *ua_id, struct fast_slots *out);
+	int (*fast_put)(struct store *st, const char *bare, const char *ua_id, const struct fast_slots *in);
 };
 
 struct store {
@@ -91,6 +105,19 @@ static inline int store_sm_take(struct store *st, const char *id, const char *ba
 static inline int store_sm_destroy(struct store *st, const char *id, uint32_t epoch,
 				   store_sm_drain_fn *fn, void *ud)
 { return st->ops->sm_destroy(st, id, epoch, fn, ud); }
+
+static inline int store_sm_set_isr(struct store *st, const char *id, uint32_t epoch, int set,
+				   uint8_t mech, const uint8_t sealed[TOKEN_SEALED_LEN])
+{ return st->ops->sm_set_isr(st, id, epoch, set, mech, sealed); }
+static inline int store_sm_peek(struct store *st, const char *id, const char *bare,
+				struct sm_record *out)
+{ return st->ops->sm_peek(st, id, bare, out); }
+static inline int store_fast_get(struct store *st, const char *bare, const char *ua_id,
+				 struct fast_slots *out)
+{ return st->ops->fast_get(st, bare, ua_id, out); }
+static inline int store_fast_put(struct store *st, const char *bare, const char *ua_id,
+				 const struct fast_slots *in)
+{ return st->ops->fast_put(st, bare, ua_id, in); }
 
 /* Added: backend constructors, called by store_open() only (callers use
  * store_open()). Same contract as store_open(). */

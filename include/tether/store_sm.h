@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "tether/sm.h"
+#include "tether/token.h"
 
 struct rmsg;
 
@@ -27,6 +28,24 @@ struct sm_record {
 	uint64_t expires_ms;     /* monotonic ms; meaningful while detached */
 	int available;           /* last broadcast presence */
 	int priority;
+	/* XEP-0397 ISR token of this session, sealed (token.h); tokens die
+	 * with the session, and on password change or account deletion. */
+	int has_isr;
+	uint8_t isr_mech;        /* enum ht_cb the token is pinned to */
+	uint8_t isr_sealed[TOKEN_SEALED_LEN];
+};
+
+/* XEP-0484 FAST: the two token slots of one (account, user-agent id). */
+struct fast_token {
+	int valid;
+	uint8_t mech;            /* enum ht_cb it is pinned to */
+	uint64_t expiry_ms;      /* wall clock (Unix ms) */
+	uint8_t sealed[TOKEN_SEALED_LEN];
+};
+
+struct fast_slots {
+	struct fast_token fresh;    /* issued, never used yet ("new") */
+	struct fast_token current;  /* used at least once */
 };
 
 /* One stanza in a session's queue: sent (or to be sent) and not yet acked. */

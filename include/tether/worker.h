@@ -23,6 +23,7 @@ struct store;
 struct server {
 	struct config cfg;
 	struct tls_ctx tls;
+	uint8_t token_key[32];     /* seals FAST/ISR tokens at rest (token.h) */
 	struct store *store;
 	struct router *router;
 	struct worker *workers;

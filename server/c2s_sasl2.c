@@ -1,0 +1,566 @@
+/* server/c2s_sasl2.c - XEP-0388 SASL2 on a c2s stream, with what rides inline:
+ * Bind2 (XEP-0386), SM resume/enable (XEP-0198), FAST tokens (XEP-0484) and
+ * Instant Stream Resumption (XEP-0397).
+ *
+ * An <authenticate/> is parsed once into a sasl2_req (the element's tree
+ * does not outlive the callback); the mechanism runs (SCRAM/PLAIN through
+ * sasl.c, HT-* here against a FAST or ISR token); on success the inline
+ * requests are processed and their results go into one <success/>. */
+#include "c2s_priv.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "tether/ht.h"
+#include "tether/log.h"
+#include "tether/router.h"
+#include "tether/sm.h"
+#include "tether/store.h"
+#include "tether/token.h"
+#include "tether/worker.h"
+#include "tether/xstream.h"
+
+#define UA_ID_MAX 64   /* a UUID is 36; allow a little more, no more */
+#define TAG_MAX   64
+
+struct sasl2_req {
+	int ht;                      /* the mechanism is HT-* (FAST or ISR token) */
+	enum ht_cb cb;
+	char ua_id[UA_ID_MAX + 1];   /* <user-agent id/>, "" if none */
+	int has_resume;              /* <resume/> inline or inside <inst-resume/> */
+	char previd[SM_ID_LEN + 1];
+	uint32_t h;
+	int isr;                     /* <inst-resume/> */
+	int isr_with_token;          /* ...with-isr-token (default true) */
+	int has_bind;                /* Bind2 <bind/> */
+	char tag[TAG_MAX + 1];
+	struct xarena *arena;        /* holds <enable/> copied out of <bind/> */
+	struct xnode *enable;
+	int fast;                    /* <fast/>: the token is a FAST token */
+	int fast_invalidate;
+	int request_token;           /* <request-token mechanism/> */
+	enum ht_cb request_cb;
+};
+
+void c2s_sasl2_free(struct c2s *s)
+{
+	if (!s->req)
+		return;
+	xarena_free(s->req->arena);
+	free(s->req);
+	s->req = NULL;
+}
+
+/* ---- features ---------------------------------------------------------- */
+
+static void ht_list(struct c2s *s, struct sbuf *o)
+{
+	static const enum ht_cb order[] = { HT_EXPR, HT_ENDP, HT_UNIQ, HT_NONE };
+	for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++)
+		if (c2s_ht_offered(s, order[i]))
+			sbuf_printf(o, "<mechanism>%s</mechanism>", ht_mech_name(order[i]));
+}
+
+void c2s_sasl2_features(struct c2s *s, struct sbuf *o)
+{
+	sbuf_puts(o, "<authentication xmlns='" XMLNS_SASL2 "'>");
+	for (int m = 0; m < SASL_MECH_COUNT; m++)
+		if (c2s_mech_offered(s, (enum sasl_mech)m))
+			sbuf_printf(o, "<mechanism>%s</mechanism>", sasl_mech_name((enum sasl_mech)m));
+	sbuf_puts(o, "<inline><sm xmlns='" XMLNS_SM "'/><bind xmlns='" XMLNS_BIND2 "'><inline>"
+		  "<feature var='" XMLNS_SM "'/></inline></bind><fast xmlns='" XMLNS_FAST "'>");
+	ht_list(s, o);
+	sbuf_puts(o, "</fast></inline></authentication>");
+	c2s_isr_feature(s, o);
+}
+
+void c2s_isr_feature(struct c2s *s, struct sbuf *o)
+{
+	/* Only on TLS streams, which all of ours are by now. */
+	sbuf_puts(o, "<isr xmlns='" XMLNS_ISR "'><mechanisms xmlns='" XMLNS_SASL "'>");
+	ht_list(s, o);
+	sbuf_puts(o, "</mechanisms></isr>");
+}
+
+/* ---- replies ----------------------------------------------------------- */
+
+/* SASL2 <failure/> with <cond/>, and <extra> (an SM <failed/>) if given. */
+static int failure(struct c2s *s, enum sasl_cond cond, const char *extra)
+{
+	sbuf_reset(&s->out);
+	sbuf_printf(&s->out, "<failure xmlns='" XMLNS_SASL2 "'><%s xmlns='" XMLNS_SASL "'/>%s</failure>",
+		    sasl_cond_name(cond), extra ? extra : "");
+	c2s_send_out(s);
+	sasl_free(s->sasl);
+	s->sasl = NULL;
+	c2s_sasl2_free(s);
+	c2s_set_state(s, C2S_WAIT_AUTH);
+	return c2s_count_auth_failure(s, cond, 0);
+}
+
+static void b64_el(struct sbuf *o, const char *name, const uint8_t *data, size_t len)
+{
+	sbuf_printf(o, "<%s>", name);
+	sasl_b64_encode(data, len, o);
+	sbuf_printf(o, "</%s>", name);
+}
+
+/* ---- parsing <authenticate/> ------------------------------------------- */
+
+static void copy_text(struct xnode *el, char *out, size_t max)
+{
+	const char *t = el ? xnode_text(el) : NULL;
+	if (t && strlen(t) < max)
+		memcpy(out, t, strlen(t) + 1);
+}
+
+/* Copies <enable/> (and its <isr-enable/>) into the request's arena. */
+static void copy_enable(struct sasl2_req *r, struct xnode *en)
+{
+	if (!r->arena && !(r->arena = xarena_new()))
+		return;
+	struct xnode *c = xnode_new(r->arena, XMLNS_SM, "enable");
+	if (!c)
+		return;
+	xnode_set_attr(c, "resume", xnode_attr(en, "resume"));
+	xnode_set_attr(c, "max", xnode_attr(en, "max"));
+	struct xnode *ie = xnode_child(en, XMLNS_ISR, "isr-enable");
+	if (ie) {
+		struct xnode *ic = xnode_new(r->arena, XMLNS_ISR, "isr-enable");
+		if (ic) {
+			xnode_set_attr(ic, "mechanism", xnode_attr(ie, "mechanism"));
+			xnode_append(c, ic);
+		}
+	}
+	r->enable = c;
+}
+
+static int parse_resume(struct sasl2_req *r, struct xnode *res)
+{
+	const char *previd = xnode_attr(res, "previd");
+	if (!previd || strlen(previd) > SM_ID_LEN || sm_parse_u32(xnode_attr(res, "h"), &r->h))
+		return -1;
+	memcpy(r->previd, previd, strlen(previd) + 1);
+	r->has_resume = 1;
+	return 0;
+}
+
+/* Fills <r> from the children of <el>; <ir> gets the decoded initial
+ * response. Returns 0, or a SASL condition for a malformed request. */
+static enum sasl_cond parse_authenticate(struct c2s *s, struct xnode *el, struct sasl2_req *r,
+					 struct sbuf *ir, int *has_ir)
+{
+	for (struct xnode *c = xnode_first_elem(el); c; c = xnode_next_elem(c)) {
+		if (c2s_is(c, XMLNS_SASL2, "initial-response")) {
+			const char *t = xnode_text(c);
+			*has_ir = 1;
+			/* SASL2 has no "=" rule: empty is empty. */
+			if (t && *t && sasl_b64_decode(t, strlen(t), ir))
+				return SASL_C_INCORRECT_ENCODING;
+		} else if (c2s_is(c, XMLNS_SASL2, "user-agent")) {
+			const char *id = xnode_attr(c, "id");
+			if (id && strlen(id) <= UA_ID_MAX)
+				memcpy(r->ua_id, id, strlen(id) + 1);
+		} else if (c2s_is(c, XMLNS_BIND2, "bind")) {
+			r->has_bind = 1;
+			copy_text(xnode_child(c, XMLNS_BIND2, "tag"), r->tag, sizeof(r->tag));
+			struct xnode *en = xnode_child(c, XMLNS_SM, "enable");
+			if (en)
+				copy_enable(r, en);
+		} else if (c2s_is(c, XMLNS_SM, "resume")) {
+			if (parse_resume(r, c))
+				return SASL_C_MALFORMED_REQUEST;
+		} else if (c2s_is(c, XMLNS_ISR, "inst-resume")) {
+			struct xnode *res = xnode_child(c, XMLNS_SM, "resume");
+			if (!res || parse_resume(r, res))
+				return SASL_C_MALFORMED_REQUEST;
+			r->isr = 1;
+			r->isr_with_token = sm_parse_bool(xnode_attr(c, "with-isr-token")) != 0;
+		} else if (c2s_is(c, XMLNS_FAST, "fast")) {
+			r->fast = 1;
+			r->fast_invalidate = sm_parse_bool(xnode_attr(c, "invalidate")) == 1;
+		} else if (c2s_is(c, XMLNS_FAST, "request-token")) {
+			if (ht_mech_parse(xnode_attr(c, "mechanism"), &r->request_cb) ||
+			    !c2s_ht_offered(s, r->request_cb))
+				return SASL_C_MALFORMED_REQUEST;
+			r->request_token = 1;
+		}
+	}
+	return SASL_C_NONE;
+}
+
+/* ---- after authentication: inline requests, <success/> ------------------ */
+
+/* A Bind2 resource: "<tag>/<suffix>", the suffix stable per account and
+ * user-agent id (a keyed hash that does not reveal the id), random when
+ * the client sent no id. */
+static void bind2_resource(struct c2s *s, const struct sasl2_req *r, char *out, size_t max)
+{
+	char suffix[17], tag[JID_PART_MAX + 1] = "";
+	if (r->ua_id[0]) {
+		unsigned char h[12];
+		crypto_generichash_state st;
+		crypto_generichash_init(&st, s->srv->token_key, sizeof(s->srv->token_key), sizeof(h));
+		crypto_generichash_update(&st, (const unsigned char *)s->bare, strlen(s->bare) + 1);
+		crypto_generichash_update(&st, (const unsigned char *)r->ua_id, strlen(r->ua_id));
+		crypto_generichash_final(&st, h, sizeof(h));
+		sodium_bin2base64(suffix, sizeof(suffix), h, sizeof(h),
+				  sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+	} else {
+		router_random_resource(suffix);
+	}
+	if (r->tag[0] && jid_prep_resource(r->tag, tag, sizeof(tag)))
+		tag[0] = 0; /* a tag that is no resourcepart is left out */
+	/* A tag too long to leave room for the suffix is dropped. */
+	size_t tl = strlen(tag);
+	if (tl + 1 + strlen(suffix) >= max)
+		tl = 0;
+	memcpy(out, tag, tl);
+	if (tl)
+		out[tl++] = '/';
+	memcpy(out + tl, suffix, strlen(suffix) + 1);
+}
+
+/* Issues a FAST token for this account and user agent into the "new" slot
+ * (the slots were cleared of the used token by the caller) and appends
+ * <token/> to <o>. */
+static void issue_fast(struct c2s *s, struct fast_slots *slots, enum ht_cb cb, struct sbuf *o)
+{
+	char token[TOKEN_LEN + 1], stamp[32];
+	struct fast_token *t = &slots->fresh;
+	token_new(token);
+	if (token_seal(s->srv->token_key, token, t->sealed) == 0) {
+		t->valid = 1;
+		t->mech = (uint8_t)cb;
+		t->expiry_ms = sm_wall_ms() + s->srv->cfg.fast_lifetime * 1000ull;
+		if (store_fast_put(s->srv->store, s->bare, s->req->ua_id, slots) == 0) {
+			sm_format_stamp(t->expiry_ms, stamp);
+			sbuf_printf(o, "<token xmlns='" XMLNS_FAST "' expiry='%s' token='%s'/>", stamp, token);
+		}
+	}
+	sodium_memzero(token, sizeof(token));
+}
+
+/* A fresh ISR token for the session this stream now owns, replacing the
+ * one just used (one-time tokens). Appends token='...' to <o>. */
+static int rotate_isr(struct c2s *s, uint8_t cb, struct sbuf *o)
+{
+	char token[TOKEN_LEN + 1];
+	uint8_t sealed[TOKEN_SEALED_LEN];
+	int rc = -1;
+	token_new(token);
+	if (!token_seal(s->srv->token_key, token, sealed) &&
+	    !store_sm_set_isr(s->srv->store, s->sm.id, s->sm.epoch, 1, cb, sealed)) {
+		s->sm.has_isr = 1;
+		s->sm.isr_mech = cb;
+		sbuf_printf(o, " token='%s'", token);
+		rc = 0;
+	}
+	sodium_memzero(token, sizeof(token));
+	return rc;
+}
+
+/* Everything after a successful authentication as s->user. <extra> is
+ * the mechanism's additional data; <fast> the caller's token slots when the
+ * mechanism was FAST (to rotate), NULL otherwise. */
+static int finish(struct c2s *s, const uint8_t *extra, size_t extra_len, struct fast_slots *fast)
+{
+	struct sasl2_req *r = s->req;
+	struct sbuf res = SBUF_INIT;   /* inline results */
+	struct sm_resume rs;
+	int resumed = 0, bound = 0, ret = 0;
+	if (asprintf(&s->bare, "%s@%s", s->user, s->srv->cfg.domain) < 0) {
+		s->bare = NULL;
+		return c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
+	}
+	s->flags |= C2S_F_AUTHED;
+	log_info("c2s %s: authenticated as %s (SASL2%s)", s->tp->peer(s->io), s->bare,
+		 r->ht ? (r->isr ? ", ISR token" : ", FAST token") : "");
+	/* 1. Resumption first (XEP-0198 §7, XEP-0397). */
+	if (r->has_resume) {
+		struct sbuf failed = SBUF_INIT;
+		int rc = c2s_sm_resume(s, r->previd, r->h, &rs, &failed, 0);
+		if (rc > 0) {
+			sbuf_free(&failed);
+			sbuf_free(&res);
+			return 1;
+		}
+		if (rc < 0 && r->isr && r->isr_with_token) {
+			/* Stance F: the token authenticated, the resumption failed:
+			 * the stream stays unauthenticated, so a stolen token never
+			 * yields a second session; the client logs in for real. */
+			free(s->bare);
+			s->bare = NULL;
+			s->user[0] = 0;
+			s->flags &= ~C2S_F_AUTHED;
+			ret = failure(s, SASL_C_NOT_AUTHORIZED, failed.data);
+			sbuf_free(&failed);
+			sbuf_free(&res);
+			return ret;
+		}
+		resumed = rc == 0;
+		if (r->isr && resumed) {
+			sbuf_puts(&res, "<inst-resumed xmlns='" XMLNS_ISR "'");
+			rotate_isr(s, r->ht ? (uint8_t)r->cb : s->sm.isr_mech, &res);
+			sbuf_puts(&res, ">");
+			c2s_sm_resumed_el(s, &res);
+			sbuf_puts(&res, "</inst-resumed>");
+		} else if (r->isr) {
+			sbuf_printf(&res, "<inst-resume-failed xmlns='" XMLNS_ISR "'>%s</inst-resume-failed>",
+				    failed.data ? failed.data : "");
+		} else if (resumed) {
+			c2s_sm_resumed_el(s, &res);
+		} else {
+			sbuf_append(&res, failed.data, failed.len);
+		}
+		sbuf_free(&failed);
+	}
+	/* 2. Bind2, unless resumed. */
+	if (!resumed && r->has_bind) {
+		char resource[JID_PART_MAX + 1];
+		bind2_resource(s, r, resource, sizeof(resource));
+		if (c2s_bind_resource(s, resource, 1) == 0) {
+			bound = 1;
+			sbuf_puts(&res, "<bound xmlns='" XMLNS_BIND2 "'>");
+			c2s_set_state(s, C2S_ACTIVE);
+			if (r->enable)
+				c2s_sm_enable(s, r->enable, &res);
+			sbuf_puts(&res, "</bound>");
+			s->tp->set_timer(s->io, C2S_TIMER_MAIN, s->srv->cfg.idle_timeout * 1000u);
+			log_info("session bound jid=%s worker=%u peer=%s", s->full, s->w->idx,
+				 s->tp->peer(s->io));
+		}
+	}
+	/* 3. FAST: a token asked for, or the rotation of the one just used. */
+	if (r->ua_id[0] && (r->request_token || (fast && !r->fast_invalidate))) {
+		struct fast_slots none = { 0 };
+		issue_fast(s, fast ? fast : &none, r->request_token ? r->request_cb : r->cb, &res);
+	}
+	/* 4. One <success/>: additional data, identity, results. */
+	sbuf_reset(&s->out);
+	sbuf_puts(&s->out, "<success xmlns='" XMLNS_SASL2 "'>");
+	if (extra_len)
+		b64_el(&s->out, "additional-data", extra, extra_len);
+	sbuf_puts(&s->out, "<authorization-identifier>");
+	sbuf_puts_esc(&s->out, (resumed || bound) ? s->full : s->bare);
+	sbuf_puts(&s->out, "</authorization-identifier>");
+	if (res.len)
+		sbuf_append(&s->out, res.data, res.len);
+	sbuf_puts(&s->out, "</success>");
+	c2s_send_out(s);
+	sbuf_free(&res);
+	c2s_sasl2_free(s);
+	if (resumed) {
+		c2s_sm_retransmit(s, &rs); /* no features: the stream is live */
+	} else if (bound) {
+		c2s_send_str(s, "<stream:features/>");
+	} else {
+		c2s_set_state(s, C2S_WAIT_BIND);
+		c2s_send_features(s); /* bind, sm, isr: the classic way on */
+	}
+	return ret;
+}
+
+/* ---- HT-* with a token -------------------------------------------------- */
+
+/* XEP-0397 token auth: the token belongs to the SM session named in the
+ * request. Unknown id, another account's, no token, other mechanism and
+ * wrong token take the same path and give the same answer. */
+static int isr_auth(struct c2s *s, const char *bare, const uint8_t hash[HT_HASH_LEN],
+		    const uint8_t *cb, size_t cb_len, uint8_t resp[HT_HASH_LEN])
+{
+	struct sasl2_req *r = s->req;
+	struct sm_record rec;
+	char token[TOKEN_LEN + 1] = "";
+	struct user_creds uc;
+	int exists = store_user_get(s->srv->store, bare, &uc) == 0; /* also sees a passwd */
+	scram_creds_wipe(&uc);
+	int have = exists && store_sm_peek(s->srv->store, r->previd, bare, &rec) == 0;
+	int usable = have && rec.has_isr && rec.isr_mech == r->cb &&
+		     token_open(s->srv->token_key, rec.isr_sealed, token) == 0;
+	if (!usable)
+		token_new(token); /* compare against something all the same */
+	int ok = ht_verify(token, cb, cb_len, hash) && usable;
+	if (ok)
+		ht_responder_hash(token, cb, cb_len, resp);
+	sodium_memzero(token, sizeof(token));
+	if (ok)
+		return 1;
+	if (have) {
+		/* The right SM-ID with a wrong token: the token dies, and a
+		 * detached session ends as on expiry (XEP-0397 §5). */
+		store_sm_set_isr(s->srv->store, r->previd, rec.epoch, 0, 0, NULL);
+		if (!rec.attached) {
+			struct route_target t = { .worker = rec.owner.worker, .slot = rec.owner.slot,
+						  .gen = rec.owner.gen };
+			worker_kick(s->w, &t, SE_NONE);
+		}
+		log_warn("c2s %s: ISR with a wrong token for %s: token destroyed", s->tp->peer(s->io), bare);
+	}
+	return 0;
+}
+
+/* XEP-0484: the token of (account, user agent), "new" slot first. On a
+ * match the used token is cleared from <slots> (rotation: it stops working
+ * at once) and 1 is returned; -1 means a match with an expired token. */
+static int fast_auth(struct c2s *s, const char *bare, const uint8_t hash[HT_HASH_LEN],
+		     const uint8_t *cb, size_t cb_len, struct fast_slots *slots,
+		     uint8_t resp[HT_HASH_LEN])
+{
+	struct sasl2_req *r = s->req;
+	int found = store_fast_get(s->srv->store, bare, r->ua_id, slots) == 0, result = 0;
+	struct fast_token *cand[2] = { &slots->fresh, &slots->current };
+	uint64_t now = sm_wall_ms();
+	for (int i = 0; i < 2 && found && !result; i++) {
+		char token[TOKEN_LEN + 1];
+		if (!cand[i]->valid || cand[i]->mech != r->cb ||
+		    token_open(s->srv->token_key, cand[i]->sealed, token))
+			continue;
+		if (ht_verify(token, cb, cb_len, hash)) {
+			result = cand[i]->expiry_ms > now ? 1 : -1;
+			ht_responder_hash(token, cb, cb_len, resp);
+		}
+		sodium_memzero(token, sizeof(token));
+	}
+	if (result == 1) {
+		/* One-time: both slots go; a fresh token is issued in <success/>. */
+		memset(slots, 0, sizeof(*slots));
+		store_fast_put(s->srv->store, bare, r->ua_id, slots);
+	}
+	return result;
+}
+
+static int ht_authenticate(struct c2s *s, const uint8_t *msg, size_t len)
+{
+	struct sasl2_req *r = s->req;
+	char authcid[JID_PART_MAX + 1], user[JID_PART_MAX + 1], bare[2 * JID_PART_MAX + 2];
+	uint8_t hash[HT_HASH_LEN], cb[64], resp[HT_HASH_LEN];
+	struct fast_slots slots;
+	if (ht_parse_initiator(msg, len, authcid, sizeof(authcid), hash))
+		return failure(s, SASL_C_MALFORMED_REQUEST, NULL);
+	if (jid_prep_local(authcid, user, sizeof(user)))
+		return failure(s, SASL_C_NOT_AUTHORIZED, NULL);
+	snprintf(bare, sizeof(bare), "%s@%s", user, s->srv->cfg.domain);
+	size_t cb_len = r->cb == HT_NONE ? 0 : c2s_cb_data(s, r->cb, cb, sizeof(cb));
+	if (r->cb != HT_NONE && !cb_len)
+		return failure(s, SASL_C_NOT_AUTHORIZED, NULL);
+	if (r->isr && r->isr_with_token) {
+		if (!isr_auth(s, bare, hash, cb, cb_len, resp))
+			return failure(s, SASL_C_NOT_AUTHORIZED, NULL);
+	} else {
+		if (!r->fast || !r->ua_id[0])
+			return failure(s, SASL_C_MALFORMED_REQUEST, NULL); /* HT needs <fast/> + an id */
+		int rc = fast_auth(s, bare, hash, cb, cb_len, &slots, resp);
+		if (rc <= 0)
+			return failure(s, rc < 0 ? SASL_C_CREDENTIALS_EXPIRED : SASL_C_NOT_AUTHORIZED, NULL);
+	}
+	sodium_memzero(hash, sizeof(hash));
+	snprintf(s->user, sizeof(s->user), "%s", user);
+	return finish(s, resp, sizeof(resp), (r->isr && r->isr_with_token) ? NULL : &slots);
+}
+
+/* ---- entry points ------------------------------------------------------- */
+
+static int scram_step(struct c2s *s, const uint8_t *in, size_t len)
+{
+	struct sbuf out = SBUF_INIT;
+	enum sasl_cond cond = SASL_C_NONE;
+	int ret = 0;
+	s->sasl_steps++;
+	switch (sasl_step(s->sasl, in, len, &out, &cond)) {
+	case SASL_CONTINUE:
+		sbuf_reset(&s->out);
+		sbuf_puts(&s->out, "<challenge xmlns='" XMLNS_SASL2 "'>");
+		sasl_b64_encode((const uint8_t *)out.data, out.len, &s->out);
+		sbuf_puts(&s->out, "</challenge>");
+		c2s_send_out(s);
+		c2s_set_state(s, C2S_SASL2);
+		break;
+	case SASL_SUCCESS:
+		snprintf(s->user, sizeof(s->user), "%s", sasl_username(s->sasl));
+		sasl_free(s->sasl);
+		s->sasl = NULL;
+		ret = finish(s, (const uint8_t *)out.data, out.len, NULL);
+		break;
+	case SASL_FAILURE:
+		ret = failure(s, cond, NULL);
+		break;
+	}
+	sbuf_free_secret(&out);
+	return ret;
+}
+
+int c2s_sasl2_authenticate(struct c2s *s, struct xnode *el)
+{
+	const char *mech = xnode_attr(el, "mechanism");
+	struct sbuf ir = SBUF_INIT;
+	int has_ir = 0, ret;
+	enum sasl_mech m = SASL_MECH_PLAIN;
+	c2s_sasl2_free(s);
+	s->req = calloc(1, sizeof(*s->req));
+	if (!s->req)
+		return c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
+	struct sasl2_req *r = s->req;
+	if (!mech)
+		return failure(s, SASL_C_MALFORMED_REQUEST, NULL);
+	if (ht_mech_parse(mech, &r->cb) == 0) {
+		if (!c2s_ht_offered(s, r->cb))
+			return failure(s, SASL_C_INVALID_MECHANISM, NULL);
+		r->ht = 1;
+	} else if (sasl_mech_parse(mech, &m) || !c2s_mech_offered(s, m)) {
+		return failure(s, SASL_C_INVALID_MECHANISM, NULL);
+	}
+	enum sasl_cond bad = parse_authenticate(s, el, r, &ir, &has_ir);
+	if (bad) {
+		sbuf_free_secret(&ir);
+		return failure(s, bad, NULL);
+	}
+	if (r->ht) {
+		/* HT is client-first and one round trip: no initial response, no deal. */
+		ret = has_ir ? ht_authenticate(s, (const uint8_t *)(ir.data ? ir.data : ""), ir.len)
+			     : failure(s, SASL_C_MALFORMED_REQUEST, NULL);
+		sbuf_free_secret(&ir);
+		return ret;
+	}
+	c2s_fill_env(s);
+	s->mech = m;
+	s->sasl_steps = 0;
+	s->sasl = sasl_new(m, &s->env);
+	if (!s->sasl) {
+		sbuf_free_secret(&ir);
+		return c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
+	}
+	if (!has_ir) {
+		c2s_send_str(s, "<challenge xmlns='" XMLNS_SASL2 "'/>");
+		c2s_set_state(s, C2S_SASL2);
+		return 0;
+	}
+	ret = scram_step(s, (const uint8_t *)(ir.data ? ir.data : ""), ir.len);
+	sbuf_free_secret(&ir);
+	return ret;
+}
+
+int c2s_sasl2_step(struct c2s *s, struct xnode *el)
+{
+	if (c2s_is(el, XMLNS_SASL2, "response") && s->sasl) {
+		const char *t = xnode_text(el);
+		struct sbuf in = SBUF_INIT;
+		if (t && *t && sasl_b64_decode(t, strlen(t), &in)) {
+			sbuf_free_secret(&in);
+			return failure(s, SASL_C_INCORRECT_ENCODING, NULL);
+		}
+		int ret = scram_step(s, (const uint8_t *)(in.data ? in.data : ""), in.len);
+		sbuf_free_secret(&in);
+		return ret;
+	}
+	if (c2s_is(el, XMLNS_SASL2, "abort"))
+		return failure(s, SASL_C_ABORTED, NULL);
+	/* XEP-0388: nothing else while authenticating; disconnect. */
+	if (c2s_is_stanza(el))
+		return c2s_stream_fail(s, SE_NOT_AUTHORIZED, NULL);
+	return c2s_stream_fail(s, SE_POLICY_VIOLATION, "only <response/> or <abort/> during SASL2");
+}

@@ -227,8 +227,9 @@ void conn_on_recv(struct conn *c, const struct io_uring_cqe *cqe)
 			c->starved_next = w->starved;
 			w->starved = c;
 		}
-	} else if (cqe->res == -ECANCELED && (c->flags & CONN_F_PAUSED)) {
-		/* Our flow-control pause: re-armed by the pause timer. */
+	} else if (cqe->res == -ECANCELED) {
+		/* Only our flow-control pause cancels a recv: not an error. The
+		 * pause may be over already; then the recv is re-armed below. */
 	} else if (cqe->res <= 0) {
 		/* EOF or error. */
 		if (!(c->flags & CONN_F_SHUT))

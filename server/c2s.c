@@ -328,11 +328,12 @@ static int sasl_run(struct c2s *s, struct xnode *el)
 		c2s_set_state(s, C2S_SASL);
 		break;
 	case SASL_SUCCESS:
-		snprintf(s->user, sizeof(s->user), "%s", sasl_username(s->sasl));
 		sasl_reply(s, "success", &out);
+		if (asprintf(&s->bare, "%s@%s", sasl_username(s->sasl), s->srv->cfg.domain) < 0)
+			s->bare = NULL;
 		sasl_free(s->sasl);
 		s->sasl = NULL;
-		if (asprintf(&s->bare, "%s@%s", s->user, s->srv->cfg.domain) < 0) {
+		if (!s->bare) {
 			s->bare = NULL;
 			ret = c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
 			break;
@@ -658,7 +659,13 @@ enum c2s_rc c2s_feed(struct c2s *s, const char *data, size_t len)
 		}
 		break;
 	}
-	return s->state == C2S_CLOSING ? C2S_CLOSED : C2S_OK;
+	if (s->state == C2S_CLOSING)
+		return C2S_CLOSED;
+	/* Between stanzas an established stream keeps no parser: expat and
+	 * its buffers are rebuilt on the next byte (xstream.c). */
+	if (s->state == C2S_ACTIVE)
+		xstream_trim(s->xs);
+	return C2S_OK;
 }
 
 void c2s_end_presence(struct c2s *s)

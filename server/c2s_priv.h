@@ -76,7 +76,6 @@ struct c2s {
 	struct sasl_env env;
 	uint8_t cb_exporter[32];
 	uint8_t cb_unique[64];
-	char user[JID_PART_MAX + 1]; /* prepared localpart after SASL */
 	char *bare;                   /* user@domain, once authenticated */
 	char *full;                   /* user@domain/resource, once bound */
 	char *resource;

@@ -264,16 +264,17 @@ static int rotate_isr(struct c2s *s, uint8_t cb, struct sbuf *o)
 	return rc;
 }
 
-/* Everything after a successful authentication as s->user. <extra> is
+/* Everything after a successful authentication as <user>. <extra> is
  * the mechanism's additional data; <fast> the caller's token slots when the
  * mechanism was FAST (to rotate), NULL otherwise. */
-static int finish(struct c2s *s, const uint8_t *extra, size_t extra_len, struct fast_slots *fast)
+static int finish(struct c2s *s, const char *user, const uint8_t *extra, size_t extra_len,
+		  struct fast_slots *fast)
 {
 	struct sasl2_req *r = s->req;
 	struct sbuf res = SBUF_INIT;   /* inline results */
 	struct sm_resume rs;
 	int resumed = 0, bound = 0, ret = 0;
-	if (asprintf(&s->bare, "%s@%s", s->user, s->srv->cfg.domain) < 0) {
+	if (asprintf(&s->bare, "%s@%s", user, s->srv->cfg.domain) < 0) {
 		s->bare = NULL;
 		return c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
 	}
@@ -295,7 +296,6 @@ static int finish(struct c2s *s, const uint8_t *extra, size_t extra_len, struct 
 			 * yields a second session; the client logs in for real. */
 			free(s->bare);
 			s->bare = NULL;
-			s->user[0] = 0;
 			s->flags &= ~C2S_F_AUTHED;
 			ret = failure(s, SASL_C_NOT_AUTHORIZED, failed.data);
 			sbuf_free(&failed);
@@ -459,8 +459,7 @@ static int ht_authenticate(struct c2s *s, const uint8_t *msg, size_t len)
 			return failure(s, rc < 0 ? SASL_C_CREDENTIALS_EXPIRED : SASL_C_NOT_AUTHORIZED, NULL);
 	}
 	sodium_memzero(hash, sizeof(hash));
-	snprintf(s->user, sizeof(s->user), "%s", user);
-	return finish(s, resp, sizeof(resp), (r->isr && r->isr_with_token) ? NULL : &slots);
+	return finish(s, user, resp, sizeof(resp), (r->isr && r->isr_with_token) ? NULL : &slots);
 }
 
 /* ---- entry points ------------------------------------------------------- */
@@ -481,10 +480,9 @@ static int scram_step(struct c2s *s, const uint8_t *in, size_t len)
 		c2s_set_state(s, C2S_SASL2);
 		break;
 	case SASL_SUCCESS:
-		snprintf(s->user, sizeof(s->user), "%s", sasl_username(s->sasl));
+		ret = finish(s, sasl_username(s->sasl), (const uint8_t *)out.data, out.len, NULL);
 		sasl_free(s->sasl);
 		s->sasl = NULL;
-		ret = finish(s, (const uint8_t *)out.data, out.len, NULL);
 		break;
 	case SASL_FAILURE:
 		ret = failure(s, cond, NULL);

@@ -626,7 +626,7 @@ enum c2s_rc c2s_feed(struct c2s *s, const char *data, size_t len)
 		size_t used = len;
 		enum xfeed_rc rc = xstream_feed(s->xs, data, len, &used);
 		if (rc == XFEED_OK)
-			return C2S_OK;
+			break;
 		if (rc == XFEED_ERR) {
 			enum xstream_err e = xstream_error(s->xs);
 			static const enum stream_err map[] = {
@@ -663,8 +663,10 @@ enum c2s_rc c2s_feed(struct c2s *s, const char *data, size_t len)
 		return C2S_CLOSED;
 	/* Between stanzas an established stream keeps no parser: expat and
 	 * its buffers are rebuilt on the next byte (xstream.c). */
-	if (s->state == C2S_ACTIVE)
+	if (s->state == C2S_ACTIVE) {
 		xstream_trim(s->xs);
+		sbuf_free(&s->out);
+	}
 	return C2S_OK;
 }
 

@@ -327,10 +327,13 @@ void conn_on_send(struct conn *c, const struct io_uring_cqe *cqe)
 	}
 	sbuf_reset(&c->sending);
 	c->sent = 0;
-	/* Idle connections keep no output buffers. */
-	if (!c->wq.len && c->sending.cap > 16384)
-		sbuf_free(&c->sending);
 	conn_flush(c);
+	/* Everything went out: an idle connection keeps no output buffers. */
+	if (!(c->flags & CONN_F_TX_BUSY) && !c->wq.len && !c->ptx.len) {
+		sbuf_free(&c->sending);
+		sbuf_free(&c->wq);
+		sbuf_free(&c->ptx);
+	}
 	conn_maybe_free(c);
 }
 

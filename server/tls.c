@@ -153,8 +153,11 @@ SSL *tls_new(struct tls_ctx *t, struct tls_io *io)
 	BIO_set_data(bio, io);
 	SSL_set_bio(ssl, bio, bio); /* one BIO both ways; SSL owns it */
 	SSL_set_accept_state(ssl);
-	/* Idle connections hold no TLS read/write buffers. */
+	/* Idle connections hold no TLS read/write buffers (BoringSSL releases
+	 * them anyway), and the handshake configuration (certificate, keys,
+	 * callbacks copied per connection) is freed once the handshake is done. */
 	SSL_set_mode(ssl, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE);
+	SSL_set_shed_handshake_config(ssl, 1);
 	return ssl;
 }
 

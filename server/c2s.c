@@ -664,8 +664,10 @@ enum c2s_rc c2s_feed(struct c2s *s, const char *data, size_t len)
 	/* Between stanzas an established stream keeps no parser: expat and
 	 * its buffers are rebuilt on the next byte (xstream.c). */
 	if (s->state == C2S_ACTIVE) {
-		xstream_trim(s->xs);
-		sbuf_free(&s->out);
+		/* After C2S_TRIM_MS of silence the stream drops its parser and
+		 * scratch (c2s_on_timeout); a busy stream keeps them. */
+		s->flags &= ~C2S_F_TRIMMED;
+		s->tp->set_timer(s->io, C2S_TIMER_MAIN, C2S_TRIM_MS);
 	}
 	return C2S_OK;
 }
@@ -743,7 +745,19 @@ void c2s_on_timeout(struct c2s *s, int which)
 		c2s_sm_expired(s);
 		return;
 	}
-	if (s->state == C2S_ACTIVE && !s->srv->cfg.idle_timeout)
+	unsigned idle_ms = s->srv->cfg.idle_timeout * 1000u;
+	if (s->state == C2S_ACTIVE && !(s->flags & C2S_F_TRIMMED)) {
+		/* Idle: expat and its buffers are rebuilt on the next byte. */
+		xstream_trim(s->xs);
+		sbuf_free(&s->out);
+		s->flags |= C2S_F_TRIMMED;
+		s->w->trim_pending = 1;
+		if (idle_ms)
+			s->tp->set_timer(s->io, C2S_TIMER_MAIN,
+					 idle_ms > C2S_TRIM_MS ? idle_ms - C2S_TRIM_MS : 1);
+		return;
+	}
+	if (s->state == C2S_ACTIVE && !idle_ms)
 		return;
 	c2s_stream_fail(s, SE_CONNECTION_TIMEOUT, NULL);
 }

@@ -51,6 +51,8 @@ enum c2s_state {
 #define C2S_F_CONGESTED   0x8000u /* queue past its high-water mark: senders back off */
 
 #define C2S_PAUSE_MS      20      /* how long a sender to a congested session stops reading */
+#define C2S_TRIM_MS       250     /* silence after which an established stream drops its parser */
+#define C2S_F_TRIMMED     0x10000u /* parser and scratch freed until the next byte */
 
 /* How a stream ending affects its session. */
 enum c2s_end {

@@ -9,6 +9,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -443,6 +444,19 @@ static void begin_drain(struct worker *w)
 	}
 }
 
+/* Streams that went idle freed their parsers (c2s.c); at most once a
+ * second, hand the freed pages back so idle sessions cost what they hold,
+ * not what their handshakes once needed. */
+static void maybe_trim_heap(struct worker *w)
+{
+	uint64_t now = timer_now_ms();
+	if (!w->trim_pending || now - w->last_trim_ms < 1000)
+		return;
+	w->trim_pending = 0;
+	w->last_trim_ms = now;
+	malloc_trim(0);
+}
+
 static void handle_cqe(struct worker *w, struct io_uring_cqe *cqe)
 {
 	uint64_t ud = cqe->user_data;
@@ -469,6 +483,7 @@ static void handle_cqe(struct worker *w, struct io_uring_cqe *cqe)
 	case OP_TICK:
 		timer_wheel_run(&w->wheel);
 		arm_tick(w);
+		maybe_trim_heap(w);
 		break;
 	case OP_WAKE:
 		drain_inbox(w);

@@ -91,6 +91,8 @@ struct worker {
 	_Atomic(struct inbox_item *) inbox;
 	atomic_int wake_pending;
 	int congested_hit;           /* a delivery just went to a congested session */
+	int trim_pending;            /* idle streams freed memory: give it back to the OS */
+	uint64_t last_trim_ms;
 	int draining;                /* shutdown seen by this worker */
 	uint64_t drain_deadline_ms;
 	int exit_code;

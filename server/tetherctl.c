@@ -1,5 +1,6 @@
 /* server/tetherctl.c - tetherctl: manage the users of a tetherd store from the shell. */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +21,11 @@ enum cmd {
 	CMD_PASSWD,      /* replace the credentials; fails if the user is missing */
 	CMD_DELUSER,     /* remove */
 	CMD_LIST,        /* print every user, one per line */
+	CMD_IMPORT,      /* create or replace many users from stdin, one write */
 };
+
+#define IMPORT_THREADS 2          /* PBKDF2 is the cost: 2 x 4096 x 2 hashes per user */
+#define IMPORT_MAX (64u << 20)    /* bytes of stdin accepted by import */
 
 static void usage(FILE *f)
 {
@@ -29,6 +34,7 @@ static void usage(FILE *f)
 		"       tetherctl -c FILE passwd  USER@DOMAIN   (password on stdin)\n"
 		"       tetherctl -c FILE deluser USER@DOMAIN\n"
 		"       tetherctl -c FILE list\n"
+		"       tetherctl -c FILE import   (lines 'USER@DOMAIN PASSWORD' on stdin)\n"
 		"Exit status: 0 done, 1 failed, 2 bad usage or configuration.\n");
 }
 
@@ -87,25 +93,35 @@ out:
 }
 
 /* Prepares <arg> into the bare JID <bare>: it must be local@domain with no
- * resource and the configured domain. Returns 0 or -1 with a message. */
-static int user_jid(const char *arg, const struct config *cfg, char *bare, size_t len)
+ * resource and the configured domain. Returns 0 or -1 with a message,
+ * which names stdin line <lineno> when it is not 0 (import). */
+static int user_jid_at(const char *arg, const struct config *cfg, char *bare, size_t len,
+		       unsigned lineno)
 {
 	struct jid j;
-	char dom[JID_PART_MAX + 1];
+	char dom[JID_PART_MAX + 1], where[32] = "";
 
+	if (lineno)
+		snprintf(where, sizeof(where), "stdin:%u: ", lineno);
 	if (jid_parse(arg, &j) || !j.local[0] || j.resource[0]) {
-		fprintf(stderr, "tetherctl: '%s' is not a valid user@domain\n", arg);
+		fprintf(stderr, "tetherctl: %s'%s' is not a valid user@domain\n", where, arg);
 		return -1;
 	}
 	if (jid_prep_domain(cfg->domain, dom, sizeof(dom)) || strcmp(dom, j.domain) != 0) {
-		fprintf(stderr, "tetherctl: '%s' is not in the served domain '%s'\n", arg, cfg->domain);
+		fprintf(stderr, "tetherctl: %s'%s' is not in the served domain '%s'\n", where, arg,
+			cfg->domain);
 		return -1;
 	}
 	if (jid_bare(&j, bare, len) < 0) {
-		fprintf(stderr, "tetherctl: '%s' is too long\n", arg);
+		fprintf(stderr, "tetherctl: %s'%s' is too long\n", where, arg);
 		return -1;
 	}
 	return 0;
+}
+
+static int user_jid(const char *arg, const struct config *cfg, char *bare, size_t len)
+{
+	return user_jid_at(arg, cfg, bare, len, 0);
 }
 
 struct names {
@@ -217,11 +233,222 @@ static int do_del(struct store *st, const char *bare)
 	return 0;
 }
 
+/* ---- import ------------------------------------------------------------ */
+
+struct import {
+	size_t n;
+	char **bares;              /* prepared bare JIDs */
+	char **pws;                /* point into the stdin buffer */
+	unsigned *lines;           /* stdin line of each user, for messages */
+	struct user_creds *creds;
+	int *bad;                  /* 1: SASLprep refused the password */
+};
+
+struct derive_job {
+	struct import *im;
+	size_t from, to;
+};
+
+static void *derive_range(void *arg)
+{
+	struct derive_job *j = arg;
+	for (size_t i = j->from; i < j->to; i++)
+		j->im->bad[i] = scram_creds_derive(j->im->pws[i], SCRAM_ITER_DEFAULT, &j->im->creds[i]) != 0;
+	return NULL;
+}
+
+/* Reads all of stdin with read(2) (no stdio buffer keeps the passwords)
+ * into a NUL-terminated buffer. Returns it, *<len> set, or NULL with a
+ * message. The caller wipes and frees it. */
+static char *read_all_stdin(size_t *len)
+{
+	size_t cap = 1 << 16, n = 0;
+	char *buf = malloc(cap);
+
+	while (buf) {
+		if (n + 1 == cap) {
+			char *b;
+			if (cap >= IMPORT_MAX) {
+				fprintf(stderr, "tetherctl: import: more than %u bytes on stdin\n", IMPORT_MAX);
+				goto fail;
+			}
+			if (!(b = malloc(cap * 2)))
+				break;
+			memcpy(b, buf, n);
+			sodium_memzero(buf, cap);
+			free(buf);
+			buf = b;
+			cap *= 2;
+		}
+		ssize_t r = read(STDIN_FILENO, buf + n, cap - 1 - n);
+		if (r == -1 && errno == EINTR)
+			continue;
+		if (r == -1) {
+			fprintf(stderr, "tetherctl: import: reading stdin: %s\n", strerror(errno));
+			goto fail;
+		}
+		if (r == 0) {
+			buf[n] = 0;
+			*len = n;
+			return buf;
+		}
+		n += (size_t)r;
+	}
+	fprintf(stderr, "tetherctl: import: out of memory\n");
+	return NULL;
+fail:
+	sodium_memzero(buf, cap);
+	free(buf);
+	return NULL;
+}
+
+/* Splits <buf> into the users of <im>: one "user@domain password" per
+ * line (the password is the rest of the line after the blanks that
+ * follow the JID; a trailing CR is dropped); blank lines and lines whose
+ * first non-blank character is '#' are skipped. Edits <buf> in place.
+ * Returns 0, or -1 with a message naming the line. */
+static int import_parse(char *buf, const struct config *cfg, struct import *im)
+{
+	size_t cap = 0;
+	unsigned lineno = 0;
+
+	for (char *line = buf, *next; line && *line; line = next) {
+		char *nl = strchr(line, '\n'), *sep, *pw, bare[JID_MAX + 1];
+		size_t len;
+
+		next = nl ? nl + 1 : NULL;
+		if (nl)
+			*nl = 0;
+		lineno++;
+		len = strlen(line);
+		if (len && line[len - 1] == '\r')
+			line[--len] = 0;
+		line += strspn(line, " \t");
+		if (!*line || *line == '#')
+			continue;
+		sep = line + strcspn(line, " \t");
+		if (!*sep) {
+			fprintf(stderr, "tetherctl: stdin:%u: expected 'user@domain password'\n", lineno);
+			return -1;
+		}
+		*sep = 0;
+		pw = sep + 1 + strspn(sep + 1, " \t");
+		if (!*pw) {
+			fprintf(stderr, "tetherctl: stdin:%u: empty password refused\n", lineno);
+			return -1;
+		}
+		if (strlen(pw) >= PW_MAX) {
+			fprintf(stderr, "tetherctl: stdin:%u: password longer than %d bytes\n", lineno, PW_MAX - 1);
+			return -1;
+		}
+		if (user_jid_at(line, cfg, bare, sizeof(bare), lineno))
+			return -1;
+		if (im->n == cap) {
+			size_t c = cap ? cap * 2 : 1024;
+			char **b = realloc(im->bares, c * sizeof(*b)), **p;
+			if (b)
+				im->bares = b;
+			p = b ? realloc(im->pws, c * sizeof(*p)) : NULL;
+			if (p)
+				im->pws = p;
+			unsigned *l = p ? realloc(im->lines, c * sizeof(*l)) : NULL;
+			if (!l) {
+				fprintf(stderr, "tetherctl: import: out of memory\n");
+				return -1;
+			}
+			im->lines = l;
+			cap = c;
+		}
+		if (!(im->bares[im->n] = strdup(bare))) {
+			fprintf(stderr, "tetherctl: import: out of memory\n");
+			return -1;
+		}
+		im->pws[im->n] = pw;
+		im->lines[im->n] = lineno;
+		im->n++;
+	}
+	return 0;
+}
+
+/* import: parse all of stdin first (any bad line and nothing is written),
+ * derive the SCRAM credentials on IMPORT_THREADS threads, then one
+ * store_user_put_many(): one rewrite of users.db for the whole batch.
+ * Existing users get the new password. */
+static int do_import(struct store *st, const struct config *cfg)
+{
+	struct import im = { 0 };
+	pthread_t th[IMPORT_THREADS];
+	struct derive_job jobs[IMPORT_THREADS];
+	size_t len = 0, existing = 0;
+	int rc = 1, started = 0;
+	char *buf = read_all_stdin(&len);
+
+	if (!buf)
+		return 1;
+	if (import_parse(buf, cfg, &im))
+		goto out;
+	if (im.n == 0) {
+		fprintf(stderr, "tetherctl: import: no users on stdin\n");
+		goto out;
+	}
+	im.creds = calloc(im.n, sizeof(*im.creds));
+	im.bad = calloc(im.n, sizeof(*im.bad));
+	if (!im.creds || !im.bad) {
+		fprintf(stderr, "tetherctl: import: out of memory\n");
+		goto out;
+	}
+	for (int t = 0; t < IMPORT_THREADS; t++) {
+		jobs[t] = (struct derive_job){ &im, im.n * (size_t)t / IMPORT_THREADS,
+					       im.n * (size_t)(t + 1) / IMPORT_THREADS };
+		if (t == 0 || pthread_create(&th[t], NULL, derive_range, &jobs[t]) != 0)
+			continue; /* job 0 (or a thread that did not start) runs here */
+		started |= 1 << t;
+	}
+	derive_range(&jobs[0]);
+	for (int t = 1; t < IMPORT_THREADS; t++) {
+		if (started & (1 << t))
+			pthread_join(th[t], NULL);
+		else
+			derive_range(&jobs[t]);
+	}
+	for (size_t i = 0; i < im.n; i++) {
+		if (im.bad[i]) {
+			fprintf(stderr, "tetherctl: stdin:%u: password refused (SASLprep)\n", im.lines[i]);
+			goto out;
+		}
+	}
+	for (size_t i = 0; i < im.n; i++) {
+		struct user_creds c;
+		existing += store_user_get(st, im.bares[i], &c) == 0;
+		scram_creds_wipe(&c);
+	}
+	int err = store_user_put_many(st, im.n, (const char *const *)im.bares, im.creds);
+	if (err) {
+		fprintf(stderr, "tetherctl: import: %s\n", strerror(-err));
+		goto out;
+	}
+	fprintf(stderr, "tetherctl: imported %zu users (%zu replaced)\n", im.n, existing);
+	rc = 0;
+out:
+	for (size_t i = 0; i < im.n; i++)
+		free(im.bares[i]);
+	free(im.bares);
+	free(im.pws);
+	free(im.lines);
+	if (im.creds)
+		sodium_memzero(im.creds, im.n * sizeof(*im.creds));
+	free(im.creds);
+	free(im.bad);
+	sodium_memzero(buf, len);
+	free(buf);
+	return rc;
+}
+
 int main(int argc, char **argv)
 {
 	static const char *const cmds[] = {
 		[CMD_ADDUSER] = "adduser", [CMD_PASSWD] = "passwd",
-		[CMD_DELUSER] = "deluser", [CMD_LIST] = "list",
+		[CMD_DELUSER] = "deluser", [CMD_LIST] = "list", [CMD_IMPORT] = "import",
 	};
 	static struct config cfg; /* large: keep it off the stack */
 	const char *cfgpath = NULL;
@@ -249,7 +476,7 @@ int main(int argc, char **argv)
 	for (int i = 0; i < (int)(sizeof(cmds) / sizeof(cmds[0])); i++)
 		if (strcmp(argv[optind], cmds[i]) == 0)
 			cmd = i;
-	if (cmd < 0 || argc - optind != (cmd == CMD_LIST ? 1 : 2)) {
+	if (cmd < 0 || argc - optind != (cmd == CMD_LIST || cmd == CMD_IMPORT ? 1 : 2)) {
 		usage(stderr);
 		return 2;
 	}
@@ -262,7 +489,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "tetherctl: libsodium init failed\n");
 		return 1;
 	}
-	if (cmd != CMD_LIST && user_jid(argv[optind + 1], &cfg, bare, sizeof(bare)))
+	if (cmd != CMD_LIST && cmd != CMD_IMPORT && user_jid(argv[optind + 1], &cfg, bare, sizeof(bare)))
 		return 1;
 	st = store_open(cfg.store_backend, cfg.store_path, err, sizeof(err));
 	if (!st) {
@@ -275,6 +502,9 @@ int main(int argc, char **argv)
 		break;
 	case CMD_DELUSER:
 		rc = do_del(st, bare);
+		break;
+	case CMD_IMPORT:
+		rc = do_import(st, &cfg);
 		break;
 	default:
 		rc = do_set(st, (enum cmd)cmd, bare);

@@ -62,6 +62,12 @@ struct store_ops {
 	 * notices: tetherctl runs in another process). */
 	int (*fast_get)(struct store *st, const char *bare, const char *ua_id, struct fast_slots *out);
 	int (*fast_put)(struct store *st, const char *bare, const char *ua_id, const struct fast_slots *in);
+
+	/* Added: creates or replaces <n> users at once (bulk import), persisted
+	 * with one write; all or nothing. Optional (NULL: store_user_put_many()
+	 * loops over user_put). */
+	int (*user_put_many)(struct store *st, size_t n, const char *const *bares,
+			     const struct user_creds *creds);
 };
 
 struct store {
@@ -83,6 +89,23 @@ static inline int store_user_put(struct store *st, const char *bare, const struc
 { return st->ops->user_put(st, bare, c); }
 static inline int store_user_del(struct store *st, const char *bare)
 { return st->ops->user_del(st, bare); }
+/* Added: creates or replaces the <n> users <bares>[i] with <creds>[i]
+ * (tetherctl import). With a backend that has the op: one atomic write,
+ * all or nothing, 0 or -errno (-EINVAL for a key that cannot be stored).
+ * Without it: user_put in a loop, stopping at the first error (the users
+ * before it stay written). The caller keeps <bares> and <creds>. */
+static inline int store_user_put_many(struct store *st, size_t n, const char *const *bares,
+				      const struct user_creds *creds)
+{
+	if (st->ops->user_put_many)
+		return st->ops->user_put_many(st, n, bares, creds);
+	for (size_t i = 0; i < n; i++) {
+		int rc = st->ops->user_put(st, bares[i], &creds[i]);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
 /* Added: lists users (for tetherctl). 0, -ENOTSUP, or -errno. */
 static inline int store_user_list(struct store *st, void (*fn)(void *ud, const char *bare_jid), void *ud)
 { return st->ops->user_list ? st->ops->user_list(st, fn, ud) : -ENOTSUP; }

@@ -376,6 +376,64 @@ static void test_open_errors(void **state)
 	assert_null(store_open("memory", file, err, sizeof(err)));
 }
 
+/* Bulk import: one call, replaces existing users, last duplicate wins,
+ * persisted; a bad key refuses the whole batch; the wrapper falls back to
+ * user_put when a backend has no user_put_many. */
+static void test_put_many(void **state)
+{
+	(void)state;
+	struct store *st = open_ok();
+	enum { N = 500 };
+	static char names[N + 1][64];
+	const char *bares[N + 1];
+	static struct user_creds cs[N + 1];
+	struct user_creds old, got;
+	creds(&old, "old");
+	assert_int_equal(store_user_put(st, "user7@example.com", &old), 0);
+	for (int i = 0; i < N; i++) {
+		snprintf(names[i], sizeof(names[i]), "user%d@example.com", i);
+		bares[i] = names[i];
+		creds(&cs[i], names[i]);
+		cs[i].iterations = (uint32_t)(2000 + i);
+	}
+	/* a duplicate of user3 at the end: it wins */
+	bares[N] = "user3@example.com";
+	creds(&cs[N], "dup");
+	cs[N].iterations = 99;
+	assert_int_equal(store_user_put_many(st, N + 1, bares, cs), 0);
+	assert_int_equal(store_user_get(st, "user7@example.com", &got), 0);
+	assert_int_equal(got.iterations, 2007);
+	assert_int_equal(store_user_get(st, "user3@example.com", &got), 0);
+	assert_int_equal(got.iterations, 99);
+	store_close(st);
+
+	st = open_ok();
+	for (int i = 0; i < N; i++) {
+		assert_int_equal(store_user_get(st, names[i], &got), 0);
+		assert_int_equal(got.iterations, i == 3 ? 99 : 2000 + i);
+		if (i != 3)
+			assert_memory_equal(got.stored_key_sha256, cs[i].stored_key_sha256,
+					    sizeof(got.stored_key_sha256));
+	}
+	/* all or nothing: one unstorable key and nothing changes */
+	const char *bad[2] = { "fresh@example.com", "a b@example.com" };
+	assert_int_equal(store_user_put_many(st, 2, bad, cs), -EINVAL);
+	assert_int_equal(store_user_get(st, "fresh@example.com", &got), -ENOENT);
+	assert_int_equal(store_user_put_many(st, 0, bares, cs), 0);
+
+	/* the wrapper without the op: a loop of user_put */
+	const struct store_ops *ops = st->ops;
+	struct store_ops plain = *ops;
+	plain.user_put_many = NULL;
+	st->ops = &plain;
+	const char *two[2] = { "x@example.com", "y@example.com" };
+	assert_int_equal(store_user_put_many(st, 2, two, cs), 0);
+	st->ops = ops;
+	assert_int_equal(store_user_get(st, "y@example.com", &got), 0);
+	assert_int_equal(got.iterations, cs[1].iterations);
+	store_close(st);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -387,6 +445,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_list, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_file_format, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_errors, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_put_many, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -22,13 +22,14 @@ enum tls_mode {
 	TLS_DIRECT,             /* XEP-0368 direct TLS */
 };
 
-/* How a dropped session comes back. Only CLASSIC exists today; the others
- * are the slots for XEP-0397 ISR, XEP-0484 FAST and resuming on another
- * node of a cluster (cross-node). */
+/* How a dropped session comes back. CROSS_NODE (resuming on another node
+ * of a cluster) is a slot, not implemented. ISR and FAST send the stream
+ * header and one SASL2 <authenticate/> in the flight that ends the TLS
+ * handshake, keyed with an HT-SHA-256-NONE token (no channel binding). */
 enum resume_kind {
 	RESUME_CLASSIC = 0,     /* TLS, SASL, restart, <resume previd h/> */
-	RESUME_ISR,             /* XEP-0397 instant stream resumption (todo) */
-	RESUME_FAST,            /* SASL2 + FAST token + inline resume (todo) */
+	RESUME_ISR,             /* XEP-0397: token from <isr-enabled/>, <inst-resume/> */
+	RESUME_FAST,            /* XEP-0484: SASL2 login with a FAST token, inline <resume/> */
 	RESUME_CROSS_NODE,      /* resume against another node (todo) */
 };
 
@@ -110,6 +111,9 @@ struct sess {
 	int state;              /* per-mode state */
 	SSL_SESSION *tls_sess;  /* ticket for TLS resumption, if kept */
 	int mute_acks;          /* do not answer <r/> (resume: simulate loss) */
+	char *fast_token;       /* XEP-0484 token (HT-SHA-256-NONE), newest */
+	char *isr_token;        /* XEP-0397 token of the SM session, newest */
+	char ua_id[37];         /* SASL2 <user-agent id/>: a UUID v4, "" until made */
 };
 
 enum cstate {
@@ -117,7 +121,7 @@ enum cstate {
 	CS_TLS_HANDSHAKE,       /* TLS handshake (direct or after <proceed/>) */
 	CS_WAIT_FEATURES,       /* stream header sent, waiting for features */
 	CS_WAIT_PROCEED,        /* <starttls/> sent */
-	CS_WAIT_SASL,           /* <auth/> or <response/> sent */
+	CS_WAIT_SASL,           /* <auth/>, <authenticate/> or <response/> sent */
 	CS_WAIT_BIND,           /* bind iq sent */
 	CS_WAIT_ENABLED,        /* <enable/> sent */
 	CS_WAIT_RESUMED,        /* <resume/> sent */
@@ -178,6 +182,11 @@ struct conn {
 	int bind_id;
 	int resume;             /* send <resume/> instead of binding */
 	int sm_offered;         /* <sm xmlns='urn:xmpp:sm:3'/> was in the features */
+	int isr_offered;        /* <isr/> with HT-SHA-256-NONE in the bind features */
+	int sasl2;              /* SASL2 (urn:xmpp:sasl:2) on this connection */
+	int sasl2_bound;        /* SASL2 <success/> carried <bound/>: features end the login */
+	int ht;                 /* HT-SHA-256-NONE sent with this token (verify the responder) */
+	char *ht_token;
 	int in_loop;            /* inside a handler: do not free */
 	void *arena;            /* blocks of the element being parsed */
 	struct conn *dirty_next;

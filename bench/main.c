@@ -797,11 +797,35 @@ static void resume_prep(struct sess *s)
 	}
 }
 
+static const char *const kind_name[] = {
+	[RESUME_CLASSIC] = "classic", [RESUME_ISR] = "isr", [RESUME_FAST] = "fast",
+	[RESUME_CROSS_NODE] = "cross-node",
+};
+
+/* Can <s> come back the way this run measures? */
+static int resumable_kind(const struct sess *s)
+{
+	if (!s->sm_id)
+		return 0;
+	switch (opt.resume_kind) {
+	case RESUME_ISR:
+		return s->isr_token != NULL;
+	case RESUME_FAST:
+		return s->fast_token != NULL;
+	default:
+		return 1;
+	}
+}
+
 static void resume_ready(struct sess *s)
 {
 	login_done(s);
 	if (s->state == S_READY && !s->sm_id)
 		tally("sm: resumption not offered");
+	else if (s->state == S_READY && opt.resume_kind == RESUME_ISR && !s->isr_token)
+		tally("isr: not supported (no <isr-enabled/> token)");
+	else if (s->state == S_READY && opt.resume_kind == RESUME_FAST && !s->fast_token)
+		tally("fast: not supported (no <token/> in <success/>)");
 }
 
 static void resume_resumed(struct sess *s, int ok)
@@ -913,11 +937,11 @@ static int mode_resume(int k)
 
 	switch (opt.resume_kind) {
 	case RESUME_CLASSIC:
-		break;
 	case RESUME_ISR:
 	case RESUME_FAST:
+		break;
 	case RESUME_CROSS_NODE:
-		fprintf(stderr, "tether-bench: resume kind not implemented yet (classic only)\n");
+		fprintf(stderr, "tether-bench: resume kind cross-node not implemented yet\n");
 		return 2;
 	}
 	if (opt.tls_tickets < 0)
@@ -929,7 +953,7 @@ static int mode_resume(int k)
 	ramp_t0 = now_ns();
 	run_until(logins_complete, (double)k / opt.rate + opt.timeout + 30);
 	for (int i = 0; i < k; i++)
-		if (sessions[i].state == S_READY && sessions[i].sm_id)
+		if (sessions[i].state == S_READY && resumable_kind(&sessions[i]))
 			resumable++;
 	for (resume_round = 0; resume_round < resume_rounds && resumable > 0 && !stop_now();) {
 		long round = resume_round;
@@ -937,7 +961,7 @@ static int mode_resume(int k)
 		resume_phase = 1;
 		preps_left = 0;
 		for (int i = 0; i < k; i++)
-			if ((sessions[i].state == S_READY) && sessions[i].sm_id && sessions[i].c) {
+			if ((sessions[i].state == S_READY) && resumable_kind(&sessions[i]) && sessions[i].c) {
 				preps_left++;
 				resume_prep(&sessions[i]);
 			}
@@ -965,8 +989,8 @@ static int mode_resume(int k)
 	ok = resumable == k && resumes_failed == 0 && resumes_ok == (long)k * resume_rounds &&
 	     redelivered == redeliver_expected && redeliver_dups == 0 && ended_sessions == 0 && !stop_now();
 
-	printf("\n== resume %d  [%s]  classic, %ld round(s), concurrency %d\n", k, opt.label, resume_rounds,
-	       opt.concurrency);
+	printf("\n== resume %d  [%s]  %s, %ld round(s), concurrency %d, TLS tickets %s\n", k, opt.label,
+	       kind_name[opt.resume_kind], resume_rounds, opt.concurrency, opt.tls_tickets ? "on" : "off");
 	printf("  sessions               %ld up, %ld failed, resumable %d\n", logins_ok, logins_failed, resumable);
 	printf("  resumes                %ld ok, %ld failed\n", resumes_ok, resumes_failed);
 	printf("  rate                   %.0f resumes/s\n", secs > 0 ? (double)resumes_ok / secs : 0.0);
@@ -979,7 +1003,9 @@ static int mode_resume(int k)
 	printf("  result                 %s\n", ok ? "OK" : "FAIL");
 
 	json_begin("resume");
-	json_str("resume_kind", "classic");
+	json_str("resume_kind", kind_name[opt.resume_kind]);
+	if (resumable == 0)
+		json_str("reason", nreasons ? reason_name[0] : "no session could be resumed");
 	json_int("sessions", k);
 	json_int("resumable", resumable);
 	json_int("resumes_ok", resumes_ok);

@@ -587,6 +587,10 @@ struct conn *conn_open(struct sess *s)
 	c->bind_id = 0;
 	c->resume = 0;
 	c->sm_offered = 0;
+	c->isr_offered = 0;
+	c->sasl2 = 0;
+	c->sasl2_bound = 0;
+	c->ht = 0;
 	c->in_loop = 0;
 	if (xml_setup(c) < 0)
 		abort();

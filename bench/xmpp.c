@@ -1,9 +1,15 @@
-/* bench/xmpp.c - tether-bench client protocol: stream, STARTTLS, SASL (SCRAM/PLAIN), bind, SM.
+/* bench/xmpp.c - tether-bench client protocol: stream, STARTTLS, SASL (SCRAM/PLAIN), bind, SM,
+ * and the fast ways back: SASL2 + Bind2 + FAST (XEP-0388/0386/0484) and ISR (XEP-0397).
  *
  * Sans-socket: everything goes out through conn_write() and comes in as
  * depth-1 elements from net.c. The flow is the classic RFC 6120 one a
  * mobile client uses: features -> STARTTLS -> SASL -> restart -> bind ->
  * <enable resume='true'/>, or <resume previd h/> instead of bind.
+ * With --resume-kind fast the login is one SASL2 <authenticate/> (SCRAM,
+ * Bind2 with SM enable, FAST token request) and a resume is one pipelined
+ * <authenticate mechanism='HT-SHA-256-NONE'> with <fast/> and <resume/>;
+ * with isr the login is classic plus <isr-enable/>, a resume one pipelined
+ * <authenticate/> with <inst-resume/>.
  */
 #include "bench.h"
 
@@ -24,6 +30,11 @@
 #define NS_BIND    "urn:ietf:params:xml:ns:xmpp-bind"
 #define NS_SM      "urn:xmpp:sm:3"
 #define NS_CLIENT  "jabber:client"
+#define NS_SASL2   "urn:xmpp:sasl:2"
+#define NS_BIND2   "urn:xmpp:bind:0"
+#define NS_FAST    "urn:xmpp:fast:0"
+#define NS_ISR     "https://xmpp.org/extensions/isr/0"
+#define HT_MECH    "HT-SHA-256-NONE"
 
 /* --- small helpers ---------------------------------------------------------- */
 
@@ -64,10 +75,23 @@ static const char *intern(const char *prefix, const char *s)
 
 static void send_header(struct conn *c)
 {
-	conn_printf(c, "<?xml version='1.0'?><stream:stream to='%s' version='1.0' xml:lang='en' "
-		    "xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>", opt.domain);
+	char user[128];
+
+	/* SASL2/FAST wants the account in 'from' (XEP-0484 §3.3); the classic
+	 * flow keeps the header every client sent before. */
+	if (c->s && opt.resume_kind != RESUME_CLASSIC)
+		conn_printf(c, "<?xml version='1.0'?><stream:stream from='%s@%s' to='%s' version='1.0' "
+			    "xml:lang='en' xmlns='jabber:client' "
+			    "xmlns:stream='http://etherx.jabber.org/streams'>",
+			    xmpp_user(c->s->user, user, sizeof(user)), opt.domain, opt.domain);
+	else
+		conn_printf(c, "<?xml version='1.0'?><stream:stream to='%s' version='1.0' xml:lang='en' "
+			    "xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>",
+			    opt.domain);
 	c->state = CS_WAIT_FEATURES;
 }
+
+static void send_fast_resume(struct conn *c);
 
 static void fail(struct conn *c, const char *why)
 {
@@ -86,6 +110,10 @@ void xmpp_on_tls_up(struct conn *c)
 	if (opt.timeout > 0 && !c->deadline)
 		c->deadline = now_ns() + (uint64_t)(opt.timeout * 1e9);
 	send_header(c);
+	/* ISR/FAST: the <authenticate/> rides in the same flight as the
+	 * header (and the TLS Finished), without waiting for features. */
+	if (c->resume && opt.resume_kind != RESUME_CLASSIC)
+		send_fast_resume(c);
 }
 
 void xmpp_on_stream_start(struct conn *c, const char **attrs)
@@ -228,6 +256,8 @@ static void saslname(const char *user, char *out, size_t cap)
 	out[o] = '\0';
 }
 
+static void send_sasl2_login(struct conn *c, const char *mech, const char *b64);
+
 static void sasl_start(struct conn *c, const char *mech)
 {
 	char user[128], pass[128], name[200], msg[512], b64[768];
@@ -248,7 +278,11 @@ static void sasl_start(struct conn *c, const char *mech)
 		OPENSSL_cleanse(pass, sizeof(pass));
 		if (n < 0)
 			return fail(c, "sasl: encode");
-		conn_printf(c, "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>%s</auth>", b64);
+		if (c->sasl2)
+			send_sasl2_login(c, "PLAIN", b64);
+		else
+			conn_printf(c, "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>%s</auth>",
+				    b64);
 		OPENSSL_cleanse(b64, sizeof(b64));
 		c->state = CS_WAIT_SASL;
 		return;
@@ -270,7 +304,11 @@ static void sasl_start(struct conn *c, const char *mech)
 	snprintf(msg, sizeof(msg), "n,,%s", c->scram->first_bare);
 	if (b64_encode(msg, strlen(msg), b64, sizeof(b64)) < 0)
 		return fail(c, "sasl: encode");
-	conn_printf(c, "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='%s'>%s</auth>", mech, b64);
+	if (c->sasl2)
+		send_sasl2_login(c, mech, b64);
+	else
+		conn_printf(c, "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='%s'>%s</auth>", mech,
+			    b64);
 	c->state = CS_WAIT_SASL;
 }
 
@@ -345,7 +383,7 @@ static void sasl_challenge(struct conn *c, const char *text)
 	snprintf(final, sizeof(final), "%s,p=%s", without_proof, proof64);
 	if (b64_encode(final, strlen(final), b64, sizeof(b64)) < 0)
 		return fail(c, "sasl: encode");
-	conn_printf(c, "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>%s</response>", b64);
+	conn_printf(c, "<response xmlns='%s'>%s</response>", c->sasl2 ? NS_SASL2 : NS_SASL, b64);
 }
 
 /* Checks the server signature (v=) of SCRAM; returns 0 when it matches. */
@@ -370,6 +408,219 @@ static int sasl_verify(struct conn *c, const char *text)
 	if (b64_decode(v64, v, sizeof(v), &vn) < 0 || vn != sc->hlen)
 		return -1;
 	return CRYPTO_memcmp(v, sc->server_sig, vn) == 0 ? 0 : -1;
+}
+
+/* --- SASL2, FAST and ISR (HT-SHA-256-NONE: draft-schmaus-kitten-sasl-ht-09) ---- */
+
+/* A UUID v4 per session, made once: the server keys FAST tokens by it. */
+static const char *ua_id(struct sess *s)
+{
+	if (!s->ua_id[0]) {
+		uint8_t u[16];
+
+		RAND_bytes(u, sizeof(u));
+		u[6] = (uint8_t)((u[6] & 0x0f) | 0x40);
+		u[8] = (uint8_t)((u[8] & 0x3f) | 0x80);
+		snprintf(s->ua_id, sizeof(s->ua_id),
+			 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0], u[1], u[2],
+			 u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14], u[15]);
+	}
+	return s->ua_id;
+}
+
+static void set_str(char **dst, const char *v)
+{
+	if (*dst)
+		OPENSSL_cleanse(*dst, strlen(*dst));
+	free(*dst);
+	*dst = v ? strdup(v) : NULL;
+}
+
+/* The SASL2 login of --resume-kind fast: SCRAM (or PLAIN) first message,
+ * Bind2 with SM enable, and a FAST token request, in one <authenticate/>. */
+static void send_sasl2_login(struct conn *c, const char *mech, const char *b64)
+{
+	conn_printf(c, "<authenticate xmlns='" NS_SASL2 "' mechanism='%s'><initial-response>%s</initial-response>"
+		    "<user-agent id='%s'/><bind xmlns='" NS_BIND2 "'><tag>bench</tag>%s</bind>"
+		    "<request-token xmlns='" NS_FAST "' mechanism='" HT_MECH "'/></authenticate>",
+		    mech, b64, ua_id(c->s), opt.sm ? "<enable xmlns='" NS_SM "' resume='true'/>" : "");
+}
+
+/* HMAC-SHA-256 keyed with the token string's own bytes (not decoded). */
+static void ht_hmac(const char *token, const char *label, uint8_t out[32])
+{
+	unsigned ol = 32;
+
+	HMAC(EVP_sha256(), token, strlen(token), (const uint8_t *)label, strlen(label), out, &ol);
+}
+
+/* Checks the HT responder message in <additional-data> (base64 of
+ * HMAC(token, "Responder"), cb-data empty). Returns 0 when it matches. */
+static int ht_verify_responder(struct conn *c, const char *text)
+{
+	uint8_t want[32], got[64];
+	size_t n;
+
+	if (!c->ht_token || !text || b64_decode(text, got, sizeof(got), &n) < 0 || n != sizeof(want))
+		return -1;
+	ht_hmac(c->ht_token, "Responder", want);
+	return CRYPTO_memcmp(want, got, sizeof(want)) == 0 ? 0 : -1;
+}
+
+/* ISR or FAST reconnect: one <authenticate mechanism='HT-SHA-256-NONE'/>
+ * keyed with the session's token, carrying the XEP-0198 <resume/>; sent
+ * right behind the stream header, before any feature arrives. */
+static void send_fast_resume(struct conn *c)
+{
+	struct sess *s = c->s;
+	const char *tok = opt.resume_kind == RESUME_FAST ? s->fast_token : s->isr_token;
+	char user[128], b64[256];
+	uint8_t msg[128 + 1 + 32];
+	size_t ul;
+
+	if (!tok || !s->sm_id) {
+		c->why = opt.resume_kind == RESUME_FAST ? "fast: no token" : "isr: no token";
+		if (mode->on_resumed)
+			mode->on_resumed(s, 0);
+		return;
+	}
+	xmpp_user(s->user, user, sizeof(user));
+	ul = strlen(user);
+	memcpy(msg, user, ul);
+	msg[ul] = 0;
+	ht_hmac(tok, "Initiator", msg + ul + 1);
+	if (b64_encode(msg, ul + 1 + 32, b64, sizeof(b64)) < 0)
+		return fail(c, "ht: encode");
+	set_str(&c->ht_token, tok);
+	c->ht = 1;
+	c->sasl2 = 1;
+	if (opt.resume_kind == RESUME_FAST)
+		conn_printf(c, "<authenticate xmlns='" NS_SASL2 "' mechanism='" HT_MECH "'>"
+			    "<initial-response>%s</initial-response><user-agent id='%s'/>"
+			    "<fast xmlns='" NS_FAST "'/><resume xmlns='" NS_SM "' previd='%s' h='%u'/>"
+			    "</authenticate>", b64, ua_id(s), s->sm_id, s->h_report);
+	else
+		conn_printf(c, "<authenticate xmlns='" NS_SASL2 "' mechanism='" HT_MECH "'>"
+			    "<initial-response>%s</initial-response><inst-resume xmlns='" NS_ISR "'>"
+			    "<resume xmlns='" NS_SM "' previd='%s' h='%u'/></inst-resume></authenticate>",
+			    b64, s->sm_id, s->h_report);
+	OPENSSL_cleanse(msg, sizeof(msg));
+	c->state = CS_WAIT_SASL;
+}
+
+/* Does <list> (a <fast/> or <isr/><mechanisms/>) name HT-SHA-256-NONE? */
+static int offers_ht(const struct xel *list)
+{
+	for (const struct xel *m = list ? list->child : NULL; m; m = m->next)
+		if (strcmp(m->name, "mechanism") == 0 && m->text && strcmp(m->text, HT_MECH) == 0)
+			return 1;
+	return 0;
+}
+
+/* <enabled/> of XEP-0198 (alone or inside Bind2 <bound/>), with the ISR
+ * token if one came. */
+static void take_enabled(struct sess *s, struct xel *e)
+{
+	const char *id = xel_attr(e, "id");
+	const char *res = xel_attr(e, "resume");
+	struct xel *ie = xel_child(e, NS_ISR, "isr-enabled");
+
+	s->sm_on = 1;
+	s->h_in = s->h_report = s->out = s->acked = s->since_ack = 0;
+	free(s->sm_id);
+	s->sm_id = NULL;
+	if (id && res && (strcmp(res, "true") == 0 || strcmp(res, "1") == 0))
+		s->sm_id = strdup(id);
+	set_str(&s->isr_token, ie ? xel_attr(ie, "token") : NULL);
+}
+
+/* <resumed/> (classic, or inside a SASL2 <success/>): the stream is live. */
+static void take_resumed(struct conn *c, struct xel *e)
+{
+	struct sess *s = c->s;
+	const char *h = xel_attr(e, "h");
+
+	if (h)
+		s->acked = (uint32_t)strtoul(h, NULL, 10);
+	s->h_in = s->h_report;
+	c->state = CS_ACTIVE;
+	c->deadline = 0;
+	if (mode->on_resumed)
+		mode->on_resumed(s, 1);
+}
+
+static void on_sasl2(struct conn *c, struct xel *e)
+{
+	struct sess *s = c->s;
+	struct xel *ad, *aid, *tok, *bound, *resumed, *failed, *ir, *irf;
+
+	if (c->state != CS_WAIT_SASL || !c->sasl2)
+		return fail(c, "unexpected SASL2 element");
+	if (strcmp(e->name, "challenge") == 0) {
+		if (!c->scram)
+			return fail(c, "sasl2: unexpected challenge");
+		return sasl_challenge(c, e->text);
+	}
+	if (strcmp(e->name, "failure") == 0) {
+		const char *why = intern("sasl2 failure: ", e->child ? e->child->name : "?");
+
+		if (!c->resume)
+			return conn_close(c, END_PROTO, why);
+		c->why = why;
+		if (mode->on_resumed)
+			mode->on_resumed(s, 0);
+		return;
+	}
+	if (strcmp(e->name, "success") != 0)
+		return fail(c, "unexpected SASL2 element");
+	ad = xel_child(e, NS_SASL2, "additional-data");
+	if (c->ht) {
+		if (ht_verify_responder(c, ad ? ad->text : NULL) < 0)
+			return fail(c, "ht: responder hash mismatch");
+	} else if (sasl_verify(c, ad ? ad->text : NULL) < 0) {
+		return fail(c, "sasl: server signature mismatch");
+	}
+	free(c->scram);
+	c->scram = NULL;
+	c->flags |= CONN_F_AUTHED;
+	aid = xel_child(e, NS_SASL2, "authorization-identifier");
+	tok = xel_child(e, NS_FAST, "token");
+	if (tok && xel_attr(tok, "token"))
+		set_str(&s->fast_token, xel_attr(tok, "token"));   /* rotated on every use: keep the newest */
+	bound = xel_child(e, NS_BIND2, "bound");
+	resumed = xel_child(e, NS_SM, "resumed");
+	failed = xel_child(e, NS_SM, "failed");
+	ir = xel_child(e, NS_ISR, "inst-resumed");
+	irf = xel_child(e, NS_ISR, "inst-resume-failed");
+	if (ir) {
+		set_str(&s->isr_token, xel_attr(ir, "token"));
+		resumed = xel_child(ir, NS_SM, "resumed");
+	}
+	if (irf)
+		failed = xel_child(irf, NS_SM, "failed");
+	if (c->resume) {
+		if (resumed)
+			return take_resumed(c, resumed);
+		c->why = intern("resume failed: ", failed && failed->child ? failed->child->name : "no <resumed/>");
+		if (mode->on_resumed)
+			mode->on_resumed(s, 0);
+		return;
+	}
+	if (bound) {
+		struct xel *en = xel_child(bound, NS_SM, "enabled");
+
+		if (aid && aid->text) {
+			free(s->jid);
+			s->jid = strdup(aid->text);
+		}
+		s->sm_on = 0;
+		if (en)
+			take_enabled(s, en);
+		else if (opt.sm)
+			c->why = "sm: not enabled in <bound/>";
+		c->sasl2_bound = 1;
+	}
+	c->state = CS_WAIT_FEATURES;       /* features follow, no restart */
 }
 
 /* --- features and the state machine ------------------------------------------ */
@@ -402,8 +653,12 @@ static void on_features(struct conn *c, struct xel *e)
 	struct xel *mechs = xel_child(e, NS_SASL, "mechanisms");
 	struct xel *bind = xel_child(e, NS_BIND, "bind");
 
+	if (c->state == CS_WAIT_SASL && c->ht)
+		return;       /* pipelined <authenticate/>: these features crossed it */
 	if (c->state != CS_WAIT_FEATURES)
 		return fail(c, "unexpected features");
+	if (c->sasl2_bound)
+		return ready(c);   /* the <stream:features/> after a Bind2 <success/> */
 	if (!(c->flags & CONN_F_TLS) && starttls) {
 		conn_write(c, "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>", 51);
 		c->state = CS_WAIT_PROCEED;
@@ -412,6 +667,19 @@ static void on_features(struct conn *c, struct xel *e)
 	if (!(c->flags & CONN_F_AUTHED)) {
 		const char *mech;
 
+		if (opt.resume_kind == RESUME_FAST) {
+			struct xel *a2 = xel_child(e, NS_SASL2, "authentication");
+			struct xel *in = a2 ? xel_child(a2, NS_SASL2, "inline") : NULL;
+
+			if (!a2 || !offers_ht(in ? xel_child(in, NS_FAST, "fast") : NULL))
+				return fail(c, "fast: SASL2 with FAST " HT_MECH " not offered");
+			mech = pick_mech(a2);
+			if (!mech)
+				return fail(c, "no usable SASL2 mechanism");
+			c->sasl2 = 1;
+			sasl_start(c, mech);
+			return;
+		}
 		if (!mechs)
 			return fail(c, "no SASL offered");
 		mech = pick_mech(mechs);
@@ -423,6 +691,11 @@ static void on_features(struct conn *c, struct xel *e)
 	if (!bind)
 		return fail(c, "bind not offered");
 	c->sm_offered = xel_child(e, NS_SM, "sm") != NULL;
+	{
+		struct xel *isr = xel_child(e, NS_ISR, "isr");
+
+		c->isr_offered = isr && offers_ht(xel_child(isr, NS_SASL, "mechanisms"));
+	}
 	if (c->resume) {
 		if (!c->sm_offered || !c->s->sm_id) {
 			c->why = "sm: not offered";
@@ -474,6 +747,14 @@ static void on_bound(struct conn *c, struct xel *e)
 	free(s->jid);
 	s->jid = strdup(j->text);
 	s->sm_on = 0;
+	if (opt.sm && c->sm_offered && opt.resume_kind == RESUME_ISR && c->isr_offered) {
+		conn_printf(c, "<enable xmlns='" NS_SM "' resume='true'><isr-enable xmlns='" NS_ISR
+			    "' mechanism='" HT_MECH "'/></enable>");
+		c->state = CS_WAIT_ENABLED;
+		return;
+	}
+	if (opt.resume_kind == RESUME_ISR)
+		c->why = "isr: not offered";
 	if (opt.sm && c->sm_offered) {
 		conn_write(c, "<enable xmlns='urn:xmpp:sm:3' resume='true'/>", 45);
 		c->state = CS_WAIT_ENABLED;
@@ -499,27 +780,15 @@ static void on_sm(struct conn *c, struct xel *e)
 				mode->on_ack(s, s->acked);
 		}
 	} else if (strcmp(e->name, "enabled") == 0 && c->state == CS_WAIT_ENABLED) {
-		const char *id = xel_attr(e, "id");
-		const char *res = xel_attr(e, "resume");
-
-		s->sm_on = 1;
-		s->h_in = s->h_report = s->out = s->acked = s->since_ack = 0;
-		free(s->sm_id);
-		s->sm_id = NULL;
-		if (id && res && (strcmp(res, "true") == 0 || strcmp(res, "1") == 0))
-			s->sm_id = strdup(id);
+		take_enabled(s, e);
+		if (opt.resume_kind == RESUME_ISR && !s->isr_token)
+			c->why = "isr: no <isr-enabled/> token";
 		ready(c);
 	} else if (strcmp(e->name, "failed") == 0 && c->state == CS_WAIT_ENABLED) {
 		c->why = "sm: enable failed";
 		ready(c);
 	} else if (strcmp(e->name, "resumed") == 0 && c->state == CS_WAIT_RESUMED) {
-		if (h)
-			s->acked = (uint32_t)strtoul(h, NULL, 10);
-		s->h_in = s->h_report;
-		c->state = CS_ACTIVE;
-		c->deadline = 0;
-		if (mode->on_resumed)
-			mode->on_resumed(s, 1);
+		take_resumed(c, e);
 	} else if (strcmp(e->name, "failed") == 0 && c->state == CS_WAIT_RESUMED) {
 		c->why = intern("resume failed: ", e->child ? e->child->name : "?");
 		if (mode->on_resumed)
@@ -581,6 +850,8 @@ void xmpp_on_element(struct conn *c, struct xel *e)
 	}
 	if (strcmp(e->ns, NS_SASL) == 0)
 		return on_sasl(c, e);
+	if (strcmp(e->ns, NS_SASL2) == 0)
+		return on_sasl2(c, e);
 	if (strcmp(e->ns, NS_SM) == 0)
 		return on_sm(c, e);
 	if (strcmp(e->ns, NS_CLIENT) == 0)
@@ -593,6 +864,7 @@ void xmpp_conn_free(struct conn *c)
 		OPENSSL_cleanse(c->scram, sizeof(*c->scram));
 	free(c->scram);
 	c->scram = NULL;
+	set_str(&c->ht_token, NULL);
 }
 
 void xmpp_stats_print(void)

@@ -309,6 +309,13 @@ static int mode_idle(int n)
 	before = rss_tree_kib(opt.server_pid, &nprocs);
 	ramp_t0 = now_ns();
 	run_until(logins_complete, (double)n / opt.rate + opt.timeout + 60);
+	/* A server slower than the ramp gets more time while it makes
+	 * progress: stop after --timeout s without a finished login, or 1 h. */
+	for (long seen = -1; !logins_complete() && !stop_now() && seen != logins_ok + logins_failed &&
+			     now_ns() - ramp_t0 < 3600ull * 1000000000ull;) {
+		seen = logins_ok + logins_failed;
+		run_until(logins_complete, opt.timeout);
+	}
 	run_until(NULL, opt.settle);
 	after = rss_tree_kib(opt.server_pid, NULL);
 	if (before > 0 && after > 0 && logins_ok > 0)
@@ -1004,6 +1011,7 @@ static int mode_resume(int k)
 
 	json_begin("resume");
 	json_str("resume_kind", kind_name[opt.resume_kind]);
+	json_int("concurrency", opt.concurrency);
 	if (resumable == 0)
 		json_str("reason", nreasons ? reason_name[0] : "no session could be resumed");
 	json_int("sessions", k);

@@ -519,7 +519,7 @@ static int st_wait_bind(struct c2s *s, struct xnode *el)
 	}
 	if (!strcmp(el->ns, XMLNS_SM))
 		return c2s_sm_nonza(s, el);
-	if (c2s_is(el, XMLNS_SASL, "auth"))
+	if (c2s_is(el, XMLNS_SASL, "auth") || c2s_is(el, XMLNS_SASL2, "authenticate"))
 		return c2s_stream_fail(s, SE_POLICY_VIOLATION, "already authenticated");
 	if (c2s_is_stanza(el))
 		return c2s_stream_fail(s, SE_NOT_AUTHORIZED, "bind a resource first");
@@ -536,7 +536,7 @@ static int st_active(struct c2s *s, struct xnode *el)
 	}
 	if (!strcmp(el->ns, XMLNS_SM))
 		return c2s_sm_nonza(s, el);
-	if (c2s_is(el, XMLNS_SASL, "auth"))
+	if (c2s_is(el, XMLNS_SASL, "auth") || c2s_is(el, XMLNS_SASL2, "authenticate"))
 		return c2s_stream_fail(s, SE_POLICY_VIOLATION, "already authenticated");
 	return c2s_stream_fail(s, SE_UNSUPPORTED_STANZA_TYPE, NULL);
 }

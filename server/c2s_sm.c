@@ -479,7 +479,8 @@ int c2s_sm_resume(struct c2s *s, const char *previd, uint32_t h, struct sm_resum
 	r->t = t;
 	r->h = h;
 	/* The previous stream lets go: conflict if open, freed if detached. */
-	if (t->rec.owner.worker != to.worker || t->rec.owner.slot != to.slot)
+	if (t->rec.owner.worker != to.worker || t->rec.owner.slot != to.slot ||
+	    t->rec.owner.gen != to.gen)
 		worker_moved(s->w, &t->rec.owner);
 	if (c2s_bind_resource(s, t->resource, 0)) {
 		c2s_sm_drop(r);

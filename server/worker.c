@@ -218,16 +218,46 @@ static int alloc_slot(struct worker *w, uint32_t *slot)
 	return 0;
 }
 
+#define ACCEPT_BACKOFF_MS 100 /* after EMFILE/ENFILE/ENOMEM: let descriptors free up */
+
+static void accept_retry(struct worker *w, unsigned which)
+{
+	if (!w->draining && w->lfd[which] != -1)
+		arm_accept(w, which);
+}
+
+static void on_accept_retry0(struct timer *t)
+{
+	accept_retry((struct worker *)((char *)t - offsetof(struct worker, accept_retry[0])), 0);
+}
+
+static void on_accept_retry1(struct timer *t)
+{
+	accept_retry((struct worker *)((char *)t - offsetof(struct worker, accept_retry[1])), 1);
+}
+
 static void on_accept(struct worker *w, const struct io_uring_cqe *cqe)
 {
 	unsigned which = ud_slot(cqe->user_data);
-	if (!(cqe->flags & IORING_CQE_F_MORE) && !w->draining && w->lfd[which] != -1)
-		arm_accept(w, which);
+	int more = cqe->flags & IORING_CQE_F_MORE;
 	if (cqe->res < 0) {
-		if (cqe->res != -ECANCELED)
-			log_warn("worker %u: accept: %s", w->idx, strerror(-cqe->res));
+		if (cqe->res == -ECANCELED)
+			return;
+		/* Out of descriptors or memory: back off instead of spinning, and
+		 * say so at most once a second. */
+		uint64_t now = timer_now_ms();
+		if (now - w->accept_err_logged_ms >= 1000) {
+			w->accept_err_logged_ms = now;
+			log_warn("worker %u: accept: %s (retrying every %d ms)", w->idx,
+				 strerror(-cqe->res), ACCEPT_BACKOFF_MS);
+		}
+		if (!more && !w->draining && w->lfd[which] != -1)
+			timer_arm(&w->wheel, &w->accept_retry[which], ACCEPT_BACKOFF_MS,
+				  which ? on_accept_retry1 : on_accept_retry0);
 		return;
 	}
+	if (!more && !w->draining && w->lfd[which] != -1)
+		arm_accept(w, which);
 	int fd = cqe->res;
 	uint32_t slot;
 	if (w->draining || alloc_slot(w, &slot)) {

@@ -92,6 +92,8 @@ struct worker {
 	atomic_int wake_pending;
 	int congested_hit;           /* a delivery just went to a congested session */
 	int trim_pending;            /* idle streams freed memory: give it back to the OS */
+	struct timer accept_retry[LISTENER_MAX]; /* re-arm accept after EMFILE & co. */
+	uint64_t accept_err_logged_ms;
 	uint64_t last_trim_ms;
 	int draining;                /* shutdown seen by this worker */
 	uint64_t drain_deadline_ms;

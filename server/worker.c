@@ -484,7 +484,11 @@ static void maybe_trim_heap(struct worker *w)
 		return;
 	w->trim_pending = 0;
 	w->last_trim_ms = now;
+#if !defined(__SANITIZE_ADDRESS__)
+	/* Not under ASan: its allocator is not glibc's, malloc_trim would
+	 * walk arenas that were never set up. */
 	malloc_trim(0);
+#endif
 }
 
 static void handle_cqe(struct worker *w, struct io_uring_cqe *cqe)

@@ -360,7 +360,8 @@ static void inbox_push(struct worker *w, struct worker *target, struct inbox_ite
 	wake(w, target);
 }
 
-static void handle_item(struct worker *w, struct inbox_item *it)
+/* Carries out <it> on this worker. The item itself stays the caller's. */
+static void handle_item(struct worker *w, const struct inbox_item *it)
 {
 	struct conn *c = NULL;
 	if (it->slot < w->nslots && w->gens[it->slot] == it->gen)
@@ -383,7 +384,6 @@ static void handle_item(struct worker *w, struct inbox_item *it)
 			c2s_moved(c->c2s);
 		break;
 	}
-	free(it);
 }
 
 static void drain_inbox(struct worker *w)
@@ -399,57 +399,47 @@ static void drain_inbox(struct worker *w)
 	while (fifo) {
 		struct inbox_item *n = fifo->next;
 		handle_item(w, fifo);
+		free(fifo);
 		fifo = n;
 	}
 }
 
-void worker_deliver(struct worker *w, const struct route_target *t, struct rmsg *m)
-{
-	struct worker *target = &w->srv->workers[t->worker];
-	if (t->congested)
-		w->congested_hit = 1; /* the sending stream backs off (c2s_route.c) */
-	if (target == w) {
-		struct inbox_item it = { .kind = INBOX_DELIVER, .slot = t->slot, .gen = t->gen, .msg = m };
-		struct inbox_item *heap = malloc(sizeof(*heap));
-		if (!heap) {
-			rmsg_unref(m);
-			return;
-		}
-		*heap = it;
-		handle_item(w, heap);
-		return;
-	}
-	struct inbox_item *it = malloc(sizeof(*it));
-	if (!it) {
-		rmsg_unref(m);
-		return;
-	}
-	*it = (struct inbox_item){ .kind = INBOX_DELIVER, .slot = t->slot, .gen = t->gen, .msg = m };
-	inbox_push(w, target, it);
-}
-
-static void send_item(struct worker *w, unsigned to, enum inbox_kind kind, uint32_t slot,
-		      uint32_t gen, int cond)
+/* Hands <it> to worker <to>: carried out at once when that is us (no
+ * allocation on the local path), else copied into its inbox. */
+static void send_item(struct worker *w, unsigned to, const struct inbox_item *it)
 {
 	struct worker *target = &w->srv->workers[to];
-	struct inbox_item *it = malloc(sizeof(*it));
-	if (!it)
-		return;
-	*it = (struct inbox_item){ .kind = kind, .slot = slot, .gen = gen, .cond = cond };
-	if (target == w)
+	if (target == w) {
 		handle_item(w, it);
-	else
-		inbox_push(w, target, it);
+		return;
+	}
+	struct inbox_item *copy = malloc(sizeof(*copy));
+	if (!copy) {
+		rmsg_unref(it->msg);
+		return;
+	}
+	*copy = *it;
+	inbox_push(w, target, copy);
+}
+
+void worker_deliver(struct worker *w, const struct route_target *t, struct rmsg *m)
+{
+	if (t->congested)
+		w->congested_hit = 1; /* the sending stream backs off (c2s_route.c) */
+	struct inbox_item it = { .kind = INBOX_DELIVER, .slot = t->slot, .gen = t->gen, .msg = m };
+	send_item(w, t->worker, &it);
 }
 
 void worker_kick(struct worker *w, const struct route_target *t, int cond)
 {
-	send_item(w, t->worker, INBOX_KICK, t->slot, t->gen, cond);
+	struct inbox_item it = { .kind = INBOX_KICK, .slot = t->slot, .gen = t->gen, .cond = cond };
+	send_item(w, t->worker, &it);
 }
 
 void worker_moved(struct worker *w, const struct sm_owner *o)
 {
-	send_item(w, o->worker, INBOX_MOVED, o->slot, o->gen, 0);
+	struct inbox_item it = { .kind = INBOX_MOVED, .slot = o->slot, .gen = o->gen };
+	send_item(w, o->worker, &it);
 }
 
 /* Shutdown, seen by this worker: stop accepting, tell every stream. */

@@ -128,17 +128,16 @@ static void route_full(struct c2s *s, struct xnode *el, const char *bare, const 
 		       const char *to)
 {
 	enum rmsg_kind kind = kind_of(el);
-	struct route_target *t = malloc(sizeof(*t));
-	if (t && router_get_full(s->srv->router, bare, resource, t) == 0) {
+	struct route_target t; /* on the stack: this is the per-stanza path */
+	if (router_get_full(s->srv->router, bare, resource, &t) == 0) {
 		struct rmsg *m = make_rmsg(s, el, to);
 		if (m)
-			worker_deliver(s->w, t, m);
+			worker_deliver(s->w, &t, m);
 	} else if (kind == RMSG_MESSAGE) {
 		route_message_bare(s, el, bare, to);
 	} else if (kind == RMSG_IQ) {
 		bounce(s, el, to, STE_SERVICE_UNAVAILABLE);
 	} /* presence to an absent resource: dropped */
-	free(t);
 }
 
 static void route_bare(struct c2s *s, struct xnode *el, const char *bare, const char *to)
@@ -211,10 +210,8 @@ static void route(struct c2s *s, struct xnode *el)
 			route_message_bare(s, el, s->bare, s->bare);
 		return;
 	}
-	struct jid *j = malloc(sizeof(*j));
+	struct jid jj, *j = &jj; /* ~3 KiB on the worker's stack, not a malloc per stanza */
 	char bare[2 * JID_PART_MAX + 2];
-	if (!j)
-		return;
 	if (jid_parse(to, j))
 		bounce(s, el, to, STE_JID_MALFORMED);
 	else if (strcmp(j->domain, s->srv->cfg.domain))
@@ -227,5 +224,4 @@ static void route(struct c2s *s, struct xnode *el)
 		route_full(s, el, bare, j->resource, to);
 	else
 		route_bare(s, el, bare, to);
-	free(j);
 }

@@ -28,7 +28,8 @@ int deliver_full(struct worker *w, const char *bare, const char *resource, struc
 
 size_t deliver_message_bare(struct worker *w, const char *bare, struct rmsg *m)
 {
-	struct route_target *t = calloc(ROUTER_MAX_RESOURCES, sizeof(*t));
+	/* Not zeroed: router_get_all fills the entries it returns. */
+	struct route_target *t = malloc(ROUTER_MAX_RESOURCES * sizeof(*t));
 	size_t pick[ROUTER_MAX_RESOURCES], k = 0;
 	if (t) {
 		size_t n = router_get_all(w->srv->router, bare, t, ROUTER_MAX_RESOURCES);
@@ -43,7 +44,7 @@ size_t deliver_message_bare(struct worker *w, const char *bare, struct rmsg *m)
 
 size_t deliver_presence(struct worker *w, const char *bare, struct rmsg *m, int only_available)
 {
-	struct route_target *t = calloc(ROUTER_MAX_RESOURCES, sizeof(*t));
+	struct route_target *t = malloc(ROUTER_MAX_RESOURCES * sizeof(*t));
 	size_t k = 0;
 	if (t) {
 		size_t n = router_get_all(w->srv->router, bare, t, ROUTER_MAX_RESOURCES);

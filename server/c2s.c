@@ -78,6 +78,17 @@ static void send_header(struct c2s *s, const char *to_attr)
 
 static void stream_over(struct c2s *s);
 
+/* Our side of the stream is written: stop the timers, close after the
+ * output is sent, and settle the session's fate. */
+static void close_stream(struct c2s *s)
+{
+	c2s_set_state(s, C2S_CLOSING);
+	s->tp->set_timer(s->io, C2S_TIMER_MAIN, 0);
+	s->tp->set_timer(s->io, C2S_TIMER_ACK, 0);
+	s->tp->close(s->io);
+	stream_over(s);
+}
+
 /* Sends a stream error and closes (RFC 6120 §4.9): terminal. */
 int c2s_stream_fail(struct c2s *s, enum stream_err e, const char *text)
 {
@@ -100,11 +111,7 @@ int c2s_stream_fail(struct c2s *s, enum stream_err e, const char *text)
 	c2s_send_out(s);
 	log_info("c2s %s%s%s: stream error %s%s%s", s->tp->peer(s->io), s->full ? " " : "",
 		 s->full ? s->full : "", stream_err_name(e), text ? ": " : "", text ? text : "");
-	c2s_set_state(s, C2S_CLOSING);
-	s->tp->set_timer(s->io, C2S_TIMER_MAIN, 0);
-	s->tp->set_timer(s->io, C2S_TIMER_ACK, 0);
-	s->tp->close(s->io);
-	stream_over(s);
+	close_stream(s);
 	return 1;
 }
 
@@ -580,11 +587,7 @@ static int on_close(void *ud)
 	log_debug("c2s %s: closed by peer", s->tp->peer(s->io));
 	/* A clean close ends the session for good: no resumption (XEP-0198 §4). */
 	s->end_mode = C2S_END_SESSION;
-	c2s_set_state(s, C2S_CLOSING);
-	s->tp->set_timer(s->io, C2S_TIMER_MAIN, 0);
-	s->tp->set_timer(s->io, C2S_TIMER_ACK, 0);
-	s->tp->close(s->io);
-	stream_over(s);
+	close_stream(s);
 	return 1;
 }
 

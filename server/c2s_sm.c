@@ -36,6 +36,27 @@ static struct sm_owner me(const struct c2s *s)
 
 /* ---- enable ------------------------------------------------------------ */
 
+static void fail_el(struct sbuf *out, enum stanza_err cond)
+{
+	sbuf_printf(out, "<failed xmlns='" XMLNS_SM "'><%s xmlns='" XMLNS_STANZAS "'/></failed>",
+		    stanza_err_name(cond));
+}
+
+/* <h> acknowledges more than was sent: the stream error of XEP-0198 §4,
+ * then the stream ends and so does the session (it cannot be trusted). */
+static int fail_h_too_high(struct c2s *s, uint32_t h)
+{
+	sbuf_reset(&s->out);
+	sbuf_printf(&s->out, "<stream:error><undefined-condition xmlns='" XMLNS_STREAMS "'/>"
+		    "<handled-count-too-high xmlns='" XMLNS_SM "' h='%u' send-count='%u'/>"
+		    "<text xmlns='" XMLNS_STREAMS "' xml:lang='en'>You acknowledged %u stanzas, "
+		    "but I only sent you %u so far.</text></stream:error>",
+		    h, s->sm.c.out, h, s->sm.c.out);
+	c2s_send_out(s);
+	s->end_mode = C2S_END_SESSION;
+	return c2s_stream_fail(s, SE_NONE, NULL); /* the error element is out already */
+}
+
 /* The <isr-enable/> inside <enable/> (XEP-0397): a fresh token, sealed
  * into the session record and pinned to the mechanism asked for. Appends
  * <isr-enabled/> to <out>; nothing if the mechanism is not offered here. */
@@ -67,8 +88,7 @@ int c2s_sm_enable(struct c2s *s, struct xnode *el, struct sbuf *out)
 	const struct config *cfg = &s->srv->cfg;
 	if (!(s->flags & C2S_F_BOUND) || (s->flags & C2S_F_SM)) {
 		/* Before binding, or a second time (XEP-0198 example: <failed/>). */
-		sbuf_puts(out, "<failed xmlns='" XMLNS_SM "'><unexpected-request xmlns='"
-			  XMLNS_STANZAS "'/></failed>");
+		fail_el(out, STE_UNEXPECTED_REQUEST);
 		return -1;
 	}
 	int resume = sm_parse_bool(xnode_attr(el, "resume")) == 1 && cfg->sm_max_resume > 0;
@@ -81,8 +101,7 @@ int c2s_sm_enable(struct c2s *s, struct xnode *el, struct sbuf *out)
 	s->sm.available = (s->flags & C2S_F_AVAILABLE) != 0;
 	s->sm.priority = s->priority;
 	if (store_sm_create(s->srv->store, &s->sm, s->bare, s->resource)) {
-		sbuf_puts(out, "<failed xmlns='" XMLNS_SM "'><internal-server-error xmlns='"
-			  XMLNS_STANZAS "'/></failed>");
+		fail_el(out, STE_INTERNAL_SERVER_ERROR);
 		return -1;
 	}
 	s->flags |= C2S_F_SM;
@@ -116,8 +135,7 @@ static int do_enable(struct c2s *s, struct xnode *el)
 {
 	sbuf_reset(&s->out);
 	if (s->state != C2S_ACTIVE) {
-		sbuf_puts(&s->out, "<failed xmlns='" XMLNS_SM "'><unexpected-request xmlns='"
-			  XMLNS_STANZAS "'/></failed>");
+		fail_el(&s->out, STE_UNEXPECTED_REQUEST);
 		c2s_send_out(s);
 		return 0;
 	}
@@ -187,20 +205,8 @@ static int on_ack(struct c2s *s, struct xnode *el)
 	uint32_t h;
 	if (sm_parse_u32(xnode_attr(el, "h"), &h))
 		return c2s_stream_fail(s, SE_BAD_FORMAT, "<a/> needs a numeric h");
-	if (sm_check_h(&s->sm.c, h)) {
-		char text[160];
-		snprintf(text, sizeof(text), "You acknowledged %u stanzas, but I only sent you %u so far.",
-			 h, s->sm.c.out);
-		sbuf_reset(&s->out);
-		sbuf_printf(&s->out, "<stream:error><undefined-condition xmlns='" XMLNS_STREAMS "'/>"
-			    "<handled-count-too-high xmlns='" XMLNS_SM "' h='%u' send-count='%u'/>"
-			    "<text xmlns='" XMLNS_STREAMS "' xml:lang='en'>%s</text></stream:error>",
-			    h, s->sm.c.out, text);
-		c2s_send_out(s);
-		s->end_mode = C2S_END_SESSION;
-		/* The error element is out; close without a second one. */
-		return c2s_stream_fail(s, SE_NONE, NULL);
-	}
+	if (sm_check_h(&s->sm.c, h))
+		return fail_h_too_high(s, h);
 	int rc = store_sm_ack(s->srv->store, s->sm.id, s->sm.epoch, h);
 	if (rc == -ESTALE) {
 		s->end_mode = C2S_END_MOVED;
@@ -444,12 +450,6 @@ void c2s_sm_retransmit(struct c2s *s, struct sm_resume *r)
 	after_count_change(s, 0);
 }
 
-static void fail_el(struct sbuf *out, enum stanza_err cond)
-{
-	sbuf_printf(out, "<failed xmlns='" XMLNS_SM "'><%s xmlns='" XMLNS_STANZAS "'/></failed>",
-		    stanza_err_name(cond));
-}
-
 int c2s_sm_resume(struct c2s *s, const char *previd, uint32_t h, struct sm_resume *r,
 		  struct sbuf *fail_out, int classic)
 {
@@ -499,12 +499,7 @@ int c2s_sm_resume(struct c2s *s, const char *previd, uint32_t h, struct sm_resum
 		s->end_mode = C2S_END_SESSION;
 		if (classic) {
 			c2s_set_state(s, C2S_ACTIVE);
-			sbuf_reset(&s->out);
-			sbuf_printf(&s->out, "<stream:error><undefined-condition xmlns='" XMLNS_STREAMS "'/>"
-				    "<handled-count-too-high xmlns='" XMLNS_SM "' h='%u' send-count='%u'/>"
-				    "</stream:error>", h, s->sm.c.out);
-			c2s_send_out(s);
-			c2s_stream_fail(s, SE_NONE, NULL);
+			fail_h_too_high(s, h);
 			return 1;
 		}
 		if (c2s_sm_end(s) == 0)

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tether/im.h"
 #include "tether/jid.h"
 #include "tether/log.h"
 #include "tether/rmsg.h"
@@ -79,18 +80,7 @@ void deliver_bounce(struct worker *w, const char *domain, const struct rmsg *m, 
 		return; /* never answer an error with an error */
 	struct sbuf b = SBUF_INIT;
 	const char *from = *m->to ? m->to : domain;
-	int rc = sbuf_printf(&b, "<%s type='error'", kind_name(m));
-	if (*m->id) {
-		rc |= sbuf_puts(&b, " id='");
-		rc |= sbuf_puts_esc(&b, m->id);
-		rc |= sbuf_puts(&b, "'");
-	}
-	rc |= sbuf_puts(&b, " from='");
-	rc |= sbuf_puts_esc(&b, from);
-	rc |= sbuf_puts(&b, "' to='");
-	rc |= sbuf_puts_esc(&b, m->from);
-	rc |= sbuf_printf(&b, "'><error type='%s'><%s xmlns='" XMLNS_STANZAS "'/></error></%s>",
-			  stanza_err_type(cond), stanza_err_name(cond), kind_name(m));
+	int rc = im_error_stanza(kind_name(m), *m->id ? m->id : NULL, from, m->from, cond, &b);
 	struct jid *j = malloc(sizeof(*j));
 	char bare[2 * JID_PART_MAX + 2];
 	if (!rc && j && !split(m->from, j, bare, sizeof(bare))) {

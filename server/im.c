@@ -62,11 +62,10 @@ static int version(const struct xnode *iq, const char *domain, const char *to, s
 	return rc ? -ENOMEM : 0;
 }
 
-int im_error_reply(const struct xnode *stanza, const char *from, const char *to,
-		   enum stanza_err cond, struct sbuf *out)
+int im_error_stanza(const char *name, const char *id, const char *from, const char *to,
+		    enum stanza_err cond, struct sbuf *out)
 {
-	int rc = sbuf_printf(out, "<%s type='error'", stanza->name);
-	const char *id = xnode_attr(stanza, "id");
+	int rc = sbuf_printf(out, "<%s type='error'", name);
 	if (id) {
 		rc |= sbuf_puts(out, " id='");
 		rc |= sbuf_puts_esc(out, id);
@@ -80,8 +79,14 @@ int im_error_reply(const struct xnode *stanza, const char *from, const char *to,
 	rc |= sbuf_puts(out, " to='");
 	rc |= sbuf_puts_esc(out, to);
 	rc |= sbuf_printf(out, "'><error type='%s'><%s xmlns='" XMLNS_STANZAS "'/></error></%s>",
-			  stanza_err_type(cond), stanza_err_name(cond), stanza->name);
+			  stanza_err_type(cond), stanza_err_name(cond), name);
 	return rc ? -ENOMEM : 0;
+}
+
+int im_error_reply(const struct xnode *stanza, const char *from, const char *to,
+		   enum stanza_err cond, struct sbuf *out)
+{
+	return im_error_stanza(stanza->name, xnode_attr(stanza, "id"), from, to, cond, out);
 }
 
 /* The one child of a get/set iq (RFC 6120 §8.2.3), or NULL if not exactly one. */

@@ -28,6 +28,11 @@ int im_server_iq(struct xnode *iq, const char *domain, const char *from, struct 
  * account/registered) and ping; anything else gets service-unavailable. */
 int im_account_iq(struct xnode *iq, const char *bare, const char *from, struct sbuf *out);
 
+/* Appends <name type='error' id from to><error type><cond/></error></name>;
+ * <id> is left out when NULL, <from> when NULL or empty. Returns 0 or -ENOMEM. */
+int im_error_stanza(const char *name, const char *id, const char *from, const char *to,
+		    enum stanza_err cond, struct sbuf *out);
+
 /* Appends an error reply to <stanza>: same kind and id, from/to swapped
  * (<from> is who answers, <to> who gets it), type='error', the condition
  * <cond> with its default type. Never call it for a stanza of type error. */

@@ -163,6 +163,13 @@ size_t c2s_cb_data(struct c2s *s, int cb, uint8_t *out, size_t max)
 	return 0;
 }
 
+void c2s_mech_list(struct c2s *s, struct sbuf *o)
+{
+	for (int m = 0; m < SASL_MECH_COUNT; m++)
+		if (c2s_mech_offered(s, (enum sasl_mech)m))
+			sbuf_printf(o, "<mechanism>%s</mechanism>", sasl_mech_name((enum sasl_mech)m));
+}
+
 void c2s_send_features(struct c2s *s)
 {
 	struct sbuf *o = &s->out;
@@ -171,9 +178,7 @@ void c2s_send_features(struct c2s *s)
 		sbuf_puts(o, "<starttls xmlns='" XMLNS_TLS "'><required/></starttls>");
 	} else if (!(s->flags & C2S_F_AUTHED)) {
 		sbuf_puts(o, "<mechanisms xmlns='" XMLNS_SASL "'>");
-		for (int m = 0; m < SASL_MECH_COUNT; m++)
-			if (c2s_mech_offered(s, (enum sasl_mech)m))
-				sbuf_printf(o, "<mechanism>%s</mechanism>", sasl_mech_name((enum sasl_mech)m));
+		c2s_mech_list(s, o);
 		sbuf_puts(o, "</mechanisms><sasl-channel-binding xmlns='" XMLNS_SASL_CB "'>");
 		uint8_t tmp[64];
 		if (s->tp->cb_exporter(s->io, tmp))

@@ -111,6 +111,8 @@ void c2s_emit_reply(struct c2s *s, enum rmsg_kind kind, const char *from, const 
 
 /* c2s.c: which mechanisms this stream offers. */
 int c2s_mech_offered(struct c2s *s, enum sasl_mech m);
+/* <mechanism/> for each SASL mechanism offered here, in preference order. */
+void c2s_mech_list(struct c2s *s, struct sbuf *o);
 int c2s_ht_offered(struct c2s *s, int cb);   /* enum ht_cb */
 size_t c2s_cb_data(struct c2s *s, int cb, uint8_t *out, size_t max);
 void c2s_fill_env(struct c2s *s);

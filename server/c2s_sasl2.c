@@ -68,9 +68,7 @@ static void ht_list(struct c2s *s, struct sbuf *o)
 void c2s_sasl2_features(struct c2s *s, struct sbuf *o)
 {
 	sbuf_puts(o, "<authentication xmlns='" XMLNS_SASL2 "'>");
-	for (int m = 0; m < SASL_MECH_COUNT; m++)
-		if (c2s_mech_offered(s, (enum sasl_mech)m))
-			sbuf_printf(o, "<mechanism>%s</mechanism>", sasl_mech_name((enum sasl_mech)m));
+	c2s_mech_list(s, o);
 	sbuf_puts(o, "<inline><sm xmlns='" XMLNS_SM "'/><bind xmlns='" XMLNS_BIND2 "'><inline>"
 		  "<feature var='" XMLNS_SM "'/></inline></bind><fast xmlns='" XMLNS_FAST "'>");
 	ht_list(s, o);

@@ -39,6 +39,7 @@ import readline from "node:readline";
 import { randomUUID } from "node:crypto";
 
 import { client, xml } from "@xmpp/client";
+import { patchOpen, waitEvent } from "./patch_open.mjs";
 
 const args = Object.fromEntries(
   process.argv.slice(2).reduce((acc, a, i, all) => {
@@ -84,48 +85,9 @@ const xmpp = client({
 });
 process.env.NODE_TLS_REJECT_UNAUTHORIZED = "0";
 
-// ---------------------------------------------------------------------------
-// Same stream-header patch as sm_resume.mjs (copied: that file is not a module).
-// Work around an xmpp.js 0.14.0 client bug (not a server issue):
-// Connection.open() awaits write(header) and only then starts waiting for the
-// "open" event. A fast server's reply header can be parsed before the write
-// callback runs, so the "open" event is missed and the login stalls until
-// the timeout. Same function, but listening before writing.
-function waitEvent(emitter, event, rejectEvent, ms) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      cleanup();
-      reject(new Error(`timeout waiting for ${event}`));
-    }, ms);
-    const onEvent = (v) => {
-      cleanup();
-      resolve(v);
-    };
-    const onReject = (e) => {
-      cleanup();
-      reject(e);
-    };
-    function cleanup() {
-      clearTimeout(timer);
-      emitter.removeListener(event, onEvent);
-      emitter.removeListener(rejectEvent, onReject);
-    }
-    emitter.once(event, onEvent);
-    emitter.once(rejectEvent, onReject);
-  });
-}
-xmpp.open = async function open(options) {
-  this._status("opening");
-  const { domain: d, lang } = options;
-  const headerElement = this.headerElement();
-  headerElement.attrs.to = d;
-  headerElement.attrs["xml:lang"] = lang;
-  this.root = headerElement;
-  this._attachParser(new this.Parser());
-  const opened = waitEvent(this, "open", "error", this.timeout); // listen first
-  await this.write(this.header(headerElement));
-  return opened;
-};
+// xmpp.js 0.14.0 client bug, worked around in the harness (patch_open.mjs):
+// it writes its stream header before listening for the reply.
+patchOpen(xmpp);
 
 const sm = xmpp.streamManagement;
 const fast = xmpp.fast;

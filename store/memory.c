@@ -521,66 +521,12 @@ static int mem_user_get(struct store *s, const char *bare, struct user_creds *ou
 	return rc;
 }
 
-/* Order of locks everywhere: rwlock, then users.lock. Under both we first
- * catch up with the file (another process may have written it), change
- * the map, write; if writing fails the change is undone, so memory and
- * disk agree. */
-static int mem_user_put(struct store *s, const char *bare, const struct user_creds *c)
-{
-	struct mem *st = (struct mem *)s;
-	struct user_creds old;
-	struct file_id id;
-	int fd, rc;
-
-	if (!jid_field_ok(bare) || c->iterations == 0 || c->iterations > ITER_MAX)
-		return -EINVAL;
-	pthread_rwlock_wrlock(&st->lock);
-	fd = lock_file(st);
-	if (fd < 0) {
-		rc = fd;
-		goto out;
-	}
-	if ((rc = refresh(st)))
-		goto unlock;
-	struct entry *e = map_find(&st->users, bare);
-	if (e) {
-		old = e->c;
-		e->c = *c;
-		e->c.salt_len = (uint8_t)scram_salt_len(c);
-		rc = db_write(st, &st->users, &id);
-		if (rc)
-			e->c = old;
-		scram_creds_wipe(&old);
-	} else {
-		e = entry_new(bare, c);
-		if (!e || map_link(&st->users, e)) {
-			free(e);
-			rc = -ENOMEM;
-			goto unlock;
-		}
-		e->c.salt_len = (uint8_t)scram_salt_len(c);
-		rc = db_write(st, &st->users, &id);
-		if (rc) {
-			struct entry **pp = map_slot(&st->users, bare, e->hash);
-			*pp = e->next;
-			st->users.n--;
-			entry_free(e);
-		}
-	}
-	if (rc == 0)
-		st->seen = id;
-unlock:
-	unlock_file(fd);
-out:
-	pthread_rwlock_unlock(&st->lock);
-	return rc;
-}
-
-/* Bulk import: like mem_user_put for each of the <n> users, under the same
- * locks, with one db_write at the end, so importing n users costs one file
- * rewrite instead of n. A key given twice: the last one wins. If anything
- * fails, every change is undone in reverse order (memory and disk agree:
- * nothing was imported). */
+/* Creates or replaces <n> users. Order of locks everywhere: rwlock, then
+ * users.lock. Under both we first catch up with the file (another process
+ * may have written it), change the map, and write once (tetherctl import
+ * costs one file rewrite, not n; a single put is n = 1). A key given twice:
+ * the last one wins. If anything fails, every change is undone in reverse
+ * order, so memory and disk agree. */
 static int mem_user_put_many(struct store *s, size_t n, const char *const *bares,
 			     const struct user_creds *creds)
 {
@@ -650,6 +596,11 @@ out:
 	sodium_memzero(u, n * sizeof(*u));
 	free(u);
 	return rc;
+}
+
+static int mem_user_put(struct store *s, const char *bare, const struct user_creds *c)
+{
+	return mem_user_put_many(s, 1, &bare, c);
 }
 
 static int mem_user_del(struct store *s, const char *bare)

@@ -152,12 +152,17 @@ void conn_arm_recv(struct conn *c)
 }
 
 /* The transport is gone: tell c2s once, then shut the socket. */
-static void lost(struct conn *c)
+static void tell_lost(struct conn *c)
 {
 	if (!(c->flags & CONN_F_LOST)) {
 		c->flags |= CONN_F_LOST;
 		c2s_on_lost(c->c2s);
 	}
+}
+
+static void lost(struct conn *c)
+{
+	tell_lost(c);
 	conn_abort(c);
 }
 
@@ -254,11 +259,7 @@ void conn_send(struct conn *c, const char *data, size_t len)
 		/* The peer does not read: don't let it hold our memory. */
 		log_warn("conn %s: send queue over %zu bytes, closing", c->peer,
 			 c->w->srv->cfg.max_send_queue);
-		if (!(c->flags & CONN_F_LOST)) {
-			c->flags |= CONN_F_LOST;
-			c2s_on_lost(c->c2s);
-		}
-		conn_abort(c);
+		lost(c);
 		return;
 	}
 	worker_want_flush(c->w, c);
@@ -369,10 +370,7 @@ int conn_maybe_free(struct conn *c)
 	if (!(c->flags & CONN_F_SHUT) || c->inflight > 0 || (c->flags & (CONN_F_FLUSH | CONN_F_STARVED)))
 		return 0;
 	struct worker *w = c->w;
-	if (!(c->flags & CONN_F_LOST)) {
-		c->flags |= CONN_F_LOST;
-		c2s_on_lost(c->c2s);
-	}
+	tell_lost(c);
 	if (!(c->flags & CONN_F_FD_CLOSED)) {
 		/* The socket is done; a detached session may still need the slot. */
 		c->flags |= CONN_F_FD_CLOSED;

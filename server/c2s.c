@@ -399,7 +399,6 @@ static int do_auth(struct c2s *s, struct xnode *el)
 	const char *text = xnode_text(el);
 	if (text && !*text) {
 		/* No initial response: an empty challenge asks for it. */
-		s->flags |= C2S_F_SASL_INIT;
 		c2s_send_str(s, "<challenge xmlns='" XMLNS_SASL "'/>");
 		c2s_set_state(s, C2S_SASL);
 		return 0;
@@ -424,10 +423,8 @@ static int st_wait_auth(struct c2s *s, struct xnode *el)
 
 static int st_sasl(struct c2s *s, struct xnode *el)
 {
-	if (c2s_is(el, XMLNS_SASL, "response")) {
-		s->flags &= ~C2S_F_SASL_INIT;
+	if (c2s_is(el, XMLNS_SASL, "response"))
 		return sasl_run(s, el);
-	}
 	if (c2s_is(el, XMLNS_SASL, "abort"))
 		return sasl_failed(s, SASL_C_ABORTED);
 	if (c2s_is(el, XMLNS_SASL, "auth")) {

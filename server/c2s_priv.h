@@ -40,7 +40,6 @@ enum c2s_state {
 #define C2S_F_STARTTLS    0x0010u /* start TLS when the feed returns */
 #define C2S_F_BOUND       0x0020u /* registered in the router */
 #define C2S_F_AVAILABLE   0x0040u /* sent available presence */
-#define C2S_F_SASL_INIT   0x0080u /* SASL started without initial response */
 #define C2S_F_PLUS_FAILED 0x0100u /* a -PLUS attempt failed before any proof */
 #define C2S_F_SM          0x0200u /* stream management enabled */
 #define C2S_F_R_SENT      0x0400u /* our <r/> awaits its <a/> */
@@ -84,7 +83,6 @@ struct c2s {
 	int priority;
 	struct sm_record sm;          /* valid with C2S_F_SM */
 	struct sasl2_req *req;        /* inline requests of a running SASL2 <authenticate/> */
-	uint32_t r_out;               /* sm.c.out when our last <r/> went out */
 	struct sbuf out;              /* scratch for building replies */
 };
 

@@ -105,7 +105,6 @@ int c2s_sm_enable(struct c2s *s, struct xnode *el, struct sbuf *out)
 		return -1;
 	}
 	s->flags |= C2S_F_SM;
-	s->r_out = 0;
 	sbuf_printf(out, "<enabled xmlns='" XMLNS_SM "' id='%s'", s->sm.id);
 	if (resume) {
 		sbuf_printf(out, " resume='true' max='%u'", s->sm.max);
@@ -164,7 +163,6 @@ static void send_r(struct c2s *s)
 		return;
 	c2s_send_str(s, "<r xmlns='" XMLNS_SM "'/>");
 	s->flags |= C2S_F_R_SENT;
-	s->r_out = s->sm.c.out;
 }
 
 void c2s_sm_before_flush(struct c2s *s)
@@ -512,7 +510,6 @@ int c2s_sm_resume(struct c2s *s, const char *previd, uint32_t h, struct sm_resum
 	store_sm_ack(s->srv->store, s->sm.id, s->sm.epoch, h);
 	store_sm_update(s->srv->store, &s->sm);
 	s->sm.c.acked = h;
-	s->r_out = h;
 	s->tp->set_timer(s->io, C2S_TIMER_MAIN, s->srv->cfg.idle_timeout * 1000u);
 	c2s_set_state(s, C2S_ACTIVE);
 	log_info("session resumed jid=%s worker=%u id=%s h=%u resent=%u", s->full, s->w->idx,

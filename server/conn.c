@@ -123,11 +123,8 @@ struct conn *conn_new(struct worker *w, int fd, uint32_t slot, uint32_t gen, int
 	c->fd = fd;
 	c->slot = slot;
 	c->gen = gen;
-	if (direct_tls) {
-		c->flags |= CONN_F_DIRECT_TLS;
-		if (start_tls(c))
-			goto fail;
-	}
+	if (direct_tls && start_tls(c))
+		goto fail;
 	c->c2s = c2s_new(w->srv, w, &transport, c, slot, gen, direct_tls);
 	if (!c->c2s)
 		goto fail;

@@ -15,7 +15,6 @@ struct c2s;
 struct io_uring_cqe;
 struct worker;
 
-#define CONN_F_DIRECT_TLS 0x0001u /* accepted on the direct-TLS port */
 #define CONN_F_RX_ARMED   0x0002u /* a multishot recv is outstanding */
 #define CONN_F_TX_BUSY    0x0004u /* a send is in flight */
 #define CONN_F_CLOSING    0x0008u /* close once the output is sent */

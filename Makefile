@@ -93,7 +93,7 @@ test: deps
 
 check-headers:
 	@set -e; for h in include/tether/*.h; do \
-	  echo "#include \"$${h#include/}\"" | $(CC) $(CPPFLAGS_BASE) $(CFLAGS_BASE) -x c -fsyntax-only -; done
+	  echo "#include \"$${h#include/}\"" | $(CC) $(CPPFLAGS_BASE) $(filter-out -MMD -MP,$(CFLAGS_BASE)) -x c -fsyntax-only -; done
 
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 fuzz:

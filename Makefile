@@ -50,6 +50,20 @@ $(B)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
+# expat's reparse-deferral switch (expat 2.6; Debian 12 backported it in
+# libexpat1-dev 2.5.0-1+deb12u2). The version macros still say 2.5.0, so
+# the probe compiles a call: an older header fails here with a message
+# that names the package, not with an implicit-declaration error.
+EXPAT_PROBE := int main(void) { return XML_SetReparseDeferralEnabled(0, 0); }
+$(B)/expat-ok:
+	@mkdir -p $(dir $@)
+	@printf '#include <expat.h>\n$(EXPAT_PROBE)\n' | $(CC) -Werror=implicit-function-declaration -x c -o /dev/null - -lexpat 2>/dev/null || { \
+	  echo "tether: libexpat1-dev is too old: XML_SetReparseDeferralEnabled is missing." >&2; \
+	  echo "tether: need libexpat1-dev >= 2.5.0-1+deb12u2 (Debian 12); run scripts/deps.sh as root to upgrade it." >&2; \
+	  exit 1; }
+	@touch $@
+$(B)/obj/server/xstream.o: | $(B)/expat-ok
+
 $(B)/libtether.a: $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^

@@ -1,25 +1,52 @@
 #!/bin/sh
 # scripts/deps.sh - install the Debian packages tether needs to build, run and test.
-# As root: apt-get installs what is missing. Otherwise: prints the apt-get line and fails.
+#
+# Each entry is "package" or "package>=floor". A package that is missing, or
+# installed at a version below its floor, goes on one apt-get line: as root it
+# is installed (apt-get install also upgrades an installed package to the
+# candidate); otherwise the exact command is printed and the script fails.
+#
+# Floors are set where the code needs more than ../shared/fresh-image.txt (the
+# packages of a fresh machine) has; every other package is absent from a fresh
+# machine and gets Debian 12's candidate:
+#   libexpat1-dev  2.5.0-1+deb12u2  XML_SetReparseDeferralEnabled (the fresh
+#                                   image has +deb12u1, which lacks it)
+# Checked for the cluster work too: libhiredis-dev (0.14.1), redis-server
+# (7.0.15: FUNCTION LOAD needs >= 7.0), haproxy (2.6) and libmicrohttpd-dev
+# are absent from the fresh image, so they get Debian 12's candidate once
+# they are listed here (redis-server with the floor 5:7.0).
 set -e
-PKGS="build-essential clang pkg-config liburing-dev android-libboringssl-dev libexpat1-dev
-libsodium-dev libidn-dev libinih-dev libcmocka-dev python3-pytest python3-slixmpp
-openssl nodejs npm"
-missing=""
-for p in $PKGS; do
-	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+PKGS="build-essential clang pkg-config liburing-dev android-libboringssl-dev
+libexpat1-dev>=2.5.0-1+deb12u2 libsodium-dev libidn-dev libinih-dev
+libcmocka-dev python3-pytest python3-slixmpp python3-aioxmpp openssl nodejs npm"
+
+# Prints "ok" when <pkg> is installed at <floor> or later (any version when
+# <floor> is empty).
+installed_ok() {
+	st=$(dpkg-query -W -f='${Status}|${Version}' "$1" 2>/dev/null) || return 1
+	case "$st" in *"ok installed|"*) ;; *) return 1 ;; esac
+	[ -z "$2" ] && return 0
+	dpkg --compare-versions "${st#*|}" ge "$2"
+}
+
+need=""
+for e in $PKGS; do
+	p=${e%%>=*}
+	floor=""
+	[ "$p" != "$e" ] && floor=${e#*>=}
+	installed_ok "$p" "$floor" || need="$need $p"
 done
 # nodejs/npm may come from elsewhere (a toolchain image): a working node is enough.
 if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
-	missing=$(echo "$missing" | sed -e 's/ nodejs//' -e 's/ npm//')
+	need=$(echo "$need" | sed -e 's/ nodejs\b//' -e 's/ npm\b//')
 fi
-[ -z "$missing" ] && exit 0
+[ -z "$need" ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
-	echo "tether: missing packages. Run as root:" >&2
-	echo "  apt-get update && apt-get install -y$missing" >&2
+	echo "tether: packages missing or too old. Run as root:" >&2
+	echo "  apt-get update && apt-get install -y$need" >&2
 	exit 1
 fi
-echo "tether: installing$missing" >&2
+echo "tether: installing or upgrading$need" >&2
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -q $missing
+apt-get install -y -q $need

@@ -278,12 +278,16 @@ static int get_creds(void *ud, const char *user, struct user_creds *out)
 static void sasl_reply(struct c2s *s, const char *elem, const struct sbuf *data)
 {
 	sbuf_reset(&s->out);
-	sbuf_printf(&s->out, "<%s xmlns='" XMLNS_SASL "'>", elem);
-	if (data->len)
+	/* RFC 6120 §6.4.6: no additional data (PLAIN) is an empty element;
+	 * '=' would be additional data of zero length, which none of our
+	 * mechanisms sends. */
+	if (!data->len) {
+		sbuf_printf(&s->out, "<%s xmlns='" XMLNS_SASL "'/>", elem);
+	} else {
+		sbuf_printf(&s->out, "<%s xmlns='" XMLNS_SASL "'>", elem);
 		sasl_b64_encode((const uint8_t *)data->data, data->len, &s->out);
-	else if (!strcmp(elem, "success"))
-		sbuf_puts(&s->out, "="); /* RFC 6120 §6.4.6: '=' for empty data */
-	sbuf_printf(&s->out, "</%s>", elem);
+		sbuf_printf(&s->out, "</%s>", elem);
+	}
 	c2s_send_out(s);
 }
 
@@ -520,7 +524,10 @@ static int st_wait_bind(struct c2s *s, struct xnode *el)
 			return do_bind(s, el, bind);
 		if (xnode_child(el, XMLNS_SESSION, "session")) {
 			sbuf_reset(&s->out);
-			im_server_iq(el, s->srv->cfg.domain, s->bare, &s->out);
+			if (xnode_attr(el, "to"))
+				im_server_iq(el, s->srv->cfg.domain, s->bare, &s->out);
+			else /* answered for the account (RFC 6120 §10.3.3) */
+				im_account_iq(el, s->bare, s->bare, 1, &s->out);
 			c2s_send_out(s);
 			return 0;
 		}
@@ -644,7 +651,11 @@ enum c2s_rc c2s_feed(struct c2s *s, const char *data, size_t len)
 				[XSE_UNSUPPORTED_ENCODING] = SE_UNSUPPORTED_ENCODING,
 				[XSE_NOMEM] = SE_INTERNAL_SERVER_ERROR,
 			};
-			c2s_stream_fail(s, map[e], e == XSE_POLICY_VIOLATION ? "stanza too large or too deep" : NULL);
+			char why[160];
+			const char *text = xstream_error_text(s->xs, why, sizeof(why));
+			if (e == XSE_POLICY_VIOLATION)
+				text = "stanza too large or too deep";
+			c2s_stream_fail(s, map[e], text);
 			return C2S_CLOSED;
 		}
 		/* XFEED_STOPPED: a restart, STARTTLS or the end of the stream. */

@@ -123,6 +123,16 @@ static void route_to_server(struct c2s *s, struct xnode *el)
 	c2s_emit_reply(s, RMSG_IQ, s->srv->cfg.domain, "result");
 }
 
+/* An iq without 'to' is handled on behalf of the sender's account, and
+ * answered from its bare JID (RFC 6120 §10.3.3, RFC 6121 §2.1.3): clients
+ * such as aioxmpp drop a reply from anywhere else as spoofed. */
+static void answer_for_account(struct c2s *s, struct xnode *el)
+{
+	sbuf_reset(&s->out);
+	im_account_iq(el, s->bare, s->full, 1, &s->out);
+	c2s_emit_reply(s, RMSG_IQ, s->bare, "result");
+}
+
 /* To a full JID: delivered if bound, else RFC 6121 §8.5.3.2. */
 static void route_full(struct c2s *s, struct xnode *el, const char *bare, const char *resource,
 		       const char *to)
@@ -146,7 +156,7 @@ static void route_bare(struct c2s *s, struct xnode *el, const char *bare, const 
 	if (kind == RMSG_IQ) {
 		sbuf_reset(&s->out);
 		if (account_exists(s, bare)) {
-			im_account_iq(el, bare, s->full, &s->out);
+			im_account_iq(el, bare, s->full, !strcmp(bare, s->bare), &s->out);
 			c2s_emit_reply(s, RMSG_IQ, bare, "result");
 		} else {
 			bounce(s, el, to, STE_SERVICE_UNAVAILABLE);
@@ -192,8 +202,9 @@ static void route(struct c2s *s, struct xnode *el)
 	if (kind == RMSG_IQ && !valid_iq_type(xnode_attr(el, "type"))) {
 		/* RFC 6120 §8.2.3: type is required and one of four. */
 		sbuf_reset(&s->out);
-		im_error_reply(el, to ? to : s->srv->cfg.domain, s->full, STE_BAD_REQUEST, &s->out);
-		c2s_emit_reply(s, RMSG_IQ, s->srv->cfg.domain, "error");
+		const char *from = to ? to : s->bare; /* no 'to': the account's (RFC 6120 §10.3.3) */
+		im_error_reply(el, from, s->full, STE_BAD_REQUEST, &s->out);
+		c2s_emit_reply(s, RMSG_IQ, from, "error");
 		return;
 	}
 	/* The server stamps 'from' on everything a client sends. */
@@ -205,7 +216,7 @@ static void route(struct c2s *s, struct xnode *el)
 		if (kind == RMSG_PRESENCE)
 			broadcast_presence(s, el);
 		else if (kind == RMSG_IQ)
-			route_to_server(s, el); /* RFC 6120 §10.3.3: handled for the account */
+			answer_for_account(s, el); /* RFC 6120 §10.3.3 */
 		else
 			route_message_bare(s, el, s->bare, s->bare);
 		return;

@@ -80,7 +80,11 @@ void deliver_bounce(struct worker *w, const char *domain, const struct rmsg *m, 
 		return; /* never answer an error with an error */
 	struct sbuf b = SBUF_INIT;
 	const char *from = *m->to ? m->to : domain;
-	int rc = im_error_stanza(kind_name(m), *m->id ? m->id : NULL, from, m->from, cond, &b);
+	size_t off = 0, plen = 0; /* a bounced message carries its payload (RFC 6120 §8.3.1) */
+	if (m->kind != RMSG_MESSAGE || im_stanza_payload(m->data, m->len, &off, &plen))
+		plen = 0;
+	int rc = im_error_stanza(kind_name(m), *m->id ? m->id : NULL, from, m->from, cond,
+				 m->data + off, plen, &b);
 	struct jid *j = malloc(sizeof(*j));
 	char bare[2 * JID_PART_MAX + 2];
 	if (!rc && j && !split(m->from, j, bare, sizeof(bare))) {

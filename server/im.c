@@ -6,6 +6,7 @@
 
 #include "tether/sbuf.h"
 #include "tether/xnode.h"
+#include "tether/xstream.h"
 
 /* Features advertised in disco#info: only what works. */
 static const char *const server_features[] = {
@@ -62,8 +63,9 @@ static int version(const struct xnode *iq, const char *domain, const char *to, s
 	return rc ? -ENOMEM : 0;
 }
 
-int im_error_stanza(const char *name, const char *id, const char *from, const char *to,
-		    enum stanza_err cond, struct sbuf *out)
+/* <name type='error' id from to> with the original payload, if any. */
+static int open_error(const char *name, const char *id, const char *from, const char *to,
+		      struct sbuf *out)
 {
 	int rc = sbuf_printf(out, "<%s type='error'", name);
 	if (id) {
@@ -78,15 +80,49 @@ int im_error_stanza(const char *name, const char *id, const char *from, const ch
 	}
 	rc |= sbuf_puts(out, " to='");
 	rc |= sbuf_puts_esc(out, to);
-	rc |= sbuf_printf(out, "'><error type='%s'><%s xmlns='" XMLNS_STANZAS "'/></error></%s>",
-			  stanza_err_type(cond), stanza_err_name(cond), name);
+	rc |= sbuf_puts(out, "'>");
+	return rc;
+}
+
+static int close_error(const char *name, enum stanza_err cond, struct sbuf *out)
+{
+	return sbuf_printf(out, "<error type='%s'><%s xmlns='" XMLNS_STANZAS "'/></error></%s>",
+			   stanza_err_type(cond), stanza_err_name(cond), name);
+}
+
+int im_error_stanza(const char *name, const char *id, const char *from, const char *to,
+		    enum stanza_err cond, const char *payload, size_t payload_len, struct sbuf *out)
+{
+	int rc = open_error(name, id, from, to, out);
+	rc |= sbuf_append(out, payload, payload_len);
+	rc |= close_error(name, cond, out);
 	return rc ? -ENOMEM : 0;
 }
 
 int im_error_reply(const struct xnode *stanza, const char *from, const char *to,
 		   enum stanza_err cond, struct sbuf *out)
 {
-	return im_error_stanza(stanza->name, xnode_attr(stanza, "id"), from, to, cond, out);
+	int rc = open_error(stanza->name, xnode_attr(stanza, "id"), from, to, out);
+	/* RFC 6120 §8.3.1 lets the error carry the original payload: for a
+	 * message it tells the user which one failed. */
+	if (!strcmp(stanza->name, "message"))
+		for (const struct xnode *c = xnode_first_elem(stanza); c && !rc; c = xnode_next_elem(c))
+			rc |= xnode_serialize(c, XMLNS_CLIENT, out);
+	rc |= close_error(stanza->name, cond, out);
+	return rc ? -ENOMEM : 0;
+}
+
+int im_stanza_payload(const char *xml, size_t len, size_t *off, size_t *plen)
+{
+	/* Our serializer escapes '>' in attribute values, so the first '>'
+	 * ends the start tag; "/>" means no payload. */
+	const char *gt = memchr(xml, '>', len);
+	const char *lt = len ? memrchr(xml, '<', len) : NULL;
+	if (!gt || gt == xml || gt[-1] == '/' || !lt || lt <= gt || lt[1] != '/')
+		return -EINVAL;
+	*off = (size_t)(gt + 1 - xml);
+	*plen = (size_t)(lt - gt - 1);
+	return 0;
 }
 
 /* The one child of a get/set iq (RFC 6120 §8.2.3), or NULL if not exactly one. */
@@ -128,7 +164,7 @@ int im_server_iq(struct xnode *iq, const char *domain, const char *from, struct 
 	return im_error_reply(iq, domain, from, STE_SERVICE_UNAVAILABLE, out);
 }
 
-int im_account_iq(struct xnode *iq, const char *bare, const char *from, struct sbuf *out)
+int im_account_iq(struct xnode *iq, const char *bare, const char *from, int own, struct sbuf *out)
 {
 	const char *type = xnode_attr(iq, "type");
 	if (!type || (strcmp(type, "get") && strcmp(type, "set")))
@@ -145,6 +181,16 @@ int im_account_iq(struct xnode *iq, const char *bare, const char *from, struct s
 		rc |= sbuf_puts(out, "><query xmlns='" XMLNS_DISCO_INFO "'>"
 				"<identity category='account' type='registered'/>"
 				"<feature var='" XMLNS_DISCO_INFO "'/></query></iq>");
+		return rc ? -ENOMEM : 0;
+	}
+	if (own && !get && !strcmp(q->ns, XMLNS_SESSION) && !strcmp(q->name, "session"))
+		return empty_result(iq, bare, from, out);
+	if (own && get && !strcmp(q->ns, XMLNS_ROSTER) && !strcmp(q->name, "query")) {
+		/* No roster is stored yet (README): an empty one lets clients
+		 * that wait for it (Gajim) go online. No 'ver': versioning is
+		 * not offered. Roster sets still get service-unavailable. */
+		int rc = open_reply(iq, bare, from, out);
+		rc |= sbuf_puts(out, "><query xmlns='" XMLNS_ROSTER "'/></iq>");
 		return rc ? -ENOMEM : 0;
 	}
 	return im_error_reply(iq, bare, from, STE_SERVICE_UNAVAILABLE, out);

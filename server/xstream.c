@@ -29,6 +29,7 @@
 #include <limits.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -64,6 +65,8 @@ struct xstream {
 	bool closed;               /* </stream:stream> seen */
 	bool replaying;            /* feeding the synthetic header after a trim */
 	bool dflt_ok;              /* header declared xmlns='jabber:client' */
+	bool at_start;             /* nothing but whitespace since the stream (re)start */
+	const char *why;           /* what was wrong, when we (not expat) failed */
 
 	int64_t fed;               /* stream bytes given to expat since the stream start */
 	int64_t mark;              /* see the top of the file */
@@ -107,6 +110,22 @@ enum xstream_err xstream_error(const struct xstream *xs)
 	return xs->err;
 }
 
+const char *xstream_error_text(const struct xstream *xs, char *buf, size_t len)
+{
+	if (xs->err == XSE_NONE)
+		return NULL;
+	if (xs->why)
+		return xs->why;
+	if (!xs->p || XML_GetErrorCode(xs->p) == XML_ERROR_NONE ||
+	    XML_GetErrorCode(xs->p) == XML_ERROR_ABORTED)
+		return NULL;
+	/* expat counts lines and columns of the current stream from 1 and 0. */
+	snprintf(buf, len, "%s at line %lu, column %lu", XML_ErrorString(XML_GetErrorCode(xs->p)),
+		 (unsigned long)XML_GetCurrentLineNumber(xs->p),
+		 (unsigned long)XML_GetCurrentColumnNumber(xs->p) + 1);
+	return buf;
+}
+
 /* ------------------------------------------------------------------------
  * Small helpers
  */
@@ -123,13 +142,19 @@ static int64_t ev_end(const struct xstream *xs)
 }
 
 /* Stops the parse for a stream error <e>. Handlers return right after. */
-static void fail(struct xstream *xs, enum xstream_err e)
+static void fail_why(struct xstream *xs, enum xstream_err e, const char *why)
 {
 	if (xs->halted)
 		return;
 	xs->err = e;
+	xs->why = why;
 	xs->halted = true;
 	XML_StopParser(xs->p, XML_FALSE);
+}
+
+static void fail(struct xstream *xs, enum xstream_err e)
+{
+	fail_why(xs, e, NULL);
 }
 
 /* A callback returned non-zero: stop right after the current event, whose
@@ -404,7 +429,7 @@ static void XMLCALL on_text(void *ud, const XML_Char *s, int len)
 	if (xs->level <= 1) {
 		/* Between stanzas: whitespace keepalives only. */
 		if (!all_space(s, (size_t)len)) {
-			fail(xs, XSE_NOT_WELL_FORMED);
+			fail_why(xs, XSE_NOT_WELL_FORMED, "text between stanzas");
 			return;
 		}
 		xs->mark = ev_end(xs);
@@ -601,6 +626,8 @@ static void clear_state(struct xstream *xs)
 	xs->err = XSE_NONE;
 	xs->level = 0;
 	xs->halted = xs->stopped = xs->closed = xs->replaying = xs->dflt_ok = false;
+	xs->at_start = true;
+	xs->why = NULL;
 	xs->fed = xs->mark = xs->stop_at = xs->adj = 0;
 	xs->cur = xs->text = NULL;
 	xs->text_cap = 0;
@@ -682,6 +709,8 @@ static int rebuild(struct xstream *xs)
 	return 0;
 }
 
+static enum xfeed_rc feed_expat(struct xstream *xs, const char *data, size_t len, size_t *used);
+
 enum xfeed_rc xstream_feed(struct xstream *xs, const char *data, size_t len, size_t *used)
 {
 	*used = 0;
@@ -697,7 +726,38 @@ enum xfeed_rc xstream_feed(struct xstream *xs, const char *data, size_t len, siz
 		xs->err = XSE_NOMEM;
 		return XFEED_ERR;
 	}
+	/* Whitespace before the header of a new or restarted stream is left
+	 * over from the previous one (go-sendxmpp sends "</auth>\n" and then
+	 * "<?xml ...?>"): the XML declaration must come first for expat, and
+	 * RFC 6120 §4.3.3 restarts the stream there, so it is dropped. */
+	size_t skip = 0;
+	if (xs->at_start) {
+		while (skip < len && all_space(data + skip, 1))
+			skip++;
+		/* Counted as stream bytes expat never sees, so that endless
+		 * whitespace still meets the size limit. */
+		xs->fed += (int64_t)skip;
+		xs->adj += (int64_t)skip;
+		if ((uint64_t)(xs->fed - xs->mark) > xs->lim.max_stanza_size) {
+			xs->err = XSE_POLICY_VIOLATION;
+			return XFEED_ERR;
+		}
+		if (skip == len) {
+			*used = len;
+			return XFEED_OK;
+		}
+		xs->at_start = false;
+		data += skip;
+		len -= skip;
+	}
+	enum xfeed_rc rc = feed_expat(xs, data, len, used);
+	*used += skip;
+	return rc;
+}
 
+/* xstream_feed() after the checks: <data> goes to expat in bounded slices. */
+static enum xfeed_rc feed_expat(struct xstream *xs, const char *data, size_t len, size_t *used)
+{
 	size_t good = utf8_scan(xs, (const unsigned char *)data, len);
 	const int64_t base = xs->fed;
 	const size_t max = xs->lim.max_stanza_size;

@@ -68,8 +68,15 @@ enum xfeed_rc xstream_feed(struct xstream *xs, const char *data, size_t len, siz
 /* Why the last feed failed. */
 enum xstream_err xstream_error(const struct xstream *xs);
 
+/* What was wrong, for a log line and the stream error's <text/>: expat's
+ * message with line and column ("XML or text declaration not at start of
+ * entity at line 1, column 2"), or our own reason. Formats into <buf> when
+ * needed; NULL when there is nothing to say beyond the condition. */
+const char *xstream_error_text(const struct xstream *xs, char *buf, size_t len);
+
 /* Forgets everything parsed: the next byte starts a new stream (optional
- * XML declaration, then a stream header). Used after STARTTLS and SASL
+ * whitespace, which is dropped, an optional XML declaration, then a stream
+ * header). Used after STARTTLS and SASL
  * success. Never call it from inside a callback. Returns 0 or -ENOMEM. */
 int xstream_reset(struct xstream *xs);
 

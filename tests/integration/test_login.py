@@ -105,12 +105,6 @@ def test_software_version(alice):
     assert ver is not None and (ver.text or '').strip(), xr.tostr(r)
 
 
-def test_roster_get_is_service_unavailable(alice):
-    r = alice.iq('get', "<query xmlns='%s'/>" % xr.NS_ROSTER)
-    assert r.get('type') == 'error', xr.tostr(r)
-    assert xr.stanza_error(r)[1] == 'service-unavailable', xr.tostr(r)
-
-
 def test_unknown_namespace_to_domain_is_service_unavailable(alice):
     r = alice.iq('get', "<query xmlns='urn:example:nothing-here'/>", to='localhost')
     assert r.get('type') == 'error', xr.tostr(r)

@@ -1,5 +1,6 @@
 /* tests/unit/test_im.c - the server's own iq answers (ping, disco, version,
  * session, unsupported) and stanza error replies; every reply is re-parsed. */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -370,7 +371,7 @@ static void test_no_reply(void **state)
 		assert_int_equal(out.len, 0);
 		/* The same for the account-side handler. */
 		iq = mk_iq(a, types[i], "r3", XMLNS_PING, "ping");
-		assert_int_equal(im_account_iq(iq, "romeo@example.com", USER, &out), 0);
+		assert_int_equal(im_account_iq(iq, "romeo@example.com", USER, 0, &out), 0);
 		assert_int_equal(out.len, 0);
 	}
 	sbuf_free(&out);
@@ -470,13 +471,13 @@ static void test_account_iq(void **state)
 	const char *bare = "romeo@example.com";
 
 	struct xnode *iq = mk_iq(a, "get", "a1", XMLNS_PING, "ping");
-	assert_int_equal(im_account_iq(iq, bare, USER, &out), 0);
+	assert_int_equal(im_account_iq(iq, bare, USER, 0, &out), 0);
 	struct xnode *r = reply_of(a, &out);
 	check_iq(r, "result", "a1", bare, USER);
 	sbuf_free(&out);
 
 	iq = mk_iq(a, "get", "a2", XMLNS_DISCO_INFO, "query");
-	assert_int_equal(im_account_iq(iq, bare, USER, &out), 0);
+	assert_int_equal(im_account_iq(iq, bare, USER, 0, &out), 0);
 	r = reply_of(a, &out);
 	check_iq(r, "result", "a2", bare, USER);
 	struct xnode *q = xnode_first_elem(r);
@@ -489,25 +490,105 @@ static void test_account_iq(void **state)
 
 	iq = mk_iq(a, "get", "a3", XMLNS_DISCO_INFO, "query");
 	assert_int_equal(xnode_set_attr(xnode_first_elem(iq), "node", "n"), 0);
-	assert_int_equal(im_account_iq(iq, bare, USER, &out), 0);
+	assert_int_equal(im_account_iq(iq, bare, USER, 0, &out), 0);
 	r = reply_of(a, &out);
 	check_iq(r, "error", "a3", bare, USER);
 	check_error(r, "cancel", "service-unavailable");
 	sbuf_free(&out);
 
 	iq = mk_iq(a, "get", "a4", XMLNS_VERSION, "query");
-	assert_int_equal(im_account_iq(iq, bare, USER, &out), 0);
+	assert_int_equal(im_account_iq(iq, bare, USER, 0, &out), 0);
 	r = reply_of(a, &out);
 	check_iq(r, "error", "a4", bare, USER);
 	check_error(r, "cancel", "service-unavailable");
 	sbuf_free(&out);
 
 	iq = mk_iq(a, "get", "a5", NULL, NULL);
-	assert_int_equal(im_account_iq(iq, bare, USER, &out), 0);
+	assert_int_equal(im_account_iq(iq, bare, USER, 0, &out), 0);
 	r = reply_of(a, &out);
 	check_iq(r, "error", "a5", bare, USER);
 	check_error(r, "modify", "bad-request");
 	sbuf_free(&out);
+	xarena_free(a);
+}
+
+/* The account's own iqs (no 'to', or its own bare JID): replies come from
+ * the bare JID; roster get is an empty roster, roster set is refused. */
+static void test_own_account_iq(void **state)
+{
+	(void)state;
+	struct xarena *a = xarena_new();
+	struct sbuf out = SBUF_INIT;
+	const char *bare = "romeo@example.com";
+
+	struct xnode *iq = mk_iq(a, "get", "r1", XMLNS_ROSTER, "query");
+	assert_int_equal(im_account_iq(iq, bare, USER, 1, &out), 0);
+	struct xnode *r = reply_of(a, &out);
+	check_iq(r, "result", "r1", bare, USER);
+	struct xnode *q = xnode_first_elem(r);
+	assert_non_null(q);
+	assert_string_equal(q->ns, XMLNS_ROSTER);
+	assert_null(xnode_first_elem(q));
+	assert_null(xnode_attr(q, "ver"));
+	sbuf_free(&out);
+
+	/* Someone else's roster is not theirs to read. */
+	iq = mk_iq(a, "get", "r2", XMLNS_ROSTER, "query");
+	assert_int_equal(im_account_iq(iq, bare, USER, 0, &out), 0);
+	r = reply_of(a, &out);
+	check_iq(r, "error", "r2", bare, USER);
+	check_error(r, "cancel", "service-unavailable");
+	sbuf_free(&out);
+
+	iq = mk_iq(a, "set", "r3", XMLNS_ROSTER, "query");
+	assert_int_equal(im_account_iq(iq, bare, USER, 1, &out), 0);
+	r = reply_of(a, &out);
+	check_iq(r, "error", "r3", bare, USER);
+	check_error(r, "cancel", "service-unavailable");
+	sbuf_free(&out);
+
+	iq = mk_iq(a, "set", "s1", XMLNS_SESSION, "session");
+	assert_int_equal(im_account_iq(iq, bare, USER, 1, &out), 0);
+	r = reply_of(a, &out);
+	check_iq(r, "result", "s1", bare, USER);
+	sbuf_free(&out);
+	xarena_free(a);
+}
+
+/* A bounced message keeps its body; an iq error does not echo the query. */
+static void test_error_payload(void **state)
+{
+	(void)state;
+	struct xarena *a = xarena_new();
+	struct sbuf out = SBUF_INIT;
+	const char *in = "<message to='x@example.com' id='m1'><body>hi &amp; bye</body></message>";
+	struct xnode *m = parse_xml(a, in, strlen(in), NULL);
+	assert_non_null(m);
+	assert_int_equal(im_error_reply(m, "x@example.com", USER, STE_SERVICE_UNAVAILABLE, &out), 0);
+	struct xnode *r = reply_of(a, &out);
+	struct xnode *b = xnode_child(r, XMLNS_CLIENT, "body");
+	assert_non_null(b);
+	assert_string_equal(xnode_text(b), "hi & bye");
+	check_error(r, "cancel", "service-unavailable");
+	sbuf_free(&out);
+
+	struct xnode *iq = mk_iq(a, "get", "q1", XMLNS_VERSION, "query");
+	assert_int_equal(im_error_reply(iq, DOMAIN, USER, STE_SERVICE_UNAVAILABLE, &out), 0);
+	r = reply_of(a, &out);
+	assert_null(xnode_child(r, XMLNS_VERSION, "query"));
+	sbuf_free(&out);
+
+	/* The payload of a serialized stanza, as deliver_bounce() takes it. */
+	size_t off, len;
+	const char *ser = "<message from='a&gt;b' to='c'><body>x</body></message>";
+	assert_int_equal(im_stanza_payload(ser, strlen(ser), &off, &len), 0);
+	assert_int_equal(len, strlen("<body>x</body>"));
+	assert_memory_equal(ser + off, "<body>x</body>", len);
+	const char *empty = "<message to='c'/>";
+	assert_int_equal(im_stanza_payload(empty, strlen(empty), &off, &len), -EINVAL);
+	const char *tricky = "<message to='c'></message>";
+	assert_int_equal(im_stanza_payload(tricky, strlen(tricky), &off, &len), 0);
+	assert_int_equal(len, 0);
 	xarena_free(a);
 }
 
@@ -526,6 +607,8 @@ int main(void)
 		cmocka_unit_test(test_bad_request),
 		cmocka_unit_test(test_error_reply_escaping),
 		cmocka_unit_test(test_account_iq),
+		cmocka_unit_test(test_own_account_iq),
+		cmocka_unit_test(test_error_payload),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

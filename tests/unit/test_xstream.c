@@ -564,6 +564,61 @@ static void test_stop_restart(void **state)
 	}
 }
 
+/* Whitespace left over from the old stream ("</auth>\n", as go-sendxmpp
+ * sends it) before the restarted stream's XML declaration or header is
+ * dropped, at every split of the rest. */
+static void test_restart_leading_space(void **state)
+{
+	(void)state;
+	static const char *const rests[] = {
+		"\n<?xml version='1.0'?>" HDR "<iq/>",
+		"\n" HDR "<iq/>",
+		"<?xml version='1.0'?>" HDR "<iq/>",
+		" \r\n\t " HDR "<iq/>",
+	};
+	for (size_t k = 0; k < sizeof(rests) / sizeof(rests[0]); k++) {
+		const char *s = rests[k];
+		const size_t n = strlen(s);
+		for (size_t i = 0; i <= n; i++) {
+			struct rec r;
+			struct xstream *xs = new_xs(&r, 4096, 16);
+			assert_int_equal(feed_str(xs, HDR), XFEED_OK);
+			assert_int_equal(xstream_reset(xs), 0);
+			assert_int_equal(feed(xs, s, i), XFEED_OK);
+			assert_int_equal(feed(xs, s + i, n - i), XFEED_OK);
+			assert_int_equal(r.opens, 2);
+			assert_int_equal(r.stanzas, 1);
+			xstream_free(xs);
+			sbuf_free(&r.out);
+		}
+	}
+	/* Only before the header: after it, text is still not allowed. */
+	expect_err("\n" HDR "x", XSE_NOT_WELL_FORMED);
+}
+
+/* A not-well-formed stream says what expat found, and where. */
+static void test_error_text(void **state)
+{
+	(void)state;
+	struct rec r;
+	char buf[160];
+	struct xstream *xs = new_xs(&r, 4096, 16);
+	assert_null(xstream_error_text(xs, buf, sizeof(buf)));
+	assert_int_equal(feed_str(xs, HDR "<a></b>"), XFEED_ERR);
+	const char *t = xstream_error_text(xs, buf, sizeof(buf));
+	assert_non_null(t);
+	assert_non_null(strstr(t, "mismatched tag"));
+	assert_non_null(strstr(t, "line 1, column"));
+	xstream_free(xs);
+	sbuf_free(&r.out);
+
+	xs = new_xs(&r, 4096, 16);
+	assert_int_equal(feed_str(xs, HDR "<a/> x"), XFEED_ERR);
+	assert_string_equal(xstream_error_text(xs, buf, sizeof(buf)), "text between stanzas");
+	xstream_free(xs);
+	sbuf_free(&r.out);
+}
+
 static void test_stop_open_close(void **state)
 {
 	(void)state;
@@ -631,6 +686,8 @@ int main(void)
 		cmocka_unit_test(test_stop_then_garbage),
 		cmocka_unit_test(test_stop_restart),
 		cmocka_unit_test(test_stop_open_close),
+		cmocka_unit_test(test_restart_leading_space),
+		cmocka_unit_test(test_error_text),
 		cmocka_unit_test(test_conditions),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

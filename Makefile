@@ -5,6 +5,7 @@
 #   make run        install deps, build, start tetherd with deploy/dev.ini
 #   make test       install deps, unit + integration tests on release and ASan builds
 #   make fuzz       libFuzzer targets in build/fuzz/ (clang)
+#   make fuzz-run   each of them for FUZZ_SECONDS (20) from its corpus (part of make test)
 
 CC      ?= cc
 BORING_INC := /usr/include/android
@@ -15,7 +16,7 @@ WARN    := -Wall -Wextra -Werror -Wshadow -Wundef -Wstrict-prototypes \
 CFLAGS_BASE := -std=gnu11 -D_GNU_SOURCE -g -fno-omit-frame-pointer $(WARN) -MMD -MP
 CPPFLAGS_BASE := -Iinclude -isystem $(BORING_INC)
 LDLIBS_BASE := -luring -L$(BORING_LIB) -Wl,-rpath,$(BORING_LIB) -lssl -lcrypto \
-               -lexpat -lsodium -lidn -linih -lpthread
+               -lexpat -lsodium -lidn -linih -lmicrohttpd -lpthread
 LDFLAGS_BASE := -Wl,-z,relro,-z,now,-z,noexecstack
 
 MODE ?= release
@@ -40,7 +41,7 @@ BENCH_OBJ := $(BENCH_SRC:%.c=$(B)/obj/%.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 
-.PHONY: all asan deps run test test-unit test-integration check-headers fuzz clean
+.PHONY: all asan deps run test test-unit test-integration check-headers fuzz fuzz-run clean
 all: $(B)/tetherd $(B)/tetherctl $(if $(BENCH_SRC),$(B)/tether-bench) $(UNIT_BIN)
 
 asan:
@@ -104,6 +105,7 @@ test-integration: all $(if $(wildcard $(JS_DIR)/package-lock.json),$(JS_DIR)/nod
 test: deps
 	$(MAKE) MODE=release test-unit test-integration
 	$(MAKE) MODE=asan test-unit test-integration
+	$(MAKE) fuzz-run
 
 check-headers:
 	@set -e; for h in include/tether/*.h; do \
@@ -115,6 +117,21 @@ fuzz:
 	@set -e; for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
 	  clang $(CPPFLAGS_BASE) -std=gnu11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
 	  -o build/fuzz/$$n $$f $(LDLIBS_BASE); done
+
+# Each libFuzzer target for FUZZ_SECONDS from a copy of its committed corpus
+# (run by `make test`); a crash, leak or timeout fails, and its input is left
+# in build/fuzz/ with the target's log.
+FUZZ_SECONDS ?= 20
+fuzz-run: fuzz
+	@set -e; for f in $(FUZZ_SRC); do n=$$(basename $$f .c); w=build/fuzz/work-$$n; \
+	  rm -rf $$w && mkdir -p $$w; c=tests/fuzz/corpus/$${n#fuzz_}; \
+	  if [ -d $$c ]; then cp -r $$c/. $$w/; fi; \
+	  d=""; case $$n in fuzz_xstream|fuzz_c2s) d=-dict=tests/fuzz/xml.dict;; esac; \
+	  echo "== $$n: $(FUZZ_SECONDS) s"; \
+	  if ! build/fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
+	      -artifact_prefix=build/fuzz/$$n- $$d $$w > build/fuzz/$$n.log 2>&1; then \
+	    tail -40 build/fuzz/$$n.log; echo "$$n failed: see build/fuzz/$$n.log" >&2; exit 1; fi; \
+	  grep -E '^#[0-9]+ *DONE' build/fuzz/$$n.log || tail -1 build/fuzz/$$n.log; done
 
 clean:
 	rm -rf build

@@ -17,9 +17,11 @@
 #include "tether/ht.h"
 #include "tether/im.h"
 #include "tether/log.h"
+#include "tether/metrics.h"
 #include "tether/router.h"
 #include "tether/sm.h"
 #include "tether/store.h"
+#include "tether/timer.h"
 #include "tether/worker.h"
 #include "tether/xstream.h"
 
@@ -90,6 +92,18 @@ static void close_stream(struct c2s *s)
 }
 
 /* Sends a stream error and closes (RFC 6120 §4.9): terminal. */
+static void count_stream_error(enum stream_err e)
+{
+	switch (e) {
+	case SE_NOT_WELL_FORMED: metrics_inc(M_SE_NOT_WELL_FORMED); break;
+	case SE_POLICY_VIOLATION: metrics_inc(M_SE_POLICY_VIOLATION); break;
+	case SE_CONNECTION_TIMEOUT: metrics_inc(M_SE_CONNECTION_TIMEOUT); break;
+	case SE_NOT_AUTHORIZED: metrics_inc(M_SE_NOT_AUTHORIZED); break;
+	case SE_CONFLICT: metrics_inc(M_SE_CONFLICT); break;
+	default: metrics_inc(M_SE_OTHER); break;
+	}
+}
+
 int c2s_stream_fail(struct c2s *s, enum stream_err e, const char *text)
 {
 	if (s->state == C2S_CLOSING)
@@ -111,6 +125,7 @@ int c2s_stream_fail(struct c2s *s, enum stream_err e, const char *text)
 	c2s_send_out(s);
 	log_info("c2s %s%s%s: stream error %s%s%s", s->tp->peer(s->io), s->full ? " " : "",
 		 s->full ? s->full : "", stream_err_name(e), text ? ": " : "", text ? text : "");
+	count_stream_error(e);
 	close_stream(s);
 	return 1;
 }
@@ -200,6 +215,21 @@ void c2s_send_features(struct c2s *s)
 
 /* ---- stream header ----------------------------------------------------- */
 
+/* RFC 6120 §4.7.5: "major.minor", two non-negative integers; we speak 1.x
+ * (a higher minor is still 1.0 to us). "1.0junk" or "1." are no version. */
+static int version_ok(const char *v)
+{
+	if (!v)
+		return 0;
+	size_t major = strspn(v, "0123456789");
+	if (!major || v[major] != '.')
+		return 0;
+	size_t minor = strspn(v + major + 1, "0123456789");
+	if (!minor || v[major + 1 + minor])
+		return 0;
+	return strtol(v, NULL, 10) == 1;
+}
+
 static int on_open(void *ud, struct xnode *hdr)
 {
 	struct c2s *s = ud;
@@ -221,7 +251,7 @@ static int on_open(void *ud, struct xnode *hdr)
 	if (bad_to)
 		return c2s_stream_fail(s, SE_HOST_UNKNOWN, NULL);
 	/* RFC 6120 §4.7.5: no version = pre-1.0 (no SASL): refused; major > 1 too. */
-	if (!version || strtol(version, NULL, 10) != 1 || strncmp(version, "1.", 2))
+	if (!version_ok(version))
 		return c2s_stream_fail(s, SE_UNSUPPORTED_VERSION, NULL);
 	c2s_send_features(s);
 	if (!(s->flags & C2S_F_TLS))
@@ -296,6 +326,7 @@ int c2s_count_auth_failure(struct c2s *s, enum sasl_cond cond, int probe)
 	if (cond == SASL_C_ABORTED || probe)
 		return 0;
 	log_info("c2s %s: authentication failed: %s", s->tp->peer(s->io), sasl_cond_name(cond));
+	metrics_inc(M_AUTH_FAIL);
 	if (++s->auth_failures >= s->srv->cfg.max_auth_failures)
 		return c2s_stream_fail(s, SE_POLICY_VIOLATION, "too many failed authentication attempts");
 	return 0;
@@ -355,8 +386,10 @@ static int sasl_run(struct c2s *s, struct xnode *el)
 			break;
 		}
 		log_info("c2s %s: authenticated as %s", s->tp->peer(s->io), s->bare);
+		metrics_inc(M_AUTH_OK);
 		/* RFC 6120 §6.4.6: the client restarts the stream. */
-		s->flags |= C2S_F_AUTHED | C2S_F_RESTART;
+		c2s_set_authed(s, 1);
+		s->flags |= C2S_F_RESTART;
 		s->flags &= ~C2S_F_HDR_SENT;
 		c2s_set_state(s, C2S_WAIT_STREAM);
 		ret = 1;
@@ -474,6 +507,7 @@ int c2s_bind_resource(struct c2s *s, const char *res, int kick_old)
 		return STE_INTERNAL_SERVER_ERROR;
 	}
 	s->flags |= C2S_F_BOUND;
+	metrics_inc(M_BOUND);
 	return 0;
 }
 
@@ -606,6 +640,23 @@ static const struct xstream_ops xs_ops = {
 
 /* ---- lifecycle --------------------------------------------------------- */
 
+void c2s_set_authed(struct c2s *s, int authed)
+{
+	const struct config *cfg = &s->srv->cfg;
+	/* A stranger gets the small stanza limit: every parser byte it can
+	 * make us hold is proportional to it (xstream.c). */
+	struct xstream_limits lim = {
+		.max_stanza_size = cfg->max_stanza_size, .max_depth = cfg->max_depth,
+	};
+	if (authed)
+		s->flags |= C2S_F_AUTHED;
+	else
+		s->flags &= ~C2S_F_AUTHED;
+	if (!authed && cfg->preauth_max_stanza_size < lim.max_stanza_size)
+		lim.max_stanza_size = cfg->preauth_max_stanza_size;
+	xstream_set_limits(s->xs, &lim);
+}
+
 struct c2s *c2s_new(struct server *srv, struct worker *w, const struct c2s_transport *tp,
 		    void *io, uint32_t slot, uint32_t gen, int tls)
 {
@@ -620,16 +671,32 @@ struct c2s *c2s_new(struct server *srv, struct worker *w, const struct c2s_trans
 	s->gen = gen;
 	if (tls)
 		s->flags |= C2S_F_TLS;
-	struct xstream_limits lim = {
-		.max_stanza_size = srv->cfg.max_stanza_size, .max_depth = srv->cfg.max_depth,
-	};
-	s->xs = xstream_new(&lim, &xs_ops, s);
+	s->xs = xstream_new(&(struct xstream_limits){ 0 }, &xs_ops, s);
 	if (!s->xs) {
 		free(s);
 		return NULL;
 	}
+	c2s_set_authed(s, 0);
 	tp->set_timer(io, C2S_TIMER_MAIN, srv->cfg.preauth_timeout * 1000u);
 	return s;
+}
+
+/* A stanza has begun and not ended: it gets stanza_timeout from its first
+ * byte, however slowly the rest trickles in (checked on every feed, and by
+ * the timer when the client falls silent). Ends the stream and returns 1
+ * when the time is up; otherwise sets *<left> (if given) to what remains. */
+static int stanza_overdue(struct c2s *s, uint32_t *left)
+{
+	uint32_t spent = (uint32_t)timer_now_ms() - s->stanza_since;
+	uint32_t limit = s->srv->cfg.stanza_timeout * 1000u;
+	if (spent < limit) {
+		if (left)
+			*left = limit - spent;
+		return 0;
+	}
+	metrics_inc(M_LIMIT_STANZA_TIMEOUT);
+	c2s_stream_fail(s, SE_POLICY_VIOLATION, "stanza not completed in time");
+	return 1;
 }
 
 enum c2s_rc c2s_feed(struct c2s *s, const char *data, size_t len)
@@ -653,8 +720,10 @@ enum c2s_rc c2s_feed(struct c2s *s, const char *data, size_t len)
 			};
 			char why[160];
 			const char *text = xstream_error_text(s->xs, why, sizeof(why));
-			if (e == XSE_POLICY_VIOLATION)
+			if (e == XSE_POLICY_VIOLATION) {
 				text = "stanza too large or too deep";
+				metrics_inc(M_LIMIT_STANZA_SIZE);
+			}
 			c2s_stream_fail(s, map[e], text);
 			return C2S_CLOSED;
 		}
@@ -685,6 +754,12 @@ enum c2s_rc c2s_feed(struct c2s *s, const char *data, size_t len)
 		s->flags &= ~C2S_F_TRIMMED;
 		s->tp->set_timer(s->io, C2S_TIMER_MAIN, C2S_TRIM_MS);
 	}
+	if (!xstream_in_element(s->xs))
+		s->stanza_since = 0;
+	else if (!s->stanza_since)
+		s->stanza_since = ((uint32_t)timer_now_ms() - 1) | 1; /* never 0, never ahead of now */
+	else if (stanza_overdue(s, NULL))
+		return C2S_CLOSED;
 	return C2S_OK;
 }
 
@@ -762,6 +837,12 @@ void c2s_on_timeout(struct c2s *s, int which)
 		return;
 	}
 	unsigned idle_ms = s->srv->cfg.idle_timeout * 1000u;
+	uint32_t left;
+	if (s->state == C2S_ACTIVE && s->stanza_since) {
+		if (!stanza_overdue(s, &left))
+			s->tp->set_timer(s->io, C2S_TIMER_MAIN, left);
+		return;
+	}
 	if (s->state == C2S_ACTIVE && !(s->flags & C2S_F_TRIMMED)) {
 		/* Idle: expat and its buffers are rebuilt on the next byte. */
 		xstream_trim(s->xs);

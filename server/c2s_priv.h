@@ -81,6 +81,7 @@ struct c2s {
 	char *full;                   /* user@domain/resource, once bound */
 	char *resource;
 	int priority;
+	uint32_t stanza_since;        /* ms (truncated, odd) a stanza began arriving; 0 = none */
 	struct sm_record sm;          /* valid with C2S_F_SM */
 	struct sasl2_req *req;        /* inline requests of a running SASL2 <authenticate/> */
 	struct sbuf out;              /* scratch for building replies */
@@ -93,6 +94,9 @@ int c2s_stream_fail(struct c2s *s, enum stream_err e, const char *text);
 int c2s_is(const struct xnode *el, const char *ns, const char *name);
 int c2s_is_stanza(const struct xnode *el);
 void c2s_set_state(struct c2s *s, enum c2s_state st);
+/* Sets or clears C2S_F_AUTHED, and with it the stream's limits: before
+ * authentication the stanza limit is [limits] preauth_max_stanza_size. */
+void c2s_set_authed(struct c2s *s, int authed);
 /* Binds <resource> to this stream in the router (kicking a same-named
  * session) and records the JID. Returns 0, or a stanza error condition. */
 int c2s_bind_resource(struct c2s *s, const char *resource, int kick_old);

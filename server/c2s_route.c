@@ -6,6 +6,7 @@
 
 #include "tether/deliver.h"
 #include "tether/im.h"
+#include "tether/metrics.h"
 #include "tether/router.h"
 #include "tether/store.h"
 #include "tether/worker.h"
@@ -181,6 +182,10 @@ static void route(struct c2s *s, struct xnode *el);
  * window closes instead of the receiver's queue overflowing). */
 void c2s_route_stanza(struct c2s *s, struct xnode *el)
 {
+	static const enum metric_id in_kind[] = {
+		[RMSG_MESSAGE] = M_IN_MESSAGE, [RMSG_PRESENCE] = M_IN_PRESENCE, [RMSG_IQ] = M_IN_IQ,
+	};
+	metrics_inc(in_kind[kind_of(el)]);
 	s->w->congested_hit = 0;
 	route(s, el);
 	if (s->w->congested_hit) {

@@ -17,6 +17,7 @@
 
 #include "tether/ht.h"
 #include "tether/log.h"
+#include "tether/metrics.h"
 #include "tether/router.h"
 #include "tether/sm.h"
 #include "tether/store.h"
@@ -276,7 +277,8 @@ static int finish(struct c2s *s, const char *user, const uint8_t *extra, size_t 
 		s->bare = NULL;
 		return c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
 	}
-	s->flags |= C2S_F_AUTHED;
+	c2s_set_authed(s, 1);
+	metrics_inc(M_AUTH_OK);
 	log_info("c2s %s: authenticated as %s (SASL2%s)", s->tp->peer(s->io), s->bare,
 		 r->ht ? (r->isr ? ", ISR token" : ", FAST token") : "");
 	/* 1. Resumption first (XEP-0198 §7, XEP-0397). */
@@ -294,7 +296,7 @@ static int finish(struct c2s *s, const char *user, const uint8_t *extra, size_t 
 			 * yields a second session; the client logs in for real. */
 			free(s->bare);
 			s->bare = NULL;
-			s->flags &= ~C2S_F_AUTHED;
+			c2s_set_authed(s, 0);
 			ret = failure(s, SASL_C_NOT_AUTHORIZED, failed.data);
 			sbuf_free(&failed);
 			sbuf_free(&res);

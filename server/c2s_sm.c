@@ -456,6 +456,12 @@ int c2s_sm_resume(struct c2s *s, const char *previd, uint32_t h, struct sm_resum
 		fail_el(fail_out, STE_UNEXPECTED_REQUEST);
 		return -1;
 	}
+	if (strlen(previd) != SM_ID_LEN) {
+		/* No id we issue looks like this: no lookup, and no 100 KB
+		 * string in the log. */
+		fail_el(fail_out, STE_ITEM_NOT_FOUND);
+		return -1;
+	}
 	struct take_ctx *t = calloc(1, sizeof(*t));
 	if (!t) {
 		fail_el(fail_out, STE_INTERNAL_SERVER_ERROR);

@@ -42,11 +42,13 @@ static const struct key_def keys[] = {
 	STR("store", "backend", store_backend),
 	STR("store", "path", store_path),
 	SIZE("limits", "max_stanza_size", max_stanza_size, 1024, 64u << 20),
+	SIZE("limits", "preauth_max_stanza_size", preauth_max_stanza_size, 1024, 64u << 20),
 	UINT("limits", "max_depth", max_depth, 4, 1024),
 	UINT("limits", "preauth_timeout", preauth_timeout, 1, 3600),
 	UINT("limits", "max_auth_failures", max_auth_failures, 1, 10),
 	SIZE("limits", "max_send_queue", max_send_queue, 65536, 1u << 30),
 	UINT("limits", "idle_timeout", idle_timeout, 0, 86400 * 7),
+	UINT("limits", "stanza_timeout", stanza_timeout, 1, 3600),
 	UINT("sm", "max_resume", sm_max_resume, 0, 86400),
 	UINT("sm", "max_queue", sm_max_queue, 16, 1000000),
 	UINT("sm", "ack_every", sm_ack_every, 1, 100000),
@@ -56,6 +58,7 @@ static const struct key_def keys[] = {
 	STR("tokens", "key_file", token_key_file),
 	UINT("tokens", "fast_lifetime", fast_lifetime, 60, 86400 * 365),
 	STR("tokens", "isr_location", isr_location),
+	STR("admin", "listen", admin_listen),
 };
 
 void config_defaults(struct config *cfg)
@@ -68,8 +71,10 @@ void config_defaults(struct config *cfg)
 	snprintf(cfg->store_backend, sizeof(cfg->store_backend), "memory");
 	snprintf(cfg->store_path, sizeof(cfg->store_path), "./var");
 	cfg->max_stanza_size = 256 * 1024;
+	cfg->preauth_max_stanza_size = 16 * 1024;
 	cfg->max_depth = 64;
 	cfg->preauth_timeout = 30;
+	cfg->stanza_timeout = 30;
 	cfg->max_auth_failures = 3;
 	cfg->max_send_queue = 4u << 20;
 	cfg->sm_max_resume = 300;

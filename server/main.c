@@ -2,6 +2,8 @@
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,11 +11,14 @@
 
 #include <sodium.h>
 
+#include "tether/admin.h"
 #include "tether/config.h"
 #include "tether/im.h"
 #include "tether/jid.h"
 #include "tether/log.h"
+#include "tether/metrics.h"
 #include "tether/router.h"
+#include "tether/sasl.h"
 #include "tether/store.h"
 #include "tether/token.h"
 #include "tether/worker.h"
@@ -115,11 +120,12 @@ static int start(struct server *srv)
 		log_error("tokens: %s", err);
 		return -1;
 	}
+	sasl_set_secret(srv->token_key);
 	srv->router = router_new();
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	srv->nworkers = srv->cfg.workers ? srv->cfg.workers : (unsigned)(ncpu > 0 ? ncpu : 1);
 	srv->workers = calloc(srv->nworkers, sizeof(*srv->workers));
-	if (!srv->router || !srv->workers) {
+	if (!srv->router || !srv->workers || metrics_init(srv->nworkers)) {
 		log_error("out of memory");
 		return -1;
 	}
@@ -127,6 +133,24 @@ static int start(struct server *srv)
 		if (worker_init(&srv->workers[i], srv, i))
 			return -1;
 	return 0;
+}
+
+static atomic_int workers_up;
+
+/* /readyz: every worker runs and the node is not shutting down. (The
+ * memory store is always reachable.) */
+static bool node_ready(void *ud, char *why, size_t whylen)
+{
+	struct server *srv = ud;
+	if (!atomic_load(&workers_up)) {
+		snprintf(why, whylen, "starting");
+		return false;
+	}
+	if (atomic_load(&srv->stopping)) {
+		snprintf(why, whylen, "shutting down");
+		return false;
+	}
+	return true;
 }
 
 int main(int argc, char **argv)
@@ -154,14 +178,29 @@ int main(int argc, char **argv)
 
 	if (start(&srv))
 		return 1;
+	/* The admin endpoint first: /readyz answers "starting" until every
+	 * worker runs, and a bad [admin] listen stops us before any client. */
+	struct admin *admin = NULL;
+	if (srv.cfg.admin_listen[0]) {
+		char err[256];
+		admin = admin_start(srv.cfg.admin_listen, node_ready, &srv, err, sizeof(err));
+		if (!admin) {
+			log_error("%s: %s", srv.cfg.path, err);
+			return 1;
+		}
+	}
 	unsigned started = 0;
 	for (; started < srv.nworkers; started++)
 		if (worker_start(&srv.workers[started]))
 			break;
-	if (started == srv.nworkers)
-		log_info("tetherd %s: domain %s, %u workers, c2s %s, direct TLS %s", TETHER_VERSION,
-			 srv.cfg.domain, srv.nworkers, srv.cfg.listen[0] ? srv.cfg.listen : "off",
-			 srv.cfg.tls_listen[0] ? srv.cfg.tls_listen : "off");
+	if (started == srv.nworkers) {
+		atomic_store(&workers_up, 1);
+		log_info("tetherd %s: domain %s, %u workers, c2s %s, direct TLS %s, admin %s",
+			 TETHER_VERSION, srv.cfg.domain, srv.nworkers,
+			 srv.cfg.listen[0] ? srv.cfg.listen : "off",
+			 srv.cfg.tls_listen[0] ? srv.cfg.tls_listen : "off",
+			 srv.cfg.admin_listen[0] ? srv.cfg.admin_listen : "off");
+	}
 	while (started == srv.nworkers) {
 		int sig;
 		if (sigwait(&set, &sig))
@@ -179,6 +218,8 @@ int main(int argc, char **argv)
 		worker_join(&srv.workers[i]);
 		code |= srv.workers[i].exit_code;
 	}
+	admin_stop(admin);
+	metrics_free();
 	store_close(srv.store);
 	router_free(srv.router);
 	tls_ctx_deinit(&srv.tls);

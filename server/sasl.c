@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -125,17 +126,29 @@ int sasl_b64_decode(const char *in, size_t len, struct sbuf *out)
 
 /* ---- process-wide secrets -------------------------------------------- */
 
-/* Key for fake salts of unknown users: random per process, so the salt
- * given for a name is stable within a run (asking twice shows nothing) and
- * cannot be predicted from outside. */
+/* Key for fake salts of unknown users, so the salt given for a name is
+ * stable (asking twice shows nothing) and cannot be predicted from outside.
+ * tetherd derives it from its persistent secret (sasl_set_secret), so it
+ * also survives a restart: a salt that changed across restarts would tell
+ * unknown names from accounts. Without one it is random per process. */
 static uint8_t fake_key[32];
+static bool fake_key_set;
 static pthread_once_t fake_once = PTHREAD_ONCE_INIT;
 
 static void fake_init(void)
 {
 	if (sodium_init() < 0)
 		abort(); /* no CSPRNG: nothing safe to do */
-	randombytes_buf(fake_key, sizeof(fake_key));
+	if (!fake_key_set)
+		randombytes_buf(fake_key, sizeof(fake_key));
+}
+
+void sasl_set_secret(const uint8_t secret[32])
+{
+	static const char label[] = "tether: fake SCRAM salts";
+	unsigned int mlen;
+	HMAC(EVP_sha256(), secret, 32, (const uint8_t *)label, sizeof(label) - 1, fake_key, &mlen);
+	fake_key_set = true;
 }
 
 /* Fills <c> with plausible credentials for an unknown <user>: salt =

@@ -24,6 +24,7 @@
 #include "tether/conn.h"
 #include "tether/deliver.h"
 #include "tether/log.h"
+#include "tether/metrics.h"
 #include "tether/rmsg.h"
 #include "tether/router.h"
 #include "tether/store_sm.h"
@@ -520,6 +521,7 @@ static void handle_cqe(struct worker *w, struct io_uring_cqe *cqe)
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
+	metrics_attach(w->idx);
 	/* SINGLE_ISSUER: enabling the ring makes this thread its issuer. */
 	/* liburing 2.3 declares io_uring_enable_rings() but does not export it. */
 	if (syscall(__NR_io_uring_register, w->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0)) {

@@ -40,6 +40,7 @@ struct arena_block {
 struct xarena {
 	struct arena_block *head;  /* the block we bump in; others follow */
 	size_t next_size;          /* data size of the next standard block */
+	size_t bytes;              /* data bytes of all blocks held */
 };
 
 _Static_assert(alignof(max_align_t) >= ARENA_ALIGN, "malloc must return 16-byte aligned memory");
@@ -83,6 +84,7 @@ static void *arena_alloc(struct xarena *a, size_t size, size_t align)
 		struct arena_block *big = block_new(size);
 		if (!big)
 			return NULL;
+		a->bytes += size;
 		big->used = size;
 		big->next = b->next;
 		b->next = big;
@@ -94,12 +96,18 @@ static void *arena_alloc(struct xarena *a, size_t size, size_t align)
 	struct arena_block *nb = block_new(bsize);
 	if (!nb)
 		return NULL;
+	a->bytes += bsize;
 	if (a->next_size < ARENA_BLOCK_MAX)
 		a->next_size *= 2;
 	nb->next = b;
 	nb->used = size;
 	a->head = nb;
 	return nb->data;
+}
+
+size_t xarena_bytes(const struct xarena *a)
+{
+	return a->bytes;
 }
 
 void *xarena_alloc(struct xarena *a, size_t size)
@@ -137,6 +145,7 @@ void xarena_reset(struct xarena *a)
 	}
 	a->head = keep;
 	a->next_size = keep ? 2 * ARENA_BLOCK_MIN : ARENA_BLOCK_MIN;
+	a->bytes = keep ? keep->size : 0;
 }
 
 void xarena_free(struct xarena *a)

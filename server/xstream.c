@@ -50,6 +50,7 @@
  * it cannot be part of a name or of a namespace URI (expat rejects URIs that
  * contain the separator anyway). */
 #define NS_SEP '\xff'
+static const XML_Char ns_sep[] = { NS_SEP, 0 };
 
 struct xstream {
 	XML_Parser p;              /* NULL after xstream_trim(): rebuilt on the next feed */
@@ -66,6 +67,9 @@ struct xstream {
 	bool replaying;            /* feeding the synthetic header after a trim */
 	bool dflt_ok;              /* header declared xmlns='jabber:client' */
 	bool at_start;             /* nothing but whitespace since the stream (re)start */
+	bool over_budget;          /* expat asked for more than xml_cap() */
+	bool recycle;              /* stopped at a stanza end to rebuild the parser */
+	size_t xml_bytes;          /* what expat holds for this stream (see mm_*) */
 	const char *why;           /* what was wrong, when we (not expat) failed */
 
 	int64_t fed;               /* stream bytes given to expat since the stream start */
@@ -86,6 +90,131 @@ struct xstream {
 	struct sbuf decls;
 	struct sbuf synth;
 };
+
+/* Memory bounds, all proportional to the stanza size limit (so the smaller
+ * pre-authentication limit bounds a stranger's connection tightly):
+ *  - expat may hold up to 4 stanzas' worth (its buffer doubles, and names
+ *    and the tag stack come on top) plus a base for an empty parser;
+ *  - past one stanza's worth plus that base, the parser is rebuilt at the
+ *    next stanza boundary, which drops its name pool;
+ *  - the tree of the stanza in progress may take 4 stanzas' worth (an
+ *    element costs ~100 bytes of nodes for as little as 4 bytes of input). */
+#define XML_BASE (64u << 10)
+#define TREE_BASE (16u << 10)
+
+static size_t xml_cap(const struct xstream *xs)
+{
+	return 4 * xs->lim.max_stanza_size + XML_BASE;
+}
+
+static size_t xml_recycle_at(const struct xstream *xs)
+{
+	return xs->lim.max_stanza_size + XML_BASE;
+}
+
+static bool tree_too_big(const struct xstream *xs)
+{
+	return xarena_bytes(xs->arena) > 4 * xs->lim.max_stanza_size + TREE_BASE;
+}
+
+/* ------------------------------------------------------------------------
+ * expat's memory, counted per stream
+ *
+ * A client can make expat hold far more than it sent: every never-seen
+ * element or attribute name is interned for the parser's life (6-9 bytes
+ * per byte sent), and a tree of empty elements costs ~25 times its input.
+ * So expat allocates through us: its live bytes are counted per stream and
+ * capped (xml_cap(): a refused allocation is a policy-violation), and a
+ * stream whose parser has grown past xml_recycle_at() gets a new parser at
+ * the next stanza boundary (the header is replayed, as after a trim).
+ *
+ * expat's hooks take no context, so the stream being parsed sits in a
+ * thread-local (a stream is only ever parsed on its worker's thread), and
+ * each block carries a header naming its stream and size, so that a free
+ * is charged back to the right stream whatever the thread-local says.
+ */
+struct mm_hdr {
+	struct xstream *xs;
+	size_t size;
+};
+_Static_assert(sizeof(struct mm_hdr) % 16 == 0, "expat's blocks stay 16-byte aligned");
+
+static _Thread_local struct xstream *mm_cur;
+
+static void *mm_malloc(size_t n)
+{
+	struct xstream *xs = mm_cur;
+	if (n > SIZE_MAX - sizeof(struct mm_hdr))
+		return NULL;
+	if (xs && n > xml_cap(xs) - xs->xml_bytes) {
+		xs->over_budget = true;
+		return NULL;
+	}
+	struct mm_hdr *h = malloc(sizeof(*h) + n);
+	if (!h)
+		return NULL;
+	h->xs = xs;
+	h->size = n;
+	if (xs)
+		xs->xml_bytes += n;
+	return h + 1;
+}
+
+static void mm_free(void *p)
+{
+	if (!p)
+		return;
+	struct mm_hdr *h = (struct mm_hdr *)p - 1;
+	if (h->xs)
+		h->xs->xml_bytes -= h->size;
+	free(h);
+}
+
+static void *mm_realloc(void *p, size_t n)
+{
+	if (!p)
+		return mm_malloc(n);
+	struct mm_hdr *h = (struct mm_hdr *)p - 1;
+	struct xstream *xs = h->xs;
+	if (n > SIZE_MAX - sizeof(*h))
+		return NULL;
+	if (xs && n > h->size && n - h->size > xml_cap(xs) - xs->xml_bytes) {
+		xs->over_budget = true;
+		return NULL;
+	}
+	size_t old = h->size;
+	struct mm_hdr *nh = realloc(h, sizeof(*nh) + n);
+	if (!nh)
+		return NULL;
+	if (xs)
+		xs->xml_bytes = xs->xml_bytes - old + n;
+	nh->size = n;
+	return nh + 1;
+}
+
+static const XML_Memory_Handling_Suite mm_suite = { mm_malloc, mm_realloc, mm_free };
+
+static XML_Parser parser_new(struct xstream *xs)
+{
+	mm_cur = xs;
+	XML_Parser p = XML_ParserCreate_MM("UTF-8", &mm_suite, ns_sep);
+	mm_cur = NULL;
+	return p;
+}
+
+static void parser_free(struct xstream *xs)
+{
+	XML_ParserFree(xs->p);
+	xs->p = NULL;
+}
+
+static enum XML_Status parse(struct xstream *xs, const char *data, size_t len)
+{
+	mm_cur = xs;
+	enum XML_Status st = XML_Parse(xs->p, data, (int)len, XML_FALSE);
+	mm_cur = NULL;
+	return st;
+}
 
 static const char *const conditions[] = {
 	[XSE_NONE]                 = "undefined-condition",
@@ -108,6 +237,21 @@ const char *xstream_err_condition(enum xstream_err e)
 enum xstream_err xstream_error(const struct xstream *xs)
 {
 	return xs->err;
+}
+
+bool xstream_in_element(const struct xstream *xs)
+{
+	return xs->err == XSE_NONE && xs->level >= 1 && xs->fed > xs->mark;
+}
+
+size_t xstream_mem(const struct xstream *xs)
+{
+	return xs->xml_bytes + (xs->arena ? xarena_bytes(xs->arena) : 0);
+}
+
+void xstream_set_limits(struct xstream *xs, const struct xstream_limits *limits)
+{
+	xs->lim = *limits;
 }
 
 const char *xstream_error_text(const struct xstream *xs, char *buf, size_t len)
@@ -369,6 +513,10 @@ static void XMLCALL on_start(void *ud, const XML_Char *name, const XML_Char **at
 		fail(xs, XSE_NOMEM);
 		return;
 	}
+	if (tree_too_big(xs)) {
+		fail_why(xs, XSE_POLICY_VIOLATION, "stanza tree too large");
+		return;
+	}
 	if (xs->level == 1)
 		xs->mark = ev_start(xs);
 	else
@@ -409,8 +557,15 @@ static void XMLCALL on_end(void *ud, const XML_Char *name)
 	xs->mark = end;
 	int rc = xs->ops->on_stanza ? xs->ops->on_stanza(xs->ud, el) : 0;
 	xarena_reset(xs->arena);
-	if (rc)
+	if (rc) {
 		stop_here(xs);
+	} else if (xs->xml_bytes > xml_recycle_at(xs) && !xs->halted) {
+		/* xstream_feed() rebuilds the parser and goes on from here. */
+		xs->stop_at = end;
+		xs->recycle = true;
+		xs->halted = true;
+		XML_StopParser(xs->p, XML_TRUE);
+	}
 }
 
 static bool all_space(const char *s, size_t len)
@@ -437,6 +592,8 @@ static void XMLCALL on_text(void *ud, const XML_Char *s, int len)
 	}
 	if (add_text(xs, s, (size_t)len))
 		fail(xs, XSE_NOMEM);
+	else if (tree_too_big(xs))
+		fail_why(xs, XSE_POLICY_VIOLATION, "stanza tree too large");
 }
 
 /* Namespace declarations on the header: the default one must be
@@ -628,6 +785,7 @@ static void clear_state(struct xstream *xs)
 	xs->halted = xs->stopped = xs->closed = xs->replaying = xs->dflt_ok = false;
 	xs->at_start = true;
 	xs->why = NULL;
+	xs->over_budget = xs->recycle = false;
 	xs->fed = xs->mark = xs->stop_at = xs->adj = 0;
 	xs->cur = xs->text = NULL;
 	xs->text_cap = 0;
@@ -651,7 +809,7 @@ struct xstream *xstream_new(const struct xstream_limits *limits,
 	xs->lim = *limits;
 	clear_state(xs);
 	xs->arena = xarena_new();
-	xs->p = XML_ParserCreateNS("UTF-8", NS_SEP);
+	xs->p = parser_new(xs);
 	if (!xs->arena || !xs->p) {
 		xstream_free(xs);
 		return NULL;
@@ -667,12 +825,12 @@ int xstream_reset(struct xstream *xs)
 		xarena_reset(xs->arena);
 	else if (!(xs->arena = xarena_new()))
 		return -ENOMEM;
-	if (xs->p) {
-		if (!XML_ParserReset(xs->p, "UTF-8"))
-			return -ENOMEM;
-	} else if (!(xs->p = XML_ParserCreateNS("UTF-8", NS_SEP))) {
+	/* A new parser rather than XML_ParserReset(): a reset keeps the name
+	 * pool the old stream grew. */
+	if (xs->p)
+		parser_free(xs);
+	if (!(xs->p = parser_new(xs)))
 		return -ENOMEM;
-	}
 	setup_parser(xs);
 	return 0;
 }
@@ -686,8 +844,7 @@ void xstream_trim(struct xstream *xs)
 {
 	if (!xs->p || xs->halted || xs->err || xs->level != 1 || xs->fed != xs->mark)
 		return;
-	XML_ParserFree(xs->p);
-	xs->p = NULL;
+	parser_free(xs);
 	xarena_free(xs->arena);
 	xs->arena = NULL;
 }
@@ -696,12 +853,12 @@ static int rebuild(struct xstream *xs)
 {
 	if (!xs->arena && !(xs->arena = xarena_new()))
 		return -ENOMEM;
-	if (!(xs->p = XML_ParserCreateNS("UTF-8", NS_SEP)))
+	if (!(xs->p = parser_new(xs)))
 		return -ENOMEM;
 	setup_parser(xs);
 	xs->replaying = true;
 	xs->level = 0;
-	enum XML_Status st = XML_Parse(xs->p, xs->synth.data, (int)xs->synth.len, XML_FALSE);
+	enum XML_Status st = parse(xs, xs->synth.data, xs->synth.len);
 	xs->replaying = false;
 	if (st != XML_STATUS_OK || xs->level != 1)
 		return -ENOMEM;
@@ -773,7 +930,20 @@ static enum xfeed_rc feed_expat(struct xstream *xs, const char *data, size_t len
 			n = max - pending + 1;
 		if (n > INT_MAX / 2)
 			n = INT_MAX / 2;
-		enum XML_Status st = XML_Parse(xs->p, data + off, (int)n, XML_FALSE);
+		enum XML_Status st = parse(xs, data + off, n);
+		if (st == XML_STATUS_SUSPENDED && xs->recycle) {
+			/* A stanza ended and the parser had grown: go on with a
+			 * new one from just past that stanza (on_end). */
+			xs->recycle = xs->halted = false;
+			off = (size_t)(xs->stop_at - base);
+			xs->fed = xs->stop_at;
+			parser_free(xs);
+			if (rebuild(xs)) {
+				xs->err = XSE_NOMEM;
+				return XFEED_ERR;
+			}
+			continue;
+		}
 		xs->fed += (int64_t)n;
 		off += n;
 		if (st != XML_STATUS_OK) {
@@ -783,7 +953,8 @@ static enum xfeed_rc feed_expat(struct xstream *xs, const char *data, size_t len
 				return XFEED_STOPPED;
 			}
 			if (xs->err == XSE_NONE)
-				xs->err = map_expat_error(XML_GetErrorCode(xs->p));
+				xs->err = xs->over_budget ? XSE_POLICY_VIOLATION :
+					  map_expat_error(XML_GetErrorCode(xs->p));
 			return XFEED_ERR;
 		}
 		if ((uint64_t)(xs->fed - xs->mark) > max) {
@@ -804,7 +975,7 @@ void xstream_free(struct xstream *xs)
 	if (!xs)
 		return;
 	if (xs->p)
-		XML_ParserFree(xs->p);
+		parser_free(xs);
 	xarena_free(xs->arena);
 	sbuf_free(&xs->decls);
 	sbuf_free(&xs->synth);

@@ -26,11 +26,13 @@ struct config {
 	char store_path[CONFIG_STR_MAX];    /* path = ./var */
 	/* [limits] */
 	size_t max_stanza_size;             /* max_stanza_size = 262144 bytes */
+	size_t preauth_max_stanza_size;     /* ...before authentication = 16384 (capped by the above) */
 	unsigned max_depth;                 /* max_depth = 64 element levels */
 	unsigned preauth_timeout;           /* preauth_timeout = 30 seconds */
 	unsigned max_auth_failures;         /* max_auth_failures = 3 per stream */
 	size_t max_send_queue;              /* max_send_queue = 4194304 bytes of unsent output */
 	unsigned idle_timeout;              /* idle_timeout = 0 seconds (0 = never) */
+	unsigned stanza_timeout;            /* stanza_timeout = 30 seconds from a stanza's first byte to its end */
 	/* [sm] XEP-0198 */
 	unsigned sm_max_resume;             /* max_resume = 300 seconds a session waits for resumption */
 	unsigned sm_max_queue;              /* max_queue = 1000 unacked stanzas per session */
@@ -42,6 +44,7 @@ struct config {
 	char token_key_file[CONFIG_STR_MAX];/* key_file = <store path>/token.key (created if absent) */
 	unsigned fast_lifetime;             /* fast_lifetime = 1209600 s (14 days) */
 	char isr_location[CONFIG_STR_MAX];  /* isr_location = (none): direct-TLS host:port for ISR */
+	char admin_listen[CONFIG_STR_MAX];  /* [admin] listen = host:port of /metrics, /healthz, /readyz; empty = off */
 };
 
 /* Fills <cfg> with the defaults. */

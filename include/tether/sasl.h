@@ -84,6 +84,11 @@ struct sasl;
  * Returns NULL on OOM. */
 struct sasl *sasl_new(enum sasl_mech m, const struct sasl_env *env);
 
+/* Derives the key for unknown users' fake SCRAM salts from the server's
+ * persistent <secret>, so they stay the same across restarts. Call once at
+ * start, before any exchange; without it the key is random per process. */
+void sasl_set_secret(const uint8_t secret[32]);
+
 /* Feeds the client's message (raw bytes, already base64-decoded; the
  * initial response counts as the first message, possibly empty) and appends
  * the server's reply to <out>. Unknown users and wrong passwords both give

@@ -60,6 +60,7 @@ int xnode_serialize(const struct xnode *n, const char *ctx_ns, struct sbuf *out)
 
 /* A bump allocator for trees. xarena_new() returns NULL when out of memory. */
 struct xarena *xarena_new(void);
+size_t xarena_bytes(const struct xarena *a);              /* memory held in blocks */
 void *xarena_alloc(struct xarena *a, size_t size);           /* 16-byte aligned, NULL on OOM */
 char *xarena_strndup(struct xarena *a, const char *s, size_t len);
 void xarena_reset(struct xarena *a);  /* frees everything allocated, keeps one block */

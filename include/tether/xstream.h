@@ -2,6 +2,7 @@
 #ifndef TETHER_XSTREAM_H
 #define TETHER_XSTREAM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "tether/xnode.h"
@@ -73,6 +74,20 @@ enum xstream_err xstream_error(const struct xstream *xs);
  * entity at line 1, column 2"), or our own reason. Formats into <buf> when
  * needed; NULL when there is nothing to say beyond the condition. */
 const char *xstream_error_text(const struct xstream *xs, char *buf, size_t len);
+
+/* True while bytes of an unfinished top-level element (stanza or nonza)
+ * are held: the element began arriving and has not ended yet. */
+bool xstream_in_element(const struct xstream *xs);
+
+/* Bytes the stream holds for parsing: expat's (capped at 4 stanza limits
+ * plus 64 KiB; past one limit plus 64 KiB the parser is rebuilt at the next
+ * stanza boundary) and the tree in progress (capped at 4 limits plus
+ * 16 KiB). Going over a cap is a policy-violation. */
+size_t xstream_mem(const struct xstream *xs);
+
+/* Replaces the limits, from the next byte on (e.g. the larger stanza limit
+ * once the client has authenticated). Callable from a callback. */
+void xstream_set_limits(struct xstream *xs, const struct xstream_limits *limits);
 
 /* Forgets everything parsed: the next byte starts a new stream (optional
  * whitespace, which is dropped, an optional XML declaration, then a stream

@@ -198,6 +198,17 @@ class TetherServer:
                 pytest.fail('tetherd not listening on %s:%s within %.0fs; log:\n%s'
                             % (self.host, pending, timeout, self.log()))
             time.sleep(0.05)
+        # Listening sockets accept into their backlog before the workers
+        # run: started means the start-up line is in the log.
+        while ': domain ' not in self.log():
+            if self.proc.poll() is not None:
+                pytest.fail('tetherd exited during startup (code %s); log:\n%s'
+                            % (self.proc.returncode, self.log()))
+            if time.monotonic() > deadline:
+                self._kill()
+                pytest.fail('tetherd did not finish starting within %.0fs; log:\n%s'
+                            % (timeout, self.log()))
+            time.sleep(0.02)
 
     def alive(self):
         return self.proc.poll() is None

@@ -49,6 +49,7 @@ static void check_defaults(const struct config *c)
 	assert_string_equal(c->store_backend, "memory");
 	assert_string_equal(c->store_path, "./var");
 	assert_int_equal(c->max_stanza_size, 262144);
+	assert_int_equal(c->preauth_max_stanza_size, 16384);
 	assert_int_equal(c->max_depth, 64);
 	assert_int_equal(c->preauth_timeout, 30);
 	assert_int_equal(c->max_auth_failures, 3);

@@ -619,6 +619,63 @@ static void test_error_text(void **state)
 	sbuf_free(&r.out);
 }
 
+/* Never-seen names grow expat's name pool for the parser's life: the
+ * parser is rebuilt at stanza boundaries, so memory stays bounded, and no
+ * stanza is lost or changed across the rebuilds, at any chunk size. */
+static void test_name_pool_bounded(void **state)
+{
+	(void)state;
+	const size_t max = 4096, n = 20000;
+	struct sbuf in = SBUF_INIT;
+	assert_int_equal(sbuf_puts(&in, HDR), 0);
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(sbuf_printf(&in, "<n%zu xmlns='urn:x:%zu' a%zu='v'><c%zu/></n%zu>",
+					     i, i, i, i, i), 0);
+	static const size_t chunks[] = { 7, 1000, 65536 };
+	for (size_t k = 0; k < sizeof(chunks) / sizeof(chunks[0]); k++) {
+		struct rec r;
+		struct xstream *xs = new_xs(&r, max, 16);
+		size_t peak = 0;
+		for (size_t off = 0; off < in.len; off += chunks[k]) {
+			size_t len = in.len - off < chunks[k] ? in.len - off : chunks[k];
+			assert_int_equal(feed(xs, in.data + off, len), XFEED_OK);
+			if (xstream_mem(xs) > peak)
+				peak = xstream_mem(xs);
+		}
+		assert_int_equal(r.stanzas, n);
+		static const char last[] = "<n19999 xmlns='urn:x:19999' a19999='v'><c19999/></n19999>\n";
+		assert_true(r.out.len > strlen(last));
+		assert_string_equal(r.out.data + r.out.len - strlen(last), last);
+		/* Caps: expat 4 * max + 64 KiB, tree 4 * max + 16 KiB. */
+		assert_true(peak <= 8 * max + (80u << 10));
+		xstream_free(xs);
+		sbuf_free(&r.out);
+	}
+	sbuf_free(&in);
+}
+
+/* Elements cost far more as a tree than as input: the tree is capped
+ * relative to the stanza limit, before the input limit is reached. */
+static void test_tree_bounded(void **state)
+{
+	(void)state;
+	const size_t max = 16384;
+	struct sbuf in = SBUF_INIT;
+	assert_int_equal(sbuf_puts(&in, HDR "<message>"), 0);
+	while (in.len < max - 16)
+		assert_int_equal(sbuf_puts(&in, "<a/>"), 0);
+	struct rec r;
+	struct xstream *xs = new_xs(&r, max, 16);
+	assert_int_equal(feed(xs, in.data, in.len), XFEED_ERR);
+	assert_int_equal(xstream_error(xs), XSE_POLICY_VIOLATION);
+	char buf[64];
+	assert_string_equal(xstream_error_text(xs, buf, sizeof(buf)), "stanza tree too large");
+	assert_int_equal(r.stanzas, 0);
+	xstream_free(xs);
+	sbuf_free(&r.out);
+	sbuf_free(&in);
+}
+
 static void test_stop_open_close(void **state)
 {
 	(void)state;
@@ -688,6 +745,8 @@ int main(void)
 		cmocka_unit_test(test_stop_open_close),
 		cmocka_unit_test(test_restart_leading_space),
 		cmocka_unit_test(test_error_text),
+		cmocka_unit_test(test_name_pool_bounded),
+		cmocka_unit_test(test_tree_bounded),
 		cmocka_unit_test(test_conditions),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -19,6 +19,13 @@ LDLIBS_BASE := -luring -L$(BORING_LIB) -Wl,-rpath,$(BORING_LIB) -lssl -lcrypto \
                -lexpat -lsodium -lidn -linih -lmicrohttpd -lpthread
 LDFLAGS_BASE := -Wl,-z,relro,-z,now,-z,noexecstack
 
+# libsystemd is optional: with it, tetherd tells a Type=notify unit when it
+# is ready (server/notify.c).
+ifeq ($(shell pkg-config --exists libsystemd 2>/dev/null && echo y),y)
+  CPPFLAGS_BASE += -DTETHER_SYSTEMD
+  LDLIBS_BASE += -lsystemd
+endif
+
 MODE ?= release
 ifeq ($(MODE),asan)
   B := build/asan

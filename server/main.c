@@ -17,6 +17,7 @@
 #include "tether/jid.h"
 #include "tether/log.h"
 #include "tether/metrics.h"
+#include "tether/notify.h"
 #include "tether/router.h"
 #include "tether/sasl.h"
 #include "tether/store.h"
@@ -195,11 +196,13 @@ int main(int argc, char **argv)
 			break;
 	if (started == srv.nworkers) {
 		atomic_store(&workers_up, 1);
-		log_info("tetherd %s: domain %s, %u workers, c2s %s, direct TLS %s, admin %s",
-			 TETHER_VERSION, srv.cfg.domain, srv.nworkers,
-			 srv.cfg.listen[0] ? srv.cfg.listen : "off",
+		char status[5 * CONFIG_STR_MAX];
+		snprintf(status, sizeof(status), "domain %s, %u workers, c2s %s, direct TLS %s, admin %s",
+			 srv.cfg.domain, srv.nworkers, srv.cfg.listen[0] ? srv.cfg.listen : "off",
 			 srv.cfg.tls_listen[0] ? srv.cfg.tls_listen : "off",
 			 srv.cfg.admin_listen[0] ? srv.cfg.admin_listen : "off");
+		log_info("tetherd %s: %s", TETHER_VERSION, status);
+		notify_ready(status);
 	}
 	while (started == srv.nworkers) {
 		int sig;
@@ -210,6 +213,7 @@ int main(int argc, char **argv)
 			continue;
 		}
 		log_info("%s: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+		notify_stopping();
 		break;
 	}
 	server_stop(&srv);

@@ -15,7 +15,7 @@ WARN    := -Wall -Wextra -Werror -Wshadow -Wundef -Wstrict-prototypes \
 CFLAGS_BASE := -std=gnu11 -D_GNU_SOURCE -g -fno-omit-frame-pointer $(WARN) -MMD -MP
 CPPFLAGS_BASE := -Iinclude -isystem $(BORING_INC)
 LDLIBS_BASE := -luring -L$(BORING_LIB) -Wl,-rpath,$(BORING_LIB) -lssl -lcrypto \
-               -lexpat -lsodium -lidn -linih -lpthread
+               -lexpat -lsodium -lidn -linih -lhiredis -lpthread
 LDFLAGS_BASE := -Wl,-z,relro,-z,now,-z,noexecstack
 
 MODE ?= release

@@ -11,13 +11,15 @@
 # machine and gets Debian 12's candidate:
 #   libexpat1-dev  2.5.0-1+deb12u2  XML_SetReparseDeferralEnabled (the fresh
 #                                   image has +deb12u1, which lacks it)
-# Checked for the cluster work too: libhiredis-dev (0.14.1), redis-server
-# (7.0.15: FUNCTION LOAD needs >= 7.0), haproxy (2.6) and libmicrohttpd-dev
-# are absent from the fresh image, so they get Debian 12's candidate once
-# they are listed here (redis-server with the floor 5:7.0).
+#   redis-server   5:7.0            FUNCTION LOAD (Redis 7); Debian 12 has 7.0.15
+#   libhiredis-dev (no floor)       0.14.1 is what Debian 12 has, and all the
+#                                   code uses (redisFormatCommandArgv, redisReader)
+# Checked for the cluster work too: haproxy (2.6) and libmicrohttpd-dev are
+# absent from the fresh image, so they get Debian 12's candidate once listed.
 set -e
 PKGS="build-essential clang pkg-config liburing-dev android-libboringssl-dev
 libexpat1-dev>=2.5.0-1+deb12u2 libsodium-dev libidn-dev libinih-dev
+libhiredis-dev redis-server>=5:7.0
 libcmocka-dev python3-pytest python3-slixmpp python3-aioxmpp openssl nodejs npm"
 
 # Prints "ok" when <pkg> is installed at <floor> or later (any version when

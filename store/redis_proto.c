@@ -155,6 +155,13 @@ void rproto_free(struct rproto *rp)
 static int out_append(struct rproto *rp, const char *data, size_t len)
 {
 	struct chunk *t = rp->tail;
+	/* A chunk with every byte consumed is the only one (rproto_consumed
+	 * frees the others); if it is too small, it goes, or rproto_out()
+	 * would show it, empty, and hide the chunk behind it. */
+	if (t && t->off == t->len && t->cap < len) {
+		free(t);
+		rp->head = rp->tail = t = NULL;
+	}
 	if (!t || t->cap - t->len < len) {
 		size_t cap = len > CHUNK_SIZE ? len : CHUNK_SIZE;
 		struct chunk *c = malloc(sizeof(*c) + cap);

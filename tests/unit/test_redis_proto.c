@@ -490,7 +490,15 @@ static void test_out_stable(void **state)
 	}
 	assert_int_equal(total, one * 5001);
 	assert_true(len2 >= one);
-	assert_int_equal(rproto_out_pending(rp), 0);
+	/* All sent; then a command bigger than a chunk must show. */
+	static char big[40000];
+	const char *argv[] = { "ECHO", big };
+	size_t bl[] = { 4, sizeof(big) };
+	assert_int_equal(rproto_command(rp, 2, argv, bl, rcopy_cb, &c, 0, NULL), 0);
+	p = rproto_out(rp, &len);
+	assert_non_null(p);
+	assert_int_equal(len, rproto_out_pending(rp));
+	assert_true(len > sizeof(big));
 	rproto_free(rp);
 }
 

@@ -37,7 +37,7 @@ static const char *redis_server_bin(void)
 	static const char *const cand[] = { "/usr/bin/redis-server", "/usr/local/bin/redis-server" };
 	const char *env = getenv("REDIS_SERVER");
 	if (env)
-		return env;
+		return access(env, X_OK) == 0 ? env : NULL;
 	for (size_t i = 0; i < sizeof(cand) / sizeof(cand[0]); i++)
 		if (access(cand[i], X_OK) == 0)
 			return cand[i];

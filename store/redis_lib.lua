@@ -107,6 +107,30 @@ hash of a 256-bit random secret leaks nothing useful; it does not fit HT,
 where the client never sends the token.
 A mismatch in step 2 (the token was consumed or replaced in between) answers
 EACCES without burning: the present token belongs to whoever won the race.
+
+OPEN (for store/redis.c, not decided here)
+- The store interface (store.h) names a session by id only in append, ack,
+  update, destroy and set_isr; with this layout the Redis backend needs the
+  bare JID too. Either the interface gains it, or the backend keeps
+  sid -> bare for the sessions its node owns (deliveries know the bare JID).
+- Counting an inbound stanza in the sender's h_in and appending it to the
+  recipient's queue cross two accounts, hence two tags: they cannot be one
+  function under Cluster rules (one Redis alone would run it). Proposed:
+  make the append idempotent, keyed by (sender sid, sender's h_in), then
+  count; a crash in between leaves h uncounted, the client resends after
+  resuming, and the key makes the second append a no-op.
+- Notifying the owner (XADD to t:{node:<N>}:in) is another tag too: it
+  follows the append as a separate command. A lost notification delays
+  delivery until the next one or a resume, it does not lose the stanza.
+- take returns the whole queue in one reply: up to max_queue x
+  max_stanza_size bytes. The backend's reply limit (rproto max_reply) must
+  cover it, or take should hand the queue out in pages.
+- FAST 0-RTT `count` is not checked here: 0-RTT is not accepted at all.
+- Session keys carry no Redis TTL: a detached session is reaped by the
+  reaper (it must bounce the queue, which an expiring key cannot do).
+- hiredis 0.14.1 has no cluster support: under Redis Cluster the client
+  would have to follow MOVED/ASK itself (one tag per call makes that a
+  per-call redirect, never a split).
 ]]
 
 local TWO32 = 4294967296
@@ -372,6 +396,12 @@ local function sm_isr_burn(keys, args)
 	return sm_get(keys)
 end
 
+-- KEYS dir; read-only. The directory of the account, as HGETALL:
+-- resource, "<sid>|<avail>|<prio>", ...
+local function dir_get(keys)
+	return redis.call('HGETALL', keys[1])
+end
+
 ---------------------------------------------------------------- FAST
 
 -- KEYS fast; ARGV ua. {version, slots}; {0, false} when there is none.
@@ -461,6 +491,7 @@ reg('sm_get', sm_get, RO)
 reg('sm_set_isr', sm_set_isr)
 reg('sm_isr_get', sm_isr_get, RO)
 reg('sm_isr_burn', sm_isr_burn)
+reg('dir_get', dir_get, RO)
 reg('fast_get', fast_get, RO)
 reg('fast_cas', fast_cas)
 reg('lease_acquire', lease_acquire)

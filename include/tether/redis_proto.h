@@ -47,7 +47,9 @@ typedef void rproto_fn(const redisReply *reply, const char *err, void *ud);
 /* Limits; 0 in a field = its default. */
 struct rproto_limits {
 	size_t max_out;     /* bytes of encoded commands not yet consumed by the caller */
-	size_t max_reply;   /* bytes of one reply (nested arrays count as a whole) */
+	size_t max_reply;   /* bytes of one reply (nested arrays count as a whole);
+			     * hiredis's objects take up to ~20x the bytes of a
+			     * reply of tiny elements (a redisReply per "+\r\n") */
 	size_t max_pending; /* commands issued whose reply has not come */
 };
 #define RPROTO_MAX_OUT_DEFAULT     (4u << 20)

@@ -145,8 +145,11 @@ static void test_session_flow(void **state)
 	RS_CMD(c.rp, c.fd, &r, "FCALL", "tether_sm_update", "2", REC("S1"), DIR, "S1", "1", "7", "300",
 	       "0", "60000", "1", "5");
 	is_ok(&r);
-	RS_CMD(c.rp, c.fd, &r, "HGET", DIR, "phone");
-	assert_string_equal(r.str, "S1|1|5");
+	RS_CMD(c.rp, c.fd, &r, "FCALL_RO", "tether_dir_get", "1", DIR);
+	is_ok(&r);
+	assert_int_equal(r.n, 2);
+	assert_string_equal(r.el[0].str, "phone");
+	assert_string_equal(r.el[1].str, "S1|1|5");
 	RS_CMD(c.rp, c.fd, &r, "FCALL", "tether_sm_take", "3", REC("S1"), Q("S1"), ISR, "S1", "B/1/2/3", "");
 	is_ok(&r);
 	assert_int_equal(r.n, 2);

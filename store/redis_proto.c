@@ -83,7 +83,7 @@ struct rproto {
 static void *guarded_array(const redisReadTask *task, int elements)
 {
 	struct rproto *rp = task->privdata;
-	if (rp && elements > 0 && (size_t)elements > rp->lim.max_reply / MIN_ELEMENT_BYTES) {
+	if (elements > 0 && (size_t)elements > rp->lim.max_reply / MIN_ELEMENT_BYTES) {
 		rp->refused = 1;
 		return NULL; /* the reader reports out of memory and stops */
 	}
@@ -144,7 +144,8 @@ void rproto_free(struct rproto *rp)
 	if (!rp)
 		return;
 	out_free(rp);
-	redisReaderFree(rp->reader);
+	if (rp->reader)
+		redisReaderFree(rp->reader);
 	free(rp->ring);
 	free(rp);
 }
@@ -196,6 +197,8 @@ const char *rproto_out(const struct rproto *rp, size_t *len)
 void rproto_consumed(struct rproto *rp, size_t n)
 {
 	struct chunk *c = rp->head;
+	if (!n)
+		return;
 	if (!c || n > c->len - c->off)
 		abort(); /* more than rproto_out() gave: a caller bug */
 	c->off += n;
@@ -371,7 +374,8 @@ void rproto_reset(struct rproto *rp, const char *err)
 		rp->reader = NULL;
 		rp->broken = 1;
 	}
-	redisReaderFree(old);
+	if (old)
+		redisReaderFree(old);
 	fail_until(rp, stop, err ? err : rproto_err_closed, 0);
 }
 

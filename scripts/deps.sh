@@ -11,16 +11,18 @@
 # machine and gets Debian 12's candidate:
 #   libexpat1-dev  2.5.0-1+deb12u2  XML_SetReparseDeferralEnabled (the fresh
 #                                   image has +deb12u1, which lacks it)
+#   redis-server   5:7.0            FUNCTION LOAD (Redis 7); Debian 12 has 7.0.15
+#   libhiredis-dev (no floor)       0.14.1 is what Debian 12 has, and all the
+#                                   code uses (redisFormatCommandArgv, redisReader)
 # libmicrohttpd-dev (0.9.75), libsystemd-dev (sd_notify; the fresh image
 # has only the runtime libsystemd0) and prometheus (promtool, for the
 # /metrics test) are absent from the fresh image and get Debian 12's
-# candidate.
-# Checked for the cluster work too: libhiredis-dev (0.14.1), redis-server
-# (7.0.15: FUNCTION LOAD needs >= 7.0) and haproxy (2.6) are absent from
-# the fresh image too (redis-server gets the floor 5:7.0 once listed).
+# candidate. Checked for the cluster work too: haproxy (2.6) is absent
+# from the fresh image, so it gets Debian 12's candidate once listed.
 set -e
 PKGS="build-essential clang pkg-config liburing-dev android-libboringssl-dev
 libexpat1-dev>=2.5.0-1+deb12u2 libsodium-dev libidn-dev libinih-dev libmicrohttpd-dev libsystemd-dev
+libhiredis-dev redis-server>=5:7.0
 libcmocka-dev python3-pytest python3-slixmpp python3-aioxmpp openssl nodejs npm prometheus"
 
 # Prints "ok" when <pkg> is installed at <floor> or later (any version when

@@ -1,0 +1,499 @@
+#!lua name=tether
+--[[
+store/redis_lib.lua - tether's Redis FUNCTION library: users, XEP-0198
+sessions and their queues, ISR and FAST tokens, the route directory, node
+leases. Loaded with FUNCTION LOAD REPLACE at start (Redis >= 7.0); functions
+are persisted in the RDB/AOF and replicated, unlike EVALSHA scripts, which a
+restart or failover turns into NOSCRIPT.
+
+Everything here is the store's semantics (include/tether/store.h on the store
+branch) moved next to the data: each function is one atomic step.
+
+KEY LAYOUT
+All keys start with a prefix chosen by the caller (below "t:") and are passed
+in KEYS, never built here, so the prefix is the caller's business. Every key
+is hash-tagged, and every function touches keys of ONE tag only, so the layout
+is ready for Redis Cluster:
+
+  t:{B}:user        hash   account B (bare JID): the SCRAM fields, opaque
+                           (salt, iterations, StoredKey, ServerKey per hash)
+  t:{B}:fast        hash   FAST slots of B: "v:<ua>" = version of <ua>'s
+                           entry, "b:<ua>" = its two slots, sealed and packed
+                           by C (opaque); "v" = B's version counter
+  t:{B}:isr         hash   ISR tokens of B's sessions: <sid> = sealed token
+  t:{B}:dir         hash   route directory of B: <resource> = "<sid>|<avail>|<prio>"
+  t:{B}:s:<sid>     hash   session record (fields below)
+  t:{B}:q:<sid>     list   the session's queue, oldest first
+  t:{node:<N>}:lease string node N's lease: the holder string, with a TTL
+
+Why sessions are tagged with the ACCOUNT and not with their id: the steps
+that must be atomic span a session and its account: creating a session writes
+its record and the directory entry of its resource; a password change must
+revoke the FAST tokens and the ISR tokens of every session of the account in
+the same step (store.h); destroying a session removes its directory entry
+only if that entry is still its own. With {sid} tags each of those would need
+two slots. The price: all of one account's sessions share a slot (a handful
+of sessions: no hot spot worth the name), and every call on a session needs
+its bare JID, which every caller has (resume is authenticated; delivery found
+the session through the directory of the bare JID; the owner knows its own).
+A session id presented with the wrong account names a key that does not
+exist: the account check costs nothing and answers like an unknown session.
+A localpart may contain '{' or '}': then the tag is a prefix of the JID, but
+it is the same prefix for all of that account's keys, so they still share a
+slot. Not in this library, because they cross tags: the node inbox streams
+(t:{node:<N>}:in), the token-sealing key check, the user list (SCAN).
+
+SESSION RECORD t:{B}:s:<sid>
+  owner   opaque "<node>/<worker>/<slot>/<gen>" of the stream serving it
+  epoch   +1 on every takeover; owner writes carry it (fencing)
+  res     the resource it is bound to
+  h_in    inbound count (XEP-0198 h of the client's stanzas)
+  out     sequence number of the last entry appended (mod 2^32)
+  acked   the client's last h (mod 2^32); the queue holds out - acked entries
+  max     resumption window in seconds (0: not resumable)
+  att     1 while a stream is attached
+  exp     Redis TIME, in ms, after which a detached session is expired
+  avail, prio   last broadcast presence (also in the directory entry)
+
+QUEUE ENTRIES t:{B}:q:<sid>
+"<seq>:<stamp_ms>:<payload>": seq is the entry's number in the outbound count,
+stamp_ms Redis TIME at append (the XEP-0203 delay stamp: one clock for the
+whole cluster), payload the serialized stanza, opaque. The list holds exactly
+the entries acked+1..out, in order, so an ack is one LTRIM of (h - acked)
+entries, no parsing. seq and stamp are in the entry for the reader: a takeover
+hands out the queue and each entry says what it is.
+
+EPOCH FENCING AND ERRORS
+An owner's writes carry the epoch it got from create or take; a write whose
+epoch is no longer current fails with "ESTALE <owner> <epoch>" (the current
+owner and epoch: the caller kicks itself, and can tell the new owner). Epoch 0
+means "any" where allowed: delivery appends from other nodes (they own
+nothing; the append returns the owner to notify), and destroy by an
+administrator. Destroy with a real epoch is a check-and-delete: a cleanup by
+an old owner cannot delete the session its successor took (MongooseIM#4788).
+Errors are "-E<errno name> [details]": ENOENT (unknown, another account's, or
+expired: one answer for all three), ESTALE, ERANGE (h acks more than sent),
+EACCES (ISR token gone or changed), EEXIST, ENOSPC (queue full), EBUSY (lease
+held by another), EINVAL (bad argument).
+
+TIME
+Expiry is decided here, with Redis's own TIME, never with a node's clock (a
+monotonic clock means nothing on another node). update takes a TTL, not a
+deadline; take compares against TIME. Since Redis 7 a function's effects are
+replicated, not the function, so calling TIME is allowed.
+
+THE ISR CHECK, AND WHY IT IS NOT DONE IN LUA
+An <inst-resume/> does not present the token: it presents HMAC-SHA-256(token,
+channel binding) (the HT mechanisms). Checking it needs the token in clear,
+i.e. the sealing key (which must never be in Redis) and an HMAC (Redis's Lua
+has redis.sha1hex and nothing keyed). So the check is split:
+  1. C reads the sealed token (tether_sm_isr_get), unseals it, computes the
+     expected HMAC and compares with CRYPTO_memcmp: constant time, in C, with
+     the same path and cost when there is no token (isr_auth's dummy token).
+  2. On a match, C calls tether_sm_take with the SEALED BYTES it verified as
+     the proof. The take consumes the token only if the stored bytes are still
+     exactly those, then takes the session, in one atomic step. Of N takes
+     with one token at most one finds the bytes: single use.
+  3. On a mismatch C calls tether_sm_isr_burn with the bytes it read: the
+     token that was attacked dies (XEP-0397 §5), a newer one is untouched.
+The comparison in step 2 is Lua's "==", which is not constant time. That is
+acceptable because neither side is attacker-controlled or secret from the
+caller: both are the sealed blob the node itself read from Redis a moment
+before, and an attacker's bytes never reach this comparison (they stop at
+the constant-time check in C). The alternative the brief suggests, storing
+H(token) and comparing H(presented) in Lua, fits bearer tokens (client sends
+the token) and would be sound even with a variable-time compare, since the
+hash of a 256-bit random secret leaks nothing useful; it does not fit HT,
+where the client never sends the token.
+A mismatch in step 2 (the token was consumed or replaced in between) answers
+EACCES without burning: the present token belongs to whoever won the race.
+
+OPEN (for store/redis.c, not decided here)
+- The store interface (store.h) names a session by id only in append, ack,
+  update, destroy and set_isr; with this layout the Redis backend needs the
+  bare JID too. Either the interface gains it, or the backend keeps
+  sid -> bare for the sessions its node owns (deliveries know the bare JID).
+- Counting an inbound stanza in the sender's h_in and appending it to the
+  recipient's queue cross two accounts, hence two tags: they cannot be one
+  function under Cluster rules (one Redis alone would run it). Proposed:
+  make the append idempotent, keyed by (sender sid, sender's h_in), then
+  count; a crash in between leaves h uncounted, the client resends after
+  resuming, and the key makes the second append a no-op.
+- Notifying the owner (XADD to t:{node:<N>}:in) is another tag too: it
+  follows the append as a separate command. A lost notification delays
+  delivery until the next one or a resume, it does not lose the stanza.
+- take returns the whole queue in one reply: up to max_queue x
+  max_stanza_size bytes. The backend's reply limit (rproto max_reply) must
+  cover it, or take should hand the queue out in pages.
+- FAST 0-RTT `count` is not checked here: 0-RTT is not accepted at all.
+- Session keys carry no Redis TTL: a detached session is reaped by the
+  reaper (it must bounce the queue, which an expiring key cannot do).
+- hiredis 0.14.1 has no cluster support: under Redis Cluster the client
+  would have to follow MOVED/ASK itself (one tag per call makes that a
+  per-call redirect, never a split).
+]]
+
+local TWO32 = 4294967296
+
+local function now_ms()
+	local t = redis.call('TIME')
+	return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function num(s)
+	local n = tonumber(s)
+	if n == nil then
+		error({ err = 'EINVAL not a number' }) -- a table: the reply is exactly this error
+	end
+	return n
+end
+
+-- <e> is "CODE text": Redis keeps a first word as the error code only when
+-- more follows ("ENOENT" alone would arrive as "ERR ENOENT").
+local function err(e)
+	return redis.error_reply(e)
+end
+
+-- The record as an array in a fixed order (C reads it by position):
+-- epoch, owner, res, h_in, out, acked, max, att, avail, prio, exp.
+local REC = { 'epoch', 'owner', 'res', 'h_in', 'out', 'acked', 'max', 'att', 'avail', 'prio', 'exp' }
+
+local function rec_get(key)
+	return redis.call('HMGET', key, unpack(REC))
+end
+
+local function stale(r)
+	return err('ESTALE ' .. r[2] .. ' ' .. r[1])
+end
+
+-- Revokes every token of account: FAST entries (the version counter stays,
+-- so no version is ever given twice) and the ISR tokens of all its sessions.
+local function revoke(fast, isr)
+	local v = redis.call('HGET', fast, 'v')
+	redis.call('DEL', fast, isr)
+	if v then
+		redis.call('HSET', fast, 'v', v)
+	end
+end
+
+---------------------------------------------------------------- users
+
+-- KEYS user. Returns the fields as HGETALL does (empty: no such user).
+local function user_get(keys)
+	return redis.call('HGETALL', keys[1])
+end
+
+-- KEYS user, fast, isr; ARGV field, value, ... Creates or replaces the user
+-- and revokes the account's tokens: a password change ends FAST and ISR.
+local function user_put(keys, args)
+	if #args == 0 or #args % 2 ~= 0 then
+		return err('EINVAL field/value pairs expected')
+	end
+	redis.call('DEL', keys[1])
+	redis.call('HSET', keys[1], unpack(args))
+	revoke(keys[2], keys[3])
+	return 1
+end
+
+-- KEYS user, fast, isr. 1, or ENOENT.
+local function user_del(keys)
+	if redis.call('DEL', keys[1]) == 0 then
+		return err('ENOENT no such user')
+	end
+	revoke(keys[2], keys[3])
+	return 1
+end
+
+---------------------------------------------------------------- sessions
+
+-- KEYS rec, dir; ARGV sid, owner, resource, max. A new session with epoch 1,
+-- attached, and the directory entry of its resource. Returns {1, old sid}:
+-- the session that held the resource before (to be kicked: the newer bind
+-- wins), or false.
+local function sm_create(keys, args)
+	local sid, owner, res, max = args[1], args[2], args[3], num(args[4])
+	if redis.call('EXISTS', keys[1]) == 1 then
+		return err('EEXIST session exists')
+	end
+	redis.call('HSET', keys[1], 'epoch', 1, 'owner', owner, 'res', res, 'h_in', 0,
+		'out', 0, 'acked', 0, 'max', max, 'att', 1, 'avail', 0, 'prio', 0, 'exp', 0)
+	local old = redis.call('HGET', keys[2], res)
+	redis.call('HSET', keys[2], res, sid .. '|0|0')
+	if old then
+		old = string.match(old, '^([^|]*)')
+	end
+	return { 1, old or false }
+end
+
+-- KEYS rec, q; ARGV epoch (0: not the owner, e.g. delivery), payload, max
+-- entries (0: no limit). Returns {seq, owner}: the entry's sequence number
+-- and whom to notify.
+local function sm_append(keys, args)
+	local epoch, payload, maxq = num(args[1]), args[2], num(args[3])
+	local r = rec_get(keys[1])
+	if not r[1] then
+		return err('ENOENT no such session')
+	end
+	if epoch ~= 0 and tonumber(r[1]) ~= epoch then
+		return stale(r)
+	end
+	local out, acked = tonumber(r[5]), tonumber(r[6])
+	if maxq > 0 and (out - acked) % TWO32 >= maxq then
+		return err('ENOSPC queue full')
+	end
+	local seq = (out + 1) % TWO32
+	redis.call('RPUSH', keys[2], string.format('%d:%d:', seq, now_ms()) .. payload)
+	redis.call('HSET', keys[1], 'out', seq)
+	return { seq, r[2] }
+end
+
+-- KEYS rec, q; ARGV epoch, h. Releases the entries up to h. Returns the
+-- entries still queued; ERANGE if h acks more than was appended.
+local function sm_ack(keys, args)
+	local epoch, h = num(args[1]), num(args[2])
+	local r = rec_get(keys[1])
+	if not r[1] then
+		return err('ENOENT no such session')
+	end
+	if tonumber(r[1]) ~= epoch then
+		return stale(r)
+	end
+	local out, acked = tonumber(r[5]), tonumber(r[6])
+	local n, queued = (h - acked) % TWO32, (out - acked) % TWO32
+	if h < 0 or h >= TWO32 or n > queued then
+		return err('ERANGE h acks more than was sent')
+	end
+	if n > 0 then
+		redis.call('LTRIM', keys[2], n, -1)
+		redis.call('HSET', keys[1], 'acked', h)
+	end
+	return queued - n
+end
+
+-- KEYS rec, dir; ARGV sid, epoch, h_in, max, attached, ttl_ms, avail, prio.
+-- The owner's part of the record; a detached session expires ttl_ms from
+-- now (Redis TIME). The directory entry follows if it is still this session's.
+local function sm_update(keys, args)
+	local sid, epoch = args[1], num(args[2])
+	local h_in, max, att, ttl = num(args[3]), num(args[4]), num(args[5]), num(args[6])
+	local avail, prio = num(args[7]), num(args[8])
+	local r = rec_get(keys[1])
+	if not r[1] then
+		return err('ENOENT no such session')
+	end
+	if tonumber(r[1]) ~= epoch then
+		return stale(r)
+	end
+	local exp = 0
+	if att == 0 then
+		exp = now_ms() + ttl
+	end
+	redis.call('HSET', keys[1], 'h_in', h_in, 'max', max, 'att', att, 'exp', exp,
+		'avail', avail, 'prio', prio)
+	local cur = redis.call('HGET', keys[2], r[3])
+	if cur and string.match(cur, '^([^|]*)') == sid then
+		redis.call('HSET', keys[2], r[3], string.format('%s|%d|%d', sid, avail, prio))
+	end
+	return 1
+end
+
+-- KEYS rec, q, isr; ARGV sid, new owner, proof (the sealed ISR token C
+-- verified, or "" for none). Makes the caller the owner: epoch + 1,
+-- attached. Returns {record before (REC order, epoch = the NEW epoch),
+-- queue entries}. ENOENT: unknown, other account's (no such key), not
+-- resumable, or expired at Redis TIME. EACCES: the proof is not the token
+-- stored now. A matching proof is consumed first, whatever follows.
+local function sm_take(keys, args)
+	local sid, owner, proof = args[1], args[2], args[3]
+	if proof ~= '' then
+		local tok = redis.call('HGET', keys[3], sid)
+		if tok ~= proof then
+			return err('EACCES token gone or changed')
+		end
+		redis.call('HDEL', keys[3], sid)
+	end
+	local r = rec_get(keys[1])
+	if not r[1] then
+		return err('ENOENT no such session')
+	end
+	if tonumber(r[7]) == 0 or (tonumber(r[8]) == 0 and now_ms() > tonumber(r[11])) then
+		return err('ENOENT no such session')
+	end
+	local epoch = tonumber(r[1]) + 1
+	redis.call('HSET', keys[1], 'epoch', epoch, 'owner', owner, 'att', 1)
+	r[1] = epoch
+	return { r, redis.call('LRANGE', keys[2], 0, -1) }
+end
+
+-- KEYS rec, q, isr, dir; ARGV sid, epoch (0: any). Check-and-delete: removes
+-- the session only if epoch is still its epoch, with its ISR token and its
+-- directory entry (only if that entry is still its own). Returns {record,
+-- queue} as take does (epoch unchanged), for bouncing what was unacked.
+local function sm_destroy(keys, args)
+	local sid, epoch = args[1], num(args[2])
+	local r = rec_get(keys[1])
+	if not r[1] then
+		return err('ENOENT no such session')
+	end
+	if epoch ~= 0 and tonumber(r[1]) ~= epoch then
+		return stale(r)
+	end
+	local q = redis.call('LRANGE', keys[2], 0, -1)
+	redis.call('DEL', keys[1], keys[2])
+	redis.call('HDEL', keys[3], sid)
+	local cur = redis.call('HGET', keys[4], r[3])
+	if cur and string.match(cur, '^([^|]*)') == sid then
+		redis.call('HDEL', keys[4], r[3])
+	end
+	return { r, q }
+end
+
+-- KEYS rec; read-only. The record in REC order, or ENOENT.
+local function sm_get(keys)
+	local r = rec_get(keys[1])
+	if not r[1] then
+		return err('ENOENT no such session')
+	end
+	return r
+end
+
+-- KEYS rec, isr; ARGV sid, epoch, sealed token ("" clears). Owner only.
+local function sm_set_isr(keys, args)
+	local sid, epoch, tok = args[1], num(args[2]), args[3]
+	local r = rec_get(keys[1])
+	if not r[1] then
+		return err('ENOENT no such session')
+	end
+	if tonumber(r[1]) ~= epoch then
+		return stale(r)
+	end
+	if tok == '' then
+		redis.call('HDEL', keys[2], sid)
+	else
+		redis.call('HSET', keys[2], sid, tok)
+	end
+	return 1
+end
+
+-- KEYS rec, isr; ARGV sid; read-only. The sealed ISR token of a session
+-- that exists, or nil (no session, or no token).
+local function sm_isr_get(keys, args)
+	if redis.call('EXISTS', keys[1]) == 0 then
+		return false
+	end
+	return redis.call('HGET', keys[2], args[1])
+end
+
+-- KEYS rec, isr; ARGV sid, the sealed token a proof failed against. Destroys
+-- that token if it is still the session's (XEP-0397: an invalid attempt kills
+-- the token). Returns the record (REC order) so the caller can end a
+-- detached session, or ENOENT.
+local function sm_isr_burn(keys, args)
+	local sid, tok = args[1], args[2]
+	if redis.call('HGET', keys[2], sid) == tok then
+		redis.call('HDEL', keys[2], sid)
+	end
+	return sm_get(keys)
+end
+
+-- KEYS dir; read-only. The directory of the account, as HGETALL:
+-- resource, "<sid>|<avail>|<prio>", ...
+local function dir_get(keys)
+	return redis.call('HGETALL', keys[1])
+end
+
+---------------------------------------------------------------- FAST
+
+-- KEYS fast; ARGV ua. {version, slots}; {0, false} when there is none.
+local function fast_get(keys, args)
+	local e = redis.call('HMGET', keys[1], 'v:' .. args[1], 'b:' .. args[1])
+	if not e[1] then
+		return { 0, false }
+	end
+	return { tonumber(e[1]), e[2] }
+end
+
+-- KEYS fast; ARGV ua, expected version (0: none yet), slots ("" deletes).
+-- Writes only if the entry's version is still the expected one, with a
+-- version never given before for this account. Returns the new version (0
+-- after a delete), or "ESTALE <current version>".
+local function fast_cas(keys, args)
+	local ua, want, slots = args[1], num(args[2]), args[3]
+	local cur = tonumber(redis.call('HGET', keys[1], 'v:' .. ua) or '0')
+	if cur ~= want then
+		return err('ESTALE ' .. cur)
+	end
+	if slots == '' then
+		redis.call('HDEL', keys[1], 'v:' .. ua, 'b:' .. ua)
+		return 0
+	end
+	local v = redis.call('HINCRBY', keys[1], 'v', 1)
+	redis.call('HSET', keys[1], 'v:' .. ua, v, 'b:' .. ua, slots)
+	return v
+end
+
+---------------------------------------------------------------- node leases
+
+-- KEYS lease; ARGV holder, ttl_ms. Takes a free lease or renews our own.
+-- 1, or "EBUSY <holder> <pttl>". <holder> should name the node AND its
+-- incarnation (a restarted node is not its former self).
+local function lease_acquire(keys, args)
+	local holder, ttl = args[1], num(args[2])
+	if redis.call('SET', keys[1], holder, 'NX', 'PX', ttl) then
+		return 1
+	end
+	local cur = redis.call('GET', keys[1])
+	if cur == holder then
+		redis.call('PEXPIRE', keys[1], ttl)
+		return 1
+	end
+	return err('EBUSY ' .. tostring(cur) .. ' ' .. redis.call('PTTL', keys[1]))
+end
+
+-- KEYS lease; ARGV holder, ttl_ms. Renews only if still ours: 1, or
+-- "ESTALE <holder>" (lost: expired or taken; stop acting as holder).
+local function lease_renew(keys, args)
+	local holder, ttl = args[1], num(args[2])
+	local cur = redis.call('GET', keys[1])
+	if cur ~= holder then
+		return err('ESTALE ' .. tostring(cur))
+	end
+	redis.call('PEXPIRE', keys[1], ttl)
+	return 1
+end
+
+-- KEYS lease; ARGV holder. Releases only if ours: 1, or 0.
+local function lease_release(keys, args)
+	if redis.call('GET', keys[1]) ~= args[1] then
+		return 0
+	end
+	redis.call('DEL', keys[1])
+	return 1
+end
+
+---------------------------------------------------------------- registry
+
+local RO = { 'no-writes' }
+local function reg(name, fn, flags)
+	redis.register_function{ function_name = 'tether_' .. name, callback = fn, flags = flags or {} }
+end
+
+reg('user_get', user_get, RO)
+reg('user_put', user_put)
+reg('user_del', user_del)
+reg('sm_create', sm_create)
+reg('sm_append', sm_append)
+reg('sm_ack', sm_ack)
+reg('sm_update', sm_update)
+reg('sm_take', sm_take)
+reg('sm_destroy', sm_destroy)
+reg('sm_get', sm_get, RO)
+reg('sm_set_isr', sm_set_isr)
+reg('sm_isr_get', sm_isr_get, RO)
+reg('sm_isr_burn', sm_isr_burn)
+reg('dir_get', dir_get, RO)
+reg('fast_get', fast_get, RO)
+reg('fast_cas', fast_cas)
+reg('lease_acquire', lease_acquire)
+reg('lease_renew', lease_renew)
+reg('lease_release', lease_release)

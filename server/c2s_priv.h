@@ -140,6 +140,18 @@ int c2s_sm_enable(struct c2s *s, struct xnode *el, struct sbuf *out);
  * was closed (<classic> h-too-high stream error). */
 int c2s_sm_resume(struct c2s *s, const char *previd, uint32_t h, struct sm_resume *r,
 		  struct sbuf *fail_out, int classic);
+/* XEP-0397: checks the ISR token in <proof> against session <previd> of
+ * <bare> and takes the session over in one store step (store.h sm_take).
+ * 0: taken, <r> holds it (finish with c2s_sm_resume_taken, or drop it);
+ * -EACCES: the token did not authenticate (a real session of the account
+ * lost its token, and ends if detached); -ENOENT: the token was right but
+ * the session can no longer be resumed (<failed/> appended to <fail_out>);
+ * -ENOMEM. Nothing of <r> to free unless 0. */
+int c2s_sm_take_isr(struct c2s *s, const char *bare, const char *previd,
+		    struct sm_isr_proof *proof, struct sm_resume *r, struct sbuf *fail_out);
+/* The rest of c2s_sm_resume for a session c2s_sm_take_isr took: returns as
+ * c2s_sm_resume (classic = 0). */
+int c2s_sm_resume_taken(struct c2s *s, struct sm_resume *r, uint32_t h, struct sbuf *fail_out);
 void c2s_sm_resumed_el(struct c2s *s, struct sbuf *out);
 void c2s_sm_retransmit(struct c2s *s, struct sm_resume *r);
 void c2s_sm_drop(struct sm_resume *r);

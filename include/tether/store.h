@@ -18,7 +18,7 @@ struct store_ops {
 	int (*user_put)(struct store *st, const char *bare_jid, const struct user_creds *c);
 	int (*user_del)(struct store *st, const char *bare_jid);
 	void (*close)(struct store *st);
-	/* Added: calls <fn> once per user with its bare JID, in no particular
+	/* Calls <fn> once per user with its bare JID, in no particular
 	 * order. Optional (NULL: store_user_list() returns -ENOTSUP). */
 	int (*user_list)(struct store *st, void (*fn)(void *ud, const char *bare_jid), void *ud);
 
@@ -41,9 +41,16 @@ struct store_ops {
 	int (*sm_update)(struct store *st, const struct sm_record *rec);
 	/* Atomically makes <to> the owner of session <id> of account <bare>
 	 * (epoch + 1) unless it is unknown, another account's or expired
-	 * (-ENOENT, the same for all three) at <now_ms> (monotonic). */
+	 * (-ENOENT, the same for all three) at <now_ms> (monotonic).
+	 * With <proof> (XEP-0397 <inst-resume/>) the session's ISR token is
+	 * checked and consumed in the same step: a token that does not match
+	 * (or no token, another mechanism, an unknown session) gives -EACCES
+	 * and destroys the session's token; a match consumes it (proof->resp
+	 * gets the responder hash) and the take goes on as without a proof.
+	 * So of two attempts with one token, at most one takes the session. */
 	int (*sm_take)(struct store *st, const char *id, const char *bare,
-		       const struct sm_owner *to, uint64_t now_ms, store_sm_take_fn *fn, void *ud);
+		       const struct sm_owner *to, uint64_t now_ms, struct sm_isr_proof *proof,
+		       store_sm_take_fn *fn, void *ud);
 	/* Removes the session (if <epoch> still matches; 0 = any) and hands
 	 * the unacked queue to <fn>. */
 	int (*sm_destroy)(struct store *st, const char *id, uint32_t epoch,
@@ -52,18 +59,21 @@ struct store_ops {
 	 * <epoch> no longer owns it. */
 	int (*sm_set_isr)(struct store *st, const char *id, uint32_t epoch, int set,
 			  uint8_t mech, const uint8_t sealed[TOKEN_SEALED_LEN]);
-	/* Reads the record of session <id> if it belongs to <bare> (for ISR
-	 * token checks before a takeover). 0 or -ENOENT. */
-	int (*sm_peek)(struct store *st, const char *id, const char *bare, struct sm_record *out);
 
-	/* FAST tokens, keyed by account and user-agent id. get: 0 or -ENOENT;
-	 * put: replaces both slots (none valid = delete). Tokens of an account
-	 * vanish when its password changes or it is deleted (the backend
-	 * notices: tetherctl runs in another process). */
+	/* FAST tokens, keyed by account and user-agent id (XEP-0484: slots
+	 * "current" and "new", store_sm.h). get: 0 or -ENOENT (then <out> is
+	 * empty with version 0). cas: writes both slots (none valid = delete)
+	 * only if the entry's version is still in->version, and sets
+	 * in->version to the new one; 0, -ESTALE (written by someone else
+	 * since: read again and decide again) or -errno. Tokens of an account
+	 * vanish when its password changes or it is deleted, in the step that
+	 * changes the user (the memory backend also notices the users.db that
+	 * tetherctl rewrites in another process), and a CAS based on a read
+	 * from before fails. */
 	int (*fast_get)(struct store *st, const char *bare, const char *ua_id, struct fast_slots *out);
-	int (*fast_put)(struct store *st, const char *bare, const char *ua_id, const struct fast_slots *in);
+	int (*fast_cas)(struct store *st, const char *bare, const char *ua_id, struct fast_slots *in);
 
-	/* Added: creates or replaces <n> users at once (bulk import), persisted
+	/* Creates or replaces <n> users at once (bulk import), persisted
 	 * with one write; all or nothing. Optional (NULL: store_user_put_many()
 	 * loops over user_put). */
 	int (*user_put_many)(struct store *st, size_t n, const char *const *bares,
@@ -89,7 +99,7 @@ static inline int store_user_put(struct store *st, const char *bare, const struc
 { return st->ops->user_put(st, bare, c); }
 static inline int store_user_del(struct store *st, const char *bare)
 { return st->ops->user_del(st, bare); }
-/* Added: creates or replaces the <n> users <bares>[i] with <creds>[i]
+/* Creates or replaces the <n> users <bares>[i] with <creds>[i]
  * (tetherctl import). With a backend that has the op: one atomic write,
  * all or nothing, 0 or -errno (-EINVAL for a key that cannot be stored).
  * Without it: user_put in a loop, stopping at the first error (the users
@@ -106,7 +116,7 @@ static inline int store_user_put_many(struct store *st, size_t n, const char *co
 	}
 	return 0;
 }
-/* Added: lists users (for tetherctl). 0, -ENOTSUP, or -errno. */
+/* Lists users (for tetherctl). 0, -ENOTSUP, or -errno. */
 static inline int store_user_list(struct store *st, void (*fn)(void *ud, const char *bare_jid), void *ud)
 { return st->ops->user_list ? st->ops->user_list(st, fn, ud) : -ENOTSUP; }
 static inline void store_close(struct store *st)
@@ -123,8 +133,9 @@ static inline int store_sm_ack(struct store *st, const char *id, uint32_t epoch,
 static inline int store_sm_update(struct store *st, const struct sm_record *rec)
 { return st->ops->sm_update(st, rec); }
 static inline int store_sm_take(struct store *st, const char *id, const char *bare,
-				const struct sm_owner *to, uint64_t now_ms, store_sm_take_fn *fn, void *ud)
-{ return st->ops->sm_take(st, id, bare, to, now_ms, fn, ud); }
+				const struct sm_owner *to, uint64_t now_ms, struct sm_isr_proof *proof,
+				store_sm_take_fn *fn, void *ud)
+{ return st->ops->sm_take(st, id, bare, to, now_ms, proof, fn, ud); }
 static inline int store_sm_destroy(struct store *st, const char *id, uint32_t epoch,
 				   store_sm_drain_fn *fn, void *ud)
 { return st->ops->sm_destroy(st, id, epoch, fn, ud); }
@@ -132,17 +143,14 @@ static inline int store_sm_destroy(struct store *st, const char *id, uint32_t ep
 static inline int store_sm_set_isr(struct store *st, const char *id, uint32_t epoch, int set,
 				   uint8_t mech, const uint8_t sealed[TOKEN_SEALED_LEN])
 { return st->ops->sm_set_isr(st, id, epoch, set, mech, sealed); }
-static inline int store_sm_peek(struct store *st, const char *id, const char *bare,
-				struct sm_record *out)
-{ return st->ops->sm_peek(st, id, bare, out); }
 static inline int store_fast_get(struct store *st, const char *bare, const char *ua_id,
 				 struct fast_slots *out)
 { return st->ops->fast_get(st, bare, ua_id, out); }
-static inline int store_fast_put(struct store *st, const char *bare, const char *ua_id,
-				 const struct fast_slots *in)
-{ return st->ops->fast_put(st, bare, ua_id, in); }
+static inline int store_fast_cas(struct store *st, const char *bare, const char *ua_id,
+				 struct fast_slots *in)
+{ return st->ops->fast_cas(st, bare, ua_id, in); }
 
-/* Added: backend constructors, called by store_open() only (callers use
+/* Backend constructors, called by store_open() only (callers use
  * store_open()). Same contract as store_open(). */
 struct store *store_memory_open(const char *path, char *err, size_t errlen);
 

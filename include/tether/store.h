@@ -82,6 +82,9 @@ struct store_ops {
 
 struct store {
 	const struct store_ops *ops;
+	/* Test mode (store_set_test_delay): every completion through a
+	 * handle waits 0 to test_delay extra loop turns. 0 in production. */
+	unsigned test_delay;
 };
 
 /* Opens backend <backend> ("memory") with its data under directory <path>
@@ -149,6 +152,51 @@ static inline int store_fast_get(struct store *st, const char *bare, const char 
 static inline int store_fast_cas(struct store *st, const char *bare, const char *ua_id,
 				 struct fast_slots *in)
 { return st->ops->fast_cas(st, bare, ua_id, in); }
+
+/* ---- asynchronous operations ---------------------------------------------
+ *
+ * A worker attaches once and issues operations through its handle; each
+ * completes through its callback in store_poll() on that worker, never
+ * inside the call that issued it (so a caller never re-enters itself), in
+ * the order the operations were issued. A callback's context (<ud>) must
+ * be something that stays valid, or the caller must cancel the operation
+ * before that context goes away (a connection closed mid-operation cancels
+ * what it has pending). The memory backend does the work at once, under its
+ * locks, and defers only the completion; a networked backend does the work
+ * in between. */
+
+struct store_handle;
+struct store_op;
+
+/* A handle for the calling worker. NULL on OOM. */
+struct store_handle *store_attach(struct store *st);
+/* Cancels what is still pending on <h> (no callback runs) and frees it. */
+void store_detach(struct store_handle *h);
+/* Runs the completions that are due at this loop turn; the worker calls it
+ * once per turn. Callbacks may issue new operations: those complete at a
+ * later turn. Returns the number of callbacks run. */
+size_t store_poll(struct store_handle *h);
+/* Operations issued on <h> that have neither completed nor been
+ * cancelled: while > 0 the worker must not sleep without a timeout. */
+size_t store_pending(const struct store_handle *h);
+/* Its callback will not run; what its result holds is released. An
+ * operation can be cancelled until its callback starts; it is invalid once
+ * its callback has run or it was cancelled (forget it in the callback). */
+void store_op_cancel(struct store_op *op);
+
+/* Test mode: every completion waits a random 0..<max_turns> extra loop
+ * turns (still in issue order), so tests can find callers that assume a
+ * store answers at once. */
+static inline void store_set_test_delay(struct store *st, unsigned max_turns)
+{ st->test_delay = max_turns; }
+
+/* store_user_get() through <h>: later, <fn>(<ud>, 0, creds) or (<ud>,
+ * -ENOENT or -errno, NULL); <creds> is borrowed for the call (wiped
+ * after). Returns the operation, or NULL if it could not be issued (out
+ * of memory; then <fn> is never called). */
+typedef void store_user_fn(void *ud, int err, const struct user_creds *creds);
+struct store_op *store_user_get_async(struct store_handle *h, const char *bare,
+				      store_user_fn *fn, void *ud);
 
 /* Backend constructors, called by store_open() only (callers use
  * store_open()). Same contract as store_open(). */

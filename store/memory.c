@@ -490,6 +490,27 @@ static void maybe_refresh(struct mem *st)
 	pthread_rwlock_unlock(&st->lock);
 }
 
+/* Before a token is accepted: users.db is checked now, not within the
+ * next second, so a token stops working as soon as tetherctl passwd or
+ * deluser has returned (one stat() per FAST or ISR login). */
+static void refresh_now(struct mem *st)
+{
+	struct file_id now;
+	if (file_id_get(st->db, &now)) {
+		maybe_refresh(st);
+		return;
+	}
+	pthread_rwlock_rdlock(&st->lock);
+	int same = file_id_eq(&now, &st->seen);
+	pthread_rwlock_unlock(&st->lock);
+	if (same)
+		return;
+	pthread_rwlock_wrlock(&st->lock);
+	refresh(st);
+	atomic_store_explicit(&st->next_check, mono_ms() + CHECK_INTERVAL_MS, memory_order_relaxed);
+	pthread_rwlock_unlock(&st->lock);
+}
+
 /* Takes the cross-process lock (users.lock) for a read-modify-write.
  * Returns the fd to pass to unlock_file(), or -errno. */
 static int lock_file(struct mem *st)
@@ -712,7 +733,7 @@ static int mem_sm_take(struct store *s, const char *id, const char *bare,
 		       store_sm_take_fn *fn, void *ud)
 {
 	if (proof)
-		maybe_refresh((struct mem *)s); /* a password change must be seen first */
+		refresh_now((struct mem *)s); /* a password change must be seen first */
 	return sm_table_take(((struct mem *)s)->sm, id, bare, to, now_ms, proof, fn, ud);
 }
 
@@ -730,7 +751,7 @@ static int mem_sm_set_isr(struct store *s, const char *id, uint32_t epoch, int s
 
 static int mem_fast_get(struct store *s, const char *bare, const char *ua_id, struct fast_slots *out)
 {
-	maybe_refresh((struct mem *)s); /* a password change must be seen first */
+	refresh_now((struct mem *)s); /* a password change must be seen first */
 	return fast_table_get(((struct mem *)s)->fast, bare, ua_id, out);
 }
 

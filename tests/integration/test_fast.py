@@ -413,3 +413,14 @@ def test_fast_inline_resume_fails_continues_with_bind2(srv):
         c.roundtrip()
     finally:
         c.close()
+
+
+def test_password_change_kills_token_at_once(srv):
+    """A token login checks users.db itself (store/memory.c refresh_now): right
+    after tetherctl passwd returns, the token is refused, with no reload delay."""
+    mech, ua = 'HT-SHA-256-NONE', new_ua_id()
+    token = get_token(srv, 'alice', mech, ua)
+    srv.passwd('alice', 'a-new-password')
+    srv._users_changed_at = None        # no settling: the next login must see it
+    cond = fast_refused(srv, 'alice', token, mech, ua)
+    assert cond in ('not-authorized', 'credentials-expired'), cond

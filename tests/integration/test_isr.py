@@ -495,3 +495,16 @@ def test_one_token_many_connections_at_once(srv):
         for el in replies:
             if el is not won[0]:
                 assert failure_condition(el) == 'not-authorized', tostr(el)
+
+
+def test_password_change_kills_token_at_once(srv):
+    """As test_password_change_kills_token, without waiting for the store's
+    periodic reload: the ISR login itself checks users.db."""
+    a = isr_session(srv)
+    sm_id, token = a.sm_id, a.isr_token
+    detach(srv, a)
+    srv.passwd('alice', 'changed-password')
+    srv._users_changed_at = None
+    c, el = isr_attempt(srv, 'alice', token, sm_id, 0)
+    c.close()
+    assert failure_condition(el) == 'not-authorized', tostr(el)

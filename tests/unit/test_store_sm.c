@@ -1243,6 +1243,27 @@ static void test_revoke_on_delete(void **state)
 	store_close(f.st);
 }
 
+/* A token login checks users.db at once: right after tetherctl returns
+ * (another store instance), the tokens are gone, without waiting for the
+ * once-a-second reload. */
+static void test_revoke_seen_at_token_login(void **state)
+{
+	(void)state;
+	struct tokens_fixture f;
+	struct user_creds nc;
+	struct fast_slots got;
+	tokens_setup(&f);
+	struct store *ctl = open_ok();
+	assert_int_equal(scram_creds_derive("alice-new", 1, &nc), 0);
+	assert_int_equal(store_user_put(ctl, "alice@x", &nc), 0);
+	assert_int_equal(store_user_del(ctl, "bob@x"), 0);
+	store_close(ctl);
+	assert_int_equal(store_fast_get(f.st, "alice@x", "ua1", &got), -ENOENT);
+	assert_revoked(f.st, "alice@x", "sa");
+	assert_revoked(f.st, "bob@x", "sb");
+	store_close(f.st);
+}
+
 /* A password change or deletion through this very store (not another
  * process) revokes in the same step: no reload interval to wait for. */
 static void test_revoke_in_process(void **state)
@@ -1289,6 +1310,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_revoke_on_password_change, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_revoke_on_delete, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_revoke_in_process, setup_dir, teardown_dir),
+		cmocka_unit_test_setup_teardown(test_revoke_seen_at_token_login, setup_dir, teardown_dir),
 	};
 	if (sodium_init() < 0)
 		return 1;

@@ -52,6 +52,8 @@ enum c2s_state {
 #define C2S_PAUSE_MS      20      /* how long a sender to a congested session stops reading */
 #define C2S_TRIM_MS       250     /* silence after which an established stream drops its parser */
 #define C2S_F_TRIMMED     0x10000u /* parser and scratch freed until the next byte */
+#define C2S_F_CLOSE_WAIT  0x20000u /* </stream:stream> came while parked: close once unparked */
+#define C2S_PARKED_MAX    4096    /* elements that may wait for one store operation */
 
 /* How a stream ending affects its session. */
 enum c2s_end {
@@ -84,6 +86,15 @@ struct c2s {
 	struct sm_record sm;          /* valid with C2S_F_SM */
 	struct sasl2_req *req;        /* inline requests of a running SASL2 <authenticate/> */
 	struct sbuf out;              /* scratch for building replies */
+	/* A store operation in flight (store.h): the stream is parked until
+	 * its callback runs. Elements parsed meanwhile wait in <parked>, in
+	 * order, and reading is stopped. c2s_free cancels the operation and
+	 * frees its context with <op_free>, so no callback outlives us. */
+	struct store_op *op;
+	void *op_ctx;
+	void (*op_free)(void *ctx);
+	struct c2s_parked *parked, **parked_tail;
+	unsigned nparked;
 };
 
 /* c2s.c */
@@ -98,6 +109,15 @@ void c2s_set_state(struct c2s *s, enum c2s_state st);
 int c2s_bind_resource(struct c2s *s, const char *resource, int kick_old);
 /* The session is over: unbind and broadcast unavailable. */
 void c2s_end_presence(struct c2s *s);
+
+/* The stream waits for store operation <op>, whose callback gets <ctx>
+ * (freed with <ctx_free> if the operation is cancelled): input is parked. */
+void c2s_park(struct c2s *s, struct store_op *op, void *ctx, void (*ctx_free)(void *));
+/* From the operation's callback, first: it is no longer pending. */
+void c2s_op_done(struct c2s *s);
+/* From the operation's callback, last: what waited is processed, in
+ * order, until the stream parks again; then reading resumes. */
+void c2s_unpark(struct c2s *s);
 
 /* c2s_route.c: stanzas from a bound client. */
 void c2s_route_stanza(struct c2s *s, struct xnode *el);

@@ -78,7 +78,8 @@ static void tp_park_read(void *io, int on)
 	struct conn *c = io;
 	if (!on) {
 		c->flags &= ~CONN_F_PARKED;
-		conn_arm_recv(c);
+		if (!(c->flags & CONN_F_STARVED)) /* else rearm_starved() does it */
+			conn_arm_recv(c);
 		return;
 	}
 	if (c->flags & (CONN_F_PARKED | CONN_F_SHUT))

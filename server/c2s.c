@@ -615,9 +615,99 @@ static c2s_state_fn *const state_fn[C2S_STATE_COUNT] = {
 	[C2S_CLOSING] = st_closing,
 };
 
+/* ---- parking while a store operation is pending ------------------------- */
+
+/* An element that arrived while the stream was parked: a copy in its own
+ * arena (the parser's is reset after every element). */
+struct c2s_parked {
+	struct c2s_parked *next;
+	struct xarena *a;
+	struct xnode *el;
+};
+
+static int park_el(struct c2s *s, struct xnode *el)
+{
+	struct c2s_parked *p = malloc(sizeof(*p));
+	struct xarena *a = p ? xarena_new() : NULL;
+	struct xnode *c = a ? xnode_copy(a, el) : NULL;
+	if (!c) {
+		xarena_free(a);
+		free(p);
+		return c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
+	}
+	p->a = a;
+	p->el = c;
+	p->next = NULL;
+	*s->parked_tail = p;
+	s->parked_tail = &p->next;
+	/* Reading stops when the feed returns; this only bounds what one
+	 * feed that was already under way can add. */
+	if (++s->nparked > C2S_PARKED_MAX)
+		return c2s_stream_fail(s, SE_POLICY_VIOLATION, "too many stanzas at once");
+	return 0;
+}
+
+static void drop_parked(struct c2s *s)
+{
+	while (s->parked) {
+		struct c2s_parked *p = s->parked;
+		s->parked = p->next;
+		xarena_free(p->a);
+		free(p);
+	}
+	s->parked_tail = &s->parked;
+	s->nparked = 0;
+}
+
+void c2s_park(struct c2s *s, struct store_op *op, void *ctx, void (*ctx_free)(void *))
+{
+	/* One at a time: nothing is dispatched while parked (on_stanza). */
+	s->op = op;
+	s->op_ctx = ctx;
+	s->op_free = ctx_free;
+	if (s->tp->park_read)
+		s->tp->park_read(s->io, 1);
+}
+
+void c2s_op_done(struct c2s *s)
+{
+	s->op = NULL;
+	s->op_ctx = NULL;
+	s->op_free = NULL;
+}
+
+static void peer_closed(struct c2s *s);
+
+void c2s_unpark(struct c2s *s)
+{
+	while (!s->op && s->parked) {
+		struct c2s_parked *p = s->parked;
+		if (!(s->parked = p->next))
+			s->parked_tail = &s->parked;
+		s->nparked--;
+		int stop = s->state == C2S_CLOSING || state_fn[s->state](s, p->el);
+		xarena_free(p->a);
+		free(p);
+		if (stop)
+			drop_parked(s);
+	}
+	if (s->op)
+		return;
+	if (s->flags & C2S_F_CLOSE_WAIT) {
+		s->flags &= ~C2S_F_CLOSE_WAIT;
+		if (s->state != C2S_CLOSING)
+			peer_closed(s);
+		return;
+	}
+	if (s->tp->park_read)
+		s->tp->park_read(s->io, 0);
+}
+
 static int on_stanza(void *ud, struct xnode *el)
 {
 	struct c2s *s = ud;
+	if (s->op)
+		return park_el(s, el);
 	return state_fn[s->state](s, el);
 }
 
@@ -626,12 +716,21 @@ static int on_close(void *ud)
 	struct c2s *s = ud;
 	if (s->state == C2S_CLOSING)
 		return 1;
+	if (s->op) {
+		s->flags |= C2S_F_CLOSE_WAIT; /* after what is parked */
+		return 1;
+	}
+	peer_closed(s);
+	return 1;
+}
+
+static void peer_closed(struct c2s *s)
+{
 	c2s_send_str(s, "</stream:stream>");
 	log_debug("c2s %s: closed by peer", s->tp->peer(s->io));
 	/* A clean close ends the session for good: no resumption (XEP-0198 §4). */
 	s->end_mode = C2S_END_SESSION;
 	close_stream(s);
-	return 1;
 }
 
 static const struct xstream_ops xs_ops = {
@@ -671,6 +770,7 @@ struct c2s *c2s_new(struct server *srv, struct worker *w, const struct c2s_trans
 	s->gen = gen;
 	if (tls)
 		s->flags |= C2S_F_TLS;
+	s->parked_tail = &s->parked;
 	s->xs = xstream_new(&(struct xstream_limits){ 0 }, &xs_ops, s);
 	if (!s->xs) {
 		free(s);
@@ -902,6 +1002,13 @@ void c2s_free(struct c2s *s)
 {
 	if (!s)
 		return;
+	if (s->op) {
+		store_op_cancel(s->op);
+		if (s->op_free)
+			s->op_free(s->op_ctx);
+		c2s_op_done(s);
+	}
+	drop_parked(s);
 	xstream_free(s->xs);
 	sasl_free(s->sasl);
 	c2s_sasl2_free(s);

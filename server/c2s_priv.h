@@ -52,6 +52,8 @@ enum c2s_state {
 #define C2S_PAUSE_MS      20      /* how long a sender to a congested session stops reading */
 #define C2S_TRIM_MS       250     /* silence after which an established stream drops its parser */
 #define C2S_F_TRIMMED     0x10000u /* parser and scratch freed until the next byte */
+#define C2S_F_CLOSE_WAIT  0x20000u /* </stream:stream> came while parked: close once unparked */
+#define C2S_PARKED_MAX    4096    /* elements that may wait for one store operation */
 
 /* How a stream ending affects its session. */
 enum c2s_end {
@@ -85,6 +87,15 @@ struct c2s {
 	struct sm_record sm;          /* valid with C2S_F_SM */
 	struct sasl2_req *req;        /* inline requests of a running SASL2 <authenticate/> */
 	struct sbuf out;              /* scratch for building replies */
+	/* A store operation in flight (store.h): the stream is parked until
+	 * its callback runs. Elements parsed meanwhile wait in <parked>, in
+	 * order, and reading is stopped. c2s_free cancels the operation and
+	 * frees its context with <op_free>, so no callback outlives us. */
+	struct store_op *op;
+	void *op_ctx;
+	void (*op_free)(void *ctx);
+	struct c2s_parked *parked, **parked_tail;
+	unsigned nparked;
 };
 
 /* c2s.c */
@@ -102,6 +113,15 @@ void c2s_set_authed(struct c2s *s, int authed);
 int c2s_bind_resource(struct c2s *s, const char *resource, int kick_old);
 /* The session is over: unbind and broadcast unavailable. */
 void c2s_end_presence(struct c2s *s);
+
+/* The stream waits for store operation <op>, whose callback gets <ctx>
+ * (freed with <ctx_free> if the operation is cancelled): input is parked. */
+void c2s_park(struct c2s *s, struct store_op *op, void *ctx, void (*ctx_free)(void *));
+/* From the operation's callback, first: it is no longer pending. */
+void c2s_op_done(struct c2s *s);
+/* From the operation's callback, last: what waited is processed, in
+ * order, until the stream parks again; then reading resumes. */
+void c2s_unpark(struct c2s *s);
 
 /* c2s_route.c: stanzas from a bound client. */
 void c2s_route_stanza(struct c2s *s, struct xnode *el);
@@ -144,6 +164,18 @@ int c2s_sm_enable(struct c2s *s, struct xnode *el, struct sbuf *out);
  * was closed (<classic> h-too-high stream error). */
 int c2s_sm_resume(struct c2s *s, const char *previd, uint32_t h, struct sm_resume *r,
 		  struct sbuf *fail_out, int classic);
+/* XEP-0397: checks the ISR token in <proof> against session <previd> of
+ * <bare> and takes the session over in one store step (store.h sm_take).
+ * 0: taken, <r> holds it (finish with c2s_sm_resume_taken, or drop it);
+ * -EACCES: the token did not authenticate (a real session of the account
+ * lost its token, and ends if detached); -ENOENT: the token was right but
+ * the session can no longer be resumed (<failed/> appended to <fail_out>);
+ * -ENOMEM. Nothing of <r> to free unless 0. */
+int c2s_sm_take_isr(struct c2s *s, const char *bare, const char *previd,
+		    struct sm_isr_proof *proof, struct sm_resume *r, struct sbuf *fail_out);
+/* The rest of c2s_sm_resume for a session c2s_sm_take_isr took: returns as
+ * c2s_sm_resume (classic = 0). */
+int c2s_sm_resume_taken(struct c2s *s, struct sm_resume *r, uint32_t h, struct sbuf *fail_out);
 void c2s_sm_resumed_el(struct c2s *s, struct sbuf *out);
 void c2s_sm_retransmit(struct c2s *s, struct sm_resume *r);
 void c2s_sm_drop(struct sm_resume *r);

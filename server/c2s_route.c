@@ -151,22 +151,86 @@ static void route_full(struct c2s *s, struct xnode *el, const char *bare, const 
 	} /* presence to an absent resource: dropped */
 }
 
+/* An iq or message to bare JID <bare>, once we know whether the account
+ * <exists>. */
+static void route_to_account(struct c2s *s, struct xnode *el, const char *bare, const char *to,
+			     int exists)
+{
+	if (!exists) {
+		bounce(s, el, to, STE_SERVICE_UNAVAILABLE);
+	} else if (kind_of(el) == RMSG_IQ) {
+		sbuf_reset(&s->out);
+		im_account_iq(el, bare, s->full, !strcmp(bare, s->bare), &s->out);
+		c2s_emit_reply(s, RMSG_IQ, bare, "result");
+	} else {
+		route_message_bare(s, el, bare, to);
+	}
+}
+
+/* The stanza waiting for the account lookup, copied out of the parser's
+ * arena. The context of the store operation: freed by its callback, or by
+ * c2s_free when the operation is cancelled. */
+struct account_wait {
+	struct c2s *s;
+	struct xarena *a;
+	struct xnode *el;
+	char *bare, *to;
+};
+
+static void account_wait_free(void *ctx)
+{
+	struct account_wait *x = ctx;
+	xarena_free(x->a);
+	free(x);
+}
+
+static void on_account(void *ud, int err, const struct user_creds *creds)
+{
+	struct account_wait *x = ud;
+	struct c2s *s = x->s;
+	(void)creds;
+	c2s_op_done(s);
+	s->w->congested_hit = 0;
+	route_to_account(s, x->el, x->bare, x->to, err == 0);
+	account_wait_free(x);
+	if (s->w->congested_hit) {
+		s->w->congested_hit = 0;
+		s->tp->pause_read(s->io, C2S_PAUSE_MS);
+	}
+	c2s_unpark(s);
+}
+
+/* Looks the account up through the worker's store handle: the stream parks
+ * until the answer. Without a handle (tests, fuzzing), at once. */
+static void lookup_account(struct c2s *s, struct xnode *el, const char *bare, const char *to)
+{
+	if (!s->w->sh) {
+		route_to_account(s, el, bare, to, account_exists(s, bare));
+		return;
+	}
+	struct account_wait *x = calloc(1, sizeof(*x));
+	if (x && (x->a = xarena_new())) {
+		x->s = s;
+		x->el = xnode_copy(x->a, el);
+		x->bare = xarena_strndup(x->a, bare, strlen(bare));
+		x->to = xarena_strndup(x->a, to, strlen(to));
+	}
+	struct store_op *op = x && x->el && x->bare && x->to ?
+			      store_user_get_async(s->w->sh, bare, on_account, x) : NULL;
+	if (!op) {
+		if (x)
+			account_wait_free(x);
+		c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
+		return;
+	}
+	c2s_park(s, op, x, account_wait_free);
+}
+
 static void route_bare(struct c2s *s, struct xnode *el, const char *bare, const char *to)
 {
 	enum rmsg_kind kind = kind_of(el);
-	if (kind == RMSG_IQ) {
-		sbuf_reset(&s->out);
-		if (account_exists(s, bare)) {
-			im_account_iq(el, bare, s->full, !strcmp(bare, s->bare), &s->out);
-			c2s_emit_reply(s, RMSG_IQ, bare, "result");
-		} else {
-			bounce(s, el, to, STE_SERVICE_UNAVAILABLE);
-		}
-	} else if (kind == RMSG_MESSAGE) {
-		if (account_exists(s, bare))
-			route_message_bare(s, el, bare, to);
-		else
-			bounce(s, el, to, STE_SERVICE_UNAVAILABLE);
+	if (kind == RMSG_IQ || kind == RMSG_MESSAGE) {
+		lookup_account(s, el, bare, to);
 	} else {
 		/* Directed presence to an account: its available resources. */
 		struct rmsg *m = make_rmsg(s, el, to);

@@ -9,6 +9,7 @@
 #include "c2s_priv.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +46,11 @@ struct sasl2_req {
 	int fast_invalidate;
 	int request_token;           /* <request-token mechanism/> */
 	enum ht_cb request_cb;
+	int fast_used;               /* authenticated with a FAST token (fast_auth wrote the slots) */
+	struct sm_resume isr_taken;  /* the session an ISR token took (c2s_sm_take_isr) */
+	int has_token;               /* token/token_expiry: a FAST token for <success/> */
+	char token[TOKEN_LEN + 1];
+	uint64_t token_expiry;
 };
 
 void c2s_sasl2_free(struct c2s *s)
@@ -52,6 +58,8 @@ void c2s_sasl2_free(struct c2s *s)
 	if (!s->req)
 		return;
 	xarena_free(s->req->arena);
+	c2s_sm_drop(&s->req->isr_taken);
+	sodium_memzero(s->req->token, sizeof(s->req->token));
 	free(s->req);
 	s->req = NULL;
 }
@@ -224,24 +232,72 @@ static void bind2_resource(struct c2s *s, const struct sasl2_req *r, char *out, 
 	memcpy(out + tl, suffix, strlen(suffix) + 1);
 }
 
-/* Issues a FAST token for this account and user agent into the "new" slot
- * (the slots were cleared of the used token by the caller) and appends
- * <token/> to <o>. */
-static void issue_fast(struct c2s *s, struct fast_slots *slots, enum ht_cb cb, struct sbuf *o)
+/* ---- FAST token slots (XEP-0484 0.2.0) ------------------------------------
+ *
+ * Each (account, user-agent id) has two slots: "new" (issued, not used yet)
+ * and "current". A token is issued into "new" and "current" stays valid, as
+ * XEP-0484 requires ("MUST NOT invalidate the existing token until the new
+ * token is actually used by the client"): a client that lost the <success/>
+ * carrying its new token still gets in with the one it has. Logging in with
+ * "new" promotes it to "current" (the old current dies); logging in with
+ * "current" keeps it. Every change is a compare-and-set against the
+ * version read (store.h fast_cas), retried from the read when someone else
+ * wrote in between: two logins at once never lose a token one of them was
+ * given, nor bring back one the other retired or a password change revoked. */
+
+#define FAST_CAS_TRIES 8
+
+/* Seals a new token pinned to <cb> into <slot> and keeps its text in the
+ * request for <success/>. 0 or -1. */
+static int new_token(struct c2s *s, enum ht_cb cb, struct fast_token *slot)
 {
-	char token[TOKEN_LEN + 1], stamp[32];
-	struct fast_token *t = &slots->fresh;
-	token_new(token);
-	if (token_seal(s->srv->token_key, token, t->sealed) == 0) {
-		t->valid = 1;
-		t->mech = (uint8_t)cb;
-		t->expiry_ms = sm_wall_ms() + s->srv->cfg.fast_lifetime * 1000ull;
-		if (store_fast_put(s->srv->store, s->bare, s->req->ua_id, slots) == 0) {
-			sm_format_stamp(t->expiry_ms, stamp);
-			sbuf_printf(o, "<token xmlns='" XMLNS_FAST "' expiry='%s' token='%s'/>", stamp, token);
-		}
+	struct sasl2_req *r = s->req;
+	token_new(r->token);
+	if (token_seal(s->srv->token_key, r->token, slot->sealed)) {
+		sodium_memzero(r->token, sizeof(r->token));
+		return -1;
 	}
-	sodium_memzero(token, sizeof(token));
+	slot->valid = 1;
+	slot->mech = (uint8_t)cb;
+	slot->expiry_ms = sm_wall_ms() + s->srv->cfg.fast_lifetime * 1000ull;
+	r->token_expiry = slot->expiry_ms;
+	return 0;
+}
+
+/* After a password (or ISR token) login with <request-token/>: a new token
+ * into the "new" slot; "current" is left as it is. */
+static void issue_fast(struct c2s *s)
+{
+	struct sasl2_req *r = s->req;
+	for (int i = 0; i < FAST_CAS_TRIES; i++) {
+		struct fast_slots sl;
+		store_fast_get(s->srv->store, s->bare, r->ua_id, &sl); /* -ENOENT: empty, version 0 */
+		if (new_token(s, r->request_cb, &sl.fresh))
+			break;
+		int rc = store_fast_cas(s->srv->store, s->bare, r->ua_id, &sl);
+		sodium_memzero(&sl, sizeof(sl));
+		if (rc == 0) {
+			r->has_token = 1;
+			return;
+		}
+		sodium_memzero(r->token, sizeof(r->token));
+		if (rc != -ESTALE)
+			break;
+	}
+	log_warn("c2s %s: no FAST token issued for %s", s->tp->peer(s->io), s->bare);
+}
+
+/* The <token/> of <success/>, if this login got one. */
+static void token_el(struct c2s *s, struct sbuf *o)
+{
+	struct sasl2_req *r = s->req;
+	char stamp[32];
+	if (!r->has_token)
+		return;
+	sm_format_stamp(r->token_expiry, stamp);
+	sbuf_printf(o, "<token xmlns='" XMLNS_FAST "' expiry='%s' token='%s'/>", stamp, r->token);
+	sodium_memzero(r->token, sizeof(r->token));
+	r->has_token = 0;
 }
 
 /* A fresh ISR token for the session this stream now owns, replacing the
@@ -264,16 +320,15 @@ static int rotate_isr(struct c2s *s, uint8_t cb, struct sbuf *o)
 }
 
 /* Everything after a successful authentication as <user>. <extra> is
- * the mechanism's additional data; <fast> the caller's token slots when the
- * mechanism was FAST (to rotate), NULL otherwise. */
-static int finish(struct c2s *s, const char *user, const uint8_t *extra, size_t extra_len,
-		  struct fast_slots *fast)
+ * the mechanism's additional data. An ISR token login arrives with its
+ * session already taken (r->isr_taken) and s->bare set. */
+static int finish(struct c2s *s, const char *user, const uint8_t *extra, size_t extra_len)
 {
 	struct sasl2_req *r = s->req;
 	struct sbuf res = SBUF_INIT;   /* inline results */
 	struct sm_resume rs;
 	int resumed = 0, bound = 0, ret = 0;
-	if (asprintf(&s->bare, "%s@%s", user, s->srv->cfg.domain) < 0) {
+	if (!s->bare && asprintf(&s->bare, "%s@%s", user, s->srv->cfg.domain) < 0) {
 		s->bare = NULL;
 		return c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
 	}
@@ -284,7 +339,14 @@ static int finish(struct c2s *s, const char *user, const uint8_t *extra, size_t 
 	/* 1. Resumption first (XEP-0198 §7, XEP-0397). */
 	if (r->has_resume) {
 		struct sbuf failed = SBUF_INIT;
-		int rc = c2s_sm_resume(s, r->previd, r->h, &rs, &failed, 0);
+		int rc;
+		if (r->isr_taken.t) {
+			rs = r->isr_taken;
+			r->isr_taken.t = NULL;
+			rc = c2s_sm_resume_taken(s, &rs, r->h, &failed);
+		} else {
+			rc = c2s_sm_resume(s, r->previd, r->h, &rs, &failed, 0);
+		}
 		if (rc > 0) {
 			sbuf_free(&failed);
 			sbuf_free(&res);
@@ -335,11 +397,11 @@ static int finish(struct c2s *s, const char *user, const uint8_t *extra, size_t 
 				 s->tp->peer(s->io));
 		}
 	}
-	/* 3. FAST: a token asked for, or the rotation of the one just used. */
-	if (r->ua_id[0] && (r->request_token || (fast && !r->fast_invalidate))) {
-		struct fast_slots none = { 0 };
-		issue_fast(s, fast ? fast : &none, r->request_token ? r->request_cb : r->cb, &res);
-	}
+	/* 3. FAST: a token asked for after another mechanism (after a FAST
+	 * login fast_auth has written the slots, and the token, already). */
+	if (r->ua_id[0] && r->request_token && !r->fast_used)
+		issue_fast(s);
+	token_el(s, &res);
 	/* 4. One <success/>: additional data, identity, results. */
 	sbuf_reset(&s->out);
 	sbuf_puts(&s->out, "<success xmlns='" XMLNS_SASL2 "'>");
@@ -368,68 +430,102 @@ static int finish(struct c2s *s, const char *user, const uint8_t *extra, size_t 
 /* ---- HT-* with a token -------------------------------------------------- */
 
 /* XEP-0397 token auth: the token belongs to the SM session named in the
- * request. Unknown id, another account's, no token, other mechanism and
- * wrong token take the same path and give the same answer. */
+ * request, and the store checks and consumes it in the very step that
+ * takes the session over (c2s_sm_take_isr), so two <inst-resume/> with one
+ * token never both succeed. Unknown id, another account's, no token, other
+ * mechanism and wrong token take the same path and give the same answer.
+ * Returns as c2s_sm_take_isr; on 0 <resp> is the responder hash. */
 static int isr_auth(struct c2s *s, const char *bare, const uint8_t hash[HT_HASH_LEN],
-		    const uint8_t *cb, size_t cb_len, uint8_t resp[HT_HASH_LEN])
+		    const uint8_t *cb, size_t cb_len, uint8_t resp[HT_HASH_LEN], struct sbuf *failed)
 {
 	struct sasl2_req *r = s->req;
-	struct sm_record rec;
-	char token[TOKEN_LEN + 1] = "";
-	struct user_creds uc;
-	int exists = store_user_get(s->srv->store, bare, &uc) == 0; /* also sees a passwd */
-	scram_creds_wipe(&uc);
-	int have = exists && store_sm_peek(s->srv->store, r->previd, bare, &rec) == 0;
-	int usable = have && rec.has_isr && rec.isr_mech == r->cb &&
-		     token_open(s->srv->token_key, rec.isr_sealed, token) == 0;
-	if (!usable)
-		token_new(token); /* compare against something all the same */
-	int ok = ht_verify(token, cb, cb_len, hash) && usable;
-	if (ok)
-		ht_responder_hash(token, cb, cb_len, resp);
-	sodium_memzero(token, sizeof(token));
-	if (ok)
-		return 1;
-	if (have) {
-		/* The right SM-ID with a wrong token: the token dies, and a
-		 * detached session ends as on expiry (XEP-0397 §5). */
-		store_sm_set_isr(s->srv->store, r->previd, rec.epoch, 0, 0, NULL);
-		if (!rec.attached) {
-			struct route_target t = { .worker = rec.owner.worker, .slot = rec.owner.slot,
-						  .gen = rec.owner.gen };
-			worker_kick(s->w, &t, SE_NONE);
-		}
-		log_warn("c2s %s: ISR with a wrong token for %s: token destroyed", s->tp->peer(s->io), bare);
-	}
-	return 0;
+	struct sm_isr_proof p = { .mech = (uint8_t)r->cb, .key = s->srv->token_key };
+	if (cb_len > sizeof(p.cb))
+		return -EACCES;
+	memcpy(p.hash, hash, HT_HASH_LEN);
+	memcpy(p.cb, cb, cb_len);
+	p.cb_len = cb_len;
+	int rc = c2s_sm_take_isr(s, bare, r->previd, &p, &r->isr_taken, failed);
+	if (rc == 0)
+		memcpy(resp, p.resp, HT_HASH_LEN);
+	sodium_memzero(&p, sizeof(p));
+	return rc;
 }
 
-/* XEP-0484: the token of (account, user agent), "new" slot first. On a
- * match the used token is cleared from <slots> (rotation: it stops working
- * at once) and 1 is returned; -1 means a match with an expired token. */
-static int fast_auth(struct c2s *s, const char *bare, const uint8_t hash[HT_HASH_LEN],
-		     const uint8_t *cb, size_t cb_len, struct fast_slots *slots,
-		     uint8_t resp[HT_HASH_LEN])
+/* Which slot <hash> matches: 0 "new", 1 "current", -1 none; <*expired>
+ * set if the matching token is past its expiry. */
+static int fast_match(struct c2s *s, const struct fast_slots *sl, const uint8_t hash[HT_HASH_LEN],
+		      const uint8_t *cb, size_t cb_len, uint8_t resp[HT_HASH_LEN], int *expired)
 {
-	struct sasl2_req *r = s->req;
-	int found = store_fast_get(s->srv->store, bare, r->ua_id, slots) == 0, result = 0;
-	struct fast_token *cand[2] = { &slots->fresh, &slots->current };
-	uint64_t now = sm_wall_ms();
-	for (int i = 0; i < 2 && found && !result; i++) {
+	const struct fast_token *cand[2] = { &sl->fresh, &sl->current };
+	for (int i = 0; i < 2; i++) {
 		char token[TOKEN_LEN + 1];
-		if (!cand[i]->valid || cand[i]->mech != r->cb ||
+		if (!cand[i]->valid || cand[i]->mech != s->req->cb ||
 		    token_open(s->srv->token_key, cand[i]->sealed, token))
 			continue;
-		if (ht_verify(token, cb, cb_len, hash)) {
-			result = cand[i]->expiry_ms > now ? 1 : -1;
+		int ok = ht_verify(token, cb, cb_len, hash);
+		if (ok)
 			ht_responder_hash(token, cb, cb_len, resp);
-		}
 		sodium_memzero(token, sizeof(token));
+		if (ok) {
+			*expired = cand[i]->expiry_ms <= sm_wall_ms();
+			return i;
+		}
 	}
-	if (result == 1) {
-		/* One-time: both slots go; a fresh token is issued in <success/>. */
-		memset(slots, 0, sizeof(*slots));
-		store_fast_put(s->srv->store, bare, r->ua_id, slots);
+	return -1;
+}
+
+/* XEP-0484 token auth with the two slots of (account, user agent): the
+ * token is checked and its slot updated in one compare-and-set (see the
+ * slots section above): "new" is promoted to "current", "current" stays,
+ * invalidate empties both; unless invalidate (without <request-token/>)
+ * says otherwise the login gets a token for <success/>: the pending "new"
+ * one again when the client came with "current" (it never saw it, or it
+ * is another connection of the same client: both get the same token, so
+ * neither loses it), otherwise a newly issued one in "new". Returns 1, 0
+ * (no match; also when the slots kept changing under us), -1 (a match, but
+ * expired). */
+static int fast_auth(struct c2s *s, const char *bare, const uint8_t hash[HT_HASH_LEN],
+		     const uint8_t *cb, size_t cb_len, uint8_t resp[HT_HASH_LEN])
+{
+	struct sasl2_req *r = s->req;
+	enum ht_cb want = r->request_token ? r->request_cb : r->cb;
+	int give = r->request_token || !r->fast_invalidate, result = 0;
+	for (int i = 0; i < FAST_CAS_TRIES && !result; i++) {
+		struct fast_slots sl, next;
+		int expired = 0;
+		store_fast_get(s->srv->store, bare, r->ua_id, &sl);
+		int slot = fast_match(s, &sl, hash, cb, cb_len, resp, &expired);
+		if (slot < 0 || expired) {
+			sodium_memzero(&sl, sizeof(sl));
+			return slot < 0 ? 0 : -1;
+		}
+		next = sl;
+		if (slot == 0) {            /* "new" used: it becomes "current" */
+			next.current = sl.fresh;
+			memset(&next.fresh, 0, sizeof(next.fresh));
+		}
+		if (r->fast_invalidate)
+			memset(&next, 0, offsetof(struct fast_slots, version));
+		int resend = give && slot == 1 && next.fresh.valid && next.fresh.mech == want &&
+			     next.fresh.expiry_ms > sm_wall_ms() + s->srv->cfg.fast_lifetime * 500ull &&
+			     token_open(s->srv->token_key, next.fresh.sealed, r->token) == 0;
+		if (resend)
+			r->token_expiry = next.fresh.expiry_ms;
+		else if (give && new_token(s, want, &next.fresh))
+			give = 0;
+		int rc = store_fast_cas(s->srv->store, bare, r->ua_id, &next);
+		sodium_memzero(&sl, sizeof(sl));
+		sodium_memzero(&next, sizeof(next));
+		if (rc == 0) {
+			r->has_token = give;
+			r->fast_used = 1;
+			result = 1;
+		} else {
+			sodium_memzero(r->token, sizeof(r->token));
+			if (rc != -ESTALE)
+				return 0;
+		}
 	}
 	return result;
 }
@@ -438,8 +534,7 @@ static int ht_authenticate(struct c2s *s, const uint8_t *msg, size_t len)
 {
 	struct sasl2_req *r = s->req;
 	char authcid[JID_PART_MAX + 1], user[JID_PART_MAX + 1], bare[2 * JID_PART_MAX + 2];
-	uint8_t hash[HT_HASH_LEN], cb[64], resp[HT_HASH_LEN];
-	struct fast_slots slots;
+	uint8_t hash[HT_HASH_LEN], cb[SM_ISR_CB_MAX], resp[HT_HASH_LEN];
 	if (ht_parse_initiator(msg, len, authcid, sizeof(authcid), hash))
 		return failure(s, SASL_C_MALFORMED_REQUEST, NULL);
 	if (jid_prep_local(authcid, user, sizeof(user)))
@@ -449,17 +544,35 @@ static int ht_authenticate(struct c2s *s, const uint8_t *msg, size_t len)
 	if (r->cb != HT_NONE && !cb_len)
 		return failure(s, SASL_C_NOT_AUTHORIZED, NULL);
 	if (r->isr && r->isr_with_token) {
-		if (!isr_auth(s, bare, hash, cb, cb_len, resp))
-			return failure(s, SASL_C_NOT_AUTHORIZED, NULL);
+		/* The session is taken in the same step that checks the token,
+		 * so the stream needs its JID first. */
+		struct sbuf failed = SBUF_INIT;
+		if (asprintf(&s->bare, "%s", bare) < 0) {
+			s->bare = NULL;
+			return c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
+		}
+		int rc = isr_auth(s, bare, hash, cb, cb_len, resp, &failed);
+		sodium_memzero(hash, sizeof(hash));
+		if (rc) {
+			/* Stance F: a token that authenticated for a session that
+			 * can no longer be resumed leaves the stream unauthenticated
+			 * too (with the SM <failed/>); the client logs in for real. */
+			free(s->bare);
+			s->bare = NULL;
+			int ret = failure(s, SASL_C_NOT_AUTHORIZED, failed.data);
+			sbuf_free(&failed);
+			return ret;
+		}
+		sbuf_free(&failed);
 	} else {
 		if (!r->fast || !r->ua_id[0])
 			return failure(s, SASL_C_MALFORMED_REQUEST, NULL); /* HT needs <fast/> + an id */
-		int rc = fast_auth(s, bare, hash, cb, cb_len, &slots, resp);
+		int rc = fast_auth(s, bare, hash, cb, cb_len, resp);
+		sodium_memzero(hash, sizeof(hash));
 		if (rc <= 0)
 			return failure(s, rc < 0 ? SASL_C_CREDENTIALS_EXPIRED : SASL_C_NOT_AUTHORIZED, NULL);
 	}
-	sodium_memzero(hash, sizeof(hash));
-	return finish(s, user, resp, sizeof(resp), (r->isr && r->isr_with_token) ? NULL : &slots);
+	return finish(s, user, resp, sizeof(resp));
 }
 
 /* ---- entry points ------------------------------------------------------- */
@@ -480,7 +593,7 @@ static int scram_step(struct c2s *s, const uint8_t *in, size_t len)
 		c2s_set_state(s, C2S_SASL2);
 		break;
 	case SASL_SUCCESS:
-		ret = finish(s, sasl_username(s->sasl), (const uint8_t *)out.data, out.len, NULL);
+		ret = finish(s, sasl_username(s->sasl), (const uint8_t *)out.data, out.len);
 		sasl_free(s->sasl);
 		s->sasl = NULL;
 		break;

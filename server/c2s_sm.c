@@ -396,6 +396,7 @@ struct take_ctx {
 	struct sm_entry *q;
 	size_t n;
 	int err;
+	int seen;    /* -EACCES named a session of the account: <rec> is it */
 };
 
 /* Runs inside the store's critical section: copy, take references, leave. */
@@ -404,6 +405,10 @@ static void on_taken(void *ud, int err, const struct sm_record *rec, const char 
 {
 	struct take_ctx *t = ud;
 	t->err = err;
+	if (err == -EACCES && rec) {
+		t->rec = *rec;
+		t->seen = 1;
+	}
 	if (err)
 		return;
 	t->rec = *rec;
@@ -448,40 +453,18 @@ void c2s_sm_retransmit(struct c2s *s, struct sm_resume *r)
 	after_count_change(s, 0);
 }
 
-int c2s_sm_resume(struct c2s *s, const char *previd, uint32_t h, struct sm_resume *r,
-		  struct sbuf *fail_out, int classic)
+/* The session taken over in <r> becomes this stream's: record, resource,
+ * presence, the client's <h>; the previous stream lets go. Returns as
+ * c2s_sm_resume. */
+static int adopt(struct c2s *s, struct sm_resume *r, uint32_t h, struct sbuf *fail_out, int classic)
 {
-	memset(r, 0, sizeof(*r));
-	if (s->flags & C2S_F_BOUND) {
-		fail_el(fail_out, STE_UNEXPECTED_REQUEST);
-		return -1;
-	}
-	if (strlen(previd) != SM_ID_LEN) {
-		/* No id we issue looks like this: no lookup, and no 100 KB
-		 * string in the log. */
-		fail_el(fail_out, STE_ITEM_NOT_FOUND);
-		return -1;
-	}
-	struct take_ctx *t = calloc(1, sizeof(*t));
-	if (!t) {
-		fail_el(fail_out, STE_INTERNAL_SERVER_ERROR);
-		return -1;
-	}
+	struct take_ctx *t = r->t;
 	struct sm_owner to = me(s);
-	store_sm_take(s->srv->store, previd, s->bare, &to, timer_now_ms(), on_taken, t);
-	if (t->err) {
-		/* Unknown, expired or another account's: one answer for all. */
-		log_info("sm: %s: resume of %s failed", s->bare, previd);
-		fail_el(fail_out, STE_ITEM_NOT_FOUND);
-		free(t);
-		return -1;
-	}
+	r->h = h;
 	s->sm = t->rec;
 	s->sm.owner = to;
 	s->sm.attached = 1;
 	s->flags |= C2S_F_SM;
-	r->t = t;
-	r->h = h;
 	/* The previous stream lets go: conflict if open, freed if detached. */
 	if (t->rec.owner.worker != to.worker || t->rec.owner.slot != to.slot ||
 	    t->rec.owner.gen != to.gen)
@@ -521,6 +504,75 @@ int c2s_sm_resume(struct c2s *s, const char *previd, uint32_t h, struct sm_resum
 	log_info("session resumed jid=%s worker=%u id=%s h=%u resent=%u", s->full, s->w->idx,
 		 s->sm.id, h, s->sm.c.out - h);
 	return 0;
+}
+
+int c2s_sm_resume(struct c2s *s, const char *previd, uint32_t h, struct sm_resume *r,
+		  struct sbuf *fail_out, int classic)
+{
+	memset(r, 0, sizeof(*r));
+	if (s->flags & C2S_F_BOUND) {
+		fail_el(fail_out, STE_UNEXPECTED_REQUEST);
+		return -1;
+	}
+	if (strlen(previd) != SM_ID_LEN) {
+		/* No id we issue looks like this: no lookup, and no 100 KB
+		 * string in the log. */
+		fail_el(fail_out, STE_ITEM_NOT_FOUND);
+		return -1;
+	}
+	struct take_ctx *t = calloc(1, sizeof(*t));
+	if (!t) {
+		fail_el(fail_out, STE_INTERNAL_SERVER_ERROR);
+		return -1;
+	}
+	struct sm_owner to = me(s);
+	store_sm_take(s->srv->store, previd, s->bare, &to, timer_now_ms(), NULL, on_taken, t);
+	if (t->err) {
+		/* Unknown, expired or another account's: one answer for all. */
+		log_info("sm: %s: resume of %s failed", s->bare, previd);
+		fail_el(fail_out, STE_ITEM_NOT_FOUND);
+		free(t);
+		return -1;
+	}
+	r->t = t;
+	return adopt(s, r, h, fail_out, classic);
+}
+
+int c2s_sm_take_isr(struct c2s *s, const char *bare, const char *previd,
+		    struct sm_isr_proof *proof, struct sm_resume *r, struct sbuf *fail_out)
+{
+	memset(r, 0, sizeof(*r));
+	struct take_ctx *t = calloc(1, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	struct sm_owner to = me(s);
+	store_sm_take(s->srv->store, previd, bare, &to, timer_now_ms(), proof, on_taken, t);
+	int err = t->err;
+	if (!err) {
+		r->t = t;
+		return 0;
+	}
+	if (err == -EACCES && t->seen) {
+		/* The right SM-ID with a wrong token: the store destroyed the
+		 * token, and a detached session ends as on expiry (XEP-0397 §5). */
+		if (!t->rec.attached) {
+			struct route_target rt = { .worker = t->rec.owner.worker,
+						   .slot = t->rec.owner.slot, .gen = t->rec.owner.gen };
+			worker_kick(s->w, &rt, SE_NONE);
+		}
+		log_warn("c2s %s: ISR with a wrong token for %s: token destroyed", s->tp->peer(s->io), bare);
+	} else if (err != -EACCES) {
+		/* The token was right (and is spent); the session is gone. */
+		log_info("sm: %s: ISR resume of %s failed", bare, previd);
+		fail_el(fail_out, err == -ENOENT ? STE_ITEM_NOT_FOUND : STE_INTERNAL_SERVER_ERROR);
+	}
+	free(t);
+	return err;
+}
+
+int c2s_sm_resume_taken(struct c2s *s, struct sm_resume *r, uint32_t h, struct sbuf *fail_out)
+{
+	return adopt(s, r, h, fail_out, 0);
 }
 
 void c2s_sm_drop(struct sm_resume *r)

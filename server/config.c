@@ -41,6 +41,7 @@ static const struct key_def keys[] = {
 	BOOL("tls", "dev_cert", dev_cert),
 	STR("store", "backend", store_backend),
 	STR("store", "path", store_path),
+	UINT("store", "test_delay", store_test_delay, 0, 3),
 	SIZE("limits", "max_stanza_size", max_stanza_size, 1024, 64u << 20),
 	SIZE("limits", "preauth_max_stanza_size", preauth_max_stanza_size, 1024, 64u << 20),
 	UINT("limits", "max_depth", max_depth, 4, 1024),

@@ -71,6 +71,27 @@ static void tp_pause_read(void *io, unsigned ms)
 	timer_arm(&c->w->wheel, &c->pause_timer, ms, on_pause_timer);
 }
 
+/* c2s waits for the store (<on>) or no longer does: no recv is armed
+ * meanwhile. Apart from the flow-control pause, which keeps its own timer. */
+static void tp_park_read(void *io, int on)
+{
+	struct conn *c = io;
+	if (!on) {
+		c->flags &= ~CONN_F_PARKED;
+		if (!(c->flags & CONN_F_STARVED)) /* else rearm_starved() does it */
+			conn_arm_recv(c);
+		return;
+	}
+	if (c->flags & (CONN_F_PARKED | CONN_F_SHUT))
+		return;
+	c->flags |= CONN_F_PARKED;
+	if (c->flags & CONN_F_RX_ARMED) {
+		struct io_uring_sqe *sqe = worker_sqe(c->w);
+		io_uring_prep_cancel64(sqe, ud_pack(OP_RECV, c->gen, c->slot), 0);
+		io_uring_sqe_set_data64(sqe, ud_pack(OP_IGNORE, 0, 0));
+	}
+}
+
 /* The held session is done: free the holder at the end of this turn. */
 static void tp_release(void *io)
 {
@@ -105,6 +126,7 @@ static const struct c2s_transport transport = {
 	.send = tp_send, .close = tp_close, .set_timer = tp_set_timer, .release = tp_release,
 	.cb_exporter = tp_cb_exporter, .cb_unique = tp_cb_unique,
 	.is_tls = tp_is_tls, .peer = tp_peer, .pause_read = tp_pause_read,
+	.park_read = tp_park_read,
 };
 
 static int start_tls(struct conn *c)
@@ -137,7 +159,7 @@ fail:
 
 void conn_arm_recv(struct conn *c)
 {
-	if (c->flags & (CONN_F_RX_ARMED | CONN_F_SHUT | CONN_F_PAUSED))
+	if (c->flags & (CONN_F_RX_ARMED | CONN_F_SHUT | CONN_F_PAUSED | CONN_F_PARKED))
 		return;
 	struct io_uring_sqe *sqe = worker_sqe(c->w);
 	io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
@@ -230,14 +252,14 @@ void conn_on_recv(struct conn *c, const struct io_uring_cqe *cqe)
 			w->starved = c;
 		}
 	} else if (cqe->res == -ECANCELED) {
-		/* Only our flow-control pause cancels a recv: not an error. The
-		 * pause may be over already; then the recv is re-armed below. */
+		/* Only our flow-control pause or parking cancels a recv: not an
+		 * error. It may be over already; then the recv is re-armed below. */
 	} else if (cqe->res <= 0) {
 		/* EOF or error. */
 		if (!(c->flags & CONN_F_SHUT))
 			lost(c);
 	}
-	if (!(c->flags & (CONN_F_RX_ARMED | CONN_F_SHUT | CONN_F_STARVED | CONN_F_PAUSED)))
+	if (!(c->flags & (CONN_F_RX_ARMED | CONN_F_SHUT | CONN_F_STARVED | CONN_F_PAUSED | CONN_F_PARKED)))
 		conn_arm_recv(c);
 	conn_maybe_free(c);
 }

@@ -108,6 +108,11 @@ static int start(struct server *srv)
 		log_warn("tls: %s is a self-signed development certificate: clients will not "
 			 "trust it; configure a real one for production", srv->cfg.cert);
 	srv->store = store_open(srv->cfg.store_backend, srv->cfg.store_path, err, sizeof(err));
+	if (srv->store && srv->cfg.store_test_delay) {
+		store_set_test_delay(srv->store, srv->cfg.store_test_delay);
+		log_warn("store: test mode: every completion is delayed by 0-%u loop turns",
+			 srv->cfg.store_test_delay);
+	}
 	if (!srv->store) {
 		log_error("store: %s", err);
 		return -1;

@@ -14,11 +14,18 @@
 
 static BIO_METHOD *ring_bio_method;
 
-/* BIO read: hand out what the current recv buffer still holds. */
+/* BIO read: hand out what a stopped feed left (older), then what the
+ * current recv buffer still holds. */
 static int bio_read(BIO *b, char *out, int outlen)
 {
 	struct tls_io *io = BIO_get_data(b);
 	BIO_clear_retry_flags(b);
+	if (io->held.len) {
+		size_t n = io->held.len < (size_t)outlen ? io->held.len : (size_t)outlen;
+		memcpy(out, io->held.data, n);
+		sbuf_consume(&io->held, n);
+		return (int)n;
+	}
 	if (!io->rx_len) {
 		BIO_set_retry_read(b);
 		return -1;
@@ -190,11 +197,14 @@ enum tls_rc tls_feed(SSL *ssl, const uint8_t *data, size_t len, tls_plain_fn *fn
 	io->rx = data;
 	io->rx_len = len;
 	enum tls_rc rc = tls_drain(ssl, fn, ud);
-	/* SSL_read pulls whole records; on TLS_STOPPED the caller resumes with
-	 * tls_drain(), so anything left in the BIO must not be lost: keep
-	 * pulling until the BIO is empty (BoringSSL buffers internally). */
+	/* SSL_read pulls whole records; keep pulling until the BIO is empty
+	 * (BoringSSL buffers internally). */
 	while (rc == TLS_OK && io->rx_len)
 		rc = tls_drain(ssl, fn, ud);
+	/* Stopped with records not yet pulled: they outlive the recv buffer
+	 * (which goes back to the kernel), for tls_drain() to resume with. */
+	if (rc == TLS_STOPPED && io->rx_len && sbuf_append(&io->held, (const char *)io->rx, io->rx_len))
+		rc = TLS_FAILED;
 	io->rx = NULL;
 	io->rx_len = 0;
 	return rc;
@@ -243,7 +253,18 @@ size_t tls_cb_unique(SSL *ssl, uint8_t *out, size_t outlen)
 	return SSL_get_peer_finished(ssl, out, outlen);
 }
 
+int tls_has_held(SSL *ssl)
+{
+	struct tls_io *io = BIO_get_data(SSL_get_rbio(ssl));
+	return io->held.len || SSL_pending(ssl) > 0;
+}
+
 void tls_free(SSL *ssl)
 {
+	if (!ssl)
+		return;
+	struct tls_io *io = BIO_get_data(SSL_get_rbio(ssl));
+	if (io)
+		sbuf_free(&io->held);
 	SSL_free(ssl);
 }

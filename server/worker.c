@@ -27,6 +27,7 @@
 #include "tether/metrics.h"
 #include "tether/rmsg.h"
 #include "tether/router.h"
+#include "tether/store.h"
 #include "tether/store_sm.h"
 
 #define RING_SQ_ENTRIES 1024
@@ -165,6 +166,10 @@ int worker_init(struct worker *w, struct server *srv, unsigned idx)
 	if (srv->cfg.tls_listen[0] && (w->lfd[1] = open_listener(srv->cfg.tls_listen)) == -1)
 		return -1;
 	timer_wheel_init(&w->wheel);
+	if (srv->store && !(w->sh = store_attach(srv->store))) {
+		log_error("worker %u: out of memory for the store handle", idx);
+		return -1;
+	}
 	return 0;
 }
 
@@ -534,11 +539,16 @@ static void *worker_main(void *arg)
 			arm_accept(w, i);
 	arm_tick(w);
 	for (;;) {
+		if (w->sh)
+			store_poll(w->sh); /* completions first: they may queue output */
 		flush_all(w);
 		rearm_starved(w);
 		if (w->draining && (!w->live || timer_now_ms() > w->drain_deadline_ms))
 			break;
-		int rc = io_uring_submit_and_wait(&w->ring, 1);
+		/* With store operations pending the loop must turn again without
+		 * waiting for a CQE: their completions come from store_poll(). */
+		int rc = w->sh && store_pending(w->sh) ? io_uring_submit(&w->ring)
+						       : io_uring_submit_and_wait(&w->ring, 1);
 		if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
 			log_error("worker %u: io_uring_submit_and_wait: %s", w->idx, strerror(-rc));
 			w->exit_code = 1;
@@ -590,6 +600,8 @@ void worker_join(struct worker *w)
 	for (unsigned i = 0; i < LISTENER_MAX; i++)
 		if (w->lfd[i] != -1)
 			close(w->lfd[i]);
+	store_detach(w->sh); /* pending operations are cancelled */
+	w->sh = NULL;
 	io_uring_queue_exit(&w->ring);
 	if (w->br)
 		munmap(w->br, w->nbufs * sizeof(struct io_uring_buf));

@@ -192,6 +192,34 @@ struct xnode *xnode_new_text(struct xarena *a, const char *text, size_t len)
 	return n->text ? n : NULL;
 }
 
+struct xnode *xnode_copy(struct xarena *a, const struct xnode *n)
+{
+	struct xnode *c = n->name ? xnode_new(a, n->ns, n->name) : xnode_new_text(a, n->text, n->text_len);
+	if (!c)
+		return NULL;
+	struct xattr **tail = &c->attrs;
+	for (const struct xattr *at = n->attrs; at; at = at->next) {
+		struct xattr *ca = xarena_alloc(a, sizeof(*ca));
+		if (!ca)
+			return NULL;
+		ca->name = xarena_strndup(a, at->name, strlen(at->name));
+		ca->value = xarena_strndup(a, at->value, strlen(at->value));
+		ca->ns = at->ns ? xarena_strndup(a, at->ns, strlen(at->ns)) : NULL;
+		ca->next = NULL;
+		if (!ca->name || !ca->value || (at->ns && !ca->ns))
+			return NULL;
+		*tail = ca;
+		tail = &ca->next;
+	}
+	for (const struct xnode *k = n->children; k; k = k->next) {
+		struct xnode *ck = xnode_copy(a, k);
+		if (!ck)
+			return NULL;
+		xnode_append(c, ck);
+	}
+	return c;
+}
+
 void xnode_append(struct xnode *parent, struct xnode *child)
 {
 	child->parent = parent;

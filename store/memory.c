@@ -412,6 +412,17 @@ static long long mono_ms(void)
 	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* The FAST and ISR tokens of account <bare> die (with the write lock held,
+ * so in the step that changes its password or deletes it). */
+static void revoke_tokens(struct mem *st, const char *bare, const char *why)
+{
+	/* debug: in tetherctl, which writes users.db, there are no tokens;
+	 * tetherd logs when it notices the new file (revoke_changed). */
+	log_debug("store: %s %s: its tokens are revoked", bare, why);
+	fast_table_revoke(st->fast, bare);
+	sm_table_revoke_isr(st->sm, bare);
+}
+
 /* Tokens die with the password (XEP-0484, XEP-0397 stance B): every
  * account of <old> that is gone from <fresh>, or whose keys changed there,
  * loses its FAST and ISR tokens. */
@@ -425,8 +436,7 @@ static void revoke_changed(struct mem *st, const struct map *old, struct map *fr
 				continue;
 			log_info("store: %s %s: its tokens are revoked", e->jid,
 				 n ? "changed password" : "was deleted");
-			fast_table_revoke(st->fast, e->jid);
-			sm_table_revoke_isr(st->sm, e->jid);
+			revoke_tokens(st, e->jid, "reloaded");
 		}
 	}
 }
@@ -477,6 +487,27 @@ static void maybe_refresh(struct mem *st)
 		refresh(st);
 		atomic_store_explicit(&st->next_check, now + CHECK_INTERVAL_MS, memory_order_relaxed);
 	}
+	pthread_rwlock_unlock(&st->lock);
+}
+
+/* Before a token is accepted: users.db is checked now, not within the
+ * next second, so a token stops working as soon as tetherctl passwd or
+ * deluser has returned (one stat() per FAST or ISR login). */
+static void refresh_now(struct mem *st)
+{
+	struct file_id now;
+	if (file_id_get(st->db, &now)) {
+		maybe_refresh(st);
+		return;
+	}
+	pthread_rwlock_rdlock(&st->lock);
+	int same = file_id_eq(&now, &st->seen);
+	pthread_rwlock_unlock(&st->lock);
+	if (same)
+		return;
+	pthread_rwlock_wrlock(&st->lock);
+	refresh(st);
+	atomic_store_explicit(&st->next_check, mono_ms() + CHECK_INTERVAL_MS, memory_order_relaxed);
 	pthread_rwlock_unlock(&st->lock);
 }
 
@@ -576,6 +607,13 @@ static int mem_user_put_many(struct store *s, size_t n, const char *const *bares
 		rc = db_write(st, &st->users, &id);
 	if (rc == 0) {
 		st->seen = id;
+		/* A new password: the account's tokens die in this same step,
+		 * before anyone can read the users map again. */
+		for (size_t i = 0; i < n; i++)
+			if (!u[i].created && sodium_memcmp(u[i].old.stored_key_sha256,
+							   u[i].e->c.stored_key_sha256,
+							   sizeof(u[i].old.stored_key_sha256)))
+				revoke_tokens(st, u[i].e->jid, "changed password");
 	} else {
 		while (done-- > 0) {
 			struct entry *e = u[done].e;
@@ -632,6 +670,7 @@ static int mem_user_del(struct store *s, const char *bare)
 		st->users.n++;
 	} else {
 		st->seen = id;
+		revoke_tokens(st, e->jid, "was deleted");
 		entry_free(e);
 	}
 unlock:
@@ -690,9 +729,12 @@ static int mem_sm_update(struct store *s, const struct sm_record *rec)
 }
 
 static int mem_sm_take(struct store *s, const char *id, const char *bare,
-		       const struct sm_owner *to, uint64_t now_ms, store_sm_take_fn *fn, void *ud)
+		       const struct sm_owner *to, uint64_t now_ms, struct sm_isr_proof *proof,
+		       store_sm_take_fn *fn, void *ud)
 {
-	return sm_table_take(((struct mem *)s)->sm, id, bare, to, now_ms, fn, ud);
+	if (proof)
+		refresh_now((struct mem *)s); /* a password change must be seen first */
+	return sm_table_take(((struct mem *)s)->sm, id, bare, to, now_ms, proof, fn, ud);
 }
 
 static int mem_sm_destroy(struct store *s, const char *id, uint32_t epoch,
@@ -707,21 +749,21 @@ static int mem_sm_set_isr(struct store *s, const char *id, uint32_t epoch, int s
 	return sm_table_set_isr(((struct mem *)s)->sm, id, epoch, set, mech, sealed);
 }
 
-static int mem_sm_peek(struct store *s, const char *id, const char *bare, struct sm_record *out)
-{
-	return sm_table_peek(((struct mem *)s)->sm, id, bare, out);
-}
-
 static int mem_fast_get(struct store *s, const char *bare, const char *ua_id, struct fast_slots *out)
 {
-	maybe_refresh((struct mem *)s); /* a password change must be seen first */
+	refresh_now((struct mem *)s); /* a password change must be seen first */
 	return fast_table_get(((struct mem *)s)->fast, bare, ua_id, out);
 }
 
-static int mem_fast_put(struct store *s, const char *bare, const char *ua_id,
-			const struct fast_slots *in)
+static int mem_fast_cas(struct store *s, const char *bare, const char *ua_id,
+			struct fast_slots *in)
 {
-	return fast_table_put(((struct mem *)s)->fast, bare, ua_id, in);
+	return fast_table_cas(((struct mem *)s)->fast, bare, ua_id, in);
+}
+
+struct sm_table *store_memory_sm_table(struct store *s)
+{
+	return ((struct mem *)s)->sm;
 }
 
 static const struct store_ops mem_ops = {
@@ -737,9 +779,8 @@ static const struct store_ops mem_ops = {
 	.sm_take = mem_sm_take,
 	.sm_destroy = mem_sm_destroy,
 	.sm_set_isr = mem_sm_set_isr,
-	.sm_peek = mem_sm_peek,
 	.fast_get = mem_fast_get,
-	.fast_put = mem_fast_put,
+	.fast_cas = mem_fast_cas,
 	.user_put_many = mem_user_put_many,
 };
 

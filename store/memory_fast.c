@@ -1,4 +1,10 @@
-/* store/memory_fast.c - the memory backend's FAST token slots by (account, user-agent id). */
+/* store/memory_fast.c - the memory backend's FAST token slots by (account, user-agent id).
+ *
+ * Every change is a compare-and-set on the entry's version (store_sm.h,
+ * struct fast_slots): a login reads the slots, decides (promote the token
+ * it used, issue a new one) and writes back only if nobody wrote in
+ * between. Versions come from one counter per table, so an entry that was
+ * revoked and created again never matches a version read before. */
 #include "memory_sm.h"
 
 #include <errno.h>
@@ -12,7 +18,7 @@
 struct fentry {
 	struct fentry *next;
 	uint64_t hash;        /* of the bare JID: revocation finds an account's entries */
-	struct fast_slots slots;
+	struct fast_slots slots; /* slots.version: this entry's version */
 	size_t bare_len;
 	char key[];           /* bare NUL ua_id NUL */
 };
@@ -24,6 +30,7 @@ struct fentry {
 
 struct fast_table {
 	pthread_mutex_t lock;
+	uint64_t clock;       /* the last version given out */
 	uint8_t key[crypto_shorthash_KEYBYTES];
 	struct fentry *b[FAST_BUCKETS];
 };
@@ -38,7 +45,7 @@ struct fast_table *fast_table_new(void)
 	return t;
 }
 
-static uint64_t hash_bare(const struct fast_table *t, const char *bare)
+static uint64_t bare_hash(const struct fast_table *t, const char *bare)
 {
 	uint64_t h;
 	crypto_shorthash((unsigned char *)&h, (const unsigned char *)bare, strlen(bare), t->key);
@@ -76,28 +83,38 @@ static struct fentry **find(struct fast_table *t, uint64_t h, const char *bare, 
 
 int fast_table_get(struct fast_table *t, const char *bare, const char *ua_id, struct fast_slots *out)
 {
-	uint64_t h = hash_bare(t, bare);
+	uint64_t h = bare_hash(t, bare);
 	pthread_mutex_lock(&t->lock);
 	struct fentry *e = *find(t, h, bare, ua_id);
 	if (e)
 		*out = e->slots;
+	else
+		memset(out, 0, sizeof(*out)); /* version 0: "no entry", for a CAS that creates it */
 	pthread_mutex_unlock(&t->lock);
 	return e ? 0 : -ENOENT;
 }
 
-int fast_table_put(struct fast_table *t, const char *bare, const char *ua_id, const struct fast_slots *in)
+/* Writes <in>'s slots if the entry's version is still in->version (0: there
+ * must be no entry); slots with nothing valid delete the entry. On success
+ * in->version is the new version (0 after a delete). Returns 0, -ESTALE if
+ * the entry changed since it was read, or -ENOMEM. */
+int fast_table_cas(struct fast_table *t, const char *bare, const char *ua_id, struct fast_slots *in)
 {
 	int rc = 0;
-	uint64_t h = hash_bare(t, bare);
+	uint64_t h = bare_hash(t, bare);
 	pthread_mutex_lock(&t->lock);
 	struct fentry **pp = find(t, h, bare, ua_id), *e = *pp;
-	if (!in->fresh.valid && !in->current.valid) {
+	if ((e ? e->slots.version : 0) != in->version) {
+		rc = -ESTALE;
+	} else if (!in->fresh.valid && !in->current.valid) {
 		if (e) {
 			*pp = e->next;
 			fentry_free(e);
 		}
+		in->version = 0;
 	} else if (e) {
 		e->slots = *in;
+		e->slots.version = in->version = ++t->clock;
 	} else {
 		size_t bl = strlen(bare), ul = strlen(ua_id);
 		e = calloc(1, sizeof(*e) + bl + ul + 2);
@@ -109,6 +126,7 @@ int fast_table_put(struct fast_table *t, const char *bare, const char *ua_id, co
 			e->bare_len = bl;
 			e->hash = h;
 			e->slots = *in;
+			e->slots.version = in->version = ++t->clock;
 			e->next = t->b[h % FAST_BUCKETS];
 			t->b[h % FAST_BUCKETS] = e;
 		}
@@ -119,7 +137,7 @@ int fast_table_put(struct fast_table *t, const char *bare, const char *ua_id, co
 
 void fast_table_revoke(struct fast_table *t, const char *bare)
 {
-	uint64_t h = hash_bare(t, bare);
+	uint64_t h = bare_hash(t, bare);
 	pthread_mutex_lock(&t->lock);
 	for (struct fentry **pp = &t->b[h % FAST_BUCKETS]; *pp;) {
 		struct fentry *e = *pp;

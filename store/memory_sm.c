@@ -12,6 +12,7 @@
 
 #include <sodium.h>
 
+#include "tether/ht.h"
 #include "tether/rmsg.h"
 
 #define STRIPES 64
@@ -249,14 +250,40 @@ int sm_table_update(struct sm_table *t, const char *id, uint32_t epoch, const st
 	return rc;
 }
 
+/* The ISR check of a takeover, under the stripe lock: <proof> against the
+ * token of <m> (NULL: no session of the account). Every failure costs one
+ * comparison, like a wrong token (isr.md §8 C). A failed check names a
+ * real session: its token dies (XEP-0397 §5), and <seen> gets the record so
+ * the caller can end the session if it is detached. A match consumes the
+ * token: it can never be used again, whatever happens next. */
+static int check_isr(struct msess *m, struct sm_isr_proof *proof, struct sm_record *seen)
+{
+	int usable = m && m->rec.has_isr && m->rec.isr_mech == proof->mech;
+	int ok = ht_verify_sealed(proof->key, usable ? m->rec.isr_sealed : NULL, proof->cb,
+				  proof->cb_len, proof->hash, proof->resp) && usable;
+	if (m) {
+		m->rec.has_isr = 0;
+		sodium_memzero(m->rec.isr_sealed, TOKEN_SEALED_LEN);
+		*seen = m->rec;
+	}
+	return ok;
+}
+
 int sm_table_take(struct sm_table *t, const char *id, const char *bare, const struct sm_owner *to,
-		  uint64_t now_ms, store_sm_take_fn *fn, void *ud)
+		  uint64_t now_ms, struct sm_isr_proof *proof, store_sm_take_fn *fn, void *ud)
 {
 	struct msess *m;
+	struct sm_record seen;
 	struct stripe *s = lock_find(t, id, NULL, &m);
+	if (m && strcmp(m->bare, bare))
+		m = NULL; /* another account's: as if unknown, and untouched */
+	if (proof && !check_isr(m, proof, &seen)) {
+		pthread_mutex_unlock(&s->lock);
+		fn(ud, -EACCES, m ? &seen : NULL, NULL, NULL, 0);
+		return -EACCES;
+	}
 	/* Unknown, another account's, or expired: the same answer (sm.md §5). */
-	if (!m || strcmp(m->bare, bare) || !m->rec.max ||
-	    (!m->rec.attached && now_ms > m->rec.expires_ms)) {
+	if (!m || !m->rec.max || (!m->rec.attached && now_ms > m->rec.expires_ms)) {
 		pthread_mutex_unlock(&s->lock);
 		fn(ud, -ENOENT, NULL, NULL, NULL, 0);
 		return -ENOENT;
@@ -275,7 +302,7 @@ int sm_table_take(struct sm_table *t, const char *id, const char *bare, const st
 	}
 	int rc = (m->len && !flat) ? -ENOMEM : 0;
 	if (rc) {
-		m->rec = before;
+		m->rec = before; /* an ISR token stays consumed */
 		pthread_mutex_unlock(&s->lock);
 		fn(ud, rc, NULL, NULL, NULL, 0);
 		return rc;

@@ -30,6 +30,9 @@ struct c2s_transport {
 	int (*is_tls)(void *io);
 	/* Stop reading from the peer for about <ms> (flow control). */
 	void (*pause_read)(void *io, unsigned ms);
+	/* Stop reading (<on> 1) until called with 0: a store operation is
+	 * pending. Bytes already received may still be fed meanwhile. */
+	void (*park_read)(void *io, int on);
 	/* "ip:port" of the peer, for logs. */
 	const char *(*peer)(void *io);
 };

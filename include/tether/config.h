@@ -24,6 +24,7 @@ struct config {
 	/* [store] */
 	char store_backend[32];             /* backend = memory */
 	char store_path[CONFIG_STR_MAX];    /* path = ./var */
+	unsigned store_test_delay;          /* test_delay = 0: completions wait 0..N extra loop turns (tests) */
 	/* [limits] */
 	size_t max_stanza_size;             /* max_stanza_size = 262144 bytes */
 	size_t preauth_max_stanza_size;     /* ...before authentication = 16384 (capped by the above) */

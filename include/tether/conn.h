@@ -24,6 +24,7 @@ struct worker;
 #define CONN_F_LOST       0x0080u /* c2s told the transport is gone */
 #define CONN_F_FD_CLOSED  0x0100u /* socket and TLS freed; only the session is held */
 #define CONN_F_PAUSED     0x0200u /* reading stopped for flow control */
+#define CONN_F_PARKED     0x0400u /* reading stopped: c2s waits for the store */
 
 struct conn {
 	struct worker *w;

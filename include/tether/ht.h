@@ -38,4 +38,13 @@ void ht_responder_hash(const char *token, const uint8_t *cb, size_t cb_len, uint
  * (independent of where the bytes differ). Returns 1 if it matches. */
 int ht_verify(const char *token, const uint8_t *cb, size_t cb_len, const uint8_t hash[HT_HASH_LEN]);
 
+/* Checks <hash> against the sealed token <sealed> (token.h, opened with the
+ * TOKEN_KEY_LEN bytes of <key>) and, on a match, writes the responder hash
+ * into <resp>. <sealed> NULL (no token) takes the same path as a wrong
+ * token: the comparison runs against a random token, so unknown session,
+ * no token and wrong token cost the same. The opened token is wiped.
+ * Returns 1 on a match, 0 otherwise. */
+int ht_verify_sealed(const uint8_t *key, const uint8_t *sealed, const uint8_t *cb, size_t cb_len,
+		     const uint8_t hash[HT_HASH_LEN], uint8_t resp[HT_HASH_LEN]);
+
 #endif /* TETHER_HT_H */

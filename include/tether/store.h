@@ -18,7 +18,7 @@ struct store_ops {
 	int (*user_put)(struct store *st, const char *bare_jid, const struct user_creds *c);
 	int (*user_del)(struct store *st, const char *bare_jid);
 	void (*close)(struct store *st);
-	/* Added: calls <fn> once per user with its bare JID, in no particular
+	/* Calls <fn> once per user with its bare JID, in no particular
 	 * order. Optional (NULL: store_user_list() returns -ENOTSUP). */
 	int (*user_list)(struct store *st, void (*fn)(void *ud, const char *bare_jid), void *ud);
 
@@ -41,9 +41,16 @@ struct store_ops {
 	int (*sm_update)(struct store *st, const struct sm_record *rec);
 	/* Atomically makes <to> the owner of session <id> of account <bare>
 	 * (epoch + 1) unless it is unknown, another account's or expired
-	 * (-ENOENT, the same for all three) at <now_ms> (monotonic). */
+	 * (-ENOENT, the same for all three) at <now_ms> (monotonic).
+	 * With <proof> (XEP-0397 <inst-resume/>) the session's ISR token is
+	 * checked and consumed in the same step: a token that does not match
+	 * (or no token, another mechanism, an unknown session) gives -EACCES
+	 * and destroys the session's token; a match consumes it (proof->resp
+	 * gets the responder hash) and the take goes on as without a proof.
+	 * So of two attempts with one token, at most one takes the session. */
 	int (*sm_take)(struct store *st, const char *id, const char *bare,
-		       const struct sm_owner *to, uint64_t now_ms, store_sm_take_fn *fn, void *ud);
+		       const struct sm_owner *to, uint64_t now_ms, struct sm_isr_proof *proof,
+		       store_sm_take_fn *fn, void *ud);
 	/* Removes the session (if <epoch> still matches; 0 = any) and hands
 	 * the unacked queue to <fn>. */
 	int (*sm_destroy)(struct store *st, const char *id, uint32_t epoch,
@@ -52,18 +59,21 @@ struct store_ops {
 	 * <epoch> no longer owns it. */
 	int (*sm_set_isr)(struct store *st, const char *id, uint32_t epoch, int set,
 			  uint8_t mech, const uint8_t sealed[TOKEN_SEALED_LEN]);
-	/* Reads the record of session <id> if it belongs to <bare> (for ISR
-	 * token checks before a takeover). 0 or -ENOENT. */
-	int (*sm_peek)(struct store *st, const char *id, const char *bare, struct sm_record *out);
 
-	/* FAST tokens, keyed by account and user-agent id. get: 0 or -ENOENT;
-	 * put: replaces both slots (none valid = delete). Tokens of an account
-	 * vanish when its password changes or it is deleted (the backend
-	 * notices: tetherctl runs in another process). */
+	/* FAST tokens, keyed by account and user-agent id (XEP-0484: slots
+	 * "current" and "new", store_sm.h). get: 0 or -ENOENT (then <out> is
+	 * empty with version 0). cas: writes both slots (none valid = delete)
+	 * only if the entry's version is still in->version, and sets
+	 * in->version to the new one; 0, -ESTALE (written by someone else
+	 * since: read again and decide again) or -errno. Tokens of an account
+	 * vanish when its password changes or it is deleted, in the step that
+	 * changes the user (the memory backend also notices the users.db that
+	 * tetherctl rewrites in another process), and a CAS based on a read
+	 * from before fails. */
 	int (*fast_get)(struct store *st, const char *bare, const char *ua_id, struct fast_slots *out);
-	int (*fast_put)(struct store *st, const char *bare, const char *ua_id, const struct fast_slots *in);
+	int (*fast_cas)(struct store *st, const char *bare, const char *ua_id, struct fast_slots *in);
 
-	/* Added: creates or replaces <n> users at once (bulk import), persisted
+	/* Creates or replaces <n> users at once (bulk import), persisted
 	 * with one write; all or nothing. Optional (NULL: store_user_put_many()
 	 * loops over user_put). */
 	int (*user_put_many)(struct store *st, size_t n, const char *const *bares,
@@ -72,6 +82,9 @@ struct store_ops {
 
 struct store {
 	const struct store_ops *ops;
+	/* Test mode (store_set_test_delay): every completion through a
+	 * handle waits 0 to test_delay extra loop turns. 0 in production. */
+	unsigned test_delay;
 };
 
 /* Opens backend <backend> ("memory") with its data under directory <path>
@@ -89,7 +102,7 @@ static inline int store_user_put(struct store *st, const char *bare, const struc
 { return st->ops->user_put(st, bare, c); }
 static inline int store_user_del(struct store *st, const char *bare)
 { return st->ops->user_del(st, bare); }
-/* Added: creates or replaces the <n> users <bares>[i] with <creds>[i]
+/* Creates or replaces the <n> users <bares>[i] with <creds>[i]
  * (tetherctl import). With a backend that has the op: one atomic write,
  * all or nothing, 0 or -errno (-EINVAL for a key that cannot be stored).
  * Without it: user_put in a loop, stopping at the first error (the users
@@ -106,7 +119,7 @@ static inline int store_user_put_many(struct store *st, size_t n, const char *co
 	}
 	return 0;
 }
-/* Added: lists users (for tetherctl). 0, -ENOTSUP, or -errno. */
+/* Lists users (for tetherctl). 0, -ENOTSUP, or -errno. */
 static inline int store_user_list(struct store *st, void (*fn)(void *ud, const char *bare_jid), void *ud)
 { return st->ops->user_list ? st->ops->user_list(st, fn, ud) : -ENOTSUP; }
 static inline void store_close(struct store *st)
@@ -123,8 +136,9 @@ static inline int store_sm_ack(struct store *st, const char *id, uint32_t epoch,
 static inline int store_sm_update(struct store *st, const struct sm_record *rec)
 { return st->ops->sm_update(st, rec); }
 static inline int store_sm_take(struct store *st, const char *id, const char *bare,
-				const struct sm_owner *to, uint64_t now_ms, store_sm_take_fn *fn, void *ud)
-{ return st->ops->sm_take(st, id, bare, to, now_ms, fn, ud); }
+				const struct sm_owner *to, uint64_t now_ms, struct sm_isr_proof *proof,
+				store_sm_take_fn *fn, void *ud)
+{ return st->ops->sm_take(st, id, bare, to, now_ms, proof, fn, ud); }
 static inline int store_sm_destroy(struct store *st, const char *id, uint32_t epoch,
 				   store_sm_drain_fn *fn, void *ud)
 { return st->ops->sm_destroy(st, id, epoch, fn, ud); }
@@ -132,17 +146,59 @@ static inline int store_sm_destroy(struct store *st, const char *id, uint32_t ep
 static inline int store_sm_set_isr(struct store *st, const char *id, uint32_t epoch, int set,
 				   uint8_t mech, const uint8_t sealed[TOKEN_SEALED_LEN])
 { return st->ops->sm_set_isr(st, id, epoch, set, mech, sealed); }
-static inline int store_sm_peek(struct store *st, const char *id, const char *bare,
-				struct sm_record *out)
-{ return st->ops->sm_peek(st, id, bare, out); }
 static inline int store_fast_get(struct store *st, const char *bare, const char *ua_id,
 				 struct fast_slots *out)
 { return st->ops->fast_get(st, bare, ua_id, out); }
-static inline int store_fast_put(struct store *st, const char *bare, const char *ua_id,
-				 const struct fast_slots *in)
-{ return st->ops->fast_put(st, bare, ua_id, in); }
+static inline int store_fast_cas(struct store *st, const char *bare, const char *ua_id,
+				 struct fast_slots *in)
+{ return st->ops->fast_cas(st, bare, ua_id, in); }
 
-/* Added: backend constructors, called by store_open() only (callers use
+/* ---- asynchronous operations ---------------------------------------------
+ *
+ * A worker attaches once and issues operations through its handle; each
+ * completes through its callback in store_poll() on that worker, never
+ * inside the call that issued it (so a caller never re-enters itself), in
+ * the order the operations were issued. A callback's context (<ud>) must
+ * be something that stays valid, or the caller must cancel the operation
+ * before that context goes away (a connection closed mid-operation cancels
+ * what it has pending). The memory backend does the work at once, under its
+ * locks, and defers only the completion; a networked backend does the work
+ * in between. */
+
+struct store_handle;
+struct store_op;
+
+/* A handle for the calling worker. NULL on OOM. */
+struct store_handle *store_attach(struct store *st);
+/* Cancels what is still pending on <h> (no callback runs) and frees it. */
+void store_detach(struct store_handle *h);
+/* Runs the completions that are due at this loop turn; the worker calls it
+ * once per turn. Callbacks may issue new operations: those complete at a
+ * later turn. Returns the number of callbacks run. */
+size_t store_poll(struct store_handle *h);
+/* Operations issued on <h> that have neither completed nor been
+ * cancelled: while > 0 the worker must not sleep without a timeout. */
+size_t store_pending(const struct store_handle *h);
+/* Its callback will not run; what its result holds is released. An
+ * operation can be cancelled until its callback starts; it is invalid once
+ * its callback has run or it was cancelled (forget it in the callback). */
+void store_op_cancel(struct store_op *op);
+
+/* Test mode: every completion waits a random 0..<max_turns> extra loop
+ * turns (still in issue order), so tests can find callers that assume a
+ * store answers at once. */
+static inline void store_set_test_delay(struct store *st, unsigned max_turns)
+{ st->test_delay = max_turns; }
+
+/* store_user_get() through <h>: later, <fn>(<ud>, 0, creds) or (<ud>,
+ * -ENOENT or -errno, NULL); <creds> is borrowed for the call (wiped
+ * after). Returns the operation, or NULL if it could not be issued (out
+ * of memory; then <fn> is never called). */
+typedef void store_user_fn(void *ud, int err, const struct user_creds *creds);
+struct store_op *store_user_get_async(struct store_handle *h, const char *bare,
+				      store_user_fn *fn, void *ud);
+
+/* Backend constructors, called by store_open() only (callers use
  * store_open()). Same contract as store_open(). */
 struct store *store_memory_open(const char *path, char *err, size_t errlen);
 

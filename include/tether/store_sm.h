@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tether/ht.h"
 #include "tether/sm.h"
 #include "tether/token.h"
 
@@ -35,6 +36,19 @@ struct sm_record {
 	uint8_t isr_sealed[TOKEN_SEALED_LEN];
 };
 
+/* What an <inst-resume/> presents (XEP-0397). The store checks it against
+ * the session's token inside the takeover itself (store.h, sm_take), so two
+ * attempts with one token cannot both pass a check made before the take. */
+#define SM_ISR_CB_MAX 64
+struct sm_isr_proof {
+	uint8_t mech;                 /* enum ht_cb the client authenticated with */
+	const uint8_t *key;           /* the server's token key (TOKEN_KEY_LEN bytes) */
+	uint8_t hash[HT_HASH_LEN];    /* the initiator's HMAC (ht.h) */
+	uint8_t cb[SM_ISR_CB_MAX];    /* channel-binding data, cb_len bytes */
+	size_t cb_len;
+	uint8_t resp[HT_HASH_LEN];    /* out: the responder hash, when the token matched */
+};
+
 /* XEP-0484 FAST: the two token slots of one (account, user-agent id). */
 struct fast_token {
 	int valid;
@@ -46,6 +60,11 @@ struct fast_token {
 struct fast_slots {
 	struct fast_token fresh;    /* issued, never used yet ("new") */
 	struct fast_token current;  /* used at least once */
+	/* The entry's version as read (0: there was none). Every write gives
+	 * the entry a version never used before, in this table, so a
+	 * compare-and-set against it cannot succeed on an entry that was
+	 * rewritten, revoked or deleted and created again since. */
+	uint64_t version;
 };
 
 /* One stanza in a session's queue: sent (or to be sent) and not yet acked. */
@@ -60,8 +79,11 @@ struct sm_entry {
 typedef void store_sm_done_fn(void *ud, int err);
 
 /* Completion of a takeover: on success <rec> is the record as it was
- * before (rec->owner = the previous owner), <bare>/<resource> its JID,
- * <q>/<n> the queue (borrowed for the call: take a reference to keep one). */
+ * before (rec->owner = the previous owner; rec->epoch the new epoch),
+ * <resource> its resource, <q>/<n> the queue (borrowed for the call: take a
+ * reference to keep one). On -EACCES (an ISR token that did not match a
+ * session of the account) <rec> is that session's record after the token
+ * was destroyed, or NULL when there was no such session. */
 typedef void store_sm_take_fn(void *ud, int err, const struct sm_record *rec,
 			      const char *resource, const struct sm_entry *q, size_t n);
 

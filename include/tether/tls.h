@@ -7,7 +7,7 @@
 
 #include <openssl/ssl.h>
 
-struct sbuf;
+#include "tether/sbuf.h"
 
 /* The server's TLS context: certificate, key, and the channel-binding hash
  * of the certificate (RFC 5929 tls-server-end-point), computed once. */
@@ -18,11 +18,14 @@ struct tls_ctx {
 };
 
 /* Where the BIO of one connection reads ciphertext from and writes it to.
- * <rx>/<rx_len> point into the recv buffer for the duration of a feed. */
+ * <rx>/<rx_len> point into the recv buffer for the duration of a feed.
+ * Zero-initialised, except <tx>. */
 struct tls_io {
 	const uint8_t *rx;
 	size_t rx_len;
 	struct sbuf *tx;
+	/* private */
+	struct sbuf held;   /* ciphertext not yet read when a feed stopped (TLS_STOPPED) */
 };
 
 /* Loads <cert> (PEM chain) and <key>; TLS 1.2-1.3 only, no 0-RTT, ALPN
@@ -35,7 +38,7 @@ void tls_ctx_deinit(struct tls_ctx *t);
 SSL *tls_new(struct tls_ctx *t, struct tls_io *io);
 
 /* Called with each chunk of decrypted application data; return non-zero to
- * stop reading (the remaining ciphertext stays inside the SSL). */
+ * stop reading (the remaining ciphertext is kept: see tls_feed). */
 typedef int tls_plain_fn(void *ud, const char *data, size_t len);
 
 enum tls_rc {
@@ -47,11 +50,18 @@ enum tls_rc {
 
 /* Feeds <len> bytes of ciphertext: drives the handshake, decrypts, hands
  * plaintext to <fn>. Ciphertext to send (handshake, alerts) is appended to
- * io->tx. Every input byte has been pulled into the SSL on return. */
+ * io->tx. On return every input byte is either pulled into the SSL or, when
+ * <fn> stopped the feed (TLS_STOPPED), copied into the io's hold, so the
+ * caller's buffer is free either way; tls_drain() (or the next feed) goes
+ * on from there, in order. TLS_FAILED also when that copy fails (OOM). */
 enum tls_rc tls_feed(SSL *ssl, const uint8_t *data, size_t len, tls_plain_fn *fn, void *ud);
 
-/* Continues reading plaintext the SSL already holds (after TLS_STOPPED). */
+/* Continues after TLS_STOPPED: the plaintext the SSL holds, then the held
+ * ciphertext. Same results as tls_feed. */
 enum tls_rc tls_drain(SSL *ssl, tls_plain_fn *fn, void *ud);
+
+/* 1 if a stopped feed left plaintext or ciphertext to drain. */
+int tls_has_held(SSL *ssl);
 
 /* Encrypts <len> bytes into io->tx. Returns 0 or -1. */
 int tls_write(SSL *ssl, const void *data, size_t len);

@@ -18,6 +18,7 @@ struct route_target;
 struct sm_owner;
 struct router;
 struct store;
+struct store_handle;
 
 /* What every worker shares; read-only after start but for the atomics. */
 struct server {
@@ -87,6 +88,7 @@ struct worker {
 	struct conn *flush_list;     /* connections with output to submit */
 	struct conn *starved;        /* recv stopped on -ENOBUFS; re-arm later */
 	struct timer_wheel wheel;
+	struct store_handle *sh;     /* store operations issued here complete in this loop */
 	/* inbox: lock-free LIFO push, the owner takes all and reverses */
 	_Atomic(struct inbox_item *) inbox;
 	atomic_int wake_pending;

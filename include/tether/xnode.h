@@ -73,6 +73,10 @@ struct xnode *xnode_new(struct xarena *a, const char *ns, const char *name);
  * unescaped) in <a>; like every text node, its text is NUL-terminated at
  * text_len. Returns NULL on OOM. (Added by the xstream layer.) */
 struct xnode *xnode_new_text(struct xarena *a, const char *text, size_t len);
+/* A deep copy of <n> (attributes, children, text) in <a>, detached (no
+ * parent), so it outlives the arena <n> lives in. NULL on OOM (whatever was
+ * copied stays in <a> until it is reset). */
+struct xnode *xnode_copy(struct xarena *a, const struct xnode *n);
 /* Appends <child> to <parent>'s children. */
 void xnode_append(struct xnode *parent, struct xnode *child);
 

@@ -17,6 +17,10 @@
  * stanzas, kicks and "moved" notices reach them synchronously, as they do
  * in tetherd for sessions of the same worker.
  *
+ * The worker has a store handle in the store's test mode: every completion
+ * comes 0-3 turns late (a turn = one chunk fed, or one command), so
+ * streams park, and are lost or expire with operations pending.
+ *
  * Randomness is a counter reset for every input (libsodium's
  * randombytes_set_implementation), so SM ids, resources and SCRAM nonces
  * are the same on every run of an input: the seed corpus resumes its own
@@ -55,6 +59,7 @@
 #include "../../server/im.c"
 #include "../../server/jid.c"
 #include "../../server/log.c"
+#include "../../server/metrics.c"
 #include "../../server/rmsg.c"
 #include "../../server/sasl.c"
 #include "../../server/sbuf.c"
@@ -167,12 +172,13 @@ static size_t f_cb_unique(void *io, uint8_t *o, size_t outlen)
 
 static int f_is_tls(void *io) { (void)io; return 1; }
 static void f_pause_read(void *io, unsigned ms) { (void)io; (void)ms; }
+static void f_park_read(void *io, int on) { (void)io; (void)on; }
 static const char *f_peer(void *io) { (void)io; return "fuzz"; }
 
 static const struct c2s_transport ftp = {
 	.send = f_send, .close = f_close, .set_timer = f_set_timer, .release = f_release,
 	.cb_exporter = f_cb_exporter, .cb_unique = f_cb_unique, .is_tls = f_is_tls,
-	.pause_read = f_pause_read, .peer = f_peer,
+	.pause_read = f_pause_read, .park_read = f_park_read, .peer = f_peer,
 };
 
 /* ---- setup ------------------------------------------------------------- */
@@ -276,6 +282,7 @@ static void fz_stream_lose(struct fstream *f)
  * then free what is closed and not held (conn_maybe_free). */
 static void fz_end_of_turn(void)
 {
+	store_poll(wk.sh); /* as the worker: completions at the turn's start */
 	for (unsigned i = 0; i < MAX_STREAMS; i++)
 		if (fs[i].used && !fs[i].lost && !fs[i].closed)
 			c2s_before_flush(fs[i].s);
@@ -325,8 +332,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	rng_state = 0;
 	srv.store = fz_open_store();
+	store_set_test_delay(srv.store, 3);
+	wk.sh = store_attach(srv.store);
 	srv.router = router_new();
-	if (!srv.router)
+	if (!srv.router || !wk.sh)
 		abort();
 	sbuf_reset(&fz_out);
 
@@ -360,7 +369,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 	}
 
-	/* Every connection goes; detached sessions then expire. */
+	/* What is still pending completes (up to 1 + 3 turns each), then
+	 * every connection goes; detached sessions then expire. */
+	for (int turn = 0; turn < 64 && store_pending(wk.sh); turn++)
+		fz_end_of_turn();
 	for (unsigned i = 0; i < MAX_STREAMS; i++)
 		fz_stream_lose(&fs[i]);
 	fz_end_of_turn();
@@ -383,6 +395,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		fwrite(fz_out.data ? fz_out.data : "", 1, fz_out.len, stdout);
 		fputc('\n', stdout);
 	}
+	store_detach(wk.sh);
+	wk.sh = NULL;
 	store_close(srv.store);
 	router_free(srv.router);
 	srv.store = NULL;

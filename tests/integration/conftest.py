@@ -128,6 +128,10 @@ def config_values(tmp_path, cert, key, port, tls_port, **overrides):
         ('limits', 'preauth_timeout'): 10,
         ('limits', 'max_auth_failures'): 3,
     }
+    # TETHER_STORE_DELAY=N runs every server with the store's test mode:
+    # each completion waits 0..N extra loop turns (store.h).
+    if os.environ.get('TETHER_STORE_DELAY'):
+        values[('store', 'test_delay')] = int(os.environ['TETHER_STORE_DELAY'])
     for name, value in overrides.items():
         if '.' in name:                      # 'section.key' for keys not in the table
             sk = tuple(name.split('.', 1))

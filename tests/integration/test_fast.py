@@ -13,8 +13,9 @@ import pytest
 import xmpp_raw as xr
 from conftest import USERS
 from sasl2_client import (EXPIRY_RE, NS_FAST, NS_SASL2, TOKEN_RE, Sasl2Conn, assert_success,
-                          bind2_xml, check_ht_success, failure_condition, kill, new_ua_id,
-                          open_conn, request_token_xml, resume_xml, sasl2_login, success_parts)
+                          bind2_xml, check_ht_success, failure_condition, ht_initiator, kill,
+                          new_ua_id, open_conn, request_token_xml, resume_xml, sasl2_login,
+                          success_parts)
 from sm_client import sm_condition, sm_overrides
 from xmpp_raw import NS_STREAM, q, tostr
 
@@ -166,29 +167,81 @@ def test_endp_wrong_channel_binding_refused(srv):
 
 
 def test_old_token_refused_after_rotation(srv):
+    """Two slots (XEP-0484 0.2.0): using the "new" token promotes it to
+    "current" and retires the one before it."""
     mech, ua = 'HT-SHA-256-NONE', new_ua_id()
     t1 = get_token(srv, 'alice', mech, ua)
     c, t2 = fast_ok(srv, 'alice', t1, mech, ua)
     c.close()
-    c, t3 = fast_ok(srv, 'alice', t2, mech, ua)
+    c, t3 = fast_ok(srv, 'alice', t2, mech, ua)           # t2 used: t1 retired
     c.close()
     assert len({t1, t2, t3}) == 3
     assert fast_refused(srv, 'alice', t1, mech, ua) == 'not-authorized'
-    assert fast_refused(srv, 'alice', t2, mech, ua) == 'not-authorized'
-    c, _ = fast_ok(srv, 'alice', t3, mech, ua)
+    c, t4 = fast_ok(srv, 'alice', t3, mech, ua)           # t3 used: t2 retired
     c.close()
+    assert fast_refused(srv, 'alice', t2, mech, ua) == 'not-authorized'
+    assert fast_refused(srv, 'alice', t1, mech, ua) == 'not-authorized'
+    fast_ok(srv, 'alice', t4, mech, ua)[0].close()
 
 
-def test_used_token_refused_at_once(srv):
-    """tether's stance: a FAST token is one-time; the <token/> in <success/>
-    replaces it at once (c2s_sasl2.c fast_auth). See the next test for what
-    sasl2-bind2-fast.md §3.4 says about the previous token."""
+def test_previous_token_kept_until_new_token_used(srv):
+    """sasl2-bind2-fast.md §3.4 (XEP-0484): the server "MUST NOT invalidate the
+    existing token until the new token is actually used by the client" (two
+    slots: issue into 'new', verify 'new' first then 'current'). A client whose
+    connection died before it read the rotated <token/> must still get in with
+    the one it has, and is given the pending new token again."""
     mech, ua = 'HT-SHA-256-NONE', new_ua_id()
     t1 = get_token(srv, 'alice', mech, ua)
     c, t2 = fast_ok(srv, 'alice', t1, mech, ua)
+    kill(c)                                    # as if <success/> had been lost
+    c, el = fast_attempt(srv, 'alice', t1, mech, ua)
+    try:
+        assert el.tag == q(NS_SASL2, 'success'), (
+            'previous FAST token refused before the rotated one was ever used: %s' % tostr(el))
+        again = success_parts(el)['token']
+        assert again is not None and again.get('token') == t2, tostr(el)
+    finally:
+        c.close()
+    # still usable as long as t2 has not been used...
+    fast_ok(srv, 'alice', t1, mech, ua)[0].close()
+    # ...and retired once it has
+    c, t3 = fast_ok(srv, 'alice', t2, mech, ua)
     c.close()
     assert fast_refused(srv, 'alice', t1, mech, ua) == 'not-authorized'
-    fast_ok(srv, 'alice', t2, mech, ua)[0].close()
+    fast_ok(srv, 'alice', t3, mech, ua)[0].close()
+
+
+def test_concurrent_logins_one_token(srv):
+    """Eight connections present one FAST token ("new") at once: one login
+    promotes it and issues the next token, the others (compare-and-set, read
+    again) find it "current" and are given that same pending token, so no
+    token handed out is lost; the token before is retired."""
+    mech, ua = 'HT-SHA-256-NONE', new_ua_id()
+    t1 = get_token(srv, 'alice', mech, ua)
+    c, t2 = fast_ok(srv, 'alice', t1, mech, ua)          # current t1, new t2
+    c.close()
+    conns = []
+    try:
+        for _ in range(8):
+            c = open_conn(srv)
+            c.open_stream(from_=srv.jid('alice'))
+            conns.append(c)
+        auth = conns[0].authenticate_xml(mech, ht_initiator('alice', t2, b''), ua,
+                                         "<fast xmlns='%s'/>" % NS_FAST + bind2_xml('fast'))
+        for c in conns:
+            c.send(auth)
+        replies = [c.sasl2_reply() for c in conns]
+    finally:
+        for c in conns:
+            c.close()
+    got = set()
+    for el in replies:
+        p = success_parts(assert_success(el))
+        assert p['token'] is not None, tostr(el)
+        got.add(p['token'].get('token'))
+    assert len(got) == 1, got
+    assert fast_refused(srv, 'alice', t1, mech, ua) == 'not-authorized'
+    fast_ok(srv, 'alice', got.pop(), mech, ua)[0].close()
 
 
 def test_token_pinned_to_mechanism(srv):
@@ -360,3 +413,14 @@ def test_fast_inline_resume_fails_continues_with_bind2(srv):
         c.roundtrip()
     finally:
         c.close()
+
+
+def test_password_change_kills_token_at_once(srv):
+    """A token login checks users.db itself (store/memory.c refresh_now): right
+    after tetherctl passwd returns, the token is refused, with no reload delay."""
+    mech, ua = 'HT-SHA-256-NONE', new_ua_id()
+    token = get_token(srv, 'alice', mech, ua)
+    srv.passwd('alice', 'a-new-password')
+    srv._users_changed_at = None        # no settling: the next login must see it
+    cond = fast_refused(srv, 'alice', token, mech, ua)
+    assert cond in ('not-authorized', 'credentials-expired'), cond

@@ -461,3 +461,50 @@ def test_isr_over_starttls(srv):
         c.roundtrip()
     finally:
         c.close()
+
+
+# ---------------------------------------------------------------- one token, many connections
+
+def test_one_token_many_connections_at_once(srv):
+    """Issue 9 item 4: eight connections present one ISR token at once; the
+    store checks and consumes the token in the same step that takes the
+    session over, so exactly one gets <inst-resumed/>, every round."""
+    for rnd in range(10):
+        a = isr_session(srv)
+        sm_id, token = a.sm_id, a.isr_token
+        detach(srv, a)
+        conns = []
+        try:
+            for _ in range(8):
+                c = open_conn(srv)
+                c.open_stream(from_=srv.jid('alice'))
+                conns.append(c)
+            auths = [c.authenticate_xml('HT-SHA-256-ENDP',
+                                        ht_initiator('alice', token, c.cb_data('HT-SHA-256-ENDP')),
+                                        None, inst_resume_xml(sm_id, 0))
+                     for c in conns]
+            for c, auth in zip(conns, auths):      # back to back, replies read afterwards
+                c.send(auth)
+            replies = [c.sasl2_reply() for c in conns]
+        finally:
+            for c in conns:
+                c.close()
+        won = [el for el in replies if el.tag == q(NS_SASL2, 'success')]
+        assert len(won) == 1, 'round %d: %d of 8 resumed: %s' % (rnd, len(won), [tostr(e) for e in replies])
+        assert success_parts(won[0])['inst_resumed'] is not None, tostr(won[0])
+        for el in replies:
+            if el is not won[0]:
+                assert failure_condition(el) == 'not-authorized', tostr(el)
+
+
+def test_password_change_kills_token_at_once(srv):
+    """As test_password_change_kills_token, without waiting for the store's
+    periodic reload: the ISR login itself checks users.db."""
+    a = isr_session(srv)
+    sm_id, token = a.sm_id, a.isr_token
+    detach(srv, a)
+    srv.passwd('alice', 'changed-password')
+    srv._users_changed_at = None
+    c, el = isr_attempt(srv, 'alice', token, sm_id, 0)
+    c.close()
+    assert failure_condition(el) == 'not-authorized', tostr(el)

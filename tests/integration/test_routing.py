@@ -409,3 +409,49 @@ def test_many_concurrent_sessions(server, users, conns):
         a.message(s.jid, 'hi-' + s.jid)
     for s in sessions:
         assert s.wait_message('hi-' + s.jid).get('from') == a.jid
+
+
+# ----------------------------------------------------------------------------- store operations pending
+
+def test_bare_jid_burst_keeps_order(server, users, conns):
+    """A message to a bare JID waits for the account lookup (an asynchronous
+    store operation: the stream parks its input meanwhile). A burst mixing
+    bare and full JIDs, iqs and a close arrives in order. Run with
+    TETHER_STORE_DELAY=3 to delay every completion."""
+    b = online(server, users, conns, 'bob', 'b')
+    a = online(server, users, conns, 'alice', 'a')
+    burst = []
+    for i in range(40):
+        to = 'bob@localhost' if i % 3 else b.jid
+        burst.append("<message to='%s' type='chat' id='o%d'><body>ord-%d</body></message>" % (to, i, i))
+        if i % 10 == 9:
+            burst.append("<iq type='get' id='v%d' to='bob@localhost'><query xmlns='jabber:iq:version'/></iq>" % i)
+    a.send(''.join(burst) + "<iq type='get' id='last'><ping xmlns='urn:xmpp:ping'/></iq>")
+    a.wait_for(lambda e: e.get('id') == 'last', 10, what='ping reply after the burst')
+    def body(e):
+        bd = e.find(q(NS_CLIENT, 'body'))
+        return bd.text if bd is not None else None
+    got = []
+    for _ in range(40):
+        m = b.wait_for(lambda e: e.tag == q(NS_CLIENT, 'message') and (body(e) or '').startswith('ord-'),
+                       10, what='ord-* message')
+        got.append(body(m))
+    assert got == ['ord-%d' % i for i in range(40)], got
+
+
+def test_connection_dropped_while_lookups_pending(server, users, conns):
+    """Connections that go away with account lookups pending and stanzas
+    parked behind them: nothing a late completion uses is freed (ASan), and
+    the server goes on serving."""
+    b = online(server, users, conns, 'bob', 'b')
+    for round_ in range(5):
+        a = xr.login(server, 'alice', users['alice'], 'drop%d' % round_, presence=False)
+        a.send(''.join("<message to='bob@localhost' type='chat'><body>drop-%d-%d</body></message>"
+                       % (round_, i) for i in range(30)))
+        if round_ % 2:
+            a.send('</stream:stream>')
+        a.abort()
+    b.roundtrip()
+    c = online(server, users, conns, 'alice', 'after')
+    c.message('bob@localhost', 'still-here')
+    b.wait_message('still-here')

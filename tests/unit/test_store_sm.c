@@ -19,9 +19,11 @@
 
 #include "../../store/memory_sm.c"
 
+#include "tether/ht.h"
 #include "tether/rmsg.h"
 #include "tether/scram.h"
 #include "tether/store.h"
+#include "tether/token.h"
 
 /* ------------------------------------------------------------- helpers */
 
@@ -231,7 +233,7 @@ static void test_ack_releases_in_order(void **state)
 
 	/* What remains is 8, 9, 10 in order (a takeover hands it out). */
 	struct seen s = { 0 };
-	assert_int_equal(sm_table_take(t, "s1", "alice@x", &owner_b, 0, on_take, &s), 0);
+	assert_int_equal(sm_table_take(t, "s1", "alice@x", &owner_b, 0, NULL, on_take, &s), 0);
 	assert_int_equal(s.calls, 1);
 	assert_int_equal(s.n, 3);
 	for (unsigned i = 0; i < 3; i++) {
@@ -279,7 +281,7 @@ static void test_counter_wrap(void **state)
 	assert_int_equal(sm_table_queued(t, "wrap"), 19);
 
 	struct seen s = { 0 };
-	assert_int_equal(sm_table_take(t, "wrap", "alice@x", &owner_b, 0, on_take, &s), 0);
+	assert_int_equal(sm_table_take(t, "wrap", "alice@x", &owner_b, 0, NULL, on_take, &s), 0);
 	assert_int_equal(s.n, 19);
 	for (unsigned i = 0; i < 19; i++) {
 		assert_int_equal(s.seq[i], 6 + i);
@@ -355,7 +357,7 @@ static void test_stale_epoch(void **state)
 	assert_int_equal(append(t, "s1", 1, 1, a), 0);
 
 	struct seen s = { 0 };
-	assert_int_equal(sm_table_take(t, "s1", "alice@x", &owner_b, 0, on_take, &s), 0);
+	assert_int_equal(sm_table_take(t, "s1", "alice@x", &owner_b, 0, NULL, on_take, &s), 0);
 	assert_int_equal(s.rec.epoch, 2);
 
 	/* The old owner's writes all fail; append says where the session went. */
@@ -452,7 +454,7 @@ static void test_take_refused(void **state)
 
 	/* Unknown id. */
 	memset(&s, 0, sizeof(s));
-	assert_int_equal(sm_table_take(t, "unknown", "alice@x", &owner_b, 0, on_take, &s), -ENOENT);
+	assert_int_equal(sm_table_take(t, "unknown", "alice@x", &owner_b, 0, NULL, on_take, &s), -ENOENT);
 	assert_int_equal(s.calls, 1);
 	assert_int_equal(s.err, -ENOENT);
 	assert_false(s.has_rec);
@@ -460,14 +462,14 @@ static void test_take_refused(void **state)
 
 	/* Another account's. */
 	memset(&s, 0, sizeof(s));
-	assert_int_equal(sm_table_take(t, "det", "mallory@x", &owner_b, 0, on_take, &s), -ENOENT);
+	assert_int_equal(sm_table_take(t, "det", "mallory@x", &owner_b, 0, NULL, on_take, &s), -ENOENT);
 	assert_int_equal(s.calls, 1);
 	assert_int_equal(s.err, -ENOENT);
 	assert_false(s.has_rec);
 
 	/* Detached past its expiry. */
 	memset(&s, 0, sizeof(s));
-	assert_int_equal(sm_table_take(t, "det", "alice@x", &owner_b, 5001, on_take, &s), -ENOENT);
+	assert_int_equal(sm_table_take(t, "det", "alice@x", &owner_b, 5001, NULL, on_take, &s), -ENOENT);
 	assert_int_equal(s.calls, 1);
 	assert_int_equal(s.err, -ENOENT);
 	assert_false(s.has_rec);
@@ -480,13 +482,13 @@ static void test_take_refused(void **state)
 
 	/* At the expiry instant itself it is still there. */
 	memset(&s, 0, sizeof(s));
-	assert_int_equal(sm_table_take(t, "det", "alice@x", &owner_b, 5000, on_take, &s), 0);
+	assert_int_equal(sm_table_take(t, "det", "alice@x", &owner_b, 5000, NULL, on_take, &s), 0);
 	assert_int_equal(s.err, 0);
 	assert_int_equal(s.rec.epoch, 2);
 
 	/* An attached session has no expiry: now_ms does not matter. */
 	memset(&s, 0, sizeof(s));
-	assert_int_equal(sm_table_take(t, "det", "alice@x", &owner_b, UINT64_MAX, on_take, &s), 0);
+	assert_int_equal(sm_table_take(t, "det", "alice@x", &owner_b, UINT64_MAX, NULL, on_take, &s), 0);
 	assert_int_equal(s.rec.epoch, 3);
 	sm_table_free(t);
 }
@@ -501,13 +503,13 @@ static void test_not_resumable(void **state)
 	rec_init(&r, "nores", 1, 0);
 	r.max = 0;
 	assert_int_equal(sm_table_create(t, &r, "alice@x", "phone"), 0);
-	assert_int_equal(sm_table_take(t, "nores", "alice@x", &owner_b, 0, on_take, &s), -ENOENT);
+	assert_int_equal(sm_table_take(t, "nores", "alice@x", &owner_b, 0, NULL, on_take, &s), -ENOENT);
 	assert_int_equal(s.calls, 1);
 	assert_int_equal(s.err, -ENOENT);
 	r.attached = 0;
 	r.expires_ms = UINT64_MAX;
 	assert_int_equal(sm_table_update(t, "nores", 1, &r), 0);
-	assert_int_equal(sm_table_take(t, "nores", "alice@x", &owner_b, 0, on_take, &s), -ENOENT);
+	assert_int_equal(sm_table_take(t, "nores", "alice@x", &owner_b, 0, NULL, on_take, &s), -ENOENT);
 	assert_int_equal(s.calls, 2);
 	assert_int_equal(sm_table_peek(t, "nores", "alice@x", &got), 0);
 	assert_int_equal(got.epoch, 1);
@@ -534,7 +536,7 @@ static void test_take_ok(void **state)
 	assert_int_equal(sm_table_ack(t, "s1", 4, 101), 0);
 
 	struct seen s = { 0 };
-	assert_int_equal(sm_table_take(t, "s1", "alice@x", &owner_b, 9999, on_take, &s), 0);
+	assert_int_equal(sm_table_take(t, "s1", "alice@x", &owner_b, 9999, NULL, on_take, &s), 0);
 	assert_int_equal(s.calls, 1);
 	assert_int_equal(s.err, 0);
 	/* The record as it was (previous owner), with the epoch to write with. */
@@ -572,7 +574,7 @@ static void test_take_ok(void **state)
 	/* An empty queue is handed out as n = 0. */
 	assert_int_equal(sm_table_ack(t, "s1", 5, 105), 0);
 	memset(&s, 0, sizeof(s));
-	assert_int_equal(sm_table_take(t, "s1", "alice@x", &owner_b, 0, on_take, &s), 0);
+	assert_int_equal(sm_table_take(t, "s1", "alice@x", &owner_b, 0, NULL, on_take, &s), 0);
 	assert_int_equal(s.n, 0);
 	assert_int_equal(s.rec.epoch, 6);
 	for (unsigned i = 0; i < 5; i++) {
@@ -704,11 +706,178 @@ static void test_isr(void **state)
 	/* A takeover keeps the token (it belongs to the session). */
 	assert_int_equal(sm_table_set_isr(t, "a1", 1, 1, 2, tok[0]), 0);
 	struct seen s = { 0 };
-	assert_int_equal(sm_table_take(t, "a1", "alice@x", &owner_b, 0, on_take, &s), 0);
+	assert_int_equal(sm_table_take(t, "a1", "alice@x", &owner_b, 0, NULL, on_take, &s), 0);
 	assert_int_equal(s.rec.has_isr, 1);
 	assert_int_equal(sm_table_peek(t, "a1", "alice@x", &got), 0);
 	assert_int_equal(got.has_isr, 1);
 	assert_memory_equal(got.isr_sealed, tok[0], TOKEN_SEALED_LEN);
+	sm_table_free(t);
+}
+
+/* A real sealed token (token.h) for <key>, and the proof a client holding
+ * it would present over channel binding <cb> with mechanism <mech>. */
+static const uint8_t tkey[TOKEN_KEY_LEN] = { 7, 7, 7 };
+
+static void isr_token(char text[TOKEN_LEN + 1], uint8_t sealed[TOKEN_SEALED_LEN])
+{
+	token_new(text);
+	assert_int_equal(token_seal(tkey, text, sealed), 0);
+}
+
+static struct sm_isr_proof proof_for(const char *token, uint8_t mech)
+{
+	struct sm_isr_proof p = { .mech = mech, .key = tkey, .cb_len = 4 };
+	memcpy(p.cb, "cbcb", 4);
+	ht_initiator_hash(token, p.cb, p.cb_len, p.hash);
+	return p;
+}
+
+/* The token is checked and consumed inside the take: a match takes the
+ * session (and the token is gone), anything else is -EACCES and destroys
+ * the token of a session of the account; another account's session is
+ * "unknown" and untouched. */
+static void test_take_isr(void **state)
+{
+	(void)state;
+	struct sm_table *t = sm_table_new();
+	struct sm_record r, got;
+	struct seen s;
+	char tok[TOKEN_LEN + 1], other[TOKEN_LEN + 1];
+	uint8_t sealed[TOKEN_SEALED_LEN], osealed[TOKEN_SEALED_LEN], resp[HT_HASH_LEN];
+	isr_token(tok, sealed);
+	isr_token(other, osealed);
+	rec_init(&r, "i1", 1, 0);
+	r.attached = 0;
+	r.expires_ms = 5000;
+	assert_int_equal(sm_table_create(t, &r, "alice@x", "phone"), 0);
+	assert_int_equal(sm_table_set_isr(t, "i1", 1, 1, 2, sealed), 0);
+
+	/* Unknown id, and another account's session: no record, nothing touched. */
+	struct sm_isr_proof p = proof_for(tok, 2);
+	memset(&s, 0, sizeof(s));
+	assert_int_equal(sm_table_take(t, "nope", "alice@x", &owner_b, 0, &p, on_take, &s), -EACCES);
+	assert_int_equal(s.calls, 1);
+	assert_false(s.has_rec);
+	memset(&s, 0, sizeof(s));
+	assert_int_equal(sm_table_take(t, "i1", "mallory@x", &owner_b, 0, &p, on_take, &s), -EACCES);
+	assert_false(s.has_rec);
+	assert_int_equal(sm_table_peek(t, "i1", "alice@x", &got), 0);
+	assert_int_equal(got.has_isr, 1);
+
+	/* The right token with another mechanism: refused, and the token dies. */
+	p = proof_for(tok, 1);
+	memset(&s, 0, sizeof(s));
+	assert_int_equal(sm_table_take(t, "i1", "alice@x", &owner_b, 0, &p, on_take, &s), -EACCES);
+	assert_true(s.has_rec);
+	assert_int_equal(s.rec.attached, 0);  /* the caller ends a detached session */
+	assert_int_equal(s.rec.has_isr, 0);
+	assert_int_equal(sm_table_peek(t, "i1", "alice@x", &got), 0);
+	assert_int_equal(got.has_isr, 0);
+	assert_int_equal(got.epoch, 1);
+	/* ...so the right one no longer works either. */
+	p = proof_for(tok, 2);
+	assert_int_equal(sm_table_take(t, "i1", "alice@x", &owner_b, 0, &p, on_take, &s), -EACCES);
+
+	/* A wrong token. */
+	assert_int_equal(sm_table_set_isr(t, "i1", 1, 1, 2, sealed), 0);
+	p = proof_for(other, 2);
+	assert_int_equal(sm_table_take(t, "i1", "alice@x", &owner_b, 0, &p, on_take, &s), -EACCES);
+	assert_int_equal(sm_table_peek(t, "i1", "alice@x", &got), 0);
+	assert_int_equal(got.has_isr, 0);
+
+	/* The right token: taken, token consumed, responder hash out. */
+	assert_int_equal(sm_table_set_isr(t, "i1", 1, 1, 2, sealed), 0);
+	p = proof_for(tok, 2);
+	memset(&s, 0, sizeof(s));
+	assert_int_equal(sm_table_take(t, "i1", "alice@x", &owner_b, 100, &p, on_take, &s), 0);
+	assert_int_equal(s.err, 0);
+	assert_int_equal(s.rec.epoch, 2);
+	ht_responder_hash(tok, p.cb, p.cb_len, resp);
+	assert_memory_equal(p.resp, resp, HT_HASH_LEN);
+	assert_int_equal(sm_table_peek(t, "i1", "alice@x", &got), 0);
+	assert_int_equal(got.has_isr, 0);
+	assert_int_equal(got.owner.slot, owner_b.slot);
+	assert_int_equal(got.attached, 1);
+	/* The same token again: refused (and the session, attached, stays). */
+	memset(&s, 0, sizeof(s));
+	assert_int_equal(sm_table_take(t, "i1", "alice@x", &owner_b, 100, &p, on_take, &s), -EACCES);
+	assert_true(s.has_rec);
+	assert_int_equal(s.rec.attached, 1);
+	assert_int_equal(s.rec.epoch, 2);
+
+	/* The right token for an expired session: -ENOENT, and the token is spent. */
+	r.epoch = 2;
+	r.attached = 0;
+	r.expires_ms = 5000;
+	assert_int_equal(sm_table_update(t, "i1", 2, &r), 0);
+	assert_int_equal(sm_table_set_isr(t, "i1", 2, 1, 2, sealed), 0);
+	memset(&s, 0, sizeof(s));
+	assert_int_equal(sm_table_take(t, "i1", "alice@x", &owner_b, 5001, &p, on_take, &s), -ENOENT);
+	assert_int_equal(sm_table_peek(t, "i1", "alice@x", &got), 0);
+	assert_int_equal(got.has_isr, 0);
+	assert_int_equal(got.epoch, 2);
+	sm_table_free(t);
+}
+
+struct race {
+	struct sm_table *t;
+	const char *token;
+	pthread_barrier_t *go;
+	int rc;
+};
+
+static void on_take_quiet(void *ud, int err, const struct sm_record *rec, const char *resource,
+			  const struct sm_entry *q, size_t n)
+{
+	(void)ud; (void)err; (void)rec; (void)resource; (void)q; (void)n;
+}
+
+static void *race_take(void *arg)
+{
+	struct race *r = arg;
+	struct sm_isr_proof p = proof_for(r->token, 2);
+	pthread_barrier_wait(r->go);
+	r->rc = sm_table_take(r->t, "race", "alice@x", &owner_b, 0, &p, on_take_quiet, NULL);
+	return NULL;
+}
+
+/* Eight threads present one token at once, many times: exactly one takes. */
+static void test_take_isr_race(void **state)
+{
+	(void)state;
+	enum { N = 8, ROUNDS = 200 };
+	struct sm_table *t = sm_table_new();
+	char tok[TOKEN_LEN + 1];
+	uint8_t sealed[TOKEN_SEALED_LEN];
+	struct sm_record r;
+	rec_init(&r, "race", 1, 0);
+	assert_int_equal(sm_table_create(t, &r, "alice@x", "phone"), 0);
+	for (int round = 0; round < ROUNDS; round++) {
+		struct sm_record got;
+		pthread_barrier_t go;
+		pthread_t th[N];
+		struct race rc[N];
+		assert_int_equal(sm_table_peek(t, "race", "alice@x", &got), 0);
+		isr_token(tok, sealed);
+		assert_int_equal(sm_table_set_isr(t, "race", got.epoch, 1, 2, sealed), 0);
+		pthread_barrier_init(&go, NULL, N);
+		for (int i = 0; i < N; i++) {
+			rc[i] = (struct race){ .t = t, .token = tok, .go = &go };
+			assert_int_equal(pthread_create(&th[i], NULL, race_take, &rc[i]), 0);
+		}
+		int won = 0;
+		for (int i = 0; i < N; i++) {
+			pthread_join(th[i], NULL);
+			if (rc[i].rc == 0)
+				won++;
+			else
+				assert_int_equal(rc[i].rc, -EACCES);
+		}
+		pthread_barrier_destroy(&go);
+		assert_int_equal(won, 1);
+		assert_int_equal(sm_table_peek(t, "race", "alice@x", &got), 0);
+		assert_int_equal(got.epoch, (uint32_t)round + 2);
+	}
 	sm_table_free(t);
 }
 
@@ -729,6 +898,22 @@ static struct fast_slots slots(int fresh, int current, uint8_t fill)
 	return s;
 }
 
+/* Writes <in> at whatever version the entry has now (a test shortcut). */
+static int put(struct fast_table *t, const char *bare, const char *ua, const struct fast_slots *in)
+{
+	struct fast_slots cur, w = *in;
+	fast_table_get(t, bare, ua, &cur);
+	w.version = cur.version;
+	return fast_table_cas(t, bare, ua, &w);
+}
+
+/* Slots equal, versions aside. */
+static void assert_slots(const struct fast_slots *got, const struct fast_slots *want)
+{
+	assert_memory_equal(&got->fresh, &want->fresh, sizeof(want->fresh));
+	assert_memory_equal(&got->current, &want->current, sizeof(want->current));
+}
+
 static void test_fast_table(void **state)
 {
 	(void)state;
@@ -736,55 +921,124 @@ static void test_fast_table(void **state)
 	struct fast_slots a = slots(1, 0, 0xA1), a2 = slots(0, 1, 0xA2), b = slots(1, 1, 0xB1), got;
 	assert_non_null(t);
 	assert_int_equal(fast_table_get(t, "alice@x", "ua1", &got), -ENOENT);
+	assert_int_equal(got.version, 0);
 
-	assert_int_equal(fast_table_put(t, "alice@x", "ua1", &a), 0);
+	assert_int_equal(put(t, "alice@x", "ua1", &a), 0);
 	assert_int_equal(fast_table_get(t, "alice@x", "ua1", &got), 0);
-	assert_memory_equal(&got, &a, sizeof(a));
+	assert_slots(&got, &a);
+	assert_true(got.version != 0);
 	/* Same bare JID, other user-agent ids: separate entries. */
 	assert_int_equal(fast_table_get(t, "alice@x", "ua2", &got), -ENOENT);
 	assert_int_equal(fast_table_get(t, "alice@x", "", &got), -ENOENT);
-	assert_int_equal(fast_table_put(t, "alice@x", "ua2", &a2), 0);
-	assert_int_equal(fast_table_put(t, "alice@x", "", &b), 0);
+	assert_int_equal(put(t, "alice@x", "ua2", &a2), 0);
+	assert_int_equal(put(t, "alice@x", "", &b), 0);
 	assert_int_equal(fast_table_get(t, "alice@x", "ua1", &got), 0);
-	assert_memory_equal(&got, &a, sizeof(a));
+	assert_slots(&got, &a);
 	assert_int_equal(fast_table_get(t, "alice@x", "ua2", &got), 0);
-	assert_memory_equal(&got, &a2, sizeof(a2));
+	assert_slots(&got, &a2);
 	assert_int_equal(fast_table_get(t, "alice@x", "", &got), 0);
-	assert_memory_equal(&got, &b, sizeof(b));
+	assert_slots(&got, &b);
 	/* The key is (bare, ua) as a pair, not their concatenation. */
-	assert_int_equal(fast_table_put(t, "alice@xu", "a1", &b), 0);
+	assert_int_equal(put(t, "alice@xu", "a1", &b), 0);
 	assert_int_equal(fast_table_get(t, "alice@x", "ua1", &got), 0);
-	assert_memory_equal(&got, &a, sizeof(a));
+	assert_slots(&got, &a);
 	assert_int_equal(fast_table_get(t, "alice@xu", "a1", &got), 0);
-	assert_memory_equal(&got, &b, sizeof(b));
-	assert_int_equal(fast_table_put(t, "bob@x", "ua1", &b), 0);
+	assert_slots(&got, &b);
+	assert_int_equal(put(t, "bob@x", "ua1", &b), 0);
 
 	/* Replace. */
-	assert_int_equal(fast_table_put(t, "alice@x", "ua1", &a2), 0);
+	assert_int_equal(put(t, "alice@x", "ua1", &a2), 0);
 	assert_int_equal(fast_table_get(t, "alice@x", "ua1", &got), 0);
-	assert_memory_equal(&got, &a2, sizeof(a2));
+	assert_slots(&got, &a2);
 
 	/* Nothing valid: the entry goes; deleting a missing one is fine. */
 	struct fast_slots none = slots(0, 0, 0xEE);
-	assert_int_equal(fast_table_put(t, "alice@x", "ua1", &none), 0);
+	assert_int_equal(put(t, "alice@x", "ua1", &none), 0);
 	assert_int_equal(fast_table_get(t, "alice@x", "ua1", &got), -ENOENT);
-	assert_int_equal(fast_table_put(t, "alice@x", "ua1", &none), 0);
+	assert_int_equal(put(t, "alice@x", "ua1", &none), 0);
 	assert_int_equal(fast_table_get(t, "alice@x", "ua1", &got), -ENOENT);
 	assert_int_equal(fast_table_get(t, "alice@x", "ua2", &got), 0);
 
 	/* Revoke by account: all of alice's devices, nobody else's. */
-	assert_int_equal(fast_table_put(t, "alice@x", "ua1", &a), 0);
+	assert_int_equal(put(t, "alice@x", "ua1", &a), 0);
 	fast_table_revoke(t, "alice@x");
 	assert_int_equal(fast_table_get(t, "alice@x", "ua1", &got), -ENOENT);
 	assert_int_equal(fast_table_get(t, "alice@x", "ua2", &got), -ENOENT);
 	assert_int_equal(fast_table_get(t, "alice@x", "", &got), -ENOENT);
 	assert_int_equal(fast_table_get(t, "alice@xu", "a1", &got), 0);
 	assert_int_equal(fast_table_get(t, "bob@x", "ua1", &got), 0);
-	assert_memory_equal(&got, &b, sizeof(b));
+	assert_slots(&got, &b);
 	fast_table_revoke(t, "nobody@x");
 	fast_table_revoke(t, "bob@x");
 	assert_int_equal(fast_table_get(t, "bob@x", "ua1", &got), -ENOENT);
 	assert_int_equal(fast_table_get(t, "alice@xu", "a1", &got), 0);
+	fast_table_free(t);
+}
+
+/* Compare-and-set: a write based on an old read fails, whether the entry
+ * was rewritten, revoked, or revoked and created again since. */
+static void test_fast_cas(void **state)
+{
+	(void)state;
+	struct fast_table *t = fast_table_new();
+	struct fast_slots a = slots(1, 0, 0xA1), b = slots(1, 1, 0xB1), r1, r2, w, got;
+
+	/* Creating expects "no entry" (version 0). */
+	w = a;
+	w.version = 5;
+	assert_int_equal(fast_table_cas(t, "alice@x", "ua", &w), -ESTALE);
+	assert_int_equal(fast_table_get(t, "alice@x", "ua", &r1), -ENOENT);
+	w = a;
+	w.version = r1.version;
+	assert_int_equal(fast_table_cas(t, "alice@x", "ua", &w), 0);
+	assert_true(w.version != 0);
+	w.version = 0;
+	assert_int_equal(fast_table_cas(t, "alice@x", "ua", &w), -ESTALE); /* exists now */
+
+	/* Two logins read the same version; the second write loses. */
+	assert_int_equal(fast_table_get(t, "alice@x", "ua", &r1), 0);
+	assert_int_equal(fast_table_get(t, "alice@x", "ua", &r2), 0);
+	assert_int_equal(r1.version, r2.version);
+	w = b;
+	w.version = r1.version;
+	assert_int_equal(fast_table_cas(t, "alice@x", "ua", &w), 0);
+	uint64_t v = w.version;
+	assert_true(v != r1.version);
+	w = a;
+	w.version = r2.version;
+	assert_int_equal(fast_table_cas(t, "alice@x", "ua", &w), -ESTALE);
+	assert_int_equal(fast_table_get(t, "alice@x", "ua", &got), 0);
+	assert_slots(&got, &b);
+	assert_int_equal(got.version, v);
+
+	/* A revocation between read and write: the write does not bring it back. */
+	assert_int_equal(fast_table_get(t, "alice@x", "ua", &r1), 0);
+	fast_table_revoke(t, "alice@x");
+	w = b;
+	w.version = r1.version;
+	assert_int_equal(fast_table_cas(t, "alice@x", "ua", &w), -ESTALE);
+	assert_int_equal(fast_table_get(t, "alice@x", "ua", &got), -ENOENT);
+
+	/* ...nor after the entry was created again (versions are never reused). */
+	assert_int_equal(fast_table_get(t, "alice@x", "ua", &r2), -ENOENT);
+	w = a;
+	w.version = r2.version;
+	assert_int_equal(fast_table_cas(t, "alice@x", "ua", &w), 0);
+	w = b;
+	w.version = r1.version;
+	assert_int_equal(fast_table_cas(t, "alice@x", "ua", &w), -ESTALE);
+	assert_int_equal(fast_table_get(t, "alice@x", "ua", &got), 0);
+	assert_slots(&got, &a);
+
+	/* A delete by CAS, then an old version cannot write either. */
+	assert_int_equal(fast_table_get(t, "alice@x", "ua", &r1), 0);
+	w = slots(0, 0, 0);
+	w.version = r1.version;
+	assert_int_equal(fast_table_cas(t, "alice@x", "ua", &w), 0);
+	assert_int_equal(w.version, 0);
+	w = a;
+	w.version = r1.version;
+	assert_int_equal(fast_table_cas(t, "alice@x", "ua", &w), -ESTALE);
 	fast_table_free(t);
 }
 
@@ -846,9 +1100,9 @@ static void test_store_api(void **state)
 	assert_int_equal(refs(m[0]), 1);
 	r.c.h_in = 7;
 	assert_int_equal(store_sm_update(st, &r), 0);
-	assert_int_equal(store_sm_peek(st, "api", "alice@x", &got), 0);
+	assert_int_equal(sm_table_peek(store_memory_sm_table(st), "api", "alice@x", &got), 0);
 	assert_int_equal(got.c.h_in, 7);
-	assert_int_equal(store_sm_take(st, "api", "alice@x", &owner_b, 0, on_take, &s), 0);
+	assert_int_equal(store_sm_take(st, "api", "alice@x", &owner_b, 0, NULL, on_take, &s), 0);
 	assert_int_equal(s.n, 2);
 	assert_int_equal(store_sm_update(st, &r), -ESTALE); /* r.epoch is 1 */
 	memset(&s, 0, sizeof(s));
@@ -889,9 +1143,9 @@ static void tokens_setup(struct tokens_fixture *f)
 	f->fa1 = slots(1, 0, 0x01);
 	f->fa2 = slots(1, 1, 0x02);
 	f->fb = slots(0, 1, 0x03);
-	assert_int_equal(store_fast_put(f->st, "alice@x", "ua1", &f->fa1), 0);
-	assert_int_equal(store_fast_put(f->st, "alice@x", "ua2", &f->fa2), 0);
-	assert_int_equal(store_fast_put(f->st, "bob@x", "ua1", &f->fb), 0);
+	assert_int_equal(store_fast_cas(f->st, "alice@x", "ua1", &f->fa1), 0);
+	assert_int_equal(store_fast_cas(f->st, "alice@x", "ua2", &f->fa2), 0);
+	assert_int_equal(store_fast_cas(f->st, "bob@x", "ua1", &f->fb), 0);
 	memset(f->isr_a, 0x5A, sizeof(f->isr_a));
 	memset(f->isr_b, 0x5B, sizeof(f->isr_b));
 	rec_init(&r, "sa", 1, 0);
@@ -909,7 +1163,7 @@ static void assert_alive(struct store *st, const char *bare, const char *ua,
 	struct sm_record rec;
 	assert_int_equal(store_fast_get(st, bare, ua, &got), 0);
 	assert_memory_equal(&got, want, sizeof(got));
-	assert_int_equal(store_sm_peek(st, sid, bare, &rec), 0);
+	assert_int_equal(sm_table_peek(store_memory_sm_table(st), sid, bare, &rec), 0);
 	assert_int_equal(rec.has_isr, 1);
 	assert_memory_equal(rec.isr_sealed, isr, TOKEN_SEALED_LEN);
 }
@@ -921,7 +1175,7 @@ static void assert_revoked(struct store *st, const char *bare, const char *sid)
 	assert_int_equal(store_fast_get(st, bare, "ua1", &got), -ENOENT);
 	assert_int_equal(store_fast_get(st, bare, "ua2", &got), -ENOENT);
 	/* the session itself lives on, without its token */
-	assert_int_equal(store_sm_peek(st, sid, bare, &rec), 0);
+	assert_int_equal(sm_table_peek(store_memory_sm_table(st), sid, bare, &rec), 0);
 	assert_int_equal(rec.has_isr, 0);
 }
 
@@ -949,9 +1203,14 @@ static void test_revoke_on_password_change(void **state)
 	assert_revoked(f.st, "alice@x", "sa");
 	assert_alive(f.st, "bob@x", "ua1", &f.fb, "sb", f.isr_b);
 
-	/* Tokens issued after the change live on through later reloads that
-	 * do not touch alice. */
-	assert_int_equal(store_fast_put(f.st, "alice@x", "ua1", &f.fa1), 0);
+	/* A write based on a read from before the change fails (no token
+	 * comes back to life)... */
+	struct fast_slots stale = f.fa1;
+	assert_int_equal(store_fast_cas(f.st, "alice@x", "ua1", &stale), -ESTALE);
+	/* ...and tokens issued after the change live on through later
+	 * reloads that do not touch alice. */
+	f.fa1.version = 0;
+	assert_int_equal(store_fast_cas(f.st, "alice@x", "ua1", &f.fa1), 0);
 	ctl = open_ok();
 	struct user_creds cc;
 	assert_int_equal(scram_creds_derive("carol-pw", 1, &cc), 0);
@@ -984,6 +1243,50 @@ static void test_revoke_on_delete(void **state)
 	store_close(f.st);
 }
 
+/* A token login checks users.db at once: right after tetherctl returns
+ * (another store instance), the tokens are gone, without waiting for the
+ * once-a-second reload. */
+static void test_revoke_seen_at_token_login(void **state)
+{
+	(void)state;
+	struct tokens_fixture f;
+	struct user_creds nc;
+	struct fast_slots got;
+	tokens_setup(&f);
+	struct store *ctl = open_ok();
+	assert_int_equal(scram_creds_derive("alice-new", 1, &nc), 0);
+	assert_int_equal(store_user_put(ctl, "alice@x", &nc), 0);
+	assert_int_equal(store_user_del(ctl, "bob@x"), 0);
+	store_close(ctl);
+	assert_int_equal(store_fast_get(f.st, "alice@x", "ua1", &got), -ENOENT);
+	assert_revoked(f.st, "alice@x", "sa");
+	assert_revoked(f.st, "bob@x", "sb");
+	store_close(f.st);
+}
+
+/* A password change or deletion through this very store (not another
+ * process) revokes in the same step: no reload interval to wait for. */
+static void test_revoke_in_process(void **state)
+{
+	(void)state;
+	struct tokens_fixture f;
+	struct user_creds nc;
+	tokens_setup(&f);
+	assert_int_equal(scram_creds_derive("alice-new", 1, &nc), 0);
+	assert_int_equal(store_user_put(f.st, "alice@x", &nc), 0);
+	assert_revoked(f.st, "alice@x", "sa");
+	assert_alive(f.st, "bob@x", "ua1", &f.fb, "sb", f.isr_b);
+	/* The same password again is no change: nothing more to revoke. */
+	f.fa1.version = 0;
+	assert_int_equal(store_fast_cas(f.st, "alice@x", "ua1", &f.fa1), 0);
+	assert_int_equal(store_user_put(f.st, "alice@x", &nc), 0);
+	struct fast_slots fs;
+	assert_int_equal(store_fast_get(f.st, "alice@x", "ua1", &fs), 0);
+	assert_int_equal(store_user_del(f.st, "bob@x"), 0);
+	assert_revoked(f.st, "bob@x", "sb");
+	store_close(f.st);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -999,10 +1302,15 @@ int main(void)
 		cmocka_unit_test(test_take_ok),
 		cmocka_unit_test(test_destroy),
 		cmocka_unit_test(test_isr),
+		cmocka_unit_test(test_take_isr),
+		cmocka_unit_test(test_take_isr_race),
 		cmocka_unit_test(test_fast_table),
+		cmocka_unit_test(test_fast_cas),
 		cmocka_unit_test_setup_teardown(test_store_api, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_revoke_on_password_change, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_revoke_on_delete, setup_dir, teardown_dir),
+		cmocka_unit_test_setup_teardown(test_revoke_in_process, setup_dir, teardown_dir),
+		cmocka_unit_test_setup_teardown(test_revoke_seen_at_token_login, setup_dir, teardown_dir),
 	};
 	if (sodium_init() < 0)
 		return 1;

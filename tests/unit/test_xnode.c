@@ -123,11 +123,23 @@ struct rt {
 	int n;
 };
 
+static int copy_first; /* serialize a deep copy (xnode_copy) instead */
+
 static int rt_stanza(void *ud, struct xnode *el)
 {
 	struct rt *r = ud;
 	r->n++;
-	return xnode_serialize(el, XMLNS_CLIENT, &r->out);
+	if (!copy_first)
+		return xnode_serialize(el, XMLNS_CLIENT, &r->out);
+	struct xarena *a = xarena_new();
+	assert_non_null(a);
+	struct xnode *c = xnode_copy(a, el);
+	assert_non_null(c);
+	assert_null(c->parent);
+	assert_ptr_equal(c->arena, a);
+	int rc = xnode_serialize(c, XMLNS_CLIENT, &r->out);
+	xarena_free(a);
+	return rc;
 }
 
 static const struct xstream_ops rt_ops = { NULL, rt_stanza, NULL };
@@ -175,6 +187,29 @@ static void test_round_trip(void **state)
 	sbuf_free(&twice);
 }
 
+/* A deep copy serializes exactly like the original, and lives on in its
+ * own arena (the stream's is reset after each stanza). */
+static void test_copy(void **state)
+{
+	(void)state;
+	static const char *const cases[] = {
+		"<message xml:lang='de' to='x' id='1'><body>a &amp; b</body><x xmlns='urn:x' a='1'>t<y/>u</x></message>",
+		"<p:iq xmlns:p='jabber:client' xmlns:q='urn:q' q:attr='v&#9;w' type='get'><q:query/></p:iq>",
+		"<presence/>",
+	};
+	struct sbuf orig = SBUF_INIT, copy = SBUF_INIT;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		copy_first = 0;
+		parse_one(cases[i], &orig);
+		copy_first = 1;
+		parse_one(cases[i], &copy);
+		assert_string_equal(copy.data, orig.data);
+	}
+	copy_first = 0;
+	sbuf_free(&orig);
+	sbuf_free(&copy);
+}
+
 /* A deep hand-built tree: the serializer does not recurse. */
 static void test_deep_serialize(void **state)
 {
@@ -203,6 +238,7 @@ int main(void)
 		cmocka_unit_test(test_tree),
 		cmocka_unit_test(test_escaping),
 		cmocka_unit_test(test_round_trip),
+		cmocka_unit_test(test_copy),
 		cmocka_unit_test(test_deep_serialize),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -30,8 +30,9 @@
 // The credentials handler below replaces createOnAuthenticate's default only
 // to fetch the token on EVERY login: the default does
 // `credentials.token ??= await fast.fetch()` on one shared object, so after a
-// FAST login has rotated the token it would keep offering the old, used one
-// (an xmpp.js 0.14.0 client bug; tether refuses used tokens).
+// FAST login has rotated the token it would keep offering the old one (an
+// xmpp.js 0.14.0 client bug: tether keeps that token valid only until the
+// rotated one is used, as XEP-0484 asks, so the client would never move on).
 
 import net from "node:net";
 import process from "node:process";

@@ -69,6 +69,7 @@ struct xstream {
 	bool at_start;             /* nothing but whitespace since the stream (re)start */
 	bool over_budget;          /* expat asked for more than xml_cap() */
 	bool recycle;              /* stopped at a stanza end to rebuild the parser */
+	bool stanza_stop;          /* stopped by on_stanza (xstream_continue may go on) */
 	size_t xml_bytes;          /* what expat holds for this stream (see mm_*) */
 	const char *why;           /* what was wrong, when we (not expat) failed */
 
@@ -559,6 +560,7 @@ static void XMLCALL on_end(void *ud, const XML_Char *name)
 	xarena_reset(xs->arena);
 	if (rc) {
 		stop_here(xs);
+		xs->stanza_stop = true;
 	} else if (xs->xml_bytes > xml_recycle_at(xs) && !xs->halted) {
 		/* xstream_feed() rebuilds the parser and goes on from here. */
 		xs->stop_at = end;
@@ -785,7 +787,7 @@ static void clear_state(struct xstream *xs)
 	xs->halted = xs->stopped = xs->closed = xs->replaying = xs->dflt_ok = false;
 	xs->at_start = true;
 	xs->why = NULL;
-	xs->over_budget = xs->recycle = false;
+	xs->over_budget = xs->recycle = xs->stanza_stop = false;
 	xs->fed = xs->mark = xs->stop_at = xs->adj = 0;
 	xs->cur = xs->text = NULL;
 	xs->text_cap = 0;
@@ -832,6 +834,22 @@ int xstream_reset(struct xstream *xs)
 	if (!(xs->p = parser_new(xs)))
 		return -ENOMEM;
 	setup_parser(xs);
+	return 0;
+}
+
+int xstream_continue(struct xstream *xs)
+{
+	if (!xs->stopped || !xs->stanza_stop || xs->err != XSE_NONE || xs->level != 1 || !xs->p)
+		return -EINVAL;
+	/* expat was stopped for good; what it read past the element is the
+	 * caller's to feed again. A new parser picks up at the element's end
+	 * from the replayed header, as after a trim. */
+	parser_free(xs);
+	xs->halted = xs->stopped = xs->stanza_stop = false;
+	xs->fed = xs->mark = xs->stop_at;
+	xs->cur = xs->text = NULL;
+	if (xs->arena)
+		xarena_reset(xs->arena);
 	return 0;
 }
 

@@ -95,6 +95,14 @@ void xstream_set_limits(struct xstream *xs, const struct xstream_limits *limits)
  * success. Never call it from inside a callback. Returns 0 or -ENOMEM. */
 int xstream_reset(struct xstream *xs);
 
+/* After XFEED_STOPPED because a top-level element's callback asked to stop
+ * (not the header's, not </stream:stream>), lets the same stream go on:
+ * the caller feeds the input from *used on, now or later (e.g. once a store
+ * operation the element started has completed). The parser is rebuilt
+ * from the stream header on the next feed. Returns 0, or -EINVAL if the
+ * stream is not stopped there. Never call it from inside a callback. */
+int xstream_continue(struct xstream *xs);
+
 /* Releases parser memory while the stream sits idle between stanzas, if the
  * implementation can rebuild it on the next byte; a no-op otherwise. */
 void xstream_trim(struct xstream *xs);

@@ -1,4 +1,5 @@
 /* tests/unit/test_xstream.c - the XML stream layer: splits, limits, hostile XML, stop/reset. */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -676,6 +677,51 @@ static void test_tree_bounded(void **state)
 	sbuf_free(&in);
 }
 
+/* Stop after any stanza, go on later with the rest: the same stanzas come
+ * out as from one feed, at every split, however often the stream pauses. */
+static void test_stop_continue(void **state)
+{
+	(void)state;
+	static const char s[] = "<?xml version='1.0'?>" HDR "<a x='1'/><b><c>t</c></b>\n<d/> <e/></stream:stream>";
+	const size_t n = strlen(s);
+	for (size_t i = 0; i <= n; i++) {
+		struct rec r;
+		struct xstream *xs = new_xs(&r, 4096, 16);
+		size_t off = 0, end = i, pauses = 0;
+		while (off < n) {
+			r.stop_at_stanza = r.stanzas + 1; /* stop after every stanza */
+			size_t used = 0;
+			enum xfeed_rc rc = xstream_feed(xs, s + off, end - off, &used);
+			if (rc == XFEED_STOPPED && r.stanzas == r.stop_at_stanza) {
+				assert_int_equal(xstream_continue(xs), 0);
+				off += used;
+				pauses++;
+				continue;
+			}
+			assert_int_equal(rc, XFEED_OK);
+			off = end;
+			end = n;
+		}
+		assert_int_equal(r.opens, 1);
+		assert_int_equal(r.stanzas, 4);
+		assert_int_equal(r.closes, 1);
+		assert_int_equal(pauses, 4);
+		assert_string_equal(r.out.data, "<a x='1'/>\n<b><c>t</c></b>\n<d/>\n<e/>\n");
+		xstream_free(xs);
+		sbuf_free(&r.out);
+	}
+	/* Not stopped, or stopped by the header: refused. */
+	struct rec r;
+	struct xstream *xs = new_xs(&r, 4096, 16);
+	assert_int_equal(xstream_continue(xs), -EINVAL);
+	r.stop_open = 1;
+	size_t used;
+	assert_int_equal(xstream_feed(xs, HDR, strlen(HDR), &used), XFEED_STOPPED);
+	assert_int_equal(xstream_continue(xs), -EINVAL);
+	xstream_free(xs);
+	sbuf_free(&r.out);
+}
+
 static void test_stop_open_close(void **state)
 {
 	(void)state;
@@ -743,6 +789,7 @@ int main(void)
 		cmocka_unit_test(test_stop_then_garbage),
 		cmocka_unit_test(test_stop_restart),
 		cmocka_unit_test(test_stop_open_close),
+		cmocka_unit_test(test_stop_continue),
 		cmocka_unit_test(test_restart_leading_space),
 		cmocka_unit_test(test_error_text),
 		cmocka_unit_test(test_name_pool_bounded),

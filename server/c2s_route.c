@@ -6,9 +6,7 @@
 
 #include "tether/deliver.h"
 #include "tether/im.h"
-#include "tether/router.h"
 #include "tether/store.h"
-#include "tether/worker.h"
 #include "tether/xstream.h"
 
 static enum rmsg_kind kind_of(const struct xnode *el)
@@ -84,7 +82,11 @@ static void route_message_bare(struct c2s *s, struct xnode *el, const char *bare
 		return;
 	}
 	struct rmsg *m = make_rmsg(s, el, to);
-	if (m && deliver_message_bare(s->w, bare, m))
+	int congested = 0;
+	size_t got = m ? deliver_message_bare(s->w, bare, m, &congested) : 0;
+	if (congested)
+		s->flags |= C2S_F_BACKOFF;
+	if (got)
 		return;
 	if (!type || strcmp(type, "headline"))
 		bounce(s, el, to, STE_SERVICE_UNAVAILABLE); /* no offline storage yet */
@@ -110,8 +112,11 @@ static void broadcast_presence(struct c2s *s, struct xnode *el)
 	s->sm.priority = s->priority;
 	router_set_presence(s->srv->router, s->bare, s->resource, avail, s->priority);
 	struct rmsg *m = make_rmsg(s, el, NULL);
+	int congested = 0;
 	if (m)
-		deliver_presence(s->w, s->bare, m, 0);
+		deliver_presence(s->w, s->bare, m, 0, &congested);
+	if (congested)
+		s->flags |= C2S_F_BACKOFF;
 }
 
 static void route_to_server(struct c2s *s, struct xnode *el)
@@ -131,8 +136,10 @@ static void route_full(struct c2s *s, struct xnode *el, const char *bare, const 
 	struct route_target t; /* on the stack: this is the per-stanza path */
 	if (router_get_full(s->srv->router, bare, resource, &t) == 0) {
 		struct rmsg *m = make_rmsg(s, el, to);
+		if (m && t.congested)
+			s->flags |= C2S_F_BACKOFF;
 		if (m)
-			worker_deliver(s->w, &t, m);
+			bus_deliver(s->w, &t.addr, m);
 	} else if (kind == RMSG_MESSAGE) {
 		route_message_bare(s, el, bare, to);
 	} else if (kind == RMSG_IQ) {
@@ -159,8 +166,11 @@ static void route_bare(struct c2s *s, struct xnode *el, const char *bare, const 
 	} else {
 		/* Directed presence to an account: its available resources. */
 		struct rmsg *m = make_rmsg(s, el, to);
+		int congested = 0;
 		if (m)
-			deliver_presence(s->w, bare, m, 1);
+			deliver_presence(s->w, bare, m, 1, &congested);
+		if (congested)
+			s->flags |= C2S_F_BACKOFF;
 	}
 }
 
@@ -171,10 +181,10 @@ static void route(struct c2s *s, struct xnode *el);
  * window closes instead of the receiver's queue overflowing). */
 void c2s_route_stanza(struct c2s *s, struct xnode *el)
 {
-	s->w->congested_hit = 0;
+	s->flags &= ~C2S_F_BACKOFF;
 	route(s, el);
-	if (s->w->congested_hit) {
-		s->w->congested_hit = 0;
+	if (s->flags & C2S_F_BACKOFF) {
+		s->flags &= ~C2S_F_BACKOFF;
 		s->tp->pause_read(s->io, C2S_PAUSE_MS);
 	}
 }

@@ -836,7 +836,7 @@ static void h_stale(struct worker *w, const struct bus_addr *to, struct rmsg *m)
 	deliver_stale(w, w->srv->cfg.domain, to, m);
 }
 
-static const struct worker_handlers handlers = {
+static const struct worker_handlers entry_points = {
 	.open = h_open, .feed = h_feed, .lost = h_lost, .held = h_held,
 	.before_flush = h_before_flush, .timeout = h_timeout, .free = h_free,
 	.deliver = h_deliver, .kick = h_kick, .moved = h_moved, .stale = h_stale,
@@ -845,5 +845,5 @@ static const struct worker_handlers handlers = {
 
 void c2s_register(struct server *srv)
 {
-	srv->handlers = &handlers;
+	srv->handlers = &entry_points;
 }

@@ -25,7 +25,7 @@
 static void tp_send(void *io, const char *data, size_t len) { conn_send(io, data, len); }
 static void tp_close(void *io) { conn_close(io); }
 
-static const struct worker_handlers *handlers(const struct conn *c)
+static const struct worker_handlers *handlers_of(const struct conn *c)
 {
 	return c->w->srv->handlers;
 }
@@ -35,14 +35,14 @@ static const struct worker_handlers *handlers(const struct conn *c)
 static void on_timer0(struct timer *t)
 {
 	struct conn *c = (struct conn *)((char *)t - offsetof(struct conn, timer[0]));
-	handlers(c)->timeout(c->proto, 0);
+	handlers_of(c)->timeout(c->proto, 0);
 	conn_maybe_free(c);
 }
 
 static void on_timer1(struct timer *t)
 {
 	struct conn *c = (struct conn *)((char *)t - offsetof(struct conn, timer[1]));
-	handlers(c)->timeout(c->proto, 1);
+	handlers_of(c)->timeout(c->proto, 1);
 }
 
 static void tp_set_timer(void *io, int which, unsigned ms)
@@ -168,7 +168,7 @@ static void tell_lost(struct conn *c)
 {
 	if (!(c->flags & CONN_F_LOST)) {
 		c->flags |= CONN_F_LOST;
-		handlers(c)->lost(c->proto);
+		handlers_of(c)->lost(c->proto);
 	}
 }
 
@@ -184,7 +184,7 @@ static int feed_plain(void *ud, const char *data, size_t len)
 	struct conn *c = ud;
 	if (c->flags & (CONN_F_CLOSING | CONN_F_SHUT | CONN_F_LOST))
 		return 1; /* stop: nothing more is read from a closing stream */
-	switch (handlers(c)->feed(c->proto, data, len)) {
+	switch (handlers_of(c)->feed(c->proto, data, len)) {
 	case TP_FEED_OK:
 		return 0;
 	case TP_FEED_STARTTLS:
@@ -302,7 +302,7 @@ void conn_flush(struct conn *c)
 {
 	if (c->flags & CONN_F_SHUT)
 		return;
-	handlers(c)->before_flush(c->proto);
+	handlers_of(c)->before_flush(c->proto);
 	if (c->ptx.len && c->ssl) {
 		if (tls_write(c->ssl, c->ptx.data, c->ptx.len)) {
 			lost(c);
@@ -396,11 +396,11 @@ int conn_maybe_free(struct conn *c)
 		sbuf_free(&c->wq);
 		sbuf_free(&c->sending);
 	}
-	if (handlers(c)->held(c->proto))
+	if (handlers_of(c)->held(c->proto))
 		return 0;
 	for (int i = 0; i < TRANSPORT_TIMERS; i++)
 		timer_cancel(&c->timer[i]);
-	handlers(c)->free(c->proto);
+	handlers_of(c)->free(c->proto);
 	w->conns[c->slot] = NULL;
 	w->gens[c->slot] = (w->gens[c->slot] + 1) & 0xffffff;
 	w->free_slots[w->nfree++] = c->slot;

@@ -4,6 +4,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <liburing.h>
@@ -16,7 +17,6 @@ struct bus_addr;
 struct bus_item;
 struct conn;
 struct rmsg;
-struct transport;
 
 /* user_data layout: | op:8 | gen:24 | slot:32 | (slot/gen only for conn ops) */
 enum ring_op {

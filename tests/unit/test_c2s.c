@@ -196,6 +196,7 @@ struct fconn {
 	struct sbuf out;          /* everything sent */
 	int closed;               /* close asked for */
 	int paused;               /* pause_read calls */
+	int trimmed;              /* trim_memory calls */
 	unsigned timer[C2S_TIMER_COUNT];
 };
 
@@ -224,7 +225,7 @@ static size_t t_cb_unique(void *io, uint8_t *out, size_t outlen)
 
 static int t_is_tls(void *io) { return ((struct fconn *)io)->tls; }
 static void t_pause_read(void *io, unsigned ms) { (void)ms; ((struct fconn *)io)->paused++; }
-static void t_trim_memory(void *io) { (void)io; }
+static void t_trim_memory(void *io) { ((struct fconn *)io)->trimmed++; }
 static const char *t_peer(void *io) { (void)io; return "test"; }
 
 static const struct transport fake_tp = {
@@ -455,6 +456,50 @@ static void test_bind_conflict_kicks(void **state)
 	assert_int_equal(router_get_full(srv.router, "alice@localhost", "same", &t), -ENOENT);
 }
 
+/* Flow control without a side channel: a stanza routed to a session the
+ * router marks congested makes the sending stream pause its reading
+ * (tp->pause_read), once per stanza; an uncongested one does not. */
+static void test_congested_target_pauses_sender(void **state)
+{
+	(void)state;
+	struct fconn *a = bound_stream(1, "a");
+	struct fconn *b = bound_stream(2, "b");
+	router_set_congested(srv.router, "alice@localhost", "b", &b->self, 1);
+	feed(a, "<message to='alice@localhost/b'><body>1</body></message>", TP_FEED_OK);
+	assert_int_equal(a->paused, 1);
+	assert_int_equal(bus_n, 1);
+	/* Broadcast presence reaches b (congested) and a itself. */
+	feed(a, "<presence/>", TP_FEED_OK);
+	assert_int_equal(a->paused, 2);
+	assert_int_equal(bus_n, 3);
+	router_set_congested(srv.router, "alice@localhost", "b", &b->self, 0);
+	feed(a, "<message to='alice@localhost/b'><body>2</body></message>", TP_FEED_OK);
+	assert_int_equal(a->paused, 2);
+	assert_int_equal(bus_n, 4);
+	assert_int_equal(b->paused, 0);
+	close_stream(a);
+	close_stream(b);
+}
+
+/* An established stream silent for C2S_TRIM_MS drops its parser and tells
+ * the transport it freed memory (tp->trim_memory), then waits out the
+ * rest of the idle timeout. */
+static void test_idle_trim(void **state)
+{
+	(void)state;
+	struct fconn *a = bound_stream(1, "a");
+	feed(a, "<presence/>", TP_FEED_OK);
+	assert_int_equal(a->timer[C2S_TIMER_MAIN], 250u); /* C2S_TRIM_MS */
+	c2s_on_timeout(a->s, C2S_TIMER_MAIN);
+	assert_int_equal(a->trimmed, 1);
+	assert_false(a->closed);
+	/* The next stanza rebuilds the parser and is routed as usual. */
+	size_t before = bus_n;
+	feed(a, "<message to='alice@localhost/a'><body>x</body></message>", TP_FEED_OK);
+	assert_int_equal(bus_n, before + 1);
+	close_stream(a);
+}
+
 int main(void)
 {
 	if (sodium_init() < 0)
@@ -469,6 +514,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_plain_failure, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stanza_to_bus_from_stamped, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bind_conflict_kicks, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_congested_target_pauses_sender, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_idle_trim, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

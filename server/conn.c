@@ -2,10 +2,10 @@
  *
  * Data path: a multishot recv CQE lends us a provided buffer; its bytes go
  * through TLS (when up) into the protocol's feed handler (worker.h) and the
- * buffer is returned before
- * the handler ends, so an idle connection holds no read buffer. Output is
- * queued as plaintext (ptx), encrypted in one go per loop turn into the
- * write chain (wq), and sent with at most one send in flight. */
+ * buffer is returned before the handler ends, so an idle connection holds
+ * no read buffer. Output is queued as plaintext (ptx), encrypted in one go
+ * per loop turn into the write chain (wq), and sent with at most one send
+ * in flight. */
 #include "tether/conn.h"
 
 #include <errno.h>

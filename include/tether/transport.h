@@ -22,7 +22,9 @@ struct transport {
 	/* Send what is queued, then close. */
 	void (*close)(void *io);
 	/* Arm timer <which> (< TRANSPORT_TIMERS) for <ms> (0 cancels); expiry
-	 * calls the timeout handler. Works on a detached session too. */
+	 * calls the timeout handler. Works on a detached session too. After timer
+	 * 0 (the one that can end a session) the transport checks whether the
+	 * connection can be freed. */
 	void (*set_timer)(void *io, int which, unsigned ms);
 	/* The session no longer needs its slot (it was detached and has now
 	 * ended or moved): the transport frees everything, later. */

@@ -485,17 +485,10 @@ static void reply_iq_error(struct c2s *s, struct xnode *iq, enum stanza_err e)
 
 int c2s_bind_resource(struct c2s *s, const char *res, int kick_old)
 {
-	struct route_target *t = calloc(2, sizeof(*t));
-	if (!t)
-		return STE_INTERNAL_SERVER_ERROR;
-	t[0].worker = (uint16_t)s->w->idx;
-	t[0].slot = s->slot;
-	t[0].gen = s->gen;
-	snprintf(t[0].resource, sizeof(t[0].resource), "%s", res);
-	int rc = router_bind(s->srv->router, s->bare, &t[0], &t[1]);
+	struct bus_addr old;
+	int rc = router_bind(s->srv->router, s->bare, res, &s->self, &old);
 	if (rc == 1 && kick_old) /* the same full JID was bound: the new session wins */
-		worker_kick(s->w, &t[1], SE_CONFLICT);
-	free(t);
+		bus_kick(s->w, &old, SE_CONFLICT);
 	if (rc < 0)
 		return STE_RESOURCE_CONSTRAINT;
 	free(s->resource);
@@ -503,7 +496,7 @@ int c2s_bind_resource(struct c2s *s, const char *res, int kick_old)
 	s->resource = strdup(res);
 	if (!s->resource || asprintf(&s->full, "%s/%s", s->bare, res) < 0) {
 		s->full = NULL;
-		router_unbind(s->srv->router, s->bare, res, (uint16_t)s->w->idx, s->slot, s->gen);
+		router_unbind(s->srv->router, s->bare, res, &s->self);
 		return STE_INTERNAL_SERVER_ERROR;
 	}
 	s->flags |= C2S_F_BOUND;
@@ -545,7 +538,7 @@ static int do_bind(struct c2s *s, struct xnode *iq, struct xnode *bind)
 	c2s_send_out(s);
 	s->tp->set_timer(s->io, C2S_TIMER_MAIN, s->srv->cfg.idle_timeout * 1000u);
 	c2s_set_state(s, C2S_ACTIVE);
-	log_info("session bound jid=%s worker=%u peer=%s", s->full, s->w->idx, s->tp->peer(s->io));
+	log_info("session bound jid=%s worker=%u peer=%s", s->full, s->self.worker, s->tp->peer(s->io));
 	return 0;
 }
 
@@ -756,8 +749,8 @@ void c2s_set_authed(struct c2s *s, int authed)
 	xstream_set_limits(s->xs, &lim);
 }
 
-struct c2s *c2s_new(struct server *srv, struct worker *w, const struct c2s_transport *tp,
-		    void *io, uint32_t slot, uint32_t gen, int tls)
+struct c2s *c2s_new(struct server *srv, struct worker *w, const struct transport *tp,
+		    void *io, const struct bus_addr *self, int tls)
 {
 	struct c2s *s = calloc(1, sizeof(*s));
 	if (!s)
@@ -766,8 +759,7 @@ struct c2s *c2s_new(struct server *srv, struct worker *w, const struct c2s_trans
 	s->w = w;
 	s->tp = tp;
 	s->io = io;
-	s->slot = slot;
-	s->gen = gen;
+	s->self = *self;
 	if (tls)
 		s->flags |= C2S_F_TLS;
 	s->parked_tail = &s->parked;
@@ -799,7 +791,7 @@ static int stanza_overdue(struct c2s *s, uint32_t *left)
 	return 1;
 }
 
-enum c2s_rc c2s_feed(struct c2s *s, const char *data, size_t len)
+enum tp_feed c2s_feed(struct c2s *s, const char *data, size_t len)
 {
 	while (len && s->state != C2S_CLOSING) {
 		size_t used = len;
@@ -825,19 +817,19 @@ enum c2s_rc c2s_feed(struct c2s *s, const char *data, size_t len)
 				metrics_inc(M_LIMIT_STANZA_SIZE);
 			}
 			c2s_stream_fail(s, map[e], text);
-			return C2S_CLOSED;
+			return TP_FEED_CLOSED;
 		}
 		/* XFEED_STOPPED: a restart, STARTTLS or the end of the stream. */
 		if (s->flags & C2S_F_STARTTLS) {
 			s->flags &= ~C2S_F_STARTTLS;
 			if (xstream_reset(s->xs))
-				return c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL), C2S_CLOSED;
-			return C2S_STARTTLS;
+				return c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL), TP_FEED_CLOSED;
+			return TP_FEED_STARTTLS;
 		}
 		if (s->flags & C2S_F_RESTART) {
 			s->flags &= ~C2S_F_RESTART;
 			if (xstream_reset(s->xs))
-				return c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL), C2S_CLOSED;
+				return c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL), TP_FEED_CLOSED;
 			data += used;
 			len -= used;
 			continue;
@@ -845,7 +837,7 @@ enum c2s_rc c2s_feed(struct c2s *s, const char *data, size_t len)
 		break;
 	}
 	if (s->state == C2S_CLOSING)
-		return C2S_CLOSED;
+		return TP_FEED_CLOSED;
 	/* Between stanzas an established stream keeps no parser: expat and
 	 * its buffers are rebuilt on the next byte (xstream.c). */
 	if (s->state == C2S_ACTIVE) {
@@ -859,8 +851,8 @@ enum c2s_rc c2s_feed(struct c2s *s, const char *data, size_t len)
 	else if (!s->stanza_since)
 		s->stanza_since = ((uint32_t)timer_now_ms() - 1) | 1; /* never 0, never ahead of now */
 	else if (stanza_overdue(s, NULL))
-		return C2S_CLOSED;
-	return C2S_OK;
+		return TP_FEED_CLOSED;
+	return TP_FEED_OK;
 }
 
 void c2s_end_presence(struct c2s *s)
@@ -868,7 +860,7 @@ void c2s_end_presence(struct c2s *s)
 	if (!(s->flags & C2S_F_BOUND))
 		return;
 	s->flags &= ~C2S_F_BOUND;
-	router_unbind(s->srv->router, s->bare, s->resource, (uint16_t)s->w->idx, s->slot, s->gen);
+	router_unbind(s->srv->router, s->bare, s->resource, &s->self);
 	if (s->flags & C2S_F_AVAILABLE) {
 		/* Tell the other resources this one is gone. */
 		s->flags &= ~C2S_F_AVAILABLE;
@@ -880,7 +872,7 @@ void c2s_end_presence(struct c2s *s)
 					  NULL, "unavailable");
 		sbuf_reset(&s->out);
 		if (m)
-			deliver_presence(s->w, s->bare, m, 0);
+			deliver_presence(s->w, s->bare, m, 0, NULL);
 	}
 	log_info("session ended jid=%s", s->full);
 }
@@ -948,7 +940,7 @@ void c2s_on_timeout(struct c2s *s, int which)
 		xstream_trim(s->xs);
 		sbuf_free(&s->out);
 		s->flags |= C2S_F_TRIMMED;
-		s->w->trim_pending = 1;
+		s->tp->trim_memory(s->io);
 		if (idle_ms)
 			s->tp->set_timer(s->io, C2S_TIMER_MAIN,
 					 idle_ms > C2S_TRIM_MS ? idle_ms - C2S_TRIM_MS : 1);
@@ -971,8 +963,7 @@ void c2s_deliver(struct c2s *s, struct rmsg *m)
 		return;
 	}
 	/* The session is over: find the recipient again or bounce. */
-	struct route_target t = { .worker = (uint16_t)s->w->idx, .slot = s->slot, .gen = s->gen };
-	deliver_stale(s->w, s->srv->cfg.domain, &t, m);
+	deliver_stale(s->w, s->srv->cfg.domain, &s->self, m);
 }
 
 void c2s_kick(struct c2s *s, enum stream_err cond)
@@ -1019,4 +1010,40 @@ void c2s_free(struct c2s *s)
 	free(s->resource);
 	sbuf_free(&s->out);
 	free(s);
+}
+
+/* ---- the worker's entry points ------------------------------------------ */
+
+static void *h_open(struct worker *w, const struct transport *tp, void *io,
+		    const struct bus_addr *self, int tls)
+{
+	return c2s_new(w->srv, w, tp, io, self, tls);
+}
+
+static enum tp_feed h_feed(void *p, const char *data, size_t len) { return c2s_feed(p, data, len); }
+static void h_lost(void *p) { c2s_on_lost(p); }
+static int h_held(const void *p) { return c2s_is_held(p); }
+static void h_before_flush(void *p) { c2s_before_flush(p); }
+static void h_timeout(void *p, int which) { c2s_on_timeout(p, which); }
+static void h_free(void *p) { c2s_free(p); }
+static void h_deliver(void *p, struct rmsg *m) { c2s_deliver(p, m); }
+static void h_kick(void *p, int cond) { c2s_kick(p, (enum stream_err)cond); }
+static void h_moved(void *p) { c2s_moved(p); }
+static void h_shutdown(void *p) { c2s_kick(p, SE_SYSTEM_SHUTDOWN); }
+
+static void h_stale(struct worker *w, const struct bus_addr *to, struct rmsg *m)
+{
+	deliver_stale(w, w->srv->cfg.domain, to, m);
+}
+
+static const struct worker_handlers entry_points = {
+	.open = h_open, .feed = h_feed, .lost = h_lost, .held = h_held,
+	.before_flush = h_before_flush, .timeout = h_timeout, .free = h_free,
+	.deliver = h_deliver, .kick = h_kick, .moved = h_moved, .stale = h_stale,
+	.shutdown = h_shutdown,
+};
+
+void c2s_register(struct server *srv)
+{
+	srv->handlers = &entry_points;
 }

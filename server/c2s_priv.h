@@ -4,11 +4,14 @@
 
 #include <stdint.h>
 
+#include "tether/bus.h"
 #include "tether/c2s.h"
 #include "tether/jid.h"
 #include "tether/rmsg.h"
+#include "tether/router.h"
 #include "tether/sasl.h"
 #include "tether/sbuf.h"
+#include "tether/server.h"
 #include "tether/store_sm.h"
 #include "tether/xnode.h"
 
@@ -54,6 +57,7 @@ enum c2s_state {
 #define C2S_F_TRIMMED     0x10000u /* parser and scratch freed until the next byte */
 #define C2S_F_CLOSE_WAIT  0x20000u /* </stream:stream> came while parked: close once unparked */
 #define C2S_PARKED_MAX    4096    /* elements that may wait for one store operation */
+#define C2S_F_BACKOFF     0x40000u /* a stanza being routed reached a congested session */
 
 /* How a stream ending affects its session. */
 enum c2s_end {
@@ -65,9 +69,9 @@ enum c2s_end {
 struct c2s {
 	struct server *srv;
 	struct worker *w;
-	const struct c2s_transport *tp;
+	const struct transport *tp;
 	void *io;
-	uint32_t slot, gen;
+	struct bus_addr self;         /* this stream's session, for the router and the bus */
 	enum c2s_state state;
 	unsigned flags;
 	enum c2s_end end_mode;
@@ -194,5 +198,12 @@ void c2s_sm_expired(struct c2s *s);
 void c2s_sm_moved(struct c2s *s);
 /* Clears the congestion mark (session detached, ended or moved). */
 void c2s_sm_uncongest(struct c2s *s);
+
+/* Transitional: c2s_sasl2.c still builds a route_target by hand to kick a
+ * session; it moves to bus_kick() with its owner's next change. */
+static inline void worker_kick(struct worker *w, const struct route_target *t, int cond)
+{
+	bus_kick(w, &t->addr, cond);
+}
 
 #endif /* TETHER_C2S_PRIV_H */

@@ -9,7 +9,6 @@
 #include "tether/metrics.h"
 #include "tether/router.h"
 #include "tether/store.h"
-#include "tether/worker.h"
 #include "tether/xstream.h"
 
 static enum rmsg_kind kind_of(const struct xnode *el)
@@ -85,7 +84,11 @@ static void route_message_bare(struct c2s *s, struct xnode *el, const char *bare
 		return;
 	}
 	struct rmsg *m = make_rmsg(s, el, to);
-	if (m && deliver_message_bare(s->w, bare, m))
+	int congested = 0;
+	size_t got = m ? deliver_message_bare(s->w, bare, m, &congested) : 0;
+	if (congested)
+		s->flags |= C2S_F_BACKOFF;
+	if (got)
 		return;
 	if (!type || strcmp(type, "headline"))
 		bounce(s, el, to, STE_SERVICE_UNAVAILABLE); /* no offline storage yet */
@@ -111,8 +114,11 @@ static void broadcast_presence(struct c2s *s, struct xnode *el)
 	s->sm.priority = s->priority;
 	router_set_presence(s->srv->router, s->bare, s->resource, avail, s->priority);
 	struct rmsg *m = make_rmsg(s, el, NULL);
+	int congested = 0;
 	if (m)
-		deliver_presence(s->w, s->bare, m, 0);
+		deliver_presence(s->w, s->bare, m, 0, &congested);
+	if (congested)
+		s->flags |= C2S_F_BACKOFF;
 }
 
 static void route_to_server(struct c2s *s, struct xnode *el)
@@ -142,8 +148,10 @@ static void route_full(struct c2s *s, struct xnode *el, const char *bare, const 
 	struct route_target t; /* on the stack: this is the per-stanza path */
 	if (router_get_full(s->srv->router, bare, resource, &t) == 0) {
 		struct rmsg *m = make_rmsg(s, el, to);
+		if (m && t.congested)
+			s->flags |= C2S_F_BACKOFF;
 		if (m)
-			worker_deliver(s->w, &t, m);
+			bus_deliver(s->w, &t.addr, m);
 	} else if (kind == RMSG_MESSAGE) {
 		route_message_bare(s, el, bare, to);
 	} else if (kind == RMSG_IQ) {
@@ -190,11 +198,11 @@ static void on_account(void *ud, int err, const struct user_creds *creds)
 	struct c2s *s = x->s;
 	(void)creds;
 	c2s_op_done(s);
-	s->w->congested_hit = 0;
+	s->flags &= ~C2S_F_BACKOFF;
 	route_to_account(s, x->el, x->bare, x->to, err == 0);
 	account_wait_free(x);
-	if (s->w->congested_hit) {
-		s->w->congested_hit = 0;
+	if (s->flags & C2S_F_BACKOFF) {
+		s->flags &= ~C2S_F_BACKOFF;
 		s->tp->pause_read(s->io, C2S_PAUSE_MS);
 	}
 	c2s_unpark(s);
@@ -204,7 +212,8 @@ static void on_account(void *ud, int err, const struct user_creds *creds)
  * until the answer. Without a handle (tests, fuzzing), at once. */
 static void lookup_account(struct c2s *s, struct xnode *el, const char *bare, const char *to)
 {
-	if (!s->w->sh) {
+	struct store_handle *sh = s->tp->store ? s->tp->store(s->io) : NULL;
+	if (!sh) {
 		route_to_account(s, el, bare, to, account_exists(s, bare));
 		return;
 	}
@@ -216,7 +225,7 @@ static void lookup_account(struct c2s *s, struct xnode *el, const char *bare, co
 		x->to = xarena_strndup(x->a, to, strlen(to));
 	}
 	struct store_op *op = x && x->el && x->bare && x->to ?
-			      store_user_get_async(s->w->sh, bare, on_account, x) : NULL;
+			      store_user_get_async(sh, bare, on_account, x) : NULL;
 	if (!op) {
 		if (x)
 			account_wait_free(x);
@@ -234,8 +243,11 @@ static void route_bare(struct c2s *s, struct xnode *el, const char *bare, const 
 	} else {
 		/* Directed presence to an account: its available resources. */
 		struct rmsg *m = make_rmsg(s, el, to);
+		int congested = 0;
 		if (m)
-			deliver_presence(s->w, bare, m, 1);
+			deliver_presence(s->w, bare, m, 1, &congested);
+		if (congested)
+			s->flags |= C2S_F_BACKOFF;
 	}
 }
 
@@ -250,10 +262,10 @@ void c2s_route_stanza(struct c2s *s, struct xnode *el)
 		[RMSG_MESSAGE] = M_IN_MESSAGE, [RMSG_PRESENCE] = M_IN_PRESENCE, [RMSG_IQ] = M_IN_IQ,
 	};
 	metrics_inc(in_kind[kind_of(el)]);
-	s->w->congested_hit = 0;
+	s->flags &= ~C2S_F_BACKOFF;
 	route(s, el);
-	if (s->w->congested_hit) {
-		s->w->congested_hit = 0;
+	if (s->flags & C2S_F_BACKOFF) {
+		s->flags &= ~C2S_F_BACKOFF;
 		s->tp->pause_read(s->io, C2S_PAUSE_MS);
 	}
 }

@@ -18,20 +18,13 @@
 #include "tether/deliver.h"
 #include "tether/ht.h"
 #include "tether/log.h"
-#include "tether/router.h"
 #include "tether/store.h"
 #include "tether/timer.h"
 #include "tether/token.h"
-#include "tether/worker.h"
 
 static int attached(const struct c2s *s)
 {
 	return s->state == C2S_ACTIVE && !(s->flags & (C2S_F_DETACHED | C2S_F_GONE));
-}
-
-static struct sm_owner me(const struct c2s *s)
-{
-	return (struct sm_owner){ .worker = (uint16_t)s->w->idx, .slot = s->slot, .gen = s->gen };
 }
 
 /* ---- enable ------------------------------------------------------------ */
@@ -94,7 +87,7 @@ int c2s_sm_enable(struct c2s *s, struct xnode *el, struct sbuf *out)
 	int resume = sm_parse_bool(xnode_attr(el, "resume")) == 1 && cfg->sm_max_resume > 0;
 	memset(&s->sm, 0, sizeof(s->sm));
 	sm_new_id(s->sm.id);
-	s->sm.owner = me(s);
+	s->sm.owner = s->self;
 	s->sm.epoch = 1;
 	s->sm.max = resume ? sm_grant_max(xnode_attr(el, "max"), cfg->sm_max_resume) : 0;
 	s->sm.attached = 1;
@@ -186,8 +179,7 @@ static void after_count_change(struct c2s *s, int grew)
 	 * bound and stop backing off below 1/2 (see c2s_route_stanza). */
 	if (!(s->flags & C2S_F_CONGESTED) && unacked >= cfg->sm_max_queue / 4 * 3) {
 		s->flags |= C2S_F_CONGESTED;
-		router_set_congested(s->srv->router, s->bare, s->resource, (uint16_t)s->w->idx,
-				     s->slot, s->gen, 1);
+		router_set_congested(s->srv->router, s->bare, s->resource, &s->self, 1);
 	} else if ((s->flags & C2S_F_CONGESTED) && unacked <= cfg->sm_max_queue / 2) {
 		c2s_sm_uncongest(s);
 	}
@@ -252,17 +244,15 @@ int c2s_sm_count_in(struct c2s *s)
 void c2s_sm_emit(struct c2s *s, struct rmsg *m)
 {
 	if (s->flags & C2S_F_GONE) {
-		struct route_target t = { .worker = (uint16_t)s->w->idx, .slot = s->slot, .gen = s->gen };
-		deliver_stale(s->w, s->srv->cfg.domain, &t, m);
+		deliver_stale(s->w, s->srv->cfg.domain, &s->self, m);
 		return;
 	}
 	struct sm_entry e = { .seq = s->sm.c.out + 1, .stamp_ms = sm_wall_ms(), .msg = m };
-	struct sm_owner moved;
+	struct bus_addr moved;
 	int rc = store_sm_append(s->srv->store, s->sm.id, s->sm.epoch, &e, &moved);
 	if (rc == -ESTALE) {
 		/* Resumed elsewhere an instant ago: the new owner queues it. */
-		struct route_target t = { .worker = moved.worker, .slot = moved.slot, .gen = moved.gen };
-		worker_deliver(s->w, &t, m);
+		bus_deliver(s->w, &moved, m);
 		return;
 	}
 	if (rc) {
@@ -292,8 +282,7 @@ void c2s_sm_uncongest(struct c2s *s)
 	if (!(s->flags & C2S_F_CONGESTED))
 		return;
 	s->flags &= ~C2S_F_CONGESTED;
-	router_set_congested(s->srv->router, s->bare, s->resource, (uint16_t)s->w->idx, s->slot,
-			     s->gen, 0);
+	router_set_congested(s->srv->router, s->bare, s->resource, &s->self, 0);
 }
 
 int c2s_sm_detach(struct c2s *s)
@@ -348,7 +337,7 @@ int c2s_sm_end(struct c2s *s)
 	if (store_sm_destroy(s->srv->store, s->sm.id, s->sm.epoch, on_drained, &d) == -ESTALE)
 		return -ESTALE; /* resumed elsewhere: not ours to end */
 	/* Unbind first, so re-routed messages go to the other resources. */
-	router_unbind(s->srv->router, s->bare, s->resource, (uint16_t)s->w->idx, s->slot, s->gen);
+	router_unbind(s->srv->router, s->bare, s->resource, &s->self);
 	for (size_t i = 0; i < d.n; i++)
 		deliver_orphan(s->w, s->srv->cfg.domain, d.q[i].msg, d.q[i].stamp_ms);
 	if (d.n)
@@ -459,16 +448,15 @@ void c2s_sm_retransmit(struct c2s *s, struct sm_resume *r)
 static int adopt(struct c2s *s, struct sm_resume *r, uint32_t h, struct sbuf *fail_out, int classic)
 {
 	struct take_ctx *t = r->t;
-	struct sm_owner to = me(s);
+	struct bus_addr to = s->self;
 	r->h = h;
 	s->sm = t->rec;
 	s->sm.owner = to;
 	s->sm.attached = 1;
 	s->flags |= C2S_F_SM;
 	/* The previous stream lets go: conflict if open, freed if detached. */
-	if (t->rec.owner.worker != to.worker || t->rec.owner.slot != to.slot ||
-	    t->rec.owner.gen != to.gen)
-		worker_moved(s->w, &t->rec.owner);
+	if (!bus_addr_eq(&t->rec.owner, &to))
+		bus_moved(s->w, &t->rec.owner);
 	if (c2s_bind_resource(s, t->resource, 0)) {
 		c2s_sm_drop(r);
 		c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
@@ -501,7 +489,7 @@ static int adopt(struct c2s *s, struct sm_resume *r, uint32_t h, struct sbuf *fa
 	s->sm.c.acked = h;
 	s->tp->set_timer(s->io, C2S_TIMER_MAIN, s->srv->cfg.idle_timeout * 1000u);
 	c2s_set_state(s, C2S_ACTIVE);
-	log_info("session resumed jid=%s worker=%u id=%s h=%u resent=%u", s->full, s->w->idx,
+	log_info("session resumed jid=%s worker=%u id=%s h=%u resent=%u", s->full, s->self.worker,
 		 s->sm.id, h, s->sm.c.out - h);
 	return 0;
 }
@@ -525,7 +513,7 @@ int c2s_sm_resume(struct c2s *s, const char *previd, uint32_t h, struct sm_resum
 		fail_el(fail_out, STE_INTERNAL_SERVER_ERROR);
 		return -1;
 	}
-	struct sm_owner to = me(s);
+	struct bus_addr to = s->self;
 	store_sm_take(s->srv->store, previd, s->bare, &to, timer_now_ms(), NULL, on_taken, t);
 	if (t->err) {
 		/* Unknown, expired or another account's: one answer for all. */
@@ -545,7 +533,7 @@ int c2s_sm_take_isr(struct c2s *s, const char *bare, const char *previd,
 	struct take_ctx *t = calloc(1, sizeof(*t));
 	if (!t)
 		return -ENOMEM;
-	struct sm_owner to = me(s);
+	struct bus_addr to = s->self;
 	store_sm_take(s->srv->store, previd, bare, &to, timer_now_ms(), proof, on_taken, t);
 	int err = t->err;
 	if (!err) {

@@ -1,10 +1,11 @@
 /* server/conn.c - one client connection: recv, TLS, write chain, close.
  *
  * Data path: a multishot recv CQE lends us a provided buffer; its bytes go
- * through TLS (when up) into c2s_feed() and the buffer is returned before
- * the handler ends, so an idle connection holds no read buffer. Output is
- * queued as plaintext (ptx), encrypted in one go per loop turn into the
- * write chain (wq), and sent with at most one send in flight. */
+ * through TLS (when up) into the protocol's feed handler (worker.h) and the
+ * buffer is returned before the handler ends, so an idle connection holds
+ * no read buffer. Output is queued as plaintext (ptx), encrypted in one go
+ * per loop turn into the write chain (wq), and sent with at most one send
+ * in flight. */
 #include "tether/conn.h"
 
 #include <errno.h>
@@ -15,7 +16,7 @@
 
 #include <liburing.h>
 
-#include "tether/c2s.h"
+#include "tether/bus.h"
 #include "tether/log.h"
 #include "tether/worker.h"
 
@@ -24,25 +25,31 @@
 static void tp_send(void *io, const char *data, size_t len) { conn_send(io, data, len); }
 static void tp_close(void *io) { conn_close(io); }
 
-static void on_timer_main(struct timer *t)
+static const struct worker_handlers *handlers_of(const struct conn *c)
 {
-	struct conn *c = (struct conn *)((char *)t - offsetof(struct conn, timer[C2S_TIMER_MAIN]));
-	c2s_on_timeout(c->c2s, C2S_TIMER_MAIN);
+	return c->w->srv->handlers;
+}
+
+/* Timer 0 may end the session (preauth, idle, expiry of a detached one):
+ * the connection may be freeable afterwards. */
+static void on_timer0(struct timer *t)
+{
+	struct conn *c = (struct conn *)((char *)t - offsetof(struct conn, timer[0]));
+	handlers_of(c)->timeout(c->proto, 0);
 	conn_maybe_free(c);
 }
 
-static void on_timer_ack(struct timer *t)
+static void on_timer1(struct timer *t)
 {
-	struct conn *c = (struct conn *)((char *)t - offsetof(struct conn, timer[C2S_TIMER_ACK]));
-	c2s_on_timeout(c->c2s, C2S_TIMER_ACK);
+	struct conn *c = (struct conn *)((char *)t - offsetof(struct conn, timer[1]));
+	handlers_of(c)->timeout(c->proto, 1);
 }
 
 static void tp_set_timer(void *io, int which, unsigned ms)
 {
 	struct conn *c = io;
 	if (ms)
-		timer_arm(&c->w->wheel, &c->timer[which], ms,
-			  which == C2S_TIMER_MAIN ? on_timer_main : on_timer_ack);
+		timer_arm(&c->w->wheel, &c->timer[which], ms, which == 0 ? on_timer0 : on_timer1);
 	else
 		timer_cancel(&c->timer[which]);
 }
@@ -99,6 +106,18 @@ static void tp_release(void *io)
 	worker_want_flush(c->w, c);
 }
 
+static void tp_trim_memory(void *io)
+{
+	struct conn *c = io;
+	worker_want_trim(c->w);
+}
+
+static struct store_handle *tp_store(void *io)
+{
+	struct conn *c = io;
+	return c->w->sh;
+}
+
 static size_t tp_cb_exporter(void *io, uint8_t out[32])
 {
 	struct conn *c = io;
@@ -122,11 +141,12 @@ static const char *tp_peer(void *io)
 	return ((struct conn *)io)->peer;
 }
 
-static const struct c2s_transport transport = {
+static const struct transport transport = {
 	.send = tp_send, .close = tp_close, .set_timer = tp_set_timer, .release = tp_release,
 	.cb_exporter = tp_cb_exporter, .cb_unique = tp_cb_unique,
 	.is_tls = tp_is_tls, .peer = tp_peer, .pause_read = tp_pause_read,
 	.park_read = tp_park_read,
+	.trim_memory = tp_trim_memory, .store = tp_store,
 };
 
 static int start_tls(struct conn *c)
@@ -147,8 +167,9 @@ struct conn *conn_new(struct worker *w, int fd, uint32_t slot, uint32_t gen, int
 	c->gen = gen;
 	if (direct_tls && start_tls(c))
 		goto fail;
-	c->c2s = c2s_new(w->srv, w, &transport, c, slot, gen, direct_tls);
-	if (!c->c2s)
+	struct bus_addr self = { .node = BUS_NODE_SELF, .worker = (uint16_t)w->idx, .slot = slot, .gen = gen };
+	c->proto = w->srv->handlers->open(w, &transport, c, &self, direct_tls);
+	if (!c->proto)
 		goto fail;
 	return c;
 fail:
@@ -170,12 +191,12 @@ void conn_arm_recv(struct conn *c)
 	c->inflight++;
 }
 
-/* The transport is gone: tell c2s once, then shut the socket. */
+/* The transport is gone: tell the protocol once, then shut the socket. */
 static void tell_lost(struct conn *c)
 {
 	if (!(c->flags & CONN_F_LOST)) {
 		c->flags |= CONN_F_LOST;
-		c2s_on_lost(c->c2s);
+		handlers_of(c)->lost(c->proto);
 	}
 }
 
@@ -191,17 +212,17 @@ static int feed_plain(void *ud, const char *data, size_t len)
 	struct conn *c = ud;
 	if (c->flags & (CONN_F_CLOSING | CONN_F_SHUT | CONN_F_LOST))
 		return 1; /* stop: nothing more is read from a closing stream */
-	switch (c2s_feed(c->c2s, data, len)) {
-	case C2S_OK:
+	switch (handlers_of(c)->feed(c->proto, data, len)) {
+	case TP_FEED_OK:
 		return 0;
-	case C2S_STARTTLS:
+	case TP_FEED_STARTTLS:
 		/* Bytes after <starttls/> are discarded (command injection). */
 		if (start_tls(c)) {
 			conn_abort(c);
 			return 1;
 		}
 		return 1;
-	case C2S_CLOSED:
+	case TP_FEED_CLOSED:
 		return 1;
 	}
 	return 1;
@@ -237,7 +258,7 @@ void conn_on_recv(struct conn *c, const struct io_uring_cqe *cqe)
 	if (cqe->res > 0 && (cqe->flags & IORING_CQE_F_BUFFER)) {
 		unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
 		uint8_t *buf = w->bufs + (size_t)bid * w->buf_size;
-		/* A closing connection reads and drops; SSL/c2s are done. */
+		/* A closing connection reads and drops; TLS and the protocol are done. */
 		if (!(c->flags & (CONN_F_SHUT | CONN_F_CLOSING | CONN_F_LOST)))
 			feed(c, buf, (size_t)cqe->res);
 		/* Give the buffer back before returning: we never keep it. */
@@ -309,7 +330,7 @@ void conn_flush(struct conn *c)
 {
 	if (c->flags & CONN_F_SHUT)
 		return;
-	c2s_before_flush(c->c2s);
+	handlers_of(c)->before_flush(c->proto);
 	if (c->ptx.len && c->ssl) {
 		if (tls_write(c->ssl, c->ptx.data, c->ptx.len)) {
 			lost(c);
@@ -403,11 +424,11 @@ int conn_maybe_free(struct conn *c)
 		sbuf_free(&c->wq);
 		sbuf_free(&c->sending);
 	}
-	if (c2s_is_held(c->c2s))
+	if (handlers_of(c)->held(c->proto))
 		return 0;
-	timer_cancel(&c->timer[C2S_TIMER_MAIN]);
-	timer_cancel(&c->timer[C2S_TIMER_ACK]);
-	c2s_free(c->c2s);
+	for (int i = 0; i < TRANSPORT_TIMERS; i++)
+		timer_cancel(&c->timer[i]);
+	handlers_of(c)->free(c->proto);
 	w->conns[c->slot] = NULL;
 	w->gens[c->slot] = (w->gens[c->slot] + 1) & 0xffffff;
 	w->free_slots[w->nfree++] = c->slot;

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tether/bus.h"
 #include "tether/im.h"
 #include "tether/jid.h"
 #include "tether/log.h"
@@ -16,47 +17,49 @@
 
 int deliver_full(struct worker *w, const char *bare, const char *resource, struct rmsg *m)
 {
-	struct route_target *t = malloc(sizeof(*t));
-	if (!t || router_get_full(w->srv->router, bare, resource, t)) {
-		free(t);
+	struct route_target t;
+	if (router_get_full(w->srv->router, bare, resource, &t)) {
 		rmsg_unref(m);
 		return -ENOENT;
 	}
-	worker_deliver(w, t, m);
-	free(t);
+	bus_deliver(w, &t.addr, m);
 	return 0;
 }
 
-size_t deliver_message_bare(struct worker *w, const char *bare, struct rmsg *m)
+/* Hands one reference of <m> to <t>; notes whether <t> is congested. */
+static void hand(struct worker *w, const struct route_target *t, struct rmsg *m, int *congested)
 {
-	/* Not zeroed: router_get_all fills the entries it returns. */
-	struct route_target *t = malloc(ROUTER_MAX_RESOURCES * sizeof(*t));
-	size_t pick[ROUTER_MAX_RESOURCES], k = 0;
-	if (t) {
-		size_t n = router_get_all(w->srv->router, bare, t, ROUTER_MAX_RESOURCES);
-		k = router_pick_for_message(t, n, pick, !strcmp(m->type, "headline"));
-		for (size_t i = 0; i < k; i++)
-			worker_deliver(w, &t[pick[i]], rmsg_ref(m));
-	}
-	free(t);
+	if (t->congested && congested)
+		*congested = 1;
+	bus_deliver(w, &t->addr, rmsg_ref(m));
+}
+
+size_t deliver_message_bare(struct worker *w, const char *bare, struct rmsg *m, int *congested)
+{
+	/* 1 KiB on the worker's stack, not a malloc per stanza; not zeroed:
+	 * router_get_all fills the entries it returns. */
+	struct route_target t[ROUTER_MAX_RESOURCES];
+	size_t pick[ROUTER_MAX_RESOURCES];
+	size_t n = router_get_all(w->srv->router, bare, t, ROUTER_MAX_RESOURCES);
+	size_t k = router_pick_for_message(t, n, pick, !strcmp(m->type, "headline"));
+	for (size_t i = 0; i < k; i++)
+		hand(w, &t[pick[i]], m, congested);
 	rmsg_unref(m);
 	return k;
 }
 
-size_t deliver_presence(struct worker *w, const char *bare, struct rmsg *m, int only_available)
+size_t deliver_presence(struct worker *w, const char *bare, struct rmsg *m, int only_available,
+			int *congested)
 {
-	struct route_target *t = malloc(ROUTER_MAX_RESOURCES * sizeof(*t));
+	struct route_target t[ROUTER_MAX_RESOURCES];
 	size_t k = 0;
-	if (t) {
-		size_t n = router_get_all(w->srv->router, bare, t, ROUTER_MAX_RESOURCES);
-		for (size_t i = 0; i < n; i++) {
-			if (only_available && !t[i].available)
-				continue;
-			worker_deliver(w, &t[i], rmsg_ref(m));
-			k++;
-		}
+	size_t n = router_get_all(w->srv->router, bare, t, ROUTER_MAX_RESOURCES);
+	for (size_t i = 0; i < n; i++) {
+		if (only_available && !t[i].available)
+			continue;
+		hand(w, &t[i], m, congested);
+		k++;
 	}
-	free(t);
 	rmsg_unref(m);
 	return k;
 }
@@ -111,7 +114,7 @@ void deliver_orphan(struct worker *w, const char *domain, struct rmsg *m, uint64
 		if (!sm_add_delay(m->data, m->len, domain, stamp_ms, &b))
 			d = rmsg_new(m->kind, b.data, b.len, m->from, m->to, m->id, m->type);
 		sbuf_free(&b);
-		if (!d || !deliver_message_bare(w, bare, d)) {
+		if (!d || !deliver_message_bare(w, bare, d, NULL)) {
 			log_debug("deliver: orphaned message from %s to %s bounced", m->from, m->to);
 			deliver_bounce(w, domain, m, STE_RECIPIENT_UNAVAILABLE);
 		}
@@ -123,21 +126,21 @@ out:
 	rmsg_unref(m);
 }
 
-void deliver_stale(struct worker *w, const char *domain, const struct route_target *stale,
+void deliver_stale(struct worker *w, const char *domain, const struct bus_addr *stale,
 		   struct rmsg *m)
 {
 	struct jid *j = malloc(sizeof(*j));
-	struct route_target *t = malloc(sizeof(*t));
+	struct route_target t;
 	char bare[2 * JID_PART_MAX + 2];
-	if (!j || !t || split(m->to, j, bare, sizeof(bare))) {
+	if (!j || split(m->to, j, bare, sizeof(bare))) {
 		rmsg_unref(m); /* presence broadcasts carry no 'to': nothing to redo */
 		goto out;
 	}
-	if (j->resource[0] && !router_get_full(w->srv->router, bare, j->resource, t) &&
-	    !(t->worker == stale->worker && t->slot == stale->slot && t->gen == stale->gen)) {
-		worker_deliver(w, t, m); /* the session moved (resumed elsewhere) */
+	if (j->resource[0] && !router_get_full(w->srv->router, bare, j->resource, &t) &&
+	    !bus_addr_eq(&t.addr, stale)) {
+		bus_deliver(w, &t.addr, m); /* the session moved (resumed elsewhere) */
 	} else if (m->kind == RMSG_MESSAGE && !j->resource[0]) {
-		if (!deliver_message_bare(w, bare, rmsg_ref(m)))
+		if (!deliver_message_bare(w, bare, rmsg_ref(m), NULL))
 			deliver_bounce(w, domain, m, STE_RECIPIENT_UNAVAILABLE);
 		rmsg_unref(m);
 	} else {
@@ -145,5 +148,4 @@ void deliver_stale(struct worker *w, const char *domain, const struct route_targ
 	}
 out:
 	free(j);
-	free(t);
 }

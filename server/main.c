@@ -12,6 +12,7 @@
 #include <sodium.h>
 
 #include "tether/admin.h"
+#include "tether/c2s.h"
 #include "tether/config.h"
 #include "tether/im.h"
 #include "tether/jid.h"
@@ -20,6 +21,7 @@
 #include "tether/notify.h"
 #include "tether/router.h"
 #include "tether/sasl.h"
+#include "tether/server.h"
 #include "tether/store.h"
 #include "tether/token.h"
 #include "tether/worker.h"
@@ -128,6 +130,7 @@ static int start(struct server *srv)
 	}
 	sasl_set_secret(srv->token_key);
 	srv->router = router_new();
+	c2s_register(srv); /* every accepted connection is a c2s stream */
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	srv->nworkers = srv->cfg.workers ? srv->cfg.workers : (unsigned)(ncpu > 0 ? ncpu : 1);
 	srv->workers = calloc(srv->nworkers, sizeof(*srv->workers));

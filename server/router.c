@@ -1,24 +1,23 @@
 /* server/router.c - the node-local session directory and routing decisions.
  *
- * bare JID -> bound resources, in ROUTER_STRIPES independent hash tables,
- * each behind its own rwlock: routing reads, binds and presence write, and
- * two accounts rarely share a stripe. Entries are copied out under the
- * lock, so callers never hold pointers into the directory. */
+ * bare JID -> bound resources, in a striped hash table (shtab.h): routing
+ * reads under a shared lock, binds and presence write, and two accounts
+ * rarely share a stripe. Entries are copied out under the lock, so callers
+ * never hold pointers into the directory. */
 #include "tether/router.h"
 
 #include <errno.h>
-#include <pthread.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <sodium.h>
 
-#define ROUTER_STRIPES 64
+#include "tether/shtab.h"
+
+#define ROUTER_BUCKETS 64 /* initial buckets per stripe */
 
 struct res_entry {
-	uint16_t worker;
-	uint32_t slot, gen;
+	struct bus_addr addr;
 	int priority;
 	int available;
 	int congested;
@@ -26,41 +25,19 @@ struct res_entry {
 };
 
 struct account {
-	struct account *next;
-	uint64_t hash;
+	struct shtab_node node;  /* first: the table's link */
 	struct res_entry *res;
 	unsigned nres, cap;
 	char bare[];
 };
 
-struct stripe {
-	pthread_rwlock_t lock;
-	struct account **buckets;
-	size_t nbuckets;  /* power of two */
-	size_t count;
-};
-
 struct router {
-	uint8_t hash_key[crypto_shorthash_KEYBYTES]; /* SipHash key: no flooding one chain */
-	struct stripe stripes[ROUTER_STRIPES];
+	struct shtab *tab;
 };
 
-struct router *router_new(void)
+static int account_match(const struct shtab_node *n, const char *bare)
 {
-	struct router *r = calloc(1, sizeof(*r));
-	if (!r)
-		return NULL;
-	randombytes_buf(r->hash_key, sizeof(r->hash_key));
-	for (int i = 0; i < ROUTER_STRIPES; i++) {
-		pthread_rwlock_init(&r->stripes[i].lock, NULL);
-		r->stripes[i].nbuckets = 64;
-		r->stripes[i].buckets = calloc(64, sizeof(struct account *));
-		if (!r->stripes[i].buckets) {
-			router_free(r);
-			return NULL;
-		}
-	}
-	return r;
+	return !strcmp(((const struct account *)n)->bare, bare);
 }
 
 static void account_free(struct account *a)
@@ -71,96 +48,66 @@ static void account_free(struct account *a)
 	free(a);
 }
 
+static void account_node_free(struct shtab_node *n, void *ud)
+{
+	(void)ud;
+	account_free((struct account *)n);
+}
+
+struct router *router_new(void)
+{
+	struct router *r = calloc(1, sizeof(*r));
+	if (!r)
+		return NULL;
+	r->tab = shtab_new(account_match, ROUTER_BUCKETS);
+	if (!r->tab) {
+		free(r);
+		return NULL;
+	}
+	return r;
+}
+
 void router_free(struct router *r)
 {
 	if (!r)
 		return;
-	for (int i = 0; i < ROUTER_STRIPES; i++) {
-		struct stripe *s = &r->stripes[i];
-		for (size_t b = 0; s->buckets && b < s->nbuckets; b++) {
-			for (struct account *a = s->buckets[b], *n; a; a = n) {
-				n = a->next;
-				account_free(a);
-			}
-		}
-		free(s->buckets);
-		pthread_rwlock_destroy(&s->lock);
-	}
+	shtab_free(r->tab, account_node_free);
 	free(r);
 }
 
-static uint64_t hash_bare(const struct router *r, const char *bare)
+/* Locks the stripe of <bare> in <mode>; *<a> = its account or NULL. */
+static struct shtab_stripe *lock_account(struct router *r, const char *bare, enum shtab_mode mode,
+					 uint64_t *hash, struct account **a)
 {
-	uint64_t h;
-	crypto_shorthash((unsigned char *)&h, (const unsigned char *)bare, strlen(bare), r->hash_key);
-	return h;
+	uint64_t h = shtab_hash(r->tab, bare);
+	struct shtab_stripe *s = shtab_lock(r->tab, h, mode);
+	*a = (struct account *)shtab_find(s, h, bare);
+	if (hash)
+		*hash = h;
+	return s;
 }
 
-static struct stripe *stripe_of(struct router *r, uint64_t h)
+static struct account *add_account(struct shtab_stripe *s, uint64_t h, const char *bare)
 {
-	return &r->stripes[h % ROUTER_STRIPES];
-}
-
-static struct account *find(struct stripe *s, uint64_t h, const char *bare)
-{
-	for (struct account *a = s->buckets[(h >> 8) & (s->nbuckets - 1)]; a; a = a->next)
-		if (a->hash == h && !strcmp(a->bare, bare))
-			return a;
-	return NULL;
-}
-
-static void grow(struct stripe *s)
-{
-	size_t n = s->nbuckets * 2;
-	struct account **nb = calloc(n, sizeof(*nb));
-	if (!nb)
-		return; /* keep the longer chains; still correct */
-	for (size_t b = 0; b < s->nbuckets; b++) {
-		for (struct account *a = s->buckets[b], *next; a; a = next) {
-			next = a->next;
-			struct account **head = &nb[(a->hash >> 8) & (n - 1)];
-			a->next = *head;
-			*head = a;
-		}
-	}
-	free(s->buckets);
-	s->buckets = nb;
-	s->nbuckets = n;
-}
-
-static struct account *find_or_add(struct stripe *s, uint64_t h, const char *bare)
-{
-	struct account *a = find(s, h, bare);
-	if (a)
-		return a;
 	size_t len = strlen(bare);
-	a = calloc(1, sizeof(*a) + len + 1);
+	struct account *a = calloc(1, sizeof(*a) + len + 1);
 	if (!a)
 		return NULL;
 	memcpy(a->bare, bare, len + 1);
-	a->hash = h;
-	if (s->count >= s->nbuckets)
-		grow(s);
-	struct account **head = &s->buckets[(h >> 8) & (s->nbuckets - 1)];
-	a->next = *head;
-	*head = a;
-	s->count++;
+	a->node.hash = h;
+	shtab_insert(s, &a->node);
 	return a;
 }
 
-static void remove_account(struct stripe *s, struct account *a)
+static void remove_account(struct shtab_stripe *s, struct account *a)
 {
-	struct account **pp = &s->buckets[(a->hash >> 8) & (s->nbuckets - 1)];
-	while (*pp != a)
-		pp = &(*pp)->next;
-	*pp = a->next;
-	s->count--;
+	shtab_remove(s, &a->node);
 	account_free(a);
 }
 
 static struct res_entry *find_res(struct account *a, const char *resource)
 {
-	for (unsigned i = 0; i < a->nres; i++)
+	for (unsigned i = 0; a && i < a->nres; i++)
 		if (!strcmp(a->res[i].resource, resource))
 			return &a->res[i];
 	return NULL;
@@ -168,30 +115,26 @@ static struct res_entry *find_res(struct account *a, const char *resource)
 
 static void copy_out(const struct res_entry *e, struct route_target *t)
 {
-	t->worker = e->worker;
-	t->slot = e->slot;
-	t->gen = e->gen;
-	t->priority = e->priority;
-	t->available = e->available;
-	t->congested = e->congested;
-	snprintf(t->resource, sizeof(t->resource), "%s", e->resource);
+	t->addr = e->addr;
+	t->priority = (int16_t)e->priority;
+	t->available = (uint8_t)e->available;
+	t->congested = (uint8_t)e->congested;
 }
 
-int router_bind(struct router *r, const char *bare, const struct route_target *t,
-		struct route_target *old)
+int router_bind(struct router *r, const char *bare, const char *resource,
+		const struct bus_addr *at, struct bus_addr *old)
 {
-	uint64_t h = hash_bare(r, bare);
-	struct stripe *s = stripe_of(r, h);
+	uint64_t h;
+	struct account *a;
 	int rc = 0;
-	pthread_rwlock_wrlock(&s->lock);
-	struct account *a = find_or_add(s, h, bare);
-	if (!a) {
+	struct shtab_stripe *s = lock_account(r, bare, SHTAB_WRITE, &h, &a);
+	if (!a && !(a = add_account(s, h, bare))) {
 		rc = -ENOMEM;
 		goto out;
 	}
-	struct res_entry *e = find_res(a, t->resource);
+	struct res_entry *e = find_res(a, resource);
 	if (e) {
-		copy_out(e, old);
+		*old = e->addr;
 		rc = 1;
 	} else {
 		if (a->nres >= ROUTER_MAX_RESOURCES) {
@@ -201,111 +144,93 @@ int router_bind(struct router *r, const char *bare, const struct route_target *t
 		if (a->nres == a->cap) {
 			unsigned cap = a->cap ? a->cap * 2 : 2;
 			struct res_entry *n = realloc(a->res, cap * sizeof(*n));
-			char *res = strdup(t->resource);
-			if (!n || !res) {
-				if (n)
-					a->res = n;
-				free(res);
+			if (!n) {
 				rc = -ENOMEM;
 				goto out;
 			}
 			a->res = n;
 			a->cap = cap;
-			a->res[a->nres].resource = res;
-		} else {
-			a->res[a->nres].resource = strdup(t->resource);
-			if (!a->res[a->nres].resource) {
-				rc = -ENOMEM;
-				goto out;
-			}
+		}
+		a->res[a->nres].resource = strdup(resource);
+		if (!a->res[a->nres].resource) {
+			rc = -ENOMEM;
+			goto out;
 		}
 		e = &a->res[a->nres++];
 	}
-	e->worker = t->worker;
-	e->slot = t->slot;
-	e->gen = t->gen;
+	e->addr = *at;
 	e->priority = 0;
 	e->available = 0;
 	e->congested = 0;
 out:
 	if (a && !a->nres)
 		remove_account(s, a);
-	pthread_rwlock_unlock(&s->lock);
+	shtab_unlock(s);
 	return rc;
 }
 
 void router_unbind(struct router *r, const char *bare, const char *resource,
-		   uint16_t worker, uint32_t slot, uint32_t gen)
+		   const struct bus_addr *at)
 {
-	uint64_t h = hash_bare(r, bare);
-	struct stripe *s = stripe_of(r, h);
-	pthread_rwlock_wrlock(&s->lock);
-	struct account *a = find(s, h, bare);
-	struct res_entry *e = a ? find_res(a, resource) : NULL;
-	if (e && e->worker == worker && e->slot == slot && e->gen == gen) {
+	struct account *a;
+	struct shtab_stripe *s = lock_account(r, bare, SHTAB_WRITE, NULL, &a);
+	struct res_entry *e = find_res(a, resource);
+	if (e && bus_addr_eq(&e->addr, at)) {
 		free(e->resource);
 		*e = a->res[--a->nres];
 		if (!a->nres)
 			remove_account(s, a);
 	}
-	pthread_rwlock_unlock(&s->lock);
+	shtab_unlock(s);
 }
 
 void router_set_presence(struct router *r, const char *bare, const char *resource,
 			 int available, int priority)
 {
-	uint64_t h = hash_bare(r, bare);
-	struct stripe *s = stripe_of(r, h);
-	pthread_rwlock_wrlock(&s->lock);
-	struct account *a = find(s, h, bare);
-	struct res_entry *e = a ? find_res(a, resource) : NULL;
+	struct account *a;
+	struct shtab_stripe *s = lock_account(r, bare, SHTAB_WRITE, NULL, &a);
+	struct res_entry *e = find_res(a, resource);
 	if (e) {
 		e->available = available;
 		e->priority = priority;
 	}
-	pthread_rwlock_unlock(&s->lock);
+	shtab_unlock(s);
 }
 
 void router_set_congested(struct router *r, const char *bare, const char *resource,
-			  uint16_t worker, uint32_t slot, uint32_t gen, int on)
+			  const struct bus_addr *at, int on)
 {
-	uint64_t h = hash_bare(r, bare);
-	struct stripe *s = stripe_of(r, h);
-	pthread_rwlock_wrlock(&s->lock);
-	struct account *a = find(s, h, bare);
-	struct res_entry *e = a ? find_res(a, resource) : NULL;
-	if (e && e->worker == worker && e->slot == slot && e->gen == gen)
+	struct account *a;
+	struct shtab_stripe *s = lock_account(r, bare, SHTAB_WRITE, NULL, &a);
+	struct res_entry *e = find_res(a, resource);
+	if (e && bus_addr_eq(&e->addr, at))
 		e->congested = on;
-	pthread_rwlock_unlock(&s->lock);
+	shtab_unlock(s);
 }
 
 int router_get_full(struct router *r, const char *bare, const char *resource,
 		    struct route_target *out)
 {
-	uint64_t h = hash_bare(r, bare);
-	struct stripe *s = stripe_of(r, h);
+	struct account *a;
 	int rc = -ENOENT;
-	pthread_rwlock_rdlock(&s->lock);
-	struct account *a = find(s, h, bare);
-	struct res_entry *e = a ? find_res(a, resource) : NULL;
+	struct shtab_stripe *s = lock_account(r, bare, SHTAB_READ, NULL, &a);
+	struct res_entry *e = find_res(a, resource);
 	if (e) {
 		copy_out(e, out);
 		rc = 0;
 	}
-	pthread_rwlock_unlock(&s->lock);
+	shtab_unlock(s);
 	return rc;
 }
 
 size_t router_get_all(struct router *r, const char *bare, struct route_target *out, size_t max)
 {
-	uint64_t h = hash_bare(r, bare);
-	struct stripe *s = stripe_of(r, h);
+	struct account *a;
 	size_t n = 0;
-	pthread_rwlock_rdlock(&s->lock);
-	struct account *a = find(s, h, bare);
+	struct shtab_stripe *s = lock_account(r, bare, SHTAB_READ, NULL, &a);
 	for (unsigned i = 0; a && i < a->nres && n < max; i++)
 		copy_out(&a->res[i], &out[n++]);
-	pthread_rwlock_unlock(&s->lock);
+	shtab_unlock(s);
 	return n;
 }
 

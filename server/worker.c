@@ -20,15 +20,12 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "tether/c2s.h"
+#include "tether/bus.h"
 #include "tether/conn.h"
-#include "tether/deliver.h"
 #include "tether/log.h"
 #include "tether/metrics.h"
 #include "tether/rmsg.h"
-#include "tether/router.h"
 #include "tether/store.h"
-#include "tether/store_sm.h"
 
 #define RING_SQ_ENTRIES 1024
 #define RING_CQ_ENTRIES (8 * RING_SQ_ENTRIES) /* never overflow the CQ */
@@ -357,37 +354,35 @@ static void wake(struct worker *w, struct worker *target)
 		io_uring_submit(r);
 }
 
-static void inbox_push(struct worker *w, struct worker *target, struct inbox_item *it)
+static void inbox_push(struct worker *w, struct worker *target, struct bus_item *it)
 {
-	struct inbox_item *head = atomic_load(&target->inbox);
+	struct bus_item *head = atomic_load(&target->inbox);
 	do
 		it->next = head;
 	while (!atomic_compare_exchange_weak(&target->inbox, &head, it));
 	wake(w, target);
 }
 
-/* Carries out <it> on this worker. The item itself stays the caller's. */
-static void handle_item(struct worker *w, const struct inbox_item *it)
+void worker_dispatch(struct worker *w, const struct bus_item *it)
 {
+	const struct worker_handlers *h = w->srv->handlers;
 	struct conn *c = NULL;
-	if (it->slot < w->nslots && w->gens[it->slot] == it->gen)
-		c = w->conns[it->slot];
+	if (it->to.slot < w->nslots && w->gens[it->to.slot] == it->to.gen)
+		c = w->conns[it->to.slot];
 	switch (it->kind) {
-	case INBOX_DELIVER:
-		if (c) {
-			c2s_deliver(c->c2s, it->msg); /* also while detached: queued */
-		} else {
-			struct route_target t = { .worker = (uint16_t)w->idx, .slot = it->slot, .gen = it->gen };
-			deliver_stale(w, w->srv->cfg.domain, &t, it->msg);
-		}
-		break;
-	case INBOX_KICK:
+	case BUS_DELIVER:
 		if (c)
-			c2s_kick(c->c2s, (enum stream_err)it->cond);
+			h->deliver(c->proto, it->msg); /* also while detached: queued */
+		else
+			h->stale(w, &it->to, it->msg);
 		break;
-	case INBOX_MOVED:
+	case BUS_KICK:
 		if (c)
-			c2s_moved(c->c2s);
+			h->kick(c->proto, it->cond);
+		break;
+	case BUS_MOVED:
+		if (c)
+			h->moved(c->proto);
 		break;
 	}
 }
@@ -395,57 +390,31 @@ static void handle_item(struct worker *w, const struct inbox_item *it)
 static void drain_inbox(struct worker *w)
 {
 	atomic_store(&w->wake_pending, 0);
-	struct inbox_item *list = atomic_exchange(&w->inbox, NULL), *fifo = NULL;
+	struct bus_item *list = atomic_exchange(&w->inbox, NULL), *fifo = NULL;
 	while (list) { /* reverse: pushes were LIFO */
-		struct inbox_item *n = list->next;
+		struct bus_item *n = list->next;
 		list->next = fifo;
 		fifo = list;
 		list = n;
 	}
 	while (fifo) {
-		struct inbox_item *n = fifo->next;
-		handle_item(w, fifo);
+		struct bus_item *n = fifo->next;
+		worker_dispatch(w, fifo);
 		free(fifo);
 		fifo = n;
 	}
 }
 
-/* Hands <it> to worker <to>: carried out at once when that is us (no
- * allocation on the local path), else copied into its inbox. */
-static void send_item(struct worker *w, unsigned to, const struct inbox_item *it)
+int worker_post(struct worker *w, struct worker *target, const struct bus_item *it)
 {
-	struct worker *target = &w->srv->workers[to];
-	if (target == w) {
-		handle_item(w, it);
-		return;
-	}
-	struct inbox_item *copy = malloc(sizeof(*copy));
+	struct bus_item *copy = malloc(sizeof(*copy));
 	if (!copy) {
 		rmsg_unref(it->msg);
-		return;
+		return -ENOMEM;
 	}
 	*copy = *it;
 	inbox_push(w, target, copy);
-}
-
-void worker_deliver(struct worker *w, const struct route_target *t, struct rmsg *m)
-{
-	if (t->congested)
-		w->congested_hit = 1; /* the sending stream backs off (c2s_route.c) */
-	struct inbox_item it = { .kind = INBOX_DELIVER, .slot = t->slot, .gen = t->gen, .msg = m };
-	send_item(w, t->worker, &it);
-}
-
-void worker_kick(struct worker *w, const struct route_target *t, int cond)
-{
-	struct inbox_item it = { .kind = INBOX_KICK, .slot = t->slot, .gen = t->gen, .cond = cond };
-	send_item(w, t->worker, &it);
-}
-
-void worker_moved(struct worker *w, const struct sm_owner *o)
-{
-	struct inbox_item it = { .kind = INBOX_MOVED, .slot = o->slot, .gen = o->gen };
-	send_item(w, o->worker, &it);
+	return 0;
 }
 
 /* Shutdown, seen by this worker: stop accepting, tell every stream. */
@@ -464,15 +433,20 @@ static void begin_drain(struct worker *w)
 	}
 	for (uint32_t s = 0; s < w->nslots; s++) {
 		struct conn *c = w->conns[s];
-		/* Open streams get system-shutdown; detached sessions end. */
-		if (c && (!(c->flags & (CONN_F_LOST | CONN_F_SHUT)) || c2s_is_held(c->c2s)))
-			c2s_kick(c->c2s, SE_SYSTEM_SHUTDOWN);
+		/* Open streams are told; so are detached sessions (they end). */
+		if (c && (!(c->flags & (CONN_F_LOST | CONN_F_SHUT)) || w->srv->handlers->held(c->proto)))
+			w->srv->handlers->shutdown(c->proto);
 	}
 }
 
-/* Streams that went idle freed their parsers (c2s.c); at most once a
- * second, hand the freed pages back so idle sessions cost what they hold,
- * not what their handshakes once needed. */
+void worker_want_trim(struct worker *w)
+{
+	w->trim_pending = 1;
+}
+
+/* Streams that went idle freed their parsers (worker_want_trim); at most
+ * once a second, hand the freed pages back so idle sessions cost what they
+ * hold, not what their handshakes once needed. */
 static void maybe_trim_heap(struct worker *w)
 {
 	uint64_t now = timer_now_ms();
@@ -590,9 +564,9 @@ void worker_join(struct worker *w)
 		c->flags &= ~(CONN_F_FLUSH | CONN_F_STARVED);
 		conn_maybe_free(c);
 	}
-	struct inbox_item *it = atomic_exchange(&w->inbox, NULL);
+	struct bus_item *it = atomic_exchange(&w->inbox, NULL);
 	while (it) {
-		struct inbox_item *n = it->next;
+		struct bus_item *n = it->next;
 		rmsg_unref(it->msg);
 		free(it);
 		it = n;

@@ -713,7 +713,7 @@ static int mem_sm_create(struct store *s, const struct sm_record *rec, const cha
 }
 
 static int mem_sm_append(struct store *s, const char *id, uint32_t epoch,
-			 const struct sm_entry *e, struct sm_owner *moved_to)
+			 const struct sm_entry *e, struct bus_addr *moved_to)
 {
 	return sm_table_append(((struct mem *)s)->sm, id, epoch, e, moved_to);
 }
@@ -729,7 +729,7 @@ static int mem_sm_update(struct store *s, const struct sm_record *rec)
 }
 
 static int mem_sm_take(struct store *s, const char *id, const char *bare,
-		       const struct sm_owner *to, uint64_t now_ms, struct sm_isr_proof *proof,
+		       const struct bus_addr *to, uint64_t now_ms, struct sm_isr_proof *proof,
 		       store_sm_take_fn *fn, void *ud)
 {
 	if (proof)

@@ -1,12 +1,11 @@
 /* store/memory_sm.c - the memory backend's SM sessions: records and queues by SM-ID.
  *
- * Sessions sit in ROUTER-style stripes, each a hash table behind its own
- * mutex; every operation is a short critical section. A session's queue is
- * a ring of entries, each holding a reference to its routed stanza. */
+ * Sessions sit in the striped hash table the router uses too (shtab.h);
+ * every operation is a short critical section on one stripe. A session's
+ * queue is a ring of entries, each holding a reference to its routed stanza. */
 #include "memory_sm.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,43 +13,34 @@
 
 #include "tether/ht.h"
 #include "tether/rmsg.h"
-
-#define STRIPES 64
+#include "tether/shtab.h"
 
 struct msess {
-	struct msess *next;
-	uint64_t hash;
+	struct shtab_node node;  /* first: the table's link */
 	struct sm_record rec;
 	char *bare, *resource;
 	struct sm_entry *q;     /* ring buffer */
 	size_t head, len, cap;  /* cap: power of two */
 };
 
-struct stripe {
-	pthread_mutex_t lock;
-	struct msess **buckets;
-	size_t nbuckets, count;
+struct sm_table {
+	struct shtab *tab;
 };
 
-struct sm_table {
-	uint8_t key[crypto_shorthash_KEYBYTES];
-	struct stripe s[STRIPES];
-};
+static int sess_match(const struct shtab_node *n, const char *id)
+{
+	return !strcmp(((const struct msess *)n)->rec.id, id);
+}
 
 struct sm_table *sm_table_new(void)
 {
 	struct sm_table *t = calloc(1, sizeof(*t));
 	if (!t)
 		return NULL;
-	randombytes_buf(t->key, sizeof(t->key));
-	for (int i = 0; i < STRIPES; i++) {
-		pthread_mutex_init(&t->s[i].lock, NULL);
-		t->s[i].nbuckets = 16;
-		t->s[i].buckets = calloc(16, sizeof(struct msess *));
-		if (!t->s[i].buckets) {
-			sm_table_free(t);
-			return NULL;
-		}
+	t->tab = shtab_new(sess_match, 16);
+	if (!t->tab) {
+		free(t);
+		return NULL;
 	}
 	return t;
 }
@@ -65,60 +55,27 @@ static void sess_free(struct msess *m)
 	free(m);
 }
 
+static void sess_node_free(struct shtab_node *n, void *ud)
+{
+	(void)ud;
+	sess_free((struct msess *)n);
+}
+
 void sm_table_free(struct sm_table *t)
 {
 	if (!t)
 		return;
-	for (int i = 0; i < STRIPES; i++) {
-		for (size_t b = 0; t->s[i].buckets && b < t->s[i].nbuckets; b++)
-			for (struct msess *m = t->s[i].buckets[b], *n; m; m = n) {
-				n = m->next;
-				sess_free(m);
-			}
-		free(t->s[i].buckets);
-		pthread_mutex_destroy(&t->s[i].lock);
-	}
+	shtab_free(t->tab, sess_node_free);
 	free(t);
 }
 
-static uint64_t hash_id(const struct sm_table *t, const char *id)
+/* Write-locks the stripe of <id> and returns it; *<out> = the session or NULL. */
+static struct shtab_stripe *lock_find(struct sm_table *t, const char *id, struct msess **out)
 {
-	uint64_t h;
-	crypto_shorthash((unsigned char *)&h, (const unsigned char *)id, strlen(id), t->key);
-	return h;
-}
-
-/* Locks the stripe of <id> and returns it; *<out> = the session or NULL. */
-static struct stripe *lock_find(struct sm_table *t, const char *id, struct msess ***pp_out,
-				struct msess **out)
-{
-	uint64_t h = hash_id(t, id);
-	struct stripe *s = &t->s[h % STRIPES];
-	pthread_mutex_lock(&s->lock);
-	struct msess **pp = &s->buckets[(h >> 8) & (s->nbuckets - 1)];
-	while (*pp && ((*pp)->hash != h || strcmp((*pp)->rec.id, id)))
-		pp = &(*pp)->next;
-	*out = *pp;
-	if (pp_out)
-		*pp_out = pp;
+	uint64_t h = shtab_hash(t->tab, id);
+	struct shtab_stripe *s = shtab_lock(t->tab, h, SHTAB_WRITE);
+	*out = (struct msess *)shtab_find(s, h, id);
 	return s;
-}
-
-static void grow(struct stripe *s)
-{
-	size_t n = s->nbuckets * 2;
-	struct msess **nb = calloc(n, sizeof(*nb));
-	if (!nb)
-		return;
-	for (size_t b = 0; b < s->nbuckets; b++)
-		for (struct msess *m = s->buckets[b], *next; m; m = next) {
-			next = m->next;
-			m->next = nb[(m->hash >> 8) & (n - 1)];
-			nb[(m->hash >> 8) & (n - 1)] = m;
-		}
-	free(s->buckets);
-	s->buckets = nb;
-	s->nbuckets = n;
 }
 
 int sm_table_create(struct sm_table *t, const struct sm_record *rec, const char *bare,
@@ -130,24 +87,19 @@ int sm_table_create(struct sm_table *t, const struct sm_record *rec, const char 
 	m->rec = *rec;
 	m->bare = strdup(bare);
 	m->resource = strdup(resource);
-	m->hash = hash_id(t, rec->id);
+	m->node.hash = shtab_hash(t->tab, rec->id);
 	if (!m->bare || !m->resource) {
 		sess_free(m);
 		return -ENOMEM;
 	}
-	struct stripe *s = lock_find(t, rec->id, NULL, &old);
+	struct shtab_stripe *s = lock_find(t, rec->id, &old);
 	if (old) {
-		pthread_mutex_unlock(&s->lock);
+		shtab_unlock(s);
 		sess_free(m);
 		return -EEXIST; /* 128 random bits: never, but never silently */
 	}
-	if (s->count >= s->nbuckets)
-		grow(s);
-	struct msess **head = &s->buckets[(m->hash >> 8) & (s->nbuckets - 1)];
-	m->next = *head;
-	*head = m;
-	s->count++;
-	pthread_mutex_unlock(&s->lock);
+	shtab_insert(s, &m->node);
+	shtab_unlock(s);
 	return 0;
 }
 
@@ -171,10 +123,10 @@ static int push(struct msess *m, const struct sm_entry *e)
 }
 
 int sm_table_append(struct sm_table *t, const char *id, uint32_t epoch,
-		    const struct sm_entry *e, struct sm_owner *moved_to)
+		    const struct sm_entry *e, struct bus_addr *moved_to)
 {
 	struct msess *m;
-	struct stripe *s = lock_find(t, id, NULL, &m);
+	struct shtab_stripe *s = lock_find(t, id, &m);
 	int rc = 0;
 	if (!m)
 		rc = -ENOENT;
@@ -186,7 +138,7 @@ int sm_table_append(struct sm_table *t, const char *id, uint32_t epoch,
 		rmsg_ref(e->msg);
 		m->rec.c.out = e->seq;
 	}
-	pthread_mutex_unlock(&s->lock);
+	shtab_unlock(s);
 	return rc;
 }
 
@@ -214,7 +166,7 @@ static void release(struct msess *m, uint32_t h)
 int sm_table_ack(struct sm_table *t, const char *id, uint32_t epoch, uint32_t h)
 {
 	struct msess *m;
-	struct stripe *s = lock_find(t, id, NULL, &m);
+	struct shtab_stripe *s = lock_find(t, id, &m);
 	int rc = 0;
 	if (!m)
 		rc = -ENOENT;
@@ -224,14 +176,14 @@ int sm_table_ack(struct sm_table *t, const char *id, uint32_t epoch, uint32_t h)
 		rc = -ERANGE;
 	else
 		release(m, h);
-	pthread_mutex_unlock(&s->lock);
+	shtab_unlock(s);
 	return rc;
 }
 
 int sm_table_update(struct sm_table *t, const char *id, uint32_t epoch, const struct sm_record *rec)
 {
 	struct msess *m;
-	struct stripe *s = lock_find(t, id, NULL, &m);
+	struct shtab_stripe *s = lock_find(t, id, &m);
 	int rc = 0;
 	if (!m)
 		rc = -ENOENT;
@@ -246,7 +198,7 @@ int sm_table_update(struct sm_table *t, const char *id, uint32_t epoch, const st
 		m->rec.available = rec->available;
 		m->rec.priority = rec->priority;
 	}
-	pthread_mutex_unlock(&s->lock);
+	shtab_unlock(s);
 	return rc;
 }
 
@@ -269,22 +221,22 @@ static int check_isr(struct msess *m, struct sm_isr_proof *proof, struct sm_reco
 	return ok;
 }
 
-int sm_table_take(struct sm_table *t, const char *id, const char *bare, const struct sm_owner *to,
+int sm_table_take(struct sm_table *t, const char *id, const char *bare, const struct bus_addr *to,
 		  uint64_t now_ms, struct sm_isr_proof *proof, store_sm_take_fn *fn, void *ud)
 {
 	struct msess *m;
 	struct sm_record seen;
-	struct stripe *s = lock_find(t, id, NULL, &m);
+	struct shtab_stripe *s = lock_find(t, id, &m);
 	if (m && strcmp(m->bare, bare))
 		m = NULL; /* another account's: as if unknown, and untouched */
 	if (proof && !check_isr(m, proof, &seen)) {
-		pthread_mutex_unlock(&s->lock);
+		shtab_unlock(s);
 		fn(ud, -EACCES, m ? &seen : NULL, NULL, NULL, 0);
 		return -EACCES;
 	}
 	/* Unknown, another account's, or expired: the same answer (sm.md §5). */
 	if (!m || !m->rec.max || (!m->rec.attached && now_ms > m->rec.expires_ms)) {
-		pthread_mutex_unlock(&s->lock);
+		shtab_unlock(s);
 		fn(ud, -ENOENT, NULL, NULL, NULL, 0);
 		return -ENOENT;
 	}
@@ -303,13 +255,13 @@ int sm_table_take(struct sm_table *t, const char *id, const char *bare, const st
 	int rc = (m->len && !flat) ? -ENOMEM : 0;
 	if (rc) {
 		m->rec = before; /* an ISR token stays consumed */
-		pthread_mutex_unlock(&s->lock);
+		shtab_unlock(s);
 		fn(ud, rc, NULL, NULL, NULL, 0);
 		return rc;
 	}
 	before.epoch = m->rec.epoch; /* the caller writes with the new epoch */
 	fn(ud, 0, &before, m->resource, flat, m->len);
-	pthread_mutex_unlock(&s->lock);
+	shtab_unlock(s);
 	free(flat);
 	return 0;
 }
@@ -317,18 +269,17 @@ int sm_table_take(struct sm_table *t, const char *id, const char *bare, const st
 int sm_table_destroy(struct sm_table *t, const char *id, uint32_t epoch,
 		     store_sm_drain_fn *fn, void *ud)
 {
-	struct msess **pp, *m;
-	struct stripe *s = lock_find(t, id, &pp, &m);
+	struct msess *m;
+	struct shtab_stripe *s = lock_find(t, id, &m);
 	if (!m || (epoch && m->rec.epoch != epoch)) {
 		int rc = m ? -ESTALE : -ENOENT;
-		pthread_mutex_unlock(&s->lock);
+		shtab_unlock(s);
 		if (fn)
 			fn(ud, rc, NULL, NULL, NULL, NULL, 0);
 		return rc;
 	}
-	*pp = m->next;
-	s->count--;
-	pthread_mutex_unlock(&s->lock);
+	shtab_remove(s, &m->node);
+	shtab_unlock(s);
 	/* Flatten the queue; the callee now owns the references. */
 	struct sm_entry *flat = m->len ? malloc(m->len * sizeof(*flat)) : NULL;
 	size_t n = flat ? m->len : 0;
@@ -350,7 +301,7 @@ int sm_table_set_isr(struct sm_table *t, const char *id, uint32_t epoch, int set
 		     const uint8_t sealed[TOKEN_SEALED_LEN])
 {
 	struct msess *m;
-	struct stripe *s = lock_find(t, id, NULL, &m);
+	struct shtab_stripe *s = lock_find(t, id, &m);
 	int rc = 0;
 	if (!m)
 		rc = -ENOENT;
@@ -364,43 +315,42 @@ int sm_table_set_isr(struct sm_table *t, const char *id, uint32_t epoch, int set
 		m->rec.has_isr = 0;
 		sodium_memzero(m->rec.isr_sealed, TOKEN_SEALED_LEN);
 	}
-	pthread_mutex_unlock(&s->lock);
+	shtab_unlock(s);
 	return rc;
 }
 
 int sm_table_peek(struct sm_table *t, const char *id, const char *bare, struct sm_record *out)
 {
 	struct msess *m;
-	struct stripe *s = lock_find(t, id, NULL, &m);
+	struct shtab_stripe *s = lock_find(t, id, &m);
 	int rc = -ENOENT;
 	if (m && !strcmp(m->bare, bare)) {
 		*out = m->rec;
 		rc = 0;
 	}
-	pthread_mutex_unlock(&s->lock);
+	shtab_unlock(s);
 	return rc;
+}
+
+static void revoke_one(struct shtab_node *n, void *bare)
+{
+	struct msess *m = (struct msess *)n;
+	if (m->rec.has_isr && !strcmp(m->bare, bare)) {
+		m->rec.has_isr = 0;
+		sodium_memzero(m->rec.isr_sealed, TOKEN_SEALED_LEN);
+	}
 }
 
 void sm_table_revoke_isr(struct sm_table *t, const char *bare)
 {
-	for (int i = 0; i < STRIPES; i++) {
-		struct stripe *s = &t->s[i];
-		pthread_mutex_lock(&s->lock);
-		for (size_t b = 0; b < s->nbuckets; b++)
-			for (struct msess *m = s->buckets[b]; m; m = m->next)
-				if (m->rec.has_isr && !strcmp(m->bare, bare)) {
-					m->rec.has_isr = 0;
-					sodium_memzero(m->rec.isr_sealed, TOKEN_SEALED_LEN);
-				}
-		pthread_mutex_unlock(&s->lock);
-	}
+	shtab_each(t->tab, revoke_one, (void *)bare);
 }
 
 size_t sm_table_queued(struct sm_table *t, const char *id)
 {
 	struct msess *m;
-	struct stripe *s = lock_find(t, id, NULL, &m);
+	struct shtab_stripe *s = lock_find(t, id, &m);
 	size_t n = m ? m->len : 0;
-	pthread_mutex_unlock(&s->lock);
+	shtab_unlock(s);
 	return n;
 }

@@ -10,8 +10,8 @@
 #include "tether/sbuf.h"
 #include "tether/timer.h"
 #include "tether/tls.h"
+#include "tether/transport.h"
 
-struct c2s;
 struct io_uring_cqe;
 struct worker;
 
@@ -21,7 +21,7 @@ struct worker;
 #define CONN_F_SHUT       0x0010u /* socket shut down; waiting for CQEs */
 #define CONN_F_FLUSH      0x0020u /* on the worker's flush list */
 #define CONN_F_STARVED    0x0040u /* recv ended with -ENOBUFS */
-#define CONN_F_LOST       0x0080u /* c2s told the transport is gone */
+#define CONN_F_LOST       0x0080u /* the protocol was told the transport is gone */
 #define CONN_F_FD_CLOSED  0x0100u /* socket and TLS freed; only the session is held */
 #define CONN_F_PAUSED     0x0200u /* reading stopped for flow control */
 #define CONN_F_PARKED     0x0400u /* reading stopped: c2s waits for the store */
@@ -40,8 +40,8 @@ struct conn {
 	size_t sent;             /* of <sending>, already sent */
 	struct conn *flush_next;
 	struct conn *starved_next;
-	struct c2s *c2s;
-	struct timer timer[2];   /* the c2s timers (C2S_TIMER_MAIN, C2S_TIMER_ACK) */
+	void *proto;             /* the protocol's state (worker_handlers.open) */
+	struct timer timer[TRANSPORT_TIMERS]; /* the protocol's timers */
 	struct timer close_timer;/* bounds a graceful close */
 	struct timer pause_timer;/* ends a flow-control pause */
 	char peer[64];

@@ -7,8 +7,8 @@
 
 #include "tether/errors.h"
 
+struct bus_addr;
 struct rmsg;
-struct route_target;
 struct worker;
 
 /* Sends <m> to the session bound as <bare>/<resource>. Consumes one
@@ -17,12 +17,16 @@ int deliver_full(struct worker *w, const char *bare, const char *resource, struc
 
 /* RFC 6121 §8.5.2.1.1: a message to a bare JID goes to the available
  * resources with the highest non-negative priority. Consumes one reference.
- * Returns how many got it (0: nobody). */
-size_t deliver_message_bare(struct worker *w, const char *bare, struct rmsg *m);
+ * Returns how many got it (0: nobody). If one of them is congested (its
+ * queue near its bound) and <congested> is not NULL, sets *<congested> = 1:
+ * the sender should back off. */
+size_t deliver_message_bare(struct worker *w, const char *bare, struct rmsg *m, int *congested);
 
 /* Presence to every bound resource of <bare> (only the available ones if
- * <only_available>). Consumes one reference. Returns how many got it. */
-size_t deliver_presence(struct worker *w, const char *bare, struct rmsg *m, int only_available);
+ * <only_available>). Consumes one reference. Returns how many got it;
+ * <congested> as for deliver_message_bare(). */
+size_t deliver_presence(struct worker *w, const char *bare, struct rmsg *m, int only_available,
+			int *congested);
 
 /* Returns <m> to its sender as an error stanza with <cond> (never for a
  * stanza of type error). Does not consume <m>. */
@@ -35,10 +39,10 @@ void deliver_bounce(struct worker *w, const char *domain, const struct rmsg *m, 
  * service-unavailable; everything else is dropped. Consumes one reference. */
 void deliver_orphan(struct worker *w, const char *domain, struct rmsg *m, uint64_t stamp_ms);
 
-/* A delivery reached <stale>, a slot whose session is gone or moved: find
- * the recipient again by the stanza's 'to' and forward it, else treat it
- * as an orphan. Consumes one reference. */
-void deliver_stale(struct worker *w, const char *domain, const struct route_target *stale,
+/* A delivery reached <stale>, a session that is gone or moved: find the
+ * recipient again by the stanza's 'to' and forward it, else treat it as an
+ * orphan. Consumes one reference. */
+void deliver_stale(struct worker *w, const char *domain, const struct bus_addr *stale,
 		   struct rmsg *m);
 
 #endif /* TETHER_DELIVER_H */

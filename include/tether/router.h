@@ -5,20 +5,26 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "tether/jid.h"
+#include "tether/bus.h"
 
 #define ROUTER_MAX_RESOURCES 64   /* bound sessions per account on one node */
 
-/* Where one bound session lives: worker index, connection slot and
- * generation (a stale slot/gen pair is detected by the worker). */
+/* One bound session as routing sees it: its address and what the routing
+ * rules look at. 16 bytes: a copy of every resource of an account fits on
+ * the stack. */
 struct route_target {
-	uint16_t worker;
-	uint32_t slot;
-	uint32_t gen;
-	int priority;     /* from the last available presence; 0 before */
-	int available;    /* sent available presence and not unavailable since */
-	int congested;    /* its SM queue is near its bound: senders back off */
-	char resource[JID_PART_MAX + 1];
+	union {
+		struct bus_addr addr;
+		/* The same fields by name, for code that still builds a target
+		 * by hand (c2s_sasl2.c); everything else uses .addr. */
+		struct {
+			uint16_t node, worker;
+			uint32_t slot, gen;
+		};
+	};
+	int16_t priority;   /* from the last available presence; 0 before */
+	uint8_t available;  /* sent available presence and not unavailable since */
+	uint8_t congested;  /* its SM queue is near its bound: senders back off */
 };
 
 struct router;
@@ -26,32 +32,33 @@ struct router;
 struct router *router_new(void);
 void router_free(struct router *r);
 
-/* Binds <bare>/<t->resource> to <t>. If that full JID was bound already,
- * the old target is copied to <old> and replaced: returns 1 (the caller
- * kicks the old session with <conflict/>). Returns 0 if new, -EMLINK when
- * the account has ROUTER_MAX_RESOURCES sessions, -ENOMEM. */
-int router_bind(struct router *r, const char *bare, const struct route_target *t,
-		struct route_target *old);
+/* Binds <bare>/<resource> to session <at>. If that full JID was bound
+ * already, the old session's address is copied to <old> and replaced:
+ * returns 1 (the caller kicks the old session with <conflict/>). Returns 0
+ * if new, -EMLINK when the account has ROUTER_MAX_RESOURCES sessions,
+ * -ENOMEM. */
+int router_bind(struct router *r, const char *bare, const char *resource,
+		const struct bus_addr *at, struct bus_addr *old);
 
-/* Removes the binding if it still belongs to <slot>/<gen> on <worker>. */
+/* Removes the binding if it still belongs to session <at>. */
 void router_unbind(struct router *r, const char *bare, const char *resource,
-		   uint16_t worker, uint32_t slot, uint32_t gen);
+		   const struct bus_addr *at);
 
 /* Records presence of a bound resource. */
 void router_set_presence(struct router *r, const char *bare, const char *resource,
 			 int available, int priority);
 
-/* Marks the binding (if it still belongs to <worker>/<slot>/<gen>) as
- * congested or not: senders that reach it pause their reading briefly. */
+/* Marks the binding (if it still belongs to session <at>) as congested or
+ * not: senders that reach it pause their reading briefly. */
 void router_set_congested(struct router *r, const char *bare, const char *resource,
-			  uint16_t worker, uint32_t slot, uint32_t gen, int on);
+			  const struct bus_addr *at, int on);
 
 /* Copies the target of a full JID into <out>. Returns 0 or -ENOENT. */
 int router_get_full(struct router *r, const char *bare, const char *resource,
 		    struct route_target *out);
 
-/* Copies up to <max> targets of every bound resource of <bare> into <out>.
- * Returns how many. */
+/* Copies up to <max> targets of every bound resource of <bare> into <out>
+ * (ROUTER_MAX_RESOURCES of them take 1 KiB: a stack array). Returns how many. */
 size_t router_get_all(struct router *r, const char *bare, struct route_target *out, size_t max);
 
 /* RFC 6121 §8.5.2.1: which of <n> resources a message to the bare JID

@@ -34,7 +34,7 @@ struct store_ops {
 	/* Appends <e> (the store takes its own reference to e->msg) and sets
 	 * out = e->seq. -ESTALE fills <moved_to> with the current owner. */
 	int (*sm_append)(struct store *st, const char *id, uint32_t epoch,
-			 const struct sm_entry *e, struct sm_owner *moved_to);
+			 const struct sm_entry *e, struct bus_addr *moved_to);
 	/* Releases the queued entries up to <h>; -ERANGE if h acks too much. */
 	int (*sm_ack)(struct store *st, const char *id, uint32_t epoch, uint32_t h);
 	/* Writes h_in, max, attached, expires_ms and presence of <rec>. */
@@ -49,7 +49,7 @@ struct store_ops {
 	 * gets the responder hash) and the take goes on as without a proof.
 	 * So of two attempts with one token, at most one takes the session. */
 	int (*sm_take)(struct store *st, const char *id, const char *bare,
-		       const struct sm_owner *to, uint64_t now_ms, struct sm_isr_proof *proof,
+		       const struct bus_addr *to, uint64_t now_ms, struct sm_isr_proof *proof,
 		       store_sm_take_fn *fn, void *ud);
 	/* Removes the session (if <epoch> still matches; 0 = any) and hands
 	 * the unacked queue to <fn>. */
@@ -129,14 +129,14 @@ static inline int store_sm_create(struct store *st, const struct sm_record *rec,
 				  const char *bare, const char *resource)
 { return st->ops->sm_create(st, rec, bare, resource); }
 static inline int store_sm_append(struct store *st, const char *id, uint32_t epoch,
-				  const struct sm_entry *e, struct sm_owner *moved_to)
+				  const struct sm_entry *e, struct bus_addr *moved_to)
 { return st->ops->sm_append(st, id, epoch, e, moved_to); }
 static inline int store_sm_ack(struct store *st, const char *id, uint32_t epoch, uint32_t h)
 { return st->ops->sm_ack(st, id, epoch, h); }
 static inline int store_sm_update(struct store *st, const struct sm_record *rec)
 { return st->ops->sm_update(st, rec); }
 static inline int store_sm_take(struct store *st, const char *id, const char *bare,
-				const struct sm_owner *to, uint64_t now_ms, struct sm_isr_proof *proof,
+				const struct bus_addr *to, uint64_t now_ms, struct sm_isr_proof *proof,
 				store_sm_take_fn *fn, void *ud)
 { return st->ops->sm_take(st, id, bare, to, now_ms, proof, fn, ud); }
 static inline int store_sm_destroy(struct store *st, const char *id, uint32_t epoch,

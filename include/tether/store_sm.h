@@ -6,22 +6,17 @@
 #include <stdint.h>
 
 #include "tether/ht.h"
+#include "tether/bus.h"
 #include "tether/sm.h"
 #include "tether/token.h"
 
 struct rmsg;
 
-/* Who serves a session now: a worker's connection slot and generation. */
-struct sm_owner {
-	uint16_t worker;
-	uint32_t slot, gen;
-};
-
 /* The record of one SM session (XEP-0198), as the store keeps it. The
  * owner writes it through; another node or worker reads it to resume. */
 struct sm_record {
 	char id[SM_ID_LEN + 1];
-	struct sm_owner owner;
+	struct bus_addr owner;   /* the session serving it now */
 	uint32_t epoch;          /* +1 on every takeover; writes carry it */
 	struct sm_counters c;    /* h_in, out, acked */
 	unsigned max;            /* resumption window, seconds (0: not resumable) */

@@ -4,33 +4,20 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <liburing.h>
 
-#include "tether/config.h"
+#include "tether/server.h"
 #include "tether/timer.h"
-#include "tether/tls.h"
+#include "tether/transport.h"
 
+struct bus_addr;
+struct bus_item;
 struct conn;
 struct rmsg;
-struct route_target;
-struct sm_owner;
-struct router;
-struct store;
 struct store_handle;
-
-/* What every worker shares; read-only after start but for the atomics. */
-struct server {
-	struct config cfg;
-	struct tls_ctx tls;
-	uint8_t token_key[32];     /* seals FAST/ISR tokens at rest (token.h) */
-	struct store *store;
-	struct router *router;
-	struct worker *workers;
-	unsigned nworkers;
-	atomic_int stopping;       /* SIGTERM seen: workers drain and exit */
-};
 
 /* user_data layout: | op:8 | gen:24 | slot:32 | (slot/gen only for conn ops) */
 enum ring_op {
@@ -50,19 +37,37 @@ static inline unsigned ud_op(uint64_t ud) { return (unsigned)(ud >> 56); }
 static inline uint32_t ud_gen(uint64_t ud) { return (uint32_t)(ud >> 32) & 0xffffff; }
 static inline uint32_t ud_slot(uint64_t ud) { return (uint32_t)ud; }
 
-enum inbox_kind {
-	INBOX_DELIVER = 0, /* put <msg> on the stream of slot/gen */
-	INBOX_KICK,        /* end the stream of slot/gen with stream error <cond> */
-	INBOX_MOVED,       /* the SM session of slot/gen was resumed elsewhere */
-};
-
-/* A cross-thread request. Pushed by any thread, popped by the owner. */
-struct inbox_item {
-	struct inbox_item *next;
-	enum inbox_kind kind;
-	uint32_t slot, gen;
-	int cond;
-	struct rmsg *msg;  /* one reference, owned by the item */
+/* The protocol's entry points (c2s registers them in struct server). The
+ * worker and the connection call these and nothing else of protocol code.
+ * <p> is what open returned for the connection. */
+struct worker_handlers {
+	/* A connection was accepted on <w> (<tls>: the direct-TLS port); its
+	 * session lives at <self>. Returns the protocol state, NULL on OOM
+	 * (the connection is then closed). */
+	void *(*open)(struct worker *w, const struct transport *tp, void *io,
+		      const struct bus_addr *self, int tls);
+	/* Plaintext from the peer (any split). */
+	enum tp_feed (*feed)(void *p, const char *data, size_t len);
+	/* The transport broke or closed; told once. */
+	void (*lost)(void *p);
+	/* 1 while the session must keep its slot with no transport (detached). */
+	int (*held)(const void *p);
+	/* Output is about to be sent: last chance to add to it. */
+	void (*before_flush)(void *p);
+	/* Transport timer <which> fired. */
+	void (*timeout)(void *p, int which);
+	/* Frees the protocol state (after lost and not held). */
+	void (*free)(void *p);
+	/* Bus items for the session at the connection (bus.h); deliver
+	 * consumes one reference of <m>. */
+	void (*deliver)(void *p, struct rmsg *m);
+	void (*kick)(void *p, int cond);
+	void (*moved)(void *p);
+	/* A delivery reached <to>, a slot whose session is gone: find the
+	 * recipient again or bounce. Consumes one reference of <m>. */
+	void (*stale)(struct worker *w, const struct bus_addr *to, struct rmsg *m);
+	/* The server shuts down: end the stream (open or detached). */
+	void (*shutdown)(void *p);
 };
 
 #define LISTENER_MAX 2
@@ -89,11 +94,10 @@ struct worker {
 	struct conn *starved;        /* recv stopped on -ENOBUFS; re-arm later */
 	struct timer_wheel wheel;
 	struct store_handle *sh;     /* store operations issued here complete in this loop */
-	/* inbox: lock-free LIFO push, the owner takes all and reverses */
-	_Atomic(struct inbox_item *) inbox;
+	/* inbox of bus items: lock-free LIFO push, the owner takes all and reverses */
+	_Atomic(struct bus_item *) inbox;
 	atomic_int wake_pending;
-	int congested_hit;           /* a delivery just went to a congested session */
-	int trim_pending;            /* idle streams freed memory: give it back to the OS */
+	int trim_pending;            /* streams freed memory: give it back to the OS (worker_want_trim) */
 	struct timer accept_retry[LISTENER_MAX]; /* re-arm accept after EMFILE & co. */
 	uint64_t accept_err_logged_ms;
 	uint64_t last_trim_ms;
@@ -112,20 +116,18 @@ int worker_start(struct worker *w);
 /* Joins the thread and frees everything the worker owns. */
 void worker_join(struct worker *w);
 
-/* From any thread: asks every worker to shut down (system-shutdown to all
- * streams, then exit). <from> is the calling worker or NULL. */
-void server_stop(struct server *srv);
+/* Carries out <it> on this worker, for the session at it->to (same node,
+ * same worker: bus.c checked). The item stays the caller's; its message
+ * reference is passed on. */
+void worker_dispatch(struct worker *w, const struct bus_item *it);
 
-/* Delivers <m> (the caller's reference is consumed) to the session at
- * <t>. Same worker: at once; other worker: through its inbox and a
- * MSG_RING wake-up sent from <w>'s ring. */
-void worker_deliver(struct worker *w, const struct route_target *t, struct rmsg *m);
+/* Copies <it> into <target>'s inbox and wakes it from <w>'s ring. 0, or
+ * -ENOMEM (the item's message reference is dropped). */
+int worker_post(struct worker *w, struct worker *target, const struct bus_item *it);
 
-/* Asks the session at <t> to end with stream error <cond> (e.g. conflict). */
-void worker_kick(struct worker *w, const struct route_target *t, int cond);
-
-/* Tells the stream at <owner> that its SM session now lives elsewhere. */
-void worker_moved(struct worker *w, const struct sm_owner *owner);
+/* Streams freed memory: at most once a second the worker hands freed pages
+ * back to the OS. */
+void worker_want_trim(struct worker *w);
 
 /* Queues <c> for a send at the end of this loop turn. */
 void worker_want_flush(struct worker *w, struct conn *c);

@@ -1,6 +1,6 @@
 /* tests/fuzz/fuzz_c2s.c - libFuzzer target for the whole c2s state machine
  * (c2s.c, c2s_sasl2.c, c2s_sm.c, c2s_route.c) behind a fake transport, with
- * the real router, memory store, delivery and worker inbox code.
+ * the real router, memory store, delivery, bus and worker dispatch code.
  *
  * Standalone: every server/ and store/ source but the two mains is
  * included here (the Makefile's `make fuzz` compiles this file alone).
@@ -14,8 +14,9 @@
  *   0x03  every armed main timer fires (preauth, idle, detached expiry)
  * Each chunk is fed in three pieces (at 1/3 and 2/3). Up to MAX_STREAMS
  * streams share one worker (idx 0) whose slots point at them, so routed
- * stanzas, kicks and "moved" notices reach them synchronously, as they do
- * in tetherd for sessions of the same worker.
+ * stanzas, kicks and "moved" notices reach them synchronously through the
+ * bus and the handlers c2s registers, as they do in tetherd for sessions
+ * of the same worker.
  *
  * The worker has a store handle in the store's test mode: every completion
  * comes 0-3 turns late (a turn = one chunk fed, or one command), so
@@ -35,16 +36,7 @@
 
 #include <sodium.h>
 
-/* router.c and the memory store each have a static grow(), find() and
- * struct stripe. */
-#define grow router_grow
-#define find router_find
-#define stripe router_stripe
-#include "../../server/router.c"
-#undef grow
-#undef find
-#undef stripe
-
+#include "../../server/bus.c"
 #include "../../server/c2s.c"
 #include "../../server/c2s_route.c"
 #include "../../server/c2s_sasl2.c"
@@ -61,9 +53,11 @@
 #include "../../server/log.c"
 #include "../../server/metrics.c"
 #include "../../server/rmsg.c"
+#include "../../server/router.c"
 #include "../../server/sasl.c"
 #include "../../server/sbuf.c"
 #include "../../server/scram.c"
+#include "../../server/shtab.c"
 #include "../../server/sm.c"
 #include "../../server/timer.c"
 #include "../../server/tls.c"
@@ -118,7 +112,7 @@ static struct randombytes_implementation rng_impl = {
 
 struct fstream {
 	struct c2s *s;
-	struct conn conn;        /* only .c2s is used: what worker.c looks at */
+	struct conn conn;        /* only .proto is used: what worker.c looks at */
 	uint32_t slot, gen;
 	int used;                /* c2s_new was called and not yet freed */
 	int closed;              /* the state machine asked for a close */
@@ -173,12 +167,16 @@ static size_t f_cb_unique(void *io, uint8_t *o, size_t outlen)
 static int f_is_tls(void *io) { (void)io; return 1; }
 static void f_pause_read(void *io, unsigned ms) { (void)io; (void)ms; }
 static void f_park_read(void *io, int on) { (void)io; (void)on; }
+static void f_trim_memory(void *io) { (void)io; }
+static struct store_handle *f_store(void *io) { (void)io; return wk.sh; }
 static const char *f_peer(void *io) { (void)io; return "fuzz"; }
 
-static const struct c2s_transport ftp = {
+static const struct transport ftp = {
 	.send = f_send, .close = f_close, .set_timer = f_set_timer, .release = f_release,
 	.cb_exporter = f_cb_exporter, .cb_unique = f_cb_unique, .is_tls = f_is_tls,
-	.pause_read = f_pause_read, .park_read = f_park_read, .peer = f_peer,
+	.pause_read = f_pause_read, .park_read = f_park_read, .trim_memory = f_trim_memory,
+	.store = f_store,
+	.peer = f_peer,
 };
 
 /* ---- setup ------------------------------------------------------------- */
@@ -237,6 +235,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	srv.tls.endpoint_len = 32;
 	srv.workers = &wk;
 	srv.nworkers = 1;
+	c2s_register(&srv);
 	wk.srv = &srv;
 	wk.idx = 0;
 	wk.lfd[0] = wk.lfd[1] = -1;
@@ -259,11 +258,12 @@ static struct fstream *fz_stream_new(void)
 		memset(f, 0, sizeof(*f));
 		f->slot = i;
 		f->gen = slots_gens[i];
-		f->s = c2s_new(&srv, &wk, &ftp, f, f->slot, f->gen, 1);
+		struct bus_addr self = { .node = BUS_NODE_SELF, .worker = 0, .slot = f->slot, .gen = f->gen };
+		f->s = c2s_new(&srv, &wk, &ftp, f, &self, 1);
 		if (!f->s)
 			return NULL;
 		f->used = 1;
-		f->conn.c2s = f->s;
+		f->conn.proto = f->s;
 		slots_conns[i] = &f->conn;
 		return f;
 	}
@@ -319,10 +319,10 @@ static void fz_feed(struct fstream *f, const uint8_t *p, size_t len)
 	for (int k = 0; k < 3 && f->used && !f->closed && !f->lost; k++) {
 		if (cut[k + 1] == cut[k])
 			continue;
-		enum c2s_rc rc = c2s_feed(f->s, (const char *)p + cut[k], cut[k + 1] - cut[k]);
-		if (rc == C2S_CLOSED)
+		enum tp_feed rc = c2s_feed(f->s, (const char *)p + cut[k], cut[k + 1] - cut[k]);
+		if (rc == TP_FEED_CLOSED)
 			f->closed = 1;
-		else if (rc == C2S_STARTTLS)
+		else if (rc == TP_FEED_STARTTLS)
 			abort(); /* never offered on a TLS stream */
 	}
 	fz_end_of_turn();

@@ -16,25 +16,46 @@
 #include "tether/router.h"
 /* The statics (stripes, buckets) are checked after growth. */
 #include "../../server/router.c"
+#include "../../server/shtab.c"
 
-static struct route_target tgt(const char *res, uint16_t worker, uint32_t slot, uint32_t gen)
+/* A binding as the tests write it: a resource and a session address. */
+struct binding {
+	char resource[64];
+	struct bus_addr addr;
+};
+
+static struct binding tgt(const char *res, uint16_t worker, uint32_t slot, uint32_t gen)
 {
-	struct route_target t;
-	memset(&t, 0, sizeof(t));
-	t.worker = worker;
-	t.slot = slot;
-	t.gen = gen;
-	snprintf(t.resource, sizeof(t.resource), "%s", res);
-	return t;
+	struct binding b;
+	memset(&b, 0, sizeof(b));
+	b.addr.worker = worker;
+	b.addr.slot = slot;
+	b.addr.gen = gen;
+	snprintf(b.resource, sizeof(b.resource), "%s", res);
+	return b;
 }
 
+static int bind_as(struct router *r, const char *bare, const struct binding *b, struct route_target *old)
+{
+	return router_bind(r, bare, b->resource, &b->addr, &old->addr);
+}
+
+static void unbind_as(struct router *r, const char *bare, const char *res, uint16_t worker,
+		      uint32_t slot, uint32_t gen)
+{
+	struct bus_addr a = { .node = BUS_NODE_SELF, .worker = worker, .slot = slot, .gen = gen };
+	router_unbind(r, bare, res, &a);
+}
+
+/* Targets carry no resource name (only an address): <res> documents. */
 static void assert_target(const struct route_target *t, const char *res, uint16_t worker,
 			  uint32_t slot, uint32_t gen)
 {
-	assert_string_equal(t->resource, res);
-	assert_int_equal(t->worker, worker);
-	assert_int_equal(t->slot, slot);
-	assert_int_equal(t->gen, gen);
+	(void)res;
+	assert_int_equal(t->addr.node, BUS_NODE_SELF);
+	assert_int_equal(t->addr.worker, worker);
+	assert_int_equal(t->addr.slot, slot);
+	assert_int_equal(t->addr.gen, gen);
 }
 
 static int setup(void **state)
@@ -55,13 +76,14 @@ static int teardown(void **state)
 static void test_bind_get_unbind(void **state)
 {
 	struct router *r = *state;
-	struct route_target t = tgt("balcony", 3, 17, 5), out, old;
+	struct binding t = tgt("balcony", 3, 17, 5);
+	struct route_target out, old;
 	memset(&old, 0x5a, sizeof(old));
 
 	assert_int_equal(router_get_full(r, "juliet@example.com", "balcony", &out), -ENOENT);
 	assert_int_equal(router_get_all(r, "juliet@example.com", &out, 1), 0);
 
-	assert_int_equal(router_bind(r, "juliet@example.com", &t, &old), 0);
+	assert_int_equal(bind_as(r, "juliet@example.com", &t, &old), 0);
 	assert_int_equal(router_get_full(r, "juliet@example.com", "balcony", &out), 0);
 	assert_target(&out, "balcony", 3, 17, 5);
 	assert_int_equal(out.priority, 0);
@@ -72,13 +94,13 @@ static void test_bind_get_unbind(void **state)
 	assert_int_equal(router_get_full(r, "juliet@example.com", "Balcony", &out), -ENOENT);
 	assert_int_equal(router_get_full(r, "juliet@example.co", "balcony", &out), -ENOENT);
 
-	struct route_target t2 = tgt("chamber", 1, 2, 3);
-	assert_int_equal(router_bind(r, "juliet@example.com", &t2, &old), 0);
+	struct binding t2 = tgt("chamber", 1, 2, 3);
+	assert_int_equal(bind_as(r, "juliet@example.com", &t2, &old), 0);
 	struct route_target all[8];
 	assert_int_equal(router_get_all(r, "juliet@example.com", all, 8), 2);
 	int seen_b = 0, seen_c = 0;
 	for (int i = 0; i < 2; i++) {
-		if (!strcmp(all[i].resource, "balcony")) {
+		if (all[i].addr.slot == 17) {
 			assert_target(&all[i], "balcony", 3, 17, 5);
 			seen_b++;
 		} else {
@@ -92,36 +114,35 @@ static void test_bind_get_unbind(void **state)
 	assert_int_equal(router_get_all(r, "juliet@example.com", all, 1), 1);
 	assert_int_equal(router_get_all(r, "juliet@example.com", all, 0), 0);
 
-	router_unbind(r, "juliet@example.com", "balcony", 3, 17, 5);
+	unbind_as(r, "juliet@example.com", "balcony", 3, 17, 5);
 	assert_int_equal(router_get_full(r, "juliet@example.com", "balcony", &out), -ENOENT);
 	assert_int_equal(router_get_full(r, "juliet@example.com", "chamber", &out), 0);
 	assert_int_equal(router_get_all(r, "juliet@example.com", all, 8), 1);
 
-	router_unbind(r, "juliet@example.com", "chamber", 1, 2, 3);
+	unbind_as(r, "juliet@example.com", "chamber", 1, 2, 3);
 	assert_int_equal(router_get_all(r, "juliet@example.com", all, 8), 0);
 
 	/* The account is gone; binding again starts afresh. */
-	assert_int_equal(router_bind(r, "juliet@example.com", &t, &old), 0);
+	assert_int_equal(bind_as(r, "juliet@example.com", &t, &old), 0);
 	assert_int_equal(router_get_all(r, "juliet@example.com", all, 8), 1);
 
 	/* Unbinding what is not there is harmless. */
-	router_unbind(r, "nobody@example.com", "x", 0, 0, 0);
-	router_unbind(r, "juliet@example.com", "nothere", 3, 17, 5);
+	unbind_as(r, "nobody@example.com", "x", 0, 0, 0);
+	unbind_as(r, "juliet@example.com", "nothere", 3, 17, 5);
 	assert_int_equal(router_get_all(r, "juliet@example.com", all, 8), 1);
 }
 
 static void test_rebind_conflict(void **state)
 {
 	struct router *r = *state;
-	struct route_target a = tgt("phone", 0, 10, 1), b = tgt("phone", 2, 99, 7), old, out;
-	assert_int_equal(router_bind(r, "romeo@example.net", &a, &old), 0);
+	struct binding a = tgt("phone", 0, 10, 1), b = tgt("phone", 2, 99, 7);
+	struct route_target old, out;
+	assert_int_equal(bind_as(r, "romeo@example.net", &a, &old), 0);
 	router_set_presence(r, "romeo@example.net", "phone", 1, 5);
 
 	memset(&old, 0, sizeof(old));
-	assert_int_equal(router_bind(r, "romeo@example.net", &b, &old), 1);
+	assert_int_equal(bind_as(r, "romeo@example.net", &b, &old), 1);
 	assert_target(&old, "phone", 0, 10, 1);
-	assert_int_equal(old.available, 1);
-	assert_int_equal(old.priority, 5);
 
 	assert_int_equal(router_get_full(r, "romeo@example.net", "phone", &out), 0);
 	assert_target(&out, "phone", 2, 99, 7);
@@ -130,7 +151,7 @@ static void test_rebind_conflict(void **state)
 	assert_int_equal(router_get_all(r, "romeo@example.net", all, 4), 1);
 
 	/* The kicked session's late unbind must not remove the new one. */
-	router_unbind(r, "romeo@example.net", "phone", 0, 10, 1);
+	unbind_as(r, "romeo@example.net", "phone", 0, 10, 1);
 	assert_int_equal(router_get_full(r, "romeo@example.net", "phone", &out), 0);
 	assert_target(&out, "phone", 2, 99, 7);
 }
@@ -138,16 +159,17 @@ static void test_rebind_conflict(void **state)
 static void test_unbind_stale(void **state)
 {
 	struct router *r = *state;
-	struct route_target t = tgt("r", 4, 100, 9), old, out;
-	assert_int_equal(router_bind(r, "a@b", &t, &old), 0);
+	struct binding t = tgt("r", 4, 100, 9);
+	struct route_target old, out;
+	assert_int_equal(bind_as(r, "a@b", &t, &old), 0);
 
-	router_unbind(r, "a@b", "r", 4, 100, 8);  /* old generation */
-	router_unbind(r, "a@b", "r", 4, 101, 9);  /* other slot */
-	router_unbind(r, "a@b", "r", 5, 100, 9);  /* other worker */
+	unbind_as(r, "a@b", "r", 4, 100, 8);  /* old generation */
+	unbind_as(r, "a@b", "r", 4, 101, 9);  /* other slot */
+	unbind_as(r, "a@b", "r", 5, 100, 9);  /* other worker */
 	assert_int_equal(router_get_full(r, "a@b", "r", &out), 0);
 	assert_target(&out, "r", 4, 100, 9);
 
-	router_unbind(r, "a@b", "r", 4, 100, 9);
+	unbind_as(r, "a@b", "r", 4, 100, 9);
 	assert_int_equal(router_get_full(r, "a@b", "r", &out), -ENOENT);
 }
 
@@ -159,12 +181,12 @@ static void test_unbind_middle(void **state)
 	char res[16];
 	for (uint32_t i = 0; i < 10; i++) {
 		snprintf(res, sizeof(res), "r%u", i);
-		struct route_target t = tgt(res, 1, i, i + 100);
-		assert_int_equal(router_bind(r, "m@x", &t, &old), 0);
+		struct binding t = tgt(res, 1, i, i + 100);
+		assert_int_equal(bind_as(r, "m@x", &t, &old), 0);
 	}
 	for (uint32_t i = 0; i < 10; i += 3) {
 		snprintf(res, sizeof(res), "r%u", i);
-		router_unbind(r, "m@x", res, 1, i, i + 100);
+		unbind_as(r, "m@x", res, 1, i, i + 100);
 	}
 	for (uint32_t i = 0; i < 10; i++) {
 		snprintf(res, sizeof(res), "r%u", i);
@@ -186,11 +208,11 @@ static void test_max_resources(void **state)
 	char res[16];
 	for (uint32_t i = 0; i < ROUTER_MAX_RESOURCES; i++) {
 		snprintf(res, sizeof(res), "res%u", i);
-		struct route_target t = tgt(res, 0, i, 1);
-		assert_int_equal(router_bind(r, "busy@example.com", &t, &old), 0);
+		struct binding t = tgt(res, 0, i, 1);
+		assert_int_equal(bind_as(r, "busy@example.com", &t, &old), 0);
 	}
-	struct route_target extra = tgt("one-too-many", 0, 999, 1);
-	assert_int_equal(router_bind(r, "busy@example.com", &extra, &old), -EMLINK);
+	struct binding extra = tgt("one-too-many", 0, 999, 1);
+	assert_int_equal(bind_as(r, "busy@example.com", &extra, &old), -EMLINK);
 	assert_int_equal(router_get_full(r, "busy@example.com", "one-too-many", &out), -ENOENT);
 
 	static struct route_target all[ROUTER_MAX_RESOURCES + 8];
@@ -198,26 +220,27 @@ static void test_max_resources(void **state)
 			 ROUTER_MAX_RESOURCES);
 
 	/* At the limit, replacing an existing resource is still allowed. */
-	struct route_target again = tgt("res7", 1, 7, 2);
-	assert_int_equal(router_bind(r, "busy@example.com", &again, &old), 1);
+	struct binding again = tgt("res7", 1, 7, 2);
+	assert_int_equal(bind_as(r, "busy@example.com", &again, &old), 1);
 	assert_target(&old, "res7", 0, 7, 1);
 
 	/* Another account is not affected. */
-	assert_int_equal(router_bind(r, "idle@example.com", &extra, &old), 0);
+	assert_int_equal(bind_as(r, "idle@example.com", &extra, &old), 0);
 
 	/* Freeing one slot makes room again. */
-	router_unbind(r, "busy@example.com", "res3", 0, 3, 1);
-	assert_int_equal(router_bind(r, "busy@example.com", &extra, &old), 0);
-	struct route_target more = tgt("more", 0, 1, 1);
-	assert_int_equal(router_bind(r, "busy@example.com", &more, &old), -EMLINK);
+	unbind_as(r, "busy@example.com", "res3", 0, 3, 1);
+	assert_int_equal(bind_as(r, "busy@example.com", &extra, &old), 0);
+	struct binding more = tgt("more", 0, 1, 1);
+	assert_int_equal(bind_as(r, "busy@example.com", &more, &old), -EMLINK);
 }
 
 static void test_presence(void **state)
 {
 	struct router *r = *state;
-	struct route_target a = tgt("a", 0, 1, 1), b = tgt("b", 0, 2, 1), old, out;
-	assert_int_equal(router_bind(r, "p@x", &a, &old), 0);
-	assert_int_equal(router_bind(r, "p@x", &b, &old), 0);
+	struct binding a = tgt("a", 0, 1, 1), b = tgt("b", 0, 2, 1);
+	struct route_target old, out;
+	assert_int_equal(bind_as(r, "p@x", &a, &old), 0);
+	assert_int_equal(bind_as(r, "p@x", &b, &old), 0);
 
 	router_set_presence(r, "p@x", "a", 1, 10);
 	router_set_presence(r, "p@x", "b", 1, -3);
@@ -246,7 +269,7 @@ static void test_presence(void **state)
 	size_t n = router_get_all(r, "p@x", all, 4);
 	assert_int_equal(n, 2);
 	assert_int_equal(router_pick_for_message(all, n, pick, 0), 1);
-	assert_string_equal(all[pick[0]].resource, "b");
+	assert_int_equal(all[pick[0]].addr.slot, 2); /* "b" */
 }
 
 /* --------------------------------------------------------------- picking */
@@ -326,20 +349,20 @@ static void test_many_accounts(void **state)
 	struct route_target old, out;
 	for (uint32_t i = 0; i < N; i++) {
 		snprintf(bare, sizeof(bare), "user%u@example.com", i);
-		struct route_target a = tgt("home", (uint16_t)(i % 7), i, 1);
-		struct route_target b = tgt("work", (uint16_t)(i % 5), i + N, 2);
-		assert_int_equal(router_bind(r, bare, &a, &old), 0);
-		assert_int_equal(router_bind(r, bare, &b, &old), 0);
+		struct binding a = tgt("home", (uint16_t)(i % 7), i, 1);
+		struct binding b = tgt("work", (uint16_t)(i % 5), i + N, 2);
+		assert_int_equal(bind_as(r, bare, &a, &old), 0);
+		assert_int_equal(bind_as(r, bare, &b, &old), 0);
 	}
 	/* The tables grew: 10000 accounts over 64 stripes of 64 initial buckets;
 	 * every stripe keeps its load factor <= 1 and counts every account. */
 	size_t total = 0, grown = 0;
-	for (int s = 0; s < ROUTER_STRIPES; s++) {
-		struct stripe *st = &r->stripes[s];
+	for (int s = 0; s < SHTAB_STRIPES; s++) {
+		struct shtab_stripe *st = &r->tab->s[s];
 		size_t chained = 0;
 		for (size_t b = 0; b < st->nbuckets; b++)
-			for (struct account *acc = st->buckets[b]; acc; acc = acc->next) {
-				assert_int_equal((acc->hash >> 8) & (st->nbuckets - 1), b);
+			for (struct shtab_node *n = st->buckets[b]; n; n = n->next) {
+				assert_int_equal((n->hash >> 8) & (st->nbuckets - 1), b);
 				chained++;
 			}
 		assert_int_equal(chained, st->count);
@@ -349,7 +372,7 @@ static void test_many_accounts(void **state)
 		grown += st->nbuckets > 64;
 	}
 	assert_int_equal(total, N);
-	assert_true(grown > ROUTER_STRIPES / 2);
+	assert_true(grown > SHTAB_STRIPES / 2);
 	for (uint32_t i = 0; i < N; i++) {
 		snprintf(bare, sizeof(bare), "user%u@example.com", i);
 		assert_int_equal(router_get_full(r, bare, "home", &out), 0);
@@ -361,10 +384,10 @@ static void test_many_accounts(void **state)
 	for (uint32_t i = 0; i < N; i++) {
 		snprintf(bare, sizeof(bare), "user%u@example.com", i);
 		if (i & 1) {
-			router_unbind(r, bare, "home", (uint16_t)(i % 7), i, 1);
-			router_unbind(r, bare, "work", (uint16_t)(i % 5), i + N, 2);
+			unbind_as(r, bare, "home", (uint16_t)(i % 7), i, 1);
+			unbind_as(r, bare, "work", (uint16_t)(i % 5), i + N, 2);
 		} else {
-			router_unbind(r, bare, "home", (uint16_t)(i % 7), i, 1);
+			unbind_as(r, bare, "home", (uint16_t)(i % 7), i, 1);
 		}
 	}
 	struct route_target all[4];
@@ -376,8 +399,8 @@ static void test_many_accounts(void **state)
 	/* Rebinding the dropped ones works after all that churn. */
 	for (uint32_t i = 1; i < N; i += 2) {
 		snprintf(bare, sizeof(bare), "user%u@example.com", i);
-		struct route_target a = tgt("again", 0, i, 3);
-		assert_int_equal(router_bind(r, bare, &a, &old), 0);
+		struct binding a = tgt("again", 0, i, 3);
+		assert_int_equal(bind_as(r, bare, &a, &old), 0);
 	}
 	for (uint32_t i = 0; i < N; i++) {
 		snprintf(bare, sizeof(bare), "user%u@example.com", i);
@@ -403,8 +426,8 @@ static void *thr_main(void *p)
 	for (int i = 0; i < THR_ACCOUNTS; i++) {
 		/* Own accounts. */
 		snprintf(bare, sizeof(bare), "t%d-u%d@example.com", t->id, i);
-		struct route_target a = tgt("r", (uint16_t)t->id, (uint32_t)i, 1);
-		if (router_bind(t->r, bare, &a, &old) != 0)
+		struct binding a = tgt("r", (uint16_t)t->id, (uint32_t)i, 1);
+		if (bind_as(t->r, bare, &a, &old) != 0)
 			t->fails++;
 		if (router_get_full(t->r, bare, "r", &out) || out.slot != (uint32_t)i)
 			t->fails++;
@@ -412,18 +435,18 @@ static void *thr_main(void *p)
 		snprintf(bare, sizeof(bare), "shared%d@example.com", i % 50);
 		if (i < 50 * THR_SHARED) {
 			snprintf(res, sizeof(res), "t%d-%d", t->id, i / 50);
-			struct route_target s = tgt(res, (uint16_t)t->id, (uint32_t)i, 1);
-			if (router_bind(t->r, bare, &s, &old) != 0)
+			struct binding s = tgt(res, (uint16_t)t->id, (uint32_t)i, 1);
+			if (bind_as(t->r, bare, &s, &old) != 0)
 				t->fails++;
 			router_set_presence(t->r, bare, res, 1, i % 3);
 		}
 		/* Churn: bind and unbind a temporary account. */
 		snprintf(bare, sizeof(bare), "tmp%d@example.com", i % 10);
 		snprintf(res, sizeof(res), "t%d", t->id);
-		struct route_target tmp = tgt(res, (uint16_t)t->id, (uint32_t)i, 7);
-		if (router_bind(t->r, bare, &tmp, &old) != 0)
+		struct binding tmp = tgt(res, (uint16_t)t->id, (uint32_t)i, 7);
+		if (bind_as(t->r, bare, &tmp, &old) != 0)
 			t->fails++;
-		router_unbind(t->r, bare, res, (uint16_t)t->id, (uint32_t)i, 7);
+		unbind_as(t->r, bare, res, (uint16_t)t->id, (uint32_t)i, 7);
 	}
 	return NULL;
 }

@@ -5,6 +5,7 @@
  * memory_sm.c is included so the tests can look at a queue's capacity
  * (memory given back on a full ack); its object is then not linked. */
 #include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -46,7 +47,7 @@ static void rec_init(struct sm_record *r, const char *id, uint32_t epoch, uint32
 {
 	memset(r, 0, sizeof(*r));
 	snprintf(r->id, sizeof(r->id), "%s", id);
-	r->owner = (struct sm_owner){ .worker = 1, .slot = 10, .gen = 100 };
+	r->owner = (struct bus_addr){ .worker = 1, .slot = 10, .gen = 100 };
 	r->epoch = epoch;
 	r->c.out = r->c.acked = out;
 	r->max = 300;
@@ -58,9 +59,9 @@ static void rec_init(struct sm_record *r, const char *id, uint32_t epoch, uint32
 static size_t cap_of(struct sm_table *t, const char *id)
 {
 	struct msess *m;
-	struct stripe *s = lock_find(t, id, NULL, &m);
+	struct shtab_stripe *s = lock_find(t, id, &m);
 	size_t cap = m ? m->cap : 0;
-	pthread_mutex_unlock(&s->lock);
+	shtab_unlock(s);
 	return cap;
 }
 
@@ -124,7 +125,7 @@ static void on_drain(void *ud, int err, const struct sm_record *rec, const char 
 	}
 }
 
-static const struct sm_owner owner_b = { .worker = 2, .slot = 20, .gen = 200 };
+static const struct bus_addr owner_b = { .worker = 2, .slot = 20, .gen = 200 };
 
 /* ------------------------------------------------------ create / append */
 
@@ -361,7 +362,7 @@ static void test_stale_epoch(void **state)
 	assert_int_equal(s.rec.epoch, 2);
 
 	/* The old owner's writes all fail; append says where the session went. */
-	struct sm_owner moved = { 0 };
+	struct bus_addr moved = { 0 };
 	struct sm_entry e = { .seq = 2, .msg = b };
 	assert_int_equal(sm_table_append(t, "s1", 1, &e, &moved), -ESTALE);
 	assert_int_equal(moved.worker, owner_b.worker);
@@ -1086,7 +1087,7 @@ static void test_store_api(void **state)
 	struct sm_record r, got;
 	struct rmsg *m[3];
 	struct seen s = { 0 };
-	struct sm_owner moved;
+	struct bus_addr moved;
 	rec_init(&r, "api", 1, 0);
 	assert_int_equal(store_sm_create(st, &r, "alice@x", "phone"), 0);
 	assert_int_equal(store_sm_create(st, &r, "alice@x", "phone"), -EEXIST);

@@ -1,0 +1,47 @@
+/* server/bus.c - session addresses, and deliver/kick/moved to a session wherever it lives.
+ *
+ * The one place that decides where a session is: on this worker (carried
+ * out at once: no allocation, no wake-up), on another worker of this node
+ * (its inbox plus a MSG_RING wake-up, worker.c), or on another node (the
+ * cluster; refused until it exists). Callers build one struct bus_addr
+ * and never look at which case it is. */
+#include "tether/bus.h"
+
+#include <errno.h>
+
+#include "tether/rmsg.h"
+#include "tether/worker.h"
+
+/* Routes <it> to the worker that owns it->to. The item is the caller's;
+ * its message reference is passed on, or dropped on error. */
+static int post(struct worker *w, const struct bus_item *it)
+{
+	if (it->to.node != BUS_NODE_SELF || it->to.worker >= w->srv->nworkers) {
+		rmsg_unref(it->msg);
+		return it->to.node != BUS_NODE_SELF ? -EHOSTUNREACH : -EINVAL;
+	}
+	struct worker *target = &w->srv->workers[it->to.worker];
+	if (target == w) {
+		worker_dispatch(w, it);
+		return 0;
+	}
+	return worker_post(w, target, it);
+}
+
+int bus_deliver(struct worker *w, const struct bus_addr *to, struct rmsg *m)
+{
+	struct bus_item it = { .kind = BUS_DELIVER, .to = *to, .msg = m };
+	return post(w, &it);
+}
+
+int bus_kick(struct worker *w, const struct bus_addr *to, int cond)
+{
+	struct bus_item it = { .kind = BUS_KICK, .to = *to, .cond = cond };
+	return post(w, &it);
+}
+
+int bus_moved(struct worker *w, const struct bus_addr *to)
+{
+	struct bus_item it = { .kind = BUS_MOVED, .to = *to };
+	return post(w, &it);
+}

@@ -132,13 +132,24 @@ int c2s_stream_fail(struct c2s *s, enum stream_err e, const char *text)
 
 /* ---- features ---------------------------------------------------------- */
 
+/* This connection's tls-server-end-point (its certificate's hash, which
+ * may differ from the current one after a reload); 0 if none. */
+static size_t endpoint(struct c2s *s, const uint8_t **out)
+{
+	const uint8_t *h = NULL;
+	size_t n = s->tp->cb_endpoint ? s->tp->cb_endpoint(s->io, &h) : 0;
+	if (out)
+		*out = h;
+	return n;
+}
+
 int c2s_mech_offered(struct c2s *s, enum sasl_mech m)
 {
 	switch (m) {
 	case SASL_MECH_SCRAM_SHA_256_PLUS:
 	case SASL_MECH_SCRAM_SHA_1_PLUS:
 		/* tls-server-end-point is always there with our certificate. */
-		return s->srv->tls.endpoint_len > 0;
+		return endpoint(s, NULL) > 0;
 	case SASL_MECH_PLAIN:
 		return (s->flags & C2S_F_TLS) != 0;
 	default:
@@ -153,7 +164,7 @@ int c2s_ht_offered(struct c2s *s, int cb)
 	case HT_NONE:
 		return 1;
 	case HT_ENDP:
-		return s->srv->tls.endpoint_len > 0;
+		return endpoint(s, NULL) > 0;
 	case HT_EXPR:
 		return s->tp->cb_exporter(s->io, tmp) > 0;
 	case HT_UNIQ:
@@ -165,11 +176,14 @@ int c2s_ht_offered(struct c2s *s, int cb)
 size_t c2s_cb_data(struct c2s *s, int cb, uint8_t *out, size_t max)
 {
 	switch (cb) {
-	case HT_ENDP:
-		if (s->srv->tls.endpoint_len > max)
+	case HT_ENDP: {
+		const uint8_t *h;
+		size_t n = endpoint(s, &h);
+		if (n > max)
 			return 0;
-		memcpy(out, s->srv->tls.endpoint, s->srv->tls.endpoint_len);
-		return s->srv->tls.endpoint_len;
+		memcpy(out, h, n);
+		return n;
+	}
 	case HT_EXPR:
 		return max >= 32 ? s->tp->cb_exporter(s->io, out) : 0;
 	case HT_UNIQ:
@@ -411,8 +425,7 @@ void c2s_fill_env(struct c2s *s)
 			      !(s->flags & C2S_F_PLUS_FAILED);
 	s->env.cb.tls_exporter_len = s->tp->cb_exporter(s->io, s->cb_exporter);
 	s->env.cb.tls_exporter = s->cb_exporter;
-	s->env.cb.tls_server_end_point = s->srv->tls.endpoint;
-	s->env.cb.tls_server_end_point_len = s->srv->tls.endpoint_len;
+	s->env.cb.tls_server_end_point_len = endpoint(s, &s->env.cb.tls_server_end_point);
 	s->env.cb.tls_unique_len = s->tp->cb_unique(s->io, s->cb_unique, sizeof(s->cb_unique));
 	s->env.cb.tls_unique = s->cb_unique;
 	s->env.get_creds = get_creds;

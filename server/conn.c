@@ -124,6 +124,12 @@ static size_t tp_cb_exporter(void *io, uint8_t out[32])
 	return c->ssl ? tls_cb_exporter(c->ssl, out) : 0;
 }
 
+static size_t tp_cb_endpoint(void *io, const uint8_t **out)
+{
+	struct conn *c = io;
+	return c->ssl ? tls_cb_endpoint(c->ssl, out) : 0;
+}
+
 static size_t tp_cb_unique(void *io, uint8_t *out, size_t outlen)
 {
 	struct conn *c = io;
@@ -143,7 +149,7 @@ static const char *tp_peer(void *io)
 
 static const struct transport transport = {
 	.send = tp_send, .close = tp_close, .set_timer = tp_set_timer, .release = tp_release,
-	.cb_exporter = tp_cb_exporter, .cb_unique = tp_cb_unique,
+	.cb_exporter = tp_cb_exporter, .cb_unique = tp_cb_unique, .cb_endpoint = tp_cb_endpoint,
 	.is_tls = tp_is_tls, .peer = tp_peer, .pause_read = tp_pause_read,
 	.park_read = tp_park_read,
 	.trim_memory = tp_trim_memory, .store = tp_store,

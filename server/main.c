@@ -23,6 +23,7 @@
 #include "tether/sasl.h"
 #include "tether/server.h"
 #include "tether/store.h"
+#include "tether/tls.h"
 #include "tether/token.h"
 #include "tether/worker.h"
 
@@ -146,6 +147,20 @@ static int start(struct server *srv)
 
 static atomic_int workers_up;
 
+/* SIGHUP: the certificate and key are read again from the configured
+ * paths; new connections get them, open ones keep what they have. A bad
+ * file keeps the old pair. (The rest of the configuration is not reread.) */
+static void reload_certificate(struct server *srv)
+{
+	char err[512];
+	notify_reloading();
+	if (tls_ctx_reload(&srv->tls, srv->cfg.cert, srv->cfg.key, err, sizeof(err)))
+		log_error("SIGHUP: %s; keeping the current certificate", err);
+	else
+		log_info("SIGHUP: certificate reloaded from %s", srv->cfg.cert);
+	notify_ready("certificate reloaded");
+}
+
 /* /readyz: every worker runs and the node is not shutting down. (The
  * memory store is always reachable.) */
 static bool node_ready(void *ud, char *why, size_t whylen)
@@ -217,7 +232,7 @@ int main(int argc, char **argv)
 		if (sigwait(&set, &sig))
 			continue;
 		if (sig == SIGHUP) {
-			log_info("SIGHUP: certificate reload is not implemented yet; restart to change it");
+			reload_certificate(&srv);
 			continue;
 		}
 		log_info("%s: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");

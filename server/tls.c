@@ -2,7 +2,9 @@
 #include "tether/tls.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <openssl/bio.h>
@@ -80,9 +82,24 @@ static int on_alpn(SSL *ssl, const uint8_t **out, uint8_t *outlen,
 	return SSL_TLSEXT_ERR_ALERT_FATAL;
 }
 
+/* The tls-server-end-point hash, one per SSL_CTX, in its ex_data. */
+struct endpoint {
+	size_t len;
+	uint8_t hash[EVP_MAX_MD_SIZE];
+};
+
+static int endpoint_idx = -1;
+
+static void endpoint_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int index, long argl,
+			  void *argp)
+{
+	(void)parent, (void)ad, (void)index, (void)argl, (void)argp;
+	free(ptr);
+}
+
 /* RFC 5929 §4.1: hash the certificate with its signature hash, but MD5 and
  * SHA-1 become SHA-256. */
-static int compute_endpoint(struct tls_ctx *t, X509 *cert)
+static int attach_endpoint(SSL_CTX *ctx, X509 *cert)
 {
 	const EVP_MD *md = NULL;
 	int nid = X509_get_signature_nid(cert), md_nid = NID_undef, pk_nid;
@@ -90,67 +107,103 @@ static int compute_endpoint(struct tls_ctx *t, X509 *cert)
 		md = EVP_get_digestbynid(md_nid);
 	if (!md || md_nid == NID_md5 || md_nid == NID_sha1)
 		md = EVP_sha256();
+	struct endpoint *e = calloc(1, sizeof(*e));
 	unsigned len = 0;
-	if (!X509_digest(cert, md, t->endpoint, &len))
+	if (!e || !X509_digest(cert, md, e->hash, &len) || !SSL_CTX_set_ex_data(ctx, endpoint_idx, e)) {
+		free(e);
 		return -1;
-	t->endpoint_len = len;
+	}
+	e->len = len;
 	return 0;
 }
 
-int tls_ctx_init(struct tls_ctx *t, const char *cert, const char *key, char *err, size_t errlen)
+static void init_once(void)
 {
-	memset(t, 0, sizeof(*t));
-	if (!ring_bio_method) {
-		ring_bio_method = BIO_meth_new(BIO_TYPE_SOURCE_SINK, "tether-ring");
-		BIO_meth_set_read(ring_bio_method, bio_read);
-		BIO_meth_set_write(ring_bio_method, bio_write);
-		BIO_meth_set_ctrl(ring_bio_method, bio_ctrl);
-		BIO_meth_set_create(ring_bio_method, bio_create);
-	}
-	t->ctx = SSL_CTX_new(TLS_method());
-	if (!t->ctx)
+	ring_bio_method = BIO_meth_new(BIO_TYPE_SOURCE_SINK, "tether-ring");
+	BIO_meth_set_read(ring_bio_method, bio_read);
+	BIO_meth_set_write(ring_bio_method, bio_write);
+	BIO_meth_set_ctrl(ring_bio_method, bio_ctrl);
+	BIO_meth_set_create(ring_bio_method, bio_create);
+	endpoint_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, endpoint_free);
+}
+
+/* A new SSL_CTX for <cert> and <key>: TLS 1.2-1.3, no 0-RTT, ALPN. */
+static SSL_CTX *build_ctx(const char *cert, const char *key, char *err, size_t errlen)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+	pthread_once(&once, init_once);
+	SSL_CTX *ctx = SSL_CTX_new(TLS_method());
+	if (!ring_bio_method || endpoint_idx < 0 || !ctx)
 		goto fail;
-	SSL_CTX_set_min_proto_version(t->ctx, TLS1_2_VERSION);
-	SSL_CTX_set_max_proto_version(t->ctx, TLS1_3_VERSION);
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION);
 	/* 0-RTT data is replayable: never accept it (tls.md). */
-	SSL_CTX_set_early_data_enabled(t->ctx, 0);
-	SSL_CTX_set_alpn_select_cb(t->ctx, on_alpn, NULL);
+	SSL_CTX_set_early_data_enabled(ctx, 0);
+	SSL_CTX_set_alpn_select_cb(ctx, on_alpn, NULL);
 	/* No session cache across nodes yet; tickets are fine (key per process). */
-	SSL_CTX_set_session_cache_mode(t->ctx, SSL_SESS_CACHE_OFF);
-	if (SSL_CTX_use_certificate_chain_file(t->ctx, cert) != 1) {
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
 		snprintf(err, errlen, "tls: cannot load certificate '%s'", cert);
 		goto fail_msg;
 	}
-	if (SSL_CTX_use_PrivateKey_file(t->ctx, key, SSL_FILETYPE_PEM) != 1) {
+	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
 		snprintf(err, errlen, "tls: cannot load key '%s'", key);
 		goto fail_msg;
 	}
-	if (SSL_CTX_check_private_key(t->ctx) != 1) {
+	if (SSL_CTX_check_private_key(ctx) != 1) {
 		snprintf(err, errlen, "tls: key '%s' does not match certificate '%s'", key, cert);
 		goto fail_msg;
 	}
-	if (compute_endpoint(t, SSL_CTX_get0_certificate(t->ctx))) {
+	if (attach_endpoint(ctx, SSL_CTX_get0_certificate(ctx))) {
 		snprintf(err, errlen, "tls: cannot hash certificate '%s'", cert);
 		goto fail_msg;
 	}
-	return 0;
+	return ctx;
 fail:
 	snprintf(err, errlen, "tls: out of memory");
 fail_msg:
 	ERR_clear_error();
-	tls_ctx_deinit(t);
-	return -1;
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+
+int tls_ctx_init(struct tls_ctx *t, const char *cert, const char *key, char *err, size_t errlen)
+{
+	SSL_CTX *ctx = build_ctx(cert, key, err, errlen);
+	atomic_store(&t->ctx, ctx);
+	t->retired = NULL;
+	return ctx ? 0 : -1;
+}
+
+int tls_ctx_reload(struct tls_ctx *t, const char *cert, const char *key, char *err, size_t errlen)
+{
+	SSL_CTX *ctx = build_ctx(cert, key, err, errlen);
+	if (!ctx)
+		return -1;
+	SSL_CTX_free(t->retired);
+	t->retired = atomic_exchange(&t->ctx, ctx);
+	return 0;
+}
+
+size_t tls_cb_endpoint(SSL *ssl, const uint8_t **out)
+{
+	const struct endpoint *e = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), endpoint_idx);
+	if (!e)
+		return 0;
+	*out = e->hash;
+	return e->len;
 }
 
 void tls_ctx_deinit(struct tls_ctx *t)
 {
-	SSL_CTX_free(t->ctx);
-	t->ctx = NULL;
+	SSL_CTX_free(atomic_exchange(&t->ctx, NULL));
+	SSL_CTX_free(t->retired);
+	t->retired = NULL;
 }
 
 SSL *tls_new(struct tls_ctx *t, struct tls_io *io)
 {
-	SSL *ssl = SSL_new(t->ctx);
+	SSL *ssl = SSL_new(atomic_load(&t->ctx));
 	BIO *bio = BIO_new(ring_bio_method);
 	if (!ssl || !bio) {
 		SSL_free(ssl);

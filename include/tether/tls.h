@@ -2,6 +2,7 @@
 #ifndef TETHER_TLS_H
 #define TETHER_TLS_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -9,12 +10,14 @@
 
 #include "tether/sbuf.h"
 
-/* The server's TLS context: certificate, key, and the channel-binding hash
- * of the certificate (RFC 5929 tls-server-end-point), computed once. */
+/* The server's TLS context: certificate and key. New connections take the
+ * current SSL_CTX; tls_ctx_reload() swaps in a new one while connections
+ * made with the old one keep it (each SSL holds a reference). The
+ * channel-binding hash of a certificate (RFC 5929 tls-server-end-point)
+ * is computed once per SSL_CTX and travels with it. */
 struct tls_ctx {
-	SSL_CTX *ctx;
-	uint8_t endpoint[EVP_MAX_MD_SIZE];
-	size_t endpoint_len;
+	_Atomic(SSL_CTX *) ctx;   /* what tls_new() uses; swapped by the main thread */
+	SSL_CTX *retired;          /* the one before: freed at the next reload */
 };
 
 /* Where the BIO of one connection reads ciphertext from and writes it to.
@@ -33,6 +36,15 @@ struct tls_io {
  * Returns 0 or -1 with a message in <err>. */
 int tls_ctx_init(struct tls_ctx *t, const char *cert, const char *key, char *err, size_t errlen);
 void tls_ctx_deinit(struct tls_ctx *t);
+
+/* Loads <cert> and <key> again (SIGHUP) into a new SSL_CTX and makes it
+ * the one new connections get; open connections keep theirs. On any error
+ * the old context stays and -1 comes back with the reason in <err>. Main
+ * thread only. The previous context is released at the following reload
+ * (its connections hold their own references), so a worker that has just
+ * loaded the pointer never sees it freed. Session tickets issued under the
+ * old context do not resume under the new one (one full handshake). */
+int tls_ctx_reload(struct tls_ctx *t, const char *cert, const char *key, char *err, size_t errlen);
 
 /* A server-side SSL bound to <io>. NULL on OOM. */
 SSL *tls_new(struct tls_ctx *t, struct tls_io *io);
@@ -77,6 +89,11 @@ static inline int tls_established(SSL *ssl) { return SSL_is_init_finished(ssl); 
  * binding is not available on this connection. */
 size_t tls_cb_exporter(SSL *ssl, uint8_t out[32]);
 size_t tls_cb_unique(SSL *ssl, uint8_t *out, size_t outlen);
+
+/* RFC 5929 tls-server-end-point of the certificate <ssl> was made with:
+ * points *<out> at the hash (valid while <ssl> lives) and returns its
+ * length, or 0. */
+size_t tls_cb_endpoint(SSL *ssl, const uint8_t **out);
 
 /* Frees an SSL, wiping its secrets. NULL is fine. */
 void tls_free(SSL *ssl);

@@ -34,6 +34,9 @@ struct transport {
 	/* Channel binding data; see tls.h. <len> 0 = not available. */
 	size_t (*cb_exporter)(void *io, uint8_t out[32]);
 	size_t (*cb_unique)(void *io, uint8_t *out, size_t outlen);
+	/* tls-server-end-point of the certificate this connection got:
+	 * *<out> points at the hash while the connection lives. */
+	size_t (*cb_endpoint)(void *io, const uint8_t **out);
 	/* 1 once TLS is established. */
 	int (*is_tls)(void *io);
 	/* Stop reading from the peer for about <ms> (flow control). */

@@ -169,13 +169,20 @@ static void f_pause_read(void *io, unsigned ms) { (void)io; (void)ms; }
 static void f_park_read(void *io, int on) { (void)io; (void)on; }
 static void f_trim_memory(void *io) { (void)io; }
 static struct store_handle *f_store(void *io) { (void)io; return wk.sh; }
+static size_t f_cb_endpoint(void *io, const uint8_t **out)
+{
+	static const uint8_t h[32] = { [0 ... 31] = 0xED };
+	(void)io;
+	*out = h;
+	return sizeof(h);
+}
 static const char *f_peer(void *io) { (void)io; return "fuzz"; }
 
 static const struct transport ftp = {
 	.send = f_send, .close = f_close, .set_timer = f_set_timer, .release = f_release,
 	.cb_exporter = f_cb_exporter, .cb_unique = f_cb_unique, .is_tls = f_is_tls,
 	.pause_read = f_pause_read, .park_read = f_park_read, .trim_memory = f_trim_memory,
-	.store = f_store,
+	.store = f_store, .cb_endpoint = f_cb_endpoint,
 	.peer = f_peer,
 };
 
@@ -231,8 +238,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	srv.cfg.max_stanza_size = 16384;
 	snprintf(srv.cfg.isr_location, sizeof(srv.cfg.isr_location), "localhost:5223");
 	memset(srv.token_key, 0x4B, sizeof(srv.token_key));
-	memset(srv.tls.endpoint, 0xED, 32);
-	srv.tls.endpoint_len = 32;
 	srv.workers = &wk;
 	srv.nworkers = 1;
 	c2s_register(&srv);

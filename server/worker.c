@@ -24,6 +24,7 @@
 #include "tether/conn.h"
 #include "tether/log.h"
 #include "tether/metrics.h"
+#include "tether/netaddr.h"
 #include "tether/rmsg.h"
 #include "tether/store.h"
 
@@ -35,48 +36,11 @@
 
 static __thread struct io_uring *main_ring; /* for wake-ups from non-workers */
 
-/* Parses "host:port" into an IPv4/IPv6 sockaddr. */
-static int parse_addr(const char *s, struct sockaddr_storage *ss, socklen_t *len)
-{
-	char host[CONFIG_STR_MAX];
-	const char *colon = strrchr(s, ':');
-	if (!colon || colon == s)
-		return -1;
-	size_t hl = (size_t)(colon - s);
-	if (s[0] == '[' && hl >= 2 && s[hl - 1] == ']') {
-		memcpy(host, s + 1, hl - 2);
-		host[hl - 2] = 0;
-	} else {
-		memcpy(host, s, hl);
-		host[hl] = 0;
-	}
-	char *end;
-	long port = strtol(colon + 1, &end, 10);
-	if (*end || port < 0 || port > 65535)
-		return -1;
-	memset(ss, 0, sizeof(*ss));
-	struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
-	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
-	if (inet_pton(AF_INET, host, &in4->sin_addr) == 1) {
-		in4->sin_family = AF_INET;
-		in4->sin_port = htons((uint16_t)port);
-		*len = sizeof(*in4);
-		return 0;
-	}
-	if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
-		in6->sin6_family = AF_INET6;
-		in6->sin6_port = htons((uint16_t)port);
-		*len = sizeof(*in6);
-		return 0;
-	}
-	return -1;
-}
-
 static int open_listener(const char *addr)
 {
 	struct sockaddr_storage ss;
 	socklen_t len;
-	if (parse_addr(addr, &ss, &len)) {
+	if (netaddr_parse(addr, &ss, &len)) {
 		log_error("listen %s: expected host:port", addr);
 		return -1;
 	}

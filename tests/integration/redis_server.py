@@ -63,6 +63,21 @@ class RedisServer:
                            text=True, timeout=10, check=True)
         return r.stdout
 
+    def command(self, *args):
+        """One command over the socket, binary-safe (redis-cli's output is
+        not): returns bytes, int, None, a list, or raises RedisError."""
+        import socket
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(10)
+            s.connect(self.sock)
+            out = b'*%d\r\n' % len(args)
+            for a in args:
+                a = a if isinstance(a, bytes) else str(a).encode()
+                out += b'$%d\r\n%s\r\n' % (len(a), a)
+            s.sendall(out)
+            f = s.makefile('rb')
+            return _read_reply(f)
+
     def stop(self):
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -71,6 +86,33 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+class RedisError(Exception):
+    pass
+
+
+def _read_reply(f):
+    line = f.readline()
+    if not line.endswith(b'\r\n'):
+        raise RedisError('connection closed')
+    kind, rest = line[:1], line[1:-2]
+    if kind == b'+':
+        return rest
+    if kind == b'-':
+        raise RedisError(rest.decode(errors='replace'))
+    if kind == b':':
+        return int(rest)
+    if kind == b'$':
+        n = int(rest)
+        if n < 0:
+            return None
+        data = f.read(n + 2)
+        return data[:-2]
+    if kind == b'*':
+        n = int(rest)
+        return None if n < 0 else [_read_reply(f) for _ in range(n)]
+    raise RedisError('bad reply %r' % line)
 
 
 @pytest.fixture

@@ -63,6 +63,7 @@ struct rlink {
 	int fd;
 	uint32_t gen;              /* +1 per socket: CQEs of an old one are dropped */
 	unsigned inflight;         /* connect/send/recv SQEs of this socket in the kernel */
+	unsigned cancels;          /* cancel SQEs in the kernel (any socket) */
 	int sending;               /* a send is in flight */
 	int was_up;                /* "up" was told for this socket */
 	int stopping;              /* rlink_stop(): no reconnect */
@@ -168,6 +169,7 @@ static void lose(struct rlink *l, const char *why)
 	struct io_uring_sqe *sqe = get_sqe(l);
 	io_uring_prep_cancel_fd(sqe, l->fd, IORING_ASYNC_CANCEL_ALL);
 	set_data(l, sqe, RLINK_OP_CANCEL);
+	l->cancels++;
 }
 
 static void arm_recv(struct rlink *l)
@@ -295,8 +297,12 @@ static void on_recv(struct rlink *l, int res)
 void rlink_on_cqe(struct rlink *l, const struct io_uring_cqe *cqe)
 {
 	enum rlink_op op = (enum rlink_op)ud_slot(cqe->user_data);
-	if (op == RLINK_OP_CANCEL || ud_gen(cqe->user_data) != l->gen)
-		return; /* cancel results, and nothing of an older socket counts */
+	if (op == RLINK_OP_CANCEL) {
+		l->cancels--; /* its result does not matter: the socket's own CQEs do */
+		return;
+	}
+	if (ud_gen(cqe->user_data) != l->gen)
+		return; /* cannot happen (a socket is closed only once all its CQEs are back); harmless */
 	l->inflight--;
 	if (l->state == RLINK_CLOSING) {
 		if (op == RLINK_OP_SEND)
@@ -362,7 +368,7 @@ void rlink_stop(struct rlink *l)
 
 int rlink_stopped(const struct rlink *l)
 {
-	return l->state == RLINK_DOWN && l->inflight == 0;
+	return l->state == RLINK_DOWN && l->inflight == 0 && l->cancels == 0;
 }
 
 void rlink_start(struct rlink *l)

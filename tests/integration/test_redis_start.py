@@ -44,8 +44,12 @@ def redis_config(tmp_path, tls_cert):
 
 
 def run(path, *extra, timeout=20):
-    return subprocess.run([str(cf.tetherd_path()), '-c', path, *extra],
-                          capture_output=True, text=True, timeout=timeout)
+    # cwd elsewhere: the library is compiled in, tetherd reads no source file.
+    r = subprocess.run([str(cf.tetherd_path()), '-c', path, *extra], cwd=str(cf.Path(path).parent),
+                       capture_output=True, text=True, timeout=timeout)
+    for marker in cf.SANITIZER_MARKERS:
+        assert marker not in r.stderr, r.stderr
+    return r
 
 
 def test_check_needs_cluster_node(redis_config):

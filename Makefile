@@ -42,7 +42,7 @@ LDFLAGS = $(LDFLAGS_BASE) $(OPT)
 # Every server/ and store/ source goes into libtether.a, except the two mains.
 MAINS    := server/main.c server/tetherctl.c
 LIB_SRC  := $(filter-out $(MAINS),$(wildcard server/*.c store/*.c))
-LIB_OBJ  := $(LIB_SRC:%.c=$(B)/obj/%.o)
+LIB_OBJ  := $(LIB_SRC:%.c=$(B)/obj/%.o) $(B)/obj/gen/redis_lib_lua.o
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_OBJ := $(BENCH_SRC:%.c=$(B)/obj/%.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
@@ -71,6 +71,15 @@ $(B)/expat-ok:
 	  exit 1; }
 	@touch $@
 $(B)/obj/server/xstream.o: | $(B)/expat-ok
+
+# store/redis_lib.lua goes into the binaries as a C array (redis_lib.h), so
+# tetherd and tetherctl load the FUNCTION library without the source tree.
+$(B)/gen/redis_lib_lua.c: store/redis_lib.lua scripts/embed.sh
+	@mkdir -p $(dir $@)
+	sh scripts/embed.sh $< redis_lib_lua > $@.tmp && mv $@.tmp $@
+$(B)/obj/gen/redis_lib_lua.o: $(B)/gen/redis_lib_lua.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
 $(B)/libtether.a: $(LIB_OBJ)
 	@mkdir -p $(dir $@)

@@ -2,12 +2,16 @@
 #include "tether/config.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/un.h>
 
 #include <ini.h>
+
+#include "tether/netaddr.h"
 
 enum key_type {
 	K_STR = 0, /* bounded string */
@@ -41,6 +45,7 @@ static const struct key_def keys[] = {
 	BOOL("tls", "dev_cert", dev_cert),
 	STR("store", "backend", store_backend),
 	STR("store", "path", store_path),
+	STR("store", "redis", store_redis),
 	UINT("store", "test_delay", store_test_delay, 0, 3),
 	SIZE("limits", "max_stanza_size", max_stanza_size, 1024, 64u << 20),
 	SIZE("limits", "preauth_max_stanza_size", preauth_max_stanza_size, 1024, 64u << 20),
@@ -60,6 +65,7 @@ static const struct key_def keys[] = {
 	UINT("tokens", "fast_lifetime", fast_lifetime, 60, 86400 * 365),
 	STR("tokens", "isr_location", isr_location),
 	STR("admin", "listen", admin_listen),
+	STR("cluster", "node", cluster_node),
 };
 
 void config_defaults(struct config *cfg)
@@ -71,6 +77,7 @@ void config_defaults(struct config *cfg)
 	snprintf(cfg->tls_listen, sizeof(cfg->tls_listen), "127.0.0.1:5223");
 	snprintf(cfg->store_backend, sizeof(cfg->store_backend), "memory");
 	snprintf(cfg->store_path, sizeof(cfg->store_path), "./var");
+	snprintf(cfg->store_redis, sizeof(cfg->store_redis), "127.0.0.1:6379");
 	cfg->max_stanza_size = 256 * 1024;
 	cfg->preauth_max_stanza_size = 16 * 1024;
 	cfg->max_depth = 64;
@@ -165,8 +172,11 @@ static int set_one(struct load_ctx *lc, const char *section, const char *name,
 		if (strcmp(keys[i].section, section) || strcmp(keys[i].name, name))
 			continue;
 		const char *why = set_key(lc->cfg, &keys[i], value);
-		if (!why)
+		if (!why) {
+			if (keys[i].off == offsetof(struct config, store_backend))
+				lc->cfg->store_backend_line = lineno;
 			return 1;
+		}
 		snprintf(lc->err, lc->errlen, "%s:%d: [%s] %s: %s", lc->file, lineno, section, name, why);
 		lc->failed = 1;
 		return 0;
@@ -201,6 +211,24 @@ static char *read_line(char *str, int num, void *stream)
 	return r;
 }
 
+/* Why <a> is not a [store] redis address ("host:port" with a numeric host,
+ * or "unix:/absolute/path"), or NULL if it is one. */
+static const char *redis_addr_why(const char *a)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	if (!strncmp(a, "unix:", 5)) {
+		if (a[5] != '/')
+			return "expected unix:/absolute/path";
+		if (strlen(a + 5) >= sizeof(((struct sockaddr_un *)0)->sun_path))
+			return "socket path too long";
+		return NULL;
+	}
+	if (netaddr_parse(a, &ss, &len))
+		return "expected host:port (numeric host) or unix:/path/to/redis.sock";
+	return NULL;
+}
+
 /* Checks the combination of keys once everything is read. */
 static int validate(struct config *cfg, char *err, size_t errlen)
 {
@@ -208,10 +236,30 @@ static int validate(struct config *cfg, char *err, size_t errlen)
 		snprintf(err, errlen, "%s: [server] domain: must not be empty", cfg->path);
 		return -1;
 	}
-	if (strcmp(cfg->store_backend, "memory")) {
-		snprintf(err, errlen, "%s: [store] backend: unknown backend '%s' (have: memory)",
-			 cfg->path, cfg->store_backend);
+	if (strcmp(cfg->store_backend, "memory") && strcmp(cfg->store_backend, "redis")) {
+		snprintf(err, errlen, "%s:%d: [store] backend: unknown backend '%s' (have: memory, redis)",
+			 cfg->path, cfg->store_backend_line, cfg->store_backend);
 		return -1;
+	}
+	if (!strcmp(cfg->store_backend, "redis")) {
+		const char *why = redis_addr_why(cfg->store_redis);
+		if (why) {
+			snprintf(err, errlen, "%s: [store] redis: '%s': %s", cfg->path, cfg->store_redis, why);
+			return -1;
+		}
+		/* The node's name is part of every session's owner and of its
+		 * lease key: two nodes with one name would fence each other. */
+		if (!cfg->cluster_node[0]) {
+			snprintf(err, errlen, "%s:%d: [cluster] node: required with [store] backend = redis "
+				 "(a name unique to this node)", cfg->path, cfg->store_backend_line);
+			return -1;
+		}
+		if (strspn(cfg->cluster_node, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+			   "0123456789_-") != strlen(cfg->cluster_node)) {
+			snprintf(err, errlen, "%s: [cluster] node: '%s': only letters, digits, '_' and '-'",
+				 cfg->path, cfg->cluster_node);
+			return -1;
+		}
 	}
 	if (!cfg->listen[0] && !cfg->tls_listen[0]) {
 		snprintf(err, errlen, "%s: [c2s] listen: neither listen nor tls_listen is set", cfg->path);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <sodium.h>
@@ -19,6 +20,7 @@
 #include "tether/log.h"
 #include "tether/metrics.h"
 #include "tether/notify.h"
+#include "tether/redis_boot.h"
 #include "tether/router.h"
 #include "tether/sasl.h"
 #include "tether/server.h"
@@ -100,6 +102,48 @@ static int load_config(int argc, char **argv, struct config *cfg)
 	return check;
 }
 
+/* Where the token-sealing key lives: [tokens] key_file or <store path>/token.key. */
+static void token_key_path(const struct config *cfg, char *out, size_t len)
+{
+	if (cfg->token_key_file[0])
+		snprintf(out, len, "%s", cfg->token_key_file);
+	else
+		snprintf(out, len, "%s/token.key", cfg->store_path);
+}
+
+/* [store] backend = redis: the blocking start-up steps, on this thread
+ * before any worker exists: connect (unreachable: exit naming the
+ * address), FUNCTION LOAD REPLACE of the compiled-in library, and the
+ * check that this node seals tokens with the cluster's key. Then refuse to
+ * start: sessions, SM queues, tokens and routes do not run on Redis yet,
+ * and a node that accepted logins on a half-done backend would pretend to
+ * be a cluster member. Always returns -1 today (after logging why). */
+static int start_redis(struct server *srv)
+{
+	char err[1024], keypath[CONFIG_STR_MAX + 16];
+	token_key_path(&srv->cfg, keypath, sizeof(keypath));
+	if (!srv->cfg.token_key_file[0] && mkdir(srv->cfg.store_path, 0700) == -1 && errno != EEXIST) {
+		log_error("%s: [store] path: %s: %s", srv->cfg.path, srv->cfg.store_path, strerror(errno));
+		return -1;
+	}
+	if (token_key_load(keypath, srv->token_key, err, sizeof(err))) {
+		log_error("tokens: %s", err);
+		return -1;
+	}
+	int rc = redis_boot(srv->cfg.store_redis, srv->token_key, err, sizeof(err));
+	sodium_memzero(srv->token_key, sizeof(srv->token_key));
+	if (rc) {
+		log_error("%s", err);
+		return -1;
+	}
+	log_info("redis at %s: library loaded, token key matches the cluster's (node %s)",
+		 srv->cfg.store_redis, srv->cfg.cluster_node);
+	log_error("%s: [store] backend = redis: the Redis backend is not complete yet (users only: "
+		  "tetherctl manages them on Redis; sessions do not run on it yet); use backend = memory",
+		  srv->cfg.path);
+	return -1;
+}
+
 static int start(struct server *srv)
 {
 	char err[1024];
@@ -110,6 +154,8 @@ static int start(struct server *srv)
 	if (srv->cfg.dev_cert)
 		log_warn("tls: %s is a self-signed development certificate: clients will not "
 			 "trust it; configure a real one for production", srv->cfg.cert);
+	if (!strcmp(srv->cfg.store_backend, "redis"))
+		return start_redis(srv);
 	srv->store = store_open(srv->cfg.store_backend, srv->cfg.store_path, err, sizeof(err));
 	if (srv->store && srv->cfg.store_test_delay) {
 		store_set_test_delay(srv->store, srv->cfg.store_test_delay);
@@ -121,10 +167,7 @@ static int start(struct server *srv)
 		return -1;
 	}
 	char keypath[CONFIG_STR_MAX + 16];
-	if (srv->cfg.token_key_file[0])
-		snprintf(keypath, sizeof(keypath), "%s", srv->cfg.token_key_file);
-	else
-		snprintf(keypath, sizeof(keypath), "%s/token.key", srv->cfg.store_path);
+	token_key_path(&srv->cfg, keypath, sizeof(keypath));
 	if (token_key_load(keypath, srv->token_key, err, sizeof(err))) {
 		log_error("tokens: %s", err);
 		return -1;

@@ -170,7 +170,8 @@ static int do_list(struct store *st)
 	} else {
 		qsort(l.v, l.n, sizeof(*l.v), cmp_str);
 		for (size_t i = 0; i < l.n; i++)
-			printf("%s\n", l.v[i]);
+			if (i == 0 || strcmp(l.v[i], l.v[i - 1])) /* Redis's SCAN may repeat a key */
+				printf("%s\n", l.v[i]);
 	}
 	for (size_t i = 0; i < l.n; i++)
 		free(l.v[i]);
@@ -491,7 +492,9 @@ int main(int argc, char **argv)
 	}
 	if (cmd != CMD_LIST && cmd != CMD_IMPORT && user_jid(argv[optind + 1], &cfg, bare, sizeof(bare)))
 		return 1;
-	st = store_open(cfg.store_backend, cfg.store_path, err, sizeof(err));
+	/* The memory backend lives in a directory, the Redis one at an address. */
+	st = store_open(cfg.store_backend, strcmp(cfg.store_backend, "redis") ? cfg.store_path : cfg.store_redis,
+			err, sizeof(err));
 	if (!st) {
 		fprintf(stderr, "tetherctl: %s\n", err);
 		return 1;

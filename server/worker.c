@@ -25,6 +25,7 @@
 #include "tether/log.h"
 #include "tether/metrics.h"
 #include "tether/netaddr.h"
+#include "tether/rlink.h"
 #include "tether/rmsg.h"
 #include "tether/store.h"
 
@@ -130,6 +131,14 @@ int worker_init(struct worker *w, struct server *srv, unsigned idx)
 	if (srv->store && !(w->sh = store_attach(srv->store))) {
 		log_error("worker %u: out of memory for the store handle", idx);
 		return -1;
+	}
+	if (!strcmp(srv->cfg.store_backend, "redis")) {
+		char err[256];
+		if (!(w->rlink = rlink_new(&w->ring, &w->wheel, srv->cfg.store_redis, NULL, NULL, err,
+					   sizeof(err)))) {
+			log_error("worker %u: %s", idx, err);
+			return -1;
+		}
 	}
 	return 0;
 }
@@ -456,6 +465,10 @@ static void handle_cqe(struct worker *w, struct io_uring_cqe *cqe)
 	case OP_WAKE:
 		drain_inbox(w);
 		break;
+	case OP_RLINK:
+		if (w->rlink)
+			rlink_on_cqe(w->rlink, cqe);
+		break;
 	default:
 		break;
 	}
@@ -476,6 +489,8 @@ static void *worker_main(void *arg)
 		if (w->lfd[i] != -1)
 			arm_accept(w, i);
 	arm_tick(w);
+	if (w->rlink)
+		rlink_start(w->rlink); /* from this thread: the ring's single issuer */
 	for (;;) {
 		if (w->sh)
 			store_poll(w->sh); /* completions first: they may queue output */
@@ -541,6 +556,8 @@ void worker_join(struct worker *w)
 	store_detach(w->sh); /* pending operations are cancelled */
 	w->sh = NULL;
 	io_uring_queue_exit(&w->ring);
+	rlink_free(w->rlink); /* after the ring: no recv of it can still land */
+	w->rlink = NULL;
 	if (w->br)
 		munmap(w->br, w->nbufs * sizeof(struct io_uring_buf));
 	free(w->bufs);

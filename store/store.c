@@ -17,7 +17,9 @@ struct store *store_open(const char *backend, const char *path, char *err, size_
 	}
 	if (strcmp(backend, "memory") == 0)
 		return store_memory_open(path, err, errlen);
-	snprintf(err, errlen, "store: unknown backend '%s' (known: memory)", backend);
+	if (strcmp(backend, "redis") == 0) /* <path> is the address: host:port or unix:/path */
+		return store_redis_open(path, err, errlen);
+	snprintf(err, errlen, "store: unknown backend '%s' (known: memory, redis)", backend);
 	return NULL;
 }
 

@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #define CONFIG_STR_MAX 256
+#define CONFIG_NODE_MAX 64   /* bytes of a [cluster] node name: [A-Za-z0-9_-] */
 
 /* Every key of the INI file, with its default (see README "Configuration"). */
 struct config {
@@ -24,6 +25,8 @@ struct config {
 	/* [store] */
 	char store_backend[32];             /* backend = memory */
 	char store_path[CONFIG_STR_MAX];    /* path = ./var */
+	char store_redis[CONFIG_STR_MAX];   /* redis = 127.0.0.1:6379, or unix:/path/to/redis.sock */
+	int store_backend_line;             /* line of [store] backend (0: default or command line) */
 	unsigned store_test_delay;          /* test_delay = 0: completions wait 0..N extra loop turns (tests) */
 	/* [limits] */
 	size_t max_stanza_size;             /* max_stanza_size = 262144 bytes */
@@ -46,6 +49,8 @@ struct config {
 	unsigned fast_lifetime;             /* fast_lifetime = 1209600 s (14 days) */
 	char isr_location[CONFIG_STR_MAX];  /* isr_location = (none): direct-TLS host:port for ISR */
 	char admin_listen[CONFIG_STR_MAX];  /* [admin] listen = host:port of /metrics, /healthz, /readyz; empty = off */
+	/* [cluster] */
+	char cluster_node[CONFIG_NODE_MAX + 1]; /* node = (none): this node's unique name; required with redis */
 };
 
 /* Fills <cfg> with the defaults. */

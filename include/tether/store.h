@@ -201,5 +201,7 @@ struct store_op *store_user_get_async(struct store_handle *h, const char *bare,
 /* Backend constructors, called by store_open() only (callers use
  * store_open()). Same contract as store_open(). */
 struct store *store_memory_open(const char *path, char *err, size_t errlen);
+/* <path> is the Redis address ("host:port" or "unix:/path"). Blocking: users only, for tetherctl. */
+struct store *store_redis_open(const char *path, char *err, size_t errlen);
 
 #endif /* TETHER_STORE_H */

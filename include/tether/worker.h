@@ -16,6 +16,7 @@
 struct bus_addr;
 struct bus_item;
 struct conn;
+struct rlink;
 struct rmsg;
 struct store_handle;
 
@@ -27,6 +28,7 @@ enum ring_op {
 	OP_TICK,         /* timer wheel tick */
 	OP_WAKE,         /* MSG_RING from another thread: drain the inbox */
 	OP_IGNORE,       /* completions we do not care about (our MSG_RING sends) */
+	OP_RLINK,        /* the worker's Redis link (rlink.h); slot = enum rlink_op, gen = its socket's */
 };
 
 static inline uint64_t ud_pack(unsigned op, uint32_t gen, uint32_t slot)
@@ -94,6 +96,7 @@ struct worker {
 	struct conn *starved;        /* recv stopped on -ENOBUFS; re-arm later */
 	struct timer_wheel wheel;
 	struct store_handle *sh;     /* store operations issued here complete in this loop */
+	struct rlink *rlink;         /* [store] backend = redis: this worker's Redis connection */
 	/* inbox of bus items: lock-free LIFO push, the owner takes all and reverses */
 	_Atomic(struct bus_item *) inbox;
 	atomic_int wake_pending;

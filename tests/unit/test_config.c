@@ -273,9 +273,24 @@ static void test_validate(void **state)
 	assert_int_equal(load_text(&c, "[server]\ndomain =\n", path, err, sizeof(err)), -1);
 	assert_non_null(strstr(err, path));
 	assert_non_null(strstr(err, "domain"));
-	assert_int_equal(load_text(&c, "[store]\nbackend = redis\n", path, err, sizeof(err)), -1);
+	assert_int_equal(load_text(&c, "[store]\nbackend = sql\n", path, err, sizeof(err)), -1);
 	assert_non_null(strstr(err, "backend"));
-	assert_non_null(strstr(err, "redis"));
+	assert_non_null(strstr(err, "sql"));
+	/* redis needs [cluster] node; the error names the line of the backend. */
+	assert_int_equal(load_text(&c, "[store]\nbackend = redis\n", path, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, ":2: [cluster] node:"));
+	assert_int_equal(load_text(&c, "[store]\nbackend = redis\n[cluster]\nnode = n-1\n", path, err,
+				   sizeof(err)), 0);
+	assert_string_equal(c.store_redis, "127.0.0.1:6379");
+	assert_string_equal(c.cluster_node, "n-1");
+	assert_int_equal(load_text(&c, "[store]\nbackend = redis\nredis = unix:/run/r.sock\n"
+				   "[cluster]\nnode = a\n", path, err, sizeof(err)), 0);
+	assert_int_equal(load_text(&c, "[store]\nbackend = redis\nredis = 127.0.0.1\n"
+				   "[cluster]\nnode = a\n", path, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "[store] redis"));
+	assert_int_equal(load_text(&c, "[store]\nbackend = redis\n[cluster]\nnode = a/b\n", path, err,
+				   sizeof(err)), -1);
+	assert_non_null(strstr(err, "[cluster] node"));
 	assert_int_equal(load_text(&c, "[c2s]\nlisten =\ntls_listen =\n", path, err, sizeof(err)), -1);
 	assert_non_null(strstr(err, "listen"));
 	/* One of the two is enough. */

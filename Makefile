@@ -149,7 +149,7 @@ fuzz-run: fuzz
 	  if ! build/fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
 	      -artifact_prefix=build/fuzz/$$n- $$d $$w > build/fuzz/$$n.log 2>&1; then \
 	    tail -40 build/fuzz/$$n.log; echo "$$n failed: see build/fuzz/$$n.log" >&2; exit 1; fi; \
-	  grep -E '^#[0-9]+ *DONE' build/fuzz/$$n.log || tail -1 build/fuzz/$$n.log; done
+	  grep -E '^Done [0-9]+ runs' build/fuzz/$$n.log || tail -1 build/fuzz/$$n.log; done
 
 clean:
 	rm -rf build

@@ -175,8 +175,20 @@ static int set_one(struct load_ctx *lc, const char *section, const char *name,
 		if (strcmp(keys[i].section, section) || strcmp(keys[i].name, name))
 			continue;
 		const char *why = set_key(lc->cfg, &keys[i], value);
-		if (!why && keys[i].off == offsetof(struct config, trusted_proxies))
-			why = proxyproto_trust_parse(&lc->cfg->trusted, value);
+		size_t at = 0;
+		if (!why && keys[i].off == offsetof(struct config, trusted_proxies) &&
+		    (why = proxyproto_trust_parse(&lc->cfg->trusted, value, &at))) {
+			/* Name the entry at fault: "'10.0.0.1/8': address has bits ...". */
+			size_t n = strcspn(value + at, ",");
+			if (n)
+				snprintf(lc->err, lc->errlen, "%s:%d: [%s] %s: '%.*s': %s", lc->file, lineno,
+					 section, name, (int)n, value + at, why);
+			else
+				snprintf(lc->err, lc->errlen, "%s:%d: [%s] %s: %s (a stray comma?)", lc->file,
+					 lineno, section, name, why);
+			lc->failed = 1;
+			return 0;
+		}
 		if (!why) {
 			if (keys[i].off == offsetof(struct config, store_backend))
 				lc->cfg->store_backend_line = lineno;

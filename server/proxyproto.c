@@ -287,8 +287,9 @@ static const char *parse_cidr(struct proxyproto_cidr *c, const char *s, size_t n
 	return NULL;
 }
 
-const char *proxyproto_trust_parse(struct proxyproto_trust *t, const char *s)
+const char *proxyproto_trust_parse(struct proxyproto_trust *t, const char *s, size_t *at)
 {
+	const char *s0 = s;
 	memset(t, 0, sizeof(*t));
 	while (*s) {
 		s += strspn(s, " \t");
@@ -298,6 +299,8 @@ const char *proxyproto_trust_parse(struct proxyproto_trust *t, const char *s)
 		size_t m = n;
 		while (m && (s[m - 1] == ' ' || s[m - 1] == '\t'))
 			m--;
+		if (at)
+			*at = (size_t)(s - s0);
 		if (t->n == PROXYPROTO_TRUST_MAX)
 			return "too many entries (at most 16)";
 		const char *why = parse_cidr(&t->cidr[t->n], s, m);
@@ -305,8 +308,11 @@ const char *proxyproto_trust_parse(struct proxyproto_trust *t, const char *s)
 			return why;
 		t->n++;
 		s += n;
-		if (*s == ',' && !s[1 + strspn(s + 1, " \t")])
+		if (*s == ',' && !s[1 + strspn(s + 1, " \t")]) {
+			if (at)
+				*at = (size_t)(s - s0);
 			return "empty entry"; /* a trailing comma */
+		}
 		if (*s == ',')
 			s++;
 	}

@@ -55,8 +55,9 @@ struct proxyproto_trust {
 
 /* Parses "a.b.c.d/n, v6::/n, ..." (commas, optional blanks; a bare address
  * means /32 or /128) into <t>. Host bits set beyond the prefix are refused
- * (likely a typo). Returns NULL, or a static string saying why not. */
-const char *proxyproto_trust_parse(struct proxyproto_trust *t, const char *s);
+ * (likely a typo). Returns NULL, or a static string saying why not with
+ * *<at> (if <at> is not NULL) the offset in <s> of the entry at fault. */
+const char *proxyproto_trust_parse(struct proxyproto_trust *t, const char *s, size_t *at);
 
 /* 1 if <sa> (AF_INET, AF_INET6, or IPv4-mapped AF_INET6) lies in one of
  * <t>'s blocks, else 0. */

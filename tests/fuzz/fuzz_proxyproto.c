@@ -41,7 +41,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memcpy(s, data, n);
 	s[n] = 0;
 	struct proxyproto_trust t;
-	if (!proxyproto_trust_parse(&t, s) && rc == PROXYPROTO_DONE && !h.local)
+	if (!proxyproto_trust_parse(&t, s, NULL) && rc == PROXYPROTO_DONE && !h.local)
 		(void)proxyproto_trusted(&t, (struct sockaddr *)&h.src);
 	return 0;
 }

@@ -299,7 +299,7 @@ static struct sockaddr_storage sa(const char *ip)
 static int trusted(const char *list, const char *ip)
 {
 	struct proxyproto_trust t;
-	const char *why = proxyproto_trust_parse(&t, list);
+	const char *why = proxyproto_trust_parse(&t, list, NULL);
 	if (why)
 		fail_msg("'%s': %s", list, why);
 	struct sockaddr_storage ss = sa(ip);
@@ -340,25 +340,25 @@ static void test_cidr(void **state)
 	assert_false(trusted("", "127.0.0.1"));              /* empty: trust nobody */
 
 	struct proxyproto_trust t;
-	assert_non_null(proxyproto_trust_parse(&t, "10.0.0.1/8"));     /* host bits set */
-	assert_non_null(proxyproto_trust_parse(&t, "10.0.0.0/33"));
-	assert_non_null(proxyproto_trust_parse(&t, "::/129"));
-	assert_non_null(proxyproto_trust_parse(&t, "10.0.0.0/"));
-	assert_non_null(proxyproto_trust_parse(&t, "10.0.0.0/08"));
-	assert_non_null(proxyproto_trust_parse(&t, "10.0.0.0/-1"));
-	assert_non_null(proxyproto_trust_parse(&t, "localhost"));
-	assert_non_null(proxyproto_trust_parse(&t, "10.0.0.0/8,"));
-	assert_non_null(proxyproto_trust_parse(&t, "10.0.0.0/8,,127.0.0.1"));
-	assert_non_null(proxyproto_trust_parse(&t, "::ffff:10.0.0.0/8"));
-	assert_null(proxyproto_trust_parse(&t, "  10.0.0.0/8 ,127.0.0.1  "));
+	assert_non_null(proxyproto_trust_parse(&t, "10.0.0.1/8", NULL));     /* host bits set */
+	assert_non_null(proxyproto_trust_parse(&t, "10.0.0.0/33", NULL));
+	assert_non_null(proxyproto_trust_parse(&t, "::/129", NULL));
+	assert_non_null(proxyproto_trust_parse(&t, "10.0.0.0/", NULL));
+	assert_non_null(proxyproto_trust_parse(&t, "10.0.0.0/08", NULL));
+	assert_non_null(proxyproto_trust_parse(&t, "10.0.0.0/-1", NULL));
+	assert_non_null(proxyproto_trust_parse(&t, "localhost", NULL));
+	assert_non_null(proxyproto_trust_parse(&t, "10.0.0.0/8,", NULL));
+	assert_non_null(proxyproto_trust_parse(&t, "10.0.0.0/8,,127.0.0.1", NULL));
+	assert_non_null(proxyproto_trust_parse(&t, "::ffff:10.0.0.0/8", NULL));
+	assert_null(proxyproto_trust_parse(&t, "  10.0.0.0/8 ,127.0.0.1  ", NULL));
 	assert_int_equal(t.n, 2);
 	char many[400] = "";
 	for (int i = 0; i < 17; i++)
 		snprintf(many + strlen(many), sizeof(many) - strlen(many), "%s10.0.0.%d", i ? "," : "", i);
-	assert_non_null(proxyproto_trust_parse(&t, many));
+	assert_non_null(proxyproto_trust_parse(&t, many, NULL));
 	/* A socket address that is neither IPv4 nor IPv6 is never trusted. */
 	struct sockaddr un = { .sa_family = AF_UNIX };
-	assert_null(proxyproto_trust_parse(&t, "0.0.0.0/0, ::/0"));
+	assert_null(proxyproto_trust_parse(&t, "0.0.0.0/0, ::/0", NULL));
 	assert_false(proxyproto_trusted(&t, &un));
 }
 

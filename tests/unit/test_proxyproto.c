@@ -22,7 +22,8 @@ static size_t v2(uint8_t *out, uint8_t vc, uint8_t fp, const uint8_t *a, size_t 
 	out[13] = fp;
 	out[14] = (uint8_t)(alen >> 8);
 	out[15] = (uint8_t)alen;
-	memcpy(out + 16, a, alen);
+	if (alen)
+		memcpy(out + 16, a, alen);
 	return 16 + alen;
 }
 

@@ -255,8 +255,12 @@ static const uint8_t *proxy_gate(struct conn *c, const uint8_t *data, size_t *le
 	socklen_t sl = sizeof(ss);
 	unsigned suppressed;
 
-	if (getpeername(c->fd, (struct sockaddr *)&ss, &sl) == -1 ||
-	    !proxyproto_trusted(&c->w->srv->cfg.trusted, (struct sockaddr *)&ss))
+	if (getpeername(c->fd, (struct sockaddr *)&ss, &sl) == -1) {
+		/* Reset already (HAProxy's health checks end so): nothing to say. */
+		lost(c);
+		return NULL;
+	}
+	if (!proxyproto_trusted(&c->w->srv->cfg.trusted, (struct sockaddr *)&ss))
 		why = "not from a trusted proxy";
 	else switch (proxyproto_gate_feed(c->pp, data, *len, &h, &rest, &restlen)) {
 	case PROXYPROTO_NEED_MORE:

@@ -205,3 +205,76 @@ def test_proxy_protocol_needs_trusted_proxies(tmp_path, tls_cert):
                        capture_output=True, text=True, timeout=15)
     assert r.returncode != 0
     assert 'proxy_protocol: needs [c2s] trusted_proxies' in r.stderr, r.stderr
+
+
+HAPROXY_CFG = """
+global
+    log stdout format raw local0
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+frontend starttls
+    bind 127.0.0.1:%(fp)d
+    default_backend b_starttls
+frontend direct
+    bind 127.0.0.1:%(ftp)d
+    default_backend b_direct
+backend b_starttls
+    server n1 127.0.0.1:%(port)d send-proxy-v2 check check-send-proxy inter 200ms
+backend b_direct
+    server n1 127.0.0.1:%(tls_port)d send-proxy-v2
+"""
+
+
+@pytest.fixture
+def haproxy(proxied, tmp_path):
+    import shutil
+    import time
+    exe = shutil.which('haproxy') or ('/usr/sbin/haproxy' if shutil.os.path.exists('/usr/sbin/haproxy') else None)
+    if not exe:
+        pytest.skip('no haproxy (apt-get install haproxy)')
+    fp, ftp = cf.free_port(), cf.free_port()
+    cfg = tmp_path / 'haproxy.cfg'
+    cfg.write_text(HAPROXY_CFG % dict(fp=fp, ftp=ftp, port=proxied.port, tls_port=proxied.tls_port))
+    log = open(tmp_path / 'haproxy.log', 'wb')
+    proc = subprocess.Popen([exe, '-f', str(cfg), '-db'], stdout=log, stderr=log,
+                            stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    for p in (fp, ftp):
+        while True:
+            try:
+                socket.create_connection(('127.0.0.1', p), timeout=0.5).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    proc.kill()
+                    pytest.fail('haproxy did not start: %s' % (tmp_path / 'haproxy.log').read_text())
+                time.sleep(0.05)
+
+    class Front:
+        host = '127.0.0.1'
+        port = fp
+        tls_port = ftp
+        domain = proxied.domain
+
+        def settle_users(self):
+            proxied.settle_users()
+    yield Front()
+    proc.terminate()
+    proc.wait(5)
+    log.close()
+
+
+@pytest.mark.parametrize('direct_tls', [False, True])
+def test_through_haproxy_send_proxy_v2(proxied, haproxy, conns, direct_tls):
+    import time
+    c = xr.login(haproxy, 'carol', cf.USERS['carol'], 'ha', direct_tls=direct_tls)
+    conns.append(c)
+    client_port = c.sock.getsockname()[1]
+    # The log names the client's own port, not the one HAProxy connected from.
+    proxied.wait_log('c2s 127.0.0.1:%d: authenticated as carol@localhost' % client_port)
+    # HAProxy's health checks (a v2 LOCAL header, then close) are not refused.
+    time.sleep(0.6)
+    assert 'PROXY protocol:' not in proxied.log()

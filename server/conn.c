@@ -271,15 +271,20 @@ static const uint8_t *proxy_gate(struct conn *c, const uint8_t *data, size_t *le
 	case PROXYPROTO_DONE:
 		if (!h.local)
 			proxyproto_format(&h.src, c->peer, sizeof(c->peer));
-		log_debug("conn %s: PROXY header (%zu bytes)%s", c->peer, h.len, h.local ? ", local" : "");
+		if (log_enabled(LOG_L_DEBUG)) {
+			char via[64];
+			proxyproto_format(&ss, via, sizeof(via));
+			log_debug("conn %s: PROXY header via %s (%zu bytes%s)", c->peer, via, h.len,
+				  h.local ? ", LOCAL: own address kept" : "");
+		}
 		break;
 	}
 	free(c->pp);
 	c->pp = NULL;
 	if (why) {
 		if (proxyproto_ratelimit_ok(&rl, timer_now_ms(), &suppressed))
-			log_warn("conn %s: PROXY protocol: %s, closing (%u more suppressed)", c->peer, why,
-				 suppressed);
+			log_warn("conn %s: PROXY protocol: %s, closing (%u such lines suppressed before this one)",
+				 c->peer, why, suppressed);
 		lost(c);
 		return NULL;
 	}

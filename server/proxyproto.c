@@ -30,7 +30,7 @@
 static const uint8_t v2_sig[12] = { 0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A };
 static const char v1_sig[] = "PROXY ";
 
-static enum proxyproto_rc fail(struct proxyproto_hdr *h, const char *why)
+static enum proxyproto_rc refuse(struct proxyproto_hdr *h, const char *why)
 {
 	h->why = why;
 	return PROXYPROTO_ERROR;
@@ -60,19 +60,19 @@ static enum proxyproto_rc parse_v2(const uint8_t *buf, size_t len, struct proxyp
 	unsigned ver = buf[12] >> 4, cmd = buf[12] & 0xf, fam = buf[13] >> 4, proto = buf[13] & 0xf;
 	size_t alen = (size_t)buf[14] << 8 | buf[15];
 	if (ver != 2)
-		return fail(h, "v2: unsupported version");
+		return refuse(h, "v2: unsupported version");
 	if (cmd > 1)
-		return fail(h, "v2: unknown command");
+		return refuse(h, "v2: unknown command");
 	if (alen > PROXYPROTO_V2_TLVS)
-		return fail(h, "v2: header too long");
+		return refuse(h, "v2: header too long");
 	/* Check what we can before waiting for the rest. */
 	if (cmd == 1 && fam != 0) {
 		if (fam > 3 || proto > 2)
-			return fail(h, "v2: unknown family or protocol");
+			return refuse(h, "v2: unknown family or protocol");
 		if (fam == 3 || proto != 1)
-			return fail(h, "v2: only TCP over IPv4 or IPv6 is accepted");
+			return refuse(h, "v2: only TCP over IPv4 or IPv6 is accepted");
 		if ((fam == 1 && alen < 12) || (fam == 2 && alen < 36))
-			return fail(h, "v2: address block too short");
+			return refuse(h, "v2: address block too short");
 	}
 	if (len < 16 + alen)
 		return PROXYPROTO_NEED_MORE;
@@ -113,7 +113,7 @@ static enum proxyproto_rc parse_v1_line(const char *line, size_t n, struct proxy
 		if (i < n && line[i] != ' ')
 			continue;
 		if (nf == 6)
-			return fail(h, "v1: too many fields");
+			return refuse(h, "v1: too many fields");
 		f[nf] = line + start;
 		fl[nf++] = i - start;
 		start = i + 1;
@@ -123,27 +123,27 @@ static enum proxyproto_rc parse_v1_line(const char *line, size_t n, struct proxy
 		}
 	}
 	if (nf != 6)
-		return fail(h, "v1: expected PROXY TCP4|TCP6|UNKNOWN src dst sport dport");
+		return refuse(h, "v1: expected PROXY TCP4|TCP6|UNKNOWN src dst sport dport");
 	int family;
 	if (fl[1] == 4 && !memcmp(f[1], "TCP4", 4))
 		family = AF_INET;
 	else if (fl[1] == 4 && !memcmp(f[1], "TCP6", 4))
 		family = AF_INET6;
 	else
-		return fail(h, "v1: unknown protocol");
+		return refuse(h, "v1: unknown protocol");
 	char a[INET6_ADDRSTRLEN];
 	uint8_t src[16], dst[16];
 	uint16_t sport, dport;
 	for (int k = 2; k <= 3; k++) {
 		if (fl[k] == 0 || fl[k] >= sizeof(a))
-			return fail(h, "v1: bad address");
+			return refuse(h, "v1: bad address");
 		memcpy(a, f[k], fl[k]);
 		a[fl[k]] = 0;
 		if (inet_pton(family, a, k == 2 ? src : dst) != 1)
-			return fail(h, "v1: bad address");
+			return refuse(h, "v1: bad address");
 	}
 	if (v1_port(f[4], fl[4], &sport) || v1_port(f[5], fl[5], &dport))
-		return fail(h, "v1: bad port");
+		return refuse(h, "v1: bad port");
 	set_src(h, family, src, sport);
 	return PROXYPROTO_DONE;
 }
@@ -156,16 +156,16 @@ static enum proxyproto_rc parse_v1(const uint8_t *buf, size_t len, struct proxyp
 			if (i + 1 >= len)
 				return PROXYPROTO_NEED_MORE;
 			if (buf[i + 1] != '\n' || i + 2 > PROXYPROTO_V1_MAX)
-				return fail(h, "v1: bad line end");
+				return refuse(h, "v1: bad line end");
 			h->len = i + 2;
 			h->local = 0;
 			return parse_v1_line((const char *)buf, i, h);
 		}
 		if (buf[i] < 0x20 || buf[i] > 0x7e)
-			return fail(h, "v1: bad character");
+			return refuse(h, "v1: bad character");
 	}
 	if (len >= PROXYPROTO_V1_MAX)
-		return fail(h, "v1: line too long");
+		return refuse(h, "v1: line too long");
 	return PROXYPROTO_NEED_MORE;
 }
 
@@ -177,14 +177,14 @@ enum proxyproto_rc proxyproto_parse(const uint8_t *buf, size_t len, struct proxy
 	if (buf[0] == v2_sig[0]) {
 		size_t n = len < sizeof(v2_sig) ? len : sizeof(v2_sig);
 		if (memcmp(buf, v2_sig, n))
-			return fail(h, "no PROXY header");
+			return refuse(h, "no PROXY header");
 		if (len < sizeof(v2_sig))
 			return PROXYPROTO_NEED_MORE;
 		return parse_v2(buf, len, h);
 	}
 	size_t n = len < sizeof(v1_sig) - 1 ? len : sizeof(v1_sig) - 1;
 	if (memcmp(buf, v1_sig, n))
-		return fail(h, "no PROXY header");
+		return refuse(h, "no PROXY header");
 	if (len < sizeof(v1_sig) - 1)
 		return PROXYPROTO_NEED_MORE;
 	return parse_v1(buf, len, h);
@@ -219,7 +219,7 @@ enum proxyproto_rc proxyproto_gate_feed(struct proxyproto_gate *g, const uint8_t
 		*rest = data + used;
 		*restlen = len - used;
 	} else if (rc == PROXYPROTO_NEED_MORE && g->have == sizeof(g->buf)) {
-		return fail(h, "header too long");
+		return refuse(h, "header too long");
 	}
 	return rc;
 }

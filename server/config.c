@@ -12,6 +12,7 @@
 #include <ini.h>
 
 #include "tether/netaddr.h"
+#include "tether/proxyproto.h"
 
 enum key_type {
 	K_STR = 0, /* bounded string */
@@ -40,6 +41,8 @@ static const struct key_def keys[] = {
 	STR("server", "log_level", log_level),
 	STR("c2s", "listen", listen),
 	STR("c2s", "tls_listen", tls_listen),
+	BOOL("c2s", "proxy_protocol", proxy_protocol),
+	STR("c2s", "trusted_proxies", trusted_proxies),
 	STR("tls", "cert", cert),
 	STR("tls", "key", key),
 	BOOL("tls", "dev_cert", dev_cert),
@@ -172,6 +175,20 @@ static int set_one(struct load_ctx *lc, const char *section, const char *name,
 		if (strcmp(keys[i].section, section) || strcmp(keys[i].name, name))
 			continue;
 		const char *why = set_key(lc->cfg, &keys[i], value);
+		size_t at = 0;
+		if (!why && keys[i].off == offsetof(struct config, trusted_proxies) &&
+		    (why = proxyproto_trust_parse(&lc->cfg->trusted, value, &at))) {
+			/* Name the entry at fault: "'10.0.0.1/8': address has bits ...". */
+			size_t n = strcspn(value + at, ",");
+			if (n)
+				snprintf(lc->err, lc->errlen, "%s:%d: [%s] %s: '%.*s': %s", lc->file, lineno,
+					 section, name, (int)n, value + at, why);
+			else
+				snprintf(lc->err, lc->errlen, "%s:%d: [%s] %s: %s (a stray comma?)", lc->file,
+					 lineno, section, name, why);
+			lc->failed = 1;
+			return 0;
+		}
 		if (!why) {
 			if (keys[i].off == offsetof(struct config, store_backend))
 				lc->cfg->store_backend_line = lineno;
@@ -260,6 +277,11 @@ static int validate(struct config *cfg, char *err, size_t errlen)
 				 cfg->path, cfg->cluster_node);
 			return -1;
 		}
+	}
+	if (cfg->proxy_protocol && !cfg->trusted.n) {
+		snprintf(err, errlen, "%s: [c2s] proxy_protocol: needs [c2s] trusted_proxies "
+			 "(the addresses of the proxies, e.g. 127.0.0.1/32)", cfg->path);
+		return -1;
 	}
 	if (!cfg->listen[0] && !cfg->tls_listen[0]) {
 		snprintf(err, errlen, "%s: [c2s] listen: neither listen nor tls_listen is set", cfg->path);

@@ -18,6 +18,7 @@
 
 #include "tether/bus.h"
 #include "tether/log.h"
+#include "tether/proxyproto.h"
 #include "tether/worker.h"
 
 #define CLOSE_GRACE_MS 5000 /* how long a graceful close may wait for the peer to read */
@@ -173,6 +174,10 @@ struct conn *conn_new(struct worker *w, int fd, uint32_t slot, uint32_t gen, int
 	c->gen = gen;
 	if (direct_tls && start_tls(c))
 		goto fail;
+	if (w->srv->cfg.proxy_protocol && !(c->pp = malloc(sizeof(*c->pp))))
+		goto fail;
+	if (c->pp)
+		c->pp->have = 0;
 	struct bus_addr self = { .node = BUS_NODE_SELF, .worker = (uint16_t)w->idx, .slot = slot, .gen = gen };
 	c->proto = w->srv->handlers->open(w, &transport, c, &self, direct_tls);
 	if (!c->proto)
@@ -180,6 +185,7 @@ struct conn *conn_new(struct worker *w, int fd, uint32_t slot, uint32_t gen, int
 	return c;
 fail:
 	tls_free(c->ssl);
+	free(c->pp);
 	free(c);
 	return NULL;
 }
@@ -234,8 +240,62 @@ static int feed_plain(void *ud, const char *data, size_t len)
 	return 1;
 }
 
+/* [c2s] proxy_protocol: the connection's first bytes must be a PROXY header
+ * (proxyproto.h) from a trusted address; anything else closes it. Returns
+ * the bytes after the header (*<len> updated; maybe none), or NULL when
+ * nothing is left to feed. The header's source address becomes c->peer. */
+static const uint8_t *proxy_gate(struct conn *c, const uint8_t *data, size_t *len)
+{
+	static _Thread_local struct proxyproto_ratelimit rl;
+	struct proxyproto_hdr h;
+	const uint8_t *rest = NULL;
+	size_t restlen = 0;
+	const char *why = NULL;
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	unsigned suppressed;
+
+	if (getpeername(c->fd, (struct sockaddr *)&ss, &sl) == -1) {
+		/* Reset already (HAProxy's health checks end so): nothing to say. */
+		lost(c);
+		return NULL;
+	}
+	if (!proxyproto_trusted(&c->w->srv->cfg.trusted, (struct sockaddr *)&ss))
+		why = "not from a trusted proxy";
+	else switch (proxyproto_gate_feed(c->pp, data, *len, &h, &rest, &restlen)) {
+	case PROXYPROTO_NEED_MORE:
+		return NULL;
+	case PROXYPROTO_ERROR:
+		why = h.why;
+		break;
+	case PROXYPROTO_DONE:
+		if (!h.local)
+			proxyproto_format(&h.src, c->peer, sizeof(c->peer));
+		if (log_enabled(LOG_L_DEBUG)) {
+			char via[64];
+			proxyproto_format(&ss, via, sizeof(via));
+			log_debug("conn %s: PROXY header via %s (%zu bytes%s)", c->peer, via, h.len,
+				  h.local ? ", LOCAL: own address kept" : "");
+		}
+		break;
+	}
+	free(c->pp);
+	c->pp = NULL;
+	if (why) {
+		if (proxyproto_ratelimit_ok(&rl, timer_now_ms(), &suppressed))
+			log_warn("conn %s: PROXY protocol: %s, closing (%u such lines suppressed before this one)",
+				 c->peer, why, suppressed);
+		lost(c);
+		return NULL;
+	}
+	*len = restlen;
+	return restlen ? rest : NULL;
+}
+
 static void feed(struct conn *c, const uint8_t *data, size_t len)
 {
+	if (c->pp && !(data = proxy_gate(c, data, &len)))
+		return;
 	if (!c->ssl) {
 		feed_plain(c, (const char *)data, len);
 		return;
@@ -426,6 +486,8 @@ int conn_maybe_free(struct conn *c)
 		c->fd = -1;
 		tls_free(c->ssl);
 		c->ssl = NULL;
+		free(c->pp);
+		c->pp = NULL;
 		sbuf_free(&c->ptx);
 		sbuf_free(&c->wq);
 		sbuf_free(&c->sending);

@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tether/proxyproto.h"
+
 #define CONFIG_STR_MAX 256
 #define CONFIG_NODE_MAX 64   /* bytes of a [cluster] node name: [A-Za-z0-9_-] */
 
@@ -18,6 +20,9 @@ struct config {
 	/* [c2s] */
 	char listen[CONFIG_STR_MAX];        /* listen = 127.0.0.1:5222 (STARTTLS); empty = off */
 	char tls_listen[CONFIG_STR_MAX];    /* tls_listen = 127.0.0.1:5223 (direct TLS); empty = off */
+	int proxy_protocol;                 /* proxy_protocol = false: PROXY v1/v2 header required first */
+	char trusted_proxies[CONFIG_STR_MAX]; /* trusted_proxies = (none): CIDR list the header may come from */
+	struct proxyproto_trust trusted;    /* trusted_proxies, parsed */
 	/* [tls] */
 	char cert[CONFIG_STR_MAX];          /* cert = (none: refuse to start) */
 	char key[CONFIG_STR_MAX];           /* key = (none) */

@@ -13,6 +13,7 @@
 #include "tether/transport.h"
 
 struct io_uring_cqe;
+struct proxyproto_gate;
 struct worker;
 
 #define CONN_F_RX_ARMED   0x0002u /* a multishot recv is outstanding */
@@ -44,6 +45,7 @@ struct conn {
 	struct timer timer[TRANSPORT_TIMERS]; /* the protocol's timers */
 	struct timer close_timer;/* bounds a graceful close */
 	struct timer pause_timer;/* ends a flow-control pause */
+	struct proxyproto_gate *pp; /* [c2s] proxy_protocol: until the header is read */
 	char peer[64];
 };
 

@@ -53,6 +53,7 @@
 #include "../../server/log.c"
 #include "../../server/metrics.c"
 #include "../../server/netaddr.c"
+#include "../../server/proxyproto.c"
 #include "../../server/rmsg.c"
 #include "../../server/router.c"
 #include "../../server/sasl.c"

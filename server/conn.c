@@ -17,6 +17,7 @@
 #include <liburing.h>
 
 #include "tether/bus.h"
+#include "tether/limits.h"
 #include "tether/log.h"
 #include "tether/worker.h"
 
@@ -141,12 +142,30 @@ static const char *tp_peer(void *io)
 	return ((struct conn *)io)->peer;
 }
 
+static const char *tp_peer_ip(void *io)
+{
+	return ((struct conn *)io)->ip;
+}
+
+/* The stream left (or rejoined) the unauthenticated: the pre-auth count
+ * follows, while the socket is counted. */
+static void tp_set_authed(void *io, int authed)
+{
+	struct conn *c = io;
+	if (!(c->flags & CONN_F_AUTHED) == !authed)
+		return;
+	c->flags ^= CONN_F_AUTHED;
+	if (c->flags & CONN_F_COUNTED)
+		limits_conn_authed(c->w->srv->limits, authed);
+}
+
 static const struct transport transport = {
 	.send = tp_send, .close = tp_close, .set_timer = tp_set_timer, .release = tp_release,
 	.cb_exporter = tp_cb_exporter, .cb_unique = tp_cb_unique,
 	.is_tls = tp_is_tls, .peer = tp_peer, .pause_read = tp_pause_read,
 	.park_read = tp_park_read,
 	.trim_memory = tp_trim_memory, .store = tp_store,
+	.peer_ip = tp_peer_ip, .set_authed = tp_set_authed,
 };
 
 static int start_tls(struct conn *c)
@@ -418,6 +437,10 @@ int conn_maybe_free(struct conn *c)
 		timer_cancel(&c->pause_timer);
 		close(c->fd);
 		c->fd = -1;
+		if (c->flags & CONN_F_COUNTED) { /* the descriptor is what the limits count */
+			c->flags &= ~CONN_F_COUNTED;
+			limits_conn_close(w->srv->limits, c->ip, (c->flags & CONN_F_AUTHED) != 0);
+		}
 		tls_free(c->ssl);
 		c->ssl = NULL;
 		sbuf_free(&c->ptx);

@@ -22,6 +22,7 @@
 
 #include "tether/bus.h"
 #include "tether/conn.h"
+#include "tether/limits.h"
 #include "tether/log.h"
 #include "tether/metrics.h"
 #include "tether/rmsg.h"
@@ -239,6 +240,30 @@ static void on_accept_retry1(struct timer *t)
 	accept_retry((struct worker *)((char *)t - offsetof(struct worker, accept_retry[1])), 1);
 }
 
+/* The peer of accepted <fd>: its address alone into <ip> (IPv4-mapped
+ * IPv6 written as IPv4, so one host has one key) and "ip:port" into <peer>. */
+static void peer_name(int fd, char ip[48], char peer[64])
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	int port = 0;
+	snprintf(ip, 48, "?");
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
+		if (ss.ss_family == AF_INET) {
+			inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, ip, 48);
+			port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+		} else if (ss.ss_family == AF_INET6) {
+			const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&ss;
+			if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr))
+				inet_ntop(AF_INET, in6->sin6_addr.s6_addr + 12, ip, 48);
+			else
+				inet_ntop(AF_INET6, &in6->sin6_addr, ip, 48);
+			port = ntohs(in6->sin6_port);
+		}
+	}
+	snprintf(peer, 64, "%s:%d", ip, port);
+}
+
 static void on_accept(struct worker *w, const struct io_uring_cqe *cqe)
 {
 	unsigned which = ud_slot(cqe->user_data);
@@ -263,7 +288,19 @@ static void on_accept(struct worker *w, const struct io_uring_cqe *cqe)
 		arm_accept(w, which);
 	int fd = cqe->res;
 	uint32_t slot;
-	if (w->draining || alloc_slot(w, &slot)) {
+	char ip[48], peer[64];
+	peer_name(fd, ip, peer);
+	if (w->draining) {
+		close(fd);
+		return;
+	}
+	/* Over a limit: closed before TLS, not a byte written (limits.h). */
+	if (limits_conn_open(w->srv->limits, ip) != LIMITS_OK) {
+		close(fd);
+		return;
+	}
+	if (alloc_slot(w, &slot)) {
+		limits_conn_close(w->srv->limits, ip, 0);
 		close(fd);
 		return;
 	}
@@ -271,24 +308,14 @@ static void on_accept(struct worker *w, const struct io_uring_cqe *cqe)
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	struct conn *c = conn_new(w, fd, slot, w->gens[slot], which == 1);
 	if (!c) {
+		limits_conn_close(w->srv->limits, ip, 0);
 		w->free_slots[w->nfree++] = slot;
 		close(fd);
 		return;
 	}
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
-	char host[INET6_ADDRSTRLEN] = "?";
-	int port = 0;
-	if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
-		if (ss.ss_family == AF_INET) {
-			inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host, sizeof(host));
-			port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-		} else if (ss.ss_family == AF_INET6) {
-			inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, host, sizeof(host));
-			port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-		}
-	}
-	snprintf(c->peer, sizeof(c->peer), "%s:%d", host, port);
+	c->flags |= CONN_F_COUNTED;
+	memcpy(c->ip, ip, sizeof(c->ip));
+	memcpy(c->peer, peer, sizeof(c->peer));
 	w->conns[slot] = c;
 	w->live++;
 	log_debug("worker %u: accepted %s (%s)", w->idx, c->peer, which ? "direct TLS" : "STARTTLS");

@@ -25,6 +25,8 @@ struct worker;
 #define CONN_F_FD_CLOSED  0x0100u /* socket and TLS freed; only the session is held */
 #define CONN_F_PAUSED     0x0200u /* reading stopped for flow control */
 #define CONN_F_PARKED     0x0400u /* reading stopped: c2s waits for the store */
+#define CONN_F_COUNTED    0x0800u /* counted in limits.h (per address, pre-auth) until the socket closes */
+#define CONN_F_AUTHED     0x1000u /* the protocol said it authenticated: out of the pre-auth count */
 
 struct conn {
 	struct worker *w;
@@ -45,6 +47,7 @@ struct conn {
 	struct timer close_timer;/* bounds a graceful close */
 	struct timer pause_timer;/* ends a flow-control pause */
 	char peer[64];
+	char ip[48];             /* the peer's address alone (transport peer_ip) */
 };
 
 /* Sets up a connection for accepted socket <fd> on <w> in slot <slot>.

@@ -326,7 +326,7 @@ int c2s_count_auth_failure(struct c2s *s, enum sasl_cond cond, int probe)
 {
 	if (cond == SASL_C_ABORTED || probe)
 		return 0;
-	limits_auth_failed(s->srv->limits, s->tp, s->io, NULL, sasl_cond_name(cond), timer_now_ms());
+	limits_auth_failed(s->srv->limits, s->tp, s->io, sasl_cond_name(cond), timer_now_ms());
 	metrics_inc(M_AUTH_FAIL);
 	if (++s->auth_failures >= s->srv->cfg.max_auth_failures)
 		return c2s_stream_fail(s, SE_POLICY_VIOLATION, "too many failed authentication attempts");
@@ -424,7 +424,7 @@ static int do_auth(struct c2s *s, struct xnode *el)
 {
 	const char *mech = xnode_attr(el, "mechanism");
 	enum sasl_mech m;
-	if (limits_auth_refused(s->srv->limits, s->tp, s->io, NULL, timer_now_ms()))
+	if (c2s_auth_refused(s, el))
 		return sasl_failed(s, SASL_C_TEMPORARY_AUTH_FAILURE);
 	if (!mech)
 		return sasl_failed(s, SASL_C_MALFORMED_REQUEST);

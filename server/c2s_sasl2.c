@@ -17,13 +17,11 @@
 #include <sodium.h>
 
 #include "tether/ht.h"
-#include "tether/limits.h"
 #include "tether/log.h"
 #include "tether/metrics.h"
 #include "tether/router.h"
 #include "tether/sm.h"
 #include "tether/store.h"
-#include "tether/timer.h"
 #include "tether/token.h"
 #include "tether/worker.h"
 #include "tether/xstream.h"
@@ -613,7 +611,7 @@ int c2s_sasl2_authenticate(struct c2s *s, struct xnode *el)
 	struct sbuf ir = SBUF_INIT;
 	int has_ir = 0, ret;
 	enum sasl_mech m = SASL_MECH_PLAIN;
-	if (limits_auth_refused(s->srv->limits, s->tp, s->io, NULL, timer_now_ms()))
+	if (c2s_auth_refused(s, el))
 		return failure(s, SASL_C_TEMPORARY_AUTH_FAILURE, NULL);
 	c2s_sasl2_free(s);
 	s->req = calloc(1, sizeof(*s->req));

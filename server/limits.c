@@ -218,9 +218,14 @@ int limits_auth_refused(struct limits *l, const struct transport *tp, void *io,
 	enum limits_hit why = LIMITS_OK;
 	if (!ratelimit_allow(l->auth_ip, key, now_ms))
 		why = LIMITS_AUTH_PER_IP;
-	else if (account && ratelimit_known(l->auth_ip, key, now_ms) &&
-		 !ratelimit_allow(l->auth_acct, account, now_ms))
-		why = LIMITS_AUTH_PER_ACCOUNT; /* only an address that failed itself */
+	else if (account && ratelimit_known(l->auth_ip, key, now_ms)) {
+		/* Only an address that failed itself pays into, and is held
+		 * back by, the account's bucket. */
+		if (!ratelimit_allow(l->auth_acct, account, now_ms))
+			why = LIMITS_AUTH_PER_ACCOUNT;
+		else
+			ratelimit_hit(l->auth_acct, account, now_ms);
+	}
 	if (why == LIMITS_OK)
 		return 0;
 	report_hit(l, why, tp->peer(io), 0);
@@ -228,7 +233,7 @@ int limits_auth_refused(struct limits *l, const struct transport *tp, void *io,
 }
 
 void limits_auth_failed(struct limits *l, const struct transport *tp, void *io,
-			const char *account, const char *why, uint64_t now_ms)
+			const char *why, uint64_t now_ms)
 {
 	uint64_t suppressed;
 	if (l && !strcmp(why, "temporary-auth-failure"))
@@ -238,8 +243,6 @@ void limits_auth_failed(struct limits *l, const struct transport *tp, void *io,
 		char key[INET6_ADDRSTRLEN + 4];
 		ip_key(ip, key);
 		ratelimit_hit(l->auth_ip, key, now_ms);
-		if (account)
-			ratelimit_hit(l->auth_acct, account, now_ms);
 	}
 	if (!l) {
 		log_info("c2s %s: authentication failed: %s", tp->peer(io), why);

@@ -15,18 +15,22 @@
  * and still 100 addresses at their full max_conns_per_ip. Authenticated
  * streams are not limited here; only strangers compete for these slots.
  *
- * Guessing. Authentication failures go into token buckets (ratelimit.h):
+ * Guessing. Token buckets (ratelimit.h):
  *   - per source address (IPv6: per /64, what one host usually has):
- *     burst auth_fail_burst_per_ip (20), refill auth_fail_rate_per_ip (5/s);
+ *     burst auth_fail_burst_per_ip (20), refill auth_fail_rate_per_ip
+ *     (5/s); every failed attempt takes a token;
  *   - per account: burst auth_fail_burst_per_account (50), refill
- *     auth_fail_rate_per_account (2/s).
- * An attempt is refused (SASL temporary-auth-failure, no password or token
- * checked) when its address's bucket is empty, or when the account's
- * bucket is empty AND its address has failures of its own (a non-full
- * bucket). So someone else's failures never lock out the real user on a
- * clean address: a distributed attack is slowed once each of its
- * addresses has failed once, and the owner's address has not. Refused
- * attempts are not failures: they take no token.
+ *     auth_fail_rate_per_account (2/s); every attempt on the account from
+ *     an address that has failures of its own (its bucket is not full)
+ *     takes a token.
+ * An attempt is refused (SASL temporary-auth-failure, no password or
+ * token checked, no token taken) when its address's bucket is empty, or
+ * when it comes from an address with failures and the account's bucket is
+ * empty. So someone else's failures never lock out the owner on a clean
+ * address, while a distributed guesser gets one free attempt per address
+ * and then shares the account's 2 a second with every other address that
+ * failed. (Keying by (account, address) instead would not slow a
+ * distributed guesser at all.)
  *
  * Every function takes a NULL <l> as "no limits" (unit tests of c2s).
  */
@@ -73,16 +77,17 @@ unsigned limits_conns_of(struct limits *l, const char *ip);
 unsigned limits_preauth_count(struct limits *l);
 
 /* Start of an authentication attempt on the stream at <tp>/<io> for
- * <account> (bare JID, or NULL when not known yet): 1 = refuse it now with
- * temporary-auth-failure (hit counted and logged, rate-limited), 0 = go on. */
+ * <account> (bare JID, or NULL when not known): 1 = refuse it now with
+ * temporary-auth-failure (hit counted and logged, rate-limited), 0 = go on
+ * (the account's bucket was charged if the address has failures). */
 int limits_auth_refused(struct limits *l, const struct transport *tp, void *io,
 			const char *account, uint64_t now_ms);
 
 /* An attempt failed with <why> (a SASL condition name; "temporary-auth-
  * failure" is our own refusal and is not counted): takes a token from
- * the address's bucket and <account>'s (when known), and logs the failure,
- * at most one line a second with the number not logged. */
+ * the address's bucket and logs the failure, at most one line a second
+ * with the number not logged. */
 void limits_auth_failed(struct limits *l, const struct transport *tp, void *io,
-			const char *account, const char *why, uint64_t now_ms);
+			const char *why, uint64_t now_ms);
 
 #endif /* TETHER_LIMITS_H */

@@ -158,3 +158,34 @@ def test_fast_and_isr_guessing_is_limited(server_factory, conns):
     assert el.tag == q('urn:xmpp:sasl:2', 'success'), xr.tostr(el)
     assert time.monotonic() - t0 < 1.0
     assert hits(srv, 'auth_fail_rate_per_ip') >= 20
+
+
+def test_account_bucket_spares_clean_addresses(server_factory, conns):
+    """A guesser spread over addresses: once each has failed, their attempts
+    on bob share bob's bucket and are then refused; bob on a clean address,
+    and those addresses on other accounts, are not."""
+    srv = rate_server(server_factory, auth_fail_burst_per_account=5, auth_fail_rate_per_account=1)
+    addrs = ['127.0.1.%d' % i for i in range(1, 11)]
+    for a in addrs:                       # first failures: clean addresses, bob not charged
+        (cond, _), = plain_attempts(srv, a, 'bob', 'wrong', 1)
+        assert cond == 'not-authorized'
+    t0 = time.monotonic()
+    conds = [plain_attempts(srv, a, 'bob', 'wrong', 1)[0][0] for a in addrs]
+    elapsed = time.monotonic() - t0
+    assert conds[:5] == ['not-authorized'] * 5, conds
+    assert conds.count('not-authorized') <= 5 + elapsed + 1, conds
+    assert 'temporary-auth-failure' in conds, conds
+    # SCRAM names the account too.
+    c = connect_from(srv, addrs[0])
+    conns.append(c)
+    assert c.authenticate('bob', USERS['bob']) == (False, 'temporary-auth-failure')
+    # The same addresses may still log in to other accounts...
+    (cond, _), = plain_attempts(srv, addrs[1], 'alice', USERS['alice'], 1)
+    assert cond is None
+    # ...and bob from a clean address at once.
+    t1 = time.monotonic()
+    c = connect_from(srv, '127.0.0.2')
+    conns.append(c)
+    assert c.authenticate('bob', USERS['bob']) == (True, None)
+    assert time.monotonic() - t1 < 1.0
+    assert hits(srv, 'auth_fail_rate_per_account') >= 2

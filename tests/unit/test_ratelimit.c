@@ -161,12 +161,12 @@ static void guessing_per_ip_and_account(void **state)
 	peer_ip_now = "192.0.2.1";
 	for (int i = 0; i < 20; i++) {
 		assert_false(limits_auth_refused(l, &tp, NULL, "alice@x", t));
-		limits_auth_failed(l, &tp, NULL, "alice@x", "not-authorized", t);
+		limits_auth_failed(l, &tp, NULL, "not-authorized", t);
 	}
 	assert_true(limits_auth_refused(l, &tp, NULL, "alice@x", t));
 	assert_true(limits_auth_refused(l, &tp, NULL, NULL, t));
 	/* Our own refusals are not failures: they take no token. */
-	limits_auth_failed(l, &tp, NULL, "alice@x", "temporary-auth-failure", t);
+	limits_auth_failed(l, &tp, NULL, "temporary-auth-failure", t);
 	assert_false(limits_auth_refused(l, &tp, NULL, "alice@x", t + 200));
 	/* The owner on another address is not locked out. */
 	peer_ip_now = "198.51.100.7";
@@ -174,20 +174,27 @@ static void guessing_per_ip_and_account(void **state)
 	/* IPv6: one /64 is one address for the buckets. */
 	peer_ip_now = "2001:db8:1:2::1";
 	for (int i = 0; i < 20; i++)
-		limits_auth_failed(l, &tp, NULL, NULL, "not-authorized", t);
+		limits_auth_failed(l, &tp, NULL, "not-authorized", t);
 	peer_ip_now = "2001:db8:1:2:ffff::9";
 	assert_true(limits_auth_refused(l, &tp, NULL, NULL, t));
 	peer_ip_now = "2001:db8:1:3::1";
 	assert_false(limits_auth_refused(l, &tp, NULL, NULL, t));
-	/* Per account: a distributed guesser (one failure per address) empties
-	 * bob's bucket (burst 50); then every address that failed is refused
-	 * for bob, a clean one is not. */
+	/* Per account: a distributed guesser's first attempt per address is
+	 * free (the address is clean); once every address has failed, their
+	 * attempts on bob share his bucket (burst 50) and then are refused,
+	 * while a clean address is not. */
 	char ip[32];
 	for (int i = 0; i < 50; i++) {
 		snprintf(ip, sizeof(ip), "203.0.113.%d", i);
 		peer_ip_now = ip;
 		assert_false(limits_auth_refused(l, &tp, NULL, "bob@x", t));
-		limits_auth_failed(l, &tp, NULL, "bob@x", "not-authorized", t);
+		limits_auth_failed(l, &tp, NULL, "not-authorized", t);
+	}
+	for (int i = 0; i < 50; i++) {
+		snprintf(ip, sizeof(ip), "203.0.113.%d", i);
+		peer_ip_now = ip;
+		assert_false(limits_auth_refused(l, &tp, NULL, "bob@x", t));
+		limits_auth_failed(l, &tp, NULL, "not-authorized", t);
 	}
 	peer_ip_now = "203.0.113.3";
 	assert_true(limits_auth_refused(l, &tp, NULL, "bob@x", t));

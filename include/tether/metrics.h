@@ -30,7 +30,7 @@ struct sbuf;
 	F(F_SESSIONS_BOUND, "tether_sessions_bound_total", "counter", \
 	  "Resources bound (RFC 6120 bind or Bind2).") \
 	F(F_LIMIT_HITS, "tether_limit_hits_total", "counter", \
-	  "Connections or stanzas refused by a configured limit, by limit.")
+	  "Connections, stanzas or authentication attempts refused by a configured limit, by limit.")
 
 /* SERIES(id, family, labels) - labels as they appear between braces. */
 #define METRIC_SERIES(S) \

@@ -169,7 +169,7 @@ static void note_full(struct shtab_node *n, void *ud)
 	struct bucket *b = (struct bucket *)n;
 	refill(sc->rl, b, sc->now_ms);
 	if (b->tokens_m >= sc->rl->cap_m && sc->n < SWEEP_BATCH)
-		memcpy(sc->keys[sc->n++], b->key, RATELIMIT_KEY_MAX);
+		memcpy(sc->keys[sc->n++], b->key, strlen(b->key) + 1); /* < RATELIMIT_KEY_MAX: cut_key() */
 }
 
 size_t ratelimit_sweep(struct ratelimit *rl, uint64_t now_ms)

@@ -16,6 +16,7 @@
 #include "tether/deliver.h"
 #include "tether/ht.h"
 #include "tether/im.h"
+#include "tether/limits.h"
 #include "tether/log.h"
 #include "tether/metrics.h"
 #include "tether/router.h"
@@ -339,7 +340,7 @@ int c2s_count_auth_failure(struct c2s *s, enum sasl_cond cond, int probe)
 {
 	if (cond == SASL_C_ABORTED || probe)
 		return 0;
-	log_info("c2s %s: authentication failed: %s", s->tp->peer(s->io), sasl_cond_name(cond));
+	limits_auth_failed(s->srv->limits, s->tp, s->io, sasl_cond_name(cond), timer_now_ms());
 	metrics_inc(M_AUTH_FAIL);
 	if (++s->auth_failures >= s->srv->cfg.max_auth_failures)
 		return c2s_stream_fail(s, SE_POLICY_VIOLATION, "too many failed authentication attempts");
@@ -436,6 +437,8 @@ static int do_auth(struct c2s *s, struct xnode *el)
 {
 	const char *mech = xnode_attr(el, "mechanism");
 	enum sasl_mech m;
+	if (c2s_auth_refused(s, el))
+		return sasl_failed(s, SASL_C_TEMPORARY_AUTH_FAILURE);
 	if (!mech)
 		return sasl_failed(s, SASL_C_MALFORMED_REQUEST);
 	if (sasl_mech_parse(mech, &m) || !c2s_mech_offered(s, m))
@@ -753,6 +756,8 @@ void c2s_set_authed(struct c2s *s, int authed)
 	struct xstream_limits lim = {
 		.max_stanza_size = cfg->max_stanza_size, .max_depth = cfg->max_depth,
 	};
+	if (s->tp->set_authed)
+		s->tp->set_authed(s->io, authed);
 	if (authed)
 		s->flags |= C2S_F_AUTHED;
 	else

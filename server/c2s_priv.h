@@ -206,4 +206,9 @@ static inline void worker_kick(struct worker *w, const struct route_target *t, i
 	bus_kick(w, &t->addr, cond);
 }
 
+/* c2s_limits.c: 1 if the authentication attempt <el> (SASL <auth/> or
+ * SASL2 <authenticate/>) must be refused now with temporary-auth-failure,
+ * before any password or token is checked (limits.h). */
+int c2s_auth_refused(struct c2s *s, struct xnode *el);
+
 #endif /* TETHER_C2S_PRIV_H */

@@ -611,6 +611,8 @@ int c2s_sasl2_authenticate(struct c2s *s, struct xnode *el)
 	struct sbuf ir = SBUF_INIT;
 	int has_ir = 0, ret;
 	enum sasl_mech m = SASL_MECH_PLAIN;
+	if (c2s_auth_refused(s, el))
+		return failure(s, SASL_C_TEMPORARY_AUTH_FAILURE, NULL);
 	c2s_sasl2_free(s);
 	s->req = calloc(1, sizeof(*s->req));
 	if (!s->req)

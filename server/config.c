@@ -69,6 +69,12 @@ static const struct key_def keys[] = {
 	STR("tokens", "isr_location", isr_location),
 	STR("admin", "listen", admin_listen),
 	STR("cluster", "node", cluster_node),
+	UINT("limits", "max_conns_per_ip", max_conns_per_ip, 0, 10000000),
+	UINT("limits", "max_preauth_conns", max_preauth_conns, 0, 10000000),
+	UINT("limits", "auth_fail_burst_per_ip", auth_fail_burst_per_ip, 1, 1000000),
+	UINT("limits", "auth_fail_rate_per_ip", auth_fail_rate_per_ip, 1, 1000000),
+	UINT("limits", "auth_fail_burst_per_account", auth_fail_burst_per_account, 1, 1000000),
+	UINT("limits", "auth_fail_rate_per_account", auth_fail_rate_per_account, 1, 1000000),
 };
 
 void config_defaults(struct config *cfg)
@@ -94,6 +100,12 @@ void config_defaults(struct config *cfg)
 	cfg->sm_ack_after_ms = 1000;
 	cfg->sm_ack_timeout = 60;
 	cfg->fast_lifetime = 14 * 86400;
+	cfg->max_conns_per_ip = 100;
+	cfg->max_preauth_conns = 10000;
+	cfg->auth_fail_burst_per_ip = 20;
+	cfg->auth_fail_rate_per_ip = 5;
+	cfg->auth_fail_burst_per_account = 50;
+	cfg->auth_fail_rate_per_account = 2;
 }
 
 static int parse_number(const char *v, enum key_type t, uint64_t *out)

@@ -17,7 +17,9 @@
 #include <liburing.h>
 
 #include "tether/bus.h"
+#include "tether/limits.h"
 #include "tether/log.h"
+#include "tether/netaddr.h"
 #include "tether/proxyproto.h"
 #include "tether/worker.h"
 
@@ -148,12 +150,30 @@ static const char *tp_peer(void *io)
 	return ((struct conn *)io)->peer;
 }
 
+static const char *tp_peer_ip(void *io)
+{
+	return ((struct conn *)io)->ip;
+}
+
+/* The stream left (or rejoined) the unauthenticated: the pre-auth count
+ * follows, while the socket is counted. */
+static void tp_set_authed(void *io, int authed)
+{
+	struct conn *c = io;
+	if (!(c->flags & CONN_F_AUTHED) == !authed)
+		return;
+	c->flags ^= CONN_F_AUTHED;
+	if (c->flags & CONN_F_COUNTED)
+		limits_conn_authed(c->w->srv->limits, authed);
+}
+
 static const struct transport transport = {
 	.send = tp_send, .close = tp_close, .set_timer = tp_set_timer, .release = tp_release,
 	.cb_exporter = tp_cb_exporter, .cb_unique = tp_cb_unique, .cb_endpoint = tp_cb_endpoint,
 	.is_tls = tp_is_tls, .peer = tp_peer, .pause_read = tp_pause_read,
 	.park_read = tp_park_read,
 	.trim_memory = tp_trim_memory, .store = tp_store,
+	.peer_ip = tp_peer_ip, .set_authed = tp_set_authed,
 };
 
 static int start_tls(struct conn *c)
@@ -269,11 +289,20 @@ static const uint8_t *proxy_gate(struct conn *c, const uint8_t *data, size_t *le
 		why = h.why;
 		break;
 	case PROXYPROTO_DONE:
-		if (!h.local)
-			proxyproto_format(&h.src, c->peer, sizeof(c->peer));
+		if (!h.local) {
+			char ip[NETADDR_IP_MAX];
+			netaddr_format(&h.src, ip, NULL);
+			/* From here the client, not the proxy, meets max_conns_per_ip. */
+			if (limits_conn_client(c->w->srv->limits, ip) != LIMITS_OK) {
+				lost(c);
+				return NULL;
+			}
+			netaddr_format(&h.src, c->ip, c->peer);
+			c->flags |= CONN_F_IP_COUNTED;
+		}
 		if (log_enabled(LOG_L_DEBUG)) {
-			char via[64];
-			proxyproto_format(&ss, via, sizeof(via));
+			char via[NETADDR_PEER_MAX];
+			netaddr_format(&ss, NULL, via);
 			log_debug("conn %s: PROXY header via %s (%zu bytes%s)", c->peer, via, h.len,
 				  h.local ? ", LOCAL: own address kept" : "");
 		}
@@ -484,6 +513,11 @@ int conn_maybe_free(struct conn *c)
 		timer_cancel(&c->pause_timer);
 		close(c->fd);
 		c->fd = -1;
+		if (c->flags & CONN_F_COUNTED) { /* the descriptor is what the limits count */
+			c->flags &= ~CONN_F_COUNTED;
+			limits_conn_close(w->srv->limits, c->flags & CONN_F_IP_COUNTED ? c->ip : NULL,
+					  (c->flags & CONN_F_AUTHED) != 0);
+		}
 		tls_free(c->ssl);
 		c->ssl = NULL;
 		free(c->pp);

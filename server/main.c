@@ -17,6 +17,7 @@
 #include "tether/config.h"
 #include "tether/im.h"
 #include "tether/jid.h"
+#include "tether/limits.h"
 #include "tether/log.h"
 #include "tether/metrics.h"
 #include "tether/notify.h"
@@ -178,7 +179,8 @@ static int start(struct server *srv)
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	srv->nworkers = srv->cfg.workers ? srv->cfg.workers : (unsigned)(ncpu > 0 ? ncpu : 1);
 	srv->workers = calloc(srv->nworkers, sizeof(*srv->workers));
-	if (!srv->router || !srv->workers || metrics_init(srv->nworkers)) {
+	srv->limits = limits_new(&srv->cfg);
+	if (!srv->router || !srv->workers || !srv->limits || metrics_init(srv->nworkers)) {
 		log_error("out of memory");
 		return -1;
 	}
@@ -292,6 +294,7 @@ int main(int argc, char **argv)
 	metrics_free();
 	store_close(srv.store);
 	router_free(srv.router);
+	limits_free(srv.limits);
 	tls_ctx_deinit(&srv.tls);
 	free(srv.workers);
 	log_info("tetherd stopped");

@@ -3,8 +3,32 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+void netaddr_format(const struct sockaddr_storage *ss, char ip[NETADDR_IP_MAX],
+		    char peer[NETADDR_PEER_MAX])
+{
+	char host[NETADDR_IP_MAX] = "?";
+	unsigned port = 0;
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *in4 = (const struct sockaddr_in *)ss;
+		inet_ntop(AF_INET, &in4->sin_addr, host, sizeof(host));
+		port = ntohs(in4->sin_port);
+	} else if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
+		if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr))
+			inet_ntop(AF_INET, in6->sin6_addr.s6_addr + 12, host, sizeof(host));
+		else
+			inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+		port = ntohs(in6->sin6_port);
+	}
+	if (ip)
+		snprintf(ip, NETADDR_IP_MAX, "%s", host);
+	if (peer)
+		snprintf(peer, NETADDR_PEER_MAX, "%s:%u", host, port);
+}
 
 int netaddr_parse(const char *s, struct sockaddr_storage *ss, socklen_t *len)
 {

@@ -353,19 +353,3 @@ int proxyproto_trusted(const struct proxyproto_trust *t, const struct sockaddr *
 			return 1;
 	return 0;
 }
-
-void proxyproto_format(const struct sockaddr_storage *ss, char *out, size_t outlen)
-{
-	char host[INET6_ADDRSTRLEN] = "?";
-	unsigned port = 0;
-	if (ss->ss_family == AF_INET) {
-		const struct sockaddr_in *sin = (const struct sockaddr_in *)ss;
-		inet_ntop(AF_INET, &sin->sin_addr, host, sizeof(host));
-		port = ntohs(sin->sin_port);
-	} else if (ss->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)ss;
-		inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof(host));
-		port = ntohs(sin6->sin6_port);
-	}
-	snprintf(out, outlen, "%s:%u", host, port);
-}

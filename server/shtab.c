@@ -53,6 +53,12 @@ struct shtab *shtab_new(shtab_match_fn *match, size_t buckets)
 	return t;
 }
 
+void shtab_node_free(struct shtab_node *n, void *ud)
+{
+	(void)ud;
+	free(n);
+}
+
 void shtab_free(struct shtab *t, shtab_node_fn *node_free)
 {
 	if (!t)

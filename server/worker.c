@@ -22,9 +22,11 @@
 
 #include "tether/bus.h"
 #include "tether/conn.h"
+#include "tether/limits.h"
 #include "tether/log.h"
 #include "tether/metrics.h"
 #include "tether/netaddr.h"
+#include "tether/proxyproto.h"
 #include "tether/rlink.h"
 #include "tether/rmsg.h"
 #include "tether/store.h"
@@ -212,6 +214,21 @@ static void on_accept_retry1(struct timer *t)
 	accept_retry((struct worker *)((char *)t - offsetof(struct worker, accept_retry[1])), 1);
 }
 
+/* The peer of accepted <fd>: its address alone into <ip> (IPv4-mapped
+ * IPv6 written as IPv4, so one host has one key) and "ip:port" into <peer>. */
+/* The peer's address for logs and limits; returns 1 if it is a trusted
+ * PROXY-protocol proxy, whose clients are only known from their headers. */
+static int peer_name(struct worker *w, int fd, char ip[NETADDR_IP_MAX], char peer[NETADDR_PEER_MAX])
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl) == -1)
+		ss.ss_family = AF_UNSPEC;
+	netaddr_format(&ss, ip, peer);
+	return w->srv->cfg.proxy_protocol && ss.ss_family != AF_UNSPEC &&
+	       proxyproto_trusted(&w->srv->cfg.trusted, (struct sockaddr *)&ss);
+}
+
 static void on_accept(struct worker *w, const struct io_uring_cqe *cqe)
 {
 	unsigned which = ud_slot(cqe->user_data);
@@ -236,7 +253,21 @@ static void on_accept(struct worker *w, const struct io_uring_cqe *cqe)
 		arm_accept(w, which);
 	int fd = cqe->res;
 	uint32_t slot;
-	if (w->draining || alloc_slot(w, &slot)) {
+	char ip[NETADDR_IP_MAX], peer[NETADDR_PEER_MAX];
+	/* A trusted proxy's socket counts against the client named in its
+	 * PROXY header (conn.c), not against the proxy's own address. */
+	const char *per_ip = peer_name(w, fd, ip, peer) ? NULL : ip;
+	if (w->draining) {
+		close(fd);
+		return;
+	}
+	/* Over a limit: closed before TLS, not a byte written (limits.h). */
+	if (limits_conn_open(w->srv->limits, per_ip) != LIMITS_OK) {
+		close(fd);
+		return;
+	}
+	if (alloc_slot(w, &slot)) {
+		limits_conn_close(w->srv->limits, per_ip, 0);
 		close(fd);
 		return;
 	}
@@ -244,24 +275,14 @@ static void on_accept(struct worker *w, const struct io_uring_cqe *cqe)
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	struct conn *c = conn_new(w, fd, slot, w->gens[slot], which == 1);
 	if (!c) {
+		limits_conn_close(w->srv->limits, per_ip, 0);
 		w->free_slots[w->nfree++] = slot;
 		close(fd);
 		return;
 	}
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
-	char host[INET6_ADDRSTRLEN] = "?";
-	int port = 0;
-	if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
-		if (ss.ss_family == AF_INET) {
-			inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host, sizeof(host));
-			port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-		} else if (ss.ss_family == AF_INET6) {
-			inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, host, sizeof(host));
-			port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-		}
-	}
-	snprintf(c->peer, sizeof(c->peer), "%s:%d", host, port);
+	c->flags |= CONN_F_COUNTED | (per_ip ? CONN_F_IP_COUNTED : 0);
+	memcpy(c->ip, ip, sizeof(c->ip));
+	memcpy(c->peer, peer, sizeof(c->peer));
 	w->conns[slot] = c;
 	w->live++;
 	log_debug("worker %u: accepted %s (%s)", w->idx, c->peer, which ? "direct TLS" : "STARTTLS");

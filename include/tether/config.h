@@ -56,6 +56,13 @@ struct config {
 	char admin_listen[CONFIG_STR_MAX];  /* [admin] listen = host:port of /metrics, /healthz, /readyz; empty = off */
 	/* [cluster] */
 	char cluster_node[CONFIG_NODE_MAX + 1]; /* node = (none): this node's unique name; required with redis */
+	/* [limits] connections and guessing (limits.h) */
+	unsigned max_conns_per_ip;          /* max_conns_per_ip = 100 sockets from one address; 0 = no limit */
+	unsigned max_preauth_conns;         /* max_preauth_conns = 10000 unauthenticated, process-wide; 0 = no limit */
+	unsigned auth_fail_burst_per_ip;    /* auth_fail_burst_per_ip = 20 failures before the rate applies */
+	unsigned auth_fail_rate_per_ip;     /* auth_fail_rate_per_ip = 5 attempts a second after that */
+	unsigned auth_fail_burst_per_account; /* auth_fail_burst_per_account = 50 */
+	unsigned auth_fail_rate_per_account;  /* auth_fail_rate_per_account = 2 a second */
 };
 
 /* Fills <cfg> with the defaults. */

@@ -26,6 +26,9 @@ struct worker;
 #define CONN_F_FD_CLOSED  0x0100u /* socket and TLS freed; only the session is held */
 #define CONN_F_PAUSED     0x0200u /* reading stopped for flow control */
 #define CONN_F_PARKED     0x0400u /* reading stopped: c2s waits for the store */
+#define CONN_F_COUNTED    0x0800u /* counted in limits.h (pre-auth) until the socket closes */
+#define CONN_F_IP_COUNTED 0x2000u /* ...and against max_conns_per_ip for c->ip */
+#define CONN_F_AUTHED     0x1000u /* the protocol said it authenticated: out of the pre-auth count */
 
 struct conn {
 	struct worker *w;
@@ -47,6 +50,7 @@ struct conn {
 	struct timer pause_timer;/* ends a flow-control pause */
 	struct proxyproto_gate *pp; /* [c2s] proxy_protocol: until the header is read */
 	char peer[64];
+	char ip[48];             /* the peer's address alone (transport peer_ip) */
 };
 
 /* Sets up a connection for accepted socket <fd> on <w> in slot <slot>.

@@ -30,7 +30,7 @@ struct sbuf;
 	F(F_SESSIONS_BOUND, "tether_sessions_bound_total", "counter", \
 	  "Resources bound (RFC 6120 bind or Bind2).") \
 	F(F_LIMIT_HITS, "tether_limit_hits_total", "counter", \
-	  "Connections or stanzas refused by a configured limit, by limit.")
+	  "Connections, stanzas or authentication attempts refused by a configured limit, by limit.")
 
 /* SERIES(id, family, labels) - labels as they appear between braces. */
 #define METRIC_SERIES(S) \
@@ -47,7 +47,11 @@ struct sbuf;
 	S(M_IN_IQ, F_STANZAS_IN, "kind=\"iq\"") \
 	S(M_BOUND, F_SESSIONS_BOUND, "") \
 	S(M_LIMIT_STANZA_SIZE, F_LIMIT_HITS, "limit=\"max_stanza_size\"") \
-	S(M_LIMIT_STANZA_TIMEOUT, F_LIMIT_HITS, "limit=\"stanza_timeout\"")
+	S(M_LIMIT_STANZA_TIMEOUT, F_LIMIT_HITS, "limit=\"stanza_timeout\"") \
+	S(M_LIMIT_CONNS_PER_IP, F_LIMIT_HITS, "limit=\"max_conns_per_ip\"") \
+	S(M_LIMIT_PREAUTH_CONNS, F_LIMIT_HITS, "limit=\"max_preauth_conns\"") \
+	S(M_LIMIT_AUTH_PER_IP, F_LIMIT_HITS, "limit=\"auth_fail_rate_per_ip\"") \
+	S(M_LIMIT_AUTH_PER_ACCOUNT, F_LIMIT_HITS, "limit=\"auth_fail_rate_per_account\"")
 
 enum metric_family {
 #define METRIC_F_ENUM(id, name, type, help) id,

@@ -9,4 +9,13 @@
  * not such a string. */
 int netaddr_parse(const char *s, struct sockaddr_storage *ss, socklen_t *len);
 
+#define NETADDR_IP_MAX 48    /* an address alone, NUL included */
+#define NETADDR_PEER_MAX 64  /* "address:port", NUL included */
+
+/* Writes the address of <ss> alone into <ip> (an IPv4-mapped IPv6 address
+ * as IPv4, so one client has one spelling) and "address:port" into <peer>;
+ * "?" for a family other than IPv4/IPv6. Either may be NULL. */
+void netaddr_format(const struct sockaddr_storage *ss, char ip[NETADDR_IP_MAX],
+		    char peer[NETADDR_PEER_MAX]);
+
 #endif /* TETHER_NETADDR_H */

@@ -63,9 +63,6 @@ const char *proxyproto_trust_parse(struct proxyproto_trust *t, const char *s, si
  * <t>'s blocks, else 0. */
 int proxyproto_trusted(const struct proxyproto_trust *t, const struct sockaddr *sa);
 
-/* Formats <ss>'s address and port as "ip:port" into <out>. */
-void proxyproto_format(const struct sockaddr_storage *ss, char *out, size_t outlen);
-
 /* The first bytes of one connection, until its header is complete: a
  * bounded buffer (only used when a header comes in pieces). */
 struct proxyproto_gate {

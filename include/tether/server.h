@@ -8,6 +8,7 @@
 #include "tether/config.h"
 #include "tether/tls.h"
 
+struct limits;
 struct router;
 struct store;
 struct worker;
@@ -26,6 +27,7 @@ struct server {
 	 * (c2s_register()); plumbing reaches protocol code only through them. */
 	const struct worker_handlers *handlers;
 	atomic_int stopping;       /* SIGTERM seen: workers drain and exit */
+	struct limits *limits;     /* per-address connections, guessing rate (limits.h) */
 };
 
 /* From any thread: asks every worker to shut down (the shutdown handler on

@@ -32,6 +32,10 @@ struct shtab *shtab_new(shtab_match_fn *match, size_t buckets);
 /* Calls <node_free>(n, NULL) on every node (may be NULL), then frees the table. */
 void shtab_free(struct shtab *t, shtab_node_fn *node_free);
 
+/* A <node_free> for nodes that are one malloc'd block starting with their
+ * struct shtab_node: free(n). */
+void shtab_node_free(struct shtab_node *n, void *ud);
+
 uint64_t shtab_hash(const struct shtab *t, const char *key);
 
 /* Locks and returns the stripe of <hash>; every find, insert and remove

@@ -53,6 +53,13 @@ struct transport {
 	struct store_handle *(*store)(void *io);
 	/* "ip:port" of the peer, for logs. */
 	const char *(*peer)(void *io);
+	/* The peer's address alone, canonical text (IPv4-mapped IPv6 as
+	 * IPv4): the key of per-address limits (limits.h). May be NULL. */
+	const char *(*peer_ip)(void *io);
+	/* The stream authenticated (<authed> 1) or is unauthenticated again
+	 * (0): the connection leaves or rejoins the pre-auth count. Idempotent.
+	 * May be NULL. */
+	void (*set_authed)(void *io, int authed);
 };
 
 #endif /* TETHER_TRANSPORT_H */

@@ -38,6 +38,7 @@
 
 #include "../../server/bus.c"
 #include "../../server/c2s.c"
+#include "../../server/c2s_limits.c"
 #include "../../server/c2s_route.c"
 #include "../../server/c2s_sasl2.c"
 #include "../../server/c2s_sm.c"
@@ -50,10 +51,12 @@
 #undef mech_names
 #include "../../server/im.c"
 #include "../../server/jid.c"
+#include "../../server/limits.c"
 #include "../../server/log.c"
 #include "../../server/metrics.c"
 #include "../../server/netaddr.c"
 #include "../../server/proxyproto.c"
+#include "../../server/ratelimit.c"
 #include "../../server/rmsg.c"
 #include "../../server/router.c"
 #include "../../server/sasl.c"

@@ -54,7 +54,8 @@ class Canary:
 def default_limits(server_factory):
     """A server with the default stanza limits (the suite's is 64 KiB) and users."""
     from conftest import USERS
-    server = server_factory(**{'limits.max_stanza_size': 262144})
+    # 400 connections from one address: above max_conns_per_ip's default
+    server = server_factory(**{'limits.max_stanza_size': 262144, 'limits.max_conns_per_ip': 1000})
     for local, pw in USERS.items():
         server.add_user(local, pw)
     server.settle_users()

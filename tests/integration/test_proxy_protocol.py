@@ -278,3 +278,29 @@ def test_through_haproxy_send_proxy_v2(proxied, haproxy, conns, direct_tls):
     # HAProxy's health checks (a v2 LOCAL header, then close) are not refused.
     time.sleep(0.6)
     assert 'PROXY protocol:' not in proxied.log()
+
+
+def test_per_address_limit_counts_the_client_not_the_proxy(server_factory, conns):
+    """Behind a proxy every socket comes from the proxy's address: the
+    per-address limit must count the client each header names."""
+    srv = server_factory(**{'c2s.proxy_protocol': 'true', 'c2s.trusted_proxies': '127.0.0.1/32',
+                            'limits.max_conns_per_ip': 3})
+    for local, pw in cf.USERS.items():
+        srv.add_user(local, pw)
+    srv.settle_users()
+    # six clients through the one proxy address: more than the limit of 3
+    for i in range(6):
+        conns.append(proxy_login(srv, v2('192.0.2.%d' % (10 + i), 40000 + i)))
+    # one client, four connections through the proxy: the fourth is refused
+    held = []
+    for i in range(3):
+        s = socket.create_connection((srv.host, srv.port), timeout=5)
+        s.sendall(v2('198.51.100.7', 50000 + i))
+        held.append(s)
+    fourth = socket.create_connection((srv.host, srv.port), timeout=5)
+    fourth.sendall(v2('198.51.100.7', 50003))
+    fourth.settimeout(5)
+    assert fourth.recv(4096) == b'', 'the fourth connection of one client was not closed'
+    srv.wait_log('max_conns_per_ip')
+    for s in held + [fourth]:
+        s.close()

@@ -10,6 +10,7 @@
 
 #include <cmocka.h>
 
+#include "tether/netaddr.h"
 #include "tether/proxyproto.h"
 
 static const uint8_t sig[12] = { 0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A };
@@ -32,7 +33,7 @@ static const uint8_t v4_block[12] = { 192, 0, 2, 7, 10, 0, 0, 1, 0xd4, 0x31, 0x1
 static void addr_is(const struct proxyproto_hdr *h, const char *want)
 {
 	char s[64];
-	proxyproto_format(&h->src, s, sizeof(s));
+	netaddr_format(&h->src, NULL, s);
 	assert_string_equal(s, want);
 }
 

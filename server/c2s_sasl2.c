@@ -577,32 +577,38 @@ static int ht_authenticate(struct c2s *s, const uint8_t *msg, size_t len)
 
 /* ---- entry points ------------------------------------------------------- */
 
-static int scram_step(struct c2s *s, const uint8_t *in, size_t len)
+/* The verdict of one SCRAM/PLAIN step (c2s_sasl_step; maybe from the
+ * credentials lookup's callback). */
+static int scram_done(struct c2s *s, enum sasl_rc rc, struct sbuf *out, enum sasl_cond cond)
 {
-	struct sbuf out = SBUF_INIT;
-	enum sasl_cond cond = SASL_C_NONE;
 	int ret = 0;
-	s->sasl_steps++;
-	switch (sasl_step(s->sasl, in, len, &out, &cond)) {
+	if (!s->req) /* cannot happen: nothing frees it while the lookup is pending */
+		return c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
+	switch (rc) {
 	case SASL_CONTINUE:
 		sbuf_reset(&s->out);
 		sbuf_puts(&s->out, "<challenge xmlns='" XMLNS_SASL2 "'>");
-		sasl_b64_encode((const uint8_t *)out.data, out.len, &s->out);
+		sasl_b64_encode((const uint8_t *)out->data, out->len, &s->out);
 		sbuf_puts(&s->out, "</challenge>");
 		c2s_send_out(s);
 		c2s_set_state(s, C2S_SASL2);
 		break;
 	case SASL_SUCCESS:
-		ret = finish(s, sasl_username(s->sasl), (const uint8_t *)out.data, out.len);
+		ret = finish(s, sasl_username(s->sasl), (const uint8_t *)out->data, out->len);
 		sasl_free(s->sasl);
 		s->sasl = NULL;
 		break;
 	case SASL_FAILURE:
-		ret = failure(s, cond, NULL);
+	case SASL_NEED_CREDS:
+		ret = failure(s, rc == SASL_FAILURE ? cond : SASL_C_TEMPORARY_AUTH_FAILURE, NULL);
 		break;
 	}
-	sbuf_free_secret(&out);
 	return ret;
+}
+
+static int scram_step(struct c2s *s, const uint8_t *in, size_t len)
+{
+	return c2s_sasl_step(s, in, len, scram_done);
 }
 
 int c2s_sasl2_authenticate(struct c2s *s, struct xnode *el)

@@ -51,10 +51,30 @@ void c2s_send_out(struct c2s *s)
 		sbuf_free(&s->out);
 }
 
+static void cancel_op(struct c2s *s)
+{
+	if (!s->op)
+		return;
+	store_op_cancel(s->op);
+	if (s->op_free)
+		s->op_free(s->op_ctx);
+	c2s_op_done(s);
+}
+
 void c2s_set_state(struct c2s *s, enum c2s_state st)
 {
 	log_debug("c2s %s: %s -> %s", s->tp->peer(s->io), state_name[s->state], state_name[st]);
 	s->state = st;
+	/* An operation that stopped the parse (a SASL lookup, FAST, a take
+	 * for a resumption) has nobody to answer once the stream is over:
+	 * cancelled now, it never happens (store.h: such operations are
+	 * performed when they complete), so a resumption asked for by a
+	 * stream that died leaves the session with its previous owner. */
+	if (st == C2S_CLOSING && (s->flags & C2S_F_HOLD) && s->op) {
+		cancel_op(s);
+		s->flags &= ~C2S_F_HOLD;
+		sbuf_free_secret(&s->held);
+	}
 }
 
 static void send_header(struct c2s *s, const char *to_attr)
@@ -1138,12 +1158,7 @@ void c2s_free(struct c2s *s)
 {
 	if (!s)
 		return;
-	if (s->op) {
-		store_op_cancel(s->op);
-		if (s->op_free)
-			s->op_free(s->op_ctx);
-		c2s_op_done(s);
-	}
+	cancel_op(s);
 	drop_parked(s);
 	sbuf_free_secret(&s->held);
 	xstream_free(s->xs);

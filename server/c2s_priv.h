@@ -218,11 +218,4 @@ void c2s_sm_moved(struct c2s *s);
 /* Clears the congestion mark (session detached, ended or moved). */
 void c2s_sm_uncongest(struct c2s *s);
 
-/* Transitional: c2s_sasl2.c still builds a route_target by hand to kick a
- * session; it moves to bus_kick() with its owner's next change. */
-static inline void worker_kick(struct worker *w, const struct route_target *t, int cond)
-{
-	bus_kick(w, &t->addr, cond);
-}
-
 #endif /* TETHER_C2S_PRIV_H */

@@ -544,9 +544,7 @@ int c2s_sm_take_isr(struct c2s *s, const char *bare, const char *previd,
 		/* The right SM-ID with a wrong token: the store destroyed the
 		 * token, and a detached session ends as on expiry (XEP-0397 §5). */
 		if (!t->rec.attached) {
-			struct route_target rt = { .worker = t->rec.owner.worker,
-						   .slot = t->rec.owner.slot, .gen = t->rec.owner.gen };
-			worker_kick(s->w, &rt, SE_NONE);
+			bus_kick(s->w, &t->rec.owner, SE_NONE);
 		}
 		log_warn("c2s %s: ISR with a wrong token for %s: token destroyed", s->tp->peer(s->io), bare);
 	} else if (err != -EACCES) {
@@ -574,6 +572,73 @@ void c2s_sm_drop(struct sm_resume *r)
 	r->t = NULL;
 }
 
+/* Writes the answer to a classic <resume/> whose take is in <r> (or that
+ * failed: rc < 0 with <failed/> in s->out). Returns as a state function. */
+static int resume_reply(struct c2s *s, int rc, struct sm_resume *r)
+{
+	if (rc < 0) {
+		c2s_send_out(s);
+		return 0;
+	}
+	if (rc > 0)
+		return 1;
+	sbuf_reset(&s->out);
+	c2s_sm_resumed_el(s, &s->out);
+	c2s_send_out(s);
+	c2s_sm_retransmit(s, r);
+	return 0;
+}
+
+/* A classic <resume/> waiting for its take (store_sm_take_async): the
+ * operation's context, freed by the callback or by the cancel when the
+ * stream closes first (then the take never happened: store.h). */
+struct resume_wait {
+	struct c2s *s;
+	uint32_t h;
+};
+
+static void on_resume_taken(void *ud, int err, const struct sm_record *rec, const char *resource,
+			    const struct sm_entry *q, size_t n, const uint8_t *resp)
+{
+	struct resume_wait *x = ud;
+	struct c2s *s = x->s;
+	uint32_t h = x->h;
+	struct sm_resume r = { 0 };
+	(void)resp;
+	free(x);
+	c2s_op_done(s);
+	/* The stream is still open: a closing one cancels the operation
+	 * (c2s_set_state), so the take has not happened for a dead stream. */
+	struct take_ctx *t = calloc(1, sizeof(*t));
+	if (t)
+		on_taken(t, err, rec, resource, q, n);
+	sbuf_reset(&s->out);
+	int rc;
+	if (!t || t->err) {
+		if (t && t->err == -ENOMEM && !err) {
+			r.t = t;      /* taken, but the copy failed: end the stream */
+			c2s_sm_drop(&r);
+			c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
+			c2s_unpark(s);
+			return;
+		}
+		log_info("sm: %s: resume failed", s->bare);
+		fail_el(&s->out, t ? STE_ITEM_NOT_FOUND : STE_INTERNAL_SERVER_ERROR);
+		free(t);
+		rc = -1;
+	} else {
+		r.t = t;
+		rc = adopt(s, &r, h, &s->out, 1);
+	}
+	resume_reply(s, rc, &r);
+	c2s_unpark(s);
+}
+
+static void resume_wait_free(void *ctx)
+{
+	free(ctx);
+}
+
 static int do_resume(struct c2s *s, struct xnode *el)
 {
 	const char *previd = xnode_attr(el, "previd");
@@ -590,18 +655,26 @@ static int do_resume(struct c2s *s, struct xnode *el)
 		c2s_send_out(s);
 		return 0;
 	}
-	int rc = c2s_sm_resume(s, previd, h, &r, &s->out, 1);
-	if (rc < 0) {
-		c2s_send_out(s);
-		return 0;
-	}
-	if (rc > 0)
+	struct store_handle *sh = s->tp->store ? s->tp->store(s->io) : NULL;
+	if (sh && strlen(previd) == SM_ID_LEN) {
+		/* Through the store handle: parsing stops here until the take
+		 * completes (c2s_park_stop). */
+		struct resume_wait *x = calloc(1, sizeof(*x));
+		struct bus_addr to = s->self;
+		struct store_op *op = NULL;
+		if (x) {
+			x->s = s;
+			x->h = h;
+			op = store_sm_take_async(sh, previd, s->bare, &to, NULL, on_resume_taken, x);
+		}
+		if (!op) {
+			free(x);
+			return c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
+		}
+		c2s_park_stop(s, op, x, resume_wait_free);
 		return 1;
-	sbuf_reset(&s->out);
-	c2s_sm_resumed_el(s, &s->out);
-	c2s_send_out(s);
-	c2s_sm_retransmit(s, &r);
-	return 0;
+	}
+	return resume_reply(s, c2s_sm_resume(s, previd, h, &r, &s->out, 1), &r);
 }
 
 /* ---- dispatch ---------------------------------------------------------- */

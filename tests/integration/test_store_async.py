@@ -4,6 +4,7 @@ that arrives behind the element that started the operation waits for it
 (even across the SASL stream restart)."""
 
 import socket
+import time
 
 import pytest
 
@@ -109,3 +110,49 @@ def test_wrong_password_then_retry_behind_it(slow, conns):
     assert first.tag == q(NS_SASL, 'failure'), xr.tostr(first)
     second = c.next()
     assert second.tag == q(NS_SASL, 'success'), xr.tostr(second)
+
+
+# ----------------------------------------------------------------------------- resume
+
+def _sm_slow(server_factory):
+    from conftest import USERS
+    from sm_client import sm_overrides
+    ov = sm_overrides()
+    ov['store.test_delay'] = DELAY
+    srv = server_factory(**ov)
+    for local, pw in USERS.items():
+        srv.add_user(local, pw)
+    srv.settle_users()
+    return srv, dict(USERS)
+
+
+def test_dropped_while_resume_pending_leaves_session_resumable(server_factory, conns):
+    """Resumes whose connection dies while the take is pending: whether the
+    take never happened (cancelled) or happened just before the drop (then
+    the new stream detaches the session again), the session is never left
+    owned by nobody: a last resume gets it, queue intact."""
+    from sm_client import kill, sm_authed, sm_login, is_sm, numbered, body_of
+    srv, users = _sm_slow(server_factory)
+    alice = sm_login(srv, 'alice', users['alice'])
+    previd, jid = alice.sm_id, alice.jid
+    kill(alice)
+    srv.wait_log('session detached jid=%s' % jid, 10)
+    bob = sm_login(srv, 'bob', users['bob'])
+    conns.append(bob)
+    bob.message(jid, numbered('q', 1))
+    bob.ping()
+    for _ in range(12):
+        c = sm_authed(srv, 'alice', users['alice'])
+        c.send("<resume xmlns='urn:xmpp:sm:3' previd='%s' h='0'/>" % previd)
+        kill(c)
+    c = None
+    for _ in range(50):   # a take that did happen detaches again on its own
+        c = sm_authed(srv, 'alice', users['alice'])
+        conns.append(c)
+        el = c.resume(previd, 0)
+        if is_sm(el, 'resumed'):
+            break
+        c.abort()
+        time.sleep(0.1)
+    assert is_sm(el, 'resumed'), xr.tostr(el)
+    c.wait_bodies('q', 1)

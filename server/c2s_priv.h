@@ -196,6 +196,12 @@ int c2s_sm_resume(struct c2s *s, const char *previd, uint32_t h, struct sm_resum
  * -ENOMEM. Nothing of <r> to free unless 0. */
 int c2s_sm_take_isr(struct c2s *s, const char *bare, const char *previd,
 		    struct sm_isr_proof *proof, struct sm_resume *r, struct sbuf *fail_out);
+/* c2s_sm_take_isr's second half, for a take made through the store handle
+ * (store_sm_take_async with the proof): the callback's arguments in,
+ * returns as c2s_sm_take_isr. */
+int c2s_sm_isr_taken(struct c2s *s, const char *bare, int err, const struct sm_record *rec,
+		     const char *resource, const struct sm_entry *q, size_t n,
+		     struct sm_resume *r, struct sbuf *fail_out);
 /* The rest of c2s_sm_resume for a session c2s_sm_take_isr took: returns as
  * c2s_sm_resume (classic = 0). */
 int c2s_sm_resume_taken(struct c2s *s, struct sm_resume *r, uint32_t h, struct sbuf *fail_out);

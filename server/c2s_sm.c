@@ -526,6 +526,30 @@ int c2s_sm_resume(struct c2s *s, const char *previd, uint32_t h, struct sm_resum
 	return adopt(s, r, h, fail_out, classic);
 }
 
+/* What c2s_sm_take_isr and c2s_sm_isr_taken make of the take in <t>. */
+static int isr_result(struct c2s *s, const char *bare, struct take_ctx *t, struct sm_resume *r,
+		      struct sbuf *fail_out)
+{
+	int err = t->err;
+	if (!err) {
+		r->t = t;
+		return 0;
+	}
+	if (err == -EACCES && t->seen) {
+		/* The right SM-ID with a wrong token: the store destroyed the
+		 * token, and a detached session ends as on expiry (XEP-0397 §5). */
+		if (!t->rec.attached)
+			bus_kick(s->w, &t->rec.owner, SE_NONE);
+		log_warn("c2s %s: ISR with a wrong token for %s: token destroyed", s->tp->peer(s->io), bare);
+	} else if (err != -EACCES) {
+		/* The token was right (and is spent); the session is gone. */
+		log_info("sm: %s: ISR resume failed", bare);
+		fail_el(fail_out, err == -ENOENT ? STE_ITEM_NOT_FOUND : STE_INTERNAL_SERVER_ERROR);
+	}
+	free(t);
+	return err;
+}
+
 int c2s_sm_take_isr(struct c2s *s, const char *bare, const char *previd,
 		    struct sm_isr_proof *proof, struct sm_resume *r, struct sbuf *fail_out)
 {
@@ -535,25 +559,25 @@ int c2s_sm_take_isr(struct c2s *s, const char *bare, const char *previd,
 		return -ENOMEM;
 	struct bus_addr to = s->self;
 	store_sm_take(s->srv->store, previd, bare, &to, timer_now_ms(), proof, on_taken, t);
-	int err = t->err;
-	if (!err) {
+	return isr_result(s, bare, t, r, fail_out);
+}
+
+int c2s_sm_isr_taken(struct c2s *s, const char *bare, int err, const struct sm_record *rec,
+		     const char *resource, const struct sm_entry *q, size_t n,
+		     struct sm_resume *r, struct sbuf *fail_out)
+{
+	memset(r, 0, sizeof(*r));
+	struct take_ctx *t = calloc(1, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	on_taken(t, err, rec, resource, q, n);
+	if (t->err == -ENOMEM && !err) {
+		/* Taken, but the copy failed: the stream cannot adopt it. */
 		r->t = t;
-		return 0;
+		c2s_sm_drop(r);
+		return -ENOMEM;
 	}
-	if (err == -EACCES && t->seen) {
-		/* The right SM-ID with a wrong token: the store destroyed the
-		 * token, and a detached session ends as on expiry (XEP-0397 §5). */
-		if (!t->rec.attached) {
-			bus_kick(s->w, &t->rec.owner, SE_NONE);
-		}
-		log_warn("c2s %s: ISR with a wrong token for %s: token destroyed", s->tp->peer(s->io), bare);
-	} else if (err != -EACCES) {
-		/* The token was right (and is spent); the session is gone. */
-		log_info("sm: %s: ISR resume of %s failed", bare, previd);
-		fail_el(fail_out, err == -ENOENT ? STE_ITEM_NOT_FOUND : STE_INTERNAL_SERVER_ERROR);
-	}
-	free(t);
-	return err;
+	return isr_result(s, bare, t, r, fail_out);
 }
 
 int c2s_sm_resume_taken(struct c2s *s, struct sm_resume *r, uint32_t h, struct sbuf *fail_out)

@@ -156,3 +156,31 @@ def test_dropped_while_resume_pending_leaves_session_resumable(server_factory, c
         time.sleep(0.1)
     assert is_sm(el, 'resumed'), xr.tostr(el)
     c.wait_bodies('q', 1)
+
+
+@pytest.mark.parametrize('kind', ['fast', 'isr'])
+def test_dropped_while_token_check_pending(slow, conns, kind):
+    """HT-* logins (a FAST get and CAS, an ISR take with its proof) whose
+    connection dies while the store has not answered yet."""
+    srv, users = slow
+    ir = xr.b64(b'alice\0' + b'\x01' * 32)
+    if kind == 'fast':
+        extra = "<user-agent id='d7b1c7e4-0000-4000-8000-000000000001'/><fast xmlns='urn:xmpp:fast:0'/>"
+    else:
+        extra = ("<inst-resume xmlns='https://xmpp.org/extensions/isr/0' with-isr-token='true'>"
+                 "<resume xmlns='urn:xmpp:sm:3' previd='%s' h='0'/></inst-resume>" % ('A' * 22))
+    for i in range(20):
+        c = _tls_stream(srv)
+        c.send("<authenticate xmlns='%s' mechanism='HT-SHA-256-NONE'><initial-response>%s"
+               "</initial-response>%s</authenticate>" % (NS_SASL2, ir, extra))
+        if i % 2:
+            c.send_quiet("<iq type='get' id='x'><query xmlns='jabber:iq:version'/></iq>")
+        _drop(c)
+    # One that waits gets its answer: not authorized (no such token).
+    c = _tls_stream(srv)
+    conns.append(c)
+    c.send("<authenticate xmlns='%s' mechanism='HT-SHA-256-NONE'><initial-response>%s"
+           "</initial-response>%s</authenticate>" % (NS_SASL2, ir, extra))
+    el = c.next()
+    assert el.tag == q(NS_SASL2, 'failure'), xr.tostr(el)
+    _still_works(srv, users, conns)

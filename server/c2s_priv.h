@@ -199,7 +199,7 @@ int c2s_sm_take_isr(struct c2s *s, const char *bare, const char *previd,
 /* c2s_sm_take_isr's second half, for a take made through the store handle
  * (store_sm_take_async with the proof): the callback's arguments in,
  * returns as c2s_sm_take_isr. */
-int c2s_sm_isr_taken(struct c2s *s, const char *bare, int err, const struct sm_record *rec,
+int c2s_sm_isr_taken(struct c2s *s, const char *bare, const char *previd, int err, const struct sm_record *rec,
 		     const char *resource, const struct sm_entry *q, size_t n,
 		     struct sm_resume *r, struct sbuf *fail_out);
 /* The rest of c2s_sm_resume for a session c2s_sm_take_isr took: returns as

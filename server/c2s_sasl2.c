@@ -572,7 +572,7 @@ static void on_isr_taken(void *ud, int err, const struct sm_record *rec, const c
 	struct c2s *s = x->s;
 	struct sbuf failed = SBUF_INIT;
 	c2s_op_done(s);
-	int rc = c2s_sm_isr_taken(s, x->bare, err, rec, resource, q, n, &s->req->isr_taken, &failed);
+	int rc = c2s_sm_isr_taken(s, x->bare, s->req->previd, err, rec, resource, q, n, &s->req->isr_taken, &failed);
 	if (rc == 0 && resp) {
 		memcpy(x->resp, resp, HT_HASH_LEN);
 		finish(s, x->user, x->resp, sizeof(x->resp));

@@ -527,8 +527,8 @@ int c2s_sm_resume(struct c2s *s, const char *previd, uint32_t h, struct sm_resum
 }
 
 /* What c2s_sm_take_isr and c2s_sm_isr_taken make of the take in <t>. */
-static int isr_result(struct c2s *s, const char *bare, struct take_ctx *t, struct sm_resume *r,
-		      struct sbuf *fail_out)
+static int isr_result(struct c2s *s, const char *bare, const char *previd, struct take_ctx *t,
+		      struct sm_resume *r, struct sbuf *fail_out)
 {
 	int err = t->err;
 	if (!err) {
@@ -543,7 +543,7 @@ static int isr_result(struct c2s *s, const char *bare, struct take_ctx *t, struc
 		log_warn("c2s %s: ISR with a wrong token for %s: token destroyed", s->tp->peer(s->io), bare);
 	} else if (err != -EACCES) {
 		/* The token was right (and is spent); the session is gone. */
-		log_info("sm: %s: ISR resume failed", bare);
+		log_info("sm: %s: ISR resume of %s failed", bare, previd);
 		fail_el(fail_out, err == -ENOENT ? STE_ITEM_NOT_FOUND : STE_INTERNAL_SERVER_ERROR);
 	}
 	free(t);
@@ -559,10 +559,10 @@ int c2s_sm_take_isr(struct c2s *s, const char *bare, const char *previd,
 		return -ENOMEM;
 	struct bus_addr to = s->self;
 	store_sm_take(s->srv->store, previd, bare, &to, timer_now_ms(), proof, on_taken, t);
-	return isr_result(s, bare, t, r, fail_out);
+	return isr_result(s, bare, previd, t, r, fail_out);
 }
 
-int c2s_sm_isr_taken(struct c2s *s, const char *bare, int err, const struct sm_record *rec,
+int c2s_sm_isr_taken(struct c2s *s, const char *bare, const char *previd, int err, const struct sm_record *rec,
 		     const char *resource, const struct sm_entry *q, size_t n,
 		     struct sm_resume *r, struct sbuf *fail_out)
 {
@@ -577,7 +577,7 @@ int c2s_sm_isr_taken(struct c2s *s, const char *bare, int err, const struct sm_r
 		c2s_sm_drop(r);
 		return -ENOMEM;
 	}
-	return isr_result(s, bare, t, r, fail_out);
+	return isr_result(s, bare, previd, t, r, fail_out);
 }
 
 int c2s_sm_resume_taken(struct c2s *s, struct sm_resume *r, uint32_t h, struct sbuf *fail_out)
@@ -619,6 +619,7 @@ static int resume_reply(struct c2s *s, int rc, struct sm_resume *r)
 struct resume_wait {
 	struct c2s *s;
 	uint32_t h;
+	char previd[SM_ID_LEN + 1];
 };
 
 static void on_resume_taken(void *ud, int err, const struct sm_record *rec, const char *resource,
@@ -628,7 +629,9 @@ static void on_resume_taken(void *ud, int err, const struct sm_record *rec, cons
 	struct c2s *s = x->s;
 	uint32_t h = x->h;
 	struct sm_resume r = { 0 };
+	char previd[SM_ID_LEN + 1];
 	(void)resp;
+	memcpy(previd, x->previd, sizeof(previd));
 	free(x);
 	c2s_op_done(s);
 	/* The stream is still open: a closing one cancels the operation
@@ -646,7 +649,7 @@ static void on_resume_taken(void *ud, int err, const struct sm_record *rec, cons
 			c2s_unpark(s);
 			return;
 		}
-		log_info("sm: %s: resume failed", s->bare);
+		log_info("sm: %s: resume of %s failed", s->bare, previd);
 		fail_el(&s->out, t ? STE_ITEM_NOT_FOUND : STE_INTERNAL_SERVER_ERROR);
 		free(t);
 		rc = -1;
@@ -689,6 +692,7 @@ static int do_resume(struct c2s *s, struct xnode *el)
 		if (x) {
 			x->s = s;
 			x->h = h;
+			memcpy(x->previd, previd, sizeof(x->previd));
 			op = store_sm_take_async(sh, previd, s->bare, &to, NULL, on_resume_taken, x);
 		}
 		if (!op) {

@@ -161,9 +161,11 @@ static inline int store_fast_cas(struct store *st, const char *bare, const char 
  * the order the operations were issued. A callback's context (<ud>) must
  * be something that stays valid, or the caller must cancel the operation
  * before that context goes away (a connection closed mid-operation cancels
- * what it has pending). The memory backend does the work at once, under its
- * locks, and defers only the completion; a networked backend does the work
- * in between. */
+ * what it has pending). The memory backend looks users up at once, under
+ * its locks, and defers only the completion; SM takes and FAST reads and
+ * writes it performs when they complete (so a cancelled one never
+ * happened, see store_sm_take_async). A networked backend does the work in
+ * between. */
 
 struct store_handle;
 struct store_op;

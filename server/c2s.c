@@ -52,10 +52,30 @@ void c2s_send_out(struct c2s *s)
 		sbuf_free(&s->out);
 }
 
+static void cancel_op(struct c2s *s)
+{
+	if (!s->op)
+		return;
+	store_op_cancel(s->op);
+	if (s->op_free)
+		s->op_free(s->op_ctx);
+	c2s_op_done(s);
+}
+
 void c2s_set_state(struct c2s *s, enum c2s_state st)
 {
 	log_debug("c2s %s: %s -> %s", s->tp->peer(s->io), state_name[s->state], state_name[st]);
 	s->state = st;
+	/* An operation that stopped the parse (a SASL lookup, FAST, a take
+	 * for a resumption) has nobody to answer once the stream is over:
+	 * cancelled now, it never happens (store.h: such operations are
+	 * performed when they complete), so a resumption asked for by a
+	 * stream that died leaves the session with its previous owner. */
+	if (st == C2S_CLOSING && (s->flags & C2S_F_HOLD) && s->op) {
+		cancel_op(s);
+		s->flags &= ~C2S_F_HOLD;
+		sbuf_free_secret(&s->held);
+	}
 }
 
 static void send_header(struct c2s *s, const char *to_attr)
@@ -312,12 +332,89 @@ static int st_wait_starttls(struct c2s *s, struct xnode *el)
 
 /* ---- SASL -------------------------------------------------------------- */
 
-static int get_creds(void *ud, const char *user, struct user_creds *out)
+/* The credentials lookup of a SASL step, as a store operation: the
+ * decoded client message waits here to be fed again with the answer. Freed
+ * by the callback, or by c2s_free when the operation is cancelled. */
+struct creds_wait {
+	struct c2s *s;
+	c2s_sasl_done_fn *done;
+	struct sbuf in;
+};
+
+static void creds_wait_free(void *ctx)
 {
-	struct c2s *s = ud;
+	struct creds_wait *x = ctx;
+	sbuf_free_secret(&x->in);
+	free(x);
+}
+
+/* Steps s->sasl with the lookup's result given, and hands the verdict on. */
+static int sasl_again(struct c2s *s, const uint8_t *in, size_t len, int err,
+		      const struct user_creds *creds, c2s_sasl_done_fn *done)
+{
+	struct sbuf out = SBUF_INIT;
+	enum sasl_cond cond = SASL_C_NONE;
+	sasl_set_creds(s->sasl, err, creds);
+	enum sasl_rc rc = sasl_step(s->sasl, in, len, &out, &cond);
+	if (rc == SASL_NEED_CREDS) { /* cannot happen: it has them */
+		rc = SASL_FAILURE;
+		cond = SASL_C_TEMPORARY_AUTH_FAILURE;
+	}
+	int ret = done(s, rc, &out, cond);
+	sbuf_free_secret(&out);
+	return ret;
+}
+
+static void on_creds(void *ud, int err, const struct user_creds *creds)
+{
+	struct creds_wait *x = ud;
+	struct c2s *s = x->s;
+	c2s_op_done(s);
+	/* The stream may have ended meanwhile (a kick, a shutdown): the
+	 * exchange has nobody to answer. */
+	if (s->state != C2S_CLOSING && s->sasl)
+		sasl_again(s, (const uint8_t *)(x->in.data ? x->in.data : ""), x->in.len, err, creds,
+			   x->done);
+	creds_wait_free(x);
+	c2s_unpark(s);
+}
+
+int c2s_sasl_step(struct c2s *s, const uint8_t *in, size_t len, c2s_sasl_done_fn *done)
+{
+	struct sbuf out = SBUF_INIT;
+	enum sasl_cond cond = SASL_C_NONE;
 	char bare[2 * JID_PART_MAX + 2];
-	snprintf(bare, sizeof(bare), "%s@%s", user, s->srv->cfg.domain);
-	return store_user_get(s->srv->store, bare, out);
+	s->sasl_steps++;
+	enum sasl_rc rc = sasl_step(s->sasl, in, len, &out, &cond);
+	if (rc != SASL_NEED_CREDS) {
+		int ret = done(s, rc, &out, cond);
+		sbuf_free_secret(&out);
+		return ret;
+	}
+	snprintf(bare, sizeof(bare), "%s@%s", sasl_user(s->sasl), s->srv->cfg.domain);
+	struct store_handle *sh = s->tp->store ? s->tp->store(s->io) : NULL;
+	if (!sh) {
+		struct user_creds c;
+		int err = store_user_get(s->srv->store, bare, &c);
+		int ret = sasl_again(s, in, len, err, err ? NULL : &c, done);
+		scram_creds_wipe(&c);
+		return ret;
+	}
+	struct creds_wait *x = calloc(1, sizeof(*x));
+	struct store_op *op = NULL;
+	if (x) {
+		x->s = s;
+		x->done = done;
+		if (sbuf_append(&x->in, (const char *)in, len) == 0)
+			op = store_user_get_async(sh, bare, on_creds, x);
+	}
+	if (!op) {
+		if (x)
+			creds_wait_free(x);
+		return c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
+	}
+	c2s_park_stop(s, op, x, creds_wait_free);
+	return 1;
 }
 
 static void sasl_reply(struct c2s *s, const char *elem, const struct sbuf *data)
@@ -368,29 +465,17 @@ static int sasl_failed(struct c2s *s, enum sasl_cond cond)
 	return c2s_count_auth_failure(s, cond, plus_probe);
 }
 
-/* Runs one SASL step on the base64 text of <el>. */
-static int sasl_run(struct c2s *s, struct xnode *el)
+/* The verdict of one SASL step (c2s_sasl_step). */
+static int sasl_done(struct c2s *s, enum sasl_rc rc, struct sbuf *out, enum sasl_cond cond)
 {
-	const char *b64 = xnode_text(el);
-	struct sbuf in = SBUF_INIT, out = SBUF_INIT;
-	enum sasl_cond cond = SASL_C_NONE;
-	if (!b64)
-		return c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
-	if (sasl_b64_decode(b64, strlen(b64), &in)) {
-		sbuf_free_secret(&in);
-		return sasl_failed(s, SASL_C_INCORRECT_ENCODING);
-	}
-	s->sasl_steps++;
-	enum sasl_rc rc = sasl_step(s->sasl, (const uint8_t *)(in.data ? in.data : ""), in.len, &out, &cond);
-	sbuf_free_secret(&in);
 	int ret = 0;
 	switch (rc) {
 	case SASL_CONTINUE:
-		sasl_reply(s, "challenge", &out);
+		sasl_reply(s, "challenge", out);
 		c2s_set_state(s, C2S_SASL);
 		break;
 	case SASL_SUCCESS:
-		sasl_reply(s, "success", &out);
+		sasl_reply(s, "success", out);
 		if (asprintf(&s->bare, "%s@%s", sasl_username(s->sasl), s->srv->cfg.domain) < 0)
 			s->bare = NULL;
 		sasl_free(s->sasl);
@@ -410,10 +495,26 @@ static int sasl_run(struct c2s *s, struct xnode *el)
 		ret = 1;
 		break;
 	case SASL_FAILURE:
-		ret = sasl_failed(s, cond);
+	case SASL_NEED_CREDS:
+		ret = sasl_failed(s, rc == SASL_FAILURE ? cond : SASL_C_TEMPORARY_AUTH_FAILURE);
 		break;
 	}
-	sbuf_free_secret(&out);
+	return ret;
+}
+
+/* Runs one SASL step on the base64 text of <el>. */
+static int sasl_run(struct c2s *s, struct xnode *el)
+{
+	const char *b64 = xnode_text(el);
+	struct sbuf in = SBUF_INIT;
+	if (!b64)
+		return c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
+	if (sasl_b64_decode(b64, strlen(b64), &in)) {
+		sbuf_free_secret(&in);
+		return sasl_failed(s, SASL_C_INCORRECT_ENCODING);
+	}
+	int ret = c2s_sasl_step(s, (const uint8_t *)(in.data ? in.data : ""), in.len, sasl_done);
+	sbuf_free_secret(&in);
 	return ret;
 }
 
@@ -429,8 +530,8 @@ void c2s_fill_env(struct c2s *s)
 	s->env.cb.tls_server_end_point_len = endpoint(s, &s->env.cb.tls_server_end_point);
 	s->env.cb.tls_unique_len = s->tp->cb_unique(s->io, s->cb_unique, sizeof(s->cb_unique));
 	s->env.cb.tls_unique = s->cb_unique;
-	s->env.get_creds = get_creds;
-	s->env.ud = s;
+	/* No get_creds: the lookup goes through the store handle
+	 * (c2s_sasl_step), asynchronously. */
 }
 
 static int do_auth(struct c2s *s, struct xnode *el)
@@ -678,6 +779,48 @@ void c2s_park(struct c2s *s, struct store_op *op, void *ctx, void (*ctx_free)(vo
 		s->tp->park_read(s->io, 1);
 }
 
+void c2s_park_stop(struct c2s *s, struct store_op *op, void *ctx, void (*ctx_free)(void *))
+{
+	c2s_park(s, op, ctx, ctx_free);
+	s->flags |= C2S_F_HOLD;
+}
+
+/* Keeps <len> bytes of <data> for after the pending operation. Returns 0,
+ * or 1 once the stream failed (too much, or out of memory). */
+static int hold_input(struct c2s *s, const char *data, size_t len)
+{
+	if (s->held.len + len > C2S_HELD_MAX) {
+		c2s_stream_fail(s, SE_POLICY_VIOLATION, "too much input at once");
+		return 1;
+	}
+	if (sbuf_append(&s->held, data, len)) {
+		c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
+		return 1;
+	}
+	return 0;
+}
+
+/* Feeds what waited under C2S_F_HOLD, once the operation is over; the
+ * callback may have restarted the stream (SASL success), so the parser is
+ * reset first if it asked for that. */
+static void feed_held(struct c2s *s)
+{
+	struct sbuf in = s->held;
+	s->held = (struct sbuf)SBUF_INIT;
+	s->flags &= ~C2S_F_HOLD;
+	if (s->state != C2S_CLOSING && (s->flags & C2S_F_RESTART)) {
+		s->flags &= ~C2S_F_RESTART;
+		if (xstream_reset(s->xs))
+			c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
+	}
+	/* STARTTLS cannot come from here: no store operation starts before
+	 * TLS, and after it <starttls/> is a stream error. */
+	if (s->state != C2S_CLOSING && in.len &&
+	    c2s_feed(s, in.data, in.len) == TP_FEED_STARTTLS)
+		c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
+	sbuf_free_secret(&in);
+}
+
 void c2s_op_done(struct c2s *s)
 {
 	s->op = NULL;
@@ -702,6 +845,11 @@ void c2s_unpark(struct c2s *s)
 	}
 	if (s->op)
 		return;
+	if (s->flags & C2S_F_HOLD) {
+		feed_held(s);
+		if (s->op || s->state == C2S_CLOSING)
+			return;
+	}
 	if (s->flags & C2S_F_CLOSE_WAIT) {
 		s->flags &= ~C2S_F_CLOSE_WAIT;
 		if (s->state != C2S_CLOSING)
@@ -811,6 +959,13 @@ static int stanza_overdue(struct c2s *s, uint32_t *left)
 
 enum tp_feed c2s_feed(struct c2s *s, const char *data, size_t len)
 {
+	/* Parsing stopped for a pending operation: bytes received before
+	 * reading stopped wait behind those already held. */
+	if (s->flags & C2S_F_HOLD) {
+		if (s->state != C2S_CLOSING && len)
+			hold_input(s, data, len);
+		return s->state == C2S_CLOSING ? TP_FEED_CLOSED : TP_FEED_OK;
+	}
 	while (len && s->state != C2S_CLOSING) {
 		size_t used = len;
 		enum xfeed_rc rc = xstream_feed(s->xs, data, len, &used);
@@ -837,7 +992,17 @@ enum tp_feed c2s_feed(struct c2s *s, const char *data, size_t len)
 			c2s_stream_fail(s, map[e], text);
 			return TP_FEED_CLOSED;
 		}
-		/* XFEED_STOPPED: a restart, STARTTLS or the end of the stream. */
+		/* XFEED_STOPPED: a restart, STARTTLS, the end of the stream or
+		 * an element that started a store operation. */
+		if ((s->flags & C2S_F_HOLD) && s->state != C2S_CLOSING) {
+			if (xstream_continue(s->xs)) {
+				c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
+				return TP_FEED_CLOSED;
+			}
+			if (hold_input(s, data + used, len - used))
+				return TP_FEED_CLOSED;
+			break;
+		}
 		if (s->flags & C2S_F_STARTTLS) {
 			s->flags &= ~C2S_F_STARTTLS;
 			if (xstream_reset(s->xs))
@@ -1011,13 +1176,9 @@ void c2s_free(struct c2s *s)
 {
 	if (!s)
 		return;
-	if (s->op) {
-		store_op_cancel(s->op);
-		if (s->op_free)
-			s->op_free(s->op_ctx);
-		c2s_op_done(s);
-	}
+	cancel_op(s);
 	drop_parked(s);
+	sbuf_free_secret(&s->held);
 	xstream_free(s->xs);
 	sasl_free(s->sasl);
 	c2s_sasl2_free(s);

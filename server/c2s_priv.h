@@ -58,6 +58,9 @@ enum c2s_state {
 #define C2S_F_CLOSE_WAIT  0x20000u /* </stream:stream> came while parked: close once unparked */
 #define C2S_PARKED_MAX    4096    /* elements that may wait for one store operation */
 #define C2S_F_BACKOFF     0x40000u /* a stanza being routed reached a congested session */
+#define C2S_F_HOLD        0x80000u /* parsing stopped at the element that started s->op:
+				    * the input after it waits in s->held */
+#define C2S_HELD_MAX      (256u * 1024) /* bytes that may wait that way (reading is parked) */
 
 /* How a stream ending affects its session. */
 enum c2s_end {
@@ -100,6 +103,7 @@ struct c2s {
 	void (*op_free)(void *ctx);
 	struct c2s_parked *parked, **parked_tail;
 	unsigned nparked;
+	struct sbuf held;             /* with C2S_F_HOLD: input not parsed yet */
 };
 
 /* c2s.c */
@@ -121,6 +125,11 @@ void c2s_end_presence(struct c2s *s);
 /* The stream waits for store operation <op>, whose callback gets <ctx>
  * (freed with <ctx_free> if the operation is cancelled): input is parked. */
 void c2s_park(struct c2s *s, struct store_op *op, void *ctx, void (*ctx_free)(void *));
+/* Like c2s_park, for an element whose state function then returns 1 (stop
+ * parsing): the input after it is kept unparsed (C2S_F_HOLD) and fed once
+ * the operation has completed, under whatever the callback made of the
+ * stream (a SASL success restarts it: those bytes start the new stream). */
+void c2s_park_stop(struct c2s *s, struct store_op *op, void *ctx, void (*ctx_free)(void *));
 /* From the operation's callback, first: it is no longer pending. */
 void c2s_op_done(struct c2s *s);
 /* From the operation's callback, last: what waited is processed, in
@@ -134,6 +143,16 @@ void c2s_route_stanza(struct c2s *s, struct xnode *el);
 void c2s_emit(struct c2s *s, struct rmsg *m);
 /* Emits the reply built in s->out as a stanza of <kind> from <from>. */
 void c2s_emit_reply(struct c2s *s, enum rmsg_kind kind, const char *from, const char *type);
+
+/* c2s.c: feeds the decoded client message <in> to s->sasl and hands the
+ * verdict to <done> (with the mechanism's output, and the condition on
+ * failure), which returns what a state function returns. When the
+ * mechanism needs the user's credentials, they are looked up through the
+ * stream's store handle: the stream parks (c2s_park_stop), c2s_sasl_step
+ * returns 1, and <done> runs from the lookup's callback with the same
+ * message replayed. Without a handle the lookup is synchronous. */
+typedef int c2s_sasl_done_fn(struct c2s *s, enum sasl_rc rc, struct sbuf *out, enum sasl_cond cond);
+int c2s_sasl_step(struct c2s *s, const uint8_t *in, size_t len, c2s_sasl_done_fn *done);
 
 /* c2s.c: which mechanisms this stream offers. */
 int c2s_mech_offered(struct c2s *s, enum sasl_mech m);
@@ -177,6 +196,12 @@ int c2s_sm_resume(struct c2s *s, const char *previd, uint32_t h, struct sm_resum
  * -ENOMEM. Nothing of <r> to free unless 0. */
 int c2s_sm_take_isr(struct c2s *s, const char *bare, const char *previd,
 		    struct sm_isr_proof *proof, struct sm_resume *r, struct sbuf *fail_out);
+/* c2s_sm_take_isr's second half, for a take made through the store handle
+ * (store_sm_take_async with the proof): the callback's arguments in,
+ * returns as c2s_sm_take_isr. */
+int c2s_sm_isr_taken(struct c2s *s, const char *bare, const char *previd, int err, const struct sm_record *rec,
+		     const char *resource, const struct sm_entry *q, size_t n,
+		     struct sm_resume *r, struct sbuf *fail_out);
 /* The rest of c2s_sm_resume for a session c2s_sm_take_isr took: returns as
  * c2s_sm_resume (classic = 0). */
 int c2s_sm_resume_taken(struct c2s *s, struct sm_resume *r, uint32_t h, struct sbuf *fail_out);
@@ -198,13 +223,6 @@ void c2s_sm_expired(struct c2s *s);
 void c2s_sm_moved(struct c2s *s);
 /* Clears the congestion mark (session detached, ended or moved). */
 void c2s_sm_uncongest(struct c2s *s);
-
-/* Transitional: c2s_sasl2.c still builds a route_target by hand to kick a
- * session; it moves to bus_kick() with its owner's next change. */
-static inline void worker_kick(struct worker *w, const struct route_target *t, int cond)
-{
-	bus_kick(w, &t->addr, cond);
-}
 
 /* c2s_limits.c: 1 if the authentication attempt <el> (SASL <auth/> or
  * SASL2 <authenticate/>) must be refused now with temporary-auth-failure,

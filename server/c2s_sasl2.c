@@ -485,37 +485,50 @@ static int fast_match(struct c2s *s, const struct fast_slots *sl, const uint8_t 
  * neither loses it), otherwise a newly issued one in "new". Returns 1, 0
  * (no match; also when the slots kept changing under us), -1 (a match, but
  * expired). */
+/* One round of fast_auth on the slots <sl> as read: which slot the hash
+ * matches and what to write back. Returns 1 with <next> to write, 0 (no
+ * match) or -1 (a match, but expired). *<give> (a token goes into
+ * <success/>) may drop to 0 if none could be made. */
+static int fast_plan(struct c2s *s, const struct fast_slots *sl, const uint8_t hash[HT_HASH_LEN],
+		     const uint8_t *cb, size_t cb_len, uint8_t resp[HT_HASH_LEN], int *give,
+		     struct fast_slots *next)
+{
+	struct sasl2_req *r = s->req;
+	enum ht_cb want = r->request_token ? r->request_cb : r->cb;
+	int expired = 0;
+	int slot = fast_match(s, sl, hash, cb, cb_len, resp, &expired);
+	if (slot < 0 || expired)
+		return slot < 0 ? 0 : -1;
+	*next = *sl;
+	if (slot == 0) {            /* "new" used: it becomes "current" */
+		next->current = sl->fresh;
+		memset(&next->fresh, 0, sizeof(next->fresh));
+	}
+	if (r->fast_invalidate)
+		memset(next, 0, offsetof(struct fast_slots, version));
+	int resend = *give && slot == 1 && next->fresh.valid && next->fresh.mech == want &&
+		     next->fresh.expiry_ms > sm_wall_ms() + s->srv->cfg.fast_lifetime * 500ull &&
+		     token_open(s->srv->token_key, next->fresh.sealed, r->token) == 0;
+	if (resend)
+		r->token_expiry = next->fresh.expiry_ms;
+	else if (*give && new_token(s, want, &next->fresh))
+		*give = 0;
+	return 1;
+}
+
 static int fast_auth(struct c2s *s, const char *bare, const uint8_t hash[HT_HASH_LEN],
 		     const uint8_t *cb, size_t cb_len, uint8_t resp[HT_HASH_LEN])
 {
 	struct sasl2_req *r = s->req;
-	enum ht_cb want = r->request_token ? r->request_cb : r->cb;
 	int give = r->request_token || !r->fast_invalidate, result = 0;
 	for (int i = 0; i < FAST_CAS_TRIES && !result; i++) {
 		struct fast_slots sl, next;
-		int expired = 0;
 		store_fast_get(s->srv->store, bare, r->ua_id, &sl);
-		int slot = fast_match(s, &sl, hash, cb, cb_len, resp, &expired);
-		if (slot < 0 || expired) {
-			sodium_memzero(&sl, sizeof(sl));
-			return slot < 0 ? 0 : -1;
-		}
-		next = sl;
-		if (slot == 0) {            /* "new" used: it becomes "current" */
-			next.current = sl.fresh;
-			memset(&next.fresh, 0, sizeof(next.fresh));
-		}
-		if (r->fast_invalidate)
-			memset(&next, 0, offsetof(struct fast_slots, version));
-		int resend = give && slot == 1 && next.fresh.valid && next.fresh.mech == want &&
-			     next.fresh.expiry_ms > sm_wall_ms() + s->srv->cfg.fast_lifetime * 500ull &&
-			     token_open(s->srv->token_key, next.fresh.sealed, r->token) == 0;
-		if (resend)
-			r->token_expiry = next.fresh.expiry_ms;
-		else if (give && new_token(s, want, &next.fresh))
-			give = 0;
-		int rc = store_fast_cas(s->srv->store, bare, r->ua_id, &next);
+		int plan = fast_plan(s, &sl, hash, cb, cb_len, resp, &give, &next);
 		sodium_memzero(&sl, sizeof(sl));
+		if (plan <= 0)
+			return plan;
+		int rc = store_fast_cas(s->srv->store, bare, r->ua_id, &next);
 		sodium_memzero(&next, sizeof(next));
 		if (rc == 0) {
 			r->has_token = give;
@@ -528,6 +541,166 @@ static int fast_auth(struct c2s *s, const char *bare, const uint8_t hash[HT_HASH
 		}
 	}
 	return result;
+}
+
+/* ---- HT-* through the store handle ------------------------------------ */
+
+/* An HT-* authentication waiting for the store (the ISR take with its
+ * proof, or FAST's get and compare-and-set): the context of the pending
+ * operation, freed by the last callback or, when the stream closes first,
+ * with the cancel (then the take or the CAS never happened: store.h). */
+struct ht_wait {
+	struct c2s *s;
+	char user[JID_PART_MAX + 1];
+	char bare[2 * JID_PART_MAX + 2];
+	uint8_t hash[HT_HASH_LEN], cb[SM_ISR_CB_MAX], resp[HT_HASH_LEN];
+	size_t cb_len;
+	int tries, give;
+};
+
+static void ht_wait_free(void *ctx)
+{
+	struct ht_wait *x = ctx;
+	sodium_memzero(x, sizeof(*x));
+	free(x);
+}
+
+static void on_isr_taken(void *ud, int err, const struct sm_record *rec, const char *resource,
+			 const struct sm_entry *q, size_t n, const uint8_t *resp)
+{
+	struct ht_wait *x = ud;
+	struct c2s *s = x->s;
+	struct sbuf failed = SBUF_INIT;
+	c2s_op_done(s);
+	int rc = c2s_sm_isr_taken(s, x->bare, s->req->previd, err, rec, resource, q, n, &s->req->isr_taken, &failed);
+	if (rc == 0 && resp) {
+		memcpy(x->resp, resp, HT_HASH_LEN);
+		finish(s, x->user, x->resp, sizeof(x->resp));
+	} else {
+		if (rc == 0)   /* cannot happen: a take with a proof that matched has resp */
+			c2s_sm_drop(&s->req->isr_taken);
+		/* Stance F, as in ht_authenticate. */
+		free(s->bare);
+		s->bare = NULL;
+		failure(s, SASL_C_NOT_AUTHORIZED, failed.data);
+	}
+	sbuf_free(&failed);
+	ht_wait_free(x);
+	c2s_unpark(s);
+}
+
+static void on_fast_get(void *ud, int err, const struct fast_slots *sl);
+static void on_fast_cas(void *ud, int err, const struct fast_slots *sl);
+
+/* Reads the slots (again); the answer goes to on_fast_get. */
+static int fast_read(struct ht_wait *x)
+{
+	struct c2s *s = x->s;
+	struct store_op *op = store_fast_get_async(s->tp->store(s->io), x->bare, s->req->ua_id,
+						   on_fast_get, x);
+	if (!op)
+		return -ENOMEM;
+	c2s_park_stop(s, op, x, ht_wait_free);
+	return 0;
+}
+
+static void fast_give_up(struct ht_wait *x, enum sasl_cond cond)
+{
+	struct c2s *s = x->s;
+	failure(s, cond, NULL);
+	ht_wait_free(x);
+	c2s_unpark(s);
+}
+
+static void on_fast_get(void *ud, int err, const struct fast_slots *sl)
+{
+	struct ht_wait *x = ud;
+	struct c2s *s = x->s;
+	struct fast_slots next;
+	(void)err; /* -ENOENT: empty slots, which match nothing */
+	c2s_op_done(s);
+	int plan = fast_plan(s, sl, x->hash, x->cb, x->cb_len, x->resp, &x->give, &next);
+	if (plan <= 0) {
+		fast_give_up(x, plan < 0 ? SASL_C_CREDENTIALS_EXPIRED : SASL_C_NOT_AUTHORIZED);
+		return;
+	}
+	struct store_op *op = store_fast_cas_async(s->tp->store(s->io), x->bare, s->req->ua_id, &next,
+						   on_fast_cas, x);
+	sodium_memzero(&next, sizeof(next));
+	if (!op) {
+		fast_give_up(x, SASL_C_TEMPORARY_AUTH_FAILURE);
+		return;
+	}
+	c2s_park_stop(s, op, x, ht_wait_free);
+}
+
+static void on_fast_cas(void *ud, int err, const struct fast_slots *sl)
+{
+	struct ht_wait *x = ud;
+	struct c2s *s = x->s;
+	struct sasl2_req *r = s->req;
+	(void)sl;
+	c2s_op_done(s);
+	if (err == 0) {
+		r->has_token = x->give;
+		r->fast_used = 1;
+		finish(s, x->user, x->resp, sizeof(x->resp));
+		ht_wait_free(x);
+		c2s_unpark(s);
+		return;
+	}
+	sodium_memzero(r->token, sizeof(r->token));
+	/* Written by someone else since our read: read again, decide again. */
+	if (err == -ESTALE && ++x->tries < FAST_CAS_TRIES && fast_read(x) == 0)
+		return;
+	fast_give_up(x, SASL_C_NOT_AUTHORIZED);
+}
+
+/* Starts the HT-* check through the store handle <sh>; the stream parks
+ * until it is decided. Returns as a state function. */
+static int ht_start_async(struct c2s *s, struct store_handle *sh, const char *user,
+			  const char *bare, const uint8_t hash[HT_HASH_LEN], const uint8_t *cb,
+			  size_t cb_len)
+{
+	struct sasl2_req *r = s->req;
+	struct ht_wait *x = calloc(1, sizeof(*x));
+	if (!x || cb_len > sizeof(x->cb)) {
+		free(x);
+		return failure(s, x ? SASL_C_NOT_AUTHORIZED : SASL_C_TEMPORARY_AUTH_FAILURE, NULL);
+	}
+	x->s = s;
+	snprintf(x->user, sizeof(x->user), "%s", user);
+	snprintf(x->bare, sizeof(x->bare), "%s", bare);
+	memcpy(x->hash, hash, HT_HASH_LEN);
+	memcpy(x->cb, cb, cb_len);
+	x->cb_len = cb_len;
+	x->give = r->request_token || !r->fast_invalidate;
+	if (r->isr && r->isr_with_token) {
+		struct sm_isr_proof p = { .mech = (uint8_t)r->cb, .key = s->srv->token_key };
+		memcpy(p.hash, hash, HT_HASH_LEN);
+		memcpy(p.cb, cb, cb_len);
+		p.cb_len = cb_len;
+		struct bus_addr to = s->self;
+		struct store_op *op = NULL;
+		/* The session is taken in the same step that checks the
+		 * token, so the stream needs its JID first. */
+		if (asprintf(&s->bare, "%s", bare) < 0)
+			s->bare = NULL;
+		else
+			op = store_sm_take_async(sh, r->previd, bare, &to, &p, on_isr_taken, x);
+		sodium_memzero(&p, sizeof(p));
+		if (!op) {
+			ht_wait_free(x);
+			return c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
+		}
+		c2s_park_stop(s, op, x, ht_wait_free);
+		return 1;
+	}
+	if (fast_read(x)) {
+		ht_wait_free(x);
+		return c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
+	}
+	return 1;
 }
 
 static int ht_authenticate(struct c2s *s, const uint8_t *msg, size_t len)
@@ -543,6 +716,14 @@ static int ht_authenticate(struct c2s *s, const uint8_t *msg, size_t len)
 	size_t cb_len = r->cb == HT_NONE ? 0 : c2s_cb_data(s, r->cb, cb, sizeof(cb));
 	if (r->cb != HT_NONE && !cb_len)
 		return failure(s, SASL_C_NOT_AUTHORIZED, NULL);
+	if (!(r->isr && r->isr_with_token) && (!r->fast || !r->ua_id[0]))
+		return failure(s, SASL_C_MALFORMED_REQUEST, NULL); /* HT needs <fast/> + an id */
+	struct store_handle *sh = s->tp->store ? s->tp->store(s->io) : NULL;
+	if (sh) {
+		int ret = ht_start_async(s, sh, user, bare, hash, cb, cb_len);
+		sodium_memzero(hash, sizeof(hash));
+		return ret;
+	}
 	if (r->isr && r->isr_with_token) {
 		/* The session is taken in the same step that checks the token,
 		 * so the stream needs its JID first. */
@@ -577,32 +758,38 @@ static int ht_authenticate(struct c2s *s, const uint8_t *msg, size_t len)
 
 /* ---- entry points ------------------------------------------------------- */
 
-static int scram_step(struct c2s *s, const uint8_t *in, size_t len)
+/* The verdict of one SCRAM/PLAIN step (c2s_sasl_step; maybe from the
+ * credentials lookup's callback). */
+static int scram_done(struct c2s *s, enum sasl_rc rc, struct sbuf *out, enum sasl_cond cond)
 {
-	struct sbuf out = SBUF_INIT;
-	enum sasl_cond cond = SASL_C_NONE;
 	int ret = 0;
-	s->sasl_steps++;
-	switch (sasl_step(s->sasl, in, len, &out, &cond)) {
+	if (!s->req) /* cannot happen: nothing frees it while the lookup is pending */
+		return c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
+	switch (rc) {
 	case SASL_CONTINUE:
 		sbuf_reset(&s->out);
 		sbuf_puts(&s->out, "<challenge xmlns='" XMLNS_SASL2 "'>");
-		sasl_b64_encode((const uint8_t *)out.data, out.len, &s->out);
+		sasl_b64_encode((const uint8_t *)out->data, out->len, &s->out);
 		sbuf_puts(&s->out, "</challenge>");
 		c2s_send_out(s);
 		c2s_set_state(s, C2S_SASL2);
 		break;
 	case SASL_SUCCESS:
-		ret = finish(s, sasl_username(s->sasl), (const uint8_t *)out.data, out.len);
+		ret = finish(s, sasl_username(s->sasl), (const uint8_t *)out->data, out->len);
 		sasl_free(s->sasl);
 		s->sasl = NULL;
 		break;
 	case SASL_FAILURE:
-		ret = failure(s, cond, NULL);
+	case SASL_NEED_CREDS:
+		ret = failure(s, rc == SASL_FAILURE ? cond : SASL_C_TEMPORARY_AUTH_FAILURE, NULL);
 		break;
 	}
-	sbuf_free_secret(&out);
 	return ret;
+}
+
+static int scram_step(struct c2s *s, const uint8_t *in, size_t len)
+{
+	return c2s_sasl_step(s, in, len, scram_done);
 }
 
 int c2s_sasl2_authenticate(struct c2s *s, struct xnode *el)

@@ -526,6 +526,30 @@ int c2s_sm_resume(struct c2s *s, const char *previd, uint32_t h, struct sm_resum
 	return adopt(s, r, h, fail_out, classic);
 }
 
+/* What c2s_sm_take_isr and c2s_sm_isr_taken make of the take in <t>. */
+static int isr_result(struct c2s *s, const char *bare, const char *previd, struct take_ctx *t,
+		      struct sm_resume *r, struct sbuf *fail_out)
+{
+	int err = t->err;
+	if (!err) {
+		r->t = t;
+		return 0;
+	}
+	if (err == -EACCES && t->seen) {
+		/* The right SM-ID with a wrong token: the store destroyed the
+		 * token, and a detached session ends as on expiry (XEP-0397 §5). */
+		if (!t->rec.attached)
+			bus_kick(s->w, &t->rec.owner, SE_NONE);
+		log_warn("c2s %s: ISR with a wrong token for %s: token destroyed", s->tp->peer(s->io), bare);
+	} else if (err != -EACCES) {
+		/* The token was right (and is spent); the session is gone. */
+		log_info("sm: %s: ISR resume of %s failed", bare, previd);
+		fail_el(fail_out, err == -ENOENT ? STE_ITEM_NOT_FOUND : STE_INTERNAL_SERVER_ERROR);
+	}
+	free(t);
+	return err;
+}
+
 int c2s_sm_take_isr(struct c2s *s, const char *bare, const char *previd,
 		    struct sm_isr_proof *proof, struct sm_resume *r, struct sbuf *fail_out)
 {
@@ -535,27 +559,25 @@ int c2s_sm_take_isr(struct c2s *s, const char *bare, const char *previd,
 		return -ENOMEM;
 	struct bus_addr to = s->self;
 	store_sm_take(s->srv->store, previd, bare, &to, timer_now_ms(), proof, on_taken, t);
-	int err = t->err;
-	if (!err) {
+	return isr_result(s, bare, previd, t, r, fail_out);
+}
+
+int c2s_sm_isr_taken(struct c2s *s, const char *bare, const char *previd, int err, const struct sm_record *rec,
+		     const char *resource, const struct sm_entry *q, size_t n,
+		     struct sm_resume *r, struct sbuf *fail_out)
+{
+	memset(r, 0, sizeof(*r));
+	struct take_ctx *t = calloc(1, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	on_taken(t, err, rec, resource, q, n);
+	if (t->err == -ENOMEM && !err) {
+		/* Taken, but the copy failed: the stream cannot adopt it. */
 		r->t = t;
-		return 0;
+		c2s_sm_drop(r);
+		return -ENOMEM;
 	}
-	if (err == -EACCES && t->seen) {
-		/* The right SM-ID with a wrong token: the store destroyed the
-		 * token, and a detached session ends as on expiry (XEP-0397 §5). */
-		if (!t->rec.attached) {
-			struct route_target rt = { .worker = t->rec.owner.worker,
-						   .slot = t->rec.owner.slot, .gen = t->rec.owner.gen };
-			worker_kick(s->w, &rt, SE_NONE);
-		}
-		log_warn("c2s %s: ISR with a wrong token for %s: token destroyed", s->tp->peer(s->io), bare);
-	} else if (err != -EACCES) {
-		/* The token was right (and is spent); the session is gone. */
-		log_info("sm: %s: ISR resume of %s failed", bare, previd);
-		fail_el(fail_out, err == -ENOENT ? STE_ITEM_NOT_FOUND : STE_INTERNAL_SERVER_ERROR);
-	}
-	free(t);
-	return err;
+	return isr_result(s, bare, previd, t, r, fail_out);
 }
 
 int c2s_sm_resume_taken(struct c2s *s, struct sm_resume *r, uint32_t h, struct sbuf *fail_out)
@@ -574,6 +596,76 @@ void c2s_sm_drop(struct sm_resume *r)
 	r->t = NULL;
 }
 
+/* Writes the answer to a classic <resume/> whose take is in <r> (or that
+ * failed: rc < 0 with <failed/> in s->out). Returns as a state function. */
+static int resume_reply(struct c2s *s, int rc, struct sm_resume *r)
+{
+	if (rc < 0) {
+		c2s_send_out(s);
+		return 0;
+	}
+	if (rc > 0)
+		return 1;
+	sbuf_reset(&s->out);
+	c2s_sm_resumed_el(s, &s->out);
+	c2s_send_out(s);
+	c2s_sm_retransmit(s, r);
+	return 0;
+}
+
+/* A classic <resume/> waiting for its take (store_sm_take_async): the
+ * operation's context, freed by the callback or by the cancel when the
+ * stream closes first (then the take never happened: store.h). */
+struct resume_wait {
+	struct c2s *s;
+	uint32_t h;
+	char previd[SM_ID_LEN + 1];
+};
+
+static void on_resume_taken(void *ud, int err, const struct sm_record *rec, const char *resource,
+			    const struct sm_entry *q, size_t n, const uint8_t *resp)
+{
+	struct resume_wait *x = ud;
+	struct c2s *s = x->s;
+	uint32_t h = x->h;
+	struct sm_resume r = { 0 };
+	char previd[SM_ID_LEN + 1];
+	(void)resp;
+	memcpy(previd, x->previd, sizeof(previd));
+	free(x);
+	c2s_op_done(s);
+	/* The stream is still open: a closing one cancels the operation
+	 * (c2s_set_state), so the take has not happened for a dead stream. */
+	struct take_ctx *t = calloc(1, sizeof(*t));
+	if (t)
+		on_taken(t, err, rec, resource, q, n);
+	sbuf_reset(&s->out);
+	int rc;
+	if (!t || t->err) {
+		if (t && t->err == -ENOMEM && !err) {
+			r.t = t;      /* taken, but the copy failed: end the stream */
+			c2s_sm_drop(&r);
+			c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
+			c2s_unpark(s);
+			return;
+		}
+		log_info("sm: %s: resume of %s failed", s->bare, previd);
+		fail_el(&s->out, t ? STE_ITEM_NOT_FOUND : STE_INTERNAL_SERVER_ERROR);
+		free(t);
+		rc = -1;
+	} else {
+		r.t = t;
+		rc = adopt(s, &r, h, &s->out, 1);
+	}
+	resume_reply(s, rc, &r);
+	c2s_unpark(s);
+}
+
+static void resume_wait_free(void *ctx)
+{
+	free(ctx);
+}
+
 static int do_resume(struct c2s *s, struct xnode *el)
 {
 	const char *previd = xnode_attr(el, "previd");
@@ -590,18 +682,27 @@ static int do_resume(struct c2s *s, struct xnode *el)
 		c2s_send_out(s);
 		return 0;
 	}
-	int rc = c2s_sm_resume(s, previd, h, &r, &s->out, 1);
-	if (rc < 0) {
-		c2s_send_out(s);
-		return 0;
-	}
-	if (rc > 0)
+	struct store_handle *sh = s->tp->store ? s->tp->store(s->io) : NULL;
+	if (sh && strlen(previd) == SM_ID_LEN) {
+		/* Through the store handle: parsing stops here until the take
+		 * completes (c2s_park_stop). */
+		struct resume_wait *x = calloc(1, sizeof(*x));
+		struct bus_addr to = s->self;
+		struct store_op *op = NULL;
+		if (x) {
+			x->s = s;
+			x->h = h;
+			memcpy(x->previd, previd, sizeof(x->previd));
+			op = store_sm_take_async(sh, previd, s->bare, &to, NULL, on_resume_taken, x);
+		}
+		if (!op) {
+			free(x);
+			return c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
+		}
+		c2s_park_stop(s, op, x, resume_wait_free);
 		return 1;
-	sbuf_reset(&s->out);
-	c2s_sm_resumed_el(s, &s->out);
-	c2s_send_out(s);
-	c2s_sm_retransmit(s, &r);
-	return 0;
+	}
+	return resume_reply(s, c2s_sm_resume(s, previd, h, &r, &s->out, 1), &r);
 }
 
 /* ---- dispatch ---------------------------------------------------------- */

@@ -47,6 +47,8 @@ struct sasl {
 	size_t cblen;
 	char user[JID_PART_MAX + 1]; /* prepared localpart */
 	struct user_creds creds;
+	int have_creds;           /* sasl_set_creds() gave the lookup's result... */
+	int creds_rc;             /* ...which was this (0, -ENOENT, -errno) */
 	struct sbuf gs2;          /* gs2-header as received ("n,,", "p=tls-exporter,,") */
 	struct sbuf auth;         /* AuthMessage so far: client-first-bare "," server-first */
 	struct sbuf nonce;        /* c-nonce + s-nonce */
@@ -198,6 +200,19 @@ void sasl_test_set_nonce(struct sasl *s, const char *nonce)
 	memcpy(s->snonce, nonce, len + 1);
 }
 
+const char *sasl_user(const struct sasl *s)
+{
+	return s->user;
+}
+
+void sasl_set_creds(struct sasl *s, int err, const struct user_creds *creds)
+{
+	s->have_creds = 1;
+	s->creds_rc = err ? err : creds ? 0 : -EIO;
+	if (!s->creds_rc)
+		s->creds = *creds;
+}
+
 const char *sasl_username(const struct sasl *s)
 {
 	return s->ok ? s->user : NULL;
@@ -226,11 +241,19 @@ static const EVP_MD *mech_md(enum sasl_mech m)
 	return m == SASL_MECH_SCRAM_SHA_1 || m == SASL_MECH_SCRAM_SHA_1_PLUS ? EVP_sha1() : EVP_sha256();
 }
 
-/* Looks <user> up through the environment. Returns 0 (found), -ENOENT, or
- * another -errno. An unusable record counts as a backend failure. */
+/* Looks <user> up through the environment, or takes what sasl_set_creds()
+ * gave. Returns 0 (found), -ENOENT, or another -errno; -EINPROGRESS when
+ * the caller must look the user up first (SASL_NEED_CREDS). An unusable
+ * record counts as a backend failure. */
 static int lookup(struct sasl *s)
 {
-	int rc = s->env->get_creds(s->env->ud, s->user, &s->creds);
+	int rc;
+	if (s->env->get_creds)
+		rc = s->env->get_creds(s->env->ud, s->user, &s->creds);
+	else if (s->have_creds)
+		rc = s->creds_rc;
+	else
+		return -EINPROGRESS;
 	if (rc == 0 && s->creds.iterations == 0)
 		rc = -EIO;
 	if (rc && rc != -ENOENT)
@@ -322,6 +345,11 @@ static enum sasl_rc plain_step(struct sasl *s, const uint8_t *in, size_t inlen, 
 		goto out;
 	}
 	found = lookup(s);
+	if (found == -EINPROGRESS) {
+		*cond = SASL_C_NONE;
+		rc = SASL_NEED_CREDS;
+		goto out;
+	}
 	if (found == -ENOENT) {
 		/* Same work as for a real user, so timing does not tell. */
 		fake_creds(s->user, &s->creds);
@@ -495,6 +523,8 @@ static enum sasl_rc scram_first(struct sasl *s, const char *in, size_t inlen, st
 		return SASL_FAILURE;
 	if (take_comma(&c))
 		return SASL_FAILURE;
+	/* Again from the start when the message comes back after a lookup. */
+	sbuf_reset(&s->gs2);
 	if (sbuf_append(&s->gs2, in, (size_t)(c.p - in)))
 		goto nomem;
 	/* client-first-message-bare; "m=" is a mandatory extension we do not
@@ -527,6 +557,10 @@ static enum sasl_rc scram_first(struct sasl *s, const char *in, size_t inlen, st
 		return SASL_FAILURE;
 	}
 	rc = lookup(s);
+	if (rc == -EINPROGRESS) {
+		*cond = SASL_C_NONE;
+		return SASL_NEED_CREDS;
+	}
 	if (rc == -ENOENT) {
 		s->unknown = 1;
 		fake_creds(s->user, &s->creds);
@@ -682,7 +716,7 @@ enum sasl_rc sasl_step(struct sasl *s, const uint8_t *in, size_t inlen,
 		rc = scram_first(s, (const char *)in, inlen, out, cond);
 	else
 		rc = scram_final(s, (const char *)in, inlen, out, cond);
-	if (rc != SASL_CONTINUE)
+	if (rc != SASL_CONTINUE && rc != SASL_NEED_CREDS)
 		s->state = SASL_ST_DONE;
 	if (rc == SASL_SUCCESS)
 		s->ok = 1;

@@ -9,6 +9,9 @@
 
 #include <sodium.h>
 
+#include "tether/rmsg.h"
+#include "tether/timer.h"
+
 struct store *store_open(const char *backend, const char *path, char *err, size_t errlen)
 {
 	if (!backend || !path) {
@@ -161,4 +164,168 @@ struct store_op *store_user_get_async(struct store_handle *h, const char *bare,
 	u->err = store_user_get(h->st, bare, &u->creds);
 	op_queue(h, &u->op);
 	return &u->op;
+}
+
+/* ---- SM take, performed at completion ----------------------------------- */
+
+struct take_op {
+	struct store_op op;     /* first */
+	store_sm_taken_fn *fn;
+	void *ud;
+	char *id, *bare;
+	struct bus_addr to;
+	int has_proof;
+	struct sm_isr_proof proof;
+};
+
+/* What the backend's callback hands over from inside its critical section,
+ * kept until the caller's callback has run outside it. */
+struct take_result {
+	int err;
+	int has_rec;
+	struct sm_record rec;
+	char *resource;
+	struct sm_entry *q;
+	size_t n;
+};
+
+static void take_collect(void *ud, int err, const struct sm_record *rec, const char *resource,
+			 const struct sm_entry *q, size_t n)
+{
+	struct take_result *r = ud;
+	r->err = err;
+	if (rec) {
+		r->rec = *rec;
+		r->has_rec = 1;
+	}
+	if (resource && !(r->resource = strdup(resource)) && !err)
+		r->err = -ENOMEM;
+	if (!n || r->err)
+		return;
+	if (!(r->q = malloc(n * sizeof(*q)))) {
+		r->err = -ENOMEM;
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		r->q[i] = q[i];
+		rmsg_ref(q[i].msg);
+	}
+	r->n = n;
+}
+
+static void take_complete(struct store_op *op)
+{
+	struct take_op *t = (struct take_op *)op;
+	struct take_result r = { 0 };
+	/* The clock is read now: expiry is judged when the take happens. */
+	store_sm_take(op->h->st, t->id, t->bare, &t->to, timer_now_ms(),
+		      t->has_proof ? &t->proof : NULL, take_collect, &r);
+	/* -ENOMEM after a successful take (copying what it returned) is not
+	 * expected on a machine that works; the session then stays with this
+	 * stream's address and expires with nobody holding it. */
+	int matched = t->has_proof && r.err == 0;
+	t->fn(t->ud, r.err, r.has_rec ? &r.rec : NULL, r.resource ? r.resource : "", r.q, r.n,
+	      matched ? t->proof.resp : NULL);
+	for (size_t i = 0; i < r.n; i++)
+		rmsg_unref(r.q[i].msg);
+	free(r.q);
+	free(r.resource);
+	sodium_memzero(&r.rec, sizeof(r.rec));
+}
+
+static void take_release(struct store_op *op)
+{
+	struct take_op *t = (struct take_op *)op;
+	free(t->id);
+	free(t->bare);
+	t->id = t->bare = NULL;
+	sodium_memzero(&t->proof, sizeof(t->proof));
+}
+
+struct store_op *store_sm_take_async(struct store_handle *h, const char *id, const char *bare,
+				     const struct bus_addr *to, const struct sm_isr_proof *proof,
+				     store_sm_taken_fn *fn, void *ud)
+{
+	struct take_op *t = calloc(1, sizeof(*t));
+	if (!t)
+		return NULL;
+	t->op.release = take_release;
+	if (!(t->id = strdup(id)) || !(t->bare = strdup(bare))) {
+		take_release(&t->op);
+		free(t);
+		return NULL;
+	}
+	t->op.complete = take_complete;
+	t->fn = fn;
+	t->ud = ud;
+	t->to = *to;
+	if (proof) {
+		t->has_proof = 1;
+		t->proof = *proof;
+	}
+	op_queue(h, &t->op);
+	return &t->op;
+}
+
+/* ---- FAST, performed at completion -------------------------------------- */
+
+struct fast_op {
+	struct store_op op;     /* first */
+	store_fast_fn *fn;
+	void *ud;
+	int cas;
+	char *bare, *ua_id;
+	struct fast_slots slots;
+};
+
+static void fast_complete(struct store_op *op)
+{
+	struct fast_op *f = (struct fast_op *)op;
+	int err = f->cas ? store_fast_cas(op->h->st, f->bare, f->ua_id, &f->slots)
+			 : store_fast_get(op->h->st, f->bare, f->ua_id, &f->slots);
+	f->fn(f->ud, err, &f->slots);
+}
+
+static void fast_release(struct store_op *op)
+{
+	struct fast_op *f = (struct fast_op *)op;
+	free(f->bare);
+	free(f->ua_id);
+	f->bare = f->ua_id = NULL;
+	sodium_memzero(&f->slots, sizeof(f->slots));
+}
+
+static struct store_op *fast_issue(struct store_handle *h, int cas, const char *bare,
+				   const char *ua_id, const struct fast_slots *in,
+				   store_fast_fn *fn, void *ud)
+{
+	struct fast_op *f = calloc(1, sizeof(*f));
+	if (!f)
+		return NULL;
+	f->op.release = fast_release;
+	if (!(f->bare = strdup(bare)) || !(f->ua_id = strdup(ua_id))) {
+		fast_release(&f->op);
+		free(f);
+		return NULL;
+	}
+	f->op.complete = fast_complete;
+	f->fn = fn;
+	f->ud = ud;
+	f->cas = cas;
+	if (in)
+		f->slots = *in;
+	op_queue(h, &f->op);
+	return &f->op;
+}
+
+struct store_op *store_fast_get_async(struct store_handle *h, const char *bare, const char *ua_id,
+				      store_fast_fn *fn, void *ud)
+{
+	return fast_issue(h, 0, bare, ua_id, NULL, fn, ud);
+}
+
+struct store_op *store_fast_cas_async(struct store_handle *h, const char *bare, const char *ua_id,
+				      const struct fast_slots *in, store_fast_fn *fn, void *ud)
+{
+	return fast_issue(h, 1, bare, ua_id, in, fn, ud);
 }

@@ -13,15 +13,7 @@
  * rules look at. 16 bytes: a copy of every resource of an account fits on
  * the stack. */
 struct route_target {
-	union {
-		struct bus_addr addr;
-		/* The same fields by name, for code that still builds a target
-		 * by hand (c2s_sasl2.c); everything else uses .addr. */
-		struct {
-			uint16_t node, worker;
-			uint32_t slot, gen;
-		};
-	};
+	struct bus_addr addr;
 	int16_t priority;   /* from the last available presence; 0 before */
 	uint8_t available;  /* sent available presence and not unavailable since */
 	uint8_t congested;  /* its SM queue is near its bound: senders back off */

@@ -51,6 +51,10 @@ enum sasl_rc {
 	SASL_CONTINUE = 0, /* <out> holds a challenge; wait for a response */
 	SASL_SUCCESS,      /* authenticated; <out> holds additional data (may be empty) */
 	SASL_FAILURE,      /* *<cond> says why; the exchange is over */
+	SASL_NEED_CREDS,   /* the step needs sasl_user()'s credentials and the
+			    * environment has no get_creds: look them up, give
+			    * them with sasl_set_creds(), then call sasl_step()
+			    * again with the same message. <out> is untouched. */
 };
 
 /* Channel binding data of the TLS connection, filled by the caller. A
@@ -73,7 +77,8 @@ struct sasl_env {
 	struct sasl_cb cb;
 	/* Looks up the prepared localpart <user>. Returns 0 and fills <out>,
 	 * -ENOENT for an unknown user, other -errno for a backend failure
-	 * (→ temporary-auth-failure). */
+	 * (→ temporary-auth-failure). NULL: the caller looks users up itself,
+	 * asynchronously (SASL_NEED_CREDS). */
 	int (*get_creds)(void *ud, const char *user, struct user_creds *out);
 	void *ud;
 };
@@ -97,6 +102,15 @@ void sasl_set_secret(const uint8_t secret[32]);
  * constant time. Returns the verdict; on SASL_FAILURE *<cond> is set. */
 enum sasl_rc sasl_step(struct sasl *s, const uint8_t *in, size_t inlen,
 		       struct sbuf *out, enum sasl_cond *cond);
+
+/* After SASL_NEED_CREDS: the prepared localpart to look up. */
+const char *sasl_user(const struct sasl *s);
+
+/* After SASL_NEED_CREDS: the lookup's result, as get_creds would return it
+ * (<err> 0 and <creds>, or -ENOENT / -errno and NULL). <creds> is copied
+ * (and wiped with the exchange); the caller keeps its own. The next
+ * sasl_step() must get the same message again. */
+void sasl_set_creds(struct sasl *s, int err, const struct user_creds *creds);
 
 /* After SASL_SUCCESS: the authenticated, prepared localpart. */
 const char *sasl_username(const struct sasl *s);

@@ -161,9 +161,11 @@ static inline int store_fast_cas(struct store *st, const char *bare, const char 
  * the order the operations were issued. A callback's context (<ud>) must
  * be something that stays valid, or the caller must cancel the operation
  * before that context goes away (a connection closed mid-operation cancels
- * what it has pending). The memory backend does the work at once, under its
- * locks, and defers only the completion; a networked backend does the work
- * in between. */
+ * what it has pending). The memory backend looks users up at once, under
+ * its locks, and defers only the completion; SM takes and FAST reads and
+ * writes it performs when they complete (so a cancelled one never
+ * happened, see store_sm_take_async). A networked backend does the work in
+ * between. */
 
 struct store_handle;
 struct store_op;
@@ -197,6 +199,40 @@ static inline void store_set_test_delay(struct store *st, unsigned max_turns)
 typedef void store_user_fn(void *ud, int err, const struct user_creds *creds);
 struct store_op *store_user_get_async(struct store_handle *h, const char *bare,
 				      store_user_fn *fn, void *ud);
+
+/* store_sm_take() through <h>: later, <fn>(<ud>, err, rec, resource, q,
+ * n, resp) with the arguments of store_sm_take_fn (borrowed for the call:
+ * take a reference to a message to keep it); <resp> is the responder hash
+ * when a <proof> matched, else NULL. <id>, <bare>, <to> and <proof> are
+ * copied (the proof is wiped with the operation).
+ *
+ * Orphaned takeovers: the take is performed when the operation completes,
+ * right before <fn> runs, not when it is issued. So a cancelled take (the
+ * stream that asked for it went away) never happened: the session stays
+ * with its previous owner, detached and resumable, instead of belonging to
+ * a stream that no longer exists. The memory backend can do that because
+ * it answers at once; a networked backend, whose take may already have been
+ * applied when the cancel comes, must compensate instead (run the
+ * completion in a cancelled mode that hands the session back). Returns the
+ * operation, or NULL (out of memory; <fn> is never called). */
+typedef void store_sm_taken_fn(void *ud, int err, const struct sm_record *rec,
+			       const char *resource, const struct sm_entry *q, size_t n,
+			       const uint8_t *resp);
+struct store_op *store_sm_take_async(struct store_handle *h, const char *id, const char *bare,
+				     const struct bus_addr *to, const struct sm_isr_proof *proof,
+				     store_sm_taken_fn *fn, void *ud);
+
+/* FAST (XEP-0484) through <h>, performed when they complete (like the
+ * take, so a cancelled compare-and-set never wrote anything).
+ * get: later <fn>(<ud>, 0 or -ENOENT, slots) (<slots> borrowed, wiped
+ * after). cas: later <fn>(<ud>, 0 / -ESTALE / -errno, slots) with <slots>
+ * as written (its new version). <bare>, <ua_id>, <in> are copied. NULL:
+ * out of memory. */
+typedef void store_fast_fn(void *ud, int err, const struct fast_slots *slots);
+struct store_op *store_fast_get_async(struct store_handle *h, const char *bare, const char *ua_id,
+				      store_fast_fn *fn, void *ud);
+struct store_op *store_fast_cas_async(struct store_handle *h, const char *bare, const char *ua_id,
+				      const struct fast_slots *in, store_fast_fn *fn, void *ud);
 
 /* Backend constructors, called by store_open() only (callers use
  * store_open()). Same contract as store_open(). */

@@ -429,7 +429,7 @@ static void *thr_main(void *p)
 		struct binding a = tgt("r", (uint16_t)t->id, (uint32_t)i, 1);
 		if (bind_as(t->r, bare, &a, &old) != 0)
 			t->fails++;
-		if (router_get_full(t->r, bare, "r", &out) || out.slot != (uint32_t)i)
+		if (router_get_full(t->r, bare, "r", &out) || out.addr.slot != (uint32_t)i)
 			t->fails++;
 		/* Accounts both threads bind into, each with its own resources. */
 		snprintf(bare, sizeof(bare), "shared%d@example.com", i % 50);

@@ -924,6 +924,63 @@ static void test_plain(void **state)
 	assert_int_equal(plain(P("\0user\0pencil"), &cond, NULL), SASL_SUCCESS);
 }
 
+/* Without get_creds the exchange asks for the user (SASL_NEED_CREDS), is
+ * given the lookup's result and replays the same message: the RFC 7677
+ * vector comes out bit-exact, unknown users and backend failures answer as
+ * with a synchronous lookup, and PLAIN works the same way. */
+static void test_need_creds(void **state)
+{
+	(void)state;
+	struct sbuf out = SBUF_INIT;
+	enum sasl_cond cond;
+	const char *first = "n,,n=user,r=rOprNGfwEbeRWgbNEkqO";
+	env.get_creds = NULL;
+	env.plus_offered = 0;
+
+	struct sasl *s = sasl_new(SASL_MECH_SCRAM_SHA_256, &env);
+	sasl_test_set_nonce(s, "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0");
+	assert_int_equal(step(s, first, &out, &cond), SASL_NEED_CREDS);
+	assert_int_equal(out.len, 0);
+	assert_string_equal(sasl_user(s), "user");
+	sasl_set_creds(s, 0, &fs.creds);
+	assert_int_equal(step(s, first, &out, &cond), SASL_CONTINUE);
+	assert_string_equal(out_str(&out), "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,"
+					   "s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096");
+	assert_int_equal(step(s, "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,"
+				 "p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=", &out, &cond),
+			 SASL_SUCCESS);
+	assert_string_equal(out_str(&out), "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=");
+	sasl_free(s);
+
+	/* unknown: a challenge all the same, then not-authorized */
+	s = sasl_new(SASL_MECH_SCRAM_SHA_256, &env);
+	assert_int_equal(step(s, first, &out, &cond), SASL_NEED_CREDS);
+	sasl_set_creds(s, -ENOENT, NULL);
+	assert_int_equal(step(s, first, &out, &cond), SASL_CONTINUE);
+	sasl_free(s);
+	/* backend failure */
+	s = sasl_new(SASL_MECH_SCRAM_SHA_256, &env);
+	assert_int_equal(step(s, first, &out, &cond), SASL_NEED_CREDS);
+	sasl_set_creds(s, -ETIMEDOUT, NULL);
+	assert_int_equal(step(s, first, &out, &cond), SASL_FAILURE);
+	assert_int_equal(cond, SASL_C_TEMPORARY_AUTH_FAILURE);
+	sasl_free(s);
+	/* PLAIN */
+	s = sasl_new(SASL_MECH_PLAIN, &env);
+	assert_int_equal(step_n(s, P("\0user\0pencil"), &out, &cond), SASL_NEED_CREDS);
+	sasl_set_creds(s, 0, &fs.creds);
+	assert_int_equal(step_n(s, P("\0user\0pencil"), &out, &cond), SASL_SUCCESS);
+	assert_string_equal(sasl_username(s), "user");
+	sasl_free(s);
+	s = sasl_new(SASL_MECH_PLAIN, &env);
+	assert_int_equal(step_n(s, P("\0user\0wrong"), &out, &cond), SASL_NEED_CREDS);
+	sasl_set_creds(s, 0, &fs.creds);
+	assert_int_equal(step_n(s, P("\0user\0wrong"), &out, &cond), SASL_FAILURE);
+	assert_int_equal(cond, SASL_C_NOT_AUTHORIZED);
+	sasl_free(s);
+	sbuf_free(&out);
+}
+
 static void test_plain_tls(void **state)
 {
 	(void)state;
@@ -1016,6 +1073,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup(test_rfc5802, setup),
 		cmocka_unit_test_setup(test_rfc7677, setup),
+		cmocka_unit_test_setup(test_need_creds, setup),
 		cmocka_unit_test_setup(test_plus_exporter_vector, setup),
 		cmocka_unit_test_setup(test_plus_types, setup),
 		cmocka_unit_test_setup(test_plus_unavailable, setup),

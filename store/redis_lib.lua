@@ -166,6 +166,19 @@ local function stale(r)
 	return err('ESTALE ' .. r[2] .. ' ' .. r[1])
 end
 
+-- The record at <key> if the session exists and <epoch> owns it (an epoch
+-- of 0 passes when <any> is set); otherwise nil and the error to return.
+local function owned(key, epoch, any)
+	local r = rec_get(key)
+	if not r[1] then
+		return nil, err('ENOENT no such session')
+	end
+	if not (any and epoch == 0) and tonumber(r[1]) ~= epoch then
+		return nil, stale(r)
+	end
+	return r
+end
+
 -- Revokes every token of account: FAST entries (the version counter stays,
 -- so no version is ever given twice) and the ISR tokens of all its sessions.
 local function revoke(fast, isr)
@@ -230,12 +243,9 @@ end
 -- and whom to notify.
 local function sm_append(keys, args)
 	local epoch, payload, maxq = num(args[1]), args[2], num(args[3])
-	local r = rec_get(keys[1])
-	if not r[1] then
-		return err('ENOENT no such session')
-	end
-	if epoch ~= 0 and tonumber(r[1]) ~= epoch then
-		return stale(r)
+	local r, e = owned(keys[1], epoch, true)
+	if not r then
+		return e
 	end
 	local out, acked = tonumber(r[5]), tonumber(r[6])
 	if maxq > 0 and (out - acked) % TWO32 >= maxq then
@@ -251,12 +261,9 @@ end
 -- entries still queued; ERANGE if h acks more than was appended.
 local function sm_ack(keys, args)
 	local epoch, h = num(args[1]), num(args[2])
-	local r = rec_get(keys[1])
-	if not r[1] then
-		return err('ENOENT no such session')
-	end
-	if tonumber(r[1]) ~= epoch then
-		return stale(r)
+	local r, e = owned(keys[1], epoch, false)
+	if not r then
+		return e
 	end
 	local out, acked = tonumber(r[5]), tonumber(r[6])
 	local n, queued = (h - acked) % TWO32, (out - acked) % TWO32
@@ -277,12 +284,9 @@ local function sm_update(keys, args)
 	local sid, epoch = args[1], num(args[2])
 	local h_in, max, att, ttl = num(args[3]), num(args[4]), num(args[5]), num(args[6])
 	local avail, prio = num(args[7]), num(args[8])
-	local r = rec_get(keys[1])
-	if not r[1] then
-		return err('ENOENT no such session')
-	end
-	if tonumber(r[1]) ~= epoch then
-		return stale(r)
+	local r, e = owned(keys[1], epoch, false)
+	if not r then
+		return e
 	end
 	local exp = 0
 	if att == 0 then
@@ -331,12 +335,9 @@ end
 -- queue} as take does (epoch unchanged), for bouncing what was unacked.
 local function sm_destroy(keys, args)
 	local sid, epoch = args[1], num(args[2])
-	local r = rec_get(keys[1])
-	if not r[1] then
-		return err('ENOENT no such session')
-	end
-	if epoch ~= 0 and tonumber(r[1]) ~= epoch then
-		return stale(r)
+	local r, e = owned(keys[1], epoch, true)
+	if not r then
+		return e
 	end
 	local q = redis.call('LRANGE', keys[2], 0, -1)
 	redis.call('DEL', keys[1], keys[2])
@@ -360,12 +361,9 @@ end
 -- KEYS rec, isr; ARGV sid, epoch, sealed token ("" clears). Owner only.
 local function sm_set_isr(keys, args)
 	local sid, epoch, tok = args[1], num(args[2]), args[3]
-	local r = rec_get(keys[1])
-	if not r[1] then
-		return err('ENOENT no such session')
-	end
-	if tonumber(r[1]) ~= epoch then
-		return stale(r)
+	local r, e = owned(keys[1], epoch, false)
+	if not r then
+		return e
 	end
 	if tok == '' then
 		redis.call('HDEL', keys[2], sid)

@@ -87,36 +87,36 @@ static void cut_key(const char *key, char out[RATELIMIT_KEY_MAX])
 	out[n] = 0;
 }
 
-int ratelimit_allow(struct ratelimit *rl, const char *key, uint64_t now_ms)
+enum peek_what {
+	PEEK_ALLOW = 0,  /* a token left (a bucket never seen is full) */
+	PEEK_KNOWN,      /* the bucket has been drawn on and is not full again */
+};
+
+/* Looks at <key>'s bucket brought up to <now_ms>, under its stripe's lock. */
+static int peek(struct ratelimit *rl, const char *key, uint64_t now_ms, enum peek_what what)
 {
 	char k[RATELIMIT_KEY_MAX];
 	cut_key(key, k);
 	uint64_t h = shtab_hash(rl->t, k);
 	struct shtab_stripe *s = shtab_lock(rl->t, h, SHTAB_WRITE);
 	struct bucket *b = (struct bucket *)shtab_find(s, h, k);
-	int ok = 1;
+	int r = what == PEEK_ALLOW;
 	if (b) {
 		refill(rl, b, now_ms);
-		ok = b->tokens_m >= 1000;
+		r = what == PEEK_ALLOW ? b->tokens_m >= 1000 : b->tokens_m < rl->cap_m;
 	}
 	shtab_unlock(s);
-	return ok;
+	return r;
+}
+
+int ratelimit_allow(struct ratelimit *rl, const char *key, uint64_t now_ms)
+{
+	return peek(rl, key, now_ms, PEEK_ALLOW);
 }
 
 int ratelimit_known(struct ratelimit *rl, const char *key, uint64_t now_ms)
 {
-	char k[RATELIMIT_KEY_MAX];
-	cut_key(key, k);
-	uint64_t h = shtab_hash(rl->t, k);
-	struct shtab_stripe *s = shtab_lock(rl->t, h, SHTAB_WRITE);
-	struct bucket *b = (struct bucket *)shtab_find(s, h, k);
-	int known = 0;
-	if (b) {
-		refill(rl, b, now_ms);
-		known = b->tokens_m < rl->cap_m;
-	}
-	shtab_unlock(s);
-	return known;
+	return peek(rl, key, now_ms, PEEK_KNOWN);
 }
 
 void ratelimit_hit(struct ratelimit *rl, const char *key, uint64_t now_ms)

@@ -130,10 +130,6 @@ int worker_init(struct worker *w, struct server *srv, unsigned idx)
 	if (srv->cfg.tls_listen[0] && (w->lfd[1] = open_listener(srv->cfg.tls_listen)) == -1)
 		return -1;
 	timer_wheel_init(&w->wheel);
-	if (srv->store && !(w->sh = store_attach(srv->store))) {
-		log_error("worker %u: out of memory for the store handle", idx);
-		return -1;
-	}
 	if (!strcmp(srv->cfg.store_backend, "redis")) {
 		char err[256];
 		if (!(w->rlink = rlink_new(&w->ring, &w->wheel, srv->cfg.store_redis, NULL, NULL, err,
@@ -141,6 +137,10 @@ int worker_init(struct worker *w, struct server *srv, unsigned idx)
 			log_error("worker %u: %s", idx, err);
 			return -1;
 		}
+	}
+	if (srv->store && !(w->sh = store_attach(srv->store, w->rlink))) {
+		log_error("worker %u: out of memory for the store handle", idx);
+		return -1;
 	}
 	return 0;
 }
@@ -521,7 +521,7 @@ static void *worker_main(void *arg)
 			break;
 		/* With store operations pending the loop must turn again without
 		 * waiting for a CQE: their completions come from store_poll(). */
-		int rc = w->sh && store_pending(w->sh) ? io_uring_submit(&w->ring)
+		int rc = w->sh && store_turn_due(w->sh) ? io_uring_submit(&w->ring)
 						       : io_uring_submit_and_wait(&w->ring, 1);
 		if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
 			log_error("worker %u: io_uring_submit_and_wait: %s", w->idx, strerror(-rc));

@@ -1,6 +1,7 @@
 /* store/store.c - store_open(): picks a backend by name; per-worker handles
  * through which operations complete asynchronously. */
 #include "tether/store.h"
+#include "store_op.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -26,34 +27,15 @@ struct store *store_open(const char *backend, const char *path, char *err, size_
 	return NULL;
 }
 
-/* ---- asynchronous operations ------------------------------------------- */
+/* ---- handles ----------------------------------------------------------- */
 
-/* One operation issued on a handle: it sits in the handle's FIFO until the
- * turn it is due, then its completion runs (or, cancelled, only its
- * release). The operation-specific part follows this header in memory. */
-struct store_op {
-	struct store_op *next;
-	struct store_handle *h;
-	uint64_t due;                           /* the store_poll() turn it completes at */
-	int cancelled;
-	void (*complete)(struct store_op *op);  /* calls the caller's callback */
-	void (*release)(struct store_op *op);   /* drops what the result holds */
-};
-
-struct store_handle {
-	struct store *st;
-	struct store_op *head, **tail;  /* FIFO; <due> never decreases along it */
-	uint64_t turn;                  /* store_poll() calls so far */
-	uint64_t last_due;
-	size_t pending;                 /* issued, not completed, not cancelled */
-};
-
-struct store_handle *store_attach(struct store *st)
+struct store_handle *store_attach(struct store *st, void *link)
 {
 	struct store_handle *h = calloc(1, sizeof(*h));
 	if (!h)
 		return NULL;
 	h->st = st;
+	h->link = link;
 	h->tail = &h->head;
 	return h;
 }
@@ -76,10 +58,11 @@ void store_detach(struct store_handle *h)
 	free(h);
 }
 
-/* Queues <op>: due one turn from now plus the test delay, and never before
- * an operation issued earlier (one ordered stream per worker, like one
- * connection to a networked store). */
-static void op_queue(struct store_handle *h, struct store_op *op)
+/* Queues <op> behind everything issued before it (one ordered stream per
+ * worker, like one connection to a networked store). The memory backend's
+ * operations are due one turn from now plus the test delay; a submitting
+ * backend sends it now (an error fails it at once, still in order). */
+static void op_queue(struct store_handle *h, struct store_op *op, int *err)
 {
 	uint64_t due = h->turn + 1;
 	if (h->st->test_delay)
@@ -92,13 +75,25 @@ static void op_queue(struct store_handle *h, struct store_op *op)
 	*h->tail = op;
 	h->tail = &op->next;
 	h->pending++;
+	if (h->st->ops->submit) {
+		int rc = h->st->ops->submit(h, op);
+		if (rc) {
+			*err = rc;
+			op->ready = 1;
+		}
+	}
+}
+
+static int op_due(const struct store_handle *h, const struct store_op *op, uint64_t turn)
+{
+	return h->st->ops->submit ? op->ready : op->due <= turn;
 }
 
 size_t store_poll(struct store_handle *h)
 {
 	size_t ran = 0;
 	h->turn++;
-	while (h->head && h->head->due <= h->turn) {
+	while (h->head && op_due(h, h->head, h->turn)) {
 		struct store_op *op = h->head;
 		h->head = op->next;
 		if (!h->head)
@@ -107,6 +102,8 @@ size_t store_poll(struct store_handle *h)
 			h->pending--;
 			op->complete(op);
 			ran++;
+		} else if (h->st->ops->compensate) {
+			h->st->ops->compensate(h, op);
 		}
 		op_free(op);
 	}
@@ -118,214 +115,405 @@ size_t store_pending(const struct store_handle *h)
 	return h->pending;
 }
 
+int store_turn_due(const struct store_handle *h)
+{
+	return h->head && op_due(h, h->head, h->turn + 1);
+}
+
 void store_op_cancel(struct store_op *op)
 {
 	if (!op || op->cancelled)
 		return;
 	op->cancelled = 1;
 	op->h->pending--;
-	/* Release now: what the result holds (references, secrets) must not
-	 * wait for the turn the operation would have completed at. */
-	if (op->release) {
+	/* Release now, unless a backend still has to undo it when its reply
+	 * comes: what the result holds (references, secrets) must not wait. */
+	if (op->release && !op->h->st->ops->compensate) {
 		op->release(op);
 		op->release = NULL;
 	}
 }
 
-struct user_op {
-	struct store_op op;     /* first */
-	store_user_fn *fn;
-	void *ud;
-	int err;
-	struct user_creds creds;
-};
+void store_cancel_ud(struct store_handle *h, void *ud)
+{
+	for (struct store_op *op = h->head; op; op = op->next)
+		if (op->ud == ud && !op->cancelled)
+			store_op_cancel(op);
+}
+
+/* A zeroed operation of <size> bytes and <kind>. */
+static void *op_new(size_t size, enum store_op_kind kind, void *ud,
+		    void (*complete)(struct store_op *), void (*release)(struct store_op *))
+{
+	struct store_op *op = calloc(1, size);
+	if (!op)
+		return NULL;
+	op->kind = kind;
+	op->ud = ud;
+	op->complete = complete;
+	op->release = release;
+	return op;
+}
+
+/* ---- users ------------------------------------------------------------- */
 
 static void user_complete(struct store_op *op)
 {
-	struct user_op *u = (struct user_op *)op;
-	u->fn(u->ud, u->err, u->err ? NULL : &u->creds);
+	struct store_user_op *u = (struct store_user_op *)op;
+	u->fn(op->ud, u->err, u->err ? NULL : &u->creds);
 }
 
 static void user_release(struct store_op *op)
 {
-	scram_creds_wipe(&((struct user_op *)op)->creds);
+	struct store_user_op *u = (struct store_user_op *)op;
+	scram_creds_wipe(&u->creds);
+	free(u->bare);
+	u->bare = NULL;
 }
 
 struct store_op *store_user_get_async(struct store_handle *h, const char *bare,
 				      store_user_fn *fn, void *ud)
 {
-	struct user_op *u = calloc(1, sizeof(*u));
+	struct store_user_op *u = op_new(sizeof(*u), STORE_OP_USER_GET, ud, user_complete,
+					 user_release);
 	if (!u)
 		return NULL;
+	if (!(u->bare = strdup(bare))) {
+		op_free(&u->op);
+		return NULL;
+	}
 	u->fn = fn;
-	u->ud = ud;
-	u->op.complete = user_complete;
-	u->op.release = user_release;
-	u->err = store_user_get(h->st, bare, &u->creds);
-	op_queue(h, &u->op);
+	if (!h->st->ops->submit)
+		u->err = store_user_get(h->st, bare, &u->creds);
+	op_queue(h, &u->op, &u->err);
 	return &u->op;
 }
 
 /* ---- SM take, performed at completion ----------------------------------- */
 
-struct take_op {
-	struct store_op op;     /* first */
-	store_sm_taken_fn *fn;
-	void *ud;
-	char *id, *bare;
-	struct bus_addr to;
-	int has_proof;
-	struct sm_isr_proof proof;
-};
-
-/* What the backend's callback hands over from inside its critical section,
- * kept until the caller's callback has run outside it. */
-struct take_result {
-	int err;
-	int has_rec;
-	struct sm_record rec;
-	char *resource;
-	struct sm_entry *q;
-	size_t n;
-};
-
+/* The backend's callback, inside its critical section: copy what it hands
+ * over, to use once outside. */
 static void take_collect(void *ud, int err, const struct sm_record *rec, const char *resource,
 			 const struct sm_entry *q, size_t n)
 {
-	struct take_result *r = ud;
-	r->err = err;
+	struct store_take_op *t = ud;
+	t->err = err;
 	if (rec) {
-		r->rec = *rec;
-		r->has_rec = 1;
+		t->rec = *rec;
+		t->has_rec = 1;
 	}
-	if (resource && !(r->resource = strdup(resource)) && !err)
-		r->err = -ENOMEM;
-	if (!n || r->err)
+	if (resource && !(t->resource = strdup(resource)) && !err)
+		t->err = -ENOMEM;
+	if (!n || t->err)
 		return;
-	if (!(r->q = malloc(n * sizeof(*q)))) {
-		r->err = -ENOMEM;
+	if (!(t->q = malloc(n * sizeof(*q)))) {
+		t->err = -ENOMEM;
 		return;
 	}
 	for (size_t i = 0; i < n; i++) {
-		r->q[i] = q[i];
+		t->q[i] = q[i];
 		rmsg_ref(q[i].msg);
 	}
-	r->n = n;
+	t->n = n;
 }
 
 static void take_complete(struct store_op *op)
 {
-	struct take_op *t = (struct take_op *)op;
-	struct take_result r = { 0 };
-	/* The clock is read now: expiry is judged when the take happens. */
-	store_sm_take(op->h->st, t->id, t->bare, &t->to, timer_now_ms(),
-		      t->has_proof ? &t->proof : NULL, take_collect, &r);
-	/* -ENOMEM after a successful take (copying what it returned) is not
-	 * expected on a machine that works; the session then stays with this
-	 * stream's address and expires with nobody holding it. */
-	int matched = t->has_proof && r.err == 0;
-	t->fn(t->ud, r.err, r.has_rec ? &r.rec : NULL, r.resource ? r.resource : "", r.q, r.n,
-	      matched ? t->proof.resp : NULL);
-	for (size_t i = 0; i < r.n; i++)
-		rmsg_unref(r.q[i].msg);
-	free(r.q);
-	free(r.resource);
-	sodium_memzero(&r.rec, sizeof(r.rec));
+	struct store_take_op *t = (struct store_take_op *)op;
+	/* Memory: performed now, with the clock read now (expiry is judged
+	 * when the take happens). -ENOMEM after a successful take (copying
+	 * what it returned) is not expected on a machine that works; the
+	 * session then stays with this stream's address and expires with
+	 * nobody holding it. */
+	if (!op->h->st->ops->submit)
+		store_sm_take(op->h->st, t->id, t->bare, &t->to, timer_now_ms(),
+			      t->has_proof ? &t->proof : NULL, take_collect, t);
+	int matched = t->has_proof && t->err == 0;
+	t->fn(op->ud, t->err, t->has_rec ? &t->rec : NULL, t->resource ? t->resource : "", t->q,
+	      t->n, matched ? t->proof.resp : NULL);
 }
 
 static void take_release(struct store_op *op)
 {
-	struct take_op *t = (struct take_op *)op;
+	struct store_take_op *t = (struct store_take_op *)op;
+	for (size_t i = 0; i < t->n; i++)
+		rmsg_unref(t->q[i].msg);
+	free(t->q);
+	free(t->resource);
 	free(t->id);
 	free(t->bare);
-	t->id = t->bare = NULL;
+	t->q = NULL;
+	t->n = 0;
+	t->resource = t->id = t->bare = NULL;
 	sodium_memzero(&t->proof, sizeof(t->proof));
+	sodium_memzero(&t->rec, sizeof(t->rec));
 }
 
 struct store_op *store_sm_take_async(struct store_handle *h, const char *id, const char *bare,
 				     const struct bus_addr *to, const struct sm_isr_proof *proof,
 				     store_sm_taken_fn *fn, void *ud)
 {
-	struct take_op *t = calloc(1, sizeof(*t));
+	struct store_take_op *t = op_new(sizeof(*t), STORE_OP_SM_TAKE, ud, take_complete,
+					 take_release);
 	if (!t)
 		return NULL;
-	t->op.release = take_release;
 	if (!(t->id = strdup(id)) || !(t->bare = strdup(bare))) {
-		take_release(&t->op);
-		free(t);
+		op_free(&t->op);
 		return NULL;
 	}
-	t->op.complete = take_complete;
 	t->fn = fn;
-	t->ud = ud;
 	t->to = *to;
 	if (proof) {
 		t->has_proof = 1;
 		t->proof = *proof;
 	}
-	op_queue(h, &t->op);
+	op_queue(h, &t->op, &t->err);
 	return &t->op;
 }
 
 /* ---- FAST, performed at completion -------------------------------------- */
 
-struct fast_op {
-	struct store_op op;     /* first */
-	store_fast_fn *fn;
-	void *ud;
-	int cas;
-	char *bare, *ua_id;
-	struct fast_slots slots;
-};
-
 static void fast_complete(struct store_op *op)
 {
-	struct fast_op *f = (struct fast_op *)op;
-	int err = f->cas ? store_fast_cas(op->h->st, f->bare, f->ua_id, &f->slots)
+	struct store_fast_op *f = (struct store_fast_op *)op;
+	if (!op->h->st->ops->submit)
+		f->err = op->kind == STORE_OP_FAST_CAS
+			 ? store_fast_cas(op->h->st, f->bare, f->ua_id, &f->slots)
 			 : store_fast_get(op->h->st, f->bare, f->ua_id, &f->slots);
-	f->fn(f->ud, err, &f->slots);
+	f->fn(op->ud, f->err, &f->slots);
 }
 
 static void fast_release(struct store_op *op)
 {
-	struct fast_op *f = (struct fast_op *)op;
+	struct store_fast_op *f = (struct store_fast_op *)op;
 	free(f->bare);
 	free(f->ua_id);
 	f->bare = f->ua_id = NULL;
 	sodium_memzero(&f->slots, sizeof(f->slots));
 }
 
-static struct store_op *fast_issue(struct store_handle *h, int cas, const char *bare,
-				   const char *ua_id, const struct fast_slots *in,
-				   store_fast_fn *fn, void *ud)
+static struct store_op *fast_issue(struct store_handle *h, enum store_op_kind kind,
+				   const char *bare, const char *ua_id,
+				   const struct fast_slots *in, store_fast_fn *fn, void *ud)
 {
-	struct fast_op *f = calloc(1, sizeof(*f));
+	struct store_fast_op *f = op_new(sizeof(*f), kind, ud, fast_complete, fast_release);
 	if (!f)
 		return NULL;
-	f->op.release = fast_release;
 	if (!(f->bare = strdup(bare)) || !(f->ua_id = strdup(ua_id))) {
-		fast_release(&f->op);
-		free(f);
+		op_free(&f->op);
 		return NULL;
 	}
-	f->op.complete = fast_complete;
 	f->fn = fn;
-	f->ud = ud;
-	f->cas = cas;
 	if (in)
 		f->slots = *in;
-	op_queue(h, &f->op);
+	op_queue(h, &f->op, &f->err);
 	return &f->op;
 }
 
 struct store_op *store_fast_get_async(struct store_handle *h, const char *bare, const char *ua_id,
 				      store_fast_fn *fn, void *ud)
 {
-	return fast_issue(h, 0, bare, ua_id, NULL, fn, ud);
+	return fast_issue(h, STORE_OP_FAST_GET, bare, ua_id, NULL, fn, ud);
 }
 
 struct store_op *store_fast_cas_async(struct store_handle *h, const char *bare, const char *ua_id,
 				      const struct fast_slots *in, store_fast_fn *fn, void *ud)
 {
-	return fast_issue(h, 1, bare, ua_id, in, fn, ud);
+	return fast_issue(h, STORE_OP_FAST_CAS, bare, ua_id, in, fn, ud);
+}
+
+/* ---- the owner's writes, performed when issued --------------------------- */
+
+static void write_complete(struct store_op *op)
+{
+	struct store_write_op *w = (struct store_write_op *)op;
+	if (w->fn)
+		w->fn(op->ud, w->err, w->err == -ESTALE && w->owner.slot + w->owner.gen ? &w->owner
+										 : NULL);
+}
+
+static void write_release(struct store_op *op)
+{
+	struct store_write_op *w = (struct store_write_op *)op;
+	if (w->e.msg)
+		rmsg_unref(w->e.msg);
+	w->e.msg = NULL;
+	free(w->bare);
+	free(w->resource);
+	w->bare = w->resource = NULL;
+	sodium_memzero(w->rec.isr_sealed, sizeof(w->rec.isr_sealed));
+}
+
+static struct store_write_op *write_new(enum store_op_kind kind, const char *id, uint32_t epoch,
+					store_write_fn *fn, void *ud)
+{
+	struct store_write_op *w = op_new(sizeof(*w), kind, ud, write_complete, write_release);
+	if (!w)
+		return NULL;
+	snprintf(w->rec.id, sizeof(w->rec.id), "%s", id);
+	w->rec.epoch = epoch;
+	w->fn = fn;
+	return w;
+}
+
+/* Memory: performs the write now; then queues its completion. */
+static struct store_op *write_issue(struct store_handle *h, struct store_write_op *w)
+{
+	struct store *st = h->st;
+	if (!st->ops->submit) {
+		switch (w->op.kind) {
+		case STORE_OP_SM_CREATE:
+			w->err = store_sm_create(st, &w->rec, w->bare, w->resource);
+			break;
+		case STORE_OP_SM_APPEND:
+			w->err = store_sm_append(st, w->rec.id, w->rec.epoch, &w->e, &w->owner);
+			break;
+		case STORE_OP_SM_ACK:
+			w->err = store_sm_ack(st, w->rec.id, w->rec.epoch, w->h);
+			break;
+		case STORE_OP_SM_UPDATE:
+			w->err = store_sm_update(st, &w->rec);
+			break;
+		default: /* STORE_OP_SM_SET_ISR */
+			w->err = store_sm_set_isr(st, w->rec.id, w->rec.epoch, w->set,
+						  w->rec.isr_mech, w->rec.isr_sealed);
+			break;
+		}
+	}
+	op_queue(h, &w->op, &w->err);
+	return &w->op;
+}
+
+struct store_op *store_sm_create_async(struct store_handle *h, const struct sm_record *rec,
+				       const char *bare, const char *resource,
+				       store_write_fn *fn, void *ud)
+{
+	struct store_write_op *w = write_new(STORE_OP_SM_CREATE, rec->id, rec->epoch, fn, ud);
+	if (!w)
+		return NULL;
+	w->rec = *rec;
+	if (!(w->bare = strdup(bare)) || !(w->resource = strdup(resource))) {
+		op_free(&w->op);
+		return NULL;
+	}
+	return write_issue(h, w);
+}
+
+struct store_op *store_sm_append_async(struct store_handle *h, const char *id, uint32_t epoch,
+				       const struct sm_entry *e, store_write_fn *fn, void *ud)
+{
+	struct store_write_op *w = write_new(STORE_OP_SM_APPEND, id, epoch, fn, ud);
+	if (!w)
+		return NULL;
+	w->e = *e;
+	rmsg_ref(e->msg);
+	return write_issue(h, w);
+}
+
+struct store_op *store_sm_ack_async(struct store_handle *h, const char *id, uint32_t epoch,
+				    uint32_t hval, store_write_fn *fn, void *ud)
+{
+	struct store_write_op *w = write_new(STORE_OP_SM_ACK, id, epoch, fn, ud);
+	if (!w)
+		return NULL;
+	w->h = hval;
+	return write_issue(h, w);
+}
+
+struct store_op *store_sm_update_async(struct store_handle *h, const struct sm_record *rec,
+				       store_write_fn *fn, void *ud)
+{
+	struct store_write_op *w = write_new(STORE_OP_SM_UPDATE, rec->id, rec->epoch, fn, ud);
+	if (!w)
+		return NULL;
+	w->rec = *rec;
+	return write_issue(h, w);
+}
+
+struct store_op *store_sm_set_isr_async(struct store_handle *h, const char *id, uint32_t epoch,
+					int set, uint8_t mech,
+					const uint8_t sealed[TOKEN_SEALED_LEN],
+					store_write_fn *fn, void *ud)
+{
+	struct store_write_op *w = write_new(STORE_OP_SM_SET_ISR, id, epoch, fn, ud);
+	if (!w)
+		return NULL;
+	w->set = set;
+	w->rec.isr_mech = mech;
+	if (set)
+		memcpy(w->rec.isr_sealed, sealed, TOKEN_SEALED_LEN);
+	return write_issue(h, w);
+}
+
+/* ---- destroy, performed when issued ------------------------------------- */
+
+static void destroy_collect(void *ud, int err, const struct sm_record *rec, const char *bare,
+			    const char *resource, struct sm_entry *q, size_t n)
+{
+	struct store_destroy_op *d = ud;
+	d->err = err;
+	if (rec) {
+		d->rec = *rec;
+		d->has_rec = 1;
+	}
+	d->bare = bare ? strdup(bare) : NULL;
+	d->resource = resource ? strdup(resource) : NULL;
+	if (!n)
+		return;
+	/* The queue must survive until the completion: one array, allocated
+	 * here; on failure the messages are handed over one by one instead
+	 * (each bounced by the caller), never dropped. */
+	if ((d->q = malloc(n * sizeof(*q)))) {
+		memcpy(d->q, q, n * sizeof(*q));
+		d->n = n;
+		return;
+	}
+	d->err = -ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		rmsg_unref(q[i].msg);
+}
+
+static void destroy_complete(struct store_op *op)
+{
+	struct store_destroy_op *d = (struct store_destroy_op *)op;
+	struct sm_entry *q = d->q;
+	size_t n = d->n;
+	d->q = NULL;
+	d->n = 0;
+	if (d->fn)
+		d->fn(op->ud, d->err, d->has_rec ? &d->rec : NULL, d->bare, d->resource, q, n);
+	else
+		for (size_t i = 0; i < n; i++)
+			rmsg_unref(q[i].msg);
+	free(q);
+}
+
+static void destroy_release(struct store_op *op)
+{
+	struct store_destroy_op *d = (struct store_destroy_op *)op;
+	for (size_t i = 0; i < d->n; i++)
+		rmsg_unref(d->q[i].msg);
+	free(d->q);
+	free(d->bare);
+	free(d->resource);
+	d->q = NULL;
+	d->n = 0;
+	d->bare = d->resource = NULL;
+	sodium_memzero(&d->rec, sizeof(d->rec));
+}
+
+struct store_op *store_sm_destroy_async(struct store_handle *h, const char *id, uint32_t epoch,
+					store_sm_drain_fn *fn, void *ud)
+{
+	struct store_destroy_op *d = op_new(sizeof(*d), STORE_OP_SM_DESTROY, ud, destroy_complete,
+					    destroy_release);
+	if (!d)
+		return NULL;
+	snprintf(d->id, sizeof(d->id), "%s", id);
+	d->epoch = epoch;
+	d->fn = fn;
+	if (!h->st->ops->submit)
+		store_sm_destroy(h->st, id, epoch, destroy_collect, d);
+	op_queue(h, &d->op, &d->err);
+	return &d->op;
 }

@@ -9,6 +9,8 @@
 #include "tether/store_sm.h"
 
 struct store;
+struct store_handle;
+struct store_op;
 
 /* A backend's operations. Callers use the store_* wrappers below and never
  * include a backend. Functions are thread-safe (workers call them
@@ -78,6 +80,16 @@ struct store_ops {
 	 * loops over user_put). */
 	int (*user_put_many)(struct store *st, size_t n, const char *const *bares,
 			     const struct user_creds *creds);
+
+	/* Asynchronous operations (store_op.h, private to store/). NULL: the
+	 * memory backend's way, done by store.c with the calls above. A
+	 * networked backend sends <op> on its handle's link (h->link, given to
+	 * store_attach) and marks it ready when the reply is in; 0 or -errno
+	 * (then the operation fails at once, with that error, in order). */
+	int (*submit)(struct store_handle *h, struct store_op *op);
+	/* A cancelled operation whose reply comes anyway: undo what it did
+	 * if that matters (a take gives the session back). Optional. */
+	void (*compensate)(struct store_handle *h, struct store_op *op);
 };
 
 struct store {
@@ -167,11 +179,10 @@ static inline int store_fast_cas(struct store *st, const char *bare, const char 
  * happened, see store_sm_take_async). A networked backend does the work in
  * between. */
 
-struct store_handle;
-struct store_op;
-
-/* A handle for the calling worker. NULL on OOM. */
-struct store_handle *store_attach(struct store *st);
+/* A handle for the calling worker. <link> is the worker's connection to a
+ * networked backend (redis: its struct rlink), NULL for the memory
+ * backend. NULL on OOM. */
+struct store_handle *store_attach(struct store *st, void *link);
 /* Cancels what is still pending on <h> (no callback runs) and frees it. */
 void store_detach(struct store_handle *h);
 /* Runs the completions that are due at this loop turn; the worker calls it
@@ -181,10 +192,17 @@ size_t store_poll(struct store_handle *h);
 /* Operations issued on <h> that have neither completed nor been
  * cancelled: while > 0 the worker must not sleep without a timeout. */
 size_t store_pending(const struct store_handle *h);
+/* 1 when store_poll() would run a completion at the next turn without
+ * waiting for anything (the worker must then not sleep). */
+int store_turn_due(const struct store_handle *h);
 /* Its callback will not run; what its result holds is released. An
  * operation can be cancelled until its callback starts; it is invalid once
  * its callback has run or it was cancelled (forget it in the callback). */
 void store_op_cancel(struct store_op *op);
+/* Cancels every operation pending on <h> with context <ud> (a stream that
+ * closes with writes in flight: they still happen, their callbacks do
+ * not run). */
+void store_cancel_ud(struct store_handle *h, void *ud);
 
 /* Test mode: every completion waits a random 0..<max_turns> extra loop
  * turns (still in issue order), so tests can find callers that assume a
@@ -233,6 +251,36 @@ struct store_op *store_fast_get_async(struct store_handle *h, const char *bare, 
 				      store_fast_fn *fn, void *ud);
 struct store_op *store_fast_cas_async(struct store_handle *h, const char *bare, const char *ua_id,
 				      const struct fast_slots *in, store_fast_fn *fn, void *ud);
+
+/* ---- the owner's writes, through <h> ----------------------------------
+ *
+ * Each is the synchronous call of the same name, issued now (the memory
+ * backend performs it at once; a networked one sends it, pipelined behind
+ * what this worker issued before) and completed later, in order, with
+ * <fn>(<ud>, err, owner): 0, -ESTALE (the session was taken over; <owner>
+ * is its owner now when known, else NULL), -ENOENT, -ERANGE (ack) or
+ * -errno (-ENOTCONN, -ETIMEDOUT: the store cannot be reached). <fn> may
+ * be NULL. Arguments are copied; append takes its own reference to
+ * e->msg. NULL: out of memory (nothing was issued, <fn> never runs). */
+typedef void store_write_fn(void *ud, int err, const struct bus_addr *owner);
+struct store_op *store_sm_create_async(struct store_handle *h, const struct sm_record *rec,
+				       const char *bare, const char *resource,
+				       store_write_fn *fn, void *ud);
+struct store_op *store_sm_append_async(struct store_handle *h, const char *id, uint32_t epoch,
+				       const struct sm_entry *e, store_write_fn *fn, void *ud);
+struct store_op *store_sm_ack_async(struct store_handle *h, const char *id, uint32_t epoch,
+				    uint32_t hval, store_write_fn *fn, void *ud);
+struct store_op *store_sm_update_async(struct store_handle *h, const struct sm_record *rec,
+				       store_write_fn *fn, void *ud);
+struct store_op *store_sm_set_isr_async(struct store_handle *h, const char *id, uint32_t epoch,
+					int set, uint8_t mech,
+					const uint8_t sealed[TOKEN_SEALED_LEN],
+					store_write_fn *fn, void *ud);
+/* store_sm_destroy() through <h>: later <fn>(<ud>, err, rec, bare,
+ * resource, q, n) as store_sm_drain_fn (the callee owns the references in
+ * <q>; if the operation is cancelled they are dropped). */
+struct store_op *store_sm_destroy_async(struct store_handle *h, const char *id, uint32_t epoch,
+					store_sm_drain_fn *fn, void *ud);
 
 /* Backend constructors, called by store_open() only (callers use
  * store_open()). Same contract as store_open(). */

@@ -362,7 +362,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	rng_state = 0;
 	srv.store = fz_open_store();
 	store_set_test_delay(srv.store, 3);
-	wk.sh = store_attach(srv.store);
+	wk.sh = store_attach(srv.store, NULL);
 	srv.router = router_new();
 	if (!srv.router || !wk.sh)
 		abort();

@@ -80,7 +80,7 @@ static void run(unsigned delay)
 	assert_int_equal(scram_creds_derive("pw", 1, &c), 0);
 	assert_int_equal(store_user_put(st, "alice@x", &c), 0);
 	store_set_test_delay(st, delay);
-	struct store_handle *h = store_attach(st);
+	struct store_handle *h = store_attach(st, NULL);
 	assert_non_null(h);
 	struct done d = { 0 };
 	struct ctx x[N];
@@ -139,7 +139,7 @@ static void test_cancel_and_detach(void **state)
 	assert_int_equal(scram_creds_derive("pw", 1, &c), 0);
 	assert_int_equal(store_user_put(st, "alice@x", &c), 0);
 	store_set_test_delay(st, 3);
-	struct store_handle *h = store_attach(st);
+	struct store_handle *h = store_attach(st, NULL);
 	struct done d = { 0 };
 	uint64_t turn = 0;
 	struct ctx x[4];
@@ -194,7 +194,7 @@ static void test_chain(void **state)
 	struct user_creds c;
 	assert_int_equal(scram_creds_derive("pw", 1, &c), 0);
 	assert_int_equal(store_user_put(st, "alice@x", &c), 0);
-	struct store_handle *h = store_attach(st);
+	struct store_handle *h = store_attach(st, NULL);
 	uint64_t turn = 0;
 	struct chain ch = { .h = h, .left = 5, .turn = &turn };
 	assert_non_null(store_user_get_async(h, "alice@x", on_chain, &ch));

@@ -1,0 +1,117 @@
+/* store/store_op.h - asynchronous operations and per-worker handles, shared by store.c and the backends (private to store/). */
+#ifndef TETHER_STORE_OP_H
+#define TETHER_STORE_OP_H
+
+#include <stdint.h>
+
+#include "tether/store.h"
+
+/* What an operation asks for; a networked backend encodes its command and
+ * decodes its reply by kind (its part of the operation follows the header
+ * in memory, as the structs below lay it out). */
+enum store_op_kind {
+	STORE_OP_USER_GET = 1,
+	STORE_OP_SM_TAKE,
+	STORE_OP_FAST_GET,
+	STORE_OP_FAST_CAS,
+	STORE_OP_SM_CREATE,
+	STORE_OP_SM_APPEND,
+	STORE_OP_SM_ACK,
+	STORE_OP_SM_UPDATE,
+	STORE_OP_SM_SET_ISR,
+	STORE_OP_SM_DESTROY,
+};
+
+/* One operation issued on a handle. It waits in the handle's FIFO and
+ * completes in issue order: with the memory backend at the store_poll()
+ * turn it is due; with a backend that submits it (store_ops.submit) once
+ * its reply is in (<ready>) and everything issued before it completed. */
+struct store_op {
+	struct store_op *next;
+	struct store_handle *h;
+	uint64_t due;                           /* memory: the store_poll() turn */
+	int cancelled;
+	int ready;                              /* submitted: the result is in */
+	enum store_op_kind kind;
+	void *ud;                               /* the caller's context */
+	void (*complete)(struct store_op *op);  /* calls the caller's callback */
+	void (*release)(struct store_op *op);   /* drops what the op holds */
+};
+
+struct store_handle {
+	struct store *st;
+	void *link;                     /* the backend's connection of this worker */
+	struct store_op *head, **tail;  /* FIFO; <due> never decreases along it */
+	uint64_t turn;                  /* store_poll() calls so far */
+	uint64_t last_due;
+	size_t pending;                 /* issued, not completed, not cancelled */
+};
+
+/* A backend that submits marks an operation's result in (or failed, with
+ * the error stored in its kind's <err>) from its reply callback. */
+static inline void store_op_ready(struct store_op *op)
+{
+	op->ready = 1;
+}
+
+/* ---- the operations' own parts --------------------------------------- */
+
+struct store_user_op {
+	struct store_op op;     /* first */
+	store_user_fn *fn;
+	char *bare;
+	int err;
+	struct user_creds creds;
+};
+
+struct store_take_op {
+	struct store_op op;     /* first */
+	store_sm_taken_fn *fn;
+	char *id, *bare;
+	struct bus_addr to;
+	int has_proof;
+	struct sm_isr_proof proof;
+	/* the result */
+	int err;
+	int has_rec;
+	struct sm_record rec;
+	char *resource;
+	struct sm_entry *q;     /* a reference to each message */
+	size_t n;
+};
+
+struct store_fast_op {
+	struct store_op op;     /* first */
+	store_fast_fn *fn;
+	char *bare, *ua_id;
+	struct fast_slots slots;  /* in: what a CAS writes; out: what was read or written */
+	int err;
+};
+
+/* The owner's writes: create, append, ack, update, set_isr. */
+struct store_write_op {
+	struct store_op op;     /* first */
+	store_write_fn *fn;
+	struct sm_record rec;   /* create, update: the record; others: id and epoch */
+	char *bare, *resource;  /* create */
+	struct sm_entry e;      /* append: a reference to e.msg */
+	uint32_t h;             /* ack */
+	int set;                /* set_isr: 1 set, 0 clear (mech, sealed in rec) */
+	int err;
+	struct bus_addr owner;  /* append -ESTALE: the owner now */
+};
+
+struct store_destroy_op {
+	struct store_op op;     /* first */
+	store_sm_drain_fn *fn;
+	char id[SM_ID_LEN + 1];
+	uint32_t epoch;
+	int err;
+	int has_rec;
+	struct sm_record rec;
+	char *bare, *resource;
+	struct sm_entry *q;     /* the caller's callback takes these references */
+	size_t n;
+};
+
+#endif /* TETHER_STORE_OP_H */

@@ -392,21 +392,13 @@ int c2s_sasl_step(struct c2s *s, const uint8_t *in, size_t len, c2s_sasl_done_fn
 		return ret;
 	}
 	snprintf(bare, sizeof(bare), "%s@%s", sasl_user(s->sasl), s->srv->cfg.domain);
-	struct store_handle *sh = s->tp->store ? s->tp->store(s->io) : NULL;
-	if (!sh) {
-		struct user_creds c;
-		int err = store_user_get(s->srv->store, bare, &c);
-		int ret = sasl_again(s, in, len, err, err ? NULL : &c, done);
-		scram_creds_wipe(&c);
-		return ret;
-	}
 	struct creds_wait *x = calloc(1, sizeof(*x));
 	struct store_op *op = NULL;
 	if (x) {
 		x->s = s;
 		x->done = done;
 		if (sbuf_append(&x->in, (const char *)in, len) == 0)
-			op = store_user_get_async(sh, bare, on_creds, x);
+			op = store_user_get_async(c2s_store(s), bare, on_creds, x);
 	}
 	if (!op) {
 		if (x)
@@ -1069,13 +1061,10 @@ static void stream_over(struct c2s *s)
 		s->flags |= C2S_F_GONE;
 		return;
 	}
-	int rc = 0;
-	if (s->end_mode == C2S_END_AUTO && (s->flags & C2S_F_SM) && s->sm.max)
-		rc = c2s_sm_detach(s);
-	if (rc == 1)
+	if (s->end_mode == C2S_END_AUTO && (s->flags & C2S_F_SM) && s->sm.max && c2s_sm_detach(s))
 		return;
-	if (rc == 0 && c2s_sm_end(s) == 0)
-		c2s_end_presence(s);
+	c2s_sm_end(s);
+	c2s_end_presence(s);
 	s->flags |= C2S_F_GONE;
 }
 
@@ -1177,6 +1166,8 @@ void c2s_free(struct c2s *s)
 	if (!s)
 		return;
 	cancel_op(s);
+	/* Writes in flight still happen; their callbacks must not run. */
+	store_cancel_ud(c2s_store(s), s);
 	drop_parked(s);
 	sbuf_free_secret(&s->held);
 	xstream_free(s->xs);

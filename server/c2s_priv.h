@@ -61,6 +61,7 @@ enum c2s_state {
 #define C2S_F_HOLD        0x80000u /* parsing stopped at the element that started s->op:
 				    * the input after it waits in s->held */
 #define C2S_HELD_MAX      (256u * 1024) /* bytes that may wait that way (reading is parked) */
+#define C2S_F_WANT_A      0x100000u /* an <r/> waits for the h writes in flight (h_writes) */
 
 /* How a stream ending affects its session. */
 enum c2s_end {
@@ -92,6 +93,7 @@ struct c2s {
 	int priority;
 	uint32_t stanza_since;        /* ms (truncated, odd) a stanza began arriving; 0 = none */
 	struct sm_record sm;          /* valid with C2S_F_SM */
+	unsigned h_writes;            /* h_in write-throughs in flight: <a h/> waits for them */
 	struct sasl2_req *req;        /* inline requests of a running SASL2 <authenticate/> */
 	struct sbuf out;              /* scratch for building replies */
 	/* A store operation in flight (store.h): the stream is parked until
@@ -105,6 +107,13 @@ struct c2s {
 	unsigned nparked;
 	struct sbuf held;             /* with C2S_F_HOLD: input not parsed yet */
 };
+
+/* The worker's store handle: every store operation of a stream goes
+ * through it, asynchronously. */
+static inline struct store_handle *c2s_store(struct c2s *s)
+{
+	return s->tp->store(s->io);
+}
 
 /* c2s.c */
 void c2s_send_str(struct c2s *s, const char *str);
@@ -181,30 +190,29 @@ struct sm_resume {
 };
 /* Writes <enabled/> (with <isr-enabled/> if asked) or <failed/> to <out>. */
 int c2s_sm_enable(struct c2s *s, struct xnode *el, struct sbuf *out);
-/* Takes session <previd> over for this authenticated, unbound stream.
- * 0: done (the caller writes <resumed/> with c2s_sm_resumed_el, then calls
- * c2s_sm_retransmit); -1: <failed/> appended to <fail_out>; 1: the stream
- * was closed (<classic> h-too-high stream error). */
-int c2s_sm_resume(struct c2s *s, const char *previd, uint32_t h, struct sm_resume *r,
-		  struct sbuf *fail_out, int classic);
-/* XEP-0397: checks the ISR token in <proof> against session <previd> of
- * <bare> and takes the session over in one store step (store.h sm_take).
- * 0: taken, <r> holds it (finish with c2s_sm_resume_taken, or drop it);
- * -EACCES: the token did not authenticate (a real session of the account
- * lost its token, and ends if detached); -ENOENT: the token was right but
- * the session can no longer be resumed (<failed/> appended to <fail_out>);
- * -ENOMEM. Nothing of <r> to free unless 0. */
-int c2s_sm_take_isr(struct c2s *s, const char *bare, const char *previd,
-		    struct sm_isr_proof *proof, struct sm_resume *r, struct sbuf *fail_out);
-/* c2s_sm_take_isr's second half, for a take made through the store handle
- * (store_sm_take_async with the proof): the callback's arguments in,
- * returns as c2s_sm_take_isr. */
+/* A take for a resumption (store_sm_take_async, without a proof) came
+ * back: its callback's arguments in. 0: taken, <r> holds it (finish with
+ * c2s_sm_resume_taken, or drop it); -1: <failed/> appended to <fail_out>
+ * (unknown, expired or another account's: one answer for all). */
+int c2s_sm_taken(struct c2s *s, const char *previd, int err, const struct sm_record *rec,
+		 const char *resource, const struct sm_entry *q, size_t n,
+		 struct sm_resume *r, struct sbuf *fail_out);
+/* XEP-0397: a take with the ISR proof (store.h sm_take checks and
+ * consumes the token in the same step) came back: its callback's
+ * arguments in. 0: taken, <r> holds it; -EACCES: the token did not
+ * authenticate (a real session of the account lost its token, and ends
+ * if detached); -ENOENT: the token was right but the session can no
+ * longer be resumed (<failed/> appended to <fail_out>); -ENOMEM. Nothing
+ * of <r> to free unless 0. */
 int c2s_sm_isr_taken(struct c2s *s, const char *bare, const char *previd, int err, const struct sm_record *rec,
 		     const char *resource, const struct sm_entry *q, size_t n,
 		     struct sm_resume *r, struct sbuf *fail_out);
-/* The rest of c2s_sm_resume for a session c2s_sm_take_isr took: returns as
- * c2s_sm_resume (classic = 0). */
-int c2s_sm_resume_taken(struct c2s *s, struct sm_resume *r, uint32_t h, struct sbuf *fail_out);
+/* Makes the session taken in <r> this authenticated, unbound stream's.
+ * 0: done (the caller writes <resumed/> with c2s_sm_resumed_el, then calls
+ * c2s_sm_retransmit); -1: <failed/> appended to <fail_out>; 1: the stream
+ * was closed (<classic> h-too-high stream error). */
+int c2s_sm_resume_taken(struct c2s *s, struct sm_resume *r, uint32_t h, struct sbuf *fail_out,
+			int classic);
 void c2s_sm_resumed_el(struct c2s *s, struct sbuf *out);
 void c2s_sm_retransmit(struct c2s *s, struct sm_resume *r);
 void c2s_sm_drop(struct sm_resume *r);
@@ -214,11 +222,15 @@ void c2s_sm_emit(struct c2s *s, struct rmsg *m);
 void c2s_sm_before_flush(struct c2s *s);
 void c2s_sm_on_ack_timer(struct c2s *s);
 /* The stream is gone; returns 1 if the session detached (lives on), 0 if
- * it cannot, -1 if it was resumed elsewhere meanwhile. */
+ * it cannot. (Resumed elsewhere meanwhile: the write finds out, and the
+ * session lets go as on c2s_sm_moved.) */
 int c2s_sm_detach(struct c2s *s);
-/* Ends the SM session: unacked stanzas handled as orphans. Returns 0, or
- * -ESTALE if it was resumed elsewhere (then nothing is touched). */
-int c2s_sm_end(struct c2s *s);
+/* Ends the SM session: the store removes it if this stream still owns it
+ * (the epoch decides, when the write is carried out) and its unacked
+ * stanzas are then handled as orphans. A resumption elsewhere that races
+ * with the end wins in the store; this side's presence may still say
+ * unavailable once (rare: both within one store round trip). */
+void c2s_sm_end(struct c2s *s);
 void c2s_sm_expired(struct c2s *s);
 void c2s_sm_moved(struct c2s *s);
 /* Clears the congestion mark (session detached, ended or moved). */

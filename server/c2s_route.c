@@ -67,14 +67,6 @@ static void bounce(struct c2s *s, struct xnode *el, const char *from, enum stanz
 	c2s_emit_reply(s, kind_of(el), from, "error");
 }
 
-static int account_exists(struct c2s *s, const char *bare)
-{
-	struct user_creds c;
-	int rc = store_user_get(s->srv->store, bare, &c);
-	scram_creds_wipe(&c);
-	return rc == 0;
-}
-
 /* A message to a bare JID (or to a full JID not connected): RFC 6121 §8.5. */
 static void route_message_bare(struct c2s *s, struct xnode *el, const char *bare, const char *to)
 {
@@ -209,14 +201,9 @@ static void on_account(void *ud, int err, const struct user_creds *creds)
 }
 
 /* Looks the account up through the worker's store handle: the stream parks
- * until the answer. Without a handle (tests, fuzzing), at once. */
+ * until the answer. */
 static void lookup_account(struct c2s *s, struct xnode *el, const char *bare, const char *to)
 {
-	struct store_handle *sh = s->tp->store ? s->tp->store(s->io) : NULL;
-	if (!sh) {
-		route_to_account(s, el, bare, to, account_exists(s, bare));
-		return;
-	}
 	struct account_wait *x = calloc(1, sizeof(*x));
 	if (x && (x->a = xarena_new())) {
 		x->s = s;
@@ -225,7 +212,7 @@ static void lookup_account(struct c2s *s, struct xnode *el, const char *bare, co
 		x->to = xarena_strndup(x->a, to, strlen(to));
 	}
 	struct store_op *op = x && x->el && x->bare && x->to ?
-			      store_user_get_async(sh, bare, on_account, x) : NULL;
+			      store_user_get_async(c2s_store(s), bare, on_account, x) : NULL;
 	if (!op) {
 		if (x)
 			account_wait_free(x);

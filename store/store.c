@@ -327,9 +327,11 @@ struct store_op *store_fast_cas_async(struct store_handle *h, const char *bare, 
 static void write_complete(struct store_op *op)
 {
 	struct store_write_op *w = (struct store_write_op *)op;
+	const struct bus_addr *owner = NULL;
+	if (w->err == -ESTALE && (w->owner.slot || w->owner.gen))
+		owner = &w->owner;
 	if (w->fn)
-		w->fn(op->ud, w->err, w->err == -ESTALE && w->owner.slot + w->owner.gen ? &w->owner
-										 : NULL);
+		w->fn(op->ud, w->err, owner, op->kind == STORE_OP_SM_APPEND ? &w->e : NULL);
 }
 
 static void write_release(struct store_op *op)

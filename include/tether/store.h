@@ -257,12 +257,14 @@ struct store_op *store_fast_cas_async(struct store_handle *h, const char *bare, 
  * Each is the synchronous call of the same name, issued now (the memory
  * backend performs it at once; a networked one sends it, pipelined behind
  * what this worker issued before) and completed later, in order, with
- * <fn>(<ud>, err, owner): 0, -ESTALE (the session was taken over; <owner>
- * is its owner now when known, else NULL), -ENOENT, -ERANGE (ack) or
- * -errno (-ENOTCONN, -ETIMEDOUT: the store cannot be reached). <fn> may
+ * <fn>(<ud>, err, owner, e): 0, -ESTALE (the session was taken over;
+ * <owner> is its owner now when known, else NULL), -ENOENT, -ERANGE (ack)
+ * or -errno (-ENOTCONN, -ETIMEDOUT: the store cannot be reached); <e> is
+ * the entry an append wrote (borrowed), else NULL. <fn> may
  * be NULL. Arguments are copied; append takes its own reference to
  * e->msg. NULL: out of memory (nothing was issued, <fn> never runs). */
-typedef void store_write_fn(void *ud, int err, const struct bus_addr *owner);
+typedef void store_write_fn(void *ud, int err, const struct bus_addr *owner,
+			    const struct sm_entry *e);
 struct store_op *store_sm_create_async(struct store_handle *h, const struct sm_record *rec,
 				       const char *bare, const char *resource,
 				       store_write_fn *fn, void *ud);

@@ -551,7 +551,8 @@ static int finish(struct c2s *s, const char *user, const uint8_t *extra, size_t 
 	}
 	x->s = s;
 	snprintf(x->user, sizeof(x->user), "%s", user);
-	memcpy(x->extra, extra, extra_len);
+	if (extra_len)
+		memcpy(x->extra, extra, extra_len);
 	x->extra_len = extra_len;
 	int rc = fin_ask(s, x);
 	if (rc > 0)

@@ -1168,6 +1168,7 @@ void c2s_free(struct c2s *s)
 	cancel_op(s);
 	/* Writes in flight still happen; their callbacks must not run. */
 	store_cancel_ud(c2s_store(s), s);
+	c2s_sm_free(s);
 	drop_parked(s);
 	sbuf_free_secret(&s->held);
 	xstream_free(s->xs);

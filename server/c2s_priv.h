@@ -94,6 +94,11 @@ struct c2s {
 	uint32_t stanza_since;        /* ms (truncated, odd) a stanza began arriving; 0 = none */
 	struct sm_record sm;          /* valid with C2S_F_SM */
 	unsigned h_writes;            /* h_in write-throughs in flight: <a h/> waits for them */
+	/* The size of each unacked stanza, oldest first (a ring), and their
+	 * sum: the queue's byte bound ([sm] max_queue_bytes). */
+	uint32_t *qlen;
+	uint32_t qlen_cap, qlen_head, qlen_n;
+	size_t qbytes;
 	struct sasl2_req *req;        /* inline requests of a running SASL2 <authenticate/> */
 	struct sbuf out;              /* scratch for building replies */
 	/* A store operation in flight (store.h): the stream is parked until
@@ -235,6 +240,8 @@ void c2s_sm_expired(struct c2s *s);
 void c2s_sm_moved(struct c2s *s);
 /* Clears the congestion mark (session detached, ended or moved). */
 void c2s_sm_uncongest(struct c2s *s);
+/* Frees what SM keeps per stream (c2s_free). */
+void c2s_sm_free(struct c2s *s);
 
 /* c2s_limits.c: 1 if the authentication attempt <el> (SASL <auth/> or
  * SASL2 <authenticate/>) must be refused now with temporary-auth-failure,

@@ -20,12 +20,14 @@
 #include <sodium.h>
 
 #include "tether/deliver.h"
-#include "tether/worker.h"
 #include "tether/ht.h"
 #include "tether/log.h"
+#include "tether/metrics.h"
+#include "tether/ratelimit.h"
 #include "tether/store.h"
 #include "tether/timer.h"
 #include "tether/token.h"
+#include "tether/worker.h"
 
 static int attached(const struct c2s *s)
 {
@@ -178,6 +180,60 @@ static int do_enable(struct c2s *s, struct xnode *el)
 	return 0;
 }
 
+/* ---- the queue's sizes ----------------------------------------------------- */
+
+/* Records a stanza of <len> bytes joining the queue. 0 or -ENOMEM. */
+static int qlen_push(struct c2s *s, size_t len)
+{
+	if (s->qlen_n == s->qlen_cap) {
+		uint32_t cap = s->qlen_cap ? s->qlen_cap * 2 : 16;
+		uint32_t *q = malloc(cap * sizeof(*q));
+		if (!q)
+			return -ENOMEM;
+		for (uint32_t i = 0; i < s->qlen_n; i++)
+			q[i] = s->qlen[(s->qlen_head + i) % s->qlen_cap];
+		free(s->qlen);
+		s->qlen = q;
+		s->qlen_cap = cap;
+		s->qlen_head = 0;
+	}
+	s->qlen[(s->qlen_head + s->qlen_n) % s->qlen_cap] = (uint32_t)len;
+	s->qlen_n++;
+	s->qbytes += len;
+	return 0;
+}
+
+/* The <n> oldest stanzas were acknowledged. */
+static void qlen_pop(struct c2s *s, uint32_t n)
+{
+	for (; n && s->qlen_n; n--) {
+		s->qbytes -= s->qlen[s->qlen_head];
+		s->qlen_head = (s->qlen_head + 1) % s->qlen_cap;
+		s->qlen_n--;
+	}
+	if (!s->qlen_n && s->qlen_cap > 64) { /* an idle stream keeps no big ring */
+		free(s->qlen);
+		s->qlen = NULL;
+		s->qlen_cap = s->qlen_head = 0;
+	}
+}
+
+void c2s_sm_free(struct c2s *s)
+{
+	free(s->qlen);
+	s->qlen = NULL;
+	s->qlen_cap = s->qlen_head = s->qlen_n = 0;
+	s->qbytes = 0;
+}
+
+/* 1 if one more stanza of <len> bytes would pass a bound of the queue. */
+static int queue_over(const struct c2s *s, size_t len)
+{
+	const struct config *cfg = &s->srv->cfg;
+	return sm_unacked(&s->sm.c) + 1 > cfg->sm_max_queue ||
+	       s->qbytes + len > cfg->sm_max_queue_bytes;
+}
+
 /* ---- acks -------------------------------------------------------------- */
 
 static void arm_ack_timer(struct c2s *s)
@@ -210,8 +266,9 @@ static void after_count_change(struct c2s *s, int grew)
 {
 	const struct config *cfg = &s->srv->cfg;
 	uint32_t unacked = sm_unacked(&s->sm.c);
+	size_t max_bytes = cfg->sm_max_queue_bytes;
 	unsigned was_full = s->flags & C2S_F_FULL;
-	if (unacked >= cfg->sm_max_queue)
+	if (unacked >= cfg->sm_max_queue || s->qbytes >= max_bytes)
 		s->flags |= C2S_F_FULL;
 	else
 		s->flags &= ~C2S_F_FULL;
@@ -219,10 +276,12 @@ static void after_count_change(struct c2s *s, int grew)
 		return;
 	/* Flow control with hysteresis: senders back off above 3/4 of the
 	 * bound and stop backing off below 1/2 (see c2s_route_stanza). */
-	if (!(s->flags & C2S_F_CONGESTED) && unacked >= cfg->sm_max_queue / 4 * 3) {
+	if (!(s->flags & C2S_F_CONGESTED) &&
+	    (unacked >= cfg->sm_max_queue / 4 * 3 || s->qbytes >= max_bytes / 4 * 3)) {
 		s->flags |= C2S_F_CONGESTED;
 		router_set_congested(s->srv->router, s->bare, s->resource, &s->self, 1);
-	} else if ((s->flags & C2S_F_CONGESTED) && unacked <= cfg->sm_max_queue / 2) {
+	} else if ((s->flags & C2S_F_CONGESTED) && unacked <= cfg->sm_max_queue / 2 &&
+		   s->qbytes <= max_bytes / 2) {
 		c2s_sm_uncongest(s);
 	}
 	/* One <r/> outstanding at a time; a burst gets one, sent at flush. */
@@ -241,6 +300,7 @@ static int on_ack(struct c2s *s, struct xnode *el)
 		return fail_h_too_high(s, h);
 	if (!store_sm_ack_async(c2s_store(s), s->sm.id, s->sm.epoch, h, on_written, s))
 		return c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
+	qlen_pop(s, h - s->sm.c.acked);
 	s->sm.c.acked = h;
 	s->flags &= ~C2S_F_R_SENT;
 	after_count_change(s, 0);
@@ -334,7 +394,27 @@ void c2s_sm_emit(struct c2s *s, struct rmsg *m)
 		deliver_stale(s->w, s->srv->cfg.domain, &s->self, m);
 		return;
 	}
+	if ((s->flags & C2S_F_DETACHED) && queue_over(s, m->len)) {
+		/* Nobody reads a detached queue: what does not fit goes back to
+		 * its sender, and the session lives on (a sender must never be
+		 * able to end someone else's session). */
+		static struct ratelimit_log rl;
+		uint64_t skipped;
+		metrics_inc(M_LIMIT_SM_QUEUE);
+		if (ratelimit_log_due(&rl, timer_now_ms(), &skipped))
+			log_info("sm: %s: detached queue full (%u stanzas, %zu bytes): stanza returned "
+				 "to its sender (%llu more not logged)", s->full, sm_unacked(&s->sm.c),
+				 s->qbytes, (unsigned long long)skipped);
+		deliver_bounce(s->w, s->srv->cfg.domain, m, STE_RESOURCE_CONSTRAINT);
+		rmsg_unref(m);
+		return;
+	}
 	struct sm_entry e = { .seq = s->sm.c.out + 1, .stamp_ms = sm_wall_ms(), .msg = m };
+	if (qlen_push(s, m->len)) {
+		log_warn("sm: %s: out of memory queueing; stanza handled as undeliverable", s->full);
+		deliver_orphan(s->w, s->srv->cfg.domain, m, e.stamp_ms);
+		return;
+	}
 	if (!store_sm_append_async(c2s_store(s), s->sm.id, s->sm.epoch, &e, on_appended, s)) {
 		log_warn("sm: %s: out of memory queueing; stanza handled as undeliverable", s->full);
 		deliver_orphan(s->w, s->srv->cfg.domain, m, e.stamp_ms);
@@ -342,14 +422,6 @@ void c2s_sm_emit(struct c2s *s, struct rmsg *m)
 	}
 	rmsg_unref(m); /* the operation holds its own reference */
 	s->sm.c.out = e.seq;
-	if ((s->flags & C2S_F_DETACHED) && sm_unacked(&s->sm.c) > s->srv->cfg.sm_max_queue) {
-		/* Nobody reads a detached queue: past its bound, end it as on
-		 * expiry (sm.md §3), so its stanzas are re-routed or bounced. */
-		log_info("sm: %s: detached queue over %u stanzas, ending the session", s->full,
-			 s->srv->cfg.sm_max_queue);
-		c2s_sm_expired(s);
-		return;
-	}
 	after_count_change(s, 1);
 }
 
@@ -549,6 +621,11 @@ static int adopt(struct c2s *s, struct sm_resume *r, uint32_t h, struct sbuf *fa
 		return -1;
 	}
 	s->sm.c.acked = h;
+	c2s_sm_free(s);
+	for (size_t i = 0; i < t->n; i++)
+		if ((uint32_t)(t->q[i].seq - h) - 1 < (uint32_t)(s->sm.c.out - h) &&
+		    qlen_push(s, t->q[i].msg->len))
+			break; /* out of memory: the byte count runs low, nothing is lost */
 	if (!store_sm_ack_async(c2s_store(s), s->sm.id, s->sm.epoch, h, on_written, s) ||
 	    write_record(s, on_written)) {
 		c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);

@@ -45,6 +45,7 @@ struct config {
 	/* [sm] XEP-0198 */
 	unsigned sm_max_resume;             /* max_resume = 300 seconds a session waits for resumption */
 	unsigned sm_max_queue;              /* max_queue = 1000 unacked stanzas per session */
+	size_t sm_max_queue_bytes;          /* max_queue_bytes = 1048576 bytes of unacked stanzas per session */
 	unsigned sm_ack_every;              /* ack_every = 5: <r/> after this many unacked stanzas */
 	unsigned sm_ack_after_ms;           /* ack_after_ms = 1000: <r/> when stanzas wait this long */
 	unsigned sm_ack_timeout;            /* ack_timeout = 60 s a full queue may stay unacked */

@@ -40,6 +40,8 @@ struct env {
 };
 
 static struct env E;
+static struct store_handle *H;   /* where the helpers issue: E.h, or the memory store's (test_same_as_memory) */
+static struct store_handle *MEM; /* polled every turn too when set */
 
 static void turn(struct env *e)
 {
@@ -56,6 +58,8 @@ static void turn(struct env *e)
 	io_uring_cq_advance(&e->ring, n);
 	timer_wheel_run(&e->wheel);
 	store_poll(e->h);
+	if (MEM)
+		store_poll(MEM);
 }
 
 /* Turns until *<flag> >= <want> or <ms> pass. 0 if reached. */
@@ -275,6 +279,140 @@ static int write_err(struct store_op *op, struct seen *s)
 	assert_non_null(op);
 	assert_int_equal(run_until(&s->calls, 1, 3000), 0);
 	return s->err;
+}
+
+static struct sm_isr_proof proof_for(const char *token, uint8_t mech);
+static void fast_tok(struct fast_token *t, uint8_t mech, uint8_t fill);
+static const uint8_t tkey[TOKEN_KEY_LEN];
+
+/* ---- the same script on both backends ------------------------------------- */
+
+/* What one step of the script saw, with what legitimately differs left
+ * out: expires_ms (each backend's clock), has_isr of a record handed out
+ * (the memory record carries the token; Redis keeps it beside the record),
+ * entry stamps (the caller's clock vs Redis TIME), FAST version numbers
+ * (one counter per table vs one per account: compared as "changed"). */
+struct step {
+	int err, has_rec, has_owner, has_resp, n;
+	struct sm_record rec;
+	struct bus_addr owner;
+	char resource[64], bare[64];
+	uint32_t seq[8];
+	int kind[8];
+	char data[8][96], attrs[8][96];
+	struct fast_slots slots;
+};
+
+static void step_from(struct step *st, const struct seen *s)
+{
+	memset(st, 0, sizeof(*st));
+	st->err = s->err;
+	st->has_rec = s->has_rec;
+	if (s->has_rec) {
+		const struct sm_record *r = &s->rec;
+		snprintf(st->rec.id, sizeof(st->rec.id), "%s", r->id);
+		st->rec.owner = r->owner;
+		st->rec.epoch = r->epoch;
+		st->rec.c = r->c;
+		st->rec.max = r->max;
+		st->rec.attached = r->attached;
+		st->rec.available = r->available;
+		st->rec.priority = r->priority;
+	}
+	st->has_owner = s->has_owner;
+	if (s->has_owner)
+		st->owner = s->owner;
+	st->has_resp = s->has_resp;
+	snprintf(st->resource, sizeof(st->resource), "%s", s->resource);
+	snprintf(st->bare, sizeof(st->bare), "%s", s->bare);
+	st->n = (int)s->n;
+	for (size_t i = 0; i < s->n && i < 8; i++) {
+		const struct rmsg *m = s->q[i].msg;
+		st->seq[i] = s->q[i].seq;
+		st->kind[i] = m->kind;
+		snprintf(st->data[i], sizeof(st->data[i]), "%.*s", (int)m->len, m->data);
+		snprintf(st->attrs[i], sizeof(st->attrs[i]), "%s|%s|%s|%s", m->from, m->to, m->id, m->type);
+	}
+	st->slots.fresh = s->slots.fresh;
+	st->slots.current = s->slots.current;
+	st->slots.version = s->slots.version != 0;
+}
+
+#define SCRIPT_STEPS 40
+
+/* Runs the script on <H>, recording each step's result into <out>.
+ * Returns the number of steps. */
+static int script(struct step *out, const char *sid, const char *bare)
+{
+	struct seen s = { 0 };
+	int k = 0;
+	struct sm_record r;
+	char tok[TOKEN_LEN + 1] = "0123456789012345678901234567890123456789012";
+	uint8_t sealed[TOKEN_SEALED_LEN];
+	uint8_t nonce[24] = { 0 };
+	/* a deterministic seal: both runs must present the same token */
+	memcpy(sealed, nonce, 24);
+	crypto_secretbox_easy(sealed + 24, (const uint8_t *)tok, TOKEN_LEN, nonce, tkey);
+	memset(&r, 0, sizeof(r));
+	snprintf(r.id, sizeof(r.id), "%s", sid);
+	r.owner = A;
+	r.epoch = 1;
+	r.max = 300;
+	r.attached = 1;
+	r.available = 1;
+	r.priority = 2;
+#define DO(call) do { seen_clear(&s); assert_non_null(call); \
+		assert_int_equal(run_until(&s.calls, 1, 3000), 0); step_from(&out[k++], &s); } while (0)
+	DO(store_sm_create_async(H, &r, bare, "r1", on_write, &s));
+	DO(store_sm_create_async(H, &r, bare, "r1", on_write, &s));
+	for (int i = 1; i <= 3; i++) {
+		struct sm_entry e = { .seq = (uint32_t)i, .stamp_ms = 1, .msg = msg(i, (enum rmsg_kind)(i - 1)) };
+		DO(store_sm_append_async(H, sid, 1, &e, on_write, &s));
+		rmsg_unref(e.msg);
+	}
+	DO(store_sm_ack_async(H, sid, 1, 1, on_write, &s));
+	DO(store_sm_ack_async(H, sid, 1, 9, on_write, &s));
+	r.c.h_in = 4;
+	r.attached = 0;
+	r.expires_ms = timer_now_ms() + 300000;
+	DO(store_sm_update_async(H, &r, on_write, &s));
+	DO(store_sm_set_isr_async(H, sid, 1, 1, HT_EXPR, sealed, on_write, &s));
+	DO(store_sm_take_async(H, sid, bare, &B, NULL, on_take, &s));
+	struct sm_entry e = { .seq = 4, .stamp_ms = 1, .msg = msg(4, RMSG_MESSAGE) };
+	DO(store_sm_append_async(H, sid, 1, &e, on_write, &s));
+	rmsg_unref(e.msg);
+	DO(store_sm_ack_async(H, sid, 1, 2, on_write, &s));
+	DO(store_sm_update_async(H, &r, on_write, &s));
+	DO(store_sm_set_isr_async(H, sid, 1, 0, 0, sealed, on_write, &s));
+	DO(store_sm_destroy_async(H, sid, 1, on_drain, &s));
+	struct sm_isr_proof p = proof_for(tok, HT_ENDP);
+	DO(store_sm_take_async(H, sid, bare, &B, &p, on_take, &s));   /* another mechanism */
+	p = proof_for(tok, HT_EXPR);
+	DO(store_sm_take_async(H, sid, bare, &B, &p, on_take, &s));   /* burnt */
+	DO(store_sm_set_isr_async(H, sid, 2, 1, HT_EXPR, sealed, on_write, &s));
+	DO(store_sm_take_async(H, sid, bare, &A, &p, on_take, &s));   /* matches */
+	DO(store_sm_take_async(H, sid, bare, &A, &p, on_take, &s));   /* consumed */
+	DO(store_sm_take_async(H, sid, "other@example.com", &A, NULL, on_take, &s));
+	DO(store_sm_ack_async(H, sid, 3, 3, on_write, &s));
+	DO(store_sm_destroy_async(H, sid, 3, on_drain, &s));
+	DO(store_sm_take_async(H, sid, bare, &A, NULL, on_take, &s));
+	DO(store_sm_destroy_async(H, sid, 0, on_drain, &s));
+	struct fast_slots in = { 0 };
+	fast_tok(&in.fresh, HT_EXPR, 0x44);
+	DO(store_fast_get_async(H, bare, "ua", on_fast, &s));
+	DO(store_fast_cas_async(H, bare, "ua", &in, on_fast, &s));
+	in.version = s.slots.version;
+	DO(store_fast_get_async(H, bare, "ua", on_fast, &s));
+	struct fast_slots stale = in;
+	stale.version = 0;
+	DO(store_fast_cas_async(H, bare, "ua", &stale, on_fast, &s));
+	struct fast_slots none = { .version = in.version };
+	DO(store_fast_cas_async(H, bare, "ua", &none, on_fast, &s));
+	DO(store_user_get_async(H, "nobody@example.com", on_user, &s));
+#undef DO
+	seen_clear(&s);
+	assert_true(k <= SCRIPT_STEPS);
+	return k;
 }
 
 /* ---- tests --------------------------------------------------------------- */
@@ -827,12 +965,76 @@ static void test_restart(void **state)
 	seen_clear(&t);
 }
 
+static int tok_eq(const struct fast_token *a, const struct fast_token *b)
+{
+	return a->valid == b->valid && (!a->valid || (a->mech == b->mech && a->expiry_ms == b->expiry_ms &&
+						      !memcmp(a->sealed, b->sealed, TOKEN_SEALED_LEN)));
+}
+
+/* The asynchronous operations give what the memory backend gives, step
+ * by step, for one script of creates, writes, fencing, takes with and
+ * without ISR proofs, destroys and FAST compare-and-sets. */
+static void test_same_as_memory(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/tether-memstore-XXXXXX", err[256], sid[SM_ID_LEN + 1];
+	assert_non_null(mkdtemp(dir));
+	struct store *mst = store_open("memory", dir, err, sizeof(err));
+	assert_non_null(mst);
+	assert_non_null(MEM = store_attach(mst, NULL));
+	static struct step mem[SCRIPT_STEPS], red[SCRIPT_STEPS];
+	sm_new_id(sid);
+	H = MEM;
+	int nm = script(mem, sid, "same@example.com");
+	H = E.h;
+	int nr = script(red, sid, "same@example.com");
+	assert_int_equal(nm, nr);
+	for (int i = 0; i < nm; i++) {
+		const struct step *a = &mem[i], *b = &red[i];
+		/* -ESTALE names the owner now "when known": the memory backend
+		 * knows it for append only, Redis for every write. */
+		if (a->err != b->err || a->has_rec != b->has_rec || (a->has_owner && !b->has_owner) ||
+		    a->has_resp != b->has_resp || a->n != b->n)
+			fail_msg("step %d: memory err %d rec %d owner %d resp %d n %d; redis err %d rec %d "
+				 "owner %d resp %d n %d", i, a->err, a->has_rec, a->has_owner, a->has_resp,
+				 a->n, b->err, b->has_rec, b->has_owner, b->has_resp, b->n);
+		if (memcmp(&a->rec, &b->rec, sizeof(a->rec)) || strcmp(a->resource, b->resource) ||
+		    strcmp(a->bare, b->bare))
+			fail_msg("step %d: records differ: epoch %u/%u owner slot %u/%u h_in %u/%u out %u/%u "
+				 "acked %u/%u att %d/%d res %s/%s", i, a->rec.epoch, b->rec.epoch,
+				 a->rec.owner.slot, b->rec.owner.slot, a->rec.c.h_in, b->rec.c.h_in,
+				 a->rec.c.out, b->rec.c.out, a->rec.c.acked, b->rec.c.acked,
+				 a->rec.attached, b->rec.attached, a->resource, b->resource);
+		if (a->has_owner && !bus_addr_eq(&a->owner, &b->owner))
+			fail_msg("step %d: owners differ", i);
+		if (b->has_owner && !a->has_owner && !bus_addr_eq(&b->owner, &B))
+			fail_msg("step %d: redis names an owner that is not the one now", i);
+		for (int j = 0; j < a->n && j < 8; j++)
+			if (a->seq[j] != b->seq[j] || a->kind[j] != b->kind[j] ||
+			    strcmp(a->data[j], b->data[j]) || strcmp(a->attrs[j], b->attrs[j]))
+				fail_msg("step %d entry %d: %u %d %s %s / %u %d %s %s", i, j, a->seq[j],
+					 a->kind[j], a->data[j], a->attrs[j], b->seq[j], b->kind[j],
+					 b->data[j], b->attrs[j]);
+		if (!tok_eq(&a->slots.fresh, &b->slots.fresh) ||
+		    !tok_eq(&a->slots.current, &b->slots.current) || a->slots.version != b->slots.version)
+			fail_msg("step %d: FAST slots differ", i);
+	}
+	store_detach(MEM);
+	MEM = NULL;
+	H = E.h;
+	store_close(mst);
+	char cmd[96];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
 static int group_setup(void **state)
 {
 	(void)state;
 	rs_start(&srv, 0);
 	assert_int_equal(nodes_set_self("a"), 0);
 	env_open(&E);
+	H = E.h;
 	return 0;
 }
 
@@ -854,6 +1056,7 @@ int main(void)
 		cmocka_unit_test(test_fast),
 		cmocka_unit_test(test_password_revokes),
 		cmocka_unit_test(test_cancelled_take),
+		cmocka_unit_test(test_same_as_memory),
 		cmocka_unit_test(test_function_flush),
 		cmocka_unit_test(test_timeout),
 		cmocka_unit_test(test_restart),

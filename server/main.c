@@ -216,8 +216,10 @@ static void reload_certificate(struct server *srv)
 	notify_ready("certificate reloaded");
 }
 
-/* /readyz: every worker runs and the node is not shutting down. (The
- * memory store is always reachable.) */
+/* /readyz: every worker runs, the node is not shutting down, and with
+ * [store] backend = redis every worker's link to Redis is up (a node that
+ * cannot reach its store cannot log anyone in; the memory store is always
+ * reachable). */
 static bool node_ready(void *ud, char *why, size_t whylen)
 {
 	struct server *srv = ud;
@@ -229,6 +231,12 @@ static bool node_ready(void *ud, char *why, size_t whylen)
 		snprintf(why, whylen, "shutting down");
 		return false;
 	}
+	for (unsigned i = 0; i < srv->nworkers; i++)
+		if (!worker_store_up(&srv->workers[i])) {
+			snprintf(why, whylen, "worker %u: no connection to redis at %s", i,
+				 srv->cfg.store_redis);
+			return false;
+		}
 	return true;
 }
 

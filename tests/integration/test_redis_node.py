@@ -83,3 +83,48 @@ def test_sm_session_in_redis_and_resume(rserver):
         assert rserver.redis.cli('HGET', 't:{dave@localhost}:s:%s' % sid, 'epoch').strip() == '2'
     finally:
         new.close()
+
+
+def _get(port, path):
+    import http.client
+    c = http.client.HTTPConnection('127.0.0.1', port, timeout=5)
+    try:
+        c.request('GET', path)
+        r = c.getresponse()
+        return r.status, r.read().decode()
+    finally:
+        c.close()
+
+
+def _wait_status(port, want, timeout=10.0):
+    import time
+    deadline = time.monotonic() + timeout
+    while True:
+        status, body = _get(port, '/readyz')
+        if status == want or time.monotonic() > deadline:
+            return status, body
+        time.sleep(0.1)
+
+
+def test_readyz_follows_redis_and_recovers(server_factory, redis):  # noqa: F811
+    """/readyz says not ready while the workers cannot reach Redis; a Redis
+    that comes back empty gets the library from the links' first command,
+    and logins work again."""
+    import redis_server as rs
+    port = cf.free_port()
+    s = server_factory(backend='redis', **{'store.redis': redis.addr, 'cluster.node': 'a',
+                                           'admin.listen': '127.0.0.1:%d' % port})
+    status, body = _wait_status(port, 200)
+    assert status == 200, body
+    redis.stop()
+    status, body = _wait_status(port, 503)
+    assert status == 503 and 'no connection to redis' in body, (status, body)
+    again = rs.RedisServer(redis.dir)            # same socket, empty: no library, no users
+    try:
+        status, body = _wait_status(port, 200)
+        assert status == 200, body
+        assert 'tether' in again.cli('FUNCTION', 'LIST', 'LIBRARYNAME', 'tether')
+        s.add_user('erin', 'erin-pw')
+        xr.login(s, 'erin', 'erin-pw', 'x').close()
+    finally:
+        again.stop()

@@ -14,12 +14,29 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "tether/bus.h"
 
 static char self_name[NODES_NAME_MAX + 1];
 static _Atomic(const char *) names[NODES_MAX] = { self_name };
 static atomic_uint count = 1;          /* slot 0 (self) always exists */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t boot_once = PTHREAD_ONCE_INIT;
+static char boot[NODES_BOOT_LEN + 1];
+
+static void boot_make(void)
+{
+	uint8_t r[NODES_BOOT_LEN / 2];
+	randombytes_buf(r, sizeof(r));
+	sodium_bin2hex(boot, sizeof(boot), r, sizeof(r));
+}
+
+const char *nodes_boot(void)
+{
+	pthread_once(&boot_once, boot_make);
+	return boot;
+}
 
 _Static_assert(BUS_NODE_SELF == 0, "slot 0 of the table is this node");
 
@@ -56,7 +73,7 @@ int nodes_set_self(const char *name)
 
 uint16_t nodes_intern_n(const char *name, size_t len)
 {
-	if (!len || len > NODES_NAME_MAX || memchr(name, 0, len))
+	if (!len || len > NODES_ID_MAX || memchr(name, 0, len))
 		return NODES_NONE;
 	uint16_t id = find(name, len, atomic_load_explicit(&count, memory_order_acquire));
 	if (id != NODES_NONE)

@@ -96,13 +96,41 @@ static int field_num(const redisReply *r, int neg, uint64_t max, int64_t *out)
 
 /* ---- owners ------------------------------------------------------------ */
 
+/* Owners name a node incarnation: "<name>.<boot>" (nodes.h; '.' is not
+ * in node names). Ours is BUS_NODE_SELF only with our own incarnation: an
+ * owner a previous run of this node left behind (slots and generations
+ * start again at a restart) is another node's address, so a message meant
+ * for it can never reach a stream that happens to hold the same slot and
+ * generation now. Other nodes' owners are interned as written. */
 int rcodec_owner_fmt(const struct bus_addr *a, char *out, size_t len)
 {
 	const char *node = nodes_name(a->node);
+	int n;
 	if (!node || !node[0])
 		return -EINVAL;
-	int n = snprintf(out, len, "%s/%u/%u/%u", node, a->worker, a->slot, a->gen);
+	if (a->node == BUS_NODE_SELF)
+		n = snprintf(out, len, "%s.%s/%u/%u/%u", node, nodes_boot(), a->worker, a->slot, a->gen);
+	else
+		n = snprintf(out, len, "%s/%u/%u/%u", node, a->worker, a->slot, a->gen);
 	return n < 0 || (size_t)n >= len ? -EINVAL : n;
+}
+
+/* The number of the node part <s>/<len> of an owner. */
+static uint16_t owner_node(const char *s, size_t len)
+{
+	const char *self = nodes_name(BUS_NODE_SELF), *boot = nodes_boot();
+	size_t sl = strlen(self), bl = strlen(boot);
+	if (sl && len == sl + 1 + bl && !memcmp(s, self, sl) && s[sl] == '.' &&
+	    !memcmp(s + sl + 1, boot, bl))
+		return BUS_NODE_SELF;
+	if (sl && len == sl && !memcmp(s, self, sl)) {
+		/* our name without an incarnation: not written by this run */
+		char id[NODES_NAME_MAX + 2];
+		memcpy(id, s, len);
+		id[len] = '.';
+		return nodes_intern_n(id, len + 1);
+	}
+	return nodes_intern_n(s, len);
 }
 
 int rcodec_owner_parse(const char *s, size_t len, struct bus_addr *out)
@@ -119,7 +147,7 @@ int rcodec_owner_parse(const char *s, size_t len, struct bus_addr *out)
 			return -EINVAL;
 		q = e + 1;
 	}
-	uint16_t node = nodes_intern_n(s, (size_t)(p - s));
+	uint16_t node = owner_node(s, (size_t)(p - s));
 	if (node == NODES_NONE)
 		return -EINVAL;
 	out->node = node;

@@ -8,6 +8,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include "tether/nodes.h"
 #include "tether/store.h"
 
 /* ---- keys (the layout is in store/redis_lib.lua's header) ---------------- */
@@ -53,11 +54,13 @@ int rcodec_errno(const char *str, size_t len);
  * restarted without persistence, or a FUNCTION FLUSH). */
 int rcodec_nofunc(const char *str, size_t len);
 
-/* Owner addresses as stored: "<node name>/<worker>/<slot>/<gen>"; our own
- * node (BUS_NODE_SELF) is written with our name (nodes.h).
+/* Owner addresses as stored: "<node>/<worker>/<slot>/<gen>", <node> being
+ * a node incarnation: ours (BUS_NODE_SELF) is "<name>.<boot>" (nodes.h),
+ * and only that reads back as BUS_NODE_SELF; any other is interned as
+ * written (an owner left by a previous run of this node is not ours).
  * fmt: the length written (NUL-terminated), or -EINVAL (unknown node, or
  * <len> too small). parse: 0, or -EINVAL (<out> zeroed). */
-#define RCODEC_OWNER_MAX (64 + 3 * 11)
+#define RCODEC_OWNER_MAX (NODES_ID_MAX + 3 * 11 + 1)
 int rcodec_owner_fmt(const struct bus_addr *a, char *out, size_t len);
 int rcodec_owner_parse(const char *s, size_t len, struct bus_addr *out);
 /* The owner named by an "ESTALE <owner> <epoch>" error. 0 or -EINVAL. */

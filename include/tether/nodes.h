@@ -14,7 +14,9 @@
 
 #define NODES_MAX 4096          /* distinct names a process can hold; beyond: NODES_NONE */
 #define NODES_NONE UINT16_MAX   /* no number: unknown, invalid, or the table is full */
-#define NODES_NAME_MAX 64       /* bytes of a name (config.h CONFIG_NODE_MAX) */
+#define NODES_NAME_MAX 64       /* bytes of a node's name (config.h CONFIG_NODE_MAX) */
+#define NODES_BOOT_LEN 8        /* hex digits of an incarnation (nodes_boot) */
+#define NODES_ID_MAX (NODES_NAME_MAX + 1 + NODES_BOOT_LEN) /* bytes nodes_intern() takes */
 
 /* Sets this node's name (from [cluster] node). Call once, before any
  * worker starts. <name> is copied; at most NODES_NAME_MAX bytes. Returns
@@ -22,9 +24,18 @@
  * set already. */
 int nodes_set_self(const char *name);
 
+/* This process's incarnation: NODES_BOOT_LEN random hex digits, the same
+ * for the life of the process. A node that restarts keeps its name and
+ * gets a new incarnation, so an address its previous run left in a store
+ * (struct bus_addr restarts its slots and generations) can be told from a
+ * live one (store/redis_codec.c writes owners as "<name>.<boot>/..."). */
+const char *nodes_boot(void);
+
 /* The number of node <name>: BUS_NODE_SELF for ours, the same number for
- * the same name on every call. NODES_NONE for an empty or too long name,
- * or when NODES_MAX names are held. */
+ * the same name on every call. Any string of 1..NODES_ID_MAX bytes
+ * without NUL can be interned (an incarnation "name.boot" too).
+ * NODES_NONE for an empty or too long name, or when NODES_MAX names are
+ * held. */
 uint16_t nodes_intern(const char *name);
 
 /* As nodes_intern() for the <len> bytes of <name> (not NUL-terminated). */

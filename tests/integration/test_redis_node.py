@@ -74,7 +74,7 @@ def test_sm_session_in_redis_and_resume(rserver):
         conn.abort()
         pytest.skip(SYNC_SM)
     sid = conn.sm_id
-    assert rserver.redis.cli('HGET', 't:{dave@localhost}:s:%s' % sid, 'owner').startswith('a/')
+    assert rserver.redis.cli('HGET', 't:{dave@localhost}:s:%s' % sid, 'owner').startswith('a.')
     h = conn.h
     smc.kill(conn)
     new, reply = smc.sm_resume(rserver, 'dave', 'dave-pw', sid, h)

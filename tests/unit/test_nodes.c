@@ -31,11 +31,16 @@ static void test_self_and_others(void **state)
 	assert_string_equal(nodes_name(b), "node-b");
 	assert_null(nodes_name(NODES_NONE - 1));
 	assert_int_equal(nodes_intern(""), NODES_NONE);
-	char longname[NODES_NAME_MAX + 2];
+	char longname[NODES_ID_MAX + 2];
 	memset(longname, 'x', sizeof(longname) - 1);
 	longname[sizeof(longname) - 1] = 0;
 	assert_int_equal(nodes_intern(longname), NODES_NONE);
 	assert_int_equal(nodes_intern_n("a\0b", 3), NODES_NONE);
+	/* an incarnation: hex, stable for the process */
+	const char *boot = nodes_boot();
+	assert_int_equal(strlen(boot), NODES_BOOT_LEN);
+	assert_int_equal(strspn(boot, "0123456789abcdef"), NODES_BOOT_LEN);
+	assert_ptr_equal(nodes_boot(), boot);
 	/* a name that already stands for another node cannot become ours */
 	assert_int_equal(nodes_set_self("node-b"), -EBUSY);
 }

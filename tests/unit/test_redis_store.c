@@ -600,6 +600,44 @@ static void test_fencing(void **state)
 	rmsg_unref(e.msg);
 }
 
+/* Owners left by a previous run of this node (its name, another or no
+ * incarnation) never read back as this node: a slot and generation of
+ * theirs may belong to an unrelated stream now. */
+static void test_owner_of_previous_run(void **state)
+{
+	(void)state;
+	struct rproto *rp = rproto_new(NULL);
+	int fd = rs_connect(&srv);
+	struct rcopy c = { 0 };
+	const char *bare = "prev@example.com";
+	const char *owners[] = { "a.00000000/0/5/1", "a/0/5/1" };
+	for (int i = 0; i < 2; i++) {
+		char sid[SM_ID_LEN + 1], krec[160], kdir[160];
+		sm_new_id(sid);
+		snprintf(krec, sizeof(krec), "t:{%s}:s:%s", bare, sid);
+		snprintf(kdir, sizeof(kdir), "t:{%s}:dir", bare);
+		assert_int_equal(RS_CMD(rp, fd, &c, "FCALL", "tether_sm_create", "2", krec, kdir, sid,
+					owners[i], "r", "300"), 0);
+		assert_null(c.err);
+		struct seen t = { 0 };
+		take(&t, sid, bare, &B, NULL);
+		assert_int_equal(t.err, 0);
+		assert_true(t.rec.owner.node != BUS_NODE_SELF);
+		assert_true(t.rec.owner.node != NODES_NONE);
+		assert_int_equal(t.rec.owner.slot, 5);
+		assert_false(bus_addr_eq(&t.rec.owner, &A));
+		seen_clear(&t);
+		/* and what this run writes reads back as this node */
+		RS_CMD(rp, fd, &c, "HGET", krec, "owner");
+		char want[64];
+		snprintf(want, sizeof(want), "a.%s/1/7/3", nodes_boot());
+		assert_string_equal(c.str, want);
+	}
+	rcopy_clear(&c);
+	rproto_free(rp);
+	close(fd);
+}
+
 /* Appends complete in order; a take returns them in order; an ack releases
  * exactly the entries up to h. */
 static void test_append_order_ack(void **state)
@@ -1051,6 +1089,7 @@ int main(void)
 		cmocka_unit_test(test_user_get),
 		cmocka_unit_test(test_session_ops),
 		cmocka_unit_test(test_fencing),
+		cmocka_unit_test(test_owner_of_previous_run),
 		cmocka_unit_test(test_append_order_ack),
 		cmocka_unit_test(test_isr),
 		cmocka_unit_test(test_fast),

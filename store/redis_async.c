@@ -440,8 +440,10 @@ void rstore_compensate(struct store_handle *h, struct store_op *op)
 	if (op->kind != STORE_OP_SM_TAKE)
 		return; /* writes stand; reads and CAS results are dropped */
 	struct store_take_op *t = (struct store_take_op *)op;
-	if (t->err || !t->has_rec)
-		return; /* not taken (or not known to be: nothing to undo safely) */
+	/* Taken: 0, or -ENOMEM copying what the take returned. Not taken, or
+	 * not known to be (a lost reply): nothing to undo safely. */
+	if (!t->has_rec || (t->err && t->err != -ENOMEM))
+		return;
 	struct cmd c = { 0 };
 	char krec[RKEY_LEN], owner[RCODEC_OWNER_MAX];
 	if (rkey(krec, t->bare, "s", t->id) < 0 ||

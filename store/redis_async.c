@@ -23,9 +23,10 @@
  *   and forgets it when the session is destroyed, or is owned by another
  *   node. A session id is 128 random bits, so an entry never names
  *   someone else's session.
- * - Owners are stored as "<node>/<worker>/<slot>/<gen>" with the node's
- *   [cluster] name (nodes.h): an owner read back on the node that wrote
- *   it compares equal to the local address.
+ * - Owners are stored as "<node>.<boot>/<worker>/<slot>/<gen>": the node's
+ *   [cluster] name and this run's incarnation (nodes.h, redis_codec.c): an
+ *   owner read back by the run that wrote it compares equal to the local
+ *   address; one left by an earlier run of the node does not.
  * - Queue entries carry the stanza's kind and addressing attributes (the
  *   meta part, redis_codec.c) beside the payload, as separate FCALL
  *   arguments: the payload is copied once, into rproto's output, and a

@@ -84,6 +84,7 @@
 #include "tether/rlink.h"
 #include "tether/rmsg.h"
 #include "tether/shtab.h"
+#include "tether/sm.h"
 #include "tether/timer.h"
 
 #define CMD_ARGS 16
@@ -489,15 +490,20 @@ static void on_fast_got(const redisReply *r, const char *err, void *ud)
 	store_op_ready(&f->op);
 }
 
+/* The reply of tether_fast_cas: the new version, or {new version, entries
+ * the per-account cap evicted} from the library that has the cap. */
 static void on_fast_cas(const redisReply *r, const char *err, void *ud)
 {
 	struct store_fast_op *f = ud;
 	int rc = reply_err(&f->op, r, err);
 	if (!rc) {
-		if (r->type != REDIS_REPLY_INTEGER || r->integer < 0)
+		const redisReply *v = r;
+		if (r->type == REDIS_REPLY_ARRAY && r->elements == 2)
+			v = r->element[0];
+		if (v->type != REDIS_REPLY_INTEGER || v->integer < 0)
 			rc = -EIO;
 		else
-			f->slots.version = (uint64_t)r->integer;
+			f->slots.version = (uint64_t)v->integer;
 	}
 	f->err = rc;
 	store_op_ready(&f->op);
@@ -519,8 +525,13 @@ static int submit_fast(struct store_handle *h, struct store_fast_op *f)
 		return send_cmd(h, &c, on_fast_got, f);
 	}
 	int none = !f->slots.fresh.valid && !f->slots.current.valid;
+	uint64_t last = 0, now = sm_wall_ms();
 	if (!none)
 		rcodec_fast_pack(&f->slots, blob);
+	if (f->slots.fresh.valid)
+		last = f->slots.fresh.expiry_ms;
+	if (f->slots.current.valid && f->slots.current.expiry_ms > last)
+		last = f->slots.current.expiry_ms;
 	arg_s(&c, "FCALL");
 	arg_s(&c, "tether_fast_cas");
 	arg_s(&c, "1");
@@ -528,6 +539,11 @@ static int submit_fast(struct store_handle *h, struct store_fast_op *f)
 	arg_s(&c, f->ua_id);
 	arg_u(&c, 0, f->slots.version);
 	arg(&c, (const char *)blob, none ? 0 : sizeof(blob));
+	/* Until the entry's last token expires (wall clock, a TTL for Redis's
+	 * TIME), and the per-account cap: 0 = none here (the library without
+	 * a cap ignores both). */
+	arg_u(&c, 1, last > now ? last - now : 0);
+	arg_s(&c, "0");
 	int rc = send_cmd(h, &c, on_fast_cas, f);
 	sodium_memzero(blob, sizeof(blob));
 	return rc;

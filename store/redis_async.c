@@ -734,6 +734,8 @@ int rstore_submit(struct store_handle *h, struct store_op *op)
 		return submit_write(h, (struct store_write_op *)op);
 	case STORE_OP_SM_DESTROY:
 		return submit_destroy(h, (struct store_destroy_op *)op);
+	default:
+		break; /* kinds this backend does not run (yet): they fail, in order */
 	}
 	return -ENOTSUP;
 }

@@ -916,6 +916,48 @@ static void test_cancelled_take(void **state)
 	seen_clear(&t);
 }
 
+/* Pipelining: 10000 appends of a 200-byte stanza, issued 500 per loop
+ * turn, all complete, in order; the rate is printed (no bound asserted: a
+ * shared machine). */
+static void count_write(void *ud, int err, const struct bus_addr *owner)
+{
+	int *n = ud;
+	(void)owner;
+	assert_int_equal(err, 0);
+	(*n)++;
+}
+
+static void test_throughput(void **state)
+{
+	(void)state;
+	struct sm_record r;
+	const char *bare = "bulk@example.com";
+	char body[200];
+	memset(body, 'x', sizeof(body));
+	memcpy(body, "<message>", 9);
+	memcpy(body + sizeof(body) - 10, "</message>", 10);
+	new_rec(&r, &A, 300);
+	create(&r, bare, "phone");
+	struct rmsg *m = rmsg_new(RMSG_MESSAGE, body, sizeof(body), "a@b/c", "d@e", "i", "chat");
+	assert_non_null(m);
+	int done = 0, issued = 0, total = 10000;
+	uint64_t t0 = now_ms();
+	while (done < total && now_ms() - t0 < 20000) {
+		for (int i = 0; i < 500 && issued < total; i++, issued++) {
+			struct sm_entry e = { .seq = (uint32_t)issued + 1, .msg = m };
+			assert_non_null(store_sm_append_async(E.h, r.id, 1, &e, count_write, &done));
+		}
+		turn(&E);
+	}
+	uint64_t ms = now_ms() - t0;
+	rmsg_unref(m);
+	assert_int_equal(done, total);
+	print_message("%d pipelined appends in %llu ms (%.0f/s)\n", total, (unsigned long long)ms,
+		      ms ? total * 1000.0 / (double)ms : 0.0);
+	struct seen s = { 0 };
+	assert_int_equal(write_err(store_sm_ack_async(E.h, r.id, 1, (uint32_t)total, on_write, &s), &s), 0);
+}
+
 /* FUNCTION FLUSH under a live link: the op that sees it fails (-EIO), the
  * library is loaded again, the next op works. */
 static void test_function_flush(void **state)
@@ -1096,6 +1138,7 @@ int main(void)
 		cmocka_unit_test(test_password_revokes),
 		cmocka_unit_test(test_cancelled_take),
 		cmocka_unit_test(test_same_as_memory),
+		cmocka_unit_test(test_throughput),
 		cmocka_unit_test(test_function_flush),
 		cmocka_unit_test(test_timeout),
 		cmocka_unit_test(test_restart),

@@ -114,8 +114,8 @@ EACCES without burning: the present token belongs to whoever won the race.
 OPEN (for store/redis.c, not decided here)
 - The store interface (store.h) names a session by id only in append, ack,
   update, destroy and set_isr; with this layout the Redis backend needs the
-  bare JID too. Either the interface gains it, or the backend keeps
-  sid -> bare for the sessions its node owns (deliveries know the bare JID).
+  bare JID too. Decided in store/redis_async.c: the backend keeps sid -> bare
+  for the sessions its node created or took (deliveries know the bare JID).
 - Counting an inbound stanza in the sender's h_in and appending it to the
   recipient's queue cross two accounts, hence two tags: they cannot be one
   function under Cluster rules (one Redis alone would run it). Proposed:

@@ -73,6 +73,12 @@ struct rlink {
 	unsigned backoff_ms;       /* the next back-off */
 	const char *why;           /* CLOSING: why, for the log */
 	struct timer timer;
+	/* rlink_set_hello(): sent first on every connection */
+	int hello_argc;
+	const char **hello_argv;   /* one block: pointers, lengths, bytes */
+	size_t *hello_lens;
+	rproto_fn *hello_fn;
+	void *hello_ud;
 	struct sockaddr_storage sa;
 	socklen_t salen;
 	char addr[128];
@@ -194,6 +200,11 @@ static void maybe_send(struct rlink *l)
 	l->inflight++;
 }
 
+static void hello_ignore(const redisReply *reply, const char *err, void *ud)
+{
+	(void)reply, (void)err, (void)ud;
+}
+
 static void do_connect(struct rlink *l)
 {
 	int fd = socket(l->sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -207,6 +218,12 @@ static void do_connect(struct rlink *l)
 		return;
 	}
 	l->fd = fd;
+	/* rproto is empty here (reset when the last socket closed; commands
+	 * are refused while DOWN or backing off), so the hello goes first. */
+	if (l->hello_argc)
+		rproto_command(l->rp, l->hello_argc, l->hello_argv, l->hello_lens,
+			       l->hello_fn ? l->hello_fn : hello_ignore, l->hello_ud,
+			       l->connect_deadline + RLINK_TIMEOUT_DEFAULT_MS, NULL);
 	if (l->sa.ss_family != AF_UNIX) {
 		int one = 1; /* commands are small and pipelined: no Nagle delay */
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -336,6 +353,34 @@ int rlink_command(struct rlink *l, int argc, const char **argv, const size_t *ar
 	return 0;
 }
 
+int rlink_set_hello(struct rlink *l, int argc, const char **argv, const size_t *argvlen,
+		    rproto_fn *fn, void *ud)
+{
+	size_t bytes = 0;
+	for (int i = 0; i < argc; i++)
+		bytes += argvlen[i];
+	size_t n = (size_t)(argc > 0 ? argc : 0);
+	char *blk = malloc(n * (sizeof(char *) + sizeof(size_t)) + bytes + 1);
+	if (!blk)
+		return -ENOMEM;
+	const char **av = (const char **)blk;
+	size_t *lens = (size_t *)(blk + n * sizeof(char *));
+	char *p = (char *)(lens + n);
+	for (size_t i = 0; i < n; i++) {
+		memcpy(p, argv[i], argvlen[i]);
+		av[i] = p;
+		lens[i] = argvlen[i];
+		p += argvlen[i];
+	}
+	free(l->hello_argv);
+	l->hello_argv = av;
+	l->hello_lens = lens;
+	l->hello_argc = (int)n;
+	l->hello_fn = fn;
+	l->hello_ud = ud;
+	return 0;
+}
+
 int rlink_cancel(struct rlink *l, uint64_t handle)
 {
 	return rproto_cancel(l->rp, handle);
@@ -428,5 +473,6 @@ void rlink_free(struct rlink *l)
 		close(l->fd);
 	}
 	rproto_free(l->rp);
+	free(l->hello_argv);
 	free(l);
 }

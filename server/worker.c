@@ -90,6 +90,13 @@ static int setup_bufring(struct worker *w)
 	return 0;
 }
 
+/* rlink's state callback: the link's state for /readyz (worker_store_up). */
+static void on_rlink_state(void *ud, int up)
+{
+	struct worker *w = ud;
+	atomic_store_explicit(&w->rlink_up, up, memory_order_relaxed);
+}
+
 int worker_init(struct worker *w, struct server *srv, unsigned idx)
 {
 	memset(w, 0, sizeof(*w));
@@ -132,8 +139,8 @@ int worker_init(struct worker *w, struct server *srv, unsigned idx)
 	timer_wheel_init(&w->wheel);
 	if (!strcmp(srv->cfg.store_backend, "redis")) {
 		char err[256];
-		if (!(w->rlink = rlink_new(&w->ring, &w->wheel, srv->cfg.store_redis, NULL, NULL, err,
-					   sizeof(err)))) {
+		if (!(w->rlink = rlink_new(&w->ring, &w->wheel, srv->cfg.store_redis, on_rlink_state, w,
+					   err, sizeof(err)))) {
 			log_error("worker %u: %s", idx, err);
 			return -1;
 		}

@@ -56,9 +56,12 @@ SESSION RECORD t:{B}:s:<sid>
   avail, prio   last broadcast presence (also in the directory entry)
 
 QUEUE ENTRIES t:{B}:q:<sid>
-"<seq>:<stamp_ms>:<payload>": seq is the entry's number in the outbound count,
-stamp_ms Redis TIME at append (the XEP-0203 delay stamp: one clock for the
-whole cluster), payload the serialized stanza, opaque. The list holds exactly
+"<seq>:<stamp_ms>:<meta><payload>": seq is the entry's number in the outbound
+count, stamp_ms Redis TIME at append (the XEP-0203 delay stamp: one clock for
+the whole cluster), payload the serialized stanza, opaque. meta is what the
+appender passed beside the payload (opaque here; store/redis_async.c writes
+the stanza's kind and addressing attributes, so a takeover rebuilds the
+routed message without parsing it), "" when it passed none. The list holds exactly
 the entries acked+1..out, in order, so an ack is one LTRIM of (h - acked)
 entries, no parsing. seq and stamp are in the entry for the reader: a takeover
 hands out the queue and each entry says what it is.
@@ -111,8 +114,8 @@ EACCES without burning: the present token belongs to whoever won the race.
 OPEN (for store/redis.c, not decided here)
 - The store interface (store.h) names a session by id only in append, ack,
   update, destroy and set_isr; with this layout the Redis backend needs the
-  bare JID too. Either the interface gains it, or the backend keeps
-  sid -> bare for the sessions its node owns (deliveries know the bare JID).
+  bare JID too. Decided in store/redis_async.c: the backend keeps sid -> bare
+  for the sessions its node created or took (deliveries know the bare JID).
 - Counting an inbound stanza in the sender's h_in and appending it to the
   recipient's queue cross two accounts, hence two tags: they cannot be one
   function under Cluster rules (one Redis alone would run it). Proposed:
@@ -219,19 +222,20 @@ end
 
 ---------------------------------------------------------------- sessions
 
--- KEYS rec, dir; ARGV sid, owner, resource, max. A new session with epoch 1,
--- attached, and the directory entry of its resource. Returns {1, old sid}:
--- the session that held the resource before (to be kicked: the newer bind
--- wins), or false.
+-- KEYS rec, dir; ARGV sid, owner, resource, max [, avail, prio]. A new
+-- session with epoch 1, attached, and the directory entry of its resource.
+-- Returns {1, old sid}: the session that held the resource before (to be
+-- kicked: the newer bind wins), or false.
 local function sm_create(keys, args)
 	local sid, owner, res, max = args[1], args[2], args[3], num(args[4])
+	local avail, prio = num(args[5] or '0'), num(args[6] or '0')
 	if redis.call('EXISTS', keys[1]) == 1 then
 		return err('EEXIST session exists')
 	end
 	redis.call('HSET', keys[1], 'epoch', 1, 'owner', owner, 'res', res, 'h_in', 0,
-		'out', 0, 'acked', 0, 'max', max, 'att', 1, 'avail', 0, 'prio', 0, 'exp', 0)
+		'out', 0, 'acked', 0, 'max', max, 'att', 1, 'avail', avail, 'prio', prio, 'exp', 0)
 	local old = redis.call('HGET', keys[2], res)
-	redis.call('HSET', keys[2], res, sid .. '|0|0')
+	redis.call('HSET', keys[2], res, string.format('%s|%d|%d', sid, avail, prio))
 	if old then
 		old = string.match(old, '^([^|]*)')
 	end
@@ -239,10 +243,10 @@ local function sm_create(keys, args)
 end
 
 -- KEYS rec, q; ARGV epoch (0: not the owner, e.g. delivery), payload, max
--- entries (0: no limit). Returns {seq, owner}: the entry's sequence number
--- and whom to notify.
+-- entries (0: no limit) [, meta (stored before the payload)]. Returns {seq,
+-- owner}: the entry's sequence number and whom to notify.
 local function sm_append(keys, args)
-	local epoch, payload, maxq = num(args[1]), args[2], num(args[3])
+	local epoch, payload, maxq, meta = num(args[1]), args[2], num(args[3]), args[4] or ''
 	local r, e = owned(keys[1], epoch, true)
 	if not r then
 		return e
@@ -252,7 +256,7 @@ local function sm_append(keys, args)
 		return err('ENOSPC queue full')
 	end
 	local seq = (out + 1) % TWO32
-	redis.call('RPUSH', keys[2], string.format('%d:%d:', seq, now_ms()) .. payload)
+	redis.call('RPUSH', keys[2], string.format('%d:%d:', seq, now_ms()) .. meta .. payload)
 	redis.call('HSET', keys[1], 'out', seq)
 	return { seq, r[2] }
 end
@@ -327,6 +331,22 @@ local function sm_take(keys, args)
 	redis.call('HSET', keys[1], 'epoch', epoch, 'owner', owner, 'att', 1)
 	r[1] = epoch
 	return { r, redis.call('LRANGE', keys[2], 0, -1) }
+end
+
+-- KEYS rec; ARGV epoch, owner. Undoes a takeover nobody will use (the
+-- stream that asked for it closed before the reply): if <epoch> (the one the
+-- take gave) still owns the session, it becomes detached with <owner> (the
+-- owner before the take) and expires after its window, from Redis TIME, so
+-- anyone of the account can resume it. 1, or ENOENT / ESTALE (someone took it
+-- since: theirs now, untouched).
+local function sm_release(keys, args)
+	local epoch, owner = num(args[1]), args[2]
+	local r, e = owned(keys[1], epoch, false)
+	if not r then
+		return e
+	end
+	redis.call('HSET', keys[1], 'owner', owner, 'att', 0, 'exp', now_ms() + tonumber(r[7]) * 1000)
+	return 1
 end
 
 -- KEYS rec, q, isr, dir; ARGV sid, epoch (0: any). Check-and-delete: removes
@@ -484,6 +504,7 @@ reg('sm_append', sm_append)
 reg('sm_ack', sm_ack)
 reg('sm_update', sm_update)
 reg('sm_take', sm_take)
+reg('sm_release', sm_release)
 reg('sm_destroy', sm_destroy)
 reg('sm_get', sm_get, RO)
 reg('sm_set_isr', sm_set_isr)

@@ -37,6 +37,8 @@ struct store_handle *store_attach(struct store *st, void *link)
 	h->st = st;
 	h->link = link;
 	h->tail = &h->head;
+	if (st->ops->attach)
+		st->ops->attach(h);
 	return h;
 }
 

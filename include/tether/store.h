@@ -90,6 +90,9 @@ struct store_ops {
 	/* A cancelled operation whose reply comes anyway: undo what it did
 	 * if that matters (a take gives the session back). Optional. */
 	void (*compensate)(struct store_handle *h, struct store_op *op);
+	/* store_attach() made handle <h> (h->link set): a backend prepares
+	 * the link (redis: what every new connection sends first). Optional. */
+	void (*attach)(struct store_handle *h);
 };
 
 struct store {
@@ -287,7 +290,12 @@ struct store_op *store_sm_destroy_async(struct store_handle *h, const char *id, 
 /* Backend constructors, called by store_open() only (callers use
  * store_open()). Same contract as store_open(). */
 struct store *store_memory_open(const char *path, char *err, size_t errlen);
-/* <path> is the Redis address ("host:port" or "unix:/path"). Blocking: users only, for tetherctl. */
+/* <path> is the Redis address ("host:port" or "unix:/path"). Connects
+ * (blocking) and loads the FUNCTION library if it is missing. The
+ * synchronous user calls block (tetherctl); a worker goes through its
+ * handle (store_attach with its rlink) and the *_async calls; the
+ * synchronous session and FAST calls return -ENOTSUP. Owner addresses
+ * name nodes by nodes.h: nodes_set_self() before the first operation. */
 struct store *store_redis_open(const char *path, char *err, size_t errlen);
 
 #endif /* TETHER_STORE_H */

@@ -97,6 +97,7 @@ struct worker {
 	struct timer_wheel wheel;
 	struct store_handle *sh;     /* store operations issued here complete in this loop */
 	struct rlink *rlink;         /* [store] backend = redis: this worker's Redis connection */
+	atomic_int rlink_up;         /* its state, for /readyz (written by the worker only) */
 	/* inbox of bus items: lock-free LIFO push, the owner takes all and reverses */
 	_Atomic(struct bus_item *) inbox;
 	atomic_int wake_pending;
@@ -134,6 +135,12 @@ void worker_want_trim(struct worker *w);
 
 /* Queues <c> for a send at the end of this loop turn. */
 void worker_want_flush(struct worker *w, struct conn *c);
+
+/* 1 unless the worker has a Redis link that is down (any thread). */
+static inline int worker_store_up(struct worker *w)
+{
+	return !w->rlink || atomic_load_explicit(&w->rlink_up, memory_order_relaxed);
+}
 
 /* Gets an SQE, submitting first if the SQ is full. Never NULL. */
 struct io_uring_sqe *worker_sqe(struct worker *w);

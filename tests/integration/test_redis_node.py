@@ -13,8 +13,6 @@ from redis_server import redis  # noqa: F401  (fixture)
 # store's *_async calls: the synchronous session calls of store/redis.c are
 # -ENOTSUP (a worker must not block on Redis). Until server/c2s_sm.c is
 # converted (the lead's branch), <enable/> answers <failed/>.
-SYNC_SM = ('server/c2s_sm.c still calls store_sm_create()/append()/ack()/update() '
-           'synchronously; on Redis those are -ENOTSUP until c2s uses the *_async calls')
 
 
 @pytest.fixture
@@ -70,9 +68,7 @@ def test_sm_session_in_redis_and_resume(rserver):
     rserver.add_user('dave', 'dave-pw')
     conn = smc.sm_login(rserver, 'dave', 'dave-pw', 'phone', enable=False)
     el = conn.enable(resume=True)
-    if xr.local(el.tag) != 'enabled':
-        conn.abort()
-        pytest.skip(SYNC_SM)
+    assert xr.local(el.tag) == 'enabled', xr.tostr(el)
     sid = conn.sm_id
     assert rserver.redis.cli('HGET', 't:{dave@localhost}:s:%s' % sid, 'owner').startswith('a.')
     h = conn.h

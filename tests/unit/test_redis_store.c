@@ -137,9 +137,10 @@ static void seen_clear(struct seen *s)
 	memset(s, 0, sizeof(*s));
 }
 
-static void on_write(void *ud, int err, const struct bus_addr *owner)
+static void on_write(void *ud, int err, const struct bus_addr *owner, const struct sm_entry *e)
 {
 	struct seen *s = ud;
+	(void)e;
 	s->calls++;
 	s->err = err;
 	if (owner) {
@@ -919,10 +920,10 @@ static void test_cancelled_take(void **state)
 /* Pipelining: 10000 appends of a 200-byte stanza, issued 500 per loop
  * turn, all complete, in order; the rate is printed (no bound asserted: a
  * shared machine). */
-static void count_write(void *ud, int err, const struct bus_addr *owner)
+static void count_write(void *ud, int err, const struct bus_addr *owner, const struct sm_entry *e)
 {
 	int *n = ud;
-	(void)owner;
+	(void)owner; (void)e;
 	assert_int_equal(err, 0);
 	(*n)++;
 }

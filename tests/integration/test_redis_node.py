@@ -9,11 +9,6 @@ import sm_client as smc
 import xmpp_raw as xr
 from redis_server import redis  # noqa: F401  (fixture)
 
-# Stream management on Redis needs the c2s state machine to use only the
-# store's *_async calls: the synchronous session calls of store/redis.c are
-# -ENOTSUP (a worker must not block on Redis). Until server/c2s_sm.c is
-# converted (the lead's branch), <enable/> answers <failed/>.
-
 
 @pytest.fixture
 def rserver(server_factory, redis):  # noqa: F811

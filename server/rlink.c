@@ -62,6 +62,7 @@ struct rlink {
 	enum rlink_state state;
 	int fd;
 	uint32_t gen;              /* +1 per socket: CQEs of an old one are dropped */
+	unsigned ud_op;            /* the op of its CQEs' user_data (OP_RLINK by default) */
 	unsigned inflight;         /* connect/send/recv SQEs of this socket in the kernel */
 	unsigned cancels;          /* cancel SQEs in the kernel (any socket) */
 	int sending;               /* a send is in flight */
@@ -97,7 +98,7 @@ static struct io_uring_sqe *get_sqe(struct rlink *l)
 
 static void set_data(struct rlink *l, struct io_uring_sqe *sqe, enum rlink_op op)
 {
-	io_uring_sqe_set_data64(sqe, ud_pack(OP_RLINK, l->gen, op));
+	io_uring_sqe_set_data64(sqe, ud_pack(l->ud_op, l->gen, op));
 }
 
 static void on_timer(struct timer *t);
@@ -386,6 +387,11 @@ int rlink_cancel(struct rlink *l, uint64_t handle)
 	return rproto_cancel(l->rp, handle);
 }
 
+void rlink_set_ud_op(struct rlink *l, unsigned op)
+{
+	l->ud_op = op;
+}
+
 int rlink_up(const struct rlink *l)
 {
 	return l->state == RLINK_UP;
@@ -446,6 +452,7 @@ struct rlink *rlink_new(struct io_uring *ring, struct timer_wheel *wheel, const 
 	} else if (netaddr_parse(addr, &l->sa, &l->salen)) {
 		goto bad;
 	}
+	l->ud_op = OP_RLINK;
 	l->ring = ring;
 	l->wheel = wheel;
 	l->state_fn = state_fn;

@@ -27,6 +27,7 @@
 #include "tether/metrics.h"
 #include "tether/netaddr.h"
 #include "tether/proxyproto.h"
+#include "tether/inbox.h"
 #include "tether/rlink.h"
 #include "tether/rmsg.h"
 #include "tether/store.h"
@@ -97,6 +98,17 @@ static void on_rlink_state(void *ud, int up)
 	atomic_store_explicit(&w->rlink_up, up, memory_order_relaxed);
 }
 
+/* A notice from another node for one of our sessions: carried out as if
+ * it came from this node (bus.c routes it to the owning worker). */
+static void on_inbox(void *ud, int kind, const struct bus_addr *to, int cond)
+{
+	struct worker *w = ud;
+	if (kind == BUS_KICK)
+		bus_kick(w, to, cond);
+	else
+		bus_moved(w, to);
+}
+
 int worker_init(struct worker *w, struct server *srv, unsigned idx)
 {
 	memset(w, 0, sizeof(*w));
@@ -141,6 +153,14 @@ int worker_init(struct worker *w, struct server *srv, unsigned idx)
 		char err[256];
 		if (!(w->rlink = rlink_new(&w->ring, &w->wheel, srv->cfg.store_redis, on_rlink_state, w,
 					   err, sizeof(err)))) {
+			log_error("worker %u: %s", idx, err);
+			return -1;
+		}
+	}
+	if (w->rlink && idx == 0) {
+		char err[256];
+		if (!(w->node_inbox = inbox_new(&w->ring, &w->wheel, srv->cfg.store_redis,
+					   srv->cfg.cluster_node, on_inbox, w, err, sizeof(err)))) {
 			log_error("worker %u: %s", idx, err);
 			return -1;
 		}
@@ -497,6 +517,10 @@ static void handle_cqe(struct worker *w, struct io_uring_cqe *cqe)
 		if (w->rlink)
 			rlink_on_cqe(w->rlink, cqe);
 		break;
+	case OP_INBOX:
+		if (w->node_inbox)
+			inbox_on_cqe(w->node_inbox, cqe);
+		break;
 	default:
 		break;
 	}
@@ -519,6 +543,8 @@ static void *worker_main(void *arg)
 	arm_tick(w);
 	if (w->rlink)
 		rlink_start(w->rlink); /* from this thread: the ring's single issuer */
+	if (w->node_inbox)
+		inbox_start(w->node_inbox);
 	for (;;) {
 		if (w->sh)
 			store_poll(w->sh); /* completions first: they may queue output */
@@ -586,6 +612,8 @@ void worker_join(struct worker *w)
 	io_uring_queue_exit(&w->ring);
 	rlink_free(w->rlink); /* after the ring: no recv of it can still land */
 	w->rlink = NULL;
+	inbox_free(w->node_inbox);
+	w->node_inbox = NULL;
 	if (w->br)
 		munmap(w->br, w->nbufs * sizeof(struct io_uring_buf));
 	free(w->bufs);

@@ -712,6 +712,40 @@ static int submit_destroy(struct store_handle *h, struct store_destroy_op *d)
 	return send_cmd(h, &c, on_destroyed, d);
 }
 
+/* ---- notices to another node's inbox (redis_inbox.c) ------------------- */
+
+#define INBOX_MAXLEN "10000"  /* entries a node's inbox keeps (about: MAXLEN ~) */
+
+static void on_noticed(const redisReply *r, const char *err, void *ud)
+{
+	struct store_notice_op *n = ud;
+	n->err = reply_err(&n->op, r, err);
+	store_op_ready(&n->op);
+}
+
+static int submit_notice(struct store_handle *h, struct store_notice_op *n)
+{
+	struct cmd c = { 0 };
+	char key[RKEY_LEN], owner[RCODEC_OWNER_MAX];
+	const char *node = nodes_name(n->to.node);
+	if (!node || n->to.node == BUS_NODE_SELF || rinbox_key(key, node) < 0 ||
+	    rcodec_owner_fmt(&n->to, owner, sizeof(owner)) < 0)
+		return -EINVAL;
+	arg_s(&c, "XADD");
+	arg_s(&c, key);
+	arg_s(&c, "MAXLEN");
+	arg_s(&c, "~");
+	arg_s(&c, INBOX_MAXLEN);
+	arg_s(&c, "*");
+	arg_s(&c, "k");
+	arg_i(&c, 0, n->kind);
+	arg_s(&c, "c");
+	arg_i(&c, 1, n->cond);
+	arg_s(&c, "to");
+	arg_s(&c, owner);
+	return send_cmd(h, &c, on_noticed, n);
+}
+
 /* ---- the hooks ---------------------------------------------------------- */
 
 int rstore_submit(struct store_handle *h, struct store_op *op)
@@ -734,6 +768,8 @@ int rstore_submit(struct store_handle *h, struct store_op *op)
 		return submit_write(h, (struct store_write_op *)op);
 	case STORE_OP_SM_DESTROY:
 		return submit_destroy(h, (struct store_destroy_op *)op);
+	case STORE_OP_NODE_NOTICE:
+		return submit_notice(h, (struct store_notice_op *)op);
 	default:
 		break; /* kinds this backend does not run (yet): they fail, in order */
 	}

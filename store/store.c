@@ -10,6 +10,7 @@
 
 #include <sodium.h>
 
+#include "tether/log.h"
 #include "tether/rmsg.h"
 #include "tether/timer.h"
 
@@ -520,4 +521,29 @@ struct store_op *store_sm_destroy_async(struct store_handle *h, const char *id, 
 		store_sm_destroy(h->st, id, epoch, destroy_collect, d);
 	op_queue(h, &d->op, &d->err);
 	return &d->op;
+}
+
+/* ---- notices to another node -------------------------------------------- */
+
+static void notice_complete(struct store_op *op)
+{
+	struct store_notice_op *n = (struct store_notice_op *)op;
+	if (n->err)
+		log_warn("store: a notice to node %u was not sent (%s)", n->to.node,
+			 strerror(-n->err));
+}
+
+int store_node_notice(struct store_handle *h, const struct bus_addr *to, int kind, int cond)
+{
+	if (!h->st->ops->submit)
+		return -ENOTSUP;
+	struct store_notice_op *n = op_new(sizeof(*n), STORE_OP_NODE_NOTICE, NULL, notice_complete,
+					   NULL);
+	if (!n)
+		return -ENOMEM;
+	n->to = *to;
+	n->kind = kind;
+	n->cond = cond;
+	op_queue(h, &n->op, &n->err);
+	return 0;
 }

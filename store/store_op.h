@@ -20,6 +20,7 @@ enum store_op_kind {
 	STORE_OP_SM_UPDATE,
 	STORE_OP_SM_SET_ISR,
 	STORE_OP_SM_DESTROY,
+	STORE_OP_NODE_NOTICE,
 };
 
 /* One operation issued on a handle. It waits in the handle's FIFO and
@@ -112,6 +113,15 @@ struct store_destroy_op {
 	char *bare, *resource;
 	struct sm_entry *q;     /* the caller's callback takes these references */
 	size_t n;
+};
+
+/* A notice to another node's inbox (store_node_notice). */
+struct store_notice_op {
+	struct store_op op;     /* first */
+	struct bus_addr to;
+	int kind;               /* enum bus_kind: BUS_KICK or BUS_MOVED */
+	int cond;
+	int err;
 };
 
 #endif /* TETHER_STORE_OP_H */

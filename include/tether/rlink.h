@@ -84,6 +84,10 @@ int rlink_set_hello(struct rlink *l, int argc, const char **argv, const size_t *
 /* Cancels a command issued on <l> (rproto_cancel). 0 or -ENOENT. */
 int rlink_cancel(struct rlink *l, uint64_t handle);
 
+/* A second link on one ring: its CQEs carry user_data op <op> instead of
+ * OP_RLINK, so the loop can tell the links apart. Before rlink_start(). */
+void rlink_set_ud_op(struct rlink *l, unsigned op);
+
 /* 1 while the link is up. */
 int rlink_up(const struct rlink *l);
 

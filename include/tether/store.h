@@ -287,6 +287,17 @@ struct store_op *store_sm_set_isr_async(struct store_handle *h, const char *id, 
 struct store_op *store_sm_destroy_async(struct store_handle *h, const char *id, uint32_t epoch,
 					store_sm_drain_fn *fn, void *ud);
 
+/* ---- notices to another node (cluster) -----------------------------------
+ *
+ * Puts notice <kind> (BUS_KICK with stream error <cond>, or BUS_MOVED) for
+ * session <to>, which lives on another node, in that node's inbox (redis:
+ * a stream the node reads, store/redis_inbox.c). At most once: a notice
+ * the node misses (it was down, or its link was) changes nothing that
+ * fencing does not already decide, since its session's next write fails
+ * with -ESTALE. Fire and forget: 0 once issued, -ENOMEM; a failure later
+ * is logged. The memory backend has no other node: -ENOTSUP. */
+int store_node_notice(struct store_handle *h, const struct bus_addr *to, int kind, int cond);
+
 /* Backend constructors, called by store_open() only (callers use
  * store_open()). Same contract as store_open(). */
 struct store *store_memory_open(const char *path, char *err, size_t errlen);

@@ -17,6 +17,7 @@ struct bus_addr;
 struct bus_item;
 struct conn;
 struct rlink;
+struct inbox;
 struct rmsg;
 struct store_handle;
 
@@ -29,6 +30,7 @@ enum ring_op {
 	OP_WAKE,         /* MSG_RING from another thread: drain the inbox */
 	OP_IGNORE,       /* completions we do not care about (our MSG_RING sends) */
 	OP_RLINK,        /* the worker's Redis link (rlink.h); slot = enum rlink_op, gen = its socket's */
+	OP_INBOX,        /* worker 0: the node inbox's Redis link (inbox.h), as OP_RLINK */
 };
 
 static inline uint64_t ud_pack(unsigned op, uint32_t gen, uint32_t slot)
@@ -97,6 +99,7 @@ struct worker {
 	struct timer_wheel wheel;
 	struct store_handle *sh;     /* store operations issued here complete in this loop */
 	struct rlink *rlink;         /* [store] backend = redis: this worker's Redis connection */
+	struct inbox *node_inbox;    /* worker 0 with redis: notices from other nodes (inbox.h) */
 	atomic_int rlink_up;         /* its state, for /readyz (written by the worker only) */
 	/* inbox of bus items: lock-free LIFO push, the owner takes all and reverses */
 	_Atomic(struct bus_item *) inbox;

@@ -99,6 +99,26 @@ def test_resume_on_another_node_gets_the_queue_once(cluster, conns):
     assert owner.startswith('b.'), owner
 
 
+def test_resume_elsewhere_while_the_old_connection_is_open(cluster, conns):
+    """The old node learns through its inbox that the session moved: its
+    stream ends with <conflict/> at once, not at its next write; the new
+    one on another node has everything after the client's h, once."""
+    a, b = cluster.nodes['a'], cluster.nodes['b']
+    alice = sm_login(a, 'alice', 'old')
+    conns.append(alice)
+    queue_while_detached(a, alice.jid, 'o', 6)        # sent to the open stream, not acked
+    alice.wait_bodies('o', 6, timeout=10)
+    claimed = alice.h_at_body(smc.numbered('o', 2))   # pretend 3..5 were lost in flight
+    new, el = smc.sm_resume(b, 'alice', cf.USERS['alice'], alice.sm_id, claimed, auto_ack=True)
+    conns.append(new)
+    assert xr.local(el.tag) == 'resumed', tostr(el)
+    got = new.wait_bodies('o', 3, timeout=10)
+    assert got == [smc.numbered('o', i) for i in range(3, 6)], got
+    err = alice.wait_for(q(xr.NS_STREAM, 'error'), timeout=5)
+    assert xr.stream_error_condition(err) == 'conflict', tostr(err)
+    assert alice.wait_closed(5), 'old connection not closed after <conflict/>'
+
+
 def test_node_killed_its_sessions_resume_elsewhere(cluster, conns):
     """SIGKILL of the node holding the session, with stanzas it sent but the
     client never acknowledged: everything comes back from Redis, once, in

@@ -31,10 +31,10 @@ die() { echo "cluster: $*" >&2; exit 1; }
 pid_alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 wait_port() { # host port seconds
-	i=0
+	local tries=0
 	while ! (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; do
-		i=$((i + 1))
-		[ "$i" -gt $(($3 * 10)) ] && return 1
+		tries=$((tries + 1))
+		[ "$tries" -gt $(($3 * 10)) ] && return 1
 		sleep 0.1
 	done
 }
@@ -58,7 +58,7 @@ EOF
 }
 
 write_node_config() { # name index
-	n=$1; i=$2
+	local n=$1 i=$2
 	cat > "$dir/$n.ini" <<EOF
 ; $dir/$n.ini - node $n, written by deploy/cluster.sh
 [server]
@@ -113,7 +113,7 @@ start_haproxy() {
 	{
 		cat <<EOF
 global
-    maxconn 20000
+    maxconn 4000
 defaults
     mode tcp
     timeout connect 5s
@@ -163,10 +163,10 @@ up() {
 
 stop_pid() { # pidfile
 	pid_alive "$1" || { rm -f "$1"; return 0; }
+	local pid tries=0
 	pid=$(cat "$1")
 	kill "$pid" 2>/dev/null || true
-	i=0
-	while kill -0 "$pid" 2>/dev/null && [ "$i" -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+	while kill -0 "$pid" 2>/dev/null && [ "$tries" -lt 100 ]; do sleep 0.1; tries=$((tries + 1)); done
 	kill -9 "$pid" 2>/dev/null || true
 	rm -f "$1"
 }

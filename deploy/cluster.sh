@@ -103,7 +103,7 @@ start_nodes() {
 		write_node_config "$n" "$i"
 		"$bin/tetherd" -c "$dir/$n.ini" > "$dir/$n.log" 2>&1 &
 		echo $! > "$dir/$n.pid"
-		wait_port 127.0.0.1 "$(node_port "$i" 0)" 15 || die "node $n did not come up (see $dir/$n.log)"
+		wait_port 127.0.0.1 "$(node_port "$i" 0)" 30 || die "node $n did not come up (see $dir/$n.log)"
 		i=$((i + 1))
 	done
 }

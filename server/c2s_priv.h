@@ -94,6 +94,12 @@ struct c2s {
 	uint32_t stanza_since;        /* ms (truncated, odd) a stanza began arriving; 0 = none */
 	struct sm_record sm;          /* valid with C2S_F_SM */
 	unsigned h_writes;            /* h_in write-throughs in flight: <a h/> waits for them */
+	unsigned appends;             /* own queue appends in flight */
+	/* Entries of the queue known out of order (another node appended one
+	 * whose notice has not come yet), by seq: sent once the gap closes. */
+	struct c2s_held_entry *held_q;
+	unsigned nheld;
+	int held_ticks;               /* ack timer ticks a gap has lasted */
 	/* The size of each unacked stanza, oldest first (a ring), and their
 	 * sum: the queue's byte bound ([sm] max_queue_bytes). */
 	uint32_t *qlen;
@@ -242,6 +248,10 @@ void c2s_sm_moved(struct c2s *s);
 void c2s_sm_uncongest(struct c2s *s);
 /* Frees what SM keeps per stream (c2s_free). */
 void c2s_sm_free(struct c2s *s);
+/* Entry <seq> with message <m> (borrowed) is in this session's queue: it
+ * was appended by another node (its inbox says so) or by us. Sent in
+ * order; a repeat is ignored. */
+void c2s_sm_known(struct c2s *s, uint32_t seq, struct rmsg *m);
 
 /* c2s_limits.c: 1 if the authentication attempt <el> (SASL <auth/> or
  * SASL2 <authenticate/>) must be refused now with temporary-auth-failure,

@@ -218,8 +218,21 @@ static void qlen_pop(struct c2s *s, uint32_t n)
 	}
 }
 
+struct c2s_held_entry {
+	struct c2s_held_entry *next;
+	uint32_t seq;
+	struct rmsg *msg;   /* one reference */
+};
+
 void c2s_sm_free(struct c2s *s)
 {
+	while (s->held_q) {
+		struct c2s_held_entry *h = s->held_q;
+		s->held_q = h->next;
+		rmsg_unref(h->msg);
+		free(h);
+	}
+	s->nheld = 0;
 	free(s->qlen);
 	s->qlen = NULL;
 	s->qlen_cap = s->qlen_head = s->qlen_n = 0;
@@ -230,7 +243,7 @@ void c2s_sm_free(struct c2s *s)
 static int queue_over(const struct c2s *s, size_t len)
 {
 	const struct config *cfg = &s->srv->cfg;
-	return sm_unacked(&s->sm.c) + 1 > cfg->sm_max_queue ||
+	return sm_unacked(&s->sm.c) + s->appends + 1 > cfg->sm_max_queue ||
 	       s->qbytes + len > cfg->sm_max_queue_bytes;
 }
 
@@ -241,7 +254,7 @@ static void arm_ack_timer(struct c2s *s)
 	const struct config *cfg = &s->srv->cfg;
 	if (s->flags & C2S_F_FULL)
 		s->tp->set_timer(s->io, C2S_TIMER_ACK, cfg->sm_ack_timeout * 1000u);
-	else if (sm_unacked(&s->sm.c))
+	else if (sm_unacked(&s->sm.c) || s->held_q)
 		s->tp->set_timer(s->io, C2S_TIMER_ACK, cfg->sm_ack_after_ms);
 	else
 		s->tp->set_timer(s->io, C2S_TIMER_ACK, 0);
@@ -311,6 +324,16 @@ void c2s_sm_on_ack_timer(struct c2s *s)
 {
 	if (!attached(s) || !(s->flags & C2S_F_SM))
 		return;
+	if (s->held_q && ++s->held_ticks > 2) {
+		/* A notice of another node's append never came (its inbox was
+		 * unreachable): the queue has it. The client gets it by resuming,
+		 * so the connection goes as if lost, the session stays. */
+		log_warn("sm: %s: entry %u of the queue never announced: closing for a resume",
+			 s->full, s->sm.c.out + 1);
+		s->tp->close(s->io);
+		c2s_on_lost(s);
+		return;
+	}
 	if (s->flags & C2S_F_FULL) {
 		/* A full queue left unacknowledged for ack_timeout: the client is
 		 * not reading. Detach (resumable) or end; nothing queued is lost. */
@@ -365,13 +388,68 @@ int c2s_sm_count_in(struct c2s *s)
 	return 0;
 }
 
+/* The next entry of the queue is known: count it, send it if attached. */
+static void advance(struct c2s *s, const struct rmsg *m)
+{
+	s->sm.c.out++;
+	if (qlen_push(s, m->len))
+		log_warn("sm: %s: out of memory counting queue bytes", s->full); /* counts low */
+	if (attached(s))
+		s->tp->send(s->io, m->data, m->len);
+	after_count_change(s, 1);
+}
+
+/* An entry beyond the next: it waits, in seq order, for the gap to close. */
+static void hold(struct c2s *s, uint32_t seq, struct rmsg *m)
+{
+	struct c2s_held_entry **pp = &s->held_q, *h;
+	while (*pp && (int32_t)((*pp)->seq - seq) < 0)
+		pp = &(*pp)->next;
+	if (*pp && (*pp)->seq == seq)
+		return; /* known already (a notice repeated) */
+	if (!(h = malloc(sizeof(*h)))) {
+		log_warn("sm: %s: out of memory holding entry %u: the client gets it on resume",
+			 s->full, seq);
+		return;
+	}
+	h->seq = seq;
+	h->msg = rmsg_ref(m);
+	h->next = *pp;
+	*pp = h;
+	s->nheld++;
+	if (attached(s))
+		s->tp->set_timer(s->io, C2S_TIMER_ACK, s->srv->cfg.sm_ack_after_ms);
+}
+
+void c2s_sm_known(struct c2s *s, uint32_t seq, struct rmsg *m)
+{
+	uint32_t ahead = seq - s->sm.c.out;
+	if (!(s->flags & C2S_F_SM) || s->flags & C2S_F_GONE || !ahead || ahead > 0x80000000u)
+		return; /* not ours, or known already */
+	if (ahead > 1) {
+		hold(s, seq, m);
+		return;
+	}
+	advance(s, m);
+	while (s->held_q && s->held_q->seq == s->sm.c.out + 1) {
+		struct c2s_held_entry *h = s->held_q;
+		s->held_q = h->next;
+		s->nheld--;
+		advance(s, h->msg);
+		rmsg_unref(h->msg);
+		free(h);
+	}
+	if (!s->held_q)
+		s->held_ticks = 0;
+}
+
 /* An append came back: the stanza is in the queue, so now it may be sent. */
 static void on_appended(void *ud, int err, const struct bus_addr *owner, const struct sm_entry *e)
 {
 	struct c2s *s = ud;
+	s->appends--;
 	if (!err) {
-		if (attached(s))
-			s->tp->send(s->io, e->msg->data, e->msg->len);
+		c2s_sm_known(s, e->seq, e->msg);
 		return;
 	}
 	rmsg_ref(e->msg);
@@ -409,20 +487,14 @@ void c2s_sm_emit(struct c2s *s, struct rmsg *m)
 		rmsg_unref(m);
 		return;
 	}
-	struct sm_entry e = { .seq = s->sm.c.out + 1, .stamp_ms = sm_wall_ms(), .msg = m };
-	if (qlen_push(s, m->len)) {
-		log_warn("sm: %s: out of memory queueing; stanza handled as undeliverable", s->full);
-		deliver_orphan(s->w, s->srv->cfg.domain, m, e.stamp_ms);
-		return;
-	}
+	struct sm_entry e = { .stamp_ms = sm_wall_ms(), .msg = m }; /* the store numbers it */
 	if (!store_sm_append_async(c2s_store(s), s->sm.id, s->sm.epoch, &e, on_appended, s)) {
 		log_warn("sm: %s: out of memory queueing; stanza handled as undeliverable", s->full);
 		deliver_orphan(s->w, s->srv->cfg.domain, m, e.stamp_ms);
 		return;
 	}
 	rmsg_unref(m); /* the operation holds its own reference */
-	s->sm.c.out = e.seq;
-	after_count_change(s, 1);
+	s->appends++;
 }
 
 /* ---- detach, expiry, end ----------------------------------------------- */

@@ -314,7 +314,7 @@ static int r_sm_create(struct store *st, const struct sm_record *rec, const char
 	return -ENOTSUP;
 }
 
-static int r_sm_append(struct store *st, const char *id, uint32_t epoch, const struct sm_entry *e,
+static int r_sm_append(struct store *st, const char *id, uint32_t epoch, struct sm_entry *e,
 		       struct bus_addr *moved_to)
 {
 	(void)st, (void)id, (void)epoch, (void)e, (void)moved_to;

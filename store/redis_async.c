@@ -555,6 +555,14 @@ static void on_written(const redisReply *r, const char *err, void *ud)
 {
 	struct store_write_op *w = ud;
 	int rc = reply_err(&w->op, r, err);
+	/* An append answers {seq, owner}: the store numbers the entry. */
+	if (!rc && w->op.kind == STORE_OP_SM_APPEND) {
+		if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
+		    r->element[0]->type == REDIS_REPLY_INTEGER)
+			w->e.seq = (uint32_t)r->element[0]->integer;
+		else
+			rc = -EIO;
+	}
 	if (rc == -ESTALE) {
 		rcodec_stale_owner(r->str, r->len, &w->owner); /* zeroed if unreadable */
 		if (w->owner.node != BUS_NODE_SELF)

@@ -33,10 +33,14 @@ struct store_ops {
 	 * back into the store. */
 	int (*sm_create)(struct store *st, const struct sm_record *rec, const char *bare,
 			 const char *resource);
-	/* Appends <e> (the store takes its own reference to e->msg) and sets
-	 * out = e->seq. -ESTALE fills <moved_to> with the current owner. */
+	/* Appends <e> (the store takes its own reference to e->msg) as the
+	 * queue's next entry: the store numbers it (e->seq = out + 1, the
+	 * one place where the order of a session's stanzas is fixed) and sets
+	 * out. Epoch 0: a delivery by someone else than the owner (another
+	 * node), fenced by nothing but the session's existence. -ESTALE fills
+	 * <moved_to> with the current owner. */
 	int (*sm_append)(struct store *st, const char *id, uint32_t epoch,
-			 const struct sm_entry *e, struct bus_addr *moved_to);
+			 struct sm_entry *e, struct bus_addr *moved_to);
 	/* Releases the queued entries up to <h>; -ERANGE if h acks too much. */
 	int (*sm_ack)(struct store *st, const char *id, uint32_t epoch, uint32_t h);
 	/* Writes h_in, max, attached, expires_ms and presence of <rec>. */
@@ -144,7 +148,7 @@ static inline int store_sm_create(struct store *st, const struct sm_record *rec,
 				  const char *bare, const char *resource)
 { return st->ops->sm_create(st, rec, bare, resource); }
 static inline int store_sm_append(struct store *st, const char *id, uint32_t epoch,
-				  const struct sm_entry *e, struct bus_addr *moved_to)
+				  struct sm_entry *e, struct bus_addr *moved_to)
 { return st->ops->sm_append(st, id, epoch, e, moved_to); }
 static inline int store_sm_ack(struct store *st, const char *id, uint32_t epoch, uint32_t h)
 { return st->ops->sm_ack(st, id, epoch, h); }

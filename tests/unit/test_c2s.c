@@ -114,7 +114,7 @@ static int f_sm_create(struct store *st, const struct sm_record *rec, const char
 	return 0;
 }
 
-static int f_sm_append(struct store *st, const char *id, uint32_t epoch, const struct sm_entry *e,
+static int f_sm_append(struct store *st, const char *id, uint32_t epoch, struct sm_entry *e,
 		       struct bus_addr *moved_to)
 {
 	(void)st; (void)id; (void)epoch; (void)e; (void)moved_to;

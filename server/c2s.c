@@ -678,13 +678,40 @@ static int st_wait_bind(struct c2s *s, struct xnode *el)
 	return c2s_stream_fail(s, SE_UNSUPPORTED_STANZA_TYPE, NULL);
 }
 
+static void on_store_caught_up(void *ud)
+{
+	struct c2s *s = ud;
+	s->flags &= ~C2S_F_BP;
+	c2s_op_done(s);
+	c2s_unpark(s);
+}
+
+/* A store slower than the clients (Redis over the network) must not get a
+ * pipeline longer than it answers within its deadlines: past
+ * C2S_STORE_HIGH operations in flight on this worker, the sender stops
+ * parsing (its input waits, its socket is not read) until everything
+ * issued so far completed. Returns 1 if the stream stopped. */
+static int store_backpressure(struct c2s *s)
+{
+	struct store_handle *sh = c2s_store(s);
+	if (s->op || store_pending(sh) <= C2S_STORE_HIGH)
+		return 0;
+	struct store_op *op = store_barrier_async(sh, on_store_caught_up, s);
+	if (!op)
+		return 0;
+	metrics_inc(M_STORE_BACKPRESSURE);
+	s->flags |= C2S_F_BP;
+	c2s_park_stop(s, op, NULL, NULL);
+	return 1;
+}
+
 static int st_active(struct c2s *s, struct xnode *el)
 {
 	if (c2s_is_stanza(el)) {
 		if (c2s_sm_count_in(s))
 			return 1; /* the session moved away under us */
 		c2s_route_stanza(s, el);
-		return s->state == C2S_CLOSING;
+		return s->state == C2S_CLOSING || store_backpressure(s);
 	}
 	if (!strcmp(el->ns, XMLNS_SM))
 		return c2s_sm_nonza(s, el);
@@ -781,7 +808,7 @@ void c2s_park_stop(struct c2s *s, struct store_op *op, void *ctx, void (*ctx_fre
  * or 1 once the stream failed (too much, or out of memory). */
 static int hold_input(struct c2s *s, const char *data, size_t len)
 {
-	if (s->held.len + len > C2S_HELD_MAX) {
+	if (s->held.len + len > ((s->flags & C2S_F_BP) ? C2S_HELD_BP_MAX : C2S_HELD_MAX)) {
 		c2s_stream_fail(s, SE_POLICY_VIOLATION, "too much input at once");
 		return 1;
 	}

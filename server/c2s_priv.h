@@ -53,6 +53,7 @@ enum c2s_state {
 #define C2S_F_CONGESTED   0x8000u /* queue past its high-water mark: senders back off */
 
 #define C2S_PAUSE_MS      20      /* how long a sender to a congested session stops reading */
+#define C2S_STORE_HIGH    1024    /* store operations in flight on a worker above which senders pause */
 #define C2S_TRIM_MS       250     /* silence after which an established stream drops its parser */
 #define C2S_F_TRIMMED     0x10000u /* parser and scratch freed until the next byte */
 #define C2S_F_CLOSE_WAIT  0x20000u /* </stream:stream> came while parked: close once unparked */
@@ -61,6 +62,9 @@ enum c2s_state {
 #define C2S_F_HOLD        0x80000u /* parsing stopped at the element that started s->op:
 				    * the input after it waits in s->held */
 #define C2S_HELD_MAX      (256u * 1024) /* bytes that may wait that way (reading is parked) */
+#define C2S_HELD_BP_MAX   (4u << 20) /* ...while the store catches up: what was in flight
+				      * when reading stopped (the worker's receive buffers) */
+#define C2S_F_BP          0x200000u /* parked for the store to catch up (store_backpressure) */
 #define C2S_F_WANT_A      0x100000u /* an <r/> waits for the h writes in flight (h_writes) */
 
 /* How a stream ending affects its session. */

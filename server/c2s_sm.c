@@ -46,7 +46,11 @@ static void write_failed(struct c2s *s, int err)
 		c2s_sm_moved(s);
 		return;
 	}
-	log_warn("sm: %s: session write failed (%s)", s->full, strerror(-err));
+	static struct ratelimit_log rl;
+	uint64_t skipped;
+	if (ratelimit_log_due(&rl, timer_now_ms(), &skipped))
+		log_warn("sm: %s: session write failed (%s; %llu more not logged)", s->full,
+			 strerror(-err), (unsigned long long)skipped);
 	if (attached(s))
 		c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
 }
@@ -459,8 +463,11 @@ static void on_appended(void *ud, int err, const struct bus_addr *owner, const s
 	} else if (err == -ESTALE) {
 		deliver_stale(s->w, s->srv->cfg.domain, &s->self, e->msg);
 	} else {
-		log_warn("sm: %s: queueing failed (%s); stanza handled as undeliverable", s->full,
-			 strerror(-err));
+		static struct ratelimit_log rl;
+		uint64_t skipped;
+		if (ratelimit_log_due(&rl, timer_now_ms(), &skipped))
+			log_warn("sm: %s: queueing failed (%s; %llu more not logged); stanza handled "
+				 "as undeliverable", s->full, strerror(-err), (unsigned long long)skipped);
 		deliver_orphan(s->w, s->srv->cfg.domain, e->msg, e->stamp_ms);
 	}
 	write_failed(s, err);

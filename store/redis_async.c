@@ -754,6 +754,14 @@ static int submit_notice(struct store_handle *h, struct store_notice_op *n)
 	return send_cmd(h, &c, on_noticed, n);
 }
 
+/* A barrier is a PING: its reply comes after those of everything before. */
+static void on_pong(const redisReply *r, const char *err, void *ud)
+{
+	struct store_barrier_op *b = ud;
+	b->err = reply_err(&b->op, r, err);
+	store_op_ready(&b->op);
+}
+
 /* ---- the hooks ---------------------------------------------------------- */
 
 int rstore_submit(struct store_handle *h, struct store_op *op)
@@ -778,6 +786,11 @@ int rstore_submit(struct store_handle *h, struct store_op *op)
 		return submit_destroy(h, (struct store_destroy_op *)op);
 	case STORE_OP_NODE_NOTICE:
 		return submit_notice(h, (struct store_notice_op *)op);
+	case STORE_OP_BARRIER: {
+		struct cmd c = { 0 };
+		arg_s(&c, "PING");
+		return send_cmd(h, &c, on_pong, op);
+	}
 	default:
 		break; /* kinds this backend does not run (yet): they fail, in order */
 	}

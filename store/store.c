@@ -547,3 +547,20 @@ int store_node_notice(struct store_handle *h, const struct bus_addr *to, int kin
 	op_queue(h, &n->op, &n->err);
 	return 0;
 }
+
+/* ---- barrier ------------------------------------------------------------ */
+
+static void barrier_complete(struct store_op *op)
+{
+	((struct store_barrier_op *)op)->fn(op->ud);
+}
+
+struct store_op *store_barrier_async(struct store_handle *h, void (*fn)(void *ud), void *ud)
+{
+	struct store_barrier_op *b = op_new(sizeof(*b), STORE_OP_BARRIER, ud, barrier_complete, NULL);
+	if (!b)
+		return NULL;
+	b->fn = fn;
+	op_queue(h, &b->op, &b->err);
+	return &b->op;
+}

@@ -21,6 +21,7 @@ enum store_op_kind {
 	STORE_OP_SM_SET_ISR,
 	STORE_OP_SM_DESTROY,
 	STORE_OP_NODE_NOTICE,
+	STORE_OP_BARRIER,
 };
 
 /* One operation issued on a handle. It waits in the handle's FIFO and
@@ -121,6 +122,13 @@ struct store_notice_op {
 	struct bus_addr to;
 	int kind;               /* enum bus_kind: BUS_KICK or BUS_MOVED */
 	int cond;
+	int err;
+};
+
+/* Completes once everything issued before it did (store_barrier_async). */
+struct store_barrier_op {
+	struct store_op op;     /* first */
+	void (*fn)(void *ud);
 	int err;
 };
 

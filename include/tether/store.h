@@ -302,6 +302,11 @@ struct store_op *store_sm_destroy_async(struct store_handle *h, const char *id, 
  * is logged. The memory backend has no other node: -ENOTSUP. */
 int store_node_notice(struct store_handle *h, const struct bus_addr *to, int kind, int cond);
 
+/* A no-op that completes after everything issued on <h> before it:
+ * <fn>(<ud>) then. For back-pressure (a stream stops parsing until the
+ * store caught up). NULL: out of memory. */
+struct store_op *store_barrier_async(struct store_handle *h, void (*fn)(void *ud), void *ud);
+
 /* Backend constructors, called by store_open() only (callers use
  * store_open()). Same contract as store_open(). */
 struct store *store_memory_open(const char *path, char *err, size_t errlen);

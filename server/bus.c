@@ -18,7 +18,7 @@
  * its message reference is passed on, or dropped on error. */
 static int post(struct worker *w, const struct bus_item *it)
 {
-	if (it->to.node != BUS_NODE_SELF && it->kind != BUS_DELIVER) {
+	if (it->to.node != BUS_NODE_SELF && (it->kind == BUS_KICK || it->kind == BUS_MOVED)) {
 		/* Kick and moved go to the other node's inbox; deliveries
 		 * between nodes are not implemented yet. */
 		return w->sh ? store_node_notice(w->sh, &it->to, it->kind, it->cond) : -EHOSTUNREACH;
@@ -50,5 +50,15 @@ int bus_kick(struct worker *w, const struct bus_addr *to, int cond)
 int bus_moved(struct worker *w, const struct bus_addr *to)
 {
 	struct bus_item it = { .kind = BUS_MOVED, .to = *to };
+	return post(w, &it);
+}
+
+int bus_appended(struct worker *w, const struct bus_addr *to, uint32_t seq, struct rmsg *m)
+{
+	struct bus_item it = { .kind = BUS_APPENDED, .to = *to, .seq = seq, .msg = m };
+	if (to->node != BUS_NODE_SELF) { /* only our own inbox says this */
+		rmsg_unref(m);
+		return -EINVAL;
+	}
 	return post(w, &it);
 }

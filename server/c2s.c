@@ -1227,6 +1227,7 @@ static void h_free(void *p) { c2s_free(p); }
 static void h_deliver(void *p, struct rmsg *m) { c2s_deliver(p, m); }
 static void h_kick(void *p, int cond) { c2s_kick(p, (enum stream_err)cond); }
 static void h_moved(void *p) { c2s_moved(p); }
+static void h_appended(void *p, uint32_t seq, struct rmsg *m) { c2s_sm_known(p, seq, m); }
 static void h_shutdown(void *p) { c2s_kick(p, SE_SYSTEM_SHUTDOWN); }
 
 static void h_stale(struct worker *w, const struct bus_addr *to, struct rmsg *m)
@@ -1238,6 +1239,7 @@ static const struct worker_handlers entry_points = {
 	.open = h_open, .feed = h_feed, .lost = h_lost, .held = h_held,
 	.before_flush = h_before_flush, .timeout = h_timeout, .free = h_free,
 	.deliver = h_deliver, .kick = h_kick, .moved = h_moved, .stale = h_stale,
+	.appended = h_appended,
 	.shutdown = h_shutdown,
 };
 

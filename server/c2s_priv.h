@@ -256,6 +256,19 @@ void c2s_sm_free(struct c2s *s);
  * was appended by another node (its inbox says so) or by us. Sent in
  * order; a repeat is ignored. */
 void c2s_sm_known(struct c2s *s, uint32_t seq, struct rmsg *m);
+/* A write the inbound h waits for is done (h_writes counted it): the
+ * client's pending <r/> gets its <a/> once none is left. */
+void c2s_sm_h_done(struct c2s *s);
+/* The session's presence (available, priority) changed: written through. */
+void c2s_sm_presence_changed(struct c2s *s);
+
+/* c2s_remote.c: a stanza for a session that is not on this node. With a
+ * store shared between nodes, appends <m> to the queues of the sessions of
+ * <bare> (resource <resource>, or "" for the bare JID) wherever they are
+ * (store_deliver_async), takes the caller's reference and returns 1; what
+ * finds no session is bounced or dropped as RFC 6121 says. 0: no shared
+ * store (the caller handles <m> as undeliverable, and keeps it). */
+int c2s_remote_deliver(struct c2s *s, const char *bare, const char *resource, struct rmsg *m);
 
 /* c2s_limits.c: 1 if the authentication attempt <el> (SASL <auth/> or
  * SASL2 <authenticate/>) must be refused now with temporary-auth-failure,

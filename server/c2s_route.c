@@ -76,11 +76,19 @@ static void route_message_bare(struct c2s *s, struct xnode *el, const char *bare
 		return;
 	}
 	struct rmsg *m = make_rmsg(s, el, to);
+	/* With a shared store, one reference stays for the other nodes. */
+	struct rmsg *keep = m && store_shared(c2s_store(s)) ? rmsg_ref(m) : NULL;
 	int congested = 0;
 	size_t got = m ? deliver_message_bare(s->w, bare, m, &congested) : 0;
 	if (congested)
 		s->flags |= C2S_F_BACKOFF;
-	if (got)
+	if (got) {
+		if (keep)
+			rmsg_unref(keep);
+		return;
+	}
+	/* None here: the account's sessions on other nodes, if any. */
+	if (keep && c2s_remote_deliver(s, bare, "", keep))
 		return;
 	if (!type || strcmp(type, "headline"))
 		bounce(s, el, to, STE_SERVICE_UNAVAILABLE); /* no offline storage yet */
@@ -105,6 +113,7 @@ static void broadcast_presence(struct c2s *s, struct xnode *el)
 	s->sm.available = avail;
 	s->sm.priority = s->priority;
 	router_set_presence(s->srv->router, s->bare, s->resource, avail, s->priority);
+	c2s_sm_presence_changed(s);
 	struct rmsg *m = make_rmsg(s, el, NULL);
 	int congested = 0;
 	if (m)
@@ -144,6 +153,13 @@ static void route_full(struct c2s *s, struct xnode *el, const char *bare, const 
 			s->flags |= C2S_F_BACKOFF;
 		if (m)
 			bus_deliver(s->w, &t.addr, m);
+	} else if (kind != RMSG_PRESENCE && store_shared(c2s_store(s))) {
+		/* Not on this node: wherever the session is (c2s_remote.c). */
+		struct rmsg *m = make_rmsg(s, el, to);
+		if (m)
+			c2s_remote_deliver(s, bare, resource, m);
+		else
+			bounce(s, el, to, STE_INTERNAL_SERVER_ERROR);
 	} else if (kind == RMSG_MESSAGE) {
 		route_message_bare(s, el, bare, to);
 	} else if (kind == RMSG_IQ) {

@@ -357,20 +357,34 @@ static void send_a(struct c2s *s)
 	c2s_send_out(s);
 }
 
-static void on_h_written(void *ud, int err, const struct bus_addr *owner, const struct sm_entry *e)
+void c2s_sm_h_done(struct c2s *s)
 {
-	struct c2s *s = ud;
-	(void)owner; (void)e;
 	s->h_writes--;
-	if (err) {
-		write_failed(s, err);
-		return;
-	}
 	if (!s->h_writes && (s->flags & C2S_F_WANT_A)) {
 		s->flags &= ~C2S_F_WANT_A;
 		if (attached(s))
 			send_a(s);
 	}
+}
+
+static void on_h_written(void *ud, int err, const struct bus_addr *owner, const struct sm_entry *e)
+{
+	struct c2s *s = ud;
+	(void)owner; (void)e;
+	if (err) {
+		s->h_writes--;
+		write_failed(s, err);
+		return;
+	}
+	c2s_sm_h_done(s);
+}
+
+void c2s_sm_presence_changed(struct c2s *s)
+{
+	/* The record carries the presence into the shared directory, where
+	 * other nodes pick the resources a bare-JID message goes to. */
+	if ((s->flags & C2S_F_SM) && write_record(s, on_written))
+		c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
 }
 
 int c2s_sm_count_in(struct c2s *s)

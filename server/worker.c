@@ -100,13 +100,16 @@ static void on_rlink_state(void *ud, int up)
 
 /* A notice from another node for one of our sessions: carried out as if
  * it came from this node (bus.c routes it to the owning worker). */
-static void on_inbox(void *ud, int kind, const struct bus_addr *to, int cond)
+static void on_inbox(void *ud, int kind, const struct bus_addr *to, int cond, uint32_t seq,
+		     struct rmsg *m)
 {
 	struct worker *w = ud;
 	if (kind == BUS_KICK)
 		bus_kick(w, to, cond);
-	else
+	else if (kind == BUS_MOVED)
 		bus_moved(w, to);
+	else
+		bus_appended(w, to, seq, m);
 }
 
 int worker_init(struct worker *w, struct server *srv, unsigned idx)
@@ -404,6 +407,13 @@ void worker_dispatch(struct worker *w, const struct bus_item *it)
 	case BUS_MOVED:
 		if (c)
 			h->moved(c->proto);
+		break;
+	case BUS_APPENDED:
+		/* A session gone from here has the entry in its queue: whoever
+		 * resumes it gets it from there. */
+		if (c)
+			h->appended(c->proto, it->seq, it->msg);
+		rmsg_unref(it->msg);
 		break;
 	}
 }

@@ -754,6 +754,42 @@ static int submit_notice(struct store_handle *h, struct store_notice_op *n)
 	return send_cmd(h, &c, on_noticed, n);
 }
 
+/* ---- delivery to sessions: tether_deliver -------------------------------- */
+
+static void on_delivered(const redisReply *r, const char *err, void *ud)
+{
+	struct store_deliver_op *d = ud;
+	d->err = reply_err(&d->op, r, err);
+	if (!d->err)
+		d->n = r->type == REDIS_REPLY_ARRAY ? r->elements : 0;
+	store_op_ready(&d->op);
+}
+
+static int submit_deliver(struct store_handle *h, struct store_deliver_op *d)
+{
+	struct cmd c = { 0 };
+	char kdir[RKEY_LEN], mstack[META_STACK], *meta = mstack;
+	if (rkey(kdir, d->bare, "dir", NULL) < 0)
+		return -EINVAL;
+	size_t ml = rcodec_meta(d->msg, mstack, sizeof(mstack));
+	if (ml > sizeof(mstack)) {
+		if (!(meta = malloc(ml)))
+			return -ENOMEM;
+		rcodec_meta(d->msg, meta, ml);
+	}
+	arg_s(&c, "FCALL");
+	arg_s(&c, "tether_deliver");
+	arg_s(&c, "1");
+	arg_s(&c, kdir);
+	arg_s(&c, d->resource);
+	arg(&c, meta, ml);
+	arg(&c, d->msg->data, d->msg->len);
+	int rc = send_cmd(h, &c, on_delivered, d);
+	if (meta != mstack)
+		free(meta);
+	return rc;
+}
+
 /* A barrier is a PING: its reply comes after those of everything before. */
 static void on_pong(const redisReply *r, const char *err, void *ud)
 {
@@ -786,6 +822,8 @@ int rstore_submit(struct store_handle *h, struct store_op *op)
 		return submit_destroy(h, (struct store_destroy_op *)op);
 	case STORE_OP_NODE_NOTICE:
 		return submit_notice(h, (struct store_notice_op *)op);
+	case STORE_OP_DELIVER:
+		return submit_deliver(h, (struct store_deliver_op *)op);
 	case STORE_OP_BARRIER: {
 		struct cmd c = { 0 };
 		arg_s(&c, "PING");

@@ -1,12 +1,14 @@
 /* store/redis_inbox.c - a node's inbox on Redis: notices to its sessions from other nodes (writer: redis_async.c, reader: here).
  *
  * The inbox is the stream t:{node:<name>}:in, one per node name, capped
- * near INBOX_MAXLEN entries. An entry is the fields
- *   k    enum bus_kind (BUS_KICK, BUS_MOVED), decimal
+ * near 10000 entries. An entry is the fields
+ *   k    enum bus_kind (BUS_KICK, BUS_MOVED, BUS_APPENDED), decimal
  *   c    the stream error of a kick, decimal
  *   to   the session's owner address as stored (redis_codec.c: it names
  *        the node incarnation, so an entry for an earlier run of the node
  *        is recognised and dropped)
+ *   seq, e   BUS_APPENDED (written by tether_deliver): the entry's number
+ *        and the entry as queued ("<seq>:<stamp>:<meta><payload>")
  * The reader runs one XREAD BLOCK at a time on a link of its own and
  * follows the stream from its end. */
 #include "tether/inbox.h"
@@ -19,6 +21,7 @@
 #include "redis_keys.h"
 #include "tether/log.h"
 #include "tether/rlink.h"
+#include "tether/rmsg.h"
 #include "tether/worker.h"
 
 #define INBOX_BLOCK_MS "1000"    /* one XREAD waits this long for entries */
@@ -74,26 +77,39 @@ static void entry(struct inbox *in, const redisReply *e)
 	}
 	long kind = -1, cond = 0;
 	struct bus_addr to;
-	int have_to = 0;
+	struct sm_entry qe = { 0 };
+	int have_to = 0, have_e = 0;
 	for (size_t i = 0; i + 1 < f->elements; i += 2) {
 		const redisReply *k = f->element[i], *v = f->element[i + 1];
 		if (k->type != REDIS_REPLY_STRING || k->len > 2)
 			continue;
-		if (!memcmp(k->str, "k", k->len) && num_field(v, BUS_MOVED, &kind))
+		if (!memcmp(k->str, "k", k->len) && num_field(v, BUS_APPENDED, &kind))
 			kind = -1;
+		else if (!memcmp(k->str, "e", k->len) && v->type == REDIS_REPLY_STRING && !have_e)
+			have_e = rcodec_entry(v->str, v->len, &qe) == 0;
 		else if (!memcmp(k->str, "c", k->len) && num_field(v, 1000, &cond))
 			cond = 0;
 		else if (!memcmp(k->str, "to", k->len) && v->type == REDIS_REPLY_STRING)
 			have_to = rcodec_owner_parse(v->str, v->len, &to) == 0;
 	}
-	if ((kind != BUS_KICK && kind != BUS_MOVED) || !have_to) {
-		log_warn("inbox: entry %s is not a notice: skipped", in->last);
+	int ok = have_to && (kind == BUS_KICK || kind == BUS_MOVED ||
+			     (kind == BUS_APPENDED && have_e));
+	if (!ok || to.node != BUS_NODE_SELF) {
+		/* not a notice, or for an earlier run of this node (its
+		 * sessions are gone: a resume gets the entry from the queue) */
+		if (!ok)
+			log_warn("inbox: entry %s is not a notice: skipped", in->last);
+		if (have_e)
+			rmsg_unref(qe.msg);
 		return;
 	}
-	if (to.node != BUS_NODE_SELF)
-		return; /* for an earlier run of this node: its sessions are gone */
+	struct rmsg *m = NULL;
+	if (have_e && kind == BUS_APPENDED)
+		m = qe.msg;
+	else if (have_e)
+		rmsg_unref(qe.msg);
 	in->count++;
-	in->fn(in->ud, (int)kind, &to, (int)cond);
+	in->fn(in->ud, (int)kind, &to, (int)cond, qe.seq, m);
 }
 
 static void on_read(const redisReply *r, const char *err, void *ud)

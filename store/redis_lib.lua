@@ -420,6 +420,69 @@ local function dir_get(keys)
 	return redis.call('HGETALL', keys[1])
 end
 
+---------------------------------------------------------------- delivery
+
+-- The inbox stream of the node an owner ("<name>.<boot>/w/s/g") lives on.
+local function inbox_of(owner)
+	local name = string.match(owner, '^([^./]+)')
+	return 't:{node:' .. name .. '}:in'
+end
+
+-- The sessions a stanza to <res> goes to: that resource's, or for "" the
+-- available ones of the highest non-negative priority (RFC 6121 8.5.2.1.1).
+local function targets(dir, res)
+	local t = {}
+	if res ~= '' then
+		local v = redis.call('HGET', dir, res)
+		if v then
+			t[1] = { res, string.match(v, '^([^|]*)') }
+		end
+		return t
+	end
+	local all, best = redis.call('HGETALL', dir), nil
+	for i = 1, #all, 2 do
+		local sid, avail, prio = string.match(all[i + 1], '^([^|]*)|(%-?%d+)|(%-?%d+)$')
+		prio = tonumber(prio)
+		if sid and avail == '1' and prio >= 0 then
+			if best == nil or prio > best then
+				best, t = prio, {}
+			end
+			if prio == best then
+				t[#t + 1] = { all[i], sid }
+			end
+		end
+	end
+	return t
+end
+
+-- KEYS dir; ARGV resource ("" for the account's bare JID), meta, payload.
+-- Route to sessions: the stanza is appended to the queue of each target
+-- session (numbered there: the one place that fixes its order) and its
+-- owner's node is told through its inbox (k 3: appended; e: the entry as
+-- queued). Returns {resource, seq, owner} per target: empty when no session
+-- of the directory matches (then the sender's node decides: offline,
+-- bounce). Writes the node inbox too, another slot: under Redis Cluster the
+-- notice would be a second call (see the header).
+local function deliver(keys, args)
+	local res, meta, payload = args[1], args[2], args[3]
+	local base = string.sub(keys[1], 1, -4) -- "t:{bare}:"
+	local out = {}
+	for _, t in ipairs(targets(keys[1], res)) do
+		local rk, qk = base .. 's:' .. t[2], base .. 'q:' .. t[2]
+		local r = rec_get(rk)
+		if r[1] then
+			local seq = (tonumber(r[5]) + 1) % TWO32
+			local entry = string.format('%d:%d:', seq, now_ms()) .. meta .. payload
+			redis.call('RPUSH', qk, entry)
+			redis.call('HSET', rk, 'out', seq)
+			redis.call('XADD', inbox_of(r[2]), 'MAXLEN', '~', 10000, '*',
+				'k', 3, 'to', r[2], 'seq', seq, 'e', entry)
+			out[#out + 1] = { t[1], seq, r[2] }
+		end
+	end
+	return out
+end
+
 ---------------------------------------------------------------- FAST
 
 -- KEYS fast; ARGV ua. {version, slots}; {0, false} when there is none.
@@ -511,6 +574,7 @@ reg('sm_set_isr', sm_set_isr)
 reg('sm_isr_get', sm_isr_get, RO)
 reg('sm_isr_burn', sm_isr_burn)
 reg('dir_get', dir_get, RO)
+reg('deliver', deliver)
 reg('fast_get', fast_get, RO)
 reg('fast_cas', fast_cas)
 reg('lease_acquire', lease_acquire)

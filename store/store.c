@@ -564,3 +564,47 @@ struct store_op *store_barrier_async(struct store_handle *h, void (*fn)(void *ud
 	op_queue(h, &b->op, &b->err);
 	return &b->op;
 }
+
+/* ---- delivery through the shared directory -------------------------------- */
+
+static void deliver_complete(struct store_op *op)
+{
+	struct store_deliver_op *d = (struct store_deliver_op *)op;
+	d->fn(op->ud, d->err, d->n, d->msg);
+}
+
+static void deliver_release(struct store_op *op)
+{
+	struct store_deliver_op *d = (struct store_deliver_op *)op;
+	if (d->msg)
+		rmsg_unref(d->msg);
+	free(d->bare);
+	free(d->resource);
+	d->msg = NULL;
+	d->bare = d->resource = NULL;
+}
+
+int store_shared(const struct store_handle *h)
+{
+	return h->st->ops->submit != NULL;
+}
+
+struct store_op *store_deliver_async(struct store_handle *h, const char *bare,
+				     const char *resource, struct rmsg *m,
+				     store_delivered_fn *fn, void *ud)
+{
+	if (!store_shared(h))
+		return NULL;
+	struct store_deliver_op *d = op_new(sizeof(*d), STORE_OP_DELIVER, ud, deliver_complete,
+					    deliver_release);
+	if (!d)
+		return NULL;
+	if (!(d->bare = strdup(bare)) || !(d->resource = strdup(resource ? resource : ""))) {
+		op_free(&d->op);
+		return NULL;
+	}
+	d->fn = fn;
+	d->msg = rmsg_ref(m);
+	op_queue(h, &d->op, &d->err);
+	return &d->op;
+}

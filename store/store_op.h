@@ -22,6 +22,7 @@ enum store_op_kind {
 	STORE_OP_SM_DESTROY,
 	STORE_OP_NODE_NOTICE,
 	STORE_OP_BARRIER,
+	STORE_OP_DELIVER,
 };
 
 /* One operation issued on a handle. It waits in the handle's FIFO and
@@ -123,6 +124,16 @@ struct store_notice_op {
 	int kind;               /* enum bus_kind: BUS_KICK or BUS_MOVED */
 	int cond;
 	int err;
+};
+
+/* A stanza routed to the sessions of an account (store_deliver_async). */
+struct store_deliver_op {
+	struct store_op op;     /* first */
+	store_delivered_fn *fn;
+	char *bare, *resource;
+	struct rmsg *msg;       /* one reference */
+	int err;
+	size_t n;               /* sessions it was appended to */
 };
 
 /* Completes once everything issued before it did (store_barrier_async). */

@@ -24,7 +24,10 @@
 
 struct inbox;
 
-typedef void inbox_fn(void *ud, int kind, const struct bus_addr *to, int cond);
+/* <kind> BUS_KICK (with <cond>), BUS_MOVED, or BUS_APPENDED (entry <seq>
+ * with message <m>, one reference for the callee; NULL otherwise). */
+typedef void inbox_fn(void *ud, int kind, const struct bus_addr *to, int cond, uint32_t seq,
+		      struct rmsg *m);
 
 /* NULL with a message in <err> (bad address, out of memory). */
 struct inbox *inbox_new(struct io_uring *ring, struct timer_wheel *wheel, const char *redis_addr,

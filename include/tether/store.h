@@ -302,6 +302,23 @@ struct store_op *store_sm_destroy_async(struct store_handle *h, const char *id, 
  * is logged. The memory backend has no other node: -ENOTSUP. */
 int store_node_notice(struct store_handle *h, const struct bus_addr *to, int kind, int cond);
 
+/* ---- delivery to sessions anywhere (cluster) --------------------------------
+ *
+ * Route to sessions: appends <m> to the queue of each session of account
+ * <bare> that it goes to, found in the shared directory (resource
+ * <resource>, or for "" the available resources of the highest
+ * non-negative priority), and tells each owner's node. Later <fn>(<ud>,
+ * err, n, m) with the number of sessions it went to (0: none matched; the
+ * caller decides: another resource, offline, a bounce) and the message
+ * (borrowed). The memory backend has no directory beyond the node's own
+ * router: NULL, with nothing issued. NULL also on OOM. */
+typedef void store_delivered_fn(void *ud, int err, size_t n, struct rmsg *m);
+struct store_op *store_deliver_async(struct store_handle *h, const char *bare,
+				     const char *resource, struct rmsg *m,
+				     store_delivered_fn *fn, void *ud);
+/* 1 if the store is shared with other nodes (delivery may go through it). */
+int store_shared(const struct store_handle *h);
+
 /* A no-op that completes after everything issued on <h> before it:
  * <fn>(<ud>) then. For back-pressure (a stream stops parsing until the
  * store caught up). NULL: out of memory. */

@@ -67,6 +67,8 @@ struct worker_handlers {
 	void (*deliver)(void *p, struct rmsg *m);
 	void (*kick)(void *p, int cond);
 	void (*moved)(void *p);
+	/* Another node appended <m> (borrowed) as entry <seq> of the queue. */
+	void (*appended)(void *p, uint32_t seq, struct rmsg *m);
 	/* A delivery reached <to>, a slot whose session is gone: find the
 	 * recipient again or bounce. Consumes one reference of <m>. */
 	void (*stale)(struct worker *w, const struct bus_addr *to, struct rmsg *m);

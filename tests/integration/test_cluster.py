@@ -4,8 +4,10 @@ that node was killed with SIGKILL, with XEP-0397 ISR tokens used once across
 nodes, through a real HAProxy, and across a Redis restart.
 
 What this covers of the cluster issue: takeover on any node with the queue
-kept in Redis (nothing lost, nothing twice). Not yet: delivery between users
-on different nodes (node inboxes), the reaper, cross-node kicks."""
+kept in Redis (nothing lost, nothing twice), kicks through node inboxes,
+and delivery to XEP-0198 sessions on other nodes (appended to their queue
+in Redis, announced through the owner's inbox). Not yet: the reaper,
+presence across nodes, sessions without XEP-0198 on other nodes."""
 
 import signal
 import shutil
@@ -282,3 +284,63 @@ def test_through_haproxy_node_killed_resume_lands_elsewhere(cluster, haproxy, co
     conns.append(new)
     assert xr.local(el.tag) == 'resumed', tostr(el)
     assert_exactly(new, 'h', 4)
+
+
+def sm_online(node, user, resource):
+    """Logged in with SM, available presence broadcast (so the directory
+    says available), answering <r/> by itself."""
+    c = smc.sm_login(node, user, cf.USERS[user], resource, presence=True, auto_ack=True)
+    return c
+
+
+def test_messages_between_nodes_both_ways_in_order_once(cluster, conns):
+    a, b = cluster.nodes['a'], cluster.nodes['b']
+    alice = sm_online(a, 'alice', 'phone')
+    bob = sm_online(b, 'bob', 'desk')
+    carol = sm_online(a, 'carol', 'tab')              # alice's neighbour on her own node
+    conns.extend([alice, bob, carol])
+    for i in range(40):
+        bob.message(alice.jid, smc.numbered('fb', i))            # full JID, other node
+        if i % 2 == 0:
+            carol.message(alice.jid, smc.numbered('fc', i))       # same node, interleaved
+    for i in range(10):
+        alice.message('bob@localhost', smc.numbered('ba', i))     # bare JID, other node
+    assert alice.wait_bodies('fb', 40, timeout=15) == [smc.numbered('fb', i) for i in range(40)]
+    assert alice.wait_bodies('fc', 20, timeout=15) == [smc.numbered('fc', i) for i in range(0, 40, 2)]
+    assert bob.wait_bodies('ba', 10, timeout=15) == [smc.numbered('ba', i) for i in range(10)]
+    for c in (alice, bob):
+        c.iq('get', "<ping xmlns='urn:xmpp:ping'/>", to='localhost', timeout=10)
+    assert len(alice.messages('fb')) == 40 and len(alice.messages('fc')) == 20   # nothing twice
+    assert len(bob.messages('ba')) == 10
+    # what came from the other node carries its sender, stamped by the server
+    el = alice.message_els('fb')[0]
+    assert el.get('from') == bob.jid, tostr(el)
+
+
+def test_message_to_a_detached_session_on_another_node_waits_in_its_queue(cluster, conns):
+    """Sent from node b to alice detached on node a, then alice resumes on
+    node c: the queue in Redis has it, once."""
+    a, b, c = cluster.nodes['a'], cluster.nodes['b'], cluster.nodes['c']
+    alice = sm_online(a, 'alice', 'phone')
+    jid, sid = alice.jid, alice.sm_id
+    detach(a, alice)
+    bob = sm_online(b, 'bob', 'desk')
+    conns.append(bob)
+    for i in range(5):
+        bob.message(jid, smc.numbered('d', i))
+    bob.iq('get', "<ping xmlns='urn:xmpp:ping'/>", to='localhost', timeout=10)
+    assert not [e for _, e in bob.received if e.get('type') == 'error'], 'bounced'
+    new, el = smc.sm_resume(c, 'alice', cf.USERS['alice'], sid, alice.h, auto_ack=True)
+    conns.append(new)
+    assert xr.local(el.tag) == 'resumed', tostr(el)
+    assert_exactly(new, 'd', 5)
+
+
+def test_message_to_nobody_online_anywhere_bounces(cluster, conns):
+    b = cluster.nodes['b']
+    bob = sm_online(b, 'bob', 'desk')
+    conns.append(bob)
+    bob.message('carol@localhost/nowhere', 'hello?', id_='x1')
+    err = bob.wait_for(lambda e: e.tag == q(xr.NS_CLIENT, 'message') and e.get('type') == 'error',
+                       timeout=10, what='bounce')
+    assert err.get('id') == 'x1' and xr.stanza_error(err)[1] == 'service-unavailable', tostr(err)

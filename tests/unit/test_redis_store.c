@@ -1109,6 +1109,67 @@ static void test_same_as_memory(void **state)
 	assert_int_equal(system(cmd), 0);
 }
 
+/* ---- delivery to sessions (tether_deliver) -------------------------------- */
+
+static void on_deliver(void *ud, int err, size_t n, struct rmsg *m)
+{
+	struct seen *s = ud;
+	assert_non_null(m);
+	s->calls++;
+	s->err = err;
+	s->n = n;
+}
+
+static size_t deliver(const char *bare, const char *res, int i)
+{
+	struct seen s = { 0 };
+	struct rmsg *m = msg(i, RMSG_MESSAGE);
+	assert_non_null(store_deliver_async(E.h, bare, res, m, on_deliver, &s));
+	rmsg_unref(m);
+	assert_int_equal(run_until(&s.calls, 1, 3000), 0);
+	assert_int_equal(s.err, 0);
+	return s.n;
+}
+
+/* A stanza for an account goes to its sessions through the directory: a
+ * full JID to that resource's session, the bare JID to the available ones
+ * of the highest priority; appended to their queues, numbered there after
+ * what their owners appended. */
+static void test_deliver(void **state)
+{
+	(void)state;
+	const char *bare = "dv@example.com";
+	struct sm_record hi, lo, away;
+	struct seen t = { 0 };
+	new_rec(&hi, &A, 300);
+	hi.available = 1;
+	hi.priority = 5;
+	new_rec(&lo, &B, 300);
+	lo.available = 1;
+	lo.priority = 1;
+	new_rec(&away, &B, 300);
+	create(&hi, bare, "phone");
+	create(&lo, bare, "desk");
+	create(&away, bare, "away");          /* not available: never a bare-JID target */
+	append_range(hi.id, 1, 1, 2);         /* the owner's own entries first */
+	assert_int_equal(deliver(bare, "", 3), 1);
+	assert_int_equal(deliver(bare, "desk", 4), 1);
+	assert_int_equal(deliver(bare, "away", 5), 1);
+	assert_int_equal(deliver(bare, "gone", 6), 0);
+	assert_int_equal(deliver("nobody@example.com", "", 7), 0);
+	take(&t, hi.id, bare, &B, NULL);
+	assert_int_equal(t.err, 0);
+	assert_int_equal(t.n, 3);
+	assert_int_equal(t.q[2].seq, 3);
+	assert_string_equal(t.q[2].msg->id, "m3");
+	assert_string_equal(t.q[2].msg->from, "alice@example.com/phone");
+	seen_clear(&t);
+	take(&t, lo.id, bare, &A, NULL);
+	assert_int_equal(t.n, 1);
+	assert_string_equal(t.q[0].msg->id, "m4");
+	seen_clear(&t);
+}
+
 static int group_setup(void **state)
 {
 	(void)state;
@@ -1143,6 +1204,7 @@ int main(void)
 		cmocka_unit_test(test_function_flush),
 		cmocka_unit_test(test_timeout),
 		cmocka_unit_test(test_restart),
+		cmocka_unit_test(test_deliver),
 	};
 	if (sodium_init() < 0)
 		return 1;

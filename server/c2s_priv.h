@@ -99,6 +99,7 @@ struct c2s {
 	struct sm_record sm;          /* valid with C2S_F_SM */
 	unsigned h_writes;            /* h_in write-throughs in flight: <a h/> waits for them */
 	unsigned appends;             /* own queue appends in flight */
+	size_t append_bytes;          /* ...and their bytes (the queue's bounds count them) */
 	/* Entries of the queue known out of order (another node appended one
 	 * whose notice has not come yet), by seq: sent once the gap closes. */
 	struct c2s_held_entry *held_q;

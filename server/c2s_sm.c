@@ -248,7 +248,7 @@ static int queue_over(const struct c2s *s, size_t len)
 {
 	const struct config *cfg = &s->srv->cfg;
 	return sm_unacked(&s->sm.c) + s->appends + 1 > cfg->sm_max_queue ||
-	       s->qbytes + len > cfg->sm_max_queue_bytes;
+	       s->qbytes + s->append_bytes + len > cfg->sm_max_queue_bytes;
 }
 
 /* ---- acks -------------------------------------------------------------- */
@@ -466,6 +466,7 @@ static void on_appended(void *ud, int err, const struct bus_addr *owner, const s
 {
 	struct c2s *s = ud;
 	s->appends--;
+	s->append_bytes -= e->msg->len;
 	if (!err) {
 		c2s_sm_known(s, e->seq, e->msg);
 		return;
@@ -514,8 +515,9 @@ void c2s_sm_emit(struct c2s *s, struct rmsg *m)
 		deliver_orphan(s->w, s->srv->cfg.domain, m, e.stamp_ms);
 		return;
 	}
-	rmsg_unref(m); /* the operation holds its own reference */
 	s->appends++;
+	s->append_bytes += m->len;
+	rmsg_unref(m); /* the operation holds its own reference */
 }
 
 /* ---- detach, expiry, end ----------------------------------------------- */

@@ -1228,7 +1228,27 @@ static void h_deliver(void *p, struct rmsg *m) { c2s_deliver(p, m); }
 static void h_kick(void *p, int cond) { c2s_kick(p, (enum stream_err)cond); }
 static void h_moved(void *p) { c2s_moved(p); }
 static void h_appended(void *p, uint32_t seq, struct rmsg *m) { c2s_sm_known(p, seq, m); }
-static void h_shutdown(void *p) { c2s_kick(p, SE_SYSTEM_SHUTDOWN); }
+/* The node shuts down. With a store shared between nodes a resumable
+ * session outlives it: the transport closes without </stream:stream> (not
+ * with <reset/>, which forbids TLS session resumption, RFC 6120
+ * §4.9.3.16), the session detaches into the store, this node lets go of
+ * it, and the client resumes it on another node with nothing lost. Other
+ * sessions end with system-shutdown. */
+static void h_shutdown(void *p)
+{
+	struct c2s *s = p;
+	if (!store_shared(c2s_store(s)) || !(s->flags & C2S_F_SM) || !s->sm.max) {
+		c2s_kick(s, SE_SYSTEM_SHUTDOWN);
+		return;
+	}
+	if (!(s->flags & (C2S_F_DETACHED | C2S_F_GONE))) {
+		log_info("c2s %s: draining: closing for a resume elsewhere", s->tp->peer(s->io));
+		s->tp->close(s->io);
+		c2s_on_lost(s);
+	}
+	if (s->flags & C2S_F_DETACHED)
+		c2s_sm_leave(s);
+}
 
 static void h_stale(struct worker *w, const struct bus_addr *to, struct rmsg *m)
 {

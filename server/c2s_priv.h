@@ -249,6 +249,9 @@ int c2s_sm_detach(struct c2s *s);
 void c2s_sm_end(struct c2s *s);
 void c2s_sm_expired(struct c2s *s);
 void c2s_sm_moved(struct c2s *s);
+/* This node lets go of the (detached) session without ending it: it lives
+ * on in the shared store, resumable on another node (drain). */
+void c2s_sm_leave(struct c2s *s);
 /* Clears the congestion mark (session detached, ended or moved). */
 void c2s_sm_uncongest(struct c2s *s);
 /* Frees what SM keeps per stream (c2s_free). */

@@ -590,6 +590,16 @@ void c2s_sm_expired(struct c2s *s)
 	s->tp->release(s->io);
 }
 
+void c2s_sm_leave(struct c2s *s)
+{
+	if (s->flags & C2S_F_GONE)
+		return;
+	s->flags &= ~C2S_F_DETACHED;
+	s->flags |= C2S_F_GONE;
+	s->tp->set_timer(s->io, C2S_TIMER_MAIN, 0);
+	s->tp->release(s->io);
+}
+
 void c2s_sm_moved(struct c2s *s)
 {
 	if (s->flags & C2S_F_GONE)

@@ -38,6 +38,7 @@ struct key_def {
 static const struct key_def keys[] = {
 	STR("server", "domain", domain),
 	UINT("server", "workers", workers, 0, 256),
+	UINT("server", "drain_timeout", drain_timeout, 1, 3600),
 	STR("server", "log_level", log_level),
 	STR("c2s", "listen", listen),
 	STR("c2s", "tls_listen", tls_listen),
@@ -98,6 +99,7 @@ void config_defaults(struct config *cfg)
 	cfg->sm_max_resume = 300;
 	cfg->sm_max_queue = 1000;
 	cfg->sm_max_queue_bytes = 1u << 20;
+	cfg->drain_timeout = 10;
 	cfg->sm_ack_every = 5;
 	cfg->sm_ack_after_ms = 1000;
 	cfg->sm_ack_timeout = 60;

@@ -387,6 +387,11 @@ int rlink_cancel(struct rlink *l, uint64_t handle)
 	return rproto_cancel(l->rp, handle);
 }
 
+size_t rlink_outstanding(const struct rlink *l)
+{
+	return rproto_pending(l->rp);
+}
+
 void rlink_set_ud_op(struct rlink *l, unsigned op)
 {
 	l->ud_op = op;

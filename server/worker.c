@@ -36,7 +36,6 @@
 #define RING_CQ_ENTRIES (8 * RING_SQ_ENTRIES) /* never overflow the CQ */
 #define RECV_BUFS 1024       /* power of two */
 #define RECV_BUF_SIZE 4096
-#define DRAIN_GRACE_MS 3000  /* shutdown: how long streams get to flush */
 
 static __thread struct io_uring *main_ring; /* for wake-ups from non-workers */
 
@@ -452,7 +451,7 @@ int worker_post(struct worker *w, struct worker *target, const struct bus_item *
 static void begin_drain(struct worker *w)
 {
 	w->draining = 1;
-	w->drain_deadline_ms = timer_now_ms() + DRAIN_GRACE_MS;
+	w->drain_deadline_ms = timer_now_ms() + w->srv->cfg.drain_timeout * 1000ull;
 	for (unsigned i = 0; i < LISTENER_MAX; i++) {
 		if (w->lfd[i] == -1)
 			continue;
@@ -560,7 +559,10 @@ static void *worker_main(void *arg)
 			store_poll(w->sh); /* completions first: they may queue output */
 		flush_all(w);
 		rearm_starved(w);
-		if (w->draining && (!w->live || timer_now_ms() > w->drain_deadline_ms))
+		/* Drained: no stream left, and what they wrote to the store is
+		 * in it (their sessions live on there). */
+		if (w->draining && ((!w->live && (!w->rlink || !rlink_outstanding(w->rlink))) ||
+				    timer_now_ms() > w->drain_deadline_ms))
 			break;
 		/* With store operations pending the loop must turn again without
 		 * waiting for a CQE: their completions come from store_poll(). */

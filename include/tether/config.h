@@ -16,6 +16,7 @@ struct config {
 	/* [server] */
 	char domain[CONFIG_STR_MAX];        /* domain = localhost */
 	unsigned workers;                   /* workers = 0 (one per core) */
+	unsigned drain_timeout;             /* drain_timeout = 10 s from SIGTERM to exit at most */
 	char log_level[16];                 /* log_level = info */
 	/* [c2s] */
 	char listen[CONFIG_STR_MAX];        /* listen = 127.0.0.1:5222 (STARTTLS); empty = off */

@@ -88,6 +88,9 @@ int rlink_cancel(struct rlink *l, uint64_t handle);
  * OP_RLINK, so the loop can tell the links apart. Before rlink_start(). */
 void rlink_set_ud_op(struct rlink *l, unsigned op);
 
+/* Commands issued whose reply has not come (sent or not yet). */
+size_t rlink_outstanding(const struct rlink *l);
+
 /* 1 while the link is up. */
 int rlink_up(const struct rlink *l);
 

@@ -344,3 +344,27 @@ def test_message_to_nobody_online_anywhere_bounces(cluster, conns):
     err = bob.wait_for(lambda e: e.tag == q(xr.NS_CLIENT, 'message') and e.get('type') == 'error',
                        timeout=10, what='bounce')
     assert err.get('id') == 'x1' and xr.stanza_error(err)[1] == 'service-unavailable', tostr(err)
+
+
+def test_sigterm_drains_sessions_resume_on_other_nodes(cluster, conns):
+    """SIGTERM on a Redis node (issue 13, drain): the node stops accepting,
+    closes its clients' connections without ending their sessions (no
+    </stream:stream>, no system-shutdown), exits 0 within drain_timeout,
+    and every session resumes on another node with all it had, once."""
+    a, b = cluster.nodes['a'], cluster.nodes['b']
+    users = ['alice', 'bob', 'carol']
+    sess = [sm_login(a, u, 'r%d' % i) for i, u in enumerate(users)]
+    for s in sess:
+        queue_while_detached(a, s.jid, 'z', 3)          # sent, not acked
+        s.wait_bodies('z', 3, timeout=10)
+    t0 = time.monotonic()
+    assert a.stop(signal.SIGTERM, timeout=15) == 0
+    assert time.monotonic() - t0 < 10.5
+    for s in sess:
+        s.pump(0.2)
+        assert not s.stream_errors(), [tostr(e) for e in s.stream_errors()]
+    for u, s in zip(users, sess):
+        new, el = smc.sm_resume(b, u, cf.USERS[u], s.sm_id, 0, auto_ack=True)
+        conns.append(new)
+        assert xr.local(el.tag) == 'resumed', tostr(el)
+        assert_exactly(new, 'z', 3)

@@ -1255,11 +1255,16 @@ static void h_stale(struct worker *w, const struct bus_addr *to, struct rmsg *m)
 	deliver_stale(w, w->srv->cfg.domain, to, m);
 }
 
+static void h_orphan(struct worker *w, struct rmsg *m, uint64_t stamp_ms)
+{
+	deliver_orphan(w, w->srv->cfg.domain, m, stamp_ms);
+}
+
 static const struct worker_handlers entry_points = {
 	.open = h_open, .feed = h_feed, .lost = h_lost, .held = h_held,
 	.before_flush = h_before_flush, .timeout = h_timeout, .free = h_free,
 	.deliver = h_deliver, .kick = h_kick, .moved = h_moved, .stale = h_stale,
-	.appended = h_appended,
+	.appended = h_appended, .orphan = h_orphan,
 	.shutdown = h_shutdown,
 };
 

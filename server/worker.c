@@ -27,6 +27,7 @@
 #include "tether/metrics.h"
 #include "tether/netaddr.h"
 #include "tether/proxyproto.h"
+#include "tether/cluster.h"
 #include "tether/inbox.h"
 #include "tether/rlink.h"
 #include "tether/rmsg.h"
@@ -111,6 +112,12 @@ static void on_inbox(void *ud, int kind, const struct bus_addr *to, int cond, ui
 		bus_appended(w, to, seq, m);
 }
 
+static void on_orphan(void *ud, struct rmsg *m, uint64_t stamp_ms)
+{
+	struct worker *w = ud;
+	w->srv->handlers->orphan(w, m, stamp_ms);
+}
+
 int worker_init(struct worker *w, struct server *srv, unsigned idx)
 {
 	memset(w, 0, sizeof(*w));
@@ -158,6 +165,10 @@ int worker_init(struct worker *w, struct server *srv, unsigned idx)
 			log_error("worker %u: %s", idx, err);
 			return -1;
 		}
+	}
+	if (w->rlink && idx == 0 && !(w->cluster = cluster_new(w->rlink, &w->wheel, on_orphan, w))) {
+		log_error("worker %u: out of memory", idx);
+		return -1;
 	}
 	if (w->rlink && idx == 0) {
 		char err[256];
@@ -554,6 +565,8 @@ static void *worker_main(void *arg)
 		rlink_start(w->rlink); /* from this thread: the ring's single issuer */
 	if (w->node_inbox)
 		inbox_start(w->node_inbox);
+	if (w->cluster)
+		cluster_start(w->cluster);
 	for (;;) {
 		if (w->sh)
 			store_poll(w->sh); /* completions first: they may queue output */
@@ -626,6 +639,8 @@ void worker_join(struct worker *w)
 	w->rlink = NULL;
 	inbox_free(w->node_inbox);
 	w->node_inbox = NULL;
+	cluster_free(w->cluster); /* after its link: no reply can reach it now */
+	w->cluster = NULL;
 	if (w->br)
 		munmap(w->br, w->nbufs * sizeof(struct io_uring_buf));
 	free(w->bufs);

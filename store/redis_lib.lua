@@ -369,6 +369,46 @@ local function sm_destroy(keys, args)
 	return { r, q }
 end
 
+-- KEYS rec (a session record, as SCAN found it). The reaper's step for one
+-- session: nothing while its owner node is alive (the node's lease holds
+-- the owner's incarnation; it expires 5 s after the node stops renewing
+-- it). Of a dead owner: an attached session becomes detached now, resumable
+-- for its window (its client may resume it on any node meanwhile); a
+-- detached one past its expiry is removed like sm_destroy and returned as
+-- {record, queue} for its stanzas to be re-routed or bounced (RFC 6121).
+-- Returns 0, 1 (detached now) or {r, q}. The lease key is another slot:
+-- under Redis Cluster this check would be a read before the call.
+local function sm_reap(keys)
+	local rk = keys[1]
+	local r = rec_get(rk)
+	if not r[1] then
+		return 0
+	end
+	local inc = string.match(r[2], '^([^/]+)')
+	local name = inc and string.match(inc, '^([^.]+)')
+	if not name or redis.call('GET', 't:{node:' .. name .. '}:lease') == inc then
+		return 0
+	end
+	local now = now_ms()
+	if tonumber(r[8]) == 1 then
+		redis.call('HSET', rk, 'att', 0, 'exp', now + tonumber(r[7]) * 1000)
+		return 1
+	end
+	if now <= tonumber(r[11]) then
+		return 0
+	end
+	local base, sid = string.match(rk, '^(.*:)s:([^:]*)$')
+	local qk, dk = base .. 'q:' .. sid, base .. 'dir'
+	local q = redis.call('LRANGE', qk, 0, -1)
+	redis.call('DEL', rk, qk)
+	redis.call('HDEL', base .. 'isr', sid)
+	local cur = redis.call('HGET', dk, r[3])
+	if cur and string.match(cur, '^([^|]*)') == sid then
+		redis.call('HDEL', dk, r[3])
+	end
+	return { r, q }
+end
+
 -- KEYS rec; read-only. The record in REC order, or ENOENT.
 local function sm_get(keys)
 	local r = rec_get(keys[1])
@@ -569,6 +609,7 @@ reg('sm_update', sm_update)
 reg('sm_take', sm_take)
 reg('sm_release', sm_release)
 reg('sm_destroy', sm_destroy)
+reg('sm_reap', sm_reap)
 reg('sm_get', sm_get, RO)
 reg('sm_set_isr', sm_set_isr)
 reg('sm_isr_get', sm_isr_get, RO)

@@ -18,6 +18,7 @@ struct bus_item;
 struct conn;
 struct rlink;
 struct inbox;
+struct cluster;
 struct rmsg;
 struct store_handle;
 
@@ -69,6 +70,9 @@ struct worker_handlers {
 	void (*moved)(void *p);
 	/* Another node appended <m> (borrowed) as entry <seq> of the queue. */
 	void (*appended)(void *p, uint32_t seq, struct rmsg *m);
+	/* A stanza left in the queue of a session that ended elsewhere (the
+	 * reaper): re-route or bounce it (RFC 6121). Consumes <m>. */
+	void (*orphan)(struct worker *w, struct rmsg *m, uint64_t stamp_ms);
 	/* A delivery reached <to>, a slot whose session is gone: find the
 	 * recipient again or bounce. Consumes one reference of <m>. */
 	void (*stale)(struct worker *w, const struct bus_addr *to, struct rmsg *m);
@@ -102,6 +106,7 @@ struct worker {
 	struct store_handle *sh;     /* store operations issued here complete in this loop */
 	struct rlink *rlink;         /* [store] backend = redis: this worker's Redis connection */
 	struct inbox *node_inbox;    /* worker 0 with redis: notices from other nodes (inbox.h) */
+	struct cluster *cluster;     /* worker 0 with redis: the node's lease, the reaper (cluster.h) */
 	atomic_int rlink_up;         /* its state, for /readyz (written by the worker only) */
 	/* inbox of bus items: lock-free LIFO push, the owner takes all and reverses */
 	_Atomic(struct bus_item *) inbox;

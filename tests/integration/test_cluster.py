@@ -368,3 +368,33 @@ def test_sigterm_drains_sessions_resume_on_other_nodes(cluster, conns):
         conns.append(new)
         assert xr.local(el.tag) == 'resumed', tostr(el)
         assert_exactly(new, 'z', 3)
+
+
+def test_dead_nodes_sessions_are_reaped_and_their_stanzas_bounced(cluster, conns):
+    """kill -9 of a node: once its lease lapses (5 s) the reaper (one node,
+    by lease) detaches its sessions, resumable for their window; past it,
+    removes them and returns what they never acknowledged to its senders,
+    wherever those are (RFC 6121: recipient-unavailable)."""
+    a, b = cluster.nodes['a'], cluster.nodes['b']
+    alice = smc.sm_login(a, 'alice', cf.USERS['alice'], 'phone', max_=2)
+    sid = alice.sm_id
+    bob = sm_online(b, 'bob', 'desk')
+    conns.append(bob)
+    for i in range(2):
+        bob.message(alice.jid, smc.numbered('x', i), id_='x%d' % i)
+    alice.wait_bodies('x', 2, timeout=10)            # sent to her, never acked
+    a.stop(signal.SIGKILL)
+    smc.kill(alice)
+    errs = []
+    deadline = time.monotonic() + 25
+    while len(errs) < 2 and time.monotonic() < deadline:
+        el = bob.maybe(lambda e: e.tag == q(xr.NS_CLIENT, 'message') and e.get('type') == 'error', 1.0)
+        if el is not None:
+            errs.append(el)
+    assert sorted(e.get('id') for e in errs) == ['x0', 'x1'], [tostr(e) for e in errs]
+    for e in errs:
+        assert xr.stanza_error(e)[1] == 'recipient-unavailable', tostr(e)
+    assert not cluster.redis.cli('EXISTS', 't:{alice@localhost}:s:%s' % sid).strip() == '1'
+    new, el = smc.sm_resume(b, 'alice', cf.USERS['alice'], sid, 0)
+    conns.append(new)
+    assert xr.local(el.tag) == 'failed', tostr(el)

@@ -49,6 +49,10 @@ size_t deliver_message_bare(struct worker *w, const char *bare, struct rmsg *m, 
 	return k;
 }
 
+static void on_remote_done(void *ud, int err, size_t n, struct rmsg *m);
+static int remote(struct worker *w, const char *bare, const char *res, struct rmsg *m,
+		  store_delivered_fn *fn);
+
 size_t deliver_presence(struct worker *w, const char *bare, struct rmsg *m, int only_available,
 			int *congested)
 {
@@ -61,6 +65,8 @@ size_t deliver_presence(struct worker *w, const char *bare, struct rmsg *m, int 
 		hand(w, &t[i], m, congested);
 		k++;
 	}
+	/* And the account's sessions on other nodes, through the store. */
+	remote(w, bare, only_available ? "+" : "*", m, on_remote_done);
 	rmsg_unref(m);
 	return k;
 }
@@ -80,9 +86,9 @@ static int split(const char *full, struct jid *j, char *bare, size_t barelen)
 
 /* ---- the sessions on other nodes (a store shared between nodes) -------- */
 
-static void on_bounce_sent(void *ud, int err, size_t n, struct rmsg *m)
+static void on_remote_done(void *ud, int err, size_t n, struct rmsg *m)
 {
-	(void)ud; (void)err; (void)n; (void)m; /* a bounce that finds nobody is dropped */
+	(void)ud; (void)err; (void)n; (void)m; /* a bounce or presence that finds nobody: dropped */
 }
 
 /* Appends <m> to the queues of <bare>'s sessions on other nodes, if the
@@ -110,7 +116,7 @@ void deliver_bounce(struct worker *w, const char *domain, const struct rmsg *m, 
 	if (!rc && j && !split(m->from, j, bare, sizeof(bare))) {
 		struct rmsg *e = rmsg_new(m->kind, b.data, b.len, from, m->from, m->id, "error");
 		if (e && j->resource[0] && deliver_full(w, bare, j->resource, rmsg_ref(e)) == -ENOENT)
-			remote(w, bare, j->resource, e, on_bounce_sent); /* the sender is on another node */
+			remote(w, bare, j->resource, e, on_remote_done); /* the sender is on another node */
 		if (e)
 			rmsg_unref(e);
 	}

@@ -784,6 +784,12 @@ static int submit_deliver(struct store_handle *h, struct store_deliver_op *d)
 	arg_s(&c, d->resource);
 	arg(&c, meta, ml);
 	arg(&c, d->msg->data, d->msg->len);
+	char self[NODES_ID_MAX + 1];
+	if (!strcmp(d->resource, "*") || !strcmp(d->resource, "+")) {
+		/* presence: this node's sessions had it from the local router */
+		snprintf(self, sizeof(self), "%s.%s", nodes_name(BUS_NODE_SELF), nodes_boot());
+		arg_s(&c, self);
+	}
 	int rc = send_cmd(h, &c, on_delivered, d);
 	if (meta != mstack)
 		free(meta);

@@ -468,10 +468,23 @@ local function inbox_of(owner)
 	return 't:{node:' .. name .. '}:in'
 end
 
--- The sessions a stanza to <res> goes to: that resource's, or for "" the
--- available ones of the highest non-negative priority (RFC 6121 8.5.2.1.1).
-local function targets(dir, res)
+-- The sessions a stanza to <res> goes to: that resource's; for "" the
+-- available ones of the highest non-negative priority (RFC 6121 8.5.2.1.1);
+-- for "*" all of them and for "+" the available ones (presence), except
+-- those owned by node incarnation <skip> (the sender's node delivered to
+-- its own sessions already).
+local function targets(dir, res, skip)
 	local t = {}
+	if res == '*' or res == '+' then
+		local all = redis.call('HGETALL', dir)
+		for i = 1, #all, 2 do
+			local sid, avail = string.match(all[i + 1], '^([^|]*)|(%-?%d+)|')
+			if sid and (res == '*' or avail == '1') then
+				t[#t + 1] = { all[i], sid }
+			end
+		end
+		return t
+	end
 	if res ~= '' then
 		local v = redis.call('HGET', dir, res)
 		if v then
@@ -495,7 +508,9 @@ local function targets(dir, res)
 	return t
 end
 
--- KEYS dir; ARGV resource ("" for the account's bare JID), meta, payload.
+-- KEYS dir; ARGV resource ("" for the account's bare JID; "*" or "+" for
+-- presence to all or the available sessions), meta, payload [, the sender
+-- node's incarnation, whose sessions "*" and "+" skip].
 -- Route to sessions: the stanza is appended to the queue of each target
 -- session (numbered there: the one place that fixes its order) and its
 -- owner's node is told through its inbox (k 3: appended; e: the entry as
@@ -504,13 +519,13 @@ end
 -- bounce). Writes the node inbox too, another slot: under Redis Cluster the
 -- notice would be a second call (see the header).
 local function deliver(keys, args)
-	local res, meta, payload = args[1], args[2], args[3]
+	local res, meta, payload, skip = args[1], args[2], args[3], args[4] or ''
 	local base = string.sub(keys[1], 1, -4) -- "t:{bare}:"
 	local out = {}
 	for _, t in ipairs(targets(keys[1], res)) do
 		local rk, qk = base .. 's:' .. t[2], base .. 'q:' .. t[2]
 		local r = rec_get(rk)
-		if r[1] then
+		if r[1] and (skip == '' or string.match(r[2], '^([^/]+)') ~= skip) then
 			local seq = (tonumber(r[5]) + 1) % TWO32
 			local entry = string.format('%d:%d:', seq, now_ms()) .. meta .. payload
 			redis.call('RPUSH', qk, entry)

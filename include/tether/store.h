@@ -307,7 +307,8 @@ int store_node_notice(struct store_handle *h, const struct bus_addr *to, int kin
  * Route to sessions: appends <m> to the queue of each session of account
  * <bare> that it goes to, found in the shared directory (resource
  * <resource>, or for "" the available resources of the highest
- * non-negative priority), and tells each owner's node. Later <fn>(<ud>,
+ * non-negative priority; for presence "*" every session and "+" the
+ * available ones, except this node's), and tells each owner's node. Later <fn>(<ud>,
  * err, n, m) with the number of sessions it went to (0: none matched; the
  * caller decides: another resource, offline, a bounce) and the message
  * (borrowed). The memory backend has no directory beyond the node's own

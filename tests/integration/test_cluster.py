@@ -398,3 +398,19 @@ def test_dead_nodes_sessions_are_reaped_and_their_stanzas_bounced(cluster, conns
     new, el = smc.sm_resume(b, 'alice', cf.USERS['alice'], sid, 0)
     conns.append(new)
     assert xr.local(el.tag) == 'failed', tostr(el)
+
+
+def test_own_presence_between_nodes(cluster, conns):
+    """A user's resources on two nodes see each other's presence, and the
+    unavailable presence when one goes (RFC 6121 §4.2, §4.5, between XEP-0198
+    sessions on different nodes)."""
+    a, b = cluster.nodes['a'], cluster.nodes['b']
+    phone = sm_online(a, 'alice', 'phone')
+    desk = sm_online(b, 'alice', 'desk')
+    conns.extend([phone, desk])
+    phone.send("<presence><priority>1</priority></presence>")   # again, now that desk is on
+    pres = lambda frm, typ: (lambda e: e.tag == q(xr.NS_CLIENT, 'presence') and
+                             e.get('from') == frm and e.get('type') == typ)
+    desk.wait_for(pres(phone.jid, None), timeout=10, what='phone presence on desk')
+    desk.close()
+    phone.wait_for(pres(desk.jid, 'unavailable'), timeout=10, what='desk unavailable on phone')

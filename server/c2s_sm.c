@@ -64,6 +64,19 @@ static void on_written(void *ud, int err, const struct bus_addr *owner, const st
 		write_failed(ud, err);
 }
 
+/* A create that took its resource from a session on another node: that
+ * one ends with conflict (RFC 6120 §7.7.2.2: the newer bind wins; the
+ * local router already did the same for this node's sessions). */
+static void on_created(void *ud, int err, const struct bus_addr *owner, const struct sm_entry *e)
+{
+	struct c2s *s = ud;
+	(void)e;
+	if (err)
+		write_failed(s, err);
+	else if (owner && owner->node != BUS_NODE_SELF)
+		bus_kick(s->w, owner, SE_CONFLICT);
+}
+
 /* Writes the record (h_in, presence, attachment) through. 0, or -ENOMEM
  * (nothing issued). */
 static int write_record(struct c2s *s, store_write_fn *fn)
@@ -141,7 +154,7 @@ int c2s_sm_enable(struct c2s *s, struct xnode *el, struct sbuf *out)
 	/* Answered at once: the writes that follow are pipelined behind the
 	 * create, and if it fails the stream ends (write_failed) before the
 	 * client was told any h. */
-	if (!store_sm_create_async(c2s_store(s), &s->sm, s->bare, s->resource, on_written, s)) {
+	if (!store_sm_create_async(c2s_store(s), &s->sm, s->bare, s->resource, on_created, s)) {
 		fail_el(out, STE_INTERNAL_SERVER_ERROR);
 		return -1;
 	}

@@ -555,6 +555,11 @@ static void on_written(const redisReply *r, const char *err, void *ud)
 {
 	struct store_write_op *w = ud;
 	int rc = reply_err(&w->op, r, err);
+	/* A create names the session that held the resource before, if
+	 * any, and its owner: the newer bind wins, the caller kicks it. */
+	if (!rc && w->op.kind == STORE_OP_SM_CREATE && r->type == REDIS_REPLY_ARRAY &&
+	    r->elements == 3 && r->element[2]->type == REDIS_REPLY_STRING)
+		rcodec_owner_parse(r->element[2]->str, r->element[2]->len, &w->owner);
 	/* An append answers {seq, owner}: the store numbers the entry. */
 	if (!rc && w->op.kind == STORE_OP_SM_APPEND) {
 		if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&

@@ -224,8 +224,8 @@ end
 
 -- KEYS rec, dir; ARGV sid, owner, resource, max [, avail, prio]. A new
 -- session with epoch 1, attached, and the directory entry of its resource.
--- Returns {1, old sid}: the session that held the resource before (to be
--- kicked: the newer bind wins), or false.
+-- Returns {1, old sid, old owner}: the session that held the resource
+-- before (to be kicked: the newer bind wins) and its owner, or {1, false}.
 local function sm_create(keys, args)
 	local sid, owner, res, max = args[1], args[2], args[3], num(args[4])
 	local avail, prio = num(args[5] or '0'), num(args[6] or '0')
@@ -238,8 +238,13 @@ local function sm_create(keys, args)
 	redis.call('HSET', keys[2], res, string.format('%s|%d|%d', sid, avail, prio))
 	if old then
 		old = string.match(old, '^([^|]*)')
+		local base = string.sub(keys[2], 1, -4) -- "t:{bare}:"
+		local prev = redis.call('HGET', base .. 's:' .. old, 'owner')
+		if prev and old ~= sid then
+			return { 1, old, prev }
+		end
 	end
-	return { 1, old or false }
+	return { 1, false }
 end
 
 -- KEYS rec, q; ARGV epoch (0: not the owner, e.g. delivery), payload, max

@@ -331,7 +331,8 @@ static void write_complete(struct store_op *op)
 {
 	struct store_write_op *w = (struct store_write_op *)op;
 	const struct bus_addr *owner = NULL;
-	if (w->err == -ESTALE && (w->owner.slot || w->owner.gen))
+	if ((w->err == -ESTALE || (!w->err && op->kind == STORE_OP_SM_CREATE)) &&
+	    (w->owner.slot || w->owner.gen))
 		owner = &w->owner;
 	if (w->fn)
 		w->fn(op->ud, w->err, owner, op->kind == STORE_OP_SM_APPEND ? &w->e : NULL);

@@ -267,7 +267,9 @@ struct store_op *store_fast_cas_async(struct store_handle *h, const char *bare, 
  * <fn>(<ud>, err, owner, e): 0, -ESTALE (the session was taken over;
  * <owner> is its owner now when known, else NULL), -ENOENT, -ERANGE (ack)
  * or -errno (-ENOTCONN, -ETIMEDOUT: the store cannot be reached); <e> is
- * the entry an append wrote (borrowed), else NULL. <fn> may
+ * the entry an append wrote (borrowed), else NULL. A create that took the
+ * resource from another session (shared store) gives 0 with <owner> that
+ * session's owner: the newer bind wins, the caller has it kicked. <fn> may
  * be NULL. Arguments are copied; append takes its own reference to
  * e->msg. NULL: out of memory (nothing was issued, <fn> never runs). */
 typedef void store_write_fn(void *ud, int err, const struct bus_addr *owner,

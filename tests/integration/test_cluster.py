@@ -414,3 +414,16 @@ def test_own_presence_between_nodes(cluster, conns):
     desk.wait_for(pres(phone.jid, None), timeout=10, what='phone presence on desk')
     desk.close()
     phone.wait_for(pres(desk.jid, 'unavailable'), timeout=10, what='desk unavailable on phone')
+
+
+def test_same_resource_on_another_node_wins(cluster, conns):
+    """Binding a resource that a session on another node holds: the newer
+    bind wins, the older stream gets conflict (RFC 6120 §7.7.2.2)."""
+    a, b = cluster.nodes['a'], cluster.nodes['b']
+    old = sm_online(a, 'alice', 'phone')
+    conns.append(old)
+    new = sm_online(b, 'alice', 'phone')
+    conns.append(new)
+    err = old.wait_for(q(xr.NS_STREAM, 'error'), timeout=10)
+    assert xr.stream_error_condition(err) == 'conflict', tostr(err)
+    assert not new.stream_errors()

@@ -19,7 +19,7 @@ import pytest
 import xmpp_raw as xr
 from conftest import USERS
 from sasl2_client import (NS_ISR, NS_SASL2, TOKEN_RE, assert_success, bind2_xml,
-                          check_ht_success, failure_condition, ht_initiator, inst_resume_xml,
+                          check_ht_success, failure_condition, ht_initiator, inst_resume_xml, isr_race,
                           kill, new_ua_id, open_conn, sasl2_login, success_parts)
 from sm_client import NS_SM, sm_condition, sm_overrides
 from xmpp_raw import NS_CLIENT, NS_STREAM, q, tostr
@@ -486,22 +486,7 @@ def test_one_token_many_connections_at_once(srv_many_failures):
         a = isr_session(srv)
         sm_id, token = a.sm_id, a.isr_token
         detach(srv, a)
-        conns = []
-        try:
-            for _ in range(8):
-                c = open_conn(srv)
-                c.open_stream(from_=srv.jid('alice'))
-                conns.append(c)
-            auths = [c.authenticate_xml('HT-SHA-256-ENDP',
-                                        ht_initiator('alice', token, c.cb_data('HT-SHA-256-ENDP')),
-                                        None, inst_resume_xml(sm_id, 0))
-                     for c in conns]
-            for c, auth in zip(conns, auths):      # back to back, replies read afterwards
-                c.send(auth)
-            replies = [c.sasl2_reply() for c in conns]
-        finally:
-            for c in conns:
-                c.close()
+        replies = isr_race([srv] * 8, 'alice', token, sm_id)
         won = [el for el in replies if el.tag == q(NS_SASL2, 'success')]
         assert len(won) == 1, 'round %d: %d of 8 resumed: %s' % (rnd, len(won), [tostr(e) for e in replies])
         assert success_parts(won[0])['inst_resumed'] is not None, tostr(won[0])

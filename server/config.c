@@ -69,6 +69,7 @@ static const struct key_def keys[] = {
 	STR("tokens", "key_file", token_key_file),
 	UINT("tokens", "fast_lifetime", fast_lifetime, 60, 86400 * 365),
 	STR("tokens", "isr_location", isr_location),
+	UINT("tokens", "max_fast_per_account", max_fast_per_account, 1, 10000),
 	STR("admin", "listen", admin_listen),
 	STR("cluster", "node", cluster_node),
 	UINT("limits", "max_conns_per_ip", max_conns_per_ip, 0, 10000000),
@@ -104,6 +105,7 @@ void config_defaults(struct config *cfg)
 	cfg->sm_ack_after_ms = 1000;
 	cfg->sm_ack_timeout = 60;
 	cfg->fast_lifetime = 14 * 86400;
+	cfg->max_fast_per_account = 16;
 	cfg->max_conns_per_ip = 100;
 	cfg->max_preauth_conns = 10000;
 	cfg->auth_fail_burst_per_ip = 20;

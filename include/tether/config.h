@@ -55,6 +55,7 @@ struct config {
 	char token_key_file[CONFIG_STR_MAX];/* key_file = <store path>/token.key (created if absent) */
 	unsigned fast_lifetime;             /* fast_lifetime = 1209600 s (14 days) */
 	char isr_location[CONFIG_STR_MAX];  /* isr_location = (none): direct-TLS host:port for ISR */
+	unsigned max_fast_per_account;      /* max_fast_per_account = 16 FAST entries (user-agent ids); oldest evicted */
 	char admin_listen[CONFIG_STR_MAX];  /* [admin] listen = host:port of /metrics, /healthz, /readyz; empty = off */
 	/* [cluster] */
 	char cluster_node[CONFIG_NODE_MAX + 1]; /* node = (none): this node's unique name; required with redis */

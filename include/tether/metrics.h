@@ -55,6 +55,7 @@ struct sbuf;
 	S(M_LIMIT_AUTH_PER_IP, F_LIMIT_HITS, "limit=\"auth_fail_rate_per_ip\"") \
 	S(M_LIMIT_AUTH_PER_ACCOUNT, F_LIMIT_HITS, "limit=\"auth_fail_rate_per_account\"") \
 	S(M_LIMIT_SM_QUEUE, F_LIMIT_HITS, "limit=\"sm_max_queue\"") \
+	S(M_LIMIT_FAST_PER_ACCOUNT, F_LIMIT_HITS, "limit=\"max_fast_per_account\"") \
 	S(M_STORE_BACKPRESSURE, F_BACKPRESSURE, "cause=\"store\"")
 
 enum metric_family {

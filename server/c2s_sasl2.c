@@ -382,12 +382,13 @@ static int finish_now(struct c2s *s, const char *user, const uint8_t *extra, siz
 			c2s_sm_resumed_el(s, &res);
 			sbuf_puts(&res, "</inst-resumed>");
 		} else if (r->isr) {
-			sbuf_printf(&res, "<inst-resume-failed xmlns='" XMLNS_ISR "'>%s</inst-resume-failed>",
-				    failed.data ? failed.data : "");
+			sbuf_puts(&res, "<inst-resume-failed xmlns='" XMLNS_ISR "'>");
+			sbuf_cat(&res, &failed);
+			sbuf_puts(&res, "</inst-resume-failed>");
 		} else if (resumed) {
 			c2s_sm_resumed_el(s, &res);
 		} else {
-			sbuf_append(&res, failed.data, failed.len);
+			sbuf_cat(&res, &failed);
 		}
 		sbuf_free(&failed);
 	}
@@ -419,8 +420,7 @@ static int finish_now(struct c2s *s, const char *user, const uint8_t *extra, siz
 	sbuf_puts(&s->out, "<authorization-identifier>");
 	sbuf_puts_esc(&s->out, (resumed || bound) ? s->full : s->bare);
 	sbuf_puts(&s->out, "</authorization-identifier>");
-	if (res.len)
-		sbuf_append(&s->out, res.data, res.len);
+	sbuf_cat(&s->out, &res); /* a hole in <res> fails s->out: c2s_send_out checks */
 	sbuf_puts(&s->out, "</success>");
 	c2s_send_out(s);
 	sbuf_free(&res);

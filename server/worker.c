@@ -449,10 +449,8 @@ static void drain_inbox(struct worker *w)
 int worker_post(struct worker *w, struct worker *target, const struct bus_item *it)
 {
 	struct bus_item *copy = malloc(sizeof(*copy));
-	if (!copy) {
-		rmsg_unref(it->msg);
+	if (!copy)
 		return -ENOMEM;
-	}
 	*copy = *it;
 	inbox_push(w, target, copy);
 	return 0;

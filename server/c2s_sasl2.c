@@ -362,10 +362,13 @@ static int finish_now(struct c2s *s, const char *user, const uint8_t *extra, siz
 			sbuf_free(&res);
 			return 1;
 		}
-		if (rc < 0 && r->isr && r->isr_with_token) {
+		if (rc < 0 && r->isr && r->isr_with_token && r->ht) {
 			/* Stance F: the token authenticated, the resumption failed:
 			 * the stream stays unauthenticated, so a stolen token never
-			 * yields a second session; the client logs in for real. */
+			 * yields a second session; the client logs in for real.
+			 * Not after a password (or FAST) login: with-isr-token
+			 * was moot there, the client proved who it is, and gets
+			 * <inst-resume-failed/> inside its <success/>. */
 			free(s->bare);
 			s->bare = NULL;
 			c2s_set_authed(s, 0);

@@ -178,7 +178,9 @@ static void route_full(struct c2s *s, struct xnode *el, const char *bare, const 
 static void route_to_account(struct c2s *s, struct xnode *el, const char *bare, const char *to,
 			     int exists)
 {
-	if (!exists) {
+	/* Another account's bare JID answers an iq as one that does not
+	 * exist: otherwise a ping or disco#info tells who has an account. */
+	if (!exists || (kind_of(el) == RMSG_IQ && strcmp(bare, s->bare))) {
 		bounce(s, el, to, STE_SERVICE_UNAVAILABLE);
 	} else if (kind_of(el) == RMSG_IQ) {
 		sbuf_reset(&s->out);

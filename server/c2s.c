@@ -965,6 +965,7 @@ void c2s_set_authed(struct c2s *s, int authed)
 	 * make us hold is proportional to it (xstream.c). */
 	struct xstream_limits lim = {
 		.max_stanza_size = cfg->max_stanza_size, .max_depth = cfg->max_depth,
+		.max_header_size = cfg->max_header_size,
 	};
 	if (s->tp->set_authed)
 		s->tp->set_authed(s->io, authed);
@@ -1047,7 +1048,9 @@ enum tp_feed c2s_feed(struct c2s *s, const char *data, size_t len)
 			};
 			char why[160];
 			const char *text = xstream_error_text(s->xs, why, sizeof(why));
-			if (e == XSE_POLICY_VIOLATION) {
+			if (e == XSE_POLICY_VIOLATION && text == xstream_why_header) {
+				metrics_inc(M_LIMIT_HEADER_SIZE);
+			} else if (e == XSE_POLICY_VIOLATION) {
 				text = "stanza too large or too deep";
 				metrics_inc(M_LIMIT_STANZA_SIZE);
 			}

@@ -53,6 +53,7 @@ static const struct key_def keys[] = {
 	UINT("store", "test_delay", store_test_delay, 0, 3),
 	SIZE("limits", "max_stanza_size", max_stanza_size, 1024, 64u << 20),
 	SIZE("limits", "preauth_max_stanza_size", preauth_max_stanza_size, 1024, 64u << 20),
+	SIZE("limits", "max_header_size", max_header_size, 512, 64u << 20),
 	UINT("limits", "max_depth", max_depth, 4, 1024),
 	UINT("limits", "preauth_timeout", preauth_timeout, 1, 3600),
 	UINT("limits", "max_auth_failures", max_auth_failures, 1, 10),
@@ -92,6 +93,7 @@ void config_defaults(struct config *cfg)
 	snprintf(cfg->store_redis, sizeof(cfg->store_redis), "127.0.0.1:6379");
 	cfg->max_stanza_size = 256 * 1024;
 	cfg->preauth_max_stanza_size = 16 * 1024;
+	cfg->max_header_size = 4096;
 	cfg->max_depth = 64;
 	cfg->preauth_timeout = 30;
 	cfg->stanza_timeout = 30;

@@ -37,6 +37,7 @@ struct config {
 	/* [limits] */
 	size_t max_stanza_size;             /* max_stanza_size = 262144 bytes */
 	size_t preauth_max_stanza_size;     /* ...before authentication = 16384 (capped by the above) */
+	size_t max_header_size;             /* max_header_size = 4096 bytes of a stream header (capped by the above) */
 	unsigned max_depth;                 /* max_depth = 64 element levels */
 	unsigned preauth_timeout;           /* preauth_timeout = 30 seconds */
 	unsigned max_auth_failures;         /* max_auth_failures = 3 per stream */

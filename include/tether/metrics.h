@@ -49,6 +49,7 @@ struct sbuf;
 	S(M_IN_IQ, F_STANZAS_IN, "kind=\"iq\"") \
 	S(M_BOUND, F_SESSIONS_BOUND, "") \
 	S(M_LIMIT_STANZA_SIZE, F_LIMIT_HITS, "limit=\"max_stanza_size\"") \
+	S(M_LIMIT_HEADER_SIZE, F_LIMIT_HITS, "limit=\"max_header_size\"") \
 	S(M_LIMIT_STANZA_TIMEOUT, F_LIMIT_HITS, "limit=\"stanza_timeout\"") \
 	S(M_LIMIT_CONNS_PER_IP, F_LIMIT_HITS, "limit=\"max_conns_per_ip\"") \
 	S(M_LIMIT_PREAUTH_CONNS, F_LIMIT_HITS, "limit=\"max_preauth_conns\"") \

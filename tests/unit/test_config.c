@@ -56,6 +56,7 @@ static void check_defaults(const struct config *c)
 	assert_int_equal(c->max_send_queue, 4194304);
 	assert_int_equal(c->idle_timeout, 0);
 	assert_int_equal(c->max_fast_per_account, 16);
+	assert_int_equal(c->max_header_size, 4096);
 }
 
 static void test_defaults(void **state)

@@ -119,6 +119,9 @@ struct worker {
 	struct timer accept_retry[LISTENER_MAX]; /* re-arm accept after EMFILE & co. */
 	uint64_t accept_err_logged_ms;
 	uint64_t last_trim_ms;
+	uint64_t io_bytes;           /* bytes received and sent, ever: the load, for maybe_trim_heap */
+	uint64_t io_bytes_at, load_at_ms; /* ...at the start of the current second */
+	int after_burst;             /* a busy second since the last quiet one */
 	int draining;                /* shutdown seen by this worker */
 	uint64_t drain_deadline_ms;
 	int exit_code;

@@ -11,7 +11,7 @@
 int (*sbuf_fail_hook)(size_t size);
 
 /* Marks <b> failed (sticky: sbuf.h) and returns -ENOMEM. */
-static int fail(struct sbuf *b)
+static int mark_failed(struct sbuf *b)
 {
 	b->failed = 1;
 	return -ENOMEM;
@@ -23,15 +23,15 @@ int sbuf_reserve(struct sbuf *b, size_t extra)
 	if (need <= b->cap)
 		return 0;
 	if (need < extra)
-		return fail(b); /* wrapped around */
+		return mark_failed(b); /* wrapped around */
 	size_t cap = b->cap ? b->cap : 64;
 	while (cap < need)
 		cap *= 2;
 	if (sbuf_fail_hook && sbuf_fail_hook(cap))
-		return fail(b);
+		return mark_failed(b);
 	char *p = realloc(b->data, cap);
 	if (!p)
-		return fail(b);
+		return mark_failed(b);
 	b->data = p;
 	b->cap = cap;
 	return 0;
@@ -60,7 +60,7 @@ int sbuf_vprintf(struct sbuf *b, const char *fmt, va_list ap)
 	int n = vsnprintf(NULL, 0, fmt, ap2);
 	va_end(ap2);
 	if (n < 0)
-		return fail(b);
+		return mark_failed(b);
 	if (sbuf_reserve(b, (size_t)n))
 		return -ENOMEM;
 	vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
@@ -101,7 +101,7 @@ int sbuf_cat(struct sbuf *b, const struct sbuf *src)
 {
 	int rc = sbuf_append(b, src->data, src->len);
 	if (src->failed)
-		return fail(b);
+		return mark_failed(b);
 	return rc;
 }
 

@@ -42,6 +42,7 @@
 #include "../../server/bus.c"
 #include "../../server/c2s.c"
 #include "../../server/c2s_limits.c"
+#include "../../server/c2s_remote.c"
 #include "../../server/c2s_route.c"
 #include "../../server/c2s_sasl2.c"
 #include "../../server/c2s_sm.c"
@@ -96,6 +97,25 @@ struct rlink *rlink_new(struct io_uring *ring, struct timer_wheel *wheel, const 
 void rlink_start(struct rlink *l) { (void)l; }
 void rlink_on_cqe(struct rlink *l, const struct io_uring_cqe *cqe) { (void)l, (void)cqe; }
 void rlink_free(struct rlink *l) { (void)l; }
+size_t rlink_outstanding(const struct rlink *l) { (void)l; return 0; }
+struct inbox *inbox_new(struct io_uring *ring, struct timer_wheel *wheel, const char *redis_addr,
+			const char *node, inbox_fn *fn, void *ud, char *err, size_t errlen)
+{
+	(void)ring, (void)wheel, (void)redis_addr, (void)node, (void)fn, (void)ud;
+	snprintf(err, errlen, "redis: not in the fuzzer");
+	return NULL;
+}
+void inbox_start(struct inbox *in) { (void)in; }
+void inbox_on_cqe(struct inbox *in, const struct io_uring_cqe *cqe) { (void)in, (void)cqe; }
+void inbox_free(struct inbox *in) { (void)in; }
+struct cluster *cluster_new(struct rlink *link, struct timer_wheel *wheel,
+			    cluster_orphan_fn *fn, void *ud)
+{
+	(void)link, (void)wheel, (void)fn, (void)ud;
+	return NULL;
+}
+void cluster_start(struct cluster *c) { (void)c; }
+void cluster_free(struct cluster *c) { (void)c; }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

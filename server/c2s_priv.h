@@ -267,12 +267,12 @@ void c2s_sm_h_done(struct c2s *s);
 /* The session's presence (available, priority) changed: written through. */
 void c2s_sm_presence_changed(struct c2s *s);
 
-/* c2s_remote.c: a stanza for a session that is not on this node. With a
- * store shared between nodes, appends <m> to the queues of the sessions of
- * <bare> (resource <resource>, or "" for the bare JID) wherever they are
- * (store_deliver_async), takes the caller's reference and returns 1; what
- * finds no session is bounced or dropped as RFC 6121 says. 0: no shared
- * store (the caller handles <m> as undeliverable, and keeps it). */
+/* c2s_remote.c: with a store shared between nodes, appends message or iq
+ * <m> to the queues of the sessions of <bare> (resource <resource>, or ""
+ * for the bare JID) wherever they are (store_deliver_async), takes the
+ * caller's reference and returns 1; what finds no session goes to this
+ * node's router, else is bounced or dropped as RFC 6121 says. 0: no shared
+ * store (the caller routes <m> itself, and keeps it). */
 int c2s_remote_deliver(struct c2s *s, const char *bare, const char *resource, struct rmsg *m);
 
 /* c2s_limits.c: 1 if the authentication attempt <el> (SASL <auth/> or

@@ -82,19 +82,16 @@ static void route_message_bare(struct c2s *s, struct xnode *el, const char *bare
 	struct rmsg *m = make_rmsg(s, el, to);
 	if (!m)
 		return; /* bounced */
-	/* With a shared store, one reference stays for the other nodes. */
-	struct rmsg *keep = store_shared(c2s_store(s)) ? rmsg_ref(m) : NULL;
+	/* A store shared between nodes: into the queues of the account's
+	 * sessions wherever they are (c2s_remote.c), this node's router only
+	 * for what finds none there. */
+	if (c2s_remote_deliver(s, bare, "", m))
+		return;
 	int congested = 0;
 	size_t got = deliver_message_bare(s->w, bare, m, &congested);
 	if (congested)
 		s->flags |= C2S_F_BACKOFF;
-	if (got) {
-		if (keep)
-			rmsg_unref(keep);
-		return;
-	}
-	/* None here: the account's sessions on other nodes, if any. */
-	if (keep && c2s_remote_deliver(s, bare, "", keep))
+	if (got)
 		return;
 	if (!type || strcmp(type, "headline"))
 		bounce(s, el, to, STE_SERVICE_UNAVAILABLE); /* no offline storage yet */
@@ -153,19 +150,19 @@ static void route_full(struct c2s *s, struct xnode *el, const char *bare, const 
 {
 	enum rmsg_kind kind = kind_of(el);
 	struct route_target t; /* on the stack: this is the per-stanza path */
+	if (kind != RMSG_PRESENCE && store_shared(c2s_store(s))) {
+		/* Into the session's queue wherever it is (c2s_remote.c). */
+		struct rmsg *m = make_rmsg(s, el, to);
+		if (m)
+			c2s_remote_deliver(s, bare, resource, m);
+		return;
+	}
 	if (router_get_full(s->srv->router, bare, resource, &t) == 0) {
 		struct rmsg *m = make_rmsg(s, el, to);
 		if (m && t.congested)
 			s->flags |= C2S_F_BACKOFF;
 		if (m)
 			bus_deliver(s->w, &t.addr, m);
-	} else if (kind != RMSG_PRESENCE && store_shared(c2s_store(s))) {
-		/* Not on this node: wherever the session is (c2s_remote.c). */
-		struct rmsg *m = make_rmsg(s, el, to);
-		if (m)
-			c2s_remote_deliver(s, bare, resource, m);
-		else
-			bounce(s, el, to, STE_INTERNAL_SERVER_ERROR);
 	} else if (kind == RMSG_MESSAGE) {
 		route_message_bare(s, el, bare, to);
 	} else if (kind == RMSG_IQ) {

@@ -241,8 +241,17 @@ struct c2s_held_entry {
 	struct rmsg *msg;   /* one reference */
 };
 
+static void qlen_reset(struct c2s *s)
+{
+	free(s->qlen);
+	s->qlen = NULL;
+	s->qlen_cap = s->qlen_head = s->qlen_n = 0;
+	s->qbytes = 0;
+}
+
 void c2s_sm_free(struct c2s *s)
 {
+	qlen_reset(s);
 	while (s->held_q) {
 		struct c2s_held_entry *h = s->held_q;
 		s->held_q = h->next;
@@ -250,10 +259,6 @@ void c2s_sm_free(struct c2s *s)
 		free(h);
 	}
 	s->nheld = 0;
-	free(s->qlen);
-	s->qlen = NULL;
-	s->qlen_cap = s->qlen_head = s->qlen_n = 0;
-	s->qbytes = 0;
 }
 
 /* 1 if one more stanza of <len> bytes would pass a bound of the queue. */
@@ -452,11 +457,21 @@ static void hold(struct c2s *s, uint32_t seq, struct rmsg *m)
 		s->tp->set_timer(s->io, C2S_TIMER_ACK, s->srv->cfg.sm_ack_after_ms);
 }
 
+#define HELD_MAX 4096 /* entries a stream keeps ahead of a gap, or before it adopts */
+
 void c2s_sm_known(struct c2s *s, uint32_t seq, struct rmsg *m)
 {
+	if (s->flags & C2S_F_GONE || s->state == C2S_CLOSING || s->nheld >= HELD_MAX)
+		return; /* the queue has it: whoever resumes the session gets it */
+	if (!(s->flags & C2S_F_SM)) {
+		/* The take that makes this stream the owner has happened, its
+		 * reply has not come: the entry waits for adopt (drain_held). */
+		hold(s, seq, m);
+		return;
+	}
 	uint32_t ahead = seq - s->sm.c.out;
-	if (!(s->flags & C2S_F_SM) || s->flags & C2S_F_GONE || !ahead || ahead > 0x80000000u)
-		return; /* not ours, or known already */
+	if (!ahead || ahead > 0x80000000u)
+		return; /* known already */
 	if (ahead > 1) {
 		hold(s, seq, m);
 		return;
@@ -667,6 +682,30 @@ static void on_taken(void *ud, int err, const struct sm_record *rec, const char 
 	t->n = n;
 }
 
+/* After a resumption's retransmission: entries announced while the take
+ * was under way either came with it (numbers up to out: dropped) or follow
+ * it, in order. */
+static void drain_held(struct c2s *s)
+{
+	while (s->held_q && (uint32_t)(s->held_q->seq - s->sm.c.out) - 1 >= 0x80000000u) {
+		struct c2s_held_entry *h = s->held_q;
+		s->held_q = h->next;
+		s->nheld--;
+		rmsg_unref(h->msg);
+		free(h);
+	}
+	while (s->held_q && s->held_q->seq == s->sm.c.out + 1) {
+		struct c2s_held_entry *h = s->held_q;
+		s->held_q = h->next;
+		s->nheld--;
+		advance(s, h->msg);
+		rmsg_unref(h->msg);
+		free(h);
+	}
+	if (s->held_q && attached(s))
+		s->tp->set_timer(s->io, C2S_TIMER_ACK, s->srv->cfg.sm_ack_after_ms);
+}
+
 void c2s_sm_resumed_el(struct c2s *s, struct sbuf *out)
 {
 	sbuf_printf(out, "<resumed xmlns='" XMLNS_SM "' previd='%s' h='%u'/>", s->sm.id, s->sm.c.h_in);
@@ -693,6 +732,7 @@ void c2s_sm_retransmit(struct c2s *s, struct sm_resume *r)
 		free(t->q);
 	free(t);
 	r->t = NULL;
+	drain_held(s);
 	after_count_change(s, 0);
 }
 
@@ -739,7 +779,7 @@ static int adopt(struct c2s *s, struct sm_resume *r, uint32_t h, struct sbuf *fa
 		return -1;
 	}
 	s->sm.c.acked = h;
-	c2s_sm_free(s);
+	qlen_reset(s);
 	for (size_t i = 0; i < t->n; i++)
 		if ((uint32_t)(t->q[i].seq - h) - 1 < (uint32_t)(s->sm.c.out - h) &&
 		    qlen_push(s, t->q[i].msg->len))

@@ -165,6 +165,7 @@ static int start(struct server *srv)
 	if (!strcmp(srv->cfg.store_backend, "redis")) {
 		if (start_redis(srv))
 			return -1;
+		store_set_queue_bounds(srv->store, srv->cfg.sm_max_queue, srv->cfg.sm_max_queue_bytes);
 	} else {
 		srv->store = store_open(srv->cfg.store_backend, srv->cfg.store_path, err, sizeof(err));
 		if (srv->store && srv->cfg.store_test_delay) {

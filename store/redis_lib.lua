@@ -262,8 +262,10 @@ local function sm_append(keys, args)
 		return err('ENOSPC queue full')
 	end
 	local seq = (out + 1) % TWO32
-	redis.call('RPUSH', keys[2], string.format('%d:%d:', seq, now_ms()) .. meta .. payload)
+	local entry = string.format('%d:%d:', seq, now_ms()) .. meta .. payload
+	redis.call('RPUSH', keys[2], entry)
 	redis.call('HSET', keys[1], 'out', seq)
+	redis.call('HINCRBY', keys[1], 'qb', #entry)
 	return { seq, r[2] }
 end
 
@@ -281,8 +283,14 @@ local function sm_ack(keys, args)
 		return err('ERANGE h acks more than was sent')
 	end
 	if n > 0 then
+		-- the queue's bytes (qb) go down by what leaves it
+		local gone = 0
+		for _, e in ipairs(redis.call('LRANGE', keys[2], 0, n - 1)) do
+			gone = gone + #e
+		end
 		redis.call('LTRIM', keys[2], n, -1)
 		redis.call('HSET', keys[1], 'acked', h)
+		redis.call('HINCRBY', keys[1], 'qb', -gone)
 	end
 	return queued - n
 end
@@ -516,7 +524,9 @@ end
 
 -- KEYS dir; ARGV resource ("" for the account's bare JID; "*" or "+" for
 -- presence to all or the available sessions), meta, payload [, the sender
--- node's incarnation, whose sessions "*" and "+" skip].
+-- node's incarnation, whose sessions "*" and "+" skip ("" none), the
+-- bounds of a detached queue in entries and bytes (0: none)]. A target
+-- whose detached queue is full is reported with seq -1 and not written.
 -- Route to sessions: the stanza is appended to the queue of each target
 -- session (numbered there: the one place that fixes its order) and its
 -- owner's node is told through its inbox (k 3: appended; e: the entry as
@@ -526,16 +536,28 @@ end
 -- notice would be a second call (see the header).
 local function deliver(keys, args)
 	local res, meta, payload, skip = args[1], args[2], args[3], args[4] or ''
+	local maxq, maxb = tonumber(args[5] or '0'), tonumber(args[6] or '0')
 	local base = string.sub(keys[1], 1, -4) -- "t:{bare}:"
 	local out = {}
 	for _, t in ipairs(targets(keys[1], res)) do
 		local rk, qk = base .. 's:' .. t[2], base .. 'q:' .. t[2]
 		local r = rec_get(rk)
-		if r[1] and (skip == '' or string.match(r[2], '^([^/]+)') ~= skip) then
+		local entry = ''
+		if r[1] then
+			entry = string.format('%d:%d:', (tonumber(r[5]) + 1) % TWO32, now_ms()) .. meta .. payload
+		end
+		local full = r[1] and r[8] == '0' and
+			((maxq > 0 and (tonumber(r[5]) - tonumber(r[6])) % TWO32 >= maxq) or
+			 (maxb > 0 and tonumber(redis.call('HGET', rk, 'qb') or '0') + #entry > maxb))
+		if full then
+			-- a detached queue at its bound: nobody reads it; the sender
+			-- gets the stanza back (seq -1), the session lives on
+			out[#out + 1] = { t[1], -1, r[2] }
+		elseif r[1] and (skip == '' or string.match(r[2], '^([^/]+)') ~= skip) then
 			local seq = (tonumber(r[5]) + 1) % TWO32
-			local entry = string.format('%d:%d:', seq, now_ms()) .. meta .. payload
 			redis.call('RPUSH', qk, entry)
 			redis.call('HSET', rk, 'out', seq)
+			redis.call('HINCRBY', rk, 'qb', #entry)
 			redis.call('XADD', inbox_of(r[2]), 'MAXLEN', '~', 10000, '*',
 				'k', 3, 'to', r[2], 'seq', seq, 'e', entry)
 			out[#out + 1] = { t[1], seq, r[2] }

@@ -571,7 +571,7 @@ struct store_op *store_barrier_async(struct store_handle *h, void (*fn)(void *ud
 static void deliver_complete(struct store_op *op)
 {
 	struct store_deliver_op *d = (struct store_deliver_op *)op;
-	d->fn(op->ud, d->err, d->n, d->msg);
+	d->fn(op->ud, d->err, d->t, d->n < STORE_TARGETS_MAX ? d->n : STORE_TARGETS_MAX, d->msg);
 }
 
 static void deliver_release(struct store_op *op)

@@ -134,6 +134,7 @@ struct store_deliver_op {
 	struct rmsg *msg;       /* one reference */
 	int err;
 	size_t n;               /* sessions it was appended to */
+	struct store_target t[STORE_TARGETS_MAX]; /* the first of them */
 };
 
 /* Completes once everything issued before it did (store_barrier_async). */

@@ -101,6 +101,10 @@ struct store_ops {
 
 struct store {
 	const struct store_ops *ops;
+	/* Bounds of a detached session's queue for deliveries by others
+	 * ([sm] max_queue, max_queue_bytes; 0: none), store_set_queue_bounds. */
+	unsigned queue_max;
+	size_t queue_bytes;
 	/* Test mode (store_set_test_delay): every completion through a
 	 * handle waits 0 to test_delay extra loop turns. 0 in production. */
 	unsigned test_delay;
@@ -217,6 +221,11 @@ void store_cancel_ud(struct store_handle *h, void *ud);
 static inline void store_set_test_delay(struct store *st, unsigned max_turns)
 { st->test_delay = max_turns; }
 
+/* What a delivery by another node may put in a detached session's queue
+ * (store_deliver_async reports a full one instead of writing it). */
+static inline void store_set_queue_bounds(struct store *st, unsigned max, size_t bytes)
+{ st->queue_max = max; st->queue_bytes = bytes; }
+
 /* store_user_get() through <h>: later, <fn>(<ud>, 0, creds) or (<ud>,
  * -ENOENT or -errno, NULL); <creds> is borrowed for the call (wiped
  * after). Returns the operation, or NULL if it could not be issued (out
@@ -310,12 +319,20 @@ int store_node_notice(struct store_handle *h, const struct bus_addr *to, int kin
  * <bare> that it goes to, found in the shared directory (resource
  * <resource>, or for "" the available resources of the highest
  * non-negative priority; for presence "*" every session and "+" the
- * available ones, except this node's), and tells each owner's node. Later <fn>(<ud>,
- * err, n, m) with the number of sessions it went to (0: none matched; the
- * caller decides: another resource, offline, a bounce) and the message
+ * available ones, except this node's), and tells each owner's node. Later
+ * <fn>(<ud>, err, t, n, m) with the sessions it went to (<n> entries of <t>:
+ * each one's owner and the entry's number in its queue; 0: none matched,
+ * the caller decides: another resource, offline, a bounce) and the message
  * (borrowed). The memory backend has no directory beyond the node's own
  * router: NULL, with nothing issued. NULL also on OOM. */
-typedef void store_delivered_fn(void *ud, int err, size_t n, struct rmsg *m);
+struct store_target {
+	struct bus_addr owner;   /* the session's owner when it was appended to */
+	uint32_t seq;            /* the entry's number in that session's queue */
+	int full;                /* not appended: a detached queue at its bounds */
+};
+#define STORE_TARGETS_MAX 16     /* sessions one delivery reports (more are appended) */
+typedef void store_delivered_fn(void *ud, int err, const struct store_target *t, size_t n,
+				struct rmsg *m);
 struct store_op *store_deliver_async(struct store_handle *h, const char *bare,
 				     const char *resource, struct rmsg *m,
 				     store_delivered_fn *fn, void *ud);

@@ -1111,10 +1111,12 @@ static void test_same_as_memory(void **state)
 
 /* ---- delivery to sessions (tether_deliver) -------------------------------- */
 
-static void on_deliver(void *ud, int err, size_t n, struct rmsg *m)
+static void on_deliver(void *ud, int err, const struct store_target *t, size_t n, struct rmsg *m)
 {
 	struct seen *s = ud;
 	assert_non_null(m);
+	for (size_t i = 0; i < n; i++)
+		assert_true(t[i].seq > 0);
 	s->calls++;
 	s->err = err;
 	s->n = n;

@@ -240,6 +240,8 @@ void xmpp_request_ack(struct sess *s);
 void xmpp_close_stream(struct conn *c);
 void xmpp_conn_free(struct conn *c);
 const char *xmpp_user(int user, char *buf, size_t len);
+/* "<prefix><s>" as a string that lives as long as the process (64 at most, then "other"). */
+const char *xmpp_intern(const char *prefix, const char *s);
 void xmpp_stats_print(void);
 
 /* stats.c */

@@ -523,6 +523,7 @@ static struct hist lat_msg;
 static uint64_t flood_t0, flood_last;
 static int flood_started;
 static long flood_total_got;
+static long flood_bounced;      /* type='error' messages back at a sender */
 static char *padding;
 
 static void flood_send_one(struct pair *p)
@@ -577,6 +578,18 @@ static void flood_stanza(struct sess *s, struct xel *e)
 
 	if (s->since_ack >= (uint32_t)opt.ack_every && opt.ack_every > 0)
 		xmpp_ack(s);
+	if (p && s == p->tx && strcmp(e->name, "message") == 0) {
+		const char *type = xel_attr(e, "type");
+		struct xel *err = xel_child(e, "jabber:client", "error");
+
+		/* a bounce: the server gave up on one of ours (counted, never retried) */
+		if (type && strcmp(type, "error") == 0) {
+			flood_bounced++;
+			tally(err && err->child ? xmpp_intern("flood: bounced: ", err->child->name)
+						: "flood: bounced");
+		}
+		return;
+	}
 	if (!p || s != p->rx || strcmp(e->name, "message") != 0)
 		return;
 	b = xel_child(e, "jabber:client", "body");
@@ -793,6 +806,33 @@ static int flood_complete(void)
 	return flood_total_got >= (long)npairs * per_pair;
 }
 
+/* For a run that lost or duplicated: which messages, for up to 5 pairs, so
+ * a server bug can be looked for in the logs (user names, sequence numbers). */
+static void flood_print_losses(void)
+{
+	int shown = 0;
+
+	for (int i = 0; i < npairs && shown < 5; i++) {
+		struct pair *p = &pairs[i];
+		char tx[64], rx[64];
+		int n = 0;
+
+		if (p->got == per_pair && !p->dups && !p->reorder)
+			continue;
+		shown++;
+		printf("  pair %d %s -> %s: got %ld, dup %ld, reordered %ld, sender sent %ld, resent %ld, acked h %u "
+		       "of %u; missing:", i, xmpp_user(p->tx->user, tx, sizeof(tx)),
+		       xmpp_user(p->rx->user, rx, sizeof(rx)), p->got, p->dups, p->reorder, p->sent, p->resent,
+		       p->tx->acked, p->tx->out);
+		for (long q = 0; q < per_pair && n < 8; q++)
+			if (!(p->seen[q >> 3] & (1u << (q & 7)))) {
+				printf(" %ld", q);
+				n++;
+			}
+		printf("%s\n", n == 8 ? " ..." : "");
+	}
+}
+
 static int kill_settled(void)
 {
 	for (int i = 0; i < nsess; i++)
@@ -908,6 +948,7 @@ static int mode_flood(int np, long m)
 	       ms(hist_pct(&lat_msg, 99)), ms(lat_msg.max));
 	printf("  lost / dup / reordered %ld / %ld / %ld\n", lost, dups, reorder);
 	printf("  sender stanzas unacked %ld\n", unacked);
+	printf("  bounced to senders     %ld\n", flood_bounced);
 	printf("  ended by server        %ld\n", ended_sessions);
 	if (opt.recv_port > 0)
 		printf("  nodes                  senders on port %d, receivers on port %d\n", opt.port, opt.recv_port);
@@ -920,6 +961,8 @@ static int mode_flood(int np, long m)
 		       ms(hist_pct(&lat_kill_resume, 99)), ms(lat_kill_resume.max));
 		printf("  resent by senders      %ld\n", resent);
 	}
+	if (lost || dups || reorder)
+		flood_print_losses();
 	print_reasons();
 	printf("  result                 %s\n", ok ? "OK" : "FAIL");
 
@@ -937,6 +980,7 @@ static int mode_flood(int np, long m)
 	json_int("duplicated", dups);
 	json_int("reordered", reorder);
 	json_int("unacked_by_server", unacked);
+	json_int("bounced", flood_bounced);
 	if (opt.recv_port > 0) {
 		json_int("port", opt.port);
 		json_int("recv_port", opt.recv_port);

@@ -516,6 +516,20 @@ struct pair {
 	long resent;            /* messages sent again after the sender's resume */
 };
 
+/* --kill-cmd: a dropped session's way back (see "a node killed mid-flood" below) */
+#define KILL_TRIES 5
+#define KILL_RETRY_NS 200000000ull   /* 200 ms, times the attempt number */
+
+struct kres {
+	int tries;              /* connection attempts made for this drop */
+	uint64_t t_drop;        /* when its connection ended */
+	uint64_t retry_at;      /* next attempt (S_DROPPED) */
+	uint32_t h_claimed;     /* the h it resumed with */
+	uint32_t h_server;      /* the server's h in <resumed/> */
+	int nfirst;
+	long first[4];          /* the first stanzas after <resumed/>: message seq, -1 other, -2 presence */
+};
+
 static struct pair *pairs;
 static int npairs;
 static long per_pair;
@@ -524,6 +538,7 @@ static uint64_t flood_t0, flood_last;
 static int flood_started;
 static long flood_total_got;
 static long flood_bounced;      /* type='error' messages back at a sender */
+static struct kres *kres;       /* per session, for --kill-cmd (below) */
 static char *padding;
 
 static void flood_send_one(struct pair *p)
@@ -590,9 +605,15 @@ static void flood_stanza(struct sess *s, struct xel *e)
 		}
 		return;
 	}
+	b = xel_child(e, "jabber:client", "body");
+	if (kres && kres[s->idx].tries && kres[s->idx].nfirst < 4 && s->c && s->c->resume) {
+		struct kres *k = &kres[s->idx];
+
+		k->first[k->nfirst++] = strcmp(e->name, "presence") == 0 ? -2
+					: b && b->text && sscanf(b->text, "%ld", &seq) == 1 ? seq : -1;
+	}
 	if (!p || s != p->rx || strcmp(e->name, "message") != 0)
 		return;
-	b = xel_child(e, "jabber:client", "body");
 	if (!b || !b->text || sscanf(b->text, "%ld %llu", &seq, &ts) != 2 || seq < 0 || seq >= per_pair) {
 		tally("flood: unexpected message");
 		return;
@@ -625,16 +646,7 @@ static void flood_stanza(struct sess *s, struct xel *e)
  * cover, as a XEP-0198 client must; the receivers' bitmaps then show what
  * was lost or duplicated across the kill. */
 
-#define KILL_TRIES 5
-#define KILL_RETRY_NS 200000000ull   /* 200 ms, times the attempt number */
 
-struct kres {
-	int tries;              /* connection attempts made for this drop */
-	uint64_t t_drop;        /* when its connection ended */
-	uint64_t retry_at;      /* next attempt (S_DROPPED) */
-};
-
-static struct kres *kres;
 static pid_t kill_pid;
 static int kill_fired, kill_status = -1;
 static uint64_t kill_at;
@@ -728,6 +740,8 @@ static void flood_resumed(struct sess *s, int ok)
 	}
 	kill_resumed++;
 	hist_add(&lat_kill_resume, now - kres[s->idx].t_drop);
+	kres[s->idx].h_claimed = s->h_report;
+	kres[s->idx].h_server = s->acked;
 	s->state = S_READY;
 	if (p && s == p->tx) {
 		/* <resumed h/>: the server handled our first h stanzas; the
@@ -830,6 +844,17 @@ static void flood_print_losses(void)
 				n++;
 			}
 		printf("%s\n", n == 8 ? " ..." : "");
+		if (kres && (kres[p->tx->idx].tries || kres[p->rx->idx].tries)) {
+			const struct kres *kt = &kres[p->tx->idx], *kr = &kres[p->rx->idx];
+
+			printf("    sender resumed: %s, h claimed %u, server's h %u; receiver resumed: %s, h claimed %u, "
+			       "server's h %u, then:", kt->tries ? "yes" : "no", kt->h_claimed, kt->h_server,
+			       kr->tries ? "yes" : "no", kr->h_claimed, kr->h_server);
+			for (int j = 0; j < kr->nfirst; j++)
+				printf(" %s%ld", kr->first[j] == -2 ? "presence" : kr->first[j] == -1 ? "other" : "",
+				       kr->first[j] < 0 ? 0L : kr->first[j]);
+			printf("\n");
+		}
 	}
 }
 

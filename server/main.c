@@ -155,6 +155,10 @@ static int start_redis(struct server *srv)
 static int start(struct server *srv)
 {
 	char err[1024];
+	/* A cluster shares its TLS ticket keys (through Redis): a client
+	 * resumes its TLS session on any node. */
+	if (!strcmp(srv->cfg.store_backend, "redis"))
+		tls_tickets_enable();
 	if (tls_ctx_init(&srv->tls, srv->cfg.cert, srv->cfg.key, err, sizeof(err))) {
 		log_error("%s: %s", srv->cfg.path, err);
 		return -1;

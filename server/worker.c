@@ -166,7 +166,7 @@ int worker_init(struct worker *w, struct server *srv, unsigned idx)
 			return -1;
 		}
 	}
-	if (w->rlink && idx == 0 && !(w->cluster = cluster_new(w->rlink, &w->wheel, on_orphan, w))) {
+	if (w->rlink && idx == 0 && !(w->cluster = cluster_new(w->rlink, &w->wheel, srv->token_key, on_orphan, w))) {
 		log_error("worker %u: out of memory", idx);
 		return -1;
 	}

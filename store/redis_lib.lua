@@ -566,6 +566,28 @@ local function deliver(keys, args)
 	return out
 end
 
+---------------------------------------------------------------- TLS tickets
+
+-- KEYS tickets; ARGV three new keys (sealed by the caller: Redis sees no
+-- key in the clear), the rotation period in ms. The cluster's ring of TLS
+-- session ticket keys {next, current, previous}: made from the new keys
+-- when there is none; rotated (previous = current, current = next, next =
+-- the first new key) once the period has passed since the last rotation,
+-- by whichever node asks first. Returns the ring.
+local function tickets(keys, args)
+	local now = now_ms()
+	local t = redis.call('HMGET', keys[1], 'next', 'cur', 'prev', 'at')
+	if not t[1] or not t[2] or not t[3] or not t[4] then
+		redis.call('HSET', keys[1], 'next', args[1], 'cur', args[2], 'prev', args[3], 'at', now)
+		return { args[1], args[2], args[3] }
+	end
+	if now - tonumber(t[4]) >= num(args[4]) then
+		redis.call('HSET', keys[1], 'next', args[1], 'cur', t[1], 'prev', t[2], 'at', now)
+		return { args[1], t[1], t[2] }
+	end
+	return { t[1], t[2], t[3] }
+end
+
 ---------------------------------------------------------------- FAST
 
 -- KEYS fast; ARGV ua. {version, slots}; {0, false} when there is none.
@@ -712,6 +734,7 @@ reg('sm_isr_get', sm_isr_get, RO)
 reg('sm_isr_burn', sm_isr_burn)
 reg('dir_get', dir_get, RO)
 reg('deliver', deliver)
+reg('tickets', tickets)
 reg('fast_get', fast_get, RO)
 reg('fast_cas', fast_cas)
 reg('lease_acquire', lease_acquire)

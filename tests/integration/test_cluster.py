@@ -393,3 +393,45 @@ def test_same_resource_on_another_node_wins(cluster, conns):
     err = old.wait_for(q(xr.NS_STREAM, 'error'), timeout=10)
     assert xr.stream_error_condition(err) == 'conflict', tostr(err)
     assert not new.stream_errors()
+
+
+def _tls_hello(ctx, node, session=None):
+    """Direct TLS to <node>, a stream header, its features read (TLS 1.3
+    tickets come with them); returns (session, reused)."""
+    import socket
+    import ssl  # noqa: F401
+    raw = socket.create_connection((node.host, node.tls_port), timeout=5)
+    t = ctx.wrap_socket(raw, server_hostname='localhost', session=session)
+    try:
+        t.sendall(b"<?xml version='1.0'?><stream:stream to='localhost' xmlns='jabber:client' "
+                  b"xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>")
+        got = b''
+        while b'</stream:features>' not in got:
+            chunk = t.recv(4096)
+            if not chunk:
+                break
+            got += chunk
+        return t.session, t.session_reused
+    finally:
+        t.close()
+
+
+def test_tls_ticket_from_one_node_resumes_on_another(cluster):
+    """The nodes share their TLS ticket keys through Redis (sealed with the
+    cluster's token key): a ticket from node a resumes TLS on node b, so a
+    client moving between nodes pays no full handshake."""
+    import ssl
+    a, b = cluster.nodes['a'], cluster.nodes['b']
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    deadline = time.monotonic() + 10
+    while True:                          # the shared ring arrives within a tick (1 s)
+        sess, _ = _tls_hello(ctx, a)
+        _, reused = _tls_hello(ctx, b, sess)
+        if reused or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert reused, 'a ticket from node a did not resume TLS on node b'
+    ring = cluster.redis.command('HMGET', 't:{cluster}:tickets', 'next', 'cur', 'prev')
+    assert all(len(k) == 24 + 16 + 48 for k in ring), ring   # sealed, never in the clear

@@ -12,6 +12,7 @@
 #include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,7 +105,11 @@ static void on_inbox(void *ud, int kind, const struct bus_addr *to, int cond, ui
 		     struct rmsg *m)
 {
 	struct worker *w = ud;
-	if (kind == BUS_KICK)
+	if (kind == STORE_NOTICE_DRAIN) {
+		/* tetherctl drain: the same as SIGTERM, which main waits for */
+		log_info("inbox: asked to drain (tetherctl drain)");
+		kill(getpid(), SIGTERM);
+	} else if (kind == BUS_KICK)
 		bus_kick(w, to, cond);
 	else if (kind == BUS_MOVED)
 		bus_moved(w, to);

@@ -234,7 +234,8 @@ local function sm_create(keys, args)
 		return err('EEXIST session exists')
 	end
 	redis.call('HSET', keys[1], 'epoch', 1, 'owner', owner, 'res', res, 'h_in', 0,
-		'out', 0, 'acked', 0, 'max', max, 'att', 1, 'avail', avail, 'prio', prio, 'exp', 0)
+		'out', 0, 'acked', 0, 'max', max, 'att', 1, 'avail', avail, 'prio', prio, 'exp', 0,
+		'since', now_ms())
 	local old = redis.call('HGET', keys[2], res)
 	redis.call('HSET', keys[2], res, string.format('%s|%d|%d', sid, avail, prio))
 	if old then
@@ -566,6 +567,23 @@ local function deliver(keys, args)
 	return out
 end
 
+---------------------------------------------------------------- administration
+
+-- KEYS dir; read-only. The account's sessions for tetherctl: per directory
+-- entry {resource, sid, owner, attached, since ms, expires ms, queued, now ms}.
+local function sessions(keys)
+	local base, all, out, now = string.sub(keys[1], 1, -4), redis.call('HGETALL', keys[1]), {}, now_ms()
+	for i = 1, #all, 2 do
+		local sid = string.match(all[i + 1], '^([^|]*)')
+		local r = redis.call('HMGET', base .. 's:' .. sid, 'owner', 'att', 'since', 'exp', 'out', 'acked')
+		if r[1] then
+			out[#out + 1] = { all[i], sid, r[1], tonumber(r[2]), tonumber(r[3] or '0'),
+				tonumber(r[4]), (tonumber(r[5]) - tonumber(r[6])) % TWO32, now }
+		end
+	end
+	return out
+end
+
 ---------------------------------------------------------------- TLS tickets
 
 -- KEYS tickets; ARGV three new keys (sealed by the caller: Redis sees no
@@ -735,6 +753,7 @@ reg('sm_isr_burn', sm_isr_burn)
 reg('dir_get', dir_get, RO)
 reg('deliver', deliver)
 reg('tickets', tickets)
+reg('sessions', sessions, RO)
 reg('fast_get', fast_get, RO)
 reg('fast_cas', fast_cas)
 reg('lease_acquire', lease_acquire)

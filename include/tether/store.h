@@ -10,6 +10,20 @@
 
 struct store;
 struct store_handle;
+
+/* One session, as tetherctl sessions shows it (store_ops.sm_list). */
+struct store_session_info {
+	const char *resource, *sid;
+	const char *owner;        /* "<node>.<boot>/<worker>/<slot>/<gen>" */
+	int attached;
+	uint64_t age_ms;          /* since it was created */
+	int64_t expires_in_ms;    /* detached: until it expires (negative: past) */
+	uint32_t queued;          /* stanzas not acknowledged */
+};
+
+/* A node's inbox notice that is not about a session: leave the cluster
+ * (tetherctl drain NODE: the node drains as on SIGTERM). */
+#define STORE_NOTICE_DRAIN 9
 struct store_op;
 
 /* A backend's operations. Callers use the store_* wrappers below and never
@@ -94,6 +108,15 @@ struct store_ops {
 	/* A cancelled operation whose reply comes anyway: undo what it did
 	 * if that matters (a take gives the session back). Optional. */
 	void (*compensate)(struct store_handle *h, struct store_op *op);
+	/* Administration (tetherctl), blocking; optional (NULL: -ENOTSUP,
+	 * as with the memory backend, whose sessions live in tetherd's
+	 * memory). sm_list: the sessions of account <bare> in the shared
+	 * directory. notice: puts notice <kind> (BUS_KICK with <cond>, or
+	 * STORE_NOTICE_DRAIN) for the session whose stored owner is <owner>
+	 * (NULL for a drain) in the inbox of node <node>. */
+	int (*sm_list)(struct store *st, const char *bare,
+		       void (*fn)(void *ud, const struct store_session_info *i), void *ud);
+	int (*notice)(struct store *st, const char *node, int kind, int cond, const char *owner);
 	/* store_attach() made handle <h> (h->link set): a backend prepares
 	 * the link (redis: what every new connection sends first). Optional. */
 	void (*attach)(struct store_handle *h);

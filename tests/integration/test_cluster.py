@@ -435,3 +435,32 @@ def test_tls_ticket_from_one_node_resumes_on_another(cluster):
     assert reused, 'a ticket from node a did not resume TLS on node b'
     ring = cluster.redis.command('HMGET', 't:{cluster}:tickets', 'next', 'cur', 'prev')
     assert all(len(k) == 24 + 16 + 48 for k in ring), ring   # sealed, never in the clear
+
+
+def test_tetherctl_sessions_kick_drain(cluster, conns):
+    """tetherctl through the store (issue 13): list an account's sessions
+    with their node, kick one resource (its node ends it), drain a node."""
+    a, b = cluster.nodes['a'], cluster.nodes['b']
+    phone = sm_online(a, 'alice', 'phone')
+    desk = sm_online(b, 'alice', 'desk')
+    conns.extend([phone, desk])
+    out = a.ctl('sessions', 'alice@localhost').stdout
+    lines = sorted(l.split('\t') for l in out.strip().split('\n'))
+    assert [(l[0], l[2].split('.')[0], l[3]) for l in lines] == \
+        [('desk', 'b', 'attached'), ('phone', 'a', 'attached')], out
+    r = b.ctl('kick', 'alice@localhost/phone')              # from any node's config
+    assert '1 session(s)' in r.stderr, r.stderr
+    err = phone.wait_for(q(xr.NS_STREAM, 'error'), timeout=10)
+    assert xr.stream_error_condition(err) == 'policy-violation', tostr(err)
+    assert not desk.stream_errors()
+    a.ctl('drain', 'b')
+    assert b.proc.wait(15) == 0, b.log()[-2000:]
+    b.stop(signal.SIGTERM)          # already gone: tells the fixture it was on purpose
+    new, el = smc.sm_resume(a, 'alice', cf.USERS['alice'], desk.sm_id, desk.h, auto_ack=True)
+    conns.append(new)
+    assert xr.local(el.tag) == 'resumed', tostr(el)   # drained, not ended
+
+
+def test_tetherctl_sessions_needs_a_shared_store(server):
+    r = server.ctl('sessions', 'alice@localhost', check=False)
+    assert r.returncode == 1 and 'backend = redis' in r.stderr, r.stderr

@@ -461,7 +461,8 @@ static void hold(struct c2s *s, uint32_t seq, struct rmsg *m)
 
 void c2s_sm_known(struct c2s *s, uint32_t seq, struct rmsg *m)
 {
-	if (s->flags & C2S_F_GONE || s->state == C2S_CLOSING || s->nheld >= HELD_MAX)
+	int closing = s->state == C2S_CLOSING && !(s->flags & C2S_F_DETACHED);
+	if (s->flags & C2S_F_GONE || closing || s->nheld >= HELD_MAX)
 		return; /* the queue has it: whoever resumes the session gets it */
 	if (!(s->flags & C2S_F_SM)) {
 		/* The take that makes this stream the owner has happened, its

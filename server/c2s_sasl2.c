@@ -357,6 +357,8 @@ static int finish_now(struct c2s *s, const char *user, const uint8_t *extra, siz
 			rc = -1;
 			sbuf_append(&failed, r->resume_failed.data, r->resume_failed.len);
 		}
+		metrics_inc(metrics_resume_id(r->isr ? METRIC_RESUME_ISR : METRIC_RESUME_SASL2, rc == 0,
+					      r->isr_taken.other_node));
 		if (rc > 0) {
 			sbuf_free(&failed);
 			sbuf_free(&res);
@@ -696,6 +698,7 @@ static void on_isr_taken(void *ud, int err, const struct sm_record *rec, const c
 	} else {
 		if (rc == 0)   /* cannot happen: a take with a proof that matched has resp */
 			c2s_sm_drop(&s->req->isr_taken);
+		metrics_inc(metrics_resume_id(METRIC_RESUME_ISR, 0, s->req->isr_taken.other_node));
 		/* Stance F, as in ht_authenticate. */
 		free(s->bare);
 		s->bare = NULL;

@@ -826,6 +826,7 @@ int c2s_sm_isr_taken(struct c2s *s, const char *bare, const char *previd, int er
 		     struct sm_resume *r, struct sbuf *fail_out)
 {
 	memset(r, 0, sizeof(*r));
+	r->other_node = rec && rec->owner.node != BUS_NODE_SELF;
 	struct take_ctx *t = calloc(1, sizeof(*t));
 	if (!t)
 		return -ENOMEM;
@@ -844,6 +845,7 @@ int c2s_sm_taken(struct c2s *s, const char *previd, int err, const struct sm_rec
 		 struct sm_resume *r, struct sbuf *fail_out)
 {
 	memset(r, 0, sizeof(*r));
+	r->other_node = rec && rec->owner.node != BUS_NODE_SELF;
 	struct take_ctx *t = calloc(1, sizeof(*t));
 	if (t)
 		on_taken(t, err, rec, resource, q, n);
@@ -922,6 +924,7 @@ static void on_resume_taken(void *ud, int err, const struct sm_record *rec, cons
 	int rc = c2s_sm_taken(s, x->previd, err, rec, resource, q, n, &r, &s->out);
 	if (rc == 0)
 		rc = adopt(s, &r, x->h, &s->out, 1);
+	metrics_inc(metrics_resume_id(METRIC_RESUME_CLASSIC, rc == 0, r.other_node));
 	free(x);
 	resume_reply(s, rc, &r);
 	c2s_unpark(s);
@@ -950,6 +953,7 @@ static int do_resume(struct c2s *s, struct xnode *el)
 	if (strlen(previd) != SM_ID_LEN) {
 		/* No id we issue looks like this: no lookup, and no 100 KB
 		 * string in the log. */
+		metrics_inc(metrics_resume_id(METRIC_RESUME_CLASSIC, 0, 0));
 		fail_el(&s->out, STE_ITEM_NOT_FOUND);
 		c2s_send_out(s);
 		return 0;

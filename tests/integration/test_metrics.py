@@ -91,3 +91,58 @@ def test_admin_port_in_use_is_an_error(server_factory, admin_server):
     with pytest.raises(pytest.fail.Exception) as e:
         server_factory(**{'admin.listen': '127.0.0.1:%d' % admin_server.admin_port})
     assert 'cannot serve on' in str(e.value), str(e.value)[-500:]
+
+
+def test_metrics_resume_store_tls_and_gauges(admin_server, conns):
+    """A login with SM, a message, a drop and a resume, a resume that fails:
+    the families added for operations move as they should."""
+    import sm_client as smc
+    port = admin_server.admin_port
+    _, _, before = get(port, '/metrics')
+    a = smc.sm_login(admin_server, 'alice', USERS['alice'], 'ma')
+    conns.append(a)
+    b = xr.login(admin_server, 'bob', USERS['bob'], 'mb')
+    conns.append(b)
+    b.message(a.jid, 'hello')
+    a.wait_message('hello')
+    previd = a.sm_id
+    smc.kill(a)
+    admin_server.wait_log('session detached jid=%s' % a.jid, 10)
+    a2, el = smc.sm_resume(admin_server, 'alice', USERS['alice'], previd, a.h)
+    conns.append(a2)
+    assert smc.is_sm(el, 'resumed'), xr.tostr(el)
+    a2.roundtrip()
+    c, el = smc.sm_resume(admin_server, 'carol', USERS['carol'], 'A' * len(previd), 0)
+    conns.append(c)
+    assert smc.is_sm(el, 'failed'), xr.tostr(el)
+    _, _, after = get(port, '/metrics')
+
+    def delta(series):
+        return metric(after, series) - metric(before, series)
+    res = 'tether_resumptions_total{kind="%s",result="%s",node="%s"}'
+    assert delta(res % ('classic', 'ok', 'same')) == 1
+    assert delta(res % ('classic', 'failed', 'same')) == 1
+    for kind in ('classic', 'isr', 'sasl2'):
+        assert delta(res % (kind, 'ok', 'other')) == 0
+        assert delta(res % (kind, 'failed', 'other')) == 0
+    assert delta(res % ('isr', 'ok', 'same')) == 0
+    ops = 0
+    for op in ('user_get', 'sm_take', 'sm_write', 'sm_append', 'sm_ack', 'sm_destroy', 'fast',
+               'deliver', 'node_notice', 'barrier'):
+        ops += delta('tether_store_operations_total{op="%s"}' % op)
+        assert delta('tether_store_errors_total{op="%s"}' % op) == 0, op
+    assert delta('tether_store_operations_total{op="sm_take"}') == 2
+    assert delta('tether_store_operations_total{op="sm_write"}') >= 1   # the <enable/>'s create
+    assert delta('tether_store_operations_total{op="sm_append"}') >= 1  # 'hello' queued
+    hist = 'tether_store_operation_duration_seconds'
+    assert delta(hist + '_count') == ops
+    assert delta(hist + '_bucket{le="+Inf"}') == ops
+    assert 0 < delta(hist + '_sum') < ops * 5
+    assert delta('tether_tls_handshakes_total{resumed="false"}') + \
+        delta('tether_tls_handshakes_total{resumed="true"}') >= 4
+    assert delta('tether_stanzas_out_total{kind="message"}') >= 1
+    assert metric(after, 'tether_connections{state="open"}') >= 3
+    assert metric(after, 'tether_redis_link_up') == 1
+    p = subprocess.run(['promtool', 'check', 'metrics'], input=after, capture_output=True,
+                       text=True, timeout=30)
+    assert p.returncode == 0, p.stdout + p.stderr

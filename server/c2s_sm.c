@@ -908,6 +908,7 @@ struct resume_wait {
 	struct c2s *s;
 	uint32_t h;
 	char previd[SM_ID_LEN + 1];
+	uint64_t t0_us;      /* when the <resume/> came (metrics_now_us) */
 };
 
 static void on_resume_taken(void *ud, int err, const struct sm_record *rec, const char *resource,
@@ -925,6 +926,8 @@ static void on_resume_taken(void *ud, int err, const struct sm_record *rec, cons
 	if (rc == 0)
 		rc = adopt(s, &r, x->h, &s->out, 1);
 	metrics_inc(metrics_resume_id(METRIC_RESUME_CLASSIC, rc == 0, r.other_node));
+	if (rc == 0)
+		metrics_observe_us(H_RESUME, metrics_now_us() - x->t0_us);
 	free(x);
 	resume_reply(s, rc, &r);
 	c2s_unpark(s);
@@ -965,6 +968,7 @@ static int do_resume(struct c2s *s, struct xnode *el)
 	if (x) {
 		x->s = s;
 		x->h = h;
+		x->t0_us = metrics_now_us();
 		memcpy(x->previd, previd, sizeof(x->previd));
 		op = store_sm_take_async(c2s_store(s), previd, s->bare, &to, NULL, on_resume_taken, x);
 	}

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "tether/sbuf.h"
@@ -112,6 +113,13 @@ void metrics_attach(unsigned idx)
 {
 	if (shards && idx + 1u < nshards)
 		metrics_cur = &shards[idx];
+}
+
+uint64_t metrics_now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
 void metrics_observe_us(enum metric_hist h, uint64_t us)

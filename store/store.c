@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <sodium.h>
 
@@ -68,16 +67,9 @@ void store_detach(struct store_handle *h)
  * worker, like one connection to a networked store). The memory backend's
  * operations are due one turn from now plus the test delay; a submitting
  * backend sends it now (an error fails it at once, still in order). */
-static uint64_t mono_us(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
 static void op_queue(struct store_handle *h, struct store_op *op, int *err)
 {
-	op->issued_us = mono_us();
+	op->issued_us = metrics_now_us();
 	op->err = err;
 	uint64_t due = h->turn + 1;
 	if (h->st->test_delay)
@@ -134,7 +126,7 @@ static void op_count(const struct store_op *op)
 	metrics_inc(op_metric[op->kind].ops);
 	if (op->err && op_failed(*op->err))
 		metrics_inc(op_metric[op->kind].errs);
-	metrics_observe_us(H_STORE, mono_us() - op->issued_us);
+	metrics_observe_us(H_STORE, metrics_now_us() - op->issued_us);
 }
 
 size_t store_poll(struct store_handle *h)

@@ -208,6 +208,9 @@ static inline void metrics_inc(enum metric_id id)
 	metrics_add(id, 1);
 }
 
+/* Monotonic microseconds, for the start and end of an observation. */
+uint64_t metrics_now_us(void);
+
 /* Records one observation of <us> microseconds in histogram <h>. */
 void metrics_observe_us(enum metric_hist h, uint64_t us);
 

@@ -126,6 +126,8 @@ def test_metrics_resume_store_tls_and_gauges(admin_server, conns):
         assert delta(res % (kind, 'ok', 'other')) == 0
         assert delta(res % (kind, 'failed', 'other')) == 0
     assert delta(res % ('isr', 'ok', 'same')) == 0
+    assert delta('tether_resume_duration_seconds_count') == 1
+    assert 0 < delta('tether_resume_duration_seconds_sum') < 5
     ops = 0
     for op in ('user_get', 'sm_take', 'sm_write', 'sm_append', 'sm_ack', 'sm_destroy', 'fast',
                'deliver', 'node_notice', 'barrier'):

@@ -148,3 +148,35 @@ def test_metrics_resume_store_tls_and_gauges(admin_server, conns):
     p = subprocess.run(['promtool', 'check', 'metrics'], input=after, capture_output=True,
                        text=True, timeout=30)
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_metrics_isr_resumptions(admin_server):
+    """An ISR resumption that works, then one with the spent token."""
+    from sasl2_client import assert_success, failure_condition
+    from test_isr import detach, isr_attempt, isr_session
+    port = admin_server.admin_port
+    _, _, before = get(port, '/metrics')
+    a = isr_session(admin_server)
+    sm_id, token = a.sm_id, a.isr_token
+    detach(admin_server, a)
+    c, el = isr_attempt(admin_server, 'alice', token, sm_id, 0)
+    try:
+        assert_success(el)
+        d, el2 = isr_attempt(admin_server, 'alice', token, sm_id, 0)
+        d.close()
+        assert failure_condition(el2) == 'not-authorized', xr.tostr(el2)
+        c.roundtrip()
+    finally:
+        c.close()
+    _, _, after = get(port, '/metrics')
+
+    def delta(series):
+        return metric(after, series) - metric(before, series)
+    res = 'tether_resumptions_total{kind="%s",result="%s",node="%s"}'
+    assert delta(res % ('isr', 'ok', 'same')) == 1
+    assert delta(res % ('isr', 'failed', 'same')) == 1
+    assert delta(res % ('classic', 'ok', 'same')) == 0
+    assert delta(res % ('sasl2', 'ok', 'same')) == 0
+    assert delta('tether_resume_duration_seconds_count') == 1
+    assert delta('tether_tls_handshakes_total{resumed="false"}') + \
+        delta('tether_tls_handshakes_total{resumed="true"}') >= 3

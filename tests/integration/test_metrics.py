@@ -180,3 +180,48 @@ def test_metrics_isr_resumptions(admin_server):
     assert delta('tether_resume_duration_seconds_count') == 1
     assert delta('tether_tls_handshakes_total{resumed="false"}') + \
         delta('tether_tls_handshakes_total{resumed="true"}') >= 3
+
+
+def test_metrics_resume_from_another_node(server_factory, tmp_path, conns):
+    """Two nodes on one Redis: a session begun on a and resumed on b counts
+    on b as a classic resumption from another node; b's Redis link is up."""
+    import shutil as sh
+    import tempfile
+    import sm_client as smc
+    from redis_server import RedisServer
+    from test_isr import detach
+    d = tempfile.mkdtemp(prefix='tether-mt-')   # short: unix socket paths
+    redis = RedisServer(d, aof=False)
+    try:
+        common = {'store.redis': redis.addr, 'tokens.key_file': str(tmp_path / 'token.key'),
+                  'sm.max_resume': 120}
+        a = server_factory(backend='redis', **common, **{'cluster.node': 'a'})
+        port = free_port()
+        b = server_factory(backend='redis', **common,
+                           **{'cluster.node': 'b', 'admin.listen': '127.0.0.1:%d' % port})
+        a.add_user('alice', USERS['alice'])
+        a.settle_users()
+        _, _, before = get(port, '/metrics')
+        alice = smc.sm_login(a, 'alice', USERS['alice'], 'phone')
+        sid = alice.sm_id
+        detach(a, alice)
+        new, el = smc.sm_resume(b, 'alice', USERS['alice'], sid, alice.h)
+        conns.append(new)
+        assert smc.is_sm(el, 'resumed'), xr.tostr(el)
+        new.roundtrip()
+        _, _, after = get(port, '/metrics')
+        def delta(series):
+            return metric(after, series) - metric(before, series)
+        res = 'tether_resumptions_total{kind="classic",result="%s",node="%s"}'
+        assert delta(res % ('ok', 'other')) == 1
+        assert delta(res % ('ok', 'same')) == 0
+        assert delta(res % ('failed', 'other')) == 0
+        assert delta('tether_store_operations_total{op="sm_take"}') == 1
+        assert delta('tether_store_errors_total{op="sm_take"}') == 0
+        assert metric(after, 'tether_redis_link_up') == 1
+        p = subprocess.run(['promtool', 'check', 'metrics'], input=after, capture_output=True,
+                           text=True, timeout=30)
+        assert p.returncode == 0, p.stdout + p.stderr
+    finally:
+        redis.stop()
+        sh.rmtree(d, ignore_errors=True)

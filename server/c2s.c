@@ -1200,6 +1200,8 @@ void c2s_on_timeout(struct c2s *s, int which)
 
 void c2s_deliver(struct c2s *s, struct rmsg *m)
 {
+	if ((s->flags & C2S_F_SM) || s->state == C2S_ACTIVE)
+		c2s_count_out(m);
 	if (s->flags & C2S_F_SM) {
 		c2s_sm_emit(s, m); /* queued even while detached */
 		return;

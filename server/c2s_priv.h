@@ -7,6 +7,7 @@
 #include "tether/bus.h"
 #include "tether/c2s.h"
 #include "tether/jid.h"
+#include "tether/metrics.h"
 #include "tether/rmsg.h"
 #include "tether/router.h"
 #include "tether/sasl.h"
@@ -201,9 +202,19 @@ void c2s_sasl2_free(struct c2s *s);
 
 /* c2s_sm.c: XEP-0198. */
 struct take_ctx;
+/* Counts <m> as handed to this stream's session (tether_stanzas_out_total). */
+static inline void c2s_count_out(const struct rmsg *m)
+{
+	static const enum metric_id out_kind[] = {
+		[RMSG_MESSAGE] = M_OUT_MESSAGE, [RMSG_PRESENCE] = M_OUT_PRESENCE, [RMSG_IQ] = M_OUT_IQ,
+	};
+	metrics_inc(out_kind[m->kind]);
+}
+
 struct sm_resume {
 	struct take_ctx *t;  /* the queue as taken over */
 	uint32_t h;          /* the client's h */
+	int other_node;      /* the session's previous owner was on another node */
 };
 /* Writes <enabled/> (with <isr-enabled/> if asked) or <failed/> to <out>. */
 int c2s_sm_enable(struct c2s *s, struct xnode *el, struct sbuf *out);

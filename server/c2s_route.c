@@ -22,6 +22,7 @@ static enum rmsg_kind kind_of(const struct xnode *el)
 
 void c2s_emit(struct c2s *s, struct rmsg *m)
 {
+	c2s_count_out(m);
 	if (s->flags & C2S_F_SM) {
 		c2s_sm_emit(s, m);
 		return;

@@ -827,6 +827,7 @@ int c2s_sm_isr_taken(struct c2s *s, const char *bare, const char *previd, int er
 		     struct sm_resume *r, struct sbuf *fail_out)
 {
 	memset(r, 0, sizeof(*r));
+	r->other_node = rec && rec->owner.node != BUS_NODE_SELF;
 	struct take_ctx *t = calloc(1, sizeof(*t));
 	if (!t)
 		return -ENOMEM;
@@ -845,6 +846,7 @@ int c2s_sm_taken(struct c2s *s, const char *previd, int err, const struct sm_rec
 		 struct sm_resume *r, struct sbuf *fail_out)
 {
 	memset(r, 0, sizeof(*r));
+	r->other_node = rec && rec->owner.node != BUS_NODE_SELF;
 	struct take_ctx *t = calloc(1, sizeof(*t));
 	if (t)
 		on_taken(t, err, rec, resource, q, n);
@@ -907,6 +909,7 @@ struct resume_wait {
 	struct c2s *s;
 	uint32_t h;
 	char previd[SM_ID_LEN + 1];
+	uint64_t t0_us;      /* when the <resume/> came (metrics_now_us) */
 };
 
 static void on_resume_taken(void *ud, int err, const struct sm_record *rec, const char *resource,
@@ -923,6 +926,9 @@ static void on_resume_taken(void *ud, int err, const struct sm_record *rec, cons
 	int rc = c2s_sm_taken(s, x->previd, err, rec, resource, q, n, &r, &s->out);
 	if (rc == 0)
 		rc = adopt(s, &r, x->h, &s->out, 1);
+	metrics_inc(metrics_resume_id(METRIC_RESUME_CLASSIC, rc == 0, r.other_node));
+	if (rc == 0)
+		metrics_observe_us(H_RESUME, metrics_now_us() - x->t0_us);
 	free(x);
 	resume_reply(s, rc, &r);
 	c2s_unpark(s);
@@ -951,6 +957,7 @@ static int do_resume(struct c2s *s, struct xnode *el)
 	if (strlen(previd) != SM_ID_LEN) {
 		/* No id we issue looks like this: no lookup, and no 100 KB
 		 * string in the log. */
+		metrics_inc(metrics_resume_id(METRIC_RESUME_CLASSIC, 0, 0));
 		fail_el(&s->out, STE_ITEM_NOT_FOUND);
 		c2s_send_out(s);
 		return 0;
@@ -962,6 +969,7 @@ static int do_resume(struct c2s *s, struct xnode *el)
 	if (x) {
 		x->s = s;
 		x->h = h;
+		x->t0_us = metrics_now_us();
 		memcpy(x->previd, previd, sizeof(x->previd));
 		op = store_sm_take_async(c2s_store(s), previd, s->bare, &to, NULL, on_resume_taken, x);
 	}

@@ -245,6 +245,17 @@ static bool node_ready(void *ud, char *why, size_t whylen)
 	return true;
 }
 
+/* tether_redis_link_up: 1 when every worker reaches Redis (always with
+ * the memory store), read on the admin thread like node_ready does. */
+static int64_t redis_link_up(void *ud)
+{
+	struct server *srv = ud;
+	for (unsigned i = 0; i < srv->nworkers; i++)
+		if (!worker_store_up(&srv->workers[i]))
+			return 0;
+	return 1;
+}
+
 int main(int argc, char **argv)
 {
 	static struct server srv;
@@ -270,6 +281,7 @@ int main(int argc, char **argv)
 
 	if (start(&srv))
 		return 1;
+	metrics_gauge_set(G_REDIS_UP, redis_link_up, &srv);
 	/* The admin endpoint first: /readyz answers "starting" until every
 	 * worker runs, and a bad [admin] listen stops us before any client. */
 	struct admin *admin = NULL;

@@ -330,6 +330,7 @@ static void on_accept(struct worker *w, const struct io_uring_cqe *cqe)
 	memcpy(c->peer, peer, sizeof(c->peer));
 	w->conns[slot] = c;
 	w->live++;
+	metrics_inc(M_CONNS_OPEN);
 	log_debug("worker %u: accepted %s (%s)", w->idx, c->peer, which ? "direct TLS" : "STARTTLS");
 	conn_arm_recv(c);
 }

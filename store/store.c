@@ -3,6 +3,7 @@
 #include "tether/store.h"
 #include "store_op.h"
 
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 #include <sodium.h>
 
 #include "tether/log.h"
+#include "tether/metrics.h"
 #include "tether/rmsg.h"
 #include "tether/timer.h"
 
@@ -67,6 +69,8 @@ void store_detach(struct store_handle *h)
  * backend sends it now (an error fails it at once, still in order). */
 static void op_queue(struct store_handle *h, struct store_op *op, int *err)
 {
+	op->issued_us = metrics_now_us();
+	op->err = err;
 	uint64_t due = h->turn + 1;
 	if (h->st->test_delay)
 		due += randombytes_uniform(h->st->test_delay + 1);
@@ -92,6 +96,39 @@ static int op_due(const struct store_handle *h, const struct store_op *op, uint6
 	return h->st->ops->submit ? op->ready : op->due <= turn;
 }
 
+/* The /metrics series of <kind>: a few kinds share one. */
+static const struct {
+	enum metric_id ops, errs;
+} op_metric[] = {
+#define OPM(k, m) [STORE_OP_##k] = { M_STORE_OP_##m, M_STORE_ERR_##m }
+	OPM(USER_GET, USER_GET), OPM(SM_TAKE, SM_TAKE), OPM(FAST_GET, FAST), OPM(FAST_CAS, FAST),
+	OPM(SM_CREATE, SM_WRITE), OPM(SM_APPEND, SM_APPEND), OPM(SM_ACK, SM_ACK),
+	OPM(SM_UPDATE, SM_WRITE), OPM(SM_SET_ISR, SM_WRITE), OPM(SM_DESTROY, SM_DESTROY),
+	OPM(NODE_NOTICE, NOTICE), OPM(BARRIER, BARRIER), OPM(DELIVER, DELIVER),
+#undef OPM
+};
+
+/* A result that says the store could not do its job, as opposed to an
+ * answer (not found, taken over, wrong token, ack out of range, exists,
+ * not supported by this backend). */
+static int op_failed(int err)
+{
+	return err && err != -ENOENT && err != -ESTALE && err != -EACCES && err != -ERANGE &&
+	       err != -EEXIST && err != -ENOTSUP;
+}
+
+/* Counts <op> as it leaves the queue, cancelled or not: the store did the
+ * work either way. */
+static void op_count(const struct store_op *op)
+{
+	if ((size_t)op->kind >= sizeof(op_metric) / sizeof(op_metric[0]) || !op_metric[op->kind].ops)
+		return;
+	metrics_inc(op_metric[op->kind].ops);
+	if (op->err && op_failed(*op->err))
+		metrics_inc(op_metric[op->kind].errs);
+	metrics_observe_us(H_STORE, metrics_now_us() - op->issued_us);
+}
+
 size_t store_poll(struct store_handle *h)
 {
 	size_t ran = 0;
@@ -101,6 +138,7 @@ size_t store_poll(struct store_handle *h)
 		h->head = op->next;
 		if (!h->head)
 			h->tail = &h->head;
+		op_count(op);
 		if (!op->cancelled) {
 			h->pending--;
 			op->complete(op);

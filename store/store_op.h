@@ -33,6 +33,8 @@ struct store_op {
 	struct store_op *next;
 	struct store_handle *h;
 	uint64_t due;                           /* memory: the store_poll() turn */
+	uint64_t issued_us;                     /* monotonic, for the latency histogram */
+	const int *err;                         /* its kind's result, for the error count */
 	int cancelled;
 	int ready;                              /* submitted: the result is in */
 	enum store_op_kind kind;

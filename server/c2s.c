@@ -754,6 +754,9 @@ static int st_active(struct c2s *s, struct xnode *el)
 		if (c2s_sm_count_in(s))
 			return 1; /* the session moved away under us */
 		c2s_route_stanza(s, el);
+		/* Parked (an account lookup): written once routed (on_account). */
+		if (!s->op && s->state != C2S_CLOSING && c2s_sm_h_write(s))
+			return 1;
 		return s->state == C2S_CLOSING || store_backpressure(s);
 	}
 	if (!strcmp(el->ns, XMLNS_SM))

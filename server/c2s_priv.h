@@ -66,6 +66,7 @@ enum c2s_state {
 #define C2S_HELD_BP_MAX   (4u << 20) /* ...while the store catches up: what was in flight
 				      * when reading stopped (the worker's receive buffers) */
 #define C2S_F_BP          0x200000u /* parked for the store to catch up (store_backpressure) */
+#define C2S_F_H_DIRTY     0x400000u /* h_in counted a stanza, not yet written (c2s_sm_h_write) */
 #define C2S_F_WANT_A      0x100000u /* an <r/> waits for the h writes in flight (h_writes) */
 #define C2S_F_OOM         0x200000u /* output could not be built: internal-server-error sent, closing */
 
@@ -246,6 +247,10 @@ void c2s_sm_retransmit(struct c2s *s, struct sm_resume *r);
 void c2s_sm_drop(struct sm_resume *r);
 int c2s_sm_nonza(struct c2s *s, struct xnode *el);  /* an element in urn:xmpp:sm:3 */
 int c2s_sm_count_in(struct c2s *s);                 /* before routing a client stanza: 0 or stop */
+/* After routing it: writes the counted h_in through unless a delivery
+ * carried it (c2s_remote.c clears C2S_F_H_DIRTY). 0, or 1 if the stream
+ * failed. */
+int c2s_sm_h_write(struct c2s *s);
 void c2s_sm_emit(struct c2s *s, struct rmsg *m);
 void c2s_sm_before_flush(struct c2s *s);
 void c2s_sm_on_ack_timer(struct c2s *s);

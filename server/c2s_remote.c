@@ -71,6 +71,17 @@ static int issue(struct c2s *s, const char *bare, const char *resource, struct r
 
 /* To the account's bare JID: in queues, else this node's sessions without
  * XEP-0198, else undeliverable. */
+/* The sender's session was taken over before its stanza was routed: not
+ * delivered, and not counted where the session is now; the client sends
+ * it again there. */
+static int sender_moved(struct c2s *s, int err)
+{
+	if (err != -ESTALE)
+		return 0;
+	c2s_sm_moved(s);
+	return 1;
+}
+
 static void on_delivered_bare(void *ud, int err, const struct store_target *t, size_t n,
 			      struct rmsg *m)
 {
@@ -78,6 +89,8 @@ static void on_delivered_bare(void *ud, int err, const struct store_target *t, s
 	struct jid j; /* ~3 KiB on the stack: the rare path */
 	char bare[2 * JID_PART_MAX + 2];
 	c2s_sm_h_done(s);
+	if (sender_moved(s, err))
+		return;
 	if (!err && n) {
 		tell_local(s, t, n, m);
 		return;
@@ -98,6 +111,8 @@ static void on_delivered_full(void *ud, int err, const struct store_target *t, s
 	struct jid j;
 	char bare[2 * JID_PART_MAX + 2];
 	c2s_sm_h_done(s);
+	if (sender_moved(s, err))
+		return;
 	if (!err && n) {
 		tell_local(s, t, n, m);
 		return;
@@ -118,8 +133,15 @@ static void on_delivered_full(void *ud, int err, const struct store_target *t, s
  * <m> bounced). */
 static int issue(struct c2s *s, const char *bare, const char *resource, struct rmsg *m)
 {
+	/* The sender's count, if not written yet, goes in the same call. */
+	struct store_sender from = { .bare = s->bare, .sid = s->sm.id, .epoch = s->sm.epoch,
+				     .h_in = s->sm.c.h_in };
+	int with_h = (s->flags & (C2S_F_H_DIRTY | C2S_F_SM)) == (C2S_F_H_DIRTY | C2S_F_SM);
 	struct store_op *op = store_deliver_async(c2s_store(s), bare, resource, m,
+						  with_h ? &from : NULL,
 						  resource[0] ? on_delivered_full : on_delivered_bare, s);
+	if (op && with_h)
+		s->flags &= ~C2S_F_H_DIRTY;
 	if (!op) {
 		deliver_bounce(s->w, s->srv->cfg.domain, m, STE_INTERNAL_SERVER_ERROR);
 		rmsg_unref(m);

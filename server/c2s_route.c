@@ -214,6 +214,7 @@ static void on_account(void *ud, int err, const struct user_creds *creds)
 	c2s_op_done(s);
 	s->flags &= ~C2S_F_BACKOFF;
 	route_to_account(s, x->el, x->bare, x->to, err == 0);
+	c2s_sm_h_write(s); /* the stanza is routed now: its h may be written */
 	account_wait_free(x);
 	if (s->flags & C2S_F_BACKOFF) {
 		s->flags &= ~C2S_F_BACKOFF;

@@ -409,14 +409,25 @@ int c2s_sm_count_in(struct c2s *s)
 {
 	if (!(s->flags & C2S_F_SM))
 		return 0;
-	/* Written through while the stanza is routed; the client hears of
-	 * this h only once the write is done (on_h_written). A takeover in
-	 * between ends this stream (write_failed); the client then resends
-	 * the stanza on the stream that owns the session, so in that rare
-	 * race it may arrive twice, never not at all. */
+	/* Counted now, written once the stanza is routed (c2s_sm_h_write):
+	 * after its deliveries on the store's ordered pipeline, or, on a
+	 * shared store, in the very call that appends it to its recipients'
+	 * queues (c2s_remote.c), so a crash between the two neither loses it
+	 * nor has the client send it twice. The client hears of this h only
+	 * once that write is done (h_writes). */
 	s->sm.c.h_in++;
+	s->flags |= C2S_F_H_DIRTY;
+	return 0;
+}
+
+int c2s_sm_h_write(struct c2s *s)
+{
+	if (!(s->flags & C2S_F_H_DIRTY))
+		return 0;
+	s->flags &= ~C2S_F_H_DIRTY;
+	if (!(s->flags & C2S_F_SM) || s->flags & C2S_F_GONE)
+		return 0;
 	if (write_record(s, on_h_written)) {
-		s->sm.c.h_in--;
 		c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
 		return 1;
 	}

@@ -102,7 +102,7 @@ static void on_remote_done(void *ud, int err, const struct store_target *t, size
 static int remote(struct worker *w, const char *bare, const char *res, struct rmsg *m,
 		  store_delivered_fn *fn)
 {
-	return w->sh && store_shared(w->sh) && store_deliver_async(w->sh, bare, res, m, fn, w);
+	return w->sh && store_shared(w->sh) && store_deliver_async(w->sh, bare, res, m, NULL, fn, w);
 }
 
 void deliver_bounce(struct worker *w, const char *domain, const struct rmsg *m, enum stanza_err cond)

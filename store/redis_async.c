@@ -796,10 +796,15 @@ static int submit_deliver(struct store_handle *h, struct store_deliver_op *d)
 			return -ENOMEM;
 		rcodec_meta(d->msg, meta, ml);
 	}
+	char ksender[RKEY_LEN];
+	if (d->from_bare && rkey(ksender, d->from_bare, "s", d->from_sid) < 0)
+		return -EINVAL;
 	arg_s(&c, "FCALL");
 	arg_s(&c, "tether_deliver");
-	arg_s(&c, "1");
+	arg_s(&c, d->from_bare ? "2" : "1");
 	arg_s(&c, kdir);
+	if (d->from_bare)
+		arg_s(&c, ksender);
 	arg_s(&c, d->resource);
 	arg(&c, meta, ml);
 	arg(&c, d->msg->data, d->msg->len);
@@ -811,6 +816,10 @@ static int submit_deliver(struct store_handle *h, struct store_deliver_op *d)
 	arg_s(&c, self);
 	arg_u(&c, 0, h->st->queue_max);
 	arg_u(&c, 1, h->st->queue_bytes);
+	if (d->from_bare) {
+		arg_u(&c, 2, d->from_epoch);
+		arg_u(&c, 3, d->from_h);
+	}
 	int rc = send_cmd(h, &c, on_delivered, d);
 	if (meta != mstack)
 		free(meta);

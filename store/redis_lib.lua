@@ -528,6 +528,9 @@ end
 -- node's incarnation, whose sessions "*" and "+" skip ("" none), the
 -- bounds of a detached queue in entries and bytes (0: none)]. A target
 -- whose detached queue is full is reported with seq -1 and not written.
+-- With KEYS[2], the sender's session record, and ARGV epoch, h_in: its
+-- inbound count is written in the same step (ESTALE, and nothing
+-- delivered, if that session was taken over). KEYS[2] is another slot.
 -- Route to sessions: the stanza is appended to the queue of each target
 -- session (numbered there: the one place that fixes its order) and its
 -- owner's node is told through its inbox (k 3: appended; e: the entry as
@@ -538,6 +541,15 @@ end
 local function deliver(keys, args)
 	local res, meta, payload, skip = args[1], args[2], args[3], args[4] or ''
 	local maxq, maxb = tonumber(args[5] or '0'), tonumber(args[6] or '0')
+	if keys[2] then
+		-- the sender's session: its inbound count is written in this same
+		-- step (fenced by its epoch), so a crash cannot separate the two
+		local r, e = owned(keys[2], num(args[7]), false)
+		if not r then
+			return e
+		end
+		redis.call('HSET', keys[2], 'h_in', num(args[8]))
+	end
 	local base = string.sub(keys[1], 1, -4) -- "t:{bare}:"
 	local out = {}
 	for _, t in ipairs(targets(keys[1], res)) do

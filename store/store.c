@@ -619,8 +619,9 @@ static void deliver_release(struct store_op *op)
 		rmsg_unref(d->msg);
 	free(d->bare);
 	free(d->resource);
+	free(d->from_bare);
 	d->msg = NULL;
-	d->bare = d->resource = NULL;
+	d->bare = d->resource = d->from_bare = NULL;
 }
 
 int store_shared(const struct store_handle *h)
@@ -630,6 +631,7 @@ int store_shared(const struct store_handle *h)
 
 struct store_op *store_deliver_async(struct store_handle *h, const char *bare,
 				     const char *resource, struct rmsg *m,
+				     const struct store_sender *from,
 				     store_delivered_fn *fn, void *ud)
 {
 	if (!store_shared(h))
@@ -638,9 +640,15 @@ struct store_op *store_deliver_async(struct store_handle *h, const char *bare,
 					    deliver_release);
 	if (!d)
 		return NULL;
-	if (!(d->bare = strdup(bare)) || !(d->resource = strdup(resource ? resource : ""))) {
+	if (!(d->bare = strdup(bare)) || !(d->resource = strdup(resource ? resource : "")) ||
+	    (from && !(d->from_bare = strdup(from->bare)))) {
 		op_free(&d->op);
 		return NULL;
+	}
+	if (from) {
+		snprintf(d->from_sid, sizeof(d->from_sid), "%s", from->sid);
+		d->from_epoch = from->epoch;
+		d->from_h = from->h_in;
 	}
 	d->fn = fn;
 	d->msg = rmsg_ref(m);

@@ -134,6 +134,9 @@ struct store_deliver_op {
 	store_delivered_fn *fn;
 	char *bare, *resource;
 	struct rmsg *msg;       /* one reference */
+	char *from_bare;        /* the sender's session whose h_in it writes, or NULL */
+	char from_sid[SM_ID_LEN + 1];
+	uint32_t from_epoch, from_h;
 	int err;
 	size_t n;               /* sessions it was appended to */
 	struct store_target t[STORE_TARGETS_MAX]; /* the first of them */

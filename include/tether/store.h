@@ -356,8 +356,19 @@ struct store_target {
 #define STORE_TARGETS_MAX 16     /* sessions one delivery reports (more are appended) */
 typedef void store_delivered_fn(void *ud, int err, const struct store_target *t, size_t n,
 				struct rmsg *m);
+/* The sender's SM session, whose inbound count the same call writes
+ * (h_in), fenced by its epoch: the count and the routing in one step, so a
+ * crash between them neither loses the stanza nor has it sent twice. A
+ * sender taken over meanwhile gets -ESTALE and nothing is delivered. */
+struct store_sender {
+	const char *bare;
+	const char *sid;
+	uint32_t epoch;
+	uint32_t h_in;
+};
 struct store_op *store_deliver_async(struct store_handle *h, const char *bare,
 				     const char *resource, struct rmsg *m,
+				     const struct store_sender *from,
 				     store_delivered_fn *fn, void *ud);
 /* 1 if the store is shared with other nodes (delivery may go through it). */
 int store_shared(const struct store_handle *h);

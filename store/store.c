@@ -45,10 +45,25 @@ struct store_handle *store_attach(struct store *st, void *link)
 	return h;
 }
 
+#define SPARE_MAX 256 /* finished write operations a handle keeps for reuse */
+
+static int is_write(enum store_op_kind k)
+{
+	return k == STORE_OP_SM_CREATE || k == STORE_OP_SM_APPEND || k == STORE_OP_SM_ACK ||
+	       k == STORE_OP_SM_UPDATE || k == STORE_OP_SM_SET_ISR;
+}
+
 static void op_free(struct store_op *op)
 {
 	if (op->release)
 		op->release(op);
+	struct store_handle *h = op->h;
+	if (h && is_write(op->kind) && h->nspare < SPARE_MAX) {
+		op->next = h->spare;
+		h->spare = op;
+		h->nspare++;
+		return;
+	}
 	free(op);
 }
 
@@ -58,7 +73,12 @@ void store_detach(struct store_handle *h)
 		return;
 	for (struct store_op *op = h->head, *next; op; op = next) {
 		next = op->next;
-		op_free(op);
+		op_free(op); /* a write goes to the spares: freed below */
+	}
+	while (h->spare) {
+		struct store_op *op = h->spare;
+		h->spare = op->next;
+		free(op);
 	}
 	free(h);
 }
@@ -388,12 +408,22 @@ static void write_release(struct store_op *op)
 	sodium_memzero(w->rec.isr_sealed, sizeof(w->rec.isr_sealed));
 }
 
-static struct store_write_op *write_new(enum store_op_kind kind, const char *id, uint32_t epoch,
-					store_write_fn *fn, void *ud)
+static struct store_write_op *write_new(struct store_handle *h, enum store_op_kind kind,
+					const char *id, uint32_t epoch, store_write_fn *fn, void *ud)
 {
-	struct store_write_op *w = op_new(sizeof(*w), kind, ud, write_complete, write_release);
-	if (!w)
+	struct store_write_op *w;
+	if (h->spare) {
+		w = (struct store_write_op *)h->spare;
+		h->spare = w->op.next;
+		h->nspare--;
+		memset(w, 0, sizeof(*w));
+		w->op.kind = kind;
+		w->op.ud = ud;
+		w->op.complete = write_complete;
+		w->op.release = write_release;
+	} else if (!(w = op_new(sizeof(*w), kind, ud, write_complete, write_release))) {
 		return NULL;
+	}
 	snprintf(w->rec.id, sizeof(w->rec.id), "%s", id);
 	w->rec.epoch = epoch;
 	w->fn = fn;
@@ -432,7 +462,7 @@ struct store_op *store_sm_create_async(struct store_handle *h, const struct sm_r
 				       const char *bare, const char *resource,
 				       store_write_fn *fn, void *ud)
 {
-	struct store_write_op *w = write_new(STORE_OP_SM_CREATE, rec->id, rec->epoch, fn, ud);
+	struct store_write_op *w = write_new(h, STORE_OP_SM_CREATE, rec->id, rec->epoch, fn, ud);
 	if (!w)
 		return NULL;
 	w->rec = *rec;
@@ -446,7 +476,7 @@ struct store_op *store_sm_create_async(struct store_handle *h, const struct sm_r
 struct store_op *store_sm_append_async(struct store_handle *h, const char *id, uint32_t epoch,
 				       const struct sm_entry *e, store_write_fn *fn, void *ud)
 {
-	struct store_write_op *w = write_new(STORE_OP_SM_APPEND, id, epoch, fn, ud);
+	struct store_write_op *w = write_new(h, STORE_OP_SM_APPEND, id, epoch, fn, ud);
 	if (!w)
 		return NULL;
 	w->e = *e;
@@ -457,7 +487,7 @@ struct store_op *store_sm_append_async(struct store_handle *h, const char *id, u
 struct store_op *store_sm_ack_async(struct store_handle *h, const char *id, uint32_t epoch,
 				    uint32_t hval, store_write_fn *fn, void *ud)
 {
-	struct store_write_op *w = write_new(STORE_OP_SM_ACK, id, epoch, fn, ud);
+	struct store_write_op *w = write_new(h, STORE_OP_SM_ACK, id, epoch, fn, ud);
 	if (!w)
 		return NULL;
 	w->h = hval;
@@ -467,7 +497,7 @@ struct store_op *store_sm_ack_async(struct store_handle *h, const char *id, uint
 struct store_op *store_sm_update_async(struct store_handle *h, const struct sm_record *rec,
 				       store_write_fn *fn, void *ud)
 {
-	struct store_write_op *w = write_new(STORE_OP_SM_UPDATE, rec->id, rec->epoch, fn, ud);
+	struct store_write_op *w = write_new(h, STORE_OP_SM_UPDATE, rec->id, rec->epoch, fn, ud);
 	if (!w)
 		return NULL;
 	w->rec = *rec;
@@ -479,7 +509,7 @@ struct store_op *store_sm_set_isr_async(struct store_handle *h, const char *id, 
 					const uint8_t sealed[TOKEN_SEALED_LEN],
 					store_write_fn *fn, void *ud)
 {
-	struct store_write_op *w = write_new(STORE_OP_SM_SET_ISR, id, epoch, fn, ud);
+	struct store_write_op *w = write_new(h, STORE_OP_SM_SET_ISR, id, epoch, fn, ud);
 	if (!w)
 		return NULL;
 	w->set = set;

@@ -50,6 +50,10 @@ struct store_handle {
 	uint64_t turn;                  /* store_poll() calls so far */
 	uint64_t last_due;
 	size_t pending;                 /* issued, not completed, not cancelled */
+	/* Finished owner's writes kept for the next ones (two per stanza:
+	 * no malloc and free each time). */
+	struct store_op *spare;
+	unsigned nspare;
 };
 
 /* A backend that submits marks an operation's result in (or failed, with

@@ -754,9 +754,6 @@ static int st_active(struct c2s *s, struct xnode *el)
 		if (c2s_sm_count_in(s))
 			return 1; /* the session moved away under us */
 		c2s_route_stanza(s, el);
-		/* Parked (an account lookup): written once routed (on_account). */
-		if (!s->op && s->state != C2S_CLOSING && c2s_sm_h_write(s))
-			return 1;
 		return s->state == C2S_CLOSING || store_backpressure(s);
 	}
 	if (!strcmp(el->ns, XMLNS_SM))
@@ -1087,6 +1084,10 @@ enum tp_feed c2s_feed(struct c2s *s, const char *data, size_t len)
 		}
 		break;
 	}
+	/* One h write for what this feed routed (parked for an account
+	 * lookup: written once that stanza is routed, on_account). */
+	if (!s->op && s->state != C2S_CLOSING)
+		c2s_sm_h_write(s);
 	if (s->state == C2S_CLOSING)
 		return TP_FEED_CLOSED;
 	/* Between stanzas an established stream keeps no parser: expat and

@@ -409,12 +409,12 @@ int c2s_sm_count_in(struct c2s *s)
 {
 	if (!(s->flags & C2S_F_SM))
 		return 0;
-	/* Counted now, written once the stanza is routed (c2s_sm_h_write):
-	 * after its deliveries on the store's ordered pipeline, or, on a
-	 * shared store, in the very call that appends it to its recipients'
-	 * queues (c2s_remote.c), so a crash between the two neither loses it
-	 * nor has the client send it twice. The client hears of this h only
-	 * once that write is done (h_writes). */
+	/* Counted now, written once the stanza is routed (c2s_sm_h_write, once
+	 * per feed or before an <a/>): after its deliveries on the store's
+	 * ordered pipeline, or, on a shared store, in the very call that
+	 * appends it to its recipients' queues (c2s_remote.c), so a crash
+	 * between the two neither loses it nor has the client send it twice.
+	 * The client hears of this h only once that write is done (h_writes). */
 	s->sm.c.h_in++;
 	s->flags |= C2S_F_H_DIRTY;
 	return 0;
@@ -1002,6 +1002,8 @@ int c2s_sm_nonza(struct c2s *s, struct xnode *el)
 		return do_resume(s, el);
 	if (!strcmp(el->name, "r")) {
 		if ((s->flags & C2S_F_SM) && attached(s)) {
+			if (c2s_sm_h_write(s)) /* the stanzas before it, if not written yet */
+				return 1;
 			if (s->h_writes)
 				s->flags |= C2S_F_WANT_A; /* answered once h is written */
 			else

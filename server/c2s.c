@@ -1281,7 +1281,11 @@ static void h_free(void *p) { c2s_free(p); }
 static void h_deliver(void *p, struct rmsg *m) { c2s_deliver(p, m); }
 static void h_kick(void *p, int cond) { c2s_kick(p, (enum stream_err)cond); }
 static void h_moved(void *p) { c2s_moved(p); }
-static void h_appended(void *p, uint32_t seq, struct rmsg *m) { c2s_sm_known(p, seq, m); }
+static void h_appended(void *p, uint32_t seq, struct rmsg *m)
+{
+	if (c2s_sm_known(p, seq, m))
+		c2s_count_out(m); /* once: a local entry is also announced by the inbox */
+}
 /* The node shuts down. With a store shared between nodes a resumable
  * session outlives it: the transport closes without </stream:stream> (not
  * with <reset/>, which forbids TLS session resumption, RFC 6120

@@ -276,7 +276,7 @@ void c2s_sm_free(struct c2s *s);
 /* Entry <seq> with message <m> (borrowed) is in this session's queue: it
  * was appended by another node (its inbox says so) or by us. Sent in
  * order; a repeat is ignored. */
-void c2s_sm_known(struct c2s *s, uint32_t seq, struct rmsg *m);
+int c2s_sm_known(struct c2s *s, uint32_t seq, struct rmsg *m); /* 1: new to it */
 /* A write the inbound h waits for is done (h_writes counted it): the
  * client's pending <r/> gets its <a/> once none is left. */
 void c2s_sm_h_done(struct c2s *s);

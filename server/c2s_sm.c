@@ -470,23 +470,23 @@ static void hold(struct c2s *s, uint32_t seq, struct rmsg *m)
 
 #define HELD_MAX 4096 /* entries a stream keeps ahead of a gap, or before it adopts */
 
-void c2s_sm_known(struct c2s *s, uint32_t seq, struct rmsg *m)
+int c2s_sm_known(struct c2s *s, uint32_t seq, struct rmsg *m)
 {
 	int closing = s->state == C2S_CLOSING && !(s->flags & C2S_F_DETACHED);
 	if (s->flags & C2S_F_GONE || closing || s->nheld >= HELD_MAX)
-		return; /* the queue has it: whoever resumes the session gets it */
+		return 0; /* the queue has it: whoever resumes the session gets it */
 	if (!(s->flags & C2S_F_SM)) {
 		/* The take that makes this stream the owner has happened, its
 		 * reply has not come: the entry waits for adopt (drain_held). */
 		hold(s, seq, m);
-		return;
+		return 1;
 	}
 	uint32_t ahead = seq - s->sm.c.out;
 	if (!ahead || ahead > 0x80000000u)
-		return; /* known already */
+		return 0; /* known already */
 	if (ahead > 1) {
 		hold(s, seq, m);
-		return;
+		return 1;
 	}
 	advance(s, m);
 	while (s->held_q && s->held_q->seq == s->sm.c.out + 1) {
@@ -499,6 +499,7 @@ void c2s_sm_known(struct c2s *s, uint32_t seq, struct rmsg *m)
 	}
 	if (!s->held_q)
 		s->held_ticks = 0;
+	return 1;
 }
 
 /* An append came back: the stanza is in the queue, so now it may be sent. */

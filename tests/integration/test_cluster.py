@@ -461,6 +461,7 @@ def test_tetherctl_sessions_kick_drain(cluster, conns):
     assert xr.local(el.tag) == 'resumed', tostr(el)   # drained, not ended
 
 
-def test_tetherctl_sessions_needs_a_shared_store(server):
+def test_tetherctl_sessions_needs_a_shared_store(server_factory):
+    server = server_factory(backend='memory')
     r = server.ctl('sessions', 'alice@localhost', check=False)
     assert r.returncode == 1 and 'backend = redis' in r.stderr, r.stderr

@@ -20,6 +20,13 @@ enum store_op_kind {
 	STORE_OP_SM_UPDATE,
 	STORE_OP_SM_SET_ISR,
 	STORE_OP_SM_DESTROY,
+	STORE_OP_IM_ROSTER,          /* store_im.h: the whole roster */
+	STORE_OP_IM_CONTACTS,        /* contacts by subscription, pending requests */
+	STORE_OP_IM_SET,
+	STORE_OP_IM_REMOVE,
+	STORE_OP_IM_SUB,
+	STORE_OP_IM_OFFLINE_ADD,
+	STORE_OP_IM_OFFLINE_TAKE,
 };
 
 /* One operation issued on a handle. It waits in the handle's FIFO and
@@ -112,6 +119,44 @@ struct store_destroy_op {
 	char *bare, *resource;
 	struct sm_entry *q;     /* the caller's callback takes these references */
 	size_t n;
+};
+
+/* Queues <op> (filled by its issuer) behind what <h> issued before: the
+ * memory backend completes it at a later store_poll() turn, a submitting
+ * backend gets it now (*<err> set if that fails). For store_*.c. */
+void store_op_enqueue(struct store_handle *h, struct store_op *op, int *err);
+
+/* The IM operations (store_im.h), one layout for all their kinds. */
+struct store_im_op {
+	struct store_op op;     /* first */
+	union {
+		store_im_roster_fn *roster;
+		store_im_contacts_fn *contacts;
+		store_im_change_fn *change;
+		store_im_sub_fn *sub;
+		store_im_done_fn *done;
+		store_im_msgs_fn *msgs;
+	} fn;
+	/* arguments */
+	char *bare;             /* the account (sub: the user) */
+	char *jid;              /* remove: the item; sub: the contact */
+	struct im_item item;    /* set */
+	unsigned max;           /* set, sub: max_roster_items; offline add: max_offline */
+	unsigned want;          /* contacts: IM_WANT_* */
+	enum sub_type type;     /* sub */
+	char *data;             /* sub: the stanza; offline add: the message */
+	size_t len;
+	/* results */
+	int err;
+	uint64_t ver;
+	struct im_item *items;  /* roster: the visible items */
+	char **strs;            /* contacts: JIDs; offline take: messages */
+	size_t *lens;           /* offline take: their lengths */
+	size_t n, cap;
+	char **pending;         /* contacts: stored requests */
+	size_t np, capp;
+	struct im_change change, contact;
+	struct im_sub_result sub;
 };
 
 #endif /* TETHER_STORE_OP_H */

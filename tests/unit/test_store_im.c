@@ -268,7 +268,7 @@ static void test_offline_cap_and_order(void **state)
 {
 	(void)state;
 	struct store *st = open_ok();
-	char buf[32];
+	char buf[64];
 	for (int i = 0; i < 3; i++) {
 		int len = snprintf(buf, sizeof(buf), "<message>%d</message>", i);
 		assert_int_equal(store_im_offline_add(st, "a@x", buf, (size_t)len, 3), 0);

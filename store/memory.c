@@ -797,6 +797,11 @@ static int mem_im_sub(struct store *s, const char *user, const char *contact, en
 static int mem_im_offline_add(struct store *s, const char *bare, const char *data, size_t len,
 			      unsigned max)
 {
+	struct user_creds c;
+	int rc = mem_user_get(s, bare, &c); /* nothing is kept for nobody */
+	scram_creds_wipe(&c);
+	if (rc)
+		return rc;
 	return im_table_offline_add(((struct mem *)s)->im, bare, data, len, max);
 }
 

@@ -68,16 +68,11 @@ struct im_table {
 
 /* ---- items ---------------------------------------------------------------- */
 
-static int has_pi(unsigned s)
-{
-	return s == SUB_NONE_PI || s == SUB_NONE_POPI || s == SUB_TO_PI;
-}
-
 /* Moves <it> to state <s>; a request that is no longer pending is forgotten. */
 static void set_state(struct im_item *it, enum sub_state s)
 {
 	it->state = (uint8_t)s;
-	if (!has_pi(s)) {
+	if (!sub_pending_in(s)) {
 		free(it->pending);
 		it->pending = NULL;
 	}
@@ -700,7 +695,7 @@ int im_table_remove(struct im_table *t, const char *bare, const char *jid, struc
 		enum sub_state cwas = ci->state, st = cwas;
 		if (sub_has_to(old) || sub_asks(old))
 			st = sub_inbound(st, SUB_UNSUBSCRIBE).next;
-		if (sub_has_from(old) || has_pi(old))
+		if (sub_has_from(old) || sub_pending_in(old))
 			st = sub_inbound(st, SUB_UNSUBSCRIBED).next;
 		set_state(ci, st);
 		collect(c, bare);

@@ -129,6 +129,7 @@ static void im_release(struct store_op *op)
 		free(o->strs[i]);
 	free(o->strs);
 	free(o->lens);
+	free(o->states);
 	for (size_t i = 0; i < o->np; i++)
 		free(o->pending[i]);
 	free(o->pending);
@@ -139,6 +140,7 @@ static void im_release(struct store_op *op)
 	o->items = NULL;
 	o->strs = o->pending = NULL;
 	o->lens = NULL;
+	o->states = NULL;
 	o->n = o->np = 0;
 }
 
@@ -180,11 +182,14 @@ static void collect_contacts(void *ud, const struct im_item *it)
 		    ((o->want & IM_WANT_TO) && sub_has_to(it->state));
 	if (match) {
 		char *j = strdup(it->jid);
-		if (!j || grow((void **)&o->strs, sizeof(char *), o->n, &o->cap)) {
+		size_t cap = o->cap;
+		if (!j || grow((void **)&o->strs, sizeof(char *), o->n, &o->cap) ||
+		    grow((void **)&o->states, 1, o->n, &cap)) {
 			free(j);
 			o->err = -ENOMEM;
 			return;
 		}
+		o->states[o->n] = it->state;
 		o->strs[o->n++] = j;
 	}
 	if ((o->want & IM_WANT_PENDING) && it->pending) {
@@ -234,7 +239,7 @@ static void im_complete(struct store_op *op)
 			int rc = store_im_read(st, o->bare, &o->ver, collect_contacts, o);
 			o->err = rc ? rc : o->err;
 		}
-		o->fn.contacts(op->ud, o->err, o->strs, o->err ? 0 : o->n, o->pending,
+		o->fn.contacts(op->ud, o->err, o->strs, o->states, o->err ? 0 : o->n, o->pending,
 			       o->err ? 0 : o->np);
 		break;
 	case STORE_OP_IM_SET:

@@ -152,6 +152,7 @@ struct store_im_op {
 	struct im_item *items;  /* roster: the visible items */
 	char **strs;            /* contacts: JIDs; offline take: messages */
 	size_t *lens;           /* offline take: their lengths */
+	uint8_t *states;        /* contacts: their states */
 	size_t n, cap;
 	char **pending;         /* contacts: stored requests */
 	size_t np, capp;

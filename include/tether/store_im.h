@@ -88,7 +88,8 @@ typedef void store_im_msg_fn(void *ud, const char *data, size_t len);
  * sub: applies <type> from <user> to <contact>; <stanza> (the request as
  * it goes out, stamped) is kept as the contact's pending request when it
  * makes one; <contact_exists> is judged by the backend. <out> filled.
- * offline add: appends <data> for <bare>; -EDQUOT when <max> are stored.
+ * offline add: appends <data> for <bare>; -EDQUOT when <max> are stored,
+ * -ENOENT when there is no such account.
  * offline take: hands every stored message of <bare> to <fn>, oldest first,
  * and deletes them in the same step. */
 int store_im_read(struct store *st, const char *bare, uint64_t *ver, store_im_item_fn *fn,
@@ -121,15 +122,16 @@ typedef void store_im_roster_fn(void *ud, int err, uint64_t ver, const struct im
 struct store_op *store_im_roster_async(struct store_handle *h, const char *bare,
 				       store_im_roster_fn *fn, void *ud);
 
-/* Just the JIDs of <bare>'s contacts whose state matches <want> (IM_WANT_*),
- * and the pending requests with IM_WANT_PENDING: later <fn>(<ud>, err, jids,
- * n, pending, np) (borrowed for the call). Cheap enough for every presence
- * broadcast: names and groups are not copied. */
+/* Just the JIDs of <bare>'s contacts whose state matches <want> (IM_WANT_*)
+ * with their states (enum sub_state), and the pending requests with
+ * IM_WANT_PENDING: later <fn>(<ud>, err, jids, states, n, pending, np)
+ * (borrowed for the call). Cheap enough for every presence broadcast:
+ * names and groups are not copied. */
 #define IM_WANT_FROM    1u  /* the contact receives the user's presence (From, Both) */
 #define IM_WANT_TO      2u  /* the user receives the contact's (To, Both): probe these */
 #define IM_WANT_PENDING 4u  /* stored subscription requests, in <pending> */
-typedef void store_im_contacts_fn(void *ud, int err, char *const *jids, size_t n,
-				  char *const *pending, size_t np);
+typedef void store_im_contacts_fn(void *ud, int err, char *const *jids, const uint8_t *states,
+				  size_t n, char *const *pending, size_t np);
 struct store_op *store_im_contacts_async(struct store_handle *h, const char *bare, unsigned want,
 					 store_im_contacts_fn *fn, void *ud);
 

@@ -269,6 +269,8 @@ static void test_offline_cap_and_order(void **state)
 	(void)state;
 	struct store *st = open_ok();
 	char buf[64];
+	add_user(st, "a@x");
+	assert_int_equal(store_im_offline_add(st, "nobody@x", "<x/>", 4, 3), -ENOENT);
 	for (int i = 0; i < 3; i++) {
 		int len = snprintf(buf, sizeof(buf), "<message>%d</message>", i);
 		assert_int_equal(store_im_offline_add(st, "a@x", buf, (size_t)len, 3), 0);
@@ -309,10 +311,11 @@ static void on_roster(void *ud, int err, uint64_t ver, const struct im_item *ite
 	calls++;
 }
 
-static void on_contacts(void *ud, int err, char *const *jids, size_t n, char *const *pending,
-			size_t np)
+static void on_contacts(void *ud, int err, char *const *jids, const uint8_t *states, size_t n,
+			char *const *pending, size_t np)
 {
 	(void)ud;
+	(void)states;
 	(void)jids;
 	(void)pending;
 	assert_int_equal(err, 0);
@@ -352,6 +355,8 @@ static void test_async(void **state)
 	(void)state;
 	struct store *st = open_ok();
 	struct store_handle *h = store_attach(st, NULL);
+	add_user(st, "a@x");
+	add_user(st, "c@x");
 	struct im_item it = { .jid = "b@x" };
 	calls = 0;
 	assert_non_null(store_im_set_async(h, "a@x", &it, 10, on_set, NULL));

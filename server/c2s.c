@@ -14,6 +14,7 @@
 #include <sodium.h>
 
 #include "tether/deliver.h"
+#include "tether/presence.h"
 #include "tether/ht.h"
 #include "tether/im.h"
 #include "tether/limits.h"
@@ -241,7 +242,8 @@ void c2s_send_features(struct c2s *s)
 	} else {
 		sbuf_puts(o, "<bind xmlns='" XMLNS_BIND "'/>"
 			  "<session xmlns='" XMLNS_SESSION "'><optional/></session>"
-			  "<sm xmlns='" XMLNS_SM "'/>");
+			  "<sm xmlns='" XMLNS_SM "'/>"
+			  "<ver xmlns='urn:xmpp:features:rosterver'/>");
 		c2s_isr_feature(s, o);
 	}
 	sbuf_puts(o, "</stream:features>");
@@ -1043,6 +1045,7 @@ void c2s_end_presence(struct c2s *s)
 	if (!(s->flags & C2S_F_BOUND))
 		return;
 	s->flags &= ~C2S_F_BOUND;
+	presence_session_end(s); /* contacts and directed presence (RFC 6121 §4.5.2) */
 	router_unbind(s->srv->router, s->bare, s->resource, &s->self);
 	if (s->flags & C2S_F_AVAILABLE) {
 		/* Tell the other resources this one is gone. */
@@ -1136,6 +1139,8 @@ void c2s_on_timeout(struct c2s *s, int which)
 
 void c2s_deliver(struct c2s *s, struct rmsg *m)
 {
+	if (presence_on_deliver(s, m))
+		return; /* probes, roster pushes nobody asked for */
 	if (s->flags & C2S_F_SM) {
 		c2s_sm_emit(s, m); /* queued even while detached */
 		return;
@@ -1182,6 +1187,7 @@ void c2s_free(struct c2s *s)
 	xstream_free(s->xs);
 	sasl_free(s->sasl);
 	c2s_sasl2_free(s);
+	presence_free(s);
 	sodium_memzero(s->cb_exporter, sizeof(s->cb_exporter));
 	sodium_memzero(s->cb_unique, sizeof(s->cb_unique));
 	free(s->bare);

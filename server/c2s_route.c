@@ -7,7 +7,10 @@
 #include "tether/deliver.h"
 #include "tether/im.h"
 #include "tether/metrics.h"
+#include "tether/offline.h"
+#include "tether/presence.h"
 #include "tether/router.h"
+#include "tether/sm.h"
 #include "tether/store.h"
 #include "tether/xstream.h"
 
@@ -85,13 +88,20 @@ static void route_message_bare(struct c2s *s, struct xnode *el, const char *bare
 	}
 	struct rmsg *m = make_rmsg(s, el, to);
 	int congested = 0;
-	size_t got = m ? deliver_message_bare(s->w, bare, m, &congested) : 0;
+	size_t got = m ? deliver_message_bare(s->w, bare, rmsg_ref(m), &congested) : 0;
 	if (congested)
 		s->flags |= C2S_F_BACKOFF;
+	if (!got && m && offline_wanted(type) && s->tp->store && s->tp->store(s->io)) {
+		/* RFC 6121 §8.5.2.2, XEP-0160 (offline.c) */
+		offline_store(s->w, s->srv->cfg.domain, bare, m, sm_wall_ms(),
+			      STE_SERVICE_UNAVAILABLE);
+		return;
+	}
+	rmsg_unref(m);
 	if (got)
 		return;
 	if (!type || strcmp(type, "headline"))
-		bounce(s, el, to, STE_SERVICE_UNAVAILABLE); /* no offline storage yet */
+		bounce(s, el, to, STE_SERVICE_UNAVAILABLE);
 }
 
 /* Presence without 'to': goes to all of the user's own resources. */
@@ -101,6 +111,7 @@ static void broadcast_presence(struct c2s *s, struct xnode *el)
 	if (type && strcmp(type, "unavailable"))
 		return; /* subscription management comes with the roster */
 	int avail = !type;
+	int initial = avail && !(s->flags & C2S_F_AVAILABLE);
 	if (avail) {
 		struct xnode *p = xnode_child(el, XMLNS_CLIENT, "priority");
 		const char *pt = p ? xnode_text(p) : NULL;
@@ -115,6 +126,8 @@ static void broadcast_presence(struct c2s *s, struct xnode *el)
 	router_set_presence(s->srv->router, s->bare, s->resource, avail, s->priority);
 	struct rmsg *m = make_rmsg(s, el, NULL);
 	int congested = 0;
+	if (m)
+		presence_broadcast(s, rmsg_ref(m), initial); /* contacts (presence.c) */
 	if (m)
 		deliver_presence(s->w, s->bare, m, 0, &congested);
 	if (congested)
@@ -135,6 +148,8 @@ static void route_to_server(struct c2s *s, struct xnode *el)
  * such as aioxmpp drop a reply from anywhere else as spoofed. */
 static void answer_for_account(struct c2s *s, struct xnode *el)
 {
+	if (presence_roster_iq(s, el))
+		return; /* RFC 6121 §2 (presence.c) */
 	sbuf_reset(&s->out);
 	im_account_iq(el, s->bare, s->full, 1, &s->out);
 	c2s_emit_reply(s, RMSG_IQ, s->bare, "result");
@@ -167,6 +182,8 @@ static void route_to_account(struct c2s *s, struct xnode *el, const char *bare, 
 	if (!exists) {
 		bounce(s, el, to, STE_SERVICE_UNAVAILABLE);
 	} else if (kind_of(el) == RMSG_IQ) {
+		if (!strcmp(bare, s->bare) && presence_roster_iq(s, el))
+			return;
 		sbuf_reset(&s->out);
 		im_account_iq(el, bare, s->full, !strcmp(bare, s->bare), &s->out);
 		c2s_emit_reply(s, RMSG_IQ, bare, "result");
@@ -293,6 +310,8 @@ static void route(struct c2s *s, struct xnode *el)
 		c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
 		return;
 	}
+	if (kind == RMSG_PRESENCE && presence_intercept(s, el, to))
+		return; /* subscriptions, probes, bad types (presence.c) */
 	if (!to) {
 		if (kind == RMSG_PRESENCE)
 			broadcast_presence(s, el);

@@ -69,6 +69,7 @@ struct store_wait {
 	struct worker *w;
 	const char *domain;   /* the server's: lives as long as the worker */
 	struct rmsg *m;
+	enum stanza_err otherwise;
 };
 
 static void on_stored(void *ud, int err)
@@ -78,14 +79,14 @@ static void on_stored(void *ud, int err)
 		log_info("offline: message from %s to %s not stored: %s", x->m->from, x->m->to,
 			 strerror(-err));
 		deliver_bounce(x->w, x->domain, x->m,
-			       err == -EDQUOT ? STE_RESOURCE_CONSTRAINT : STE_SERVICE_UNAVAILABLE);
+			       err == -EDQUOT ? STE_RESOURCE_CONSTRAINT : x->otherwise);
 	}
 	rmsg_unref(x->m);
 	free(x);
 }
 
 void offline_store(struct worker *w, const char *domain, const char *bare, struct rmsg *m,
-		   uint64_t stamp_ms)
+		   uint64_t stamp_ms, enum stanza_err otherwise)
 {
 	struct sbuf delayed = SBUF_INIT, rec = SBUF_INIT;
 	struct store_wait *x = NULL;
@@ -95,6 +96,7 @@ void offline_store(struct worker *w, const char *domain, const char *bare, struc
 		x->w = w;
 		x->domain = domain;
 		x->m = m;
+		x->otherwise = otherwise;
 		op = store_im_offline_add_async(w->sh, bare, rec.data, rec.len,
 						w->srv->cfg.im_max_offline, on_stored, x);
 	}
@@ -103,6 +105,6 @@ void offline_store(struct worker *w, const char *domain, const char *bare, struc
 	if (op)
 		return;
 	free(x);
-	deliver_bounce(w, domain, m, STE_SERVICE_UNAVAILABLE);
+	deliver_bounce(w, domain, m, otherwise);
 	rmsg_unref(m);
 }

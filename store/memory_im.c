@@ -1,6 +1,6 @@
 /* store/memory_im.c - the memory backend's IM data: rosters, subscription states and offline messages, persisted under <dir>/im.
  *
- * One account, two files in <dir>/im, named after a hash of the bare JID
+ * One account, two files in <dir>/im (made at the first write), named after a hash of the bare JID
  * (a JID can be 3071 bytes, a file name 255): <hash>.roster holds the
  * version and the items, <hash>.offline the stored messages, so storing
  * a message never rewrites the roster and the other way round. Each file
@@ -321,6 +321,8 @@ static int file_put(const struct im_table *t, const char *name, const struct sbu
 			return -errno;
 		goto sync_dir;
 	}
+	if (mkdir(t->dir, 0700) == -1 && errno != EEXIST)
+		return -errno;
 	fd = mkostemp(tmp, O_CLOEXEC); /* mode 0600 */
 	if (fd == -1)
 		return -errno;
@@ -552,12 +554,9 @@ struct im_table *im_table_open(const char *dir, char *err, size_t errlen)
 		return NULL;
 	}
 	pthread_mutex_init(&t->lock, NULL);
-	if (mkdir(t->dir, 0700) == -1 && errno != EEXIST) {
-		snprintf(err, errlen, "store: %s: %s", t->dir, strerror(errno));
-		im_table_free(t);
-		return NULL;
-	}
 	DIR *d = opendir(t->dir);
+	if (!d && errno == ENOENT)
+		return t; /* created at the first write: a store without IM data has no im/ */
 	if (!d) {
 		snprintf(err, errlen, "store: %s: %s", t->dir, strerror(errno));
 		im_table_free(t);

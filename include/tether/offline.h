@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tether/errors.h"
+
 struct rmsg;
 struct sbuf;
 struct worker;
@@ -17,11 +19,11 @@ int offline_wanted(const char *type);
 /* Stores message <m> for account <bare>, with a XEP-0203 delay stamp of
  * <stamp_ms> (Unix ms), through <w>'s store handle; consumes a reference.
  * When it cannot be stored the sender gets an error, never silence:
- * resource-constraint over [im] max_offline, service-unavailable for an
- * account that does not exist, a backend without offline storage, or a
- * worker without a store handle. */
+ * resource-constraint over [im] max_offline, else <otherwise> (no such
+ * account, a backend without offline storage, no store handle, a store
+ * error). */
 void offline_store(struct worker *w, const char *domain, const char *bare, struct rmsg *m,
-		   uint64_t stamp_ms);
+		   uint64_t stamp_ms, enum stanza_err otherwise);
 
 /* A stored record back into a message for account <bare> (its 'to'), with
  * the sender, id and type it was stored with. NULL: malformed or out of

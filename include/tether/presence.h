@@ -1,0 +1,47 @@
+/* include/tether/presence.h - RFC 6121 for a bound session: roster requests and pushes, subscriptions, presence to and from contacts, offline delivery.
+ *
+ * The c2s hooks. Each is called from one place in c2s.c / c2s_route.c and
+ * reaches the store only through the stream's store handle (store_im.h);
+ * without one (unit tests of c2s) they do nothing and c2s behaves as
+ * before. */
+#ifndef TETHER_PRESENCE_H
+#define TETHER_PRESENCE_H
+
+struct c2s;
+struct rmsg;
+struct xnode;
+
+/* An iq from the account to itself (no 'to', or its bare JID): handles a
+ * jabber:iq:roster get or set (RFC 6121 §2). Returns 1 if handled (the
+ * reply comes later, the stream is parked meanwhile), 0 to let im.c
+ * answer it. */
+int presence_roster_iq(struct c2s *s, struct xnode *iq);
+
+/* A presence stanza from the client, 'from' already stamped, <to> its
+ * 'to' or NULL: handles subscriptions (§3), drops probes (§4.3: only
+ * servers probe), refuses unknown types (bad-request) and records
+ * directed presence (§4.6). Returns 1 if it took the stanza, 0 to route it
+ * as before (available, unavailable, error). */
+int presence_intercept(struct c2s *s, struct xnode *el, const char *to);
+
+/* The client's own presence broadcast <m> (no 'to'; available or
+ * unavailable) has gone to the account's resources: now to its contacts
+ * with a From subscription; with <initial>, probes to those with To,
+ * stored subscription requests, and offline messages if the priority is
+ * not negative (§4.2, XEP-0160). Consumes a reference of <m>. */
+void presence_broadcast(struct c2s *s, struct rmsg *m, int initial);
+
+/* A stanza delivered to this session: answers server probes and
+ * "send your unavailable presence" requests, and passes roster pushes on
+ * only if the client asked for the roster. Returns 1 if it consumed <m>,
+ * 0 to deliver it as usual. */
+int presence_on_deliver(struct c2s *s, struct rmsg *m);
+
+/* The session is ending for good (c2s_end_presence, also on SM expiry):
+ * unavailable presence to subscribers and directed-presence recipients. */
+void presence_session_end(struct c2s *s);
+
+/* Frees the session's IM state (c2s_free). */
+void presence_free(struct c2s *s);
+
+#endif /* TETHER_PRESENCE_H */

@@ -1,0 +1,697 @@
+/* server/presence.c - RFC 6121 for a bound session: roster requests and pushes, subscriptions, presence to and from contacts, offline delivery.
+ *
+ * Choices where RFC 6121 leaves one, or where one node makes it simple:
+ * - Nothing is cached per session: every presence broadcast reads the
+ *   contacts it goes to (just their JIDs and states, store_im.h) through
+ *   the stream's store handle. Roster changes are therefore seen at once,
+ *   by every resource, without cache invalidation.
+ * - A subscription stanza is applied to both rosters in one store step
+ *   (the user's outbound and the contact's inbound row of Appendix A), so
+ *   a contact that is offline gets its state and its pending request
+ *   stored without having a session.
+ * - Probes (§4.3) are never sent by clients here (dropped) and never
+ *   passed to clients: the server sends one to each bound resource of a
+ *   contact the user has a To subscription with, and the contact's session
+ *   answers with its last available presence, addressed to the full JID
+ *   that came online. Since both rosters change together, the prober's To
+ *   is the contact's From: the contact's session does not read its roster
+ *   again to authorize the answer.
+ * - After an approval, a cancellation or an unsubscription the presence
+ *   that must follow (§3.1.5, §3.2.2, §3.3.3) comes from the sessions of
+ *   the side whose presence is concerned: they get an internal "probe" or
+ *   "gone" message and answer for themselves (internal rmsg types, never
+ *   written to a stream).
+ * - Roster pushes go to every bound resource of the account as one
+ *   serialized stanza; a session passes it on only if its client asked
+ *   for the roster (an "interested resource", §2.1.6).
+ * - Directed presence (§4.6) is remembered per session (up to
+ *   DIRECTED_MAX JIDs) and undone with unavailable presence when the
+ *   session becomes unavailable or ends.
+ * - Subscription pre-approval (§3.4) is not offered: a <subscribed/> with
+ *   nothing to approve is dropped, as Appendix A's tables say.
+ */
+#include "tether/presence.h"
+#include "c2s_priv.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tether/deliver.h"
+#include "tether/im.h"
+#include "tether/jid.h"
+#include "tether/log.h"
+#include "tether/offline.h"
+#include "tether/roster.h"
+#include "tether/store.h"
+#include "tether/store_im.h"
+#include "tether/sub.h"
+#include "tether/worker.h"
+#include "tether/xstream.h"
+
+#define T_PUSH  "tether-push"  /* rmsg type: a roster push, for interested resources only */
+#define T_GONE  "tether-gone"  /* rmsg type: "send your unavailable presence to m->from" */
+#define T_PROBE "probe"        /* a server probe: "send your presence to m->from" */
+
+#define IM_F_ROSTER  0x1u      /* the client asked for its roster: it gets pushes */
+#define DIRECTED_MAX 64        /* directed-presence recipients remembered per session */
+
+struct c2s_im {
+	unsigned flags;
+	struct rmsg *last;        /* the last available presence broadcast: probes get it */
+	char *directed[DIRECTED_MAX];
+	size_t ndirected;
+};
+
+static struct c2s_im *im_of(struct c2s *s)
+{
+	if (!s->im)
+		s->im = calloc(1, sizeof(*s->im));
+	return s->im;
+}
+
+static struct store_handle *handle(struct c2s *s)
+{
+	return s->tp->store ? s->tp->store(s->io) : NULL;
+}
+
+void presence_free(struct c2s *s)
+{
+	struct c2s_im *im = s->im;
+	if (!im)
+		return;
+	rmsg_unref(im->last);
+	for (size_t i = 0; i < im->ndirected; i++)
+		free(im->directed[i]);
+	free(im);
+	s->im = NULL;
+}
+
+/* ---- sending ------------------------------------------------------------ */
+
+/* <m> to <jid>: that resource if it is a full JID, else the account's
+ * available resources. Consumes <m>. */
+static void send_to(struct worker *w, const char *jid, struct rmsg *m)
+{
+	struct jid *j = malloc(sizeof(*j));
+	char bare[2 * JID_PART_MAX + 2];
+	if (!j || jid_parse(jid, j) || jid_bare(j, bare, sizeof(bare)) < 0)
+		rmsg_unref(m);
+	else if (j->resource[0])
+		deliver_full(w, bare, j->resource, m);
+	else
+		deliver_presence(w, bare, m, 1, NULL);
+	free(j);
+}
+
+/* <presence type='<type>' from to/> to <to> (see send_to). */
+static void send_typed(struct worker *w, const char *from, const char *to, const char *type)
+{
+	struct sbuf b = SBUF_INIT;
+	int rc = sbuf_printf(&b, "<presence type='%s' from='", type);
+	rc |= sbuf_puts_esc(&b, from);
+	rc |= sbuf_puts(&b, "' to='");
+	rc |= sbuf_puts_esc(&b, to);
+	rc |= sbuf_puts(&b, "'/>");
+	struct rmsg *m = rc ? NULL : rmsg_new(RMSG_PRESENCE, b.data, b.len, from, to, NULL, type);
+	sbuf_free(&b);
+	if (m)
+		send_to(w, to, m);
+}
+
+/* An internal request of <type> (T_PROBE, T_GONE) to every bound resource
+ * of <whose>: answer to <asker>. */
+static void ask(struct worker *w, const char *whose, const char *asker, const char *type)
+{
+	static const char body[] = "<presence/>"; /* never written: the type says it all */
+	struct rmsg *m = rmsg_new(RMSG_PRESENCE, body, sizeof(body) - 1, asker, whose, NULL, type);
+	if (m)
+		deliver_presence(w, whose, m, 0, NULL);
+}
+
+/* A roster push of change <c> to every bound resource of <bare>. */
+static void push(struct worker *w, const char *bare, const struct im_change *c)
+{
+	static atomic_uint_fast64_t seq;
+	char id[32];
+	struct sbuf b = SBUF_INIT;
+	if (!c || !c->pushed || !c->item.jid)
+		return;
+	snprintf(id, sizeof(id), "push%" PRIx64,
+		 (uint64_t)atomic_fetch_add_explicit(&seq, 1, memory_order_relaxed));
+	if (!roster_push_xml(&b, id, c->ver, &c->item, c->removed)) {
+		struct rmsg *m = rmsg_new(RMSG_IQ, b.data, b.len, NULL, NULL, id, T_PUSH);
+		if (m)
+			deliver_presence(w, bare, m, 0, NULL);
+	}
+	sbuf_free(&b);
+}
+
+/* An error reply to the client's own stanza <el>, from <from>. */
+static void refuse(struct c2s *s, struct xnode *el, const char *from, enum stanza_err e)
+{
+	const char *type = xnode_attr(el, "type");
+	if (type && !strcmp(type, "error"))
+		return;
+	sbuf_reset(&s->out);
+	im_error_reply(el, from, s->full, e, &s->out);
+	c2s_emit_reply(s, el->name[0] == 'i' ? RMSG_IQ : RMSG_PRESENCE, from, "error");
+}
+
+/* ---- waiting for the store with a copy of the stanza ------------------------ */
+
+/* The context of one parked operation: the stanza copied out of the
+ * parser's arena, and what the callback needs. Freed by the callback, or
+ * by c2s_free when the operation is cancelled. */
+struct wait {
+	struct c2s *s;
+	struct xarena *a;
+	struct xnode *el;
+	char *ver;                /* roster get: the client's version */
+	char *contact;            /* subscription: the contact's bare JID */
+	char *stanza;             /* subscription: as it went out */
+	enum sub_type type;
+	struct rmsg *m;           /* initial presence: the broadcast */
+};
+
+static void wait_free(void *ctx)
+{
+	struct wait *x = ctx;
+	if (!x)
+		return;
+	xarena_free(x->a);
+	free(x->ver);
+	free(x->contact);
+	free(x->stanza);
+	rmsg_unref(x->m);
+	free(x);
+}
+
+static struct wait *wait_new(struct c2s *s, struct xnode *el)
+{
+	struct wait *x = calloc(1, sizeof(*x));
+	if (!x)
+		return NULL;
+	x->s = s;
+	if (el && (!(x->a = xarena_new()) || !(x->el = xnode_copy(x->a, el)))) {
+		wait_free(x);
+		return NULL;
+	}
+	return x;
+}
+
+/* Parks the stream on <op> with <x>, or fails the stream if there is no
+ * operation (out of memory). */
+static void park(struct c2s *s, struct store_op *op, struct wait *x)
+{
+	if (!op) {
+		wait_free(x);
+		c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
+		return;
+	}
+	c2s_park(s, op, x, wait_free);
+}
+
+/* ---- roster (§2) ---------------------------------------------------------- */
+
+static void reply_empty(struct c2s *s, struct xnode *iq)
+{
+	const char *id = xnode_attr(iq, "id");
+	sbuf_reset(&s->out);
+	int rc = sbuf_puts(&s->out, "<iq type='result'");
+	if (id) {
+		rc |= sbuf_puts(&s->out, " id='");
+		rc |= sbuf_puts_esc(&s->out, id);
+		rc |= sbuf_puts(&s->out, "'");
+	}
+	rc |= sbuf_puts(&s->out, " from='");
+	rc |= sbuf_puts_esc(&s->out, s->bare);
+	rc |= sbuf_puts(&s->out, "' to='");
+	rc |= sbuf_puts_esc(&s->out, s->full);
+	rc |= sbuf_puts(&s->out, "'/>");
+	if (rc)
+		sbuf_reset(&s->out);
+	c2s_emit_reply(s, RMSG_IQ, s->bare, "result");
+}
+
+static void on_roster(void *ud, int err, uint64_t ver, const struct im_item *items, size_t n)
+{
+	struct wait *x = ud;
+	struct c2s *s = x->s;
+	char cur[24];
+	c2s_op_done(s);
+	snprintf(cur, sizeof(cur), "%" PRIu64, ver);
+	sbuf_reset(&s->out);
+	if (err == -ENOTSUP) {
+		/* A backend without rosters (redis, for now): an empty one lets
+		 * clients that wait for it go online. */
+		roster_result_xml(&s->out, xnode_attr(x->el, "id"), s->bare, s->full, 0, NULL, 0, 0);
+		c2s_emit_reply(s, RMSG_IQ, s->bare, "result");
+	} else if (err) {
+		refuse(s, x->el, s->bare, STE_INTERNAL_SERVER_ERROR);
+	} else {
+		/* XEP-0237 §2.4: up to date gets an empty result, and the
+		 * client keeps what it has. */
+		int same = x->ver && !strcmp(x->ver, cur);
+		if (roster_result_xml(&s->out, xnode_attr(x->el, "id"), s->bare, s->full, ver, items,
+				      n, same))
+			sbuf_reset(&s->out);
+		c2s_emit_reply(s, RMSG_IQ, s->bare, "result");
+	}
+	wait_free(x);
+	c2s_unpark(s);
+}
+
+/* What a removal implies for the contact (RFC 6121 §2.5.2): the
+ * unsubscribe/unsubscribed the user's server sends, and the presence that
+ * stops flowing. <c> holds the item as it was. */
+static void removed_effects(struct c2s *s, const struct im_change *c, const struct im_change *cc)
+{
+	const char *cj = c->item.jid;
+	enum sub_state old = c->item.state;
+	if (strchr(cj, '/'))
+		return; /* a full-JID item: subscriptions are between bare JIDs */
+	if (sub_has_to(old) || sub_asks(old)) {
+		send_typed(s->w, s->bare, cj, "unsubscribe");
+		if (sub_has_to(old))
+			ask(s->w, cj, s->bare, T_GONE);  /* the contact's presence stops */
+	}
+	if (sub_has_from(old) || sub_pending_in(old)) {
+		send_typed(s->w, s->bare, cj, "unsubscribed");
+		if (sub_has_from(old))
+			ask(s->w, s->bare, cj, T_GONE);  /* the user's presence stops */
+	}
+	push(s->w, cj, cc);
+}
+
+static void on_roster_change(void *ud, int err, const struct im_change *c,
+			     const struct im_change *cc)
+{
+	struct wait *x = ud;
+	struct c2s *s = x->s;
+	c2s_op_done(s);
+	if (err) {
+		enum stanza_err e = err == -EDQUOT ? STE_NOT_ALLOWED :
+				    err == -ENOENT ? STE_ITEM_NOT_FOUND :
+				    err == -ENOTSUP ? STE_SERVICE_UNAVAILABLE : STE_INTERNAL_SERVER_ERROR;
+		refuse(s, x->el, s->bare, e);
+	} else {
+		push(s->w, s->bare, c); /* to every interested resource, this one too (§2.3.2) */
+		if (cc)
+			removed_effects(s, c, cc);
+		reply_empty(s, x->el);
+	}
+	wait_free(x);
+	c2s_unpark(s);
+}
+
+int presence_roster_iq(struct c2s *s, struct xnode *iq)
+{
+	struct xnode *q = xnode_first_elem(iq);
+	const char *type = xnode_attr(iq, "type");
+	struct store_handle *h = handle(s);
+	if (!q || strcmp(q->ns, XMLNS_ROSTER) || strcmp(q->name, "query") || !h || !type)
+		return 0;
+	int get = !strcmp(type, "get");
+	if (!get && strcmp(type, "set"))
+		return 0; /* results and errors: nothing to answer */
+	if (xnode_next_elem(q)) {
+		refuse(s, iq, s->bare, STE_BAD_REQUEST);
+		return 1;
+	}
+	struct c2s_im *im = im_of(s);
+	struct wait *x = im ? wait_new(s, iq) : NULL;
+	if (!x) {
+		c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
+		return 1;
+	}
+	if (get) {
+		const char *ver = xnode_attr(q, "ver");
+		im->flags |= IM_F_ROSTER;
+		if (ver && !(x->ver = strdup(ver))) {
+			park(s, NULL, x);
+			return 1;
+		}
+		park(s, store_im_roster_async(h, s->bare, on_roster, x), x);
+		return 1;
+	}
+	struct im_item it;
+	int remove;
+	enum stanza_err e = roster_parse_set(q, &it, &remove);
+	if (e) {
+		wait_free(x);
+		refuse(s, iq, s->bare, e);
+		return 1;
+	}
+	struct store_op *op = remove ?
+		store_im_remove_async(h, s->bare, it.jid, on_roster_change, x) :
+		store_im_set_async(h, s->bare, &it, s->srv->cfg.im_max_roster_items,
+				   on_roster_change, x);
+	im_item_clear(&it);
+	park(s, op, x);
+	return 1;
+}
+
+/* ---- subscriptions (§3) ---------------------------------------------------- */
+
+static const char *const sub_names[SUB_TYPE_COUNT] = {
+	[SUB_SUBSCRIBE] = "subscribe", [SUB_UNSUBSCRIBE] = "unsubscribe",
+	[SUB_SUBSCRIBED] = "subscribed", [SUB_UNSUBSCRIBED] = "unsubscribed",
+};
+
+/* Everything a subscription stanza of <t> from <user> to <contact> does
+ * once both rosters have taken it (result <r>). */
+static void sub_effects(struct worker *w, const char *user, const char *contact, enum sub_type t,
+			const char *stanza, const struct im_sub_result *r)
+{
+	push(w, user, &r->user);
+	if (!r->contact_exists) {
+		/* §3.1.3: no such account: the contact's server says unsubscribed. */
+		if (t == SUB_SUBSCRIBE)
+			send_typed(w, contact, user, "unsubscribed");
+		return;
+	}
+	if (!r->out.deliver)
+		return;
+	push(w, contact, &r->contact);
+	if (r->auto_subscribed) {
+		/* Approved already: answered for the contact, with its presence. */
+		send_typed(w, contact, user, "subscribed");
+		ask(w, contact, user, T_PROBE);
+		return;
+	}
+	if (r->in.deliver) {
+		/* To the contact's available resources; one that has none finds
+		 * a request in its roster's pending list at its next login. */
+		struct rmsg *m = rmsg_new(RMSG_PRESENCE, stanza, strlen(stanza), user, contact, NULL,
+					  sub_names[t]);
+		if (m)
+			deliver_presence(w, contact, m, 1, NULL);
+	}
+	switch (t) {
+	case SUB_SUBSCRIBED:   /* §3.1.5: the contact now gets the user's presence */
+		ask(w, user, contact, T_PROBE);
+		break;
+	case SUB_UNSUBSCRIBED: /* §3.2.2: ...no longer */
+		ask(w, user, contact, T_GONE);
+		break;
+	case SUB_UNSUBSCRIBE:  /* §3.3.3: the user no longer gets the contact's */
+		ask(w, contact, user, T_GONE);
+		break;
+	default:
+		break;
+	}
+}
+
+static void on_sub(void *ud, int err, const struct im_sub_result *r)
+{
+	struct wait *x = ud;
+	struct c2s *s = x->s;
+	c2s_op_done(s);
+	if (err == -EDQUOT)
+		refuse(s, x->el, x->contact, STE_NOT_ALLOWED); /* the roster is full */
+	else if (err)
+		log_info("presence: %s to %s from %s not applied: %s", sub_names[x->type], x->contact,
+			 s->bare, strerror(-err));
+	else
+		sub_effects(s->w, s->bare, x->contact, x->type, x->stanza, r);
+	wait_free(x);
+	c2s_unpark(s);
+}
+
+static void subscription(struct c2s *s, struct xnode *el, const char *to, enum sub_type t)
+{
+	struct jid *j = malloc(sizeof(*j));
+	char bare[2 * JID_PART_MAX + 2];
+	struct store_handle *h = handle(s);
+	struct wait *x = NULL;
+	if (!j) {
+		c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
+		return;
+	}
+	if (jid_parse(to, j) || jid_bare(j, bare, sizeof(bare)) < 0) {
+		refuse(s, el, to, STE_JID_MALFORMED);
+		goto out;
+	}
+	if (strcmp(j->domain, s->srv->cfg.domain)) {
+		refuse(s, el, to, STE_REMOTE_SERVER_NOT_FOUND); /* no s2s yet */
+		goto out;
+	}
+	if (!j->local[0] || !h || !strcmp(bare, s->bare))
+		goto out; /* to a server, or to oneself: nothing to subscribe to */
+	/* §3.1.2 and friends: stamped with the user's bare JID, addressed to
+	 * the contact's. */
+	if (xnode_set_attr(el, "from", s->bare) || xnode_set_attr(el, "to", bare) ||
+	    !(x = wait_new(s, el)) || !(x->contact = strdup(bare))) {
+		wait_free(x);
+		c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
+		goto out;
+	}
+	x->type = t;
+	sbuf_reset(&s->out);
+	if (xnode_serialize(el, XMLNS_CLIENT, &s->out) || !(x->stanza = strdup(s->out.data))) {
+		sbuf_reset(&s->out);
+		park(s, NULL, x);
+		goto out;
+	}
+	sbuf_reset(&s->out);
+	park(s, store_im_sub_async(h, s->bare, bare, t, x->stanza, s->srv->cfg.im_max_roster_items,
+				   on_sub, x), x);
+out:
+	free(j);
+}
+
+/* ---- presence (§4) ----------------------------------------------------------- */
+
+/* Remembers (<avail>) or forgets directed presence to <to>. */
+static void directed(struct c2s *s, const char *to, int avail)
+{
+	struct c2s_im *im = im_of(s);
+	if (!im)
+		return;
+	for (size_t i = 0; i < im->ndirected; i++) {
+		if (strcmp(im->directed[i], to))
+			continue;
+		if (!avail) {
+			free(im->directed[i]);
+			im->directed[i] = im->directed[--im->ndirected];
+		}
+		return;
+	}
+	if (avail && im->ndirected < DIRECTED_MAX && (im->directed[im->ndirected] = strdup(to)))
+		im->ndirected++;
+}
+
+/* Unavailable presence <m> to every directed-presence recipient; forgets them. */
+static void undirect(struct c2s *s, struct rmsg *m)
+{
+	struct c2s_im *im = s->im;
+	for (size_t i = 0; im && i < im->ndirected; i++) {
+		struct rmsg *d = rmsg_new(RMSG_PRESENCE, m->data, m->len, m->from, im->directed[i],
+					  NULL, "unavailable");
+		if (d)
+			send_to(s->w, im->directed[i], d);
+		free(im->directed[i]);
+	}
+	if (im)
+		im->ndirected = 0;
+}
+
+int presence_intercept(struct c2s *s, struct xnode *el, const char *to)
+{
+	const char *type = xnode_attr(el, "type");
+	if (!type || !strcmp(type, "unavailable")) {
+		if (to && strcmp(to, s->bare) && strcmp(to, s->full))
+			directed(s, to, !type);
+		return 0;
+	}
+	if (!strcmp(type, "error"))
+		return 0;
+	if (!strcmp(type, "probe"))
+		return 1; /* §4.3: probing is the server's business */
+	int t = sub_type_parse(type);
+	if (t < 0) {
+		refuse(s, el, to ? to : s->bare, STE_BAD_REQUEST);
+		return 1;
+	}
+	if (to)
+		subscription(s, el, to, (enum sub_type)t);
+	return 1;
+}
+
+/* The broadcast of an update (or of unavailable presence, also when the
+ * session ends): it does not need the session, so the session may be
+ * gone when the contacts are known. */
+struct bcast {
+	struct worker *w;
+	struct rmsg *m;
+};
+
+static void on_bcast(void *ud, int err, char *const *jids, const uint8_t *states, size_t n,
+		     char *const *pending, size_t np)
+{
+	struct bcast *b = ud;
+	(void)pending;
+	(void)np;
+	for (size_t i = 0; !err && i < n; i++)
+		if (sub_has_from(states[i]))
+			deliver_presence(b->w, jids[i], rmsg_ref(b->m), 1, NULL);
+	rmsg_unref(b->m);
+	free(b);
+}
+
+static void bcast(struct c2s *s, struct rmsg *m)
+{
+	struct store_handle *h = handle(s);
+	struct bcast *b = h ? malloc(sizeof(*b)) : NULL;
+	if (b) {
+		b->w = s->w;
+		b->m = m;
+		if (store_im_contacts_async(h, s->bare, IM_WANT_FROM, on_bcast, b))
+			return;
+		free(b);
+	}
+	rmsg_unref(m);
+}
+
+static void on_offline(void *ud, int err, char *const *msgs, const size_t *lens, size_t n)
+{
+	struct wait *x = ud;
+	struct c2s *s = x->s;
+	c2s_op_done(s);
+	if (err && !n)
+		log_warn("offline: messages of %s not read: %s", s->bare, strerror(-err));
+	/* Into the session's queue (SM: kept in the store until acked), in
+	 * the order they were stored. */
+	for (size_t i = 0; i < n; i++) {
+		struct rmsg *m = offline_unpack(s->bare, msgs[i], lens[i]);
+		if (m)
+			c2s_deliver(s, m);
+	}
+	wait_free(x);
+	c2s_unpark(s);
+}
+
+static void on_initial(void *ud, int err, char *const *jids, const uint8_t *states, size_t n,
+		       char *const *pending, size_t np)
+{
+	struct wait *x = ud;
+	struct c2s *s = x->s;
+	c2s_op_done(s);
+	if (err && err != -ENOTSUP)
+		log_warn("presence: contacts of %s not read: %s", s->bare, strerror(-err));
+	for (size_t i = 0; !err && i < n; i++) {
+		if (sub_has_from(states[i]))  /* §4.2.2: to the subscribers */
+			deliver_presence(s->w, jids[i], rmsg_ref(x->m), 1, NULL);
+		if (sub_has_to(states[i]))    /* §4.2.1: probes, answered to this resource */
+			ask(s->w, jids[i], s->full, T_PROBE);
+	}
+	/* §3.1.3: requests that came while the user was offline, again at
+	 * every login until answered. */
+	for (size_t i = 0; !err && i < np; i++) {
+		struct rmsg *m = rmsg_new(RMSG_PRESENCE, pending[i], strlen(pending[i]), NULL, s->full,
+					  NULL, "subscribe");
+		if (m)
+			c2s_emit(s, m);
+	}
+	struct store_handle *h = handle(s);
+	if (s->priority >= 0 && h) {
+		/* XEP-0160: offline messages at the first presence with a
+		 * non-negative priority; deleted from the store as they go
+		 * into this session's queue. */
+		struct wait *y = wait_new(s, NULL);
+		if (y) {
+			park(s, store_im_offline_take_async(h, s->bare, on_offline, y), y);
+		}
+	}
+	wait_free(x);
+	c2s_unpark(s);
+}
+
+void presence_broadcast(struct c2s *s, struct rmsg *m, int initial)
+{
+	struct c2s_im *im = im_of(s);
+	int avail = !*m->type;
+	if (im) {
+		rmsg_unref(im->last);
+		im->last = avail ? rmsg_ref(m) : NULL;
+	}
+	if (!avail)
+		undirect(s, m);
+	struct store_handle *h = handle(s);
+	if (!initial || !h) {
+		bcast(s, m);
+		return;
+	}
+	struct wait *x = wait_new(s, NULL);
+	if (!x) {
+		rmsg_unref(m);
+		c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
+		return;
+	}
+	x->m = m;
+	park(s, store_im_contacts_async(h, s->bare, IM_WANT_FROM | IM_WANT_TO | IM_WANT_PENDING,
+					on_initial, x), x);
+}
+
+int presence_on_deliver(struct c2s *s, struct rmsg *m)
+{
+	if (m->kind == RMSG_IQ) {
+		if (strcmp(m->type, T_PUSH))
+			return 0;
+		if (s->im && (s->im->flags & IM_F_ROSTER))
+			return 0; /* an interested resource */
+		rmsg_unref(m);
+		return 1;
+	}
+	if (m->kind != RMSG_PRESENCE)
+		return 0;
+	int probe = !strcmp(m->type, T_PROBE), gone = !strcmp(m->type, T_GONE);
+	if (!probe && !gone)
+		return 0;
+	if ((s->flags & C2S_F_AVAILABLE) && s->full && *m->from) {
+		struct sbuf b = SBUF_INIT;
+		struct rmsg *r = NULL;
+		if (probe && s->im && s->im->last) {
+			r = rmsg_new(RMSG_PRESENCE, s->im->last->data, s->im->last->len, s->full,
+				     m->from, NULL, "");
+		} else {
+			int rc = sbuf_puts(&b, probe ? "<presence from='" :
+					   "<presence type='unavailable' from='");
+			rc |= sbuf_puts_esc(&b, s->full);
+			rc |= sbuf_puts(&b, "'/>");
+			if (!rc)
+				r = rmsg_new(RMSG_PRESENCE, b.data, b.len, s->full, m->from, NULL,
+					     probe ? "" : "unavailable");
+		}
+		sbuf_free(&b);
+		if (r)
+			send_to(s->w, m->from, r);
+	}
+	rmsg_unref(m);
+	return 1;
+}
+
+void presence_session_end(struct c2s *s)
+{
+	if (!(s->flags & C2S_F_AVAILABLE) || !s->full)
+		return;
+	struct sbuf b = SBUF_INIT;
+	int rc = sbuf_puts(&b, "<presence type='unavailable' from='");
+	rc |= sbuf_puts_esc(&b, s->full);
+	rc |= sbuf_puts(&b, "'/>");
+	struct rmsg *m = rc ? NULL : rmsg_new(RMSG_PRESENCE, b.data, b.len, s->full, NULL, NULL,
+					      "unavailable");
+	sbuf_free(&b);
+	if (!m)
+		return;
+	undirect(s, m);
+	bcast(s, m);
+	if (s->im) {
+		rmsg_unref(s->im->last);
+		s->im->last = NULL;
+	}
+}

@@ -57,6 +57,7 @@
 #define T_PROBE "probe"        /* a server probe: "send your presence to m->from" */
 
 #define IM_F_ROSTER  0x1u      /* the client asked for its roster: it gets pushes */
+#define IM_F_OFFLINE 0x2u      /* offline messages were fetched for this session */
 #define DIRECTED_MAX 64        /* directed-presence recipients remembered per session */
 
 struct c2s_im {
@@ -575,6 +576,22 @@ static void on_offline(void *ud, int err, char *const *msgs, const size_t *lens,
 	c2s_unpark(s);
 }
 
+/* XEP-0160: offline messages at the first available presence with a
+ * non-negative priority; deleted from the store as they go into this
+ * session's queue. Parks the stream until they are in. */
+static void fetch_offline(struct c2s *s)
+{
+	struct store_handle *h = handle(s);
+	struct c2s_im *im = s->im;
+	if (s->priority < 0 || !h || !im || (im->flags & IM_F_OFFLINE))
+		return;
+	struct wait *y = wait_new(s, NULL);
+	if (!y)
+		return;
+	im->flags |= IM_F_OFFLINE;
+	park(s, store_im_offline_take_async(h, s->bare, on_offline, y), y);
+}
+
 static void on_initial(void *ud, int err, char *const *jids, const uint8_t *states, size_t n,
 		       char *const *pending, size_t np)
 {
@@ -597,16 +614,7 @@ static void on_initial(void *ud, int err, char *const *jids, const uint8_t *stat
 		if (m)
 			c2s_emit(s, m);
 	}
-	struct store_handle *h = handle(s);
-	if (s->priority >= 0 && h) {
-		/* XEP-0160: offline messages at the first presence with a
-		 * non-negative priority; deleted from the store as they go
-		 * into this session's queue. */
-		struct wait *y = wait_new(s, NULL);
-		if (y) {
-			park(s, store_im_offline_take_async(h, s->bare, on_offline, y), y);
-		}
-	}
+	fetch_offline(s);
 	wait_free(x);
 	c2s_unpark(s);
 }
@@ -624,6 +632,8 @@ void presence_broadcast(struct c2s *s, struct rmsg *m, int initial)
 	struct store_handle *h = handle(s);
 	if (!initial || !h) {
 		bcast(s, m);
+		if (avail)
+			fetch_offline(s); /* the first non-negative priority after a negative one */
 		return;
 	}
 	struct wait *x = wait_new(s, NULL);

@@ -1,0 +1,379 @@
+"""IM essentials (RFC 6121, XEP-0160, XEP-0237) against a real tetherd with raw
+clients: roster get/set/remove and pushes, versioning, subscriptions with an
+offline contact, presence broadcast and probes, offline messages."""
+
+import pytest
+
+import xmpp_raw as xr
+from xmpp_raw import NS_CLIENT, NS_ROSTER, NS_STANZAS, q
+
+NS_DELAY = 'urn:xmpp:delay'
+NS_ROSTERVER = 'urn:xmpp:features:rosterver'
+
+
+def online(server, users, conns, user, resource, priority=0, presence=True):
+    c = xr.login(server, user, users[user], resource, priority=priority, presence=presence)
+    conns.append(c)
+    c.roundtrip()
+    return c
+
+
+def roster_get(c, ver=None):
+    attr = '' if ver is None else " ver='%s'" % ver
+    r = c.iq('get', "<query xmlns='%s'%s/>" % (NS_ROSTER, attr))
+    assert r.get('type') == 'result', xr.tostr(r)
+    return r.find(q(NS_ROSTER, 'query'))
+
+
+def items(query):
+    return {i.get('jid'): i for i in query.findall(q(NS_ROSTER, 'item'))}
+
+
+def roster_set(c, item_xml):
+    return c.iq('set', "<query xmlns='%s'>%s</query>" % (NS_ROSTER, item_xml))
+
+
+def is_push(e):
+    return (e.tag == q(NS_CLIENT, 'iq') and e.get('type') == 'set'
+            and e.find(q(NS_ROSTER, 'query')) is not None)
+
+
+def wait_push(c, jid, subscription=None, timeout=None):
+    """The next roster push about <jid> (with that subscription, if given:
+    earlier ones are skipped); answers it like a client."""
+    def pred(e):
+        if not is_push(e):
+            return False
+        it = e.find('%s/%s' % (q(NS_ROSTER, 'query'), q(NS_ROSTER, 'item')))
+        return it is not None and it.get('jid') == jid and (
+            subscription is None or it.get('subscription') == subscription)
+    e = c.wait_for(pred, timeout, what='roster push for %s' % jid)
+    assert e.get('from') in (None, c.jid.split('/')[0]), xr.tostr(e)
+    c.send("<iq type='result' id='%s'/>" % e.get('id'))
+    return e.find('%s/%s' % (q(NS_ROSTER, 'query'), q(NS_ROSTER, 'item')))
+
+
+def error_condition(el):
+    err = el.find(q(NS_CLIENT, 'error'))
+    assert err is not None, xr.tostr(el)
+    return [xr.local(c.tag) for c in err if xr.nsof(c.tag) == NS_STANZAS][0]
+
+
+def no_probe(c, wait=0.5):
+    e = c.maybe(lambda e: e.tag == q(NS_CLIENT, 'presence') and e.get('type') == 'probe', wait)
+    assert e is None, 'a probe reached a client: %s' % xr.tostr(e)
+
+
+def subscribe_both(a, b, users_a='alice', users_b='bob'):
+    """Mutual subscription between two online clients; waits for the pushes."""
+    ja, jb = '%s@localhost' % users_a, '%s@localhost' % users_b
+    a.presence(type_='subscribe', to=jb)
+    b.wait_presence(from_=ja, type_='subscribe')
+    b.presence(type_='subscribed', to=ja)
+    wait_push(a, jb, 'to')
+    b.presence(type_='subscribe', to=ja)
+    a.wait_presence(from_=jb, type_='subscribe')
+    a.presence(type_='subscribed', to=jb)
+    wait_push(b, ja, 'both')
+
+
+# ----------------------------------------------------------------------------- roster (§2)
+
+def test_roster_set_pushed_to_two_resources(server, users, conns):
+    r1 = online(server, users, conns, 'alice', 'r1')
+    r2 = online(server, users, conns, 'alice', 'r2')
+    quiet = online(server, users, conns, 'alice', 'quiet')   # never asks for the roster
+    assert len(items(roster_get(r1))) == 0
+    roster_get(r2)
+    reply = roster_set(r1, "<item jid='Carol@LOCALHOST' name='Carol C'>"
+                           "<group>Friends</group><group>Work</group></item>")
+    assert reply.get('type') == 'result', xr.tostr(reply)
+    for c in (r1, r2):
+        it = wait_push(c, 'carol@localhost')
+        assert it.get('name') == 'Carol C'
+        assert it.get('subscription') == 'none'
+        assert sorted(g.text for g in it.findall(q(NS_ROSTER, 'group'))) == ['Friends', 'Work']
+    assert quiet.maybe(is_push, 1.0) is None, 'push to a resource that never asked'
+    got = items(roster_get(r2))
+    assert list(got) == ['carol@localhost']
+    # remove
+    reply = roster_set(r2, "<item jid='carol@localhost' subscription='remove'/>")
+    assert reply.get('type') == 'result', xr.tostr(reply)
+    for c in (r1, r2):
+        wait_push(c, 'carol@localhost', 'remove')
+    assert items(roster_get(r1)) == {}
+
+
+def test_roster_errors(server, users, conns):
+    a = online(server, users, conns, 'alice', 'r')
+    cases = [
+        ("<item jid='bob@localhost'/><item jid='carol@localhost'/>", 'bad-request'),
+        ("<item jid='bob@localhost'><group>x</group><group>x</group></item>", 'bad-request'),
+        ("<item jid='bob@localhost'><group></group></item>", 'not-acceptable'),
+        ("<item jid='bob@localhost' name='%s'/>" % ('n' * 2000), 'not-acceptable'),
+        ("<item jid='@@bad'/>", 'bad-request'),
+        ("<item jid='nobody@localhost' subscription='remove'/>", 'item-not-found'),
+    ]
+    for xml, cond in cases:
+        r = roster_set(a, xml)
+        assert r.get('type') == 'error' and error_condition(r) == cond, (xml, xr.tostr(r))
+    # someone else's roster: not served
+    r = a.iq('get', "<query xmlns='%s'/>" % NS_ROSTER, to='bob@localhost')
+    assert r.get('type') == 'error', xr.tostr(r)
+
+
+def test_roster_cap(server_factory, conns):
+    server = server_factory(**{'im.max_roster_items': 2})
+    users = dict(xr_users())
+    for u, pw in users.items():
+        server.add_user(u, pw)
+    server.settle_users()
+    a = online(server, users, conns, 'alice', 'r')
+    for j in ('x@localhost', 'y@localhost'):
+        assert roster_set(a, "<item jid='%s'/>" % j).get('type') == 'result'
+    r = roster_set(a, "<item jid='z@localhost'/>")
+    assert r.get('type') == 'error' and error_condition(r) == 'not-allowed', xr.tostr(r)
+    assert roster_set(a, "<item jid='x@localhost' name='ok'/>").get('type') == 'result'
+
+
+def xr_users():
+    from conftest import USERS
+    return USERS
+
+
+def test_roster_versioning(server, users, conns):
+    c = xr.connect_tls(server)
+    conns.append(c)
+    ok, cond = c.authenticate('alice', users['alice'])
+    assert ok, cond
+    feats = c.open_stream()
+    assert feats.find(q(NS_ROSTERVER, 'ver')) is not None, xr.tostr(feats)
+    assert c.bind('v').get('type') == 'result'
+    qry = roster_get(c, ver='')
+    ver0 = qry.get('ver')
+    assert ver0 is not None
+    assert roster_set(c, "<item jid='bob@localhost'/>").get('type') == 'result'
+    wait_push(c, 'bob@localhost')
+    qry = roster_get(c, ver=ver0)                 # stale: the full roster
+    assert qry is not None and list(items(qry)) == ['bob@localhost']
+    ver1 = qry.get('ver')
+    assert ver1 and ver1 != ver0
+    r = c.iq('get', "<query xmlns='%s' ver='%s'/>" % (NS_ROSTER, ver1))
+    assert r.get('type') == 'result' and r.find(q(NS_ROSTER, 'query')) is None, xr.tostr(r)
+
+
+def test_roster_and_offline_survive_restart(server_factory, conns, tmp_path):
+    store = str(tmp_path / 'im-store')
+    users = dict(xr_users())
+    server = server_factory(path=store)
+    for u, pw in users.items():
+        server.add_user(u, pw)
+    server.settle_users()
+    a = online(server, users, conns, 'alice', 'r')
+    assert roster_set(a, "<item jid='bob@localhost' name='B'/>").get('type') == 'result'
+    a.message('bob@localhost', 'kept')
+    a.roundtrip()
+    a.close()
+    conns.remove(a)
+    server.finish()
+    server = server_factory(path=store)
+    a = online(server, users, conns, 'alice', 'r')
+    assert items(roster_get(a))['bob@localhost'].get('name') == 'B'
+    b = online(server, users, conns, 'bob', 'b')
+    b.wait_message('kept')
+
+
+# ----------------------------------------------------------------------------- subscriptions (§3)
+
+def test_subscription_with_offline_contact(server, users, conns):
+    a = online(server, users, conns, 'alice', 'a')
+    roster_get(a)
+    a.presence(type_='subscribe', to='bob@localhost/ignored')
+    it = wait_push(a, 'bob@localhost')
+    assert it.get('ask') == 'subscribe' and it.get('subscription') == 'none'
+    # bob logs in later: the request is delivered at his initial presence,
+    # from alice's bare JID
+    b = online(server, users, conns, 'bob', 'b', presence=False)
+    roster_get(b)
+    assert items(roster_get(b)) == {}         # a pending request is not an item
+    b.presence()
+    p = b.wait_presence(from_='alice@localhost', type_='subscribe')
+    assert p.get('to') in (None, 'bob@localhost', b.jid)
+    b.presence(type_='subscribed', to='alice@localhost')
+    wait_push(b, 'alice@localhost', 'from')
+    it = wait_push(a, 'bob@localhost')
+    assert it.get('subscription') == 'to' and it.get('ask') is None
+    a.wait_presence(from_='bob@localhost', type_='subscribed')
+    a.wait_presence(from_=b.jid)              # bob's presence follows the approval
+    # and back
+    b.presence(type_='subscribe', to='alice@localhost')
+    a.wait_presence(from_='bob@localhost', type_='subscribe')
+    a.presence(type_='subscribed', to='bob@localhost')
+    wait_push(a, 'bob@localhost', 'both')
+    wait_push(b, 'alice@localhost', 'both')
+    assert items(roster_get(a))['bob@localhost'].get('subscription') == 'both'
+    assert items(roster_get(b))['alice@localhost'].get('subscription') == 'both'
+    no_probe(a)
+    no_probe(b)
+
+
+def test_subscription_request_to_unknown_account(server, users, conns):
+    a = online(server, users, conns, 'alice', 'a')
+    roster_get(a)
+    a.presence(type_='subscribe', to='nobody@localhost')
+    a.wait_presence(from_='nobody@localhost', type_='unsubscribed')
+
+
+def test_unsubscribe_both_ways(server, users, conns):
+    a = online(server, users, conns, 'alice', 'a')
+    b = online(server, users, conns, 'bob', 'b')
+    roster_get(a)
+    roster_get(b)
+    subscribe_both(a, b)
+    a.pump(0.5)
+    b.pump(0.5)
+    a.inbox.clear()
+    b.inbox.clear()
+    a.presence(type_='unsubscribe', to='bob@localhost')
+    wait_push(a, 'bob@localhost', 'from')
+    wait_push(b, 'alice@localhost', 'to')
+    b.wait_presence(from_='alice@localhost', type_='unsubscribe')
+    a.wait_presence(from_=b.jid, type_='unavailable')   # bob's presence stops for alice
+    # alice cancels bob's subscription to her: nothing left either way
+    a.presence(type_='unsubscribed', to='bob@localhost')
+    wait_push(a, 'bob@localhost', 'none')
+    wait_push(b, 'alice@localhost', 'none')
+    b.wait_presence(from_='alice@localhost', type_='unsubscribed')
+    b.wait_presence(from_=a.jid, type_='unavailable')   # alice's presence stops for bob
+
+
+# ----------------------------------------------------------------------------- presence (§4)
+
+def test_presence_broadcast_and_probes(server, users, conns):
+    a = online(server, users, conns, 'alice', 'a')
+    b = online(server, users, conns, 'bob', 'b')
+    roster_get(a)
+    roster_get(b)
+    subscribe_both(a, b)
+    b.close()
+    conns.remove(b)
+    a.wait_presence(from_='bob@localhost/b', type_='unavailable')
+    # bob comes back: alice sees him, and he sees alice (probe answered by
+    # the server from alice's session, never shown to a client)
+    b = online(server, users, conns, 'bob', 'b2', presence=False)
+    b.presence(priority=3, extra='<status>back</status>')
+    p = a.wait_presence(from_='bob@localhost/b2')
+    assert p.find(q(NS_CLIENT, 'status')).text == 'back'
+    b.wait_presence(from_='alice@localhost/a')
+    no_probe(a)
+    no_probe(b)
+    # an update goes to subscribers too
+    a.presence(extra='<show>away</show>')
+    p = b.wait_presence(from_='alice@localhost/a')
+    # carol has no subscription: sees nothing of either
+    c = online(server, users, conns, 'carol', 'c')
+    a.presence(extra='<show>dnd</show>')
+    b.wait_presence(from_='alice@localhost/a')
+    assert c.maybe(lambda e: e.tag == q(NS_CLIENT, 'presence')
+                   and (e.get('from') or '').startswith('alice@'), 1.0) is None
+    # unavailable on disconnect
+    a.close()
+    conns.remove(a)
+    b.wait_presence(from_='alice@localhost/a', type_='unavailable')
+
+
+def test_directed_presence_undone_at_end(server, users, conns):
+    a = online(server, users, conns, 'alice', 'a')
+    c = online(server, users, conns, 'carol', 'c')
+    a.presence(to='carol@localhost')
+    c.wait_presence(from_='alice@localhost/a')
+    a.close()
+    conns.remove(a)
+    c.wait_presence(from_='alice@localhost/a', type_='unavailable')
+
+
+def test_client_probe_dropped(server, users, conns):
+    a = online(server, users, conns, 'alice', 'a')
+    b = online(server, users, conns, 'bob', 'b')
+    a.presence(type_='probe', to='bob@localhost')
+    no_probe(b, 1.0)
+    a.roundtrip()
+
+
+# ----------------------------------------------------------------------------- offline (XEP-0160)
+
+def test_offline_messages_delivered_in_order_with_delay(server, users, conns):
+    a = online(server, users, conns, 'alice', 'a')
+    for i in range(3):
+        a.message('bob@localhost', 'offline-%d' % i)
+    a.message('bob@localhost/gone', 'offline-3')   # a full JID that is not bound
+    a.roundtrip()
+    assert a.maybe(lambda e: e.get('type') == 'error', 1.0) is None
+    # a bound resource without presence does not get them
+    b = online(server, users, conns, 'bob', 'b', presence=False)
+    xr.assert_no_message(b, 1.0)
+    b.presence(priority=1)
+    for i in range(4):
+        m = b.wait_message()
+        assert m.find(q(NS_CLIENT, 'body')).text == 'offline-%d' % i
+        assert m.get('from') == a.jid
+        d = m.find(q(NS_DELAY, 'delay'))
+        assert d is not None and d.get('stamp'), xr.tostr(m)
+    # delivered once: gone from storage
+    b.close()
+    conns.remove(b)
+    b = online(server, users, conns, 'bob', 'b')
+    xr.assert_no_message(b, 1.0)
+
+
+def test_offline_negative_priority_waits(server, users, conns):
+    a = online(server, users, conns, 'alice', 'a')
+    a.message('bob@localhost', 'later')
+    a.roundtrip()
+    b = online(server, users, conns, 'bob', 'b', priority=-1)
+    xr.assert_no_message(b, 1.0)
+    b.presence(priority=0)
+    b.wait_message('later')
+
+
+def test_offline_cap_resource_constraint(server_factory, conns):
+    server = server_factory(**{'im.max_offline': 2})
+    users = dict(xr_users())
+    for u, pw in users.items():
+        server.add_user(u, pw)
+    server.settle_users()
+    a = online(server, users, conns, 'alice', 'a')
+    for i in range(3):
+        a.message('bob@localhost', 'cap-%d' % i, id_='cap%d' % i)
+    e = a.wait_message(type_='error')
+    assert e.get('id') == 'cap2' and error_condition(e) == 'resource-constraint', xr.tostr(e)
+    b = online(server, users, conns, 'bob', 'b')
+    b.wait_message('cap-0')
+    b.wait_message('cap-1')
+
+
+def test_headline_and_unknown_account_not_stored(server, users, conns):
+    a = online(server, users, conns, 'alice', 'a')
+    a.message('nobody@localhost', 'x', id_='n1')
+    e = a.wait_message(type_='error')
+    assert error_condition(e) == 'service-unavailable'
+    a.message('bob@localhost', 'h', type_='headline')
+    a.roundtrip()
+    b = online(server, users, conns, 'bob', 'b')
+    xr.assert_no_message(b, 1.0)
+
+
+# ----------------------------------------------------------------------------- what Gajim does
+
+def test_gajim_like_login(server, users, conns):
+    a = online(server, users, conns, 'alice', 'g', presence=False)
+    qry = roster_get(a, ver='')
+    assert qry is not None and qry.get('ver') is not None
+    a.presence(priority=50)
+    for to in ('localhost', 'alice@localhost'):
+        r = a.iq('get', "<query xmlns='%s'/>" % xr.NS_DISCO_INFO, to=to)
+        assert r.get('type') == 'result', xr.tostr(r)
+    feats = [f.get('var') for f in r.find(q(xr.NS_DISCO_INFO, 'query'))
+             if xr.local(f.tag) == 'feature']
+    assert xr.NS_DISCO_INFO in feats
+    a.roundtrip()

@@ -72,6 +72,13 @@ struct store_wait {
 	enum stanza_err otherwise;
 };
 
+static void wait_free(void *ud)
+{
+	struct store_wait *x = ud;
+	rmsg_unref(x->m);
+	free(x);
+}
+
 static void on_stored(void *ud, int err)
 {
 	struct store_wait *x = ud;
@@ -81,8 +88,7 @@ static void on_stored(void *ud, int err)
 		deliver_bounce(x->w, x->domain, x->m,
 			       err == -EDQUOT ? STE_RESOURCE_CONSTRAINT : x->otherwise);
 	}
-	rmsg_unref(x->m);
-	free(x);
+	wait_free(x);
 }
 
 void offline_store(struct worker *w, const char *domain, const char *bare, struct rmsg *m,
@@ -102,8 +108,10 @@ void offline_store(struct worker *w, const char *domain, const char *bare, struc
 	}
 	sbuf_free(&delayed);
 	sbuf_free(&rec);
-	if (op)
+	if (op) {
+		store_im_own_ud(op, wait_free);
 		return;
+	}
 	free(x);
 	deliver_bounce(w, domain, m, otherwise);
 	rmsg_unref(m);

@@ -531,6 +531,13 @@ struct bcast {
 	struct rmsg *m;
 };
 
+static void bcast_free(void *ud)
+{
+	struct bcast *b = ud;
+	rmsg_unref(b->m);
+	free(b);
+}
+
 static void on_bcast(void *ud, int err, char *const *jids, const uint8_t *states, size_t n,
 		     char *const *pending, size_t np)
 {
@@ -540,8 +547,7 @@ static void on_bcast(void *ud, int err, char *const *jids, const uint8_t *states
 	for (size_t i = 0; !err && i < n; i++)
 		if (sub_has_from(states[i]))
 			deliver_presence(b->w, jids[i], rmsg_ref(b->m), 1, NULL);
-	rmsg_unref(b->m);
-	free(b);
+	bcast_free(b);
 }
 
 static void bcast(struct c2s *s, struct rmsg *m)
@@ -551,8 +557,11 @@ static void bcast(struct c2s *s, struct rmsg *m)
 	if (b) {
 		b->w = s->w;
 		b->m = m;
-		if (store_im_contacts_async(h, s->bare, IM_WANT_FROM, on_bcast, b))
+		struct store_op *op = store_im_contacts_async(h, s->bare, IM_WANT_FROM, on_bcast, b);
+		if (op) {
+			store_im_own_ud(op, bcast_free);
 			return;
+		}
 		free(b);
 	}
 	rmsg_unref(m);

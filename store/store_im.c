@@ -118,6 +118,9 @@ int store_im_offline_take(struct store *st, const char *bare, store_im_msg_fn *f
 static void im_release(struct store_op *op)
 {
 	struct store_im_op *o = (struct store_im_op *)op;
+	if (o->ud_free)
+		o->ud_free(op->ud);
+	o->ud_free = NULL;
 	free(o->bare);
 	free(o->jid);
 	free(o->data);
@@ -226,6 +229,7 @@ static void im_complete(struct store_op *op)
 	struct store_im_op *o = (struct store_im_op *)op;
 	struct store *st = op->h->st;
 	int local = !st->ops->submit;
+	o->ud_free = NULL; /* the callback takes <ud> */
 	switch (op->kind) {
 	case STORE_OP_IM_ROSTER:
 		if (local) {
@@ -312,6 +316,11 @@ static struct store_op *im_issue(struct store_handle *h, struct store_im_op *o)
 	}
 	store_op_enqueue(h, &o->op, &o->err);
 	return &o->op;
+}
+
+void store_im_own_ud(struct store_op *op, void (*ud_free)(void *ud))
+{
+	((struct store_im_op *)op)->ud_free = ud_free;
 }
 
 struct store_op *store_im_roster_async(struct store_handle *h, const char *bare,

@@ -158,6 +158,7 @@ struct store_im_op {
 	size_t np, capp;
 	struct im_change change, contact;
 	struct im_sub_result sub;
+	void (*ud_free)(void *ud); /* store_im_own_ud: frees op.ud unless the callback ran */
 };
 
 #endif /* TETHER_STORE_OP_H */

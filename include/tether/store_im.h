@@ -163,4 +163,10 @@ typedef void store_im_msgs_fn(void *ud, int err, char *const *msgs, const size_t
 struct store_op *store_im_offline_take_async(struct store_handle *h, const char *bare,
 					     store_im_msgs_fn *fn, void *ud);
 
+/* Hands <ud> of IM operation <op> to the operation: if its callback never
+ * runs (cancelled, or the handle detached at shutdown), <ud_free>(ud) is
+ * called when the operation is released. For contexts that belong to no
+ * connection (a broadcast from a session that has ended). */
+void store_im_own_ud(struct store_op *op, void (*ud_free)(void *ud));
+
 #endif /* TETHER_STORE_IM_H */

@@ -377,3 +377,76 @@ def test_gajim_like_login(server, users, conns):
              if xr.local(f.tag) == 'feature']
     assert xr.NS_DISCO_INFO in feats
     a.roundtrip()
+
+
+# ----------------------------------------------------------------------------- real clients
+
+def test_slixmpp_subscription_and_presence(server, users):
+    """Two slixmpp clients with their default roster handling (auto-authorize,
+    auto-subscribe): a request ends in 'both' on both sides, each sees the
+    other online, and an offline message arrives with its delay stamp."""
+    import asyncio
+
+    async def until(pred, what, timeout=10.0):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not pred():
+            assert loop.time() < deadline, 'timeout waiting for ' + what
+            await asyncio.sleep(0.05)
+
+    async def run():
+        a = await xr.slix_login(server, 'alice', users['alice'], 'sa')
+        b = await xr.slix_login(server, 'bob', users['bob'], 'sb')
+        try:
+            for c in (a, b):
+                await c.get_roster(timeout=10)
+                c.send_presence()
+            a.send_presence_subscription(pto='bob@localhost')
+            await until(lambda: a.client_roster['bob@localhost']['subscription'] == 'both'
+                        and b.client_roster['alice@localhost']['subscription'] == 'both',
+                        'both subscriptions')
+            await until(lambda: 'sb' in a.client_roster['bob@localhost'].resources,
+                        "bob's presence at alice")
+            await until(lambda: 'sa' in b.client_roster['alice@localhost'].resources,
+                        "alice's presence at bob")
+            await xr.slix_close(b)
+            await until(lambda: 'sb' not in a.client_roster['bob@localhost'].resources,
+                        "bob's unavailable presence at alice")
+            a.send_message(mto='bob@localhost', mbody='while you were away', mtype='chat')
+            await asyncio.sleep(0.5)
+            b = await xr.slix_login(server, 'bob', users['bob'], 'sb2')
+            await b.get_roster(timeout=10)
+            b.send_presence()
+            msg = await asyncio.wait_for(b.inbox.get(), 10)
+            assert msg['body'] == 'while you were away'
+            d = msg.xml.find('{%s}delay' % NS_DELAY)
+            assert d is not None and d.get('stamp'), str(msg)
+        finally:
+            await xr.slix_close(a)
+            await xr.slix_close(b)
+
+    asyncio.run(run())
+
+
+def test_sm_expiry_broadcasts_unavailable_to_contacts(server_factory, conns):
+    """A session that detaches (XEP-0198) stays available for its contacts
+    until it expires; then they get its unavailable presence."""
+    from sm_client import kill, sm_login, sm_overrides
+    users = dict(xr_users())
+    server = server_factory(**sm_overrides(max_resume=2))
+    for u, pw in users.items():
+        server.add_user(u, pw)
+    server.settle_users()
+    b = online(server, users, conns, 'bob', 'b')
+    roster_get(b)
+    a = sm_login(server, 'alice', users['alice'], 'sm', presence=True, auto_ack=True)
+    conns.append(a)
+    roster_get(a)
+    subscribe_both(a, b)
+    b.wait_presence(from_=a.jid)
+    kill(a)
+    server.wait_log('session detached jid=%s' % a.jid, 10)
+    assert b.maybe(lambda e: e.tag == q(NS_CLIENT, 'presence') and e.get('type') == 'unavailable',
+                   0.5) is None
+    server.wait_log('session expired jid=%s' % a.jid, 10)
+    b.wait_presence(from_=a.jid, type_='unavailable', timeout=5)

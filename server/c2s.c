@@ -243,7 +243,8 @@ void c2s_send_features(struct c2s *s)
 		sbuf_puts(o, "<bind xmlns='" XMLNS_BIND "'/>"
 			  "<session xmlns='" XMLNS_SESSION "'><optional/></session>"
 			  "<sm xmlns='" XMLNS_SM "'/>"
-			  "<ver xmlns='urn:xmpp:features:rosterver'/>");
+			  "<ver xmlns='urn:xmpp:features:rosterver'/>"
+			  "<csi xmlns='" XMLNS_CSI "'/>");
 		c2s_isr_feature(s, o);
 	}
 	sbuf_puts(o, "</stream:features>");
@@ -698,6 +699,8 @@ static int st_active(struct c2s *s, struct xnode *el)
 	}
 	if (!strcmp(el->ns, XMLNS_SM))
 		return c2s_sm_nonza(s, el);
+	if (!strcmp(el->ns, XMLNS_CSI))
+		return presence_csi(s, el); /* XEP-0352 (presence.c) */
 	if (c2s_is(el, XMLNS_SASL, "auth") || c2s_is(el, XMLNS_SASL2, "authenticate"))
 		return c2s_stream_fail(s, SE_POLICY_VIOLATION, "already authenticated");
 	return c2s_stream_fail(s, SE_UNSUPPORTED_STANZA_TYPE, NULL);

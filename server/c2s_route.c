@@ -148,8 +148,8 @@ static void route_to_server(struct c2s *s, struct xnode *el)
  * such as aioxmpp drop a reply from anywhere else as spoofed. */
 static void answer_for_account(struct c2s *s, struct xnode *el)
 {
-	if (presence_roster_iq(s, el))
-		return; /* RFC 6121 §2 (presence.c) */
+	if (presence_own_iq(s, el))
+		return; /* roster, carbons (presence.c) */
 	sbuf_reset(&s->out);
 	im_account_iq(el, s->bare, s->full, 1, &s->out);
 	c2s_emit_reply(s, RMSG_IQ, s->bare, "result");
@@ -182,7 +182,7 @@ static void route_to_account(struct c2s *s, struct xnode *el, const char *bare, 
 	if (!exists) {
 		bounce(s, el, to, STE_SERVICE_UNAVAILABLE);
 	} else if (kind_of(el) == RMSG_IQ) {
-		if (!strcmp(bare, s->bare) && presence_roster_iq(s, el))
+		if (!strcmp(bare, s->bare) && presence_own_iq(s, el))
 			return;
 		sbuf_reset(&s->out);
 		im_account_iq(el, bare, s->full, !strcmp(bare, s->bare), &s->out);
@@ -312,6 +312,8 @@ static void route(struct c2s *s, struct xnode *el)
 	}
 	if (kind == RMSG_PRESENCE && presence_intercept(s, el, to))
 		return; /* subscriptions, probes, bad types (presence.c) */
+	if (kind == RMSG_MESSAGE)
+		presence_carbon_sent(s, el); /* XEP-0280 (presence.c) */
 	if (!to) {
 		if (kind == RMSG_PRESENCE)
 			broadcast_presence(s, el);

@@ -16,6 +16,7 @@ static const char *const server_features[] = {
 	XMLNS_VERSION,
 	"urn:xmpp:sm:3",  /* XEP-0198: enable, acks, resume (c2s_sm.c) */
 	"msgoffline",     /* XEP-0160: offline messages (offline.c) */
+	"urn:xmpp:carbons:2", /* XEP-0280: message carbons (presence.c, carbons.c) */
 };
 
 /* <iq type='result' id=.. from=.. to=..> without the closing tag. */

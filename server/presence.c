@@ -29,6 +29,11 @@
  *   session becomes unavailable or ends.
  * - Subscription pre-approval (§3.4) is not offered: a <subscribed/> with
  *   nothing to approve is dropped, as Appendix A's tables say.
+ * - Carbons (XEP-0280) go like pushes: one copy to every bound resource of
+ *   the account, passed on by the sessions that enabled carbons, except
+ *   the one the original came from or went to. A message to the bare JID
+ *   that reaches two resources of equal priority is also copied to each
+ *   by the other (both asked for carbons, both may see it twice).
  */
 #include "tether/presence.h"
 #include "c2s_priv.h"
@@ -40,6 +45,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tether/carbons.h"
 #include "tether/deliver.h"
 #include "tether/im.h"
 #include "tether/jid.h"
@@ -55,9 +61,14 @@
 #define T_PUSH  "tether-push"  /* rmsg type: a roster push, for interested resources only */
 #define T_GONE  "tether-gone"  /* rmsg type: "send your unavailable presence to m->from" */
 #define T_PROBE "probe"        /* a server probe: "send your presence to m->from" */
+#define T_CARBON "tether-carbon" /* rmsg type: a XEP-0280 copy, for enabled resources but its source */
 
 #define IM_F_ROSTER  0x1u      /* the client asked for its roster: it gets pushes */
 #define IM_F_OFFLINE 0x2u      /* offline messages were fetched for this session */
+#define IM_F_CARBONS 0x4u      /* XEP-0280 enabled */
+#define IM_F_INACTIVE 0x8u     /* XEP-0352: the client said <inactive/> */
+#define IM_F_FLUSHING 0x10u    /* delivering what CSI held: not held again */
+#define CSI_HELD_MAX 1024      /* presences held per inactive session before a flush */
 #define DIRECTED_MAX 64        /* directed-presence recipients remembered per session */
 
 struct c2s_im {
@@ -65,6 +76,8 @@ struct c2s_im {
 	struct rmsg *last;        /* the last available presence broadcast: probes get it */
 	char *directed[DIRECTED_MAX];
 	size_t ndirected;
+	struct rmsg **held;       /* CSI: presence held, oldest first, one per sender */
+	size_t nheld, capheld;
 };
 
 static struct c2s_im *im_of(struct c2s *s)
@@ -87,6 +100,9 @@ void presence_free(struct c2s *s)
 	rmsg_unref(im->last);
 	for (size_t i = 0; i < im->ndirected; i++)
 		free(im->directed[i]);
+	for (size_t i = 0; i < im->nheld; i++)
+		rmsg_unref(im->held[i]);
+	free(im->held);
 	free(im);
 	s->im = NULL;
 }
@@ -309,11 +325,37 @@ static void on_roster_change(void *ud, int err, const struct im_change *c,
 	c2s_unpark(s);
 }
 
-int presence_roster_iq(struct c2s *s, struct xnode *iq)
+/* XEP-0280 §4-5: <enable/> or <disable/>. */
+static int carbons_iq(struct c2s *s, struct xnode *iq, struct xnode *q)
+{
+	const char *type = xnode_attr(iq, "type");
+	struct c2s_im *im = im_of(s);
+	if (!type || strcmp(type, "set") || xnode_next_elem(q)) {
+		refuse(s, iq, s->bare, STE_BAD_REQUEST);
+		return 1;
+	}
+	if (!im) {
+		c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
+		return 1;
+	}
+	if (!strcmp(q->name, "enable"))
+		im->flags |= IM_F_CARBONS;
+	else
+		im->flags &= ~IM_F_CARBONS;
+	router_set_carbons(s->srv->router, s->bare, s->resource, &s->self,
+			   !!(im->flags & IM_F_CARBONS));
+	reply_empty(s, iq);
+	return 1;
+}
+
+int presence_own_iq(struct c2s *s, struct xnode *iq)
 {
 	struct xnode *q = xnode_first_elem(iq);
 	const char *type = xnode_attr(iq, "type");
 	struct store_handle *h = handle(s);
+	if (q && !strcmp(q->ns, XMLNS_CARBONS) && (!strcmp(q->name, "enable") ||
+						    !strcmp(q->name, "disable")))
+		return carbons_iq(s, iq, q);
 	if (!q || strcmp(q->ns, XMLNS_ROSTER) || strcmp(q->name, "query") || !h || !type)
 		return 0;
 	int get = !strcmp(type, "get");
@@ -656,8 +698,152 @@ void presence_broadcast(struct c2s *s, struct rmsg *m, int initial)
 					on_initial, x), x);
 }
 
+/* A copy of <data> (type <type>) to the account's other resources that
+ * enabled carbons; nothing is built when there is none. */
+static void carbon(struct c2s *s, int sent, const char *type, const char *data, size_t len)
+{
+	struct route_target t[ROUTER_MAX_RESOURCES];
+	size_t n = router_get_all(s->srv->router, s->bare, t, ROUTER_MAX_RESOURCES), k = 0;
+	for (size_t i = 0; i < n; i++)
+		if (t[i].carbons && !bus_addr_eq(&t[i].addr, &s->self))
+			t[k++] = t[i];
+	struct sbuf b = SBUF_INIT;
+	struct rmsg *c = NULL;
+	if (k && !carbons_wrap(&b, sent, s->bare, type, data, len))
+		c = rmsg_new(RMSG_MESSAGE, b.data, b.len, s->full, NULL, NULL, T_CARBON);
+	for (size_t i = 0; c && i < k; i++)
+		bus_deliver(s->w, &t[i].addr, rmsg_ref(c));
+	rmsg_unref(c);
+	sbuf_free(&b);
+}
+
+void presence_carbon_sent(struct c2s *s, struct xnode *el)
+{
+	const char *type = xnode_attr(el, "type");
+	if (type && strcmp(type, "chat") && strcmp(type, "normal"))
+		return; /* cheap refusals first: no serialization */
+	sbuf_reset(&s->out);
+	if (!xnode_serialize(el, XMLNS_CLIENT, &s->out) &&
+	    carbons_eligible(s->out.data, s->out.len, type ? type : ""))
+		carbon(s, 1, type, s->out.data, s->out.len);
+	sbuf_reset(&s->out);
+}
+
+static int deliver_filter(struct c2s *s, struct rmsg *m);
+
+/* ---- CSI (XEP-0352) ----------------------------------------------------------- */
+
+/* Delivers what is held, oldest first. */
+static void csi_flush(struct c2s *s)
+{
+	struct c2s_im *im = s->im;
+	if (!im || !im->nheld)
+		return;
+	struct rmsg **held = im->held;
+	size_t n = im->nheld;
+	im->held = NULL;
+	im->nheld = im->capheld = 0;
+	im->flags |= IM_F_FLUSHING;
+	for (size_t i = 0; i < n; i++)
+		c2s_deliver(s, held[i]);
+	im->flags &= ~IM_F_FLUSHING;
+	free(held);
+}
+
+/* Holds presence <m> in place of an earlier one from the same sender.
+ * Returns 1 if held (consumed), 0 if it must go now. */
+static int csi_hold(struct c2s *s, struct rmsg *m)
+{
+	struct c2s_im *im = s->im;
+	for (size_t i = 0; i < im->nheld; i++) {
+		if (strcmp(im->held[i]->from, m->from))
+			continue;
+		rmsg_unref(im->held[i]);
+		memmove(&im->held[i], &im->held[i + 1], (im->nheld - i - 1) * sizeof(*im->held));
+		im->nheld--;
+		break;
+	}
+	if (im->nheld == im->capheld) {
+		if (im->capheld >= CSI_HELD_MAX) {
+			csi_flush(s);
+			return 0;
+		}
+		size_t cap = im->capheld ? im->capheld * 2 : 16;
+		struct rmsg **n = realloc(im->held, cap * sizeof(*n));
+		if (!n)
+			return 0;
+		im->held = n;
+		im->capheld = cap;
+	}
+	im->held[im->nheld++] = m;
+	return 1;
+}
+
+/* A chat state notification (XEP-0085) and nothing a user reads. */
+static int only_chat_state(const struct rmsg *m)
+{
+	return !memmem(m->data, m->len, "<body", 5) &&
+	       memmem(m->data, m->len, "xmlns='http://jabber.org/protocol/chatstates'", 45);
+}
+
+/* What an inactive client gets now: 1 = consumed (held or dropped). */
+static int csi_filter(struct c2s *s, struct rmsg *m)
+{
+	if (m->kind == RMSG_PRESENCE && (!*m->type || !strcmp(m->type, "unavailable")) &&
+	    *m->from && strcmp(m->from, s->full ? s->full : ""))
+		return csi_hold(s, m); /* not subscription requests: those go now */
+	if (m->kind == RMSG_MESSAGE && only_chat_state(m)) {
+		rmsg_unref(m);
+		return 1;
+	}
+	if (m->kind == RMSG_MESSAGE)
+		csi_flush(s); /* what was held first, then the message */
+	return 0;
+}
+
+int presence_csi(struct c2s *s, struct xnode *el)
+{
+	struct c2s_im *im = im_of(s);
+	if (!im)
+		return c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
+	if (!strcmp(el->name, "inactive")) {
+		im->flags |= IM_F_INACTIVE;
+	} else if (!strcmp(el->name, "active")) {
+		im->flags &= ~IM_F_INACTIVE;
+		csi_flush(s);
+	} else {
+		return c2s_stream_fail(s, SE_UNSUPPORTED_STANZA_TYPE, NULL);
+	}
+	return 0;
+}
+
+/* ---- delivery ------------------------------------------------------------------- */
+
 int presence_on_deliver(struct c2s *s, struct rmsg *m)
 {
+	if (s->im && (s->im->flags & IM_F_FLUSHING))
+		return 0; /* held and filtered already */
+	int rc = deliver_filter(s, m);
+	if (!rc && s->im && (s->im->flags & IM_F_INACTIVE))
+		rc = csi_filter(s, m);
+	return rc;
+}
+
+/* Probes, pushes, carbons: what the session consumes, answers or drops
+ * before CSI looks at what is left. */
+static int deliver_filter(struct c2s *s, struct rmsg *m)
+{
+	if (m->kind == RMSG_MESSAGE) {
+		if (!strcmp(m->type, T_CARBON)) {
+			if (s->im && (s->im->flags & IM_F_CARBONS) && s->full && strcmp(m->from, s->full))
+				return 0;
+			rmsg_unref(m);
+			return 1;
+		}
+		if (s->full && carbons_eligible(m->data, m->len, m->type))
+			carbon(s, 0, m->type, m->data, m->len);
+		return 0;
+	}
 	if (m->kind == RMSG_IQ) {
 		if (strcmp(m->type, T_PUSH))
 			return 0;

@@ -12,10 +12,15 @@ struct rmsg;
 struct xnode;
 
 /* An iq from the account to itself (no 'to', or its bare JID): handles a
- * jabber:iq:roster get or set (RFC 6121 §2). Returns 1 if handled (the
- * reply comes later, the stream is parked meanwhile), 0 to let im.c
- * answer it. */
-int presence_roster_iq(struct c2s *s, struct xnode *iq);
+ * jabber:iq:roster get or set (RFC 6121 §2; the reply comes later, the
+ * stream is parked meanwhile) and XEP-0280 enable/disable. Returns 1 if
+ * handled, 0 to let im.c answer it. */
+int presence_own_iq(struct c2s *s, struct xnode *iq);
+
+/* A message from the client, 'from' stamped: XEP-0280 sent copies to the
+ * account's other carbons-enabled resources. The message itself is routed
+ * as usual. */
+void presence_carbon_sent(struct c2s *s, struct xnode *el);
 
 /* A presence stanza from the client, 'from' already stamped, <to> its
  * 'to' or NULL: handles subscriptions (§3), drops probes (§4.3: only
@@ -33,9 +38,21 @@ void presence_broadcast(struct c2s *s, struct rmsg *m, int initial);
 
 /* A stanza delivered to this session: answers server probes and
  * "send your unavailable presence" requests, and passes roster pushes on
- * only if the client asked for the roster. Returns 1 if it consumed <m>,
+ * only if the client asked for the roster, and carbons only to a client
+ * that enabled them; a message makes received copies (XEP-0280) for the
+ * account's other resources. Returns 1 if it consumed <m>,
  * 0 to deliver it as usual. */
 int presence_on_deliver(struct c2s *s, struct rmsg *m);
+
+#define XMLNS_CSI "urn:xmpp:csi:0"
+
+/* A XEP-0352 <active/> or <inactive/> nonza (namespace XMLNS_CSI). While
+ * inactive, presence from others is held (the latest per sender), chat
+ * states without a body are dropped, and a message with a body flushes
+ * what is held, then goes. <active/> flushes everything held, in order.
+ * Returns what a c2s state function returns (0, or 1 after a stream error
+ * for anything else in that namespace). */
+int presence_csi(struct c2s *s, struct xnode *el);
 
 /* The session is ending for good (c2s_end_presence, also on SM expiry):
  * unavailable presence to subscribers and directed-presence recipients. */

@@ -450,3 +450,122 @@ def test_sm_expiry_broadcasts_unavailable_to_contacts(server_factory, conns):
                    0.5) is None
     server.wait_log('session expired jid=%s' % a.jid, 10)
     b.wait_presence(from_=a.jid, type_='unavailable', timeout=5)
+
+
+# ----------------------------------------------------------------------------- carbons (XEP-0280)
+
+NS_CARBONS = 'urn:xmpp:carbons:2'
+NS_FORWARD = 'urn:xmpp:forward:0'
+
+
+def carbons(c, on=True):
+    r = c.iq('set', "<%s xmlns='%s'/>" % ('enable' if on else 'disable', NS_CARBONS))
+    assert r.get('type') == 'result', xr.tostr(r)
+
+
+def wait_carbon(c, kind, body):
+    def pred(e):
+        w = e.find(q(NS_CARBONS, kind))
+        if e.tag != q(NS_CLIENT, 'message') or w is None:
+            return False
+        inner = w.find('%s/%s' % (q(NS_FORWARD, 'forwarded'), q(NS_CLIENT, 'message')))
+        b = inner.find(q(NS_CLIENT, 'body')) if inner is not None else None
+        return b is not None and b.text == body
+    e = c.wait_for(pred, what='%s carbon %r' % (kind, body))
+    assert e.get('from') == c.jid.split('/')[0], xr.tostr(e)
+    return e.find(q(NS_CARBONS, kind)).find(q(NS_FORWARD, 'forwarded')).find(q(NS_CLIENT, 'message'))
+
+
+def no_carbon(c, wait=0.8):
+    e = c.maybe(lambda e: e.tag == q(NS_CLIENT, 'message') and (
+        e.find(q(NS_CARBONS, 'received')) is not None or e.find(q(NS_CARBONS, 'sent')) is not None),
+        wait)
+    assert e is None, 'unexpected carbon: %s' % xr.tostr(e)
+
+
+def test_carbons_both_ways(server, users, conns):
+    r1 = online(server, users, conns, 'alice', 'r1')
+    r2 = online(server, users, conns, 'alice', 'r2')
+    r3 = online(server, users, conns, 'alice', 'r3')     # never enables carbons
+    b = online(server, users, conns, 'bob', 'b')
+    carbons(r1)
+    carbons(r2)
+    # received: to r1, copied to r2 only
+    b.message('alice@localhost/r1', 'in-1')
+    r1.wait_message('in-1')
+    inner = wait_carbon(r2, 'received', 'in-1')
+    assert inner.get('from') == b.jid and inner.get('to') == 'alice@localhost/r1'
+    no_carbon(r1)
+    no_carbon(r3)
+    # sent: from r2, copied to r1 only
+    r2.message('bob@localhost', 'out-1')
+    b.wait_message('out-1')
+    inner = wait_carbon(r1, 'sent', 'out-1')
+    assert inner.get('from') == r2.jid and inner.get('to') == 'bob@localhost'
+    no_carbon(r2)
+    no_carbon(r3)
+    # <private/> and <no-copy/>: not copied; copies of copies: never
+    r2.message('bob@localhost', 'secret', extra="<private xmlns='%s'/>" % NS_CARBONS)
+    b.message('alice@localhost/r1', 'nocopy', extra="<no-copy xmlns='urn:xmpp:hints'/>")
+    b.wait_message('secret')
+    r1.wait_message('nocopy')
+    no_carbon(r1)
+    no_carbon(r2)
+    # disable
+    carbons(r2, on=False)
+    b.message('alice@localhost/r1', 'in-2')
+    r1.wait_message('in-2')
+    no_carbon(r2)
+    r = r1.iq('get', "<query xmlns='%s'/>" % xr.NS_DISCO_INFO, to='localhost')
+    feats = [f.get('var') for f in r.find(q(xr.NS_DISCO_INFO, 'query'))]
+    assert NS_CARBONS in feats
+
+
+# ----------------------------------------------------------------------------- CSI (XEP-0352)
+
+NS_CSI = 'urn:xmpp:csi:0'
+NS_CHATSTATES = 'http://jabber.org/protocol/chatstates'
+
+
+def test_csi_holds_presence_drops_chat_states_flushes(server, users, conns):
+    c = xr.connect_tls(server)
+    conns.append(c)
+    ok, cond = c.authenticate('alice', users['alice'])
+    assert ok, cond
+    feats = c.open_stream()
+    assert feats.find(q(NS_CSI, 'csi')) is not None, xr.tostr(feats)
+    assert c.bind('csi').get('type') == 'result'
+    roster_get(c)
+    c.presence()
+    b = online(server, users, conns, 'bob', 'b')
+    roster_get(b)
+    subscribe_both(c, b)
+    c.wait_presence(from_=b.jid)
+    c.pump(0.5)
+    c.inbox.clear()
+    c.send("<inactive xmlns='%s'/>" % NS_CSI)
+    c.roundtrip()
+    for show in ('away', 'xa', 'dnd'):
+        b.presence(extra='<show>%s</show>' % show)
+    b.send("<message to='%s' type='chat'><composing xmlns='%s'/></message>"
+           % (c.jid, NS_CHATSTATES))
+    b.roundtrip()
+    got = c.maybe(lambda e: e.tag in (q(NS_CLIENT, 'presence'), q(NS_CLIENT, 'message')), 1.0)
+    assert got is None, 'delivered to an inactive client: %s' % xr.tostr(got)
+    # a message with a body: what was held first (collapsed), then the message
+    b.message(c.jid, 'wake up')
+    m = c.wait_message('wake up')
+    held = [e for e in c.inbox if e.tag == q(NS_CLIENT, 'presence')]
+    assert len(held) == 1, [xr.tostr(e) for e in held]
+    assert held[0].find(q(NS_CLIENT, 'show')).text == 'dnd'
+    assert m is not None
+    # chat states were dropped, not held
+    assert not [e for e in c.inbox if e.find(q(NS_CHATSTATES, 'composing')) is not None]
+    # <active/> flushes what is held
+    c.inbox.clear()
+    b.presence(extra='<show>chat</show>')
+    b.roundtrip()
+    assert c.maybe(lambda e: e.tag == q(NS_CLIENT, 'presence'), 0.8) is None
+    c.send("<active xmlns='%s'/>" % NS_CSI)
+    p = c.wait_presence(from_=b.jid)
+    assert p.find(q(NS_CLIENT, 'show')).text == 'chat'

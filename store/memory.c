@@ -810,6 +810,17 @@ static int mem_im_offline_take(struct store *s, const char *bare, store_im_msg_f
 	return im_table_offline_take(((struct mem *)s)->im, bare, fn, ud);
 }
 
+static int mem_im_blocks(struct store *s, const char *bare, store_im_jid_fn *fn, void *ud)
+{
+	return im_table_blocks(((struct mem *)s)->im, bare, fn, ud);
+}
+
+static int mem_im_block(struct store *s, const char *bare, enum im_block_op op,
+			char *const *jids, size_t n)
+{
+	return im_table_block(((struct mem *)s)->im, bare, op, jids, n);
+}
+
 struct sm_table *store_memory_sm_table(struct store *s)
 {
 	return ((struct mem *)s)->sm;
@@ -837,6 +848,8 @@ static const struct store_ops mem_ops = {
 	.im_sub = mem_im_sub,
 	.im_offline_add = mem_im_offline_add,
 	.im_offline_take = mem_im_offline_take,
+	.im_blocks = mem_im_blocks,
+	.im_block = mem_im_block,
 };
 
 /* mkdir -p with mode 0700 for what we create; an existing directory is

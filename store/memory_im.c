@@ -15,6 +15,7 @@
  *   tether-im-roster 1 <bare>         tether-im-offline 1 <bare>
  *   ver <n>                           msg <stanza>
  *   item <state> <visible> <jid> <name> <pending> <ngroups> <group>...
+ *   block <jid>                       (XEP-0191, in the roster file)
  *
  * Everything sits behind one mutex: roster operations are rare next to
  * stanzas, and the pairs a subscription changes (two accounts) are then
@@ -56,6 +57,8 @@ struct acct {
 	size_t n, cap;
 	struct off_msg *off;
 	size_t noff, offcap;
+	char **blocked;           /* XEP-0191 */
+	size_t nblocked, capblocked;
 	char name[2 * NAME_HASH + 1];  /* file name stem */
 	char bare[];
 };
@@ -124,6 +127,9 @@ static void acct_free(struct acct *a)
 	for (size_t i = 0; i < a->noff; i++)
 		free(a->off[i].data);
 	free(a->off);
+	for (size_t i = 0; i < a->nblocked; i++)
+		free(a->blocked[i]);
+	free(a->blocked);
 	free(a);
 }
 
@@ -382,6 +388,11 @@ static int roster_write(const struct im_table *t, const struct acct *a)
 			rc = put_cstr(&b, it->groups[g]);
 		rc = rc ? rc : sbuf_puts(&b, "\n");
 	}
+	for (size_t i = 0; i < a->nblocked && !rc; i++) {
+		rc = sbuf_puts(&b, "block");
+		rc = rc ? rc : put_cstr(&b, a->blocked[i]);
+		rc = rc ? rc : sbuf_puts(&b, "\n");
+	}
 	snprintf(name, sizeof(name), "%s.roster", a->name);
 	if (!rc)
 		rc = file_put(t, name, &b);
@@ -423,6 +434,20 @@ static int push_off(struct acct *a, char *data, size_t len)
 	}
 	a->off[a->noff].data = data;
 	a->off[a->noff++].len = len;
+	return 0;
+}
+
+static int push_block(struct acct *a, char *jid)
+{
+	if (a->nblocked == a->capblocked) {
+		size_t cap = a->capblocked ? a->capblocked * 2 : 8;
+		char **n = realloc(a->blocked, cap * sizeof(*n));
+		if (!n)
+			return -ENOMEM;
+		a->blocked = n;
+		a->capblocked = cap;
+	}
+	a->blocked[a->nblocked++] = jid;
 	return 0;
 }
 
@@ -510,6 +535,14 @@ static int load_file(struct im_table *t, const char *name, char *err, size_t err
 		} else if (roster && !strcmp(kw, "item")) {
 			if ((rc = parse_item(a, save)))
 				break;
+		} else if (roster && !strcmp(kw, "block")) {
+			char *j;
+			if ((rc = get_str(strtok_r(NULL, " ", &save), &j, NULL)) || !j ||
+			    (rc = push_block(a, j))) {
+				free(j);
+				rc = rc ? rc : -EINVAL;
+				break;
+			}
 		} else if (!roster && !strcmp(kw, "msg")) {
 			char *data;
 			size_t len;
@@ -864,6 +897,90 @@ int im_table_offline_take(struct im_table *t, const char *bare, store_im_msg_fn 
 	}
 	free(m);
 out:
+	pthread_mutex_unlock(&t->lock);
+	return rc;
+}
+
+int im_table_blocks(struct im_table *t, const char *bare, store_im_jid_fn *fn, void *ud)
+{
+	pthread_mutex_lock(&t->lock);
+	struct acct *a = acct_find(t, bare);
+	for (size_t i = 0; a && i < a->nblocked; i++)
+		fn(ud, a->blocked[i]);
+	pthread_mutex_unlock(&t->lock);
+	return 0;
+}
+
+int im_table_block(struct im_table *t, const char *bare, enum im_block_op op, char *const *jids,
+		   size_t n)
+{
+	int rc = 0;
+	char **fresh = NULL, **added = NULL;
+	size_t nfresh = 0, nadded = 0;
+	pthread_mutex_lock(&t->lock);
+	struct acct *a = acct_get(t, bare);
+	if (!a) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	/* The new list is built beside the old one (sharing its strings), so
+	 * a write the disk refuses leaves the old one as it was. */
+	size_t cap = (op == IM_BLOCK_CLEAR ? 0 : a->nblocked) + (op == IM_BLOCK_ADD ? n : 0);
+	if ((cap && !(fresh = calloc(cap, sizeof(*fresh)))) ||
+	    (op == IM_BLOCK_ADD && n && !(added = calloc(n, sizeof(*added))))) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; op != IM_BLOCK_CLEAR && i < a->nblocked; i++) {
+		int drop = 0;
+		for (size_t j = 0; op == IM_BLOCK_REMOVE && j < n && !drop; j++)
+			drop = !strcmp(a->blocked[i], jids[j]);
+		if (!drop)
+			fresh[nfresh++] = a->blocked[i];
+	}
+	for (size_t i = 0; op == IM_BLOCK_ADD && i < n; i++) {
+		int dup = 0;
+		for (size_t j = 0; j < nfresh && !dup; j++)
+			dup = !strcmp(fresh[j], jids[i]);
+		if (dup)
+			continue;
+		if (nfresh >= IM_BLOCKLIST_MAX) {
+			rc = -EDQUOT;
+			goto out;
+		}
+		if (!(added[nadded] = strdup(jids[i]))) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		fresh[nfresh++] = added[nadded++];
+	}
+	char **old = a->blocked;
+	size_t nold = a->nblocked, oldcap = a->capblocked;
+	a->blocked = fresh;
+	a->nblocked = nfresh;
+	a->capblocked = cap;
+	if ((rc = roster_write(t, a))) {
+		a->blocked = old;
+		a->nblocked = nold;
+		a->capblocked = oldcap;
+		goto out;
+	}
+	/* In: free the strings that left the list, and the old array. */
+	for (size_t i = 0; i < nold; i++) {
+		int kept = 0;
+		for (size_t j = 0; j < nfresh && !kept; j++)
+			kept = fresh[j] == old[i];
+		if (!kept)
+			free(old[i]);
+	}
+	free(old);
+	fresh = NULL;
+	nadded = 0;
+out:
+	for (size_t i = 0; i < nadded; i++)
+		free(added[i]);
+	free(added);
+	free(fresh);
 	pthread_mutex_unlock(&t->lock);
 	return rc;
 }

@@ -28,5 +28,8 @@ int im_table_sub(struct im_table *t, const char *user, const char *contact, int 
 int im_table_offline_add(struct im_table *t, const char *bare, const char *data, size_t len,
 			 unsigned max);
 int im_table_offline_take(struct im_table *t, const char *bare, store_im_msg_fn *fn, void *ud);
+int im_table_blocks(struct im_table *t, const char *bare, store_im_jid_fn *fn, void *ud);
+int im_table_block(struct im_table *t, const char *bare, enum im_block_op op, char *const *jids,
+		   size_t n);
 
 #endif /* TETHER_STORE_MEMORY_IM_H */

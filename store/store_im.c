@@ -113,6 +113,17 @@ int store_im_offline_take(struct store *st, const char *bare, store_im_msg_fn *f
 	return st->ops->im_offline_take ? st->ops->im_offline_take(st, bare, fn, ud) : -ENOTSUP;
 }
 
+int store_im_blocks(struct store *st, const char *bare, store_im_jid_fn *fn, void *ud)
+{
+	return st->ops->im_blocks ? st->ops->im_blocks(st, bare, fn, ud) : -ENOTSUP;
+}
+
+int store_im_block(struct store *st, const char *bare, enum im_block_op op, char *const *jids,
+		   size_t n)
+{
+	return st->ops->im_block ? st->ops->im_block(st, bare, op, jids, n) : -ENOTSUP;
+}
+
 /* ---- asynchronous ---------------------------------------------------------- */
 
 static void im_release(struct store_op *op)
@@ -139,6 +150,11 @@ static void im_release(struct store_op *op)
 	im_change_clear(&o->change);
 	im_change_clear(&o->contact);
 	im_sub_result_clear(&o->sub);
+	for (size_t i = 0; i < o->nin; i++)
+		free(o->in[i]);
+	free(o->in);
+	o->in = NULL;
+	o->nin = 0;
 	o->bare = o->jid = o->data = NULL;
 	o->items = NULL;
 	o->strs = o->pending = NULL;
@@ -224,6 +240,18 @@ static void collect_msg(void *ud, const char *data, size_t len)
 	o->lens[o->n++] = len;
 }
 
+static void collect_jid(void *ud, const char *jid)
+{
+	struct store_im_op *o = ud;
+	char *j = o->err ? NULL : strdup(jid);
+	if (!j || grow((void **)&o->strs, sizeof(char *), o->n, &o->cap)) {
+		free(j);
+		o->err = -ENOMEM;
+		return;
+	}
+	o->strs[o->n++] = j;
+}
+
 static void im_complete(struct store_op *op)
 {
 	struct store_im_op *o = (struct store_im_op *)op;
@@ -256,8 +284,16 @@ static void im_complete(struct store_op *op)
 		o->fn.sub(op->ud, o->err, &o->sub);
 		break;
 	case STORE_OP_IM_OFFLINE_ADD:
+	case STORE_OP_IM_BLOCK:
 		if (o->fn.done)
 			o->fn.done(op->ud, o->err);
+		break;
+	case STORE_OP_IM_BLOCKS:
+		if (local) {
+			int rc = store_im_blocks(st, o->bare, collect_jid, o);
+			o->err = rc ? rc : o->err;
+		}
+		o->fn.blocks(op->ud, o->err, o->strs, o->err ? 0 : o->n);
 		break;
 	default: /* STORE_OP_IM_OFFLINE_TAKE */
 		if (local) {
@@ -309,6 +345,9 @@ static struct store_op *im_issue(struct store_handle *h, struct store_im_op *o)
 			break;
 		case STORE_OP_IM_OFFLINE_ADD:
 			o->err = store_im_offline_add(st, o->bare, o->data, o->len, o->max);
+			break;
+		case STORE_OP_IM_BLOCK:
+			o->err = store_im_block(st, o->bare, o->bop, o->in, o->nin);
 			break;
 		default: /* reads: when they complete */
 			break;
@@ -417,5 +456,38 @@ struct store_op *store_im_offline_take_async(struct store_handle *h, const char 
 	if (!o)
 		return NULL;
 	o->fn.msgs = fn;
+	return im_issue(h, o);
+}
+
+struct store_op *store_im_blocks_async(struct store_handle *h, const char *bare,
+				       store_im_blocks_fn *fn, void *ud)
+{
+	struct store_im_op *o = im_new(STORE_OP_IM_BLOCKS, bare, ud);
+	if (!o)
+		return NULL;
+	o->fn.blocks = fn;
+	return im_issue(h, o);
+}
+
+struct store_op *store_im_block_async(struct store_handle *h, const char *bare,
+				      enum im_block_op op, char *const *jids, size_t n,
+				      store_im_done_fn *fn, void *ud)
+{
+	struct store_im_op *o = im_new(STORE_OP_IM_BLOCK, bare, ud);
+	if (!o)
+		return NULL;
+	if (n && !(o->in = calloc(n, sizeof(char *)))) {
+		im_drop(o);
+		return NULL;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (!(o->in[i] = strdup(jids[i]))) {
+			im_drop(o);
+			return NULL;
+		}
+		o->nin = i + 1;
+	}
+	o->bop = op;
+	o->fn.done = fn;
 	return im_issue(h, o);
 }

@@ -27,6 +27,8 @@ enum store_op_kind {
 	STORE_OP_IM_SUB,
 	STORE_OP_IM_OFFLINE_ADD,
 	STORE_OP_IM_OFFLINE_TAKE,
+	STORE_OP_IM_BLOCKS,          /* XEP-0191: read the blocklist */
+	STORE_OP_IM_BLOCK,           /* ...change it */
 };
 
 /* One operation issued on a handle. It waits in the handle's FIFO and
@@ -136,6 +138,7 @@ struct store_im_op {
 		store_im_sub_fn *sub;
 		store_im_done_fn *done;
 		store_im_msgs_fn *msgs;
+		store_im_blocks_fn *blocks;
 	} fn;
 	/* arguments */
 	char *bare;             /* the account (sub: the user) */
@@ -158,6 +161,9 @@ struct store_im_op {
 	size_t np, capp;
 	struct im_change change, contact;
 	struct im_sub_result sub;
+	enum im_block_op bop;   /* block */
+	char **in;              /* block: the JIDs */
+	size_t nin;
 	void (*ud_free)(void *ud); /* store_im_own_ud: frees op.ud unless the callback ran */
 };
 

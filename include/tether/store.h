@@ -106,6 +106,9 @@ struct store_ops {
 	int (*im_offline_add)(struct store *st, const char *bare, const char *data, size_t len,
 			      unsigned max);
 	int (*im_offline_take)(struct store *st, const char *bare, store_im_msg_fn *fn, void *ud);
+	int (*im_blocks)(struct store *st, const char *bare, store_im_jid_fn *fn, void *ud);
+	int (*im_block)(struct store *st, const char *bare, enum im_block_op op,
+			char *const *jids, size_t n);
 };
 
 struct store {

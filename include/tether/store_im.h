@@ -163,6 +163,31 @@ typedef void store_im_msgs_fn(void *ud, int err, char *const *msgs, const size_t
 struct store_op *store_im_offline_take_async(struct store_handle *h, const char *bare,
 					     store_im_msgs_fn *fn, void *ud);
 
+/* ---- XEP-0191 blocklists -------------------------------------------------
+ *
+ * blocks: <fn> for every JID <bare> blocks (prepared: a full JID, a bare
+ * JID or a domain). block: IM_BLOCK_ADD or IM_BLOCK_REMOVE the <n> <jids>
+ * (already there / not there: no error), or IM_BLOCK_CLEAR them all;
+ * -EDQUOT when the list would be longer than IM_BLOCKLIST_MAX. 0 or
+ * -errno; -ENOTSUP without IM data. Async like the others: the read at
+ * completion, the change when issued. */
+#define IM_BLOCKLIST_MAX 1000
+enum im_block_op {
+	IM_BLOCK_ADD = 0,
+	IM_BLOCK_REMOVE,
+	IM_BLOCK_CLEAR,
+};
+typedef void store_im_jid_fn(void *ud, const char *jid);
+int store_im_blocks(struct store *st, const char *bare, store_im_jid_fn *fn, void *ud);
+int store_im_block(struct store *st, const char *bare, enum im_block_op op, char *const *jids,
+		   size_t n);
+typedef void store_im_blocks_fn(void *ud, int err, char *const *jids, size_t n);
+struct store_op *store_im_blocks_async(struct store_handle *h, const char *bare,
+				       store_im_blocks_fn *fn, void *ud);
+struct store_op *store_im_block_async(struct store_handle *h, const char *bare,
+				      enum im_block_op op, char *const *jids, size_t n,
+				      store_im_done_fn *fn, void *ud);
+
 /* Hands <ud> of IM operation <op> to the operation: if its callback never
  * runs (cancelled, or the handle detached at shutdown), <ud_free>(ud) is
  * called when the operation is released. For contexts that belong to no

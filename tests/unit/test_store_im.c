@@ -380,6 +380,52 @@ static void test_async(void **state)
 	store_close(st);
 }
 
+struct jids {
+	size_t n;
+	char *j[8];
+};
+
+static void take_jid(void *ud, const char *jid)
+{
+	struct jids *l = ud;
+	assert_true(l->n < 8);
+	l->j[l->n++] = strdup(jid);
+}
+
+static void jids_free(struct jids *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		free(l->j[i]);
+	l->n = 0;
+}
+
+static void test_blocklist(void **state)
+{
+	(void)state;
+	struct store *st = open_ok();
+	char *add[] = { "b@x", "evil.example", "b@x", "c@x/r" };
+	char *rm[] = { "b@x", "nobody@x" };
+	struct jids l = { 0 };
+	assert_int_equal(store_im_block(st, "a@x", IM_BLOCK_ADD, add, 4), 0);
+	assert_int_equal(store_im_block(st, "a@x", IM_BLOCK_ADD, add, 1), 0); /* again: no error */
+	assert_int_equal(store_im_blocks(st, "a@x", take_jid, &l), 0);
+	assert_int_equal(l.n, 3);
+	assert_string_equal(l.j[0], "b@x");
+	assert_string_equal(l.j[2], "c@x/r");
+	jids_free(&l);
+	assert_int_equal(store_im_block(st, "a@x", IM_BLOCK_REMOVE, rm, 2), 0);
+	store_close(st);
+	st = open_ok(); /* persisted with the roster */
+	assert_int_equal(store_im_blocks(st, "a@x", take_jid, &l), 0);
+	assert_int_equal(l.n, 2);
+	assert_string_equal(l.j[0], "evil.example");
+	jids_free(&l);
+	assert_int_equal(store_im_block(st, "a@x", IM_BLOCK_CLEAR, NULL, 0), 0);
+	assert_int_equal(store_im_blocks(st, "a@x", take_jid, &l), 0);
+	assert_int_equal(l.n, 0);
+	store_close(st);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -387,6 +433,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_subscription_handshake, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_offline_cap_and_order, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_async, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_blocklist, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

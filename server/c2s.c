@@ -621,6 +621,7 @@ int c2s_bind_resource(struct c2s *s, const char *res, int kick_old)
 	}
 	s->flags |= C2S_F_BOUND;
 	metrics_inc(M_BOUND);
+	presence_bound(s); /* XEP-0191 blocklist (presence.c) */
 	return 0;
 }
 

@@ -310,10 +310,8 @@ static void route(struct c2s *s, struct xnode *el)
 		c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
 		return;
 	}
-	if (kind == RMSG_PRESENCE && presence_intercept(s, el, to))
-		return; /* subscriptions, probes, bad types (presence.c) */
-	if (kind == RMSG_MESSAGE)
-		presence_carbon_sent(s, el); /* XEP-0280 (presence.c) */
+	if (presence_outbound(s, el, to))
+		return; /* blocking, carbons, subscriptions, probes (presence.c) */
 	if (!to) {
 		if (kind == RMSG_PRESENCE)
 			broadcast_presence(s, el);

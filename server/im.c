@@ -17,6 +17,7 @@ static const char *const server_features[] = {
 	"urn:xmpp:sm:3",  /* XEP-0198: enable, acks, resume (c2s_sm.c) */
 	"msgoffline",     /* XEP-0160: offline messages (offline.c) */
 	"urn:xmpp:carbons:2", /* XEP-0280: message carbons (presence.c, carbons.c) */
+	"urn:xmpp:blocking",  /* XEP-0191: blocking command (presence.c) */
 };
 
 /* <iq type='result' id=.. from=.. to=..> without the closing tag. */

@@ -29,6 +29,13 @@
  *   session becomes unavailable or ends.
  * - Subscription pre-approval (§3.4) is not offered: a <subscribed/> with
  *   nothing to approve is dropped, as Appendix A's tables say.
+ * - Blocking (XEP-0191): each session keeps a copy of the blocklist,
+ *   loaded at bind without waiting (a stanza in the first loop turn after
+ *   bind may pass) and reloaded whenever a change is pushed. Stanzas are
+ *   checked when they reach the blocking user's session (inbound) or
+ *   leave it (outbound), never at the sender's side. Offline messages and
+ *   stored subscription requests from a JID blocked later are filtered
+ *   when delivered, since they go through the session too.
  * - Carbons (XEP-0280) go like pushes: one copy to every bound resource of
  *   the account, passed on by the sessions that enabled carbons, except
  *   the one the original came from or went to. A message to the bare JID
@@ -62,6 +69,9 @@
 #define T_GONE  "tether-gone"  /* rmsg type: "send your unavailable presence to m->from" */
 #define T_PROBE "probe"        /* a server probe: "send your presence to m->from" */
 #define T_CARBON "tether-carbon" /* rmsg type: a XEP-0280 copy, for enabled resources but its source */
+#define T_BPUSH "tether-bpush" /* rmsg type: a XEP-0191 push; every session reloads its blocklist */
+#define XMLNS_BLOCKING "urn:xmpp:blocking"
+#define XMLNS_BLOCKING_ERRORS "urn:xmpp:blocking:errors"
 
 #define IM_F_ROSTER  0x1u      /* the client asked for its roster: it gets pushes */
 #define IM_F_OFFLINE 0x2u      /* offline messages were fetched for this session */
@@ -69,6 +79,8 @@
 #define IM_F_INACTIVE 0x8u     /* XEP-0352: the client said <inactive/> */
 #define IM_F_FLUSHING 0x10u    /* delivering what CSI held: not held again */
 #define CSI_HELD_MAX 1024      /* presences held per inactive session before a flush */
+#define IM_F_BLOCKLIST 0x20u   /* XEP-0191: asked for the blocklist, so it gets pushes */
+#define IM_F_BLOCKS  0x40u     /* the blocklist cache below has been loaded */
 #define DIRECTED_MAX 64        /* directed-presence recipients remembered per session */
 
 struct c2s_im {
@@ -78,6 +90,15 @@ struct c2s_im {
 	size_t ndirected;
 	struct rmsg **held;       /* CSI: presence held, oldest first, one per sender */
 	size_t nheld, capheld;
+	char **blocked;           /* XEP-0191: the account's blocklist as last loaded */
+	size_t nblocked;
+	struct block_load *load;  /* the load in flight, if any */
+};
+
+/* The context of a blocklist load: the session, until it goes (then NULL,
+ * and the result is dropped). Owned by the operation. */
+struct block_load {
+	struct c2s *s;
 };
 
 static struct c2s_im *im_of(struct c2s *s)
@@ -103,6 +124,11 @@ void presence_free(struct c2s *s)
 	for (size_t i = 0; i < im->nheld; i++)
 		rmsg_unref(im->held[i]);
 	free(im->held);
+	for (size_t i = 0; i < im->nblocked; i++)
+		free(im->blocked[i]);
+	free(im->blocked);
+	if (im->load)
+		im->load->s = NULL;
 	free(im);
 	s->im = NULL;
 }
@@ -348,6 +374,244 @@ static int carbons_iq(struct c2s *s, struct xnode *iq, struct xnode *q)
 	return 1;
 }
 
+/* ---- blocking (XEP-0191) ---------------------------------------------------- */
+
+static void set_blocked(struct c2s_im *im, char *const *jids, size_t n)
+{
+	char **b = n ? calloc(n, sizeof(*b)) : NULL;
+	size_t k = 0;
+	for (size_t i = 0; (b || !n) && i < n; i++)
+		if ((b[k] = strdup(jids[i])))
+			k++;
+	for (size_t i = 0; i < im->nblocked; i++)
+		free(im->blocked[i]);
+	free(im->blocked);
+	im->blocked = b;
+	im->nblocked = k;
+	im->flags |= IM_F_BLOCKS;
+}
+
+static void on_blocks_loaded(void *ud, int err, char *const *jids, size_t n)
+{
+	struct block_load *l = ud;
+	struct c2s *s = l->s;
+	if (s && s->im) {
+		if (s->im->load == l)
+			s->im->load = NULL;
+		if (!err)
+			set_blocked(s->im, jids, n);
+		else if (err != -ENOTSUP)
+			log_warn("blocking: blocklist of %s not read: %s", s->bare, strerror(-err));
+	}
+	free(l);
+}
+
+/* (Re)loads the session's copy of the blocklist; a load in flight is
+ * superseded (its result is dropped). */
+static void blocks_load(struct c2s *s)
+{
+	struct c2s_im *im = im_of(s);
+	struct store_handle *h = handle(s);
+	struct block_load *l = im && h && s->bare ? malloc(sizeof(*l)) : NULL;
+	if (!l)
+		return;
+	l->s = s;
+	struct store_op *op = store_im_blocks_async(h, s->bare, on_blocks_loaded, l);
+	if (!op) {
+		free(l);
+		return;
+	}
+	store_im_own_ud(op, free);
+	if (im->load)
+		im->load->s = NULL;
+	im->load = l;
+}
+
+void presence_bound(struct c2s *s)
+{
+	blocks_load(s);
+}
+
+/* Whether the prepared JID <jid> is blocked: an item equal to it, to its
+ * bare JID or to its domain (XEP-0191 §3.4, XEP-0016 matching). */
+static int is_blocked(const struct c2s_im *im, const char *jid)
+{
+	if (!im || !im->nblocked || !jid || !*jid)
+		return 0;
+	size_t full = strlen(jid), bare = strcspn(jid, "/");
+	const char *at = memchr(jid, '@', bare);
+	const char *dom = at ? at + 1 : jid;
+	size_t dlen = (size_t)(jid + bare - dom);
+	for (size_t i = 0; i < im->nblocked; i++) {
+		const char *b = im->blocked[i];
+		size_t l = strlen(b);
+		if ((l == full && !memcmp(b, jid, l)) || (l == bare && !memcmp(b, jid, l)) ||
+		    (l == dlen && !memcmp(b, dom, l)))
+			return 1;
+	}
+	return 0;
+}
+
+/* Whether <jid> is the account's bare JID or one of its full JIDs. */
+static int own_jid(const struct c2s *s, const char *jid)
+{
+	size_t l = strlen(s->bare);
+	return !strncmp(jid, s->bare, l) && (!jid[l] || jid[l] == '/');
+}
+
+static void on_blocklist(void *ud, int err, char *const *jids, size_t n)
+{
+	struct wait *x = ud;
+	struct c2s *s = x->s;
+	c2s_op_done(s);
+	if (err) {
+		refuse(s, x->el, s->bare, err == -ENOTSUP ? STE_SERVICE_UNAVAILABLE :
+					   STE_INTERNAL_SERVER_ERROR);
+	} else {
+		set_blocked(s->im, jids, n);
+		const char *id = xnode_attr(x->el, "id");
+		sbuf_reset(&s->out);
+		int rc = sbuf_puts(&s->out, "<iq type='result'");
+		if (id) {
+			rc |= sbuf_puts(&s->out, " id='");
+			rc |= sbuf_puts_esc(&s->out, id);
+			rc |= sbuf_puts(&s->out, "'");
+		}
+		rc |= sbuf_puts(&s->out, "><blocklist xmlns='" XMLNS_BLOCKING "'>");
+		for (size_t i = 0; i < n; i++) {
+			rc |= sbuf_puts(&s->out, "<item jid='");
+			rc |= sbuf_puts_esc(&s->out, jids[i]);
+			rc |= sbuf_puts(&s->out, "'/>");
+		}
+		rc |= sbuf_puts(&s->out, "</blocklist></iq>");
+		if (rc)
+			sbuf_reset(&s->out);
+		c2s_emit_reply(s, RMSG_IQ, s->bare, "result");
+	}
+	wait_free(x);
+	c2s_unpark(s);
+}
+
+/* Parses the items of a <block/> or <unblock/>, each JID prepared, into
+ * <x>'s arena. Returns the number of items, or -1 after an error reply. */
+static ssize_t block_items(struct c2s *s, struct wait *x, struct xnode *q, char ***out)
+{
+	size_t n = 0;
+	for (struct xnode *it = xnode_first_elem(q); it; it = xnode_next_elem(it))
+		n++;
+	char **j = n ? xarena_alloc(x->a, n * sizeof(*j)) : NULL;
+	struct jid *pj = malloc(sizeof(*pj));
+	char buf[3 * JID_PART_MAX + 3];
+	size_t k = 0;
+	if ((n && !j) || !pj) {
+		free(pj);
+		c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
+		return -1;
+	}
+	for (struct xnode *it = xnode_first_elem(q); it; it = xnode_next_elem(it)) {
+		const char *v = xnode_attr(it, "jid");
+		if (strcmp(it->ns, XMLNS_BLOCKING) || strcmp(it->name, "item") || !v ||
+		    jid_parse(v, pj) || jid_full(pj, buf, sizeof(buf)) < 0) {
+			free(pj);
+			refuse(s, x->el, s->bare, v && !strcmp(it->name, "item") ?
+				   STE_JID_MALFORMED : STE_BAD_REQUEST);
+			return -1;
+		}
+		if (!(j[k++] = xarena_strndup(x->a, buf, strlen(buf)))) {
+			free(pj);
+			c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
+			return -1;
+		}
+	}
+	free(pj);
+	*out = j;
+	return (ssize_t)k;
+}
+
+static void on_blocked(void *ud, int err)
+{
+	struct wait *x = ud;
+	struct c2s *s = x->s;
+	c2s_op_done(s);
+	if (err) {
+		refuse(s, x->el, s->bare, err == -EDQUOT ? STE_RESOURCE_CONSTRAINT :
+					   err == -ENOTSUP ? STE_SERVICE_UNAVAILABLE :
+					   STE_INTERNAL_SERVER_ERROR);
+	} else {
+		/* §3.3, §3.4: a push to every resource (each reloads its copy;
+		 * those that asked for the list get it), then the result. */
+		struct xnode *q = xnode_first_elem(x->el);
+		static atomic_uint_fast64_t seq;
+		char id[32];
+		snprintf(id, sizeof(id), "bpush%" PRIx64,
+			 (uint64_t)atomic_fetch_add_explicit(&seq, 1, memory_order_relaxed));
+		struct sbuf b = SBUF_INIT;
+		int rc = sbuf_printf(&b, "<iq type='set' id='%s'>", id);
+		rc |= xnode_serialize(q, XMLNS_CLIENT, &b);
+		rc |= sbuf_puts(&b, "</iq>");
+		struct rmsg *m = rc ? NULL : rmsg_new(RMSG_IQ, b.data, b.len, NULL, NULL, id, T_BPUSH);
+		sbuf_free(&b);
+		if (m)
+			deliver_presence(s->w, s->bare, m, 0, NULL);
+		if (!strcmp(q->name, "block")) /* the blocked lose the user's presence */
+			for (struct xnode *it = xnode_first_elem(q); it; it = xnode_next_elem(it))
+				ask(s->w, s->bare, xnode_attr(it, "jid"), T_GONE);
+		reply_empty(s, x->el);
+	}
+	wait_free(x);
+	c2s_unpark(s);
+}
+
+static int blocking_iq(struct c2s *s, struct xnode *iq, struct xnode *q)
+{
+	const char *type = xnode_attr(iq, "type");
+	struct store_handle *h = handle(s);
+	struct c2s_im *im = im_of(s);
+	int get = type && !strcmp(type, "get");
+	if (!h || !im || !type)
+		return 0;
+	int ok = get ? !strcmp(q->name, "blocklist") :
+		       !strcmp(q->name, "block") || !strcmp(q->name, "unblock");
+	if (!ok || xnode_next_elem(q)) {
+		refuse(s, iq, s->bare, STE_BAD_REQUEST);
+		return 1;
+	}
+	struct wait *x = wait_new(s, iq);
+	if (!x) {
+		c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
+		return 1;
+	}
+	if (get) {
+		im->flags |= IM_F_BLOCKLIST;
+		park(s, store_im_blocks_async(h, s->bare, on_blocklist, x), x);
+		return 1;
+	}
+	char **jids = NULL;
+	struct xnode *xq = xnode_first_elem(x->el); /* the copy: its strings stay */
+	ssize_t n = block_items(s, x, xq, &jids);
+	if (n < 0) {
+		wait_free(x);
+		return 1;
+	}
+	int block = !strcmp(q->name, "block");
+	if (block && !n) {
+		wait_free(x);
+		refuse(s, iq, s->bare, STE_BAD_REQUEST); /* §3.3: at least one item */
+		return 1;
+	}
+	/* The items, prepared, replace the client's in the copy: the push
+	 * and the presence that follows use them. */
+	size_t i = 0;
+	for (struct xnode *it = xnode_first_elem(xq); it; it = xnode_next_elem(it))
+		if (xnode_set_attr(it, "jid", jids[i++])) {
+			park(s, NULL, x);
+			return 1;
+		}
+	enum im_block_op op = block ? IM_BLOCK_ADD : n ? IM_BLOCK_REMOVE : IM_BLOCK_CLEAR;
+	park(s, store_im_block_async(h, s->bare, op, jids, (size_t)n, on_blocked, x), x);
+	return 1;
+}
+
 int presence_own_iq(struct c2s *s, struct xnode *iq)
 {
 	struct xnode *q = xnode_first_elem(iq);
@@ -356,6 +620,9 @@ int presence_own_iq(struct c2s *s, struct xnode *iq)
 	if (q && !strcmp(q->ns, XMLNS_CARBONS) && (!strcmp(q->name, "enable") ||
 						    !strcmp(q->name, "disable")))
 		return carbons_iq(s, iq, q);
+	if (q && !strcmp(q->ns, XMLNS_BLOCKING) && type &&
+	    (!strcmp(type, "get") || !strcmp(type, "set")))
+		return blocking_iq(s, iq, q);
 	if (!q || strcmp(q->ns, XMLNS_ROSTER) || strcmp(q->name, "query") || !h || !type)
 		return 0;
 	int get = !strcmp(type, "get");
@@ -543,7 +810,7 @@ static void undirect(struct c2s *s, struct rmsg *m)
 		im->ndirected = 0;
 }
 
-int presence_intercept(struct c2s *s, struct xnode *el, const char *to)
+static int presence_intercept(struct c2s *s, struct xnode *el, const char *to)
 {
 	const char *type = xnode_attr(el, "type");
 	if (!type || !strcmp(type, "unavailable")) {
@@ -717,7 +984,7 @@ static void carbon(struct c2s *s, int sent, const char *type, const char *data, 
 	sbuf_free(&b);
 }
 
-void presence_carbon_sent(struct c2s *s, struct xnode *el)
+static void carbon_sent(struct c2s *s, struct xnode *el)
 {
 	const char *type = xnode_attr(el, "type");
 	if (type && strcmp(type, "chat") && strcmp(type, "normal"))
@@ -819,6 +1086,55 @@ int presence_csi(struct c2s *s, struct xnode *el)
 
 /* ---- delivery ------------------------------------------------------------------- */
 
+/* XEP-0191 §3.5: a stanza to a blocked JID comes back not-acceptable,
+ * with the blocking condition. */
+static void refuse_blocked(struct c2s *s, struct xnode *el, const char *to)
+{
+	const char *type = xnode_attr(el, "type");
+	const char *id = xnode_attr(el, "id");
+	if (type && !strcmp(type, "error"))
+		return;
+	sbuf_reset(&s->out);
+	int rc = sbuf_printf(&s->out, "<%s type='error'", el->name);
+	if (id) {
+		rc |= sbuf_puts(&s->out, " id='");
+		rc |= sbuf_puts_esc(&s->out, id);
+		rc |= sbuf_puts(&s->out, "'");
+	}
+	rc |= sbuf_puts(&s->out, " from='");
+	rc |= sbuf_puts_esc(&s->out, to);
+	rc |= sbuf_puts(&s->out, "' to='");
+	rc |= sbuf_puts_esc(&s->out, s->full);
+	rc |= sbuf_printf(&s->out, "'><error type='cancel'><not-acceptable xmlns='" XMLNS_STANZAS
+			  "'/><blocked xmlns='" XMLNS_BLOCKING_ERRORS "'/></error></%s>", el->name);
+	if (rc)
+		sbuf_reset(&s->out);
+	c2s_emit_reply(s, el->name[0] == 'm' ? RMSG_MESSAGE :
+			  el->name[0] == 'p' ? RMSG_PRESENCE : RMSG_IQ, to, "error");
+}
+
+int presence_outbound(struct c2s *s, struct xnode *el, const char *to)
+{
+	if (to && s->im && s->im->nblocked) {
+		struct jid *j = malloc(sizeof(*j));
+		char buf[3 * JID_PART_MAX + 3];
+		int hit = j && !jid_parse(to, j) && jid_full(j, buf, sizeof(buf)) >= 0 &&
+			  !own_jid(s, buf) && is_blocked(s->im, buf);
+		free(j);
+		if (hit) {
+			refuse_blocked(s, el, to);
+			return 1;
+		}
+	}
+	if (el->name[0] == 'm') {
+		carbon_sent(s, el);
+		return 0;
+	}
+	if (el->name[0] == 'p')
+		return presence_intercept(s, el, to);
+	return 0;
+}
+
 int presence_on_deliver(struct c2s *s, struct rmsg *m)
 {
 	if (s->im && (s->im->flags & IM_F_FLUSHING))
@@ -833,6 +1149,21 @@ int presence_on_deliver(struct c2s *s, struct rmsg *m)
  * before CSI looks at what is left. */
 static int deliver_filter(struct c2s *s, struct rmsg *m)
 {
+	/* XEP-0191 §3.5: nothing from a blocked JID (the account's own
+	 * resources excepted); an iq request is answered for the user. */
+	if (s->im && s->im->nblocked && !own_jid(s, m->from) && is_blocked(s->im, m->from)) {
+		if (m->kind == RMSG_IQ && (!strcmp(m->type, "get") || !strcmp(m->type, "set")))
+			deliver_bounce(s->w, s->srv->cfg.domain, m, STE_SERVICE_UNAVAILABLE);
+		rmsg_unref(m);
+		return 1;
+	}
+	if (m->kind == RMSG_IQ && !strcmp(m->type, T_BPUSH)) {
+		blocks_load(s);
+		if (s->im && (s->im->flags & IM_F_BLOCKLIST))
+			return 0;
+		rmsg_unref(m);
+		return 1;
+	}
 	if (m->kind == RMSG_MESSAGE) {
 		if (!strcmp(m->type, T_CARBON)) {
 			if (s->im && (s->im->flags & IM_F_CARBONS) && s->full && strcmp(m->from, s->full))

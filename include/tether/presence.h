@@ -12,22 +12,23 @@ struct rmsg;
 struct xnode;
 
 /* An iq from the account to itself (no 'to', or its bare JID): handles a
- * jabber:iq:roster get or set (RFC 6121 §2; the reply comes later, the
- * stream is parked meanwhile) and XEP-0280 enable/disable. Returns 1 if
- * handled, 0 to let im.c answer it. */
+ * jabber:iq:roster get or set (RFC 6121 §2), XEP-0191 blocklist requests
+ * (the replies come later, the stream is parked meanwhile) and XEP-0280
+ * enable/disable. Returns 1 if handled, 0 to let im.c answer it. */
 int presence_own_iq(struct c2s *s, struct xnode *iq);
 
-/* A message from the client, 'from' stamped: XEP-0280 sent copies to the
- * account's other carbons-enabled resources. The message itself is routed
- * as usual. */
-void presence_carbon_sent(struct c2s *s, struct xnode *el);
+/* Every stanza from the client, 'from' stamped, <to> its 'to' or NULL,
+ * before it is routed: refuses stanzas to a JID the user blocks
+ * (XEP-0191: not-acceptable with <blocked/>), makes XEP-0280 sent copies
+ * of messages, and for presence handles subscriptions (§3), drops probes
+ * (§4.3: only servers probe), refuses unknown types (bad-request) and
+ * records directed presence (§4.6). Returns 1 if it took the stanza, 0 to
+ * route it as before. */
+int presence_outbound(struct c2s *s, struct xnode *el, const char *to);
 
-/* A presence stanza from the client, 'from' already stamped, <to> its
- * 'to' or NULL: handles subscriptions (§3), drops probes (§4.3: only
- * servers probe), refuses unknown types (bad-request) and records
- * directed presence (§4.6). Returns 1 if it took the stanza, 0 to route it
- * as before (available, unavailable, error). */
-int presence_intercept(struct c2s *s, struct xnode *el, const char *to);
+/* The stream bound a resource: its XEP-0191 blocklist is loaded (through
+ * the store handle, not waited for). */
+void presence_bound(struct c2s *s);
 
 /* The client's own presence broadcast <m> (no 'to'; available or
  * unavailable) has gone to the account's resources: now to its contacts

@@ -569,3 +569,93 @@ def test_csi_holds_presence_drops_chat_states_flushes(server, users, conns):
     c.send("<active xmlns='%s'/>" % NS_CSI)
     p = c.wait_presence(from_=b.jid)
     assert p.find(q(NS_CLIENT, 'show')).text == 'chat'
+
+
+# ----------------------------------------------------------------------------- blocking (XEP-0191)
+
+NS_BLOCKING = 'urn:xmpp:blocking'
+NS_BLOCKING_ERRORS = 'urn:xmpp:blocking:errors'
+
+
+def blocklist(c):
+    r = c.iq('get', "<blocklist xmlns='%s'/>" % NS_BLOCKING)
+    assert r.get('type') == 'result', xr.tostr(r)
+    return sorted(i.get('jid') for i in r.find(q(NS_BLOCKING, 'blocklist')))
+
+
+def is_block_push(name):
+    return lambda e: (e.tag == q(NS_CLIENT, 'iq') and e.get('type') == 'set'
+                      and e.find(q(NS_BLOCKING, name)) is not None)
+
+
+def test_blocking(server, users, conns):
+    a1 = online(server, users, conns, 'alice', 'a1')
+    a2 = online(server, users, conns, 'alice', 'a2')
+    b = online(server, users, conns, 'bob', 'b')
+    c = online(server, users, conns, 'carol', 'c')
+    assert blocklist(a1) == []
+    assert blocklist(a2) == []
+    r = a1.iq('set', "<block xmlns='%s'/>" % NS_BLOCKING)
+    assert r.get('type') == 'error' and error_condition(r) == 'bad-request'
+    r = a1.iq('set', "<block xmlns='%s'><item jid='Bob@LocalHost'/></block>" % NS_BLOCKING)
+    assert r.get('type') == 'result', xr.tostr(r)
+    for x in (a1, a2):
+        p = x.wait_for(is_block_push('block'), what='block push')
+        assert p.find(q(NS_BLOCKING, 'block')).find(q(NS_BLOCKING, 'item')).get('jid') == \
+            'bob@localhost'
+        x.send("<iq type='result' id='%s'/>" % p.get('id'))
+    assert blocklist(a2) == ['bob@localhost']
+    # from bob: messages and presence dropped, iqs answered service-unavailable
+    b.message(a1.jid, 'blocked?')
+    b.presence(to=a1.jid)
+    r = b.iq('get', "<query xmlns='jabber:iq:version'/>", to=a1.jid)
+    assert r.get('type') == 'error' and error_condition(r) == 'service-unavailable'
+    c.message(a1.jid, 'from carol')
+    a1.wait_message('from carol')
+    xr.assert_no_message(a1, 0.5, body='blocked?')
+    assert a1.maybe(lambda e: e.tag == q(NS_CLIENT, 'presence') and e.get('from') == b.jid,
+                    0.3) is None
+    # to bob: not-acceptable with <blocked/>
+    a2.message('bob@localhost/b', 'to blocked', id_='tb')
+    e = a2.wait_message(type_='error')
+    assert e.get('id') == 'tb' and error_condition(e) == 'not-acceptable'
+    assert e.find(q(NS_CLIENT, 'error')).find(q(NS_BLOCKING_ERRORS, 'blocked')) is not None
+    xr.assert_no_message(b, 0.5, body='to blocked')
+    # a domain item blocks everyone there; unblock-all clears
+    r = a1.iq('set', "<unblock xmlns='%s'><item jid='bob@localhost'/></unblock>" % NS_BLOCKING)
+    assert r.get('type') == 'result'
+    a1.wait_for(is_block_push('unblock'), what='unblock push')
+    b.message(a1.jid, 'unblocked')
+    a1.wait_message('unblocked')
+    a1.iq('set', "<block xmlns='%s'><item jid='localhost'/></block>" % NS_BLOCKING)
+    a1.wait_for(is_block_push('block'), what='block push')
+    c.message(a1.jid, 'domain blocked')
+    a2.message(a1.jid, 'own resource')            # the account itself is never blocked
+    a1.wait_message('own resource')
+    xr.assert_no_message(a1, 0.5, body='domain blocked')
+    a1.iq('set', "<unblock xmlns='%s'/>" % NS_BLOCKING)
+    a1.wait_for(is_block_push('unblock'), what='unblock-all push')
+    assert blocklist(a1) == []
+    c.message(a1.jid, 'all clear')
+    a1.wait_message('all clear')
+
+
+def test_blocklist_survives_restart_and_applies_at_login(server_factory, conns, tmp_path):
+    store = str(tmp_path / 'bl-store')
+    users = dict(xr_users())
+    server = server_factory(path=store)
+    for u, pw in users.items():
+        server.add_user(u, pw)
+    server.settle_users()
+    a = online(server, users, conns, 'alice', 'a')
+    r = a.iq('set', "<block xmlns='%s'><item jid='bob@localhost'/></block>" % NS_BLOCKING)
+    assert r.get('type') == 'result'
+    a.close()
+    conns.remove(a)
+    server.finish()
+    server = server_factory(path=store)
+    a = online(server, users, conns, 'alice', 'a')
+    assert blocklist(a) == ['bob@localhost']
+    b = online(server, users, conns, 'bob', 'b')
+    b.message(a.jid, 'still blocked')
+    xr.assert_no_message(a, 1.0, body='still blocked')

@@ -360,7 +360,8 @@ def test_disco_info_advertises_exactly_what_works(srv):
         assert reply.get('type') == 'result', tostr(reply)
         feats = {f.get('var') for f in reply.iter(q(xr.NS_DISCO_INFO, 'feature'))}
         expected = {xr.NS_DISCO_INFO, 'http://jabber.org/protocol/disco#items', xr.NS_PING,
-                    xr.NS_VERSION, NS_SM, 'msgoffline', 'urn:xmpp:carbons:2'}
+                    xr.NS_VERSION, NS_SM, 'msgoffline', 'urn:xmpp:carbons:2',
+                    'urn:xmpp:blocking'}
         assert feats == expected, feats
         # each one answers
         for payload in ("<query xmlns='http://jabber.org/protocol/disco#items'/>",

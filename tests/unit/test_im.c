@@ -206,7 +206,7 @@ static void test_disco_info(void **state)
 
 	static const char *const want[] = {
 		XMLNS_DISCO_INFO, XMLNS_DISCO_ITEMS, XMLNS_PING, XMLNS_VERSION, "urn:xmpp:sm:3",
-		"msgoffline", "urn:xmpp:carbons:2",
+		"msgoffline", "urn:xmpp:carbons:2", "urn:xmpp:blocking",
 	};
 	enum { NWANT = sizeof(want) / sizeof(want[0]) };
 	int found[NWANT] = { 0 }, identities = 0, features = 0;

@@ -927,10 +927,20 @@ static void on_initial(void *ud, int err, char *const *jids, const uint8_t *stat
 	/* §3.1.3: requests that came while the user was offline, again at
 	 * every login until answered. */
 	for (size_t i = 0; !err && i < np; i++) {
-		struct rmsg *m = rmsg_new(RMSG_PRESENCE, pending[i], strlen(pending[i]), NULL, s->full,
-					  NULL, "subscribe");
+		/* Through the delivery filters (a requester blocked since is
+		 * not shown). The stanza was stamped by us: its from is a
+		 * prepared bare JID, which has no quote in it. */
+		char from[3 * JID_PART_MAX + 3] = "";
+		const char *f = strstr(pending[i], " from='");
+		const char *e = f ? strchr(f + 7, '\'') : NULL;
+		if (e && (size_t)(e - f - 7) < sizeof(from)) {
+			memcpy(from, f + 7, (size_t)(e - f - 7));
+			from[e - f - 7] = 0;
+		}
+		struct rmsg *m = rmsg_new(RMSG_PRESENCE, pending[i], strlen(pending[i]), from,
+					  s->full, NULL, "subscribe");
 		if (m)
-			c2s_emit(s, m);
+			c2s_deliver(s, m);
 	}
 	fetch_offline(s);
 	wait_free(x);

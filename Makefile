@@ -3,7 +3,8 @@
 #   make            release build in build/
 #   make asan       ASan+UBSan build in build/asan/
 #   make run        install deps, build, start tetherd with deploy/dev.ini
-#   make test       install deps, unit + integration tests on release and ASan builds
+#   make cluster    three nodes, Redis and HAProxy on loopback (make cluster-down)
+#   make test       install deps, unit + integration tests on release (memory and Redis) and ASan builds
 #   make fuzz       libFuzzer targets in build/fuzz/ (clang)
 #   make fuzz-run   each of them for FUZZ_SECONDS (20) from its corpus (part of make test)
 
@@ -48,7 +49,7 @@ BENCH_OBJ := $(BENCH_SRC:%.c=$(B)/obj/%.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 
-.PHONY: all asan deps run test test-unit test-integration check-headers fuzz fuzz-run clean
+.PHONY: all asan deps run cluster cluster-down test test-unit test-integration test-integration-redis check-headers fuzz fuzz-run clean
 all: $(B)/tetherd $(B)/tetherctl $(if $(BENCH_SRC),$(B)/tether-bench) $(UNIT_BIN)
 
 asan:
@@ -105,6 +106,13 @@ run: deps all
 	@scripts/devcert.sh
 	$(B)/tetherd -c deploy/dev.ini
 
+# Three nodes on one Redis behind HAProxy, on loopback (deploy/cluster.sh).
+cluster: deps all
+	TETHER_BUILD=$(B) deploy/cluster.sh up
+
+cluster-down:
+	deploy/cluster.sh down
+
 # A test that exits 77 was skipped (it says why: e.g. no redis-server).
 test-unit: all
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; rc=0; $$t || rc=$$?; \
@@ -119,9 +127,15 @@ $(JS_DIR)/node_modules/.installed: $(JS_DIR)/package-lock.json
 test-integration: all $(if $(wildcard $(JS_DIR)/package-lock.json),$(JS_DIR)/node_modules/.installed)
 	TETHER_BUILD=$(B) /usr/bin/python3 -m pytest -q tests/integration
 
-# The full suite: release build, then the same tests on the ASan+UBSan build.
+# The integration tests again with every server on one real redis-server
+# (conftest.py: TETHER_STORE=redis).
+test-integration-redis: all
+	TETHER_STORE=redis TETHER_BUILD=$(B) /usr/bin/python3 -m pytest -q tests/integration
+
+# The full suite: release build (memory store, then Redis), then the same
+# tests on the ASan+UBSan build.
 test: deps
-	$(MAKE) MODE=release test-unit test-integration
+	$(MAKE) MODE=release test-unit test-integration test-integration-redis
 	$(MAKE) MODE=asan test-unit test-integration
 	$(MAKE) fuzz-run
 

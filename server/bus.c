@@ -2,20 +2,27 @@
  *
  * The one place that decides where a session is: on this worker (carried
  * out at once: no allocation, no wake-up), on another worker of this node
- * (its inbox plus a MSG_RING wake-up, worker.c), or on another node (the
- * cluster; refused until it exists). Callers build one struct bus_addr
+ * (its inbox plus a MSG_RING wake-up, worker.c), or on another node
+ * (kick and moved: that node's inbox in the store, store_node_notice;
+ * deliveries: refused until the cluster routes them). Callers build one struct bus_addr
  * and never look at which case it is. */
 #include "tether/bus.h"
 
 #include <errno.h>
 
 #include "tether/rmsg.h"
+#include "tether/store.h"
 #include "tether/worker.h"
 
 /* Routes <it> to the worker that owns it->to. The item is the caller's;
  * its message reference is passed on, or dropped on error. */
 static int post(struct worker *w, const struct bus_item *it)
 {
+	if (it->to.node != BUS_NODE_SELF && (it->kind == BUS_KICK || it->kind == BUS_MOVED)) {
+		/* Kick and moved go to the other node's inbox; deliveries
+		 * between nodes are not implemented yet. */
+		return w->sh ? store_node_notice(w->sh, &it->to, it->kind, it->cond) : -EHOSTUNREACH;
+	}
 	if (it->to.node != BUS_NODE_SELF || it->to.worker >= w->srv->nworkers) {
 		rmsg_unref(it->msg);
 		return it->to.node != BUS_NODE_SELF ? -EHOSTUNREACH : -EINVAL;
@@ -43,5 +50,15 @@ int bus_kick(struct worker *w, const struct bus_addr *to, int cond)
 int bus_moved(struct worker *w, const struct bus_addr *to)
 {
 	struct bus_item it = { .kind = BUS_MOVED, .to = *to };
+	return post(w, &it);
+}
+
+int bus_appended(struct worker *w, const struct bus_addr *to, uint32_t seq, struct rmsg *m)
+{
+	struct bus_item it = { .kind = BUS_APPENDED, .to = *to, .seq = seq, .msg = m };
+	if (to->node != BUS_NODE_SELF) { /* only our own inbox says this */
+		rmsg_unref(m);
+		return -EINVAL;
+	}
 	return post(w, &it);
 }

@@ -395,21 +395,13 @@ int c2s_sasl_step(struct c2s *s, const uint8_t *in, size_t len, c2s_sasl_done_fn
 		return ret;
 	}
 	snprintf(bare, sizeof(bare), "%s@%s", sasl_user(s->sasl), s->srv->cfg.domain);
-	struct store_handle *sh = s->tp->store ? s->tp->store(s->io) : NULL;
-	if (!sh) {
-		struct user_creds c;
-		int err = store_user_get(s->srv->store, bare, &c);
-		int ret = sasl_again(s, in, len, err, err ? NULL : &c, done);
-		scram_creds_wipe(&c);
-		return ret;
-	}
 	struct creds_wait *x = calloc(1, sizeof(*x));
 	struct store_op *op = NULL;
 	if (x) {
 		x->s = s;
 		x->done = done;
 		if (sbuf_append(&x->in, (const char *)in, len) == 0)
-			op = store_user_get_async(sh, bare, on_creds, x);
+			op = store_user_get_async(c2s_store(s), bare, on_creds, x);
 	}
 	if (!op) {
 		if (x)
@@ -690,13 +682,40 @@ static int st_wait_bind(struct c2s *s, struct xnode *el)
 	return c2s_stream_fail(s, SE_UNSUPPORTED_STANZA_TYPE, NULL);
 }
 
+static void on_store_caught_up(void *ud)
+{
+	struct c2s *s = ud;
+	s->flags &= ~C2S_F_BP;
+	c2s_op_done(s);
+	c2s_unpark(s);
+}
+
+/* A store slower than the clients (Redis over the network) must not get a
+ * pipeline longer than it answers within its deadlines: past
+ * C2S_STORE_HIGH operations in flight on this worker, the sender stops
+ * parsing (its input waits, its socket is not read) until everything
+ * issued so far completed. Returns 1 if the stream stopped. */
+static int store_backpressure(struct c2s *s)
+{
+	struct store_handle *sh = c2s_store(s);
+	if (s->op || store_pending(sh) <= C2S_STORE_HIGH)
+		return 0;
+	struct store_op *op = store_barrier_async(sh, on_store_caught_up, s);
+	if (!op)
+		return 0;
+	metrics_inc(M_STORE_BACKPRESSURE);
+	s->flags |= C2S_F_BP;
+	c2s_park_stop(s, op, NULL, NULL);
+	return 1;
+}
+
 static int st_active(struct c2s *s, struct xnode *el)
 {
 	if (c2s_is_stanza(el)) {
 		if (c2s_sm_count_in(s))
 			return 1; /* the session moved away under us */
 		c2s_route_stanza(s, el);
-		return s->state == C2S_CLOSING;
+		return s->state == C2S_CLOSING || store_backpressure(s);
 	}
 	if (!strcmp(el->ns, XMLNS_SM))
 		return c2s_sm_nonza(s, el);
@@ -795,7 +814,7 @@ void c2s_park_stop(struct c2s *s, struct store_op *op, void *ctx, void (*ctx_fre
  * or 1 once the stream failed (too much, or out of memory). */
 static int hold_input(struct c2s *s, const char *data, size_t len)
 {
-	if (s->held.len + len > C2S_HELD_MAX) {
+	if (s->held.len + len > ((s->flags & C2S_F_BP) ? C2S_HELD_BP_MAX : C2S_HELD_MAX)) {
 		c2s_stream_fail(s, SE_POLICY_VIOLATION, "too much input at once");
 		return 1;
 	}
@@ -1076,13 +1095,10 @@ static void stream_over(struct c2s *s)
 		s->flags |= C2S_F_GONE;
 		return;
 	}
-	int rc = 0;
-	if (s->end_mode == C2S_END_AUTO && (s->flags & C2S_F_SM) && s->sm.max)
-		rc = c2s_sm_detach(s);
-	if (rc == 1)
+	if (s->end_mode == C2S_END_AUTO && (s->flags & C2S_F_SM) && s->sm.max && c2s_sm_detach(s))
 		return;
-	if (rc == 0 && c2s_sm_end(s) == 0)
-		c2s_end_presence(s);
+	c2s_sm_end(s);
+	c2s_end_presence(s);
 	s->flags |= C2S_F_GONE;
 }
 
@@ -1186,6 +1202,9 @@ void c2s_free(struct c2s *s)
 	if (!s)
 		return;
 	cancel_op(s);
+	/* Writes in flight still happen; their callbacks must not run. */
+	store_cancel_ud(c2s_store(s), s);
+	c2s_sm_free(s);
 	drop_parked(s);
 	sbuf_free_secret(&s->held);
 	xstream_free(s->xs);
@@ -1218,17 +1237,44 @@ static void h_free(void *p) { c2s_free(p); }
 static void h_deliver(void *p, struct rmsg *m) { c2s_deliver(p, m); }
 static void h_kick(void *p, int cond) { c2s_kick(p, (enum stream_err)cond); }
 static void h_moved(void *p) { c2s_moved(p); }
-static void h_shutdown(void *p) { c2s_kick(p, SE_SYSTEM_SHUTDOWN); }
+static void h_appended(void *p, uint32_t seq, struct rmsg *m) { c2s_sm_known(p, seq, m); }
+/* The node shuts down. With a store shared between nodes a resumable
+ * session outlives it: the transport closes without </stream:stream> (not
+ * with <reset/>, which forbids TLS session resumption, RFC 6120
+ * §4.9.3.16), the session detaches into the store, this node lets go of
+ * it, and the client resumes it on another node with nothing lost. Other
+ * sessions end with system-shutdown. */
+static void h_shutdown(void *p)
+{
+	struct c2s *s = p;
+	if (!store_shared(c2s_store(s)) || !(s->flags & C2S_F_SM) || !s->sm.max) {
+		c2s_kick(s, SE_SYSTEM_SHUTDOWN);
+		return;
+	}
+	if (!(s->flags & (C2S_F_DETACHED | C2S_F_GONE))) {
+		log_info("c2s %s: draining: closing for a resume elsewhere", s->tp->peer(s->io));
+		s->tp->close(s->io);
+		c2s_on_lost(s);
+	}
+	if (s->flags & C2S_F_DETACHED)
+		c2s_sm_leave(s);
+}
 
 static void h_stale(struct worker *w, const struct bus_addr *to, struct rmsg *m)
 {
 	deliver_stale(w, w->srv->cfg.domain, to, m);
 }
 
+static void h_orphan(struct worker *w, struct rmsg *m, uint64_t stamp_ms)
+{
+	deliver_orphan(w, w->srv->cfg.domain, m, stamp_ms);
+}
+
 static const struct worker_handlers entry_points = {
 	.open = h_open, .feed = h_feed, .lost = h_lost, .held = h_held,
 	.before_flush = h_before_flush, .timeout = h_timeout, .free = h_free,
 	.deliver = h_deliver, .kick = h_kick, .moved = h_moved, .stale = h_stale,
+	.appended = h_appended, .orphan = h_orphan,
 	.shutdown = h_shutdown,
 };
 

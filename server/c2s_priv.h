@@ -53,6 +53,7 @@ enum c2s_state {
 #define C2S_F_CONGESTED   0x8000u /* queue past its high-water mark: senders back off */
 
 #define C2S_PAUSE_MS      20      /* how long a sender to a congested session stops reading */
+#define C2S_STORE_HIGH    1024    /* store operations in flight on a worker above which senders pause */
 #define C2S_TRIM_MS       250     /* silence after which an established stream drops its parser */
 #define C2S_F_TRIMMED     0x10000u /* parser and scratch freed until the next byte */
 #define C2S_F_CLOSE_WAIT  0x20000u /* </stream:stream> came while parked: close once unparked */
@@ -61,6 +62,10 @@ enum c2s_state {
 #define C2S_F_HOLD        0x80000u /* parsing stopped at the element that started s->op:
 				    * the input after it waits in s->held */
 #define C2S_HELD_MAX      (256u * 1024) /* bytes that may wait that way (reading is parked) */
+#define C2S_HELD_BP_MAX   (4u << 20) /* ...while the store catches up: what was in flight
+				      * when reading stopped (the worker's receive buffers) */
+#define C2S_F_BP          0x200000u /* parked for the store to catch up (store_backpressure) */
+#define C2S_F_WANT_A      0x100000u /* an <r/> waits for the h writes in flight (h_writes) */
 
 /* How a stream ending affects its session. */
 enum c2s_end {
@@ -92,6 +97,19 @@ struct c2s {
 	int priority;
 	uint32_t stanza_since;        /* ms (truncated, odd) a stanza began arriving; 0 = none */
 	struct sm_record sm;          /* valid with C2S_F_SM */
+	unsigned h_writes;            /* h_in write-throughs in flight: <a h/> waits for them */
+	unsigned appends;             /* own queue appends in flight */
+	size_t append_bytes;          /* ...and their bytes (the queue's bounds count them) */
+	/* Entries of the queue known out of order (another node appended one
+	 * whose notice has not come yet), by seq: sent once the gap closes. */
+	struct c2s_held_entry *held_q;
+	unsigned nheld;
+	int held_ticks;               /* ack timer ticks a gap has lasted */
+	/* The size of each unacked stanza, oldest first (a ring), and their
+	 * sum: the queue's byte bound ([sm] max_queue_bytes). */
+	uint32_t *qlen;
+	uint32_t qlen_cap, qlen_head, qlen_n;
+	size_t qbytes;
 	struct sasl2_req *req;        /* inline requests of a running SASL2 <authenticate/> */
 	struct sbuf out;              /* scratch for building replies */
 	/* A store operation in flight (store.h): the stream is parked until
@@ -106,6 +124,13 @@ struct c2s {
 	struct sbuf held;             /* with C2S_F_HOLD: input not parsed yet */
 	struct c2s_im *im;            /* presence.c: roster interest, last and directed presence */
 };
+
+/* The worker's store handle: every store operation of a stream goes
+ * through it, asynchronously. */
+static inline struct store_handle *c2s_store(struct c2s *s)
+{
+	return s->tp->store(s->io);
+}
 
 /* c2s.c */
 void c2s_send_str(struct c2s *s, const char *str);
@@ -182,30 +207,29 @@ struct sm_resume {
 };
 /* Writes <enabled/> (with <isr-enabled/> if asked) or <failed/> to <out>. */
 int c2s_sm_enable(struct c2s *s, struct xnode *el, struct sbuf *out);
-/* Takes session <previd> over for this authenticated, unbound stream.
- * 0: done (the caller writes <resumed/> with c2s_sm_resumed_el, then calls
- * c2s_sm_retransmit); -1: <failed/> appended to <fail_out>; 1: the stream
- * was closed (<classic> h-too-high stream error). */
-int c2s_sm_resume(struct c2s *s, const char *previd, uint32_t h, struct sm_resume *r,
-		  struct sbuf *fail_out, int classic);
-/* XEP-0397: checks the ISR token in <proof> against session <previd> of
- * <bare> and takes the session over in one store step (store.h sm_take).
- * 0: taken, <r> holds it (finish with c2s_sm_resume_taken, or drop it);
- * -EACCES: the token did not authenticate (a real session of the account
- * lost its token, and ends if detached); -ENOENT: the token was right but
- * the session can no longer be resumed (<failed/> appended to <fail_out>);
- * -ENOMEM. Nothing of <r> to free unless 0. */
-int c2s_sm_take_isr(struct c2s *s, const char *bare, const char *previd,
-		    struct sm_isr_proof *proof, struct sm_resume *r, struct sbuf *fail_out);
-/* c2s_sm_take_isr's second half, for a take made through the store handle
- * (store_sm_take_async with the proof): the callback's arguments in,
- * returns as c2s_sm_take_isr. */
+/* A take for a resumption (store_sm_take_async, without a proof) came
+ * back: its callback's arguments in. 0: taken, <r> holds it (finish with
+ * c2s_sm_resume_taken, or drop it); -1: <failed/> appended to <fail_out>
+ * (unknown, expired or another account's: one answer for all). */
+int c2s_sm_taken(struct c2s *s, const char *previd, int err, const struct sm_record *rec,
+		 const char *resource, const struct sm_entry *q, size_t n,
+		 struct sm_resume *r, struct sbuf *fail_out);
+/* XEP-0397: a take with the ISR proof (store.h sm_take checks and
+ * consumes the token in the same step) came back: its callback's
+ * arguments in. 0: taken, <r> holds it; -EACCES: the token did not
+ * authenticate (a real session of the account lost its token, and ends
+ * if detached); -ENOENT: the token was right but the session can no
+ * longer be resumed (<failed/> appended to <fail_out>); -ENOMEM. Nothing
+ * of <r> to free unless 0. */
 int c2s_sm_isr_taken(struct c2s *s, const char *bare, const char *previd, int err, const struct sm_record *rec,
 		     const char *resource, const struct sm_entry *q, size_t n,
 		     struct sm_resume *r, struct sbuf *fail_out);
-/* The rest of c2s_sm_resume for a session c2s_sm_take_isr took: returns as
- * c2s_sm_resume (classic = 0). */
-int c2s_sm_resume_taken(struct c2s *s, struct sm_resume *r, uint32_t h, struct sbuf *fail_out);
+/* Makes the session taken in <r> this authenticated, unbound stream's.
+ * 0: done (the caller writes <resumed/> with c2s_sm_resumed_el, then calls
+ * c2s_sm_retransmit); -1: <failed/> appended to <fail_out>; 1: the stream
+ * was closed (<classic> h-too-high stream error). */
+int c2s_sm_resume_taken(struct c2s *s, struct sm_resume *r, uint32_t h, struct sbuf *fail_out,
+			int classic);
 void c2s_sm_resumed_el(struct c2s *s, struct sbuf *out);
 void c2s_sm_retransmit(struct c2s *s, struct sm_resume *r);
 void c2s_sm_drop(struct sm_resume *r);
@@ -215,15 +239,41 @@ void c2s_sm_emit(struct c2s *s, struct rmsg *m);
 void c2s_sm_before_flush(struct c2s *s);
 void c2s_sm_on_ack_timer(struct c2s *s);
 /* The stream is gone; returns 1 if the session detached (lives on), 0 if
- * it cannot, -1 if it was resumed elsewhere meanwhile. */
+ * it cannot. (Resumed elsewhere meanwhile: the write finds out, and the
+ * session lets go as on c2s_sm_moved.) */
 int c2s_sm_detach(struct c2s *s);
-/* Ends the SM session: unacked stanzas handled as orphans. Returns 0, or
- * -ESTALE if it was resumed elsewhere (then nothing is touched). */
-int c2s_sm_end(struct c2s *s);
+/* Ends the SM session: the store removes it if this stream still owns it
+ * (the epoch decides, when the write is carried out) and its unacked
+ * stanzas are then handled as orphans. A resumption elsewhere that races
+ * with the end wins in the store; this side's presence may still say
+ * unavailable once (rare: both within one store round trip). */
+void c2s_sm_end(struct c2s *s);
 void c2s_sm_expired(struct c2s *s);
 void c2s_sm_moved(struct c2s *s);
+/* This node lets go of the (detached) session without ending it: it lives
+ * on in the shared store, resumable on another node (drain). */
+void c2s_sm_leave(struct c2s *s);
 /* Clears the congestion mark (session detached, ended or moved). */
 void c2s_sm_uncongest(struct c2s *s);
+/* Frees what SM keeps per stream (c2s_free). */
+void c2s_sm_free(struct c2s *s);
+/* Entry <seq> with message <m> (borrowed) is in this session's queue: it
+ * was appended by another node (its inbox says so) or by us. Sent in
+ * order; a repeat is ignored. */
+void c2s_sm_known(struct c2s *s, uint32_t seq, struct rmsg *m);
+/* A write the inbound h waits for is done (h_writes counted it): the
+ * client's pending <r/> gets its <a/> once none is left. */
+void c2s_sm_h_done(struct c2s *s);
+/* The session's presence (available, priority) changed: written through. */
+void c2s_sm_presence_changed(struct c2s *s);
+
+/* c2s_remote.c: a stanza for a session that is not on this node. With a
+ * store shared between nodes, appends <m> to the queues of the sessions of
+ * <bare> (resource <resource>, or "" for the bare JID) wherever they are
+ * (store_deliver_async), takes the caller's reference and returns 1; what
+ * finds no session is bounced or dropped as RFC 6121 says. 0: no shared
+ * store (the caller handles <m> as undeliverable, and keeps it). */
+int c2s_remote_deliver(struct c2s *s, const char *bare, const char *resource, struct rmsg *m);
 
 /* c2s_limits.c: 1 if the authentication attempt <el> (SASL <auth/> or
  * SASL2 <authenticate/>) must be refused now with temporary-auth-failure,

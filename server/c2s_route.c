@@ -70,14 +70,6 @@ static void bounce(struct c2s *s, struct xnode *el, const char *from, enum stanz
 	c2s_emit_reply(s, kind_of(el), from, "error");
 }
 
-static int account_exists(struct c2s *s, const char *bare)
-{
-	struct user_creds c;
-	int rc = store_user_get(s->srv->store, bare, &c);
-	scram_creds_wipe(&c);
-	return rc == 0;
-}
-
 /* A message to a bare JID (or to a full JID not connected): RFC 6121 §8.5. */
 static void route_message_bare(struct c2s *s, struct xnode *el, const char *bare, const char *to)
 {
@@ -87,19 +79,30 @@ static void route_message_bare(struct c2s *s, struct xnode *el, const char *bare
 		return;
 	}
 	struct rmsg *m = make_rmsg(s, el, to);
+	/* With a shared store, one reference stays for the other nodes. */
+	struct rmsg *keep = m && store_shared(c2s_store(s)) ? rmsg_ref(m) : NULL;
 	int congested = 0;
 	size_t got = m ? deliver_message_bare(s->w, bare, rmsg_ref(m), &congested) : 0;
 	if (congested)
 		s->flags |= C2S_F_BACKOFF;
-	if (!got && m && offline_wanted(type) && s->tp->store && s->tp->store(s->io)) {
+	if (got) {
+		if (keep)
+			rmsg_unref(keep);
+		rmsg_unref(m);
+		return;
+	}
+	/* None here: the account's sessions on other nodes, if any. */
+	if (keep && c2s_remote_deliver(s, bare, "", keep)) {
+		rmsg_unref(m);
+		return;
+	}
+	if (m && offline_wanted(type) && c2s_store(s)) {
 		/* RFC 6121 §8.5.2.2, XEP-0160 (offline.c) */
 		offline_store(s->w, s->srv->cfg.domain, bare, m, sm_wall_ms(),
 			      STE_SERVICE_UNAVAILABLE);
 		return;
 	}
 	rmsg_unref(m);
-	if (got)
-		return;
 	if (!type || strcmp(type, "headline"))
 		bounce(s, el, to, STE_SERVICE_UNAVAILABLE);
 }
@@ -124,6 +127,7 @@ static void broadcast_presence(struct c2s *s, struct xnode *el)
 	s->sm.available = avail;
 	s->sm.priority = s->priority;
 	router_set_presence(s->srv->router, s->bare, s->resource, avail, s->priority);
+	c2s_sm_presence_changed(s);
 	struct rmsg *m = make_rmsg(s, el, NULL);
 	int congested = 0;
 	if (m)
@@ -167,6 +171,13 @@ static void route_full(struct c2s *s, struct xnode *el, const char *bare, const 
 			s->flags |= C2S_F_BACKOFF;
 		if (m)
 			bus_deliver(s->w, &t.addr, m);
+	} else if (kind != RMSG_PRESENCE && store_shared(c2s_store(s))) {
+		/* Not on this node: wherever the session is (c2s_remote.c). */
+		struct rmsg *m = make_rmsg(s, el, to);
+		if (m)
+			c2s_remote_deliver(s, bare, resource, m);
+		else
+			bounce(s, el, to, STE_INTERNAL_SERVER_ERROR);
 	} else if (kind == RMSG_MESSAGE) {
 		route_message_bare(s, el, bare, to);
 	} else if (kind == RMSG_IQ) {
@@ -226,14 +237,9 @@ static void on_account(void *ud, int err, const struct user_creds *creds)
 }
 
 /* Looks the account up through the worker's store handle: the stream parks
- * until the answer. Without a handle (tests, fuzzing), at once. */
+ * until the answer. */
 static void lookup_account(struct c2s *s, struct xnode *el, const char *bare, const char *to)
 {
-	struct store_handle *sh = s->tp->store ? s->tp->store(s->io) : NULL;
-	if (!sh) {
-		route_to_account(s, el, bare, to, account_exists(s, bare));
-		return;
-	}
 	struct account_wait *x = calloc(1, sizeof(*x));
 	if (x && (x->a = xarena_new())) {
 		x->s = s;
@@ -242,7 +248,7 @@ static void lookup_account(struct c2s *s, struct xnode *el, const char *bare, co
 		x->to = xarena_strndup(x->a, to, strlen(to));
 	}
 	struct store_op *op = x && x->el && x->bare && x->to ?
-			      store_user_get_async(sh, bare, on_account, x) : NULL;
+			      store_user_get_async(c2s_store(s), bare, on_account, x) : NULL;
 	if (!op) {
 		if (x)
 			account_wait_free(x);

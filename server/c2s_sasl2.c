@@ -47,7 +47,10 @@ struct sasl2_req {
 	int request_token;           /* <request-token mechanism/> */
 	enum ht_cb request_cb;
 	int fast_used;               /* authenticated with a FAST token (fast_auth wrote the slots) */
-	struct sm_resume isr_taken;  /* the session an ISR token took (c2s_sm_take_isr) */
+	struct sm_resume isr_taken;  /* the session an ISR token or the inline <resume/> took */
+	int resume_looked;           /* the inline <resume/>'s take came back */
+	struct sbuf resume_failed;   /* ...and failed: the <failed/> it gets */
+	int fast_looked;             /* a token for request-token was tried (issue_fast) */
 	int has_token;               /* token/token_expiry: a FAST token for <success/> */
 	char token[TOKEN_LEN + 1];
 	uint64_t token_expiry;
@@ -59,6 +62,7 @@ void c2s_sasl2_free(struct c2s *s)
 		return;
 	xarena_free(s->req->arena);
 	c2s_sm_drop(&s->req->isr_taken);
+	sbuf_free(&s->req->resume_failed);
 	sodium_memzero(s->req->token, sizeof(s->req->token));
 	free(s->req);
 	s->req = NULL;
@@ -264,29 +268,6 @@ static int new_token(struct c2s *s, enum ht_cb cb, struct fast_token *slot)
 	return 0;
 }
 
-/* After a password (or ISR token) login with <request-token/>: a new token
- * into the "new" slot; "current" is left as it is. */
-static void issue_fast(struct c2s *s)
-{
-	struct sasl2_req *r = s->req;
-	for (int i = 0; i < FAST_CAS_TRIES; i++) {
-		struct fast_slots sl;
-		store_fast_get(s->srv->store, s->bare, r->ua_id, &sl); /* -ENOENT: empty, version 0 */
-		if (new_token(s, r->request_cb, &sl.fresh))
-			break;
-		int rc = store_fast_cas(s->srv->store, s->bare, r->ua_id, &sl);
-		sodium_memzero(&sl, sizeof(sl));
-		if (rc == 0) {
-			r->has_token = 1;
-			return;
-		}
-		sodium_memzero(r->token, sizeof(r->token));
-		if (rc != -ESTALE)
-			break;
-	}
-	log_warn("c2s %s: no FAST token issued for %s", s->tp->peer(s->io), s->bare);
-}
-
 /* The <token/> of <success/>, if this login got one. */
 static void token_el(struct c2s *s, struct sbuf *o)
 {
@@ -309,7 +290,7 @@ static int rotate_isr(struct c2s *s, uint8_t cb, struct sbuf *o)
 	int rc = -1;
 	token_new(token);
 	if (!token_seal(s->srv->token_key, token, sealed) &&
-	    !store_sm_set_isr(s->srv->store, s->sm.id, s->sm.epoch, 1, cb, sealed)) {
+	    store_sm_set_isr_async(c2s_store(s), s->sm.id, s->sm.epoch, 1, cb, sealed, NULL, NULL)) {
 		s->sm.has_isr = 1;
 		s->sm.isr_mech = cb;
 		sbuf_printf(o, " token='%s'", token);
@@ -319,10 +300,11 @@ static int rotate_isr(struct c2s *s, uint8_t cb, struct sbuf *o)
 	return rc;
 }
 
-/* Everything after a successful authentication as <user>. <extra> is
- * the mechanism's additional data. An ISR token login arrives with its
- * session already taken (r->isr_taken) and s->bare set. */
-static int finish(struct c2s *s, const char *user, const uint8_t *extra, size_t extra_len)
+/* Everything after a successful authentication as <user>, once the store
+ * answered what finish() asked (finish_wait). <extra> is the mechanism's
+ * additional data. An ISR token login arrives with its session already
+ * taken (r->isr_taken) and s->bare set. */
+static int finish_now(struct c2s *s, const char *user, const uint8_t *extra, size_t extra_len)
 {
 	struct sasl2_req *r = s->req;
 	struct sbuf res = SBUF_INIT;   /* inline results */
@@ -343,9 +325,10 @@ static int finish(struct c2s *s, const char *user, const uint8_t *extra, size_t 
 		if (r->isr_taken.t) {
 			rs = r->isr_taken;
 			r->isr_taken.t = NULL;
-			rc = c2s_sm_resume_taken(s, &rs, r->h, &failed);
+			rc = c2s_sm_resume_taken(s, &rs, r->h, &failed, 0);
 		} else {
-			rc = c2s_sm_resume(s, r->previd, r->h, &rs, &failed, 0);
+			rc = -1;
+			sbuf_append(&failed, r->resume_failed.data, r->resume_failed.len);
 		}
 		if (rc > 0) {
 			sbuf_free(&failed);
@@ -397,10 +380,9 @@ static int finish(struct c2s *s, const char *user, const uint8_t *extra, size_t 
 				 s->tp->peer(s->io));
 		}
 	}
-	/* 3. FAST: a token asked for after another mechanism (after a FAST
-	 * login fast_auth has written the slots, and the token, already). */
-	if (r->ua_id[0] && r->request_token && !r->fast_used)
-		issue_fast(s);
+	/* 3. FAST: a token asked for after another mechanism was written by
+	 * issue_fast before (after a FAST login, the slots and the token were
+	 * written by the FAST check). */
 	token_el(s, &res);
 	/* 4. One <success/>: additional data, identity, results. */
 	sbuf_reset(&s->out);
@@ -427,30 +409,161 @@ static int finish(struct c2s *s, const char *user, const uint8_t *extra, size_t 
 	return ret;
 }
 
-/* ---- HT-* with a token -------------------------------------------------- */
+/* ---- what finish_now needs from the store first -------------------------- */
 
-/* XEP-0397 token auth: the token belongs to the SM session named in the
- * request, and the store checks and consumes it in the very step that
- * takes the session over (c2s_sm_take_isr), so two <inst-resume/> with one
- * token never both succeed. Unknown id, another account's, no token, other
- * mechanism and wrong token take the same path and give the same answer.
- * Returns as c2s_sm_take_isr; on 0 <resp> is the responder hash. */
-static int isr_auth(struct c2s *s, const char *bare, const uint8_t hash[HT_HASH_LEN],
-		    const uint8_t *cb, size_t cb_len, uint8_t resp[HT_HASH_LEN], struct sbuf *failed)
+#define FIN_EXTRA_MAX 128  /* additional data: a SCRAM signature or an HT responder hash */
+
+/* finish() waiting for the store: the take of an inline classic <resume/>,
+ * then the slots for a FAST token asked for with another mechanism. The
+ * context of the pending operation, freed by the step that runs
+ * finish_now, or by the cancel when the stream closes first (then the take
+ * or the CAS never happened: store.h). */
+struct fin_wait {
+	struct c2s *s;
+	char user[JID_PART_MAX + 1];
+	uint8_t extra[FIN_EXTRA_MAX];
+	size_t extra_len;
+	int tries;
+};
+
+static void fin_wait_free(void *ctx)
+{
+	sodium_memzero(ctx, sizeof(struct fin_wait));
+	free(ctx);
+}
+
+static void on_fin_taken(void *ud, int err, const struct sm_record *rec, const char *resource,
+			 const struct sm_entry *q, size_t n, const uint8_t *resp);
+static void on_fin_fast_get(void *ud, int err, const struct fast_slots *sl);
+
+/* Issues the next operation finish_now needs. 1: issued (the stream waits
+ * with <x>); 0: nothing left to ask; -1: out of memory. */
+static int fin_ask(struct c2s *s, struct fin_wait *x)
 {
 	struct sasl2_req *r = s->req;
-	struct sm_isr_proof p = { .mech = (uint8_t)r->cb, .key = s->srv->token_key };
-	if (cb_len > sizeof(p.cb))
-		return -EACCES;
-	memcpy(p.hash, hash, HT_HASH_LEN);
-	memcpy(p.cb, cb, cb_len);
-	p.cb_len = cb_len;
-	int rc = c2s_sm_take_isr(s, bare, r->previd, &p, &r->isr_taken, failed);
-	if (rc == 0)
-		memcpy(resp, p.resp, HT_HASH_LEN);
-	sodium_memzero(&p, sizeof(p));
-	return rc;
+	struct store_op *op;
+	if (r->has_resume && !r->isr_taken.t && !r->resume_looked) {
+		if (strlen(r->previd) != SM_ID_LEN) {
+			/* No id we issue looks like this: no lookup. */
+			r->resume_looked = 1;
+			sbuf_puts(&r->resume_failed, "<failed xmlns='" XMLNS_SM "'><item-not-found xmlns='"
+				  XMLNS_STANZAS "'/></failed>");
+			return fin_ask(s, x);
+		}
+		struct bus_addr to = s->self;
+		op = store_sm_take_async(c2s_store(s), r->previd, s->bare, &to, NULL, on_fin_taken, x);
+	} else if (r->ua_id[0] && r->request_token && !r->fast_used && !r->fast_looked) {
+		op = store_fast_get_async(c2s_store(s), s->bare, r->ua_id, on_fin_fast_get, x);
+	} else {
+		return 0;
+	}
+	if (!op)
+		return -1;
+	c2s_park_stop(s, op, x, fin_wait_free);
+	return 1;
 }
+
+/* After a callback: the next question, or the answer to the client. */
+static void fin_step(struct fin_wait *x)
+{
+	struct c2s *s = x->s;
+	int rc = fin_ask(s, x);
+	if (rc > 0)
+		return;
+	if (rc == 0)
+		finish_now(s, x->user, x->extra, x->extra_len);
+	else
+		c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
+	fin_wait_free(x);
+	c2s_unpark(s);
+}
+
+static void on_fin_taken(void *ud, int err, const struct sm_record *rec, const char *resource,
+			 const struct sm_entry *q, size_t n, const uint8_t *resp)
+{
+	struct fin_wait *x = ud;
+	struct c2s *s = x->s;
+	struct sasl2_req *r = s->req;
+	(void)resp;
+	c2s_op_done(s);
+	r->resume_looked = 1;
+	c2s_sm_taken(s, r->previd, err, rec, resource, q, n, &r->isr_taken, &r->resume_failed);
+	fin_step(x);
+}
+
+static void on_fin_fast_cas(void *ud, int err, const struct fast_slots *sl)
+{
+	struct fin_wait *x = ud;
+	struct c2s *s = x->s;
+	struct sasl2_req *r = s->req;
+	(void)sl;
+	c2s_op_done(s);
+	if (err == 0) {
+		r->has_token = 1;
+		r->fast_looked = 1;
+	} else {
+		/* Written by someone else since our read: read again (fin_ask). */
+		sodium_memzero(r->token, sizeof(r->token));
+		if (err != -ESTALE || ++x->tries >= FAST_CAS_TRIES) {
+			r->fast_looked = 1;
+			log_warn("c2s %s: no FAST token issued for %s", s->tp->peer(s->io), s->bare);
+		}
+	}
+	fin_step(x);
+}
+
+/* A new token into the "new" slot; "current" is left as it is. */
+static void on_fin_fast_get(void *ud, int err, const struct fast_slots *sl)
+{
+	struct fin_wait *x = ud;
+	struct c2s *s = x->s;
+	struct sasl2_req *r = s->req;
+	struct fast_slots next = *sl;   /* -ENOENT: empty, version 0 */
+	struct store_op *op = NULL;
+	(void)err;
+	c2s_op_done(s);
+	if (!new_token(s, r->request_cb, &next.fresh))
+		op = store_fast_cas_async(c2s_store(s), s->bare, r->ua_id, &next, on_fin_fast_cas, x);
+	sodium_memzero(&next, sizeof(next));
+	if (!op) {
+		sodium_memzero(r->token, sizeof(r->token));
+		r->fast_looked = 1;
+		log_warn("c2s %s: no FAST token issued for %s", s->tp->peer(s->io), s->bare);
+		fin_step(x);
+		return;
+	}
+	c2s_park_stop(s, op, x, fin_wait_free);
+}
+
+/* finish_now, once the store answered what it needs: the stream waits
+ * (returns 1) while it asks. Returns as a state function. */
+static int finish(struct c2s *s, const char *user, const uint8_t *extra, size_t extra_len)
+{
+	struct fin_wait *x = calloc(1, sizeof(*x));
+	if (!x || extra_len > sizeof(x->extra)) {
+		free(x);
+		return c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
+	}
+	if (!s->bare && asprintf(&s->bare, "%s@%s", user, s->srv->cfg.domain) < 0) {
+		s->bare = NULL;
+		free(x);
+		return c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
+	}
+	x->s = s;
+	snprintf(x->user, sizeof(x->user), "%s", user);
+	if (extra_len)
+		memcpy(x->extra, extra, extra_len);
+	x->extra_len = extra_len;
+	int rc = fin_ask(s, x);
+	if (rc > 0)
+		return 1;
+	fin_wait_free(x);
+	if (rc < 0)
+		return c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
+	return finish_now(s, user, extra, extra_len);
+}
+
+/* ---- HT-* with a token -------------------------------------------------- */
 
 /* Which slot <hash> matches: 0 "new", 1 "current", -1 none; <*expired>
  * set if the matching token is past its expiry. */
@@ -514,33 +627,6 @@ static int fast_plan(struct c2s *s, const struct fast_slots *sl, const uint8_t h
 	else if (*give && new_token(s, want, &next->fresh))
 		*give = 0;
 	return 1;
-}
-
-static int fast_auth(struct c2s *s, const char *bare, const uint8_t hash[HT_HASH_LEN],
-		     const uint8_t *cb, size_t cb_len, uint8_t resp[HT_HASH_LEN])
-{
-	struct sasl2_req *r = s->req;
-	int give = r->request_token || !r->fast_invalidate, result = 0;
-	for (int i = 0; i < FAST_CAS_TRIES && !result; i++) {
-		struct fast_slots sl, next;
-		store_fast_get(s->srv->store, bare, r->ua_id, &sl);
-		int plan = fast_plan(s, &sl, hash, cb, cb_len, resp, &give, &next);
-		sodium_memzero(&sl, sizeof(sl));
-		if (plan <= 0)
-			return plan;
-		int rc = store_fast_cas(s->srv->store, bare, r->ua_id, &next);
-		sodium_memzero(&next, sizeof(next));
-		if (rc == 0) {
-			r->has_token = give;
-			r->fast_used = 1;
-			result = 1;
-		} else {
-			sodium_memzero(r->token, sizeof(r->token));
-			if (rc != -ESTALE)
-				return 0;
-		}
-	}
-	return result;
 }
 
 /* ---- HT-* through the store handle ------------------------------------ */
@@ -707,7 +793,7 @@ static int ht_authenticate(struct c2s *s, const uint8_t *msg, size_t len)
 {
 	struct sasl2_req *r = s->req;
 	char authcid[JID_PART_MAX + 1], user[JID_PART_MAX + 1], bare[2 * JID_PART_MAX + 2];
-	uint8_t hash[HT_HASH_LEN], cb[SM_ISR_CB_MAX], resp[HT_HASH_LEN];
+	uint8_t hash[HT_HASH_LEN], cb[SM_ISR_CB_MAX];
 	if (ht_parse_initiator(msg, len, authcid, sizeof(authcid), hash))
 		return failure(s, SASL_C_MALFORMED_REQUEST, NULL);
 	if (jid_prep_local(authcid, user, sizeof(user)))
@@ -718,42 +804,9 @@ static int ht_authenticate(struct c2s *s, const uint8_t *msg, size_t len)
 		return failure(s, SASL_C_NOT_AUTHORIZED, NULL);
 	if (!(r->isr && r->isr_with_token) && (!r->fast || !r->ua_id[0]))
 		return failure(s, SASL_C_MALFORMED_REQUEST, NULL); /* HT needs <fast/> + an id */
-	struct store_handle *sh = s->tp->store ? s->tp->store(s->io) : NULL;
-	if (sh) {
-		int ret = ht_start_async(s, sh, user, bare, hash, cb, cb_len);
-		sodium_memzero(hash, sizeof(hash));
-		return ret;
-	}
-	if (r->isr && r->isr_with_token) {
-		/* The session is taken in the same step that checks the token,
-		 * so the stream needs its JID first. */
-		struct sbuf failed = SBUF_INIT;
-		if (asprintf(&s->bare, "%s", bare) < 0) {
-			s->bare = NULL;
-			return c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
-		}
-		int rc = isr_auth(s, bare, hash, cb, cb_len, resp, &failed);
-		sodium_memzero(hash, sizeof(hash));
-		if (rc) {
-			/* Stance F: a token that authenticated for a session that
-			 * can no longer be resumed leaves the stream unauthenticated
-			 * too (with the SM <failed/>); the client logs in for real. */
-			free(s->bare);
-			s->bare = NULL;
-			int ret = failure(s, SASL_C_NOT_AUTHORIZED, failed.data);
-			sbuf_free(&failed);
-			return ret;
-		}
-		sbuf_free(&failed);
-	} else {
-		if (!r->fast || !r->ua_id[0])
-			return failure(s, SASL_C_MALFORMED_REQUEST, NULL); /* HT needs <fast/> + an id */
-		int rc = fast_auth(s, bare, hash, cb, cb_len, resp);
-		sodium_memzero(hash, sizeof(hash));
-		if (rc <= 0)
-			return failure(s, rc < 0 ? SASL_C_CREDENTIALS_EXPIRED : SASL_C_NOT_AUTHORIZED, NULL);
-	}
-	return finish(s, user, resp, sizeof(resp));
+	int ret = ht_start_async(s, c2s_store(s), user, bare, hash, cb, cb_len);
+	sodium_memzero(hash, sizeof(hash));
+	return ret;
 }
 
 /* ---- entry points ------------------------------------------------------- */

@@ -1,11 +1,15 @@
 /* server/c2s_sm.c - XEP-0198 stream management on a c2s stream: enable, acks,
  * detach, resume, and the end of a session with unacked stanzas.
  *
- * The session record and its queue live in the store (store_sm_*); this
- * stream is the one writer while it owns the session (the store's epoch
- * rejects writes from an owner that was taken over). Everything the client
- * is sent once SM is on goes through the queue, so retransmission after a
- * resume is the queue replayed from the client's h. */
+ * The session record and its queue live in the store; this stream is the
+ * one writer while it owns the session (the store's epoch rejects writes
+ * from an owner that was taken over). Writes go through the worker's store
+ * handle, pipelined: none waits for the one before, and their completions
+ * come back in order (store.h). Everything the client is sent once SM is
+ * on goes through the queue and is written to the socket only once its
+ * append completed, so retransmission after a resume is the queue replayed
+ * from the client's h, and nothing the client saw is missing from it. The
+ * inbound h the client is told (<a/>) waits for the write of that h. */
 #include "c2s_priv.h"
 
 #include <errno.h>
@@ -18,13 +22,66 @@
 #include "tether/deliver.h"
 #include "tether/ht.h"
 #include "tether/log.h"
+#include "tether/metrics.h"
+#include "tether/ratelimit.h"
 #include "tether/store.h"
 #include "tether/timer.h"
 #include "tether/token.h"
+#include "tether/worker.h"
 
 static int attached(const struct c2s *s)
 {
 	return s->state == C2S_ACTIVE && !(s->flags & (C2S_F_DETACHED | C2S_F_GONE));
+}
+
+/* ---- writes ------------------------------------------------------------ */
+
+/* A write of this session failed when the store carried it out. */
+static void write_failed(struct c2s *s, int err)
+{
+	if (s->flags & C2S_F_GONE)
+		return;
+	if (err == -ESTALE) {
+		/* Taken over meanwhile (before the new owner's notice came). */
+		c2s_sm_moved(s);
+		return;
+	}
+	static struct ratelimit_log rl;
+	uint64_t skipped;
+	if (ratelimit_log_due(&rl, timer_now_ms(), &skipped))
+		log_warn("sm: %s: session write failed (%s; %llu more not logged)", s->full,
+			 strerror(-err), (unsigned long long)skipped);
+	if (attached(s))
+		c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
+}
+
+/* Completion of create, ack, update and set_isr, with this stream as the
+ * context (c2s_free cancels what is still in flight). */
+static void on_written(void *ud, int err, const struct bus_addr *owner, const struct sm_entry *e)
+{
+	(void)owner; (void)e;
+	if (err)
+		write_failed(ud, err);
+}
+
+/* A create that took its resource from a session on another node: that
+ * one ends with conflict (RFC 6120 §7.7.2.2: the newer bind wins; the
+ * local router already did the same for this node's sessions). */
+static void on_created(void *ud, int err, const struct bus_addr *owner, const struct sm_entry *e)
+{
+	struct c2s *s = ud;
+	(void)e;
+	if (err)
+		write_failed(s, err);
+	else if (owner && owner->node != BUS_NODE_SELF)
+		bus_kick(s->w, owner, SE_CONFLICT);
+}
+
+/* Writes the record (h_in, presence, attachment) through. 0, or -ENOMEM
+ * (nothing issued). */
+static int write_record(struct c2s *s, store_write_fn *fn)
+{
+	return store_sm_update_async(c2s_store(s), &s->sm, fn, s) ? 0 : -ENOMEM;
 }
 
 /* ---- enable ------------------------------------------------------------ */
@@ -62,7 +119,8 @@ static void isr_enable(struct c2s *s, struct xnode *ie, struct sbuf *out)
 		return;
 	token_new(token);
 	if (!token_seal(s->srv->token_key, token, sealed) &&
-	    !store_sm_set_isr(s->srv->store, s->sm.id, s->sm.epoch, 1, (uint8_t)cb, sealed)) {
+	    store_sm_set_isr_async(c2s_store(s), s->sm.id, s->sm.epoch, 1, (uint8_t)cb, sealed,
+				   on_written, s)) {
 		s->sm.has_isr = 1;
 		s->sm.isr_mech = (uint8_t)cb;
 		sbuf_printf(out, "<isr-enabled xmlns='" XMLNS_ISR "' token='%s'", token);
@@ -93,7 +151,10 @@ int c2s_sm_enable(struct c2s *s, struct xnode *el, struct sbuf *out)
 	s->sm.attached = 1;
 	s->sm.available = (s->flags & C2S_F_AVAILABLE) != 0;
 	s->sm.priority = s->priority;
-	if (store_sm_create(s->srv->store, &s->sm, s->bare, s->resource)) {
+	/* Answered at once: the writes that follow are pipelined behind the
+	 * create, and if it fails the stream ends (write_failed) before the
+	 * client was told any h. */
+	if (!store_sm_create_async(c2s_store(s), &s->sm, s->bare, s->resource, on_created, s)) {
 		fail_el(out, STE_INTERNAL_SERVER_ERROR);
 		return -1;
 	}
@@ -136,6 +197,73 @@ static int do_enable(struct c2s *s, struct xnode *el)
 	return 0;
 }
 
+/* ---- the queue's sizes ----------------------------------------------------- */
+
+/* Records a stanza of <len> bytes joining the queue. 0 or -ENOMEM. */
+static int qlen_push(struct c2s *s, size_t len)
+{
+	if (s->qlen_n == s->qlen_cap) {
+		uint32_t cap = s->qlen_cap ? s->qlen_cap * 2 : 16;
+		uint32_t *q = malloc(cap * sizeof(*q));
+		if (!q)
+			return -ENOMEM;
+		for (uint32_t i = 0; i < s->qlen_n; i++)
+			q[i] = s->qlen[(s->qlen_head + i) % s->qlen_cap];
+		free(s->qlen);
+		s->qlen = q;
+		s->qlen_cap = cap;
+		s->qlen_head = 0;
+	}
+	s->qlen[(s->qlen_head + s->qlen_n) % s->qlen_cap] = (uint32_t)len;
+	s->qlen_n++;
+	s->qbytes += len;
+	return 0;
+}
+
+/* The <n> oldest stanzas were acknowledged. */
+static void qlen_pop(struct c2s *s, uint32_t n)
+{
+	for (; n && s->qlen_n; n--) {
+		s->qbytes -= s->qlen[s->qlen_head];
+		s->qlen_head = (s->qlen_head + 1) % s->qlen_cap;
+		s->qlen_n--;
+	}
+	if (!s->qlen_n && s->qlen_cap > 64) { /* an idle stream keeps no big ring */
+		free(s->qlen);
+		s->qlen = NULL;
+		s->qlen_cap = s->qlen_head = 0;
+	}
+}
+
+struct c2s_held_entry {
+	struct c2s_held_entry *next;
+	uint32_t seq;
+	struct rmsg *msg;   /* one reference */
+};
+
+void c2s_sm_free(struct c2s *s)
+{
+	while (s->held_q) {
+		struct c2s_held_entry *h = s->held_q;
+		s->held_q = h->next;
+		rmsg_unref(h->msg);
+		free(h);
+	}
+	s->nheld = 0;
+	free(s->qlen);
+	s->qlen = NULL;
+	s->qlen_cap = s->qlen_head = s->qlen_n = 0;
+	s->qbytes = 0;
+}
+
+/* 1 if one more stanza of <len> bytes would pass a bound of the queue. */
+static int queue_over(const struct c2s *s, size_t len)
+{
+	const struct config *cfg = &s->srv->cfg;
+	return sm_unacked(&s->sm.c) + s->appends + 1 > cfg->sm_max_queue ||
+	       s->qbytes + s->append_bytes + len > cfg->sm_max_queue_bytes;
+}
+
 /* ---- acks -------------------------------------------------------------- */
 
 static void arm_ack_timer(struct c2s *s)
@@ -143,7 +271,7 @@ static void arm_ack_timer(struct c2s *s)
 	const struct config *cfg = &s->srv->cfg;
 	if (s->flags & C2S_F_FULL)
 		s->tp->set_timer(s->io, C2S_TIMER_ACK, cfg->sm_ack_timeout * 1000u);
-	else if (sm_unacked(&s->sm.c))
+	else if (sm_unacked(&s->sm.c) || s->held_q)
 		s->tp->set_timer(s->io, C2S_TIMER_ACK, cfg->sm_ack_after_ms);
 	else
 		s->tp->set_timer(s->io, C2S_TIMER_ACK, 0);
@@ -168,8 +296,9 @@ static void after_count_change(struct c2s *s, int grew)
 {
 	const struct config *cfg = &s->srv->cfg;
 	uint32_t unacked = sm_unacked(&s->sm.c);
+	size_t max_bytes = cfg->sm_max_queue_bytes;
 	unsigned was_full = s->flags & C2S_F_FULL;
-	if (unacked >= cfg->sm_max_queue)
+	if (unacked >= cfg->sm_max_queue || s->qbytes >= max_bytes)
 		s->flags |= C2S_F_FULL;
 	else
 		s->flags &= ~C2S_F_FULL;
@@ -177,10 +306,12 @@ static void after_count_change(struct c2s *s, int grew)
 		return;
 	/* Flow control with hysteresis: senders back off above 3/4 of the
 	 * bound and stop backing off below 1/2 (see c2s_route_stanza). */
-	if (!(s->flags & C2S_F_CONGESTED) && unacked >= cfg->sm_max_queue / 4 * 3) {
+	if (!(s->flags & C2S_F_CONGESTED) &&
+	    (unacked >= cfg->sm_max_queue / 4 * 3 || s->qbytes >= max_bytes / 4 * 3)) {
 		s->flags |= C2S_F_CONGESTED;
 		router_set_congested(s->srv->router, s->bare, s->resource, &s->self, 1);
-	} else if ((s->flags & C2S_F_CONGESTED) && unacked <= cfg->sm_max_queue / 2) {
+	} else if ((s->flags & C2S_F_CONGESTED) && unacked <= cfg->sm_max_queue / 2 &&
+		   s->qbytes <= max_bytes / 2) {
 		c2s_sm_uncongest(s);
 	}
 	/* One <r/> outstanding at a time; a burst gets one, sent at flush. */
@@ -197,11 +328,9 @@ static int on_ack(struct c2s *s, struct xnode *el)
 		return c2s_stream_fail(s, SE_BAD_FORMAT, "<a/> needs a numeric h");
 	if (sm_check_h(&s->sm.c, h))
 		return fail_h_too_high(s, h);
-	int rc = store_sm_ack(s->srv->store, s->sm.id, s->sm.epoch, h);
-	if (rc == -ESTALE) {
-		s->end_mode = C2S_END_MOVED;
-		return c2s_stream_fail(s, SE_CONFLICT, NULL);
-	}
+	if (!store_sm_ack_async(c2s_store(s), s->sm.id, s->sm.epoch, h, on_written, s))
+		return c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
+	qlen_pop(s, h - s->sm.c.acked);
 	s->sm.c.acked = h;
 	s->flags &= ~C2S_F_R_SENT;
 	after_count_change(s, 0);
@@ -212,6 +341,16 @@ void c2s_sm_on_ack_timer(struct c2s *s)
 {
 	if (!attached(s) || !(s->flags & C2S_F_SM))
 		return;
+	if (s->held_q && ++s->held_ticks > 2) {
+		/* A notice of another node's append never came (its inbox was
+		 * unreachable): the queue has it. The client gets it by resuming,
+		 * so the connection goes as if lost, the session stays. */
+		log_warn("sm: %s: entry %u of the queue never announced: closing for a resume",
+			 s->full, s->sm.c.out + 1);
+		s->tp->close(s->io);
+		c2s_on_lost(s);
+		return;
+	}
 	if (s->flags & C2S_F_FULL) {
 		/* A full queue left unacknowledged for ack_timeout: the client is
 		 * not reading. Detach (resumable) or end; nothing queued is lost. */
@@ -224,21 +363,142 @@ void c2s_sm_on_ack_timer(struct c2s *s)
 
 /* ---- counting and queueing -------------------------------------------- */
 
+static void send_a(struct c2s *s)
+{
+	sbuf_reset(&s->out);
+	sbuf_printf(&s->out, "<a xmlns='" XMLNS_SM "' h='%u'/>", s->sm.c.h_in);
+	c2s_send_out(s);
+}
+
+void c2s_sm_h_done(struct c2s *s)
+{
+	s->h_writes--;
+	if (!s->h_writes && (s->flags & C2S_F_WANT_A)) {
+		s->flags &= ~C2S_F_WANT_A;
+		if (attached(s))
+			send_a(s);
+	}
+}
+
+static void on_h_written(void *ud, int err, const struct bus_addr *owner, const struct sm_entry *e)
+{
+	struct c2s *s = ud;
+	(void)owner; (void)e;
+	if (err) {
+		s->h_writes--;
+		write_failed(s, err);
+		return;
+	}
+	c2s_sm_h_done(s);
+}
+
+void c2s_sm_presence_changed(struct c2s *s)
+{
+	/* The record carries the presence into the shared directory, where
+	 * other nodes pick the resources a bare-JID message goes to. */
+	if ((s->flags & C2S_F_SM) && write_record(s, on_written))
+		c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
+}
+
 int c2s_sm_count_in(struct c2s *s)
 {
 	if (!(s->flags & C2S_F_SM))
 		return 0;
+	/* Written through while the stanza is routed; the client hears of
+	 * this h only once the write is done (on_h_written). A takeover in
+	 * between ends this stream (write_failed); the client then resends
+	 * the stanza on the stream that owns the session, so in that rare
+	 * race it may arrive twice, never not at all. */
 	s->sm.c.h_in++;
-	/* Written through before the stanza is routed: a takeover between
-	 * the two is seen here, and the stanza is left to the client to resend
-	 * on the stream that now owns the session. */
-	if (store_sm_update(s->srv->store, &s->sm) == -ESTALE) {
+	if (write_record(s, on_h_written)) {
 		s->sm.c.h_in--;
-		s->end_mode = C2S_END_MOVED;
-		c2s_stream_fail(s, SE_CONFLICT, NULL);
+		c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
 		return 1;
 	}
+	s->h_writes++;
 	return 0;
+}
+
+/* The next entry of the queue is known: count it, send it if attached. */
+static void advance(struct c2s *s, const struct rmsg *m)
+{
+	s->sm.c.out++;
+	if (qlen_push(s, m->len))
+		log_warn("sm: %s: out of memory counting queue bytes", s->full); /* counts low */
+	if (attached(s))
+		s->tp->send(s->io, m->data, m->len);
+	after_count_change(s, 1);
+}
+
+/* An entry beyond the next: it waits, in seq order, for the gap to close. */
+static void hold(struct c2s *s, uint32_t seq, struct rmsg *m)
+{
+	struct c2s_held_entry **pp = &s->held_q, *h;
+	while (*pp && (int32_t)((*pp)->seq - seq) < 0)
+		pp = &(*pp)->next;
+	if (*pp && (*pp)->seq == seq)
+		return; /* known already (a notice repeated) */
+	if (!(h = malloc(sizeof(*h)))) {
+		log_warn("sm: %s: out of memory holding entry %u: the client gets it on resume",
+			 s->full, seq);
+		return;
+	}
+	h->seq = seq;
+	h->msg = rmsg_ref(m);
+	h->next = *pp;
+	*pp = h;
+	s->nheld++;
+	if (attached(s))
+		s->tp->set_timer(s->io, C2S_TIMER_ACK, s->srv->cfg.sm_ack_after_ms);
+}
+
+void c2s_sm_known(struct c2s *s, uint32_t seq, struct rmsg *m)
+{
+	uint32_t ahead = seq - s->sm.c.out;
+	if (!(s->flags & C2S_F_SM) || s->flags & C2S_F_GONE || !ahead || ahead > 0x80000000u)
+		return; /* not ours, or known already */
+	if (ahead > 1) {
+		hold(s, seq, m);
+		return;
+	}
+	advance(s, m);
+	while (s->held_q && s->held_q->seq == s->sm.c.out + 1) {
+		struct c2s_held_entry *h = s->held_q;
+		s->held_q = h->next;
+		s->nheld--;
+		advance(s, h->msg);
+		rmsg_unref(h->msg);
+		free(h);
+	}
+	if (!s->held_q)
+		s->held_ticks = 0;
+}
+
+/* An append came back: the stanza is in the queue, so now it may be sent. */
+static void on_appended(void *ud, int err, const struct bus_addr *owner, const struct sm_entry *e)
+{
+	struct c2s *s = ud;
+	s->appends--;
+	s->append_bytes -= e->msg->len;
+	if (!err) {
+		c2s_sm_known(s, e->seq, e->msg);
+		return;
+	}
+	rmsg_ref(e->msg);
+	if (err == -ESTALE && owner) {
+		/* Resumed elsewhere an instant ago: the new owner queues it. */
+		bus_deliver(s->w, owner, e->msg);
+	} else if (err == -ESTALE) {
+		deliver_stale(s->w, s->srv->cfg.domain, &s->self, e->msg);
+	} else {
+		static struct ratelimit_log rl;
+		uint64_t skipped;
+		if (ratelimit_log_due(&rl, timer_now_ms(), &skipped))
+			log_warn("sm: %s: queueing failed (%s; %llu more not logged); stanza handled "
+				 "as undeliverable", s->full, strerror(-err), (unsigned long long)skipped);
+		deliver_orphan(s->w, s->srv->cfg.domain, e->msg, e->stamp_ms);
+	}
+	write_failed(s, err);
 }
 
 void c2s_sm_emit(struct c2s *s, struct rmsg *m)
@@ -247,32 +507,30 @@ void c2s_sm_emit(struct c2s *s, struct rmsg *m)
 		deliver_stale(s->w, s->srv->cfg.domain, &s->self, m);
 		return;
 	}
-	struct sm_entry e = { .seq = s->sm.c.out + 1, .stamp_ms = sm_wall_ms(), .msg = m };
-	struct bus_addr moved;
-	int rc = store_sm_append(s->srv->store, s->sm.id, s->sm.epoch, &e, &moved);
-	if (rc == -ESTALE) {
-		/* Resumed elsewhere an instant ago: the new owner queues it. */
-		bus_deliver(s->w, &moved, m);
+	if ((s->flags & C2S_F_DETACHED) && queue_over(s, m->len)) {
+		/* Nobody reads a detached queue: what does not fit goes back to
+		 * its sender, and the session lives on (a sender must never be
+		 * able to end someone else's session). */
+		static struct ratelimit_log rl;
+		uint64_t skipped;
+		metrics_inc(M_LIMIT_SM_QUEUE);
+		if (ratelimit_log_due(&rl, timer_now_ms(), &skipped))
+			log_info("sm: %s: detached queue full (%u stanzas, %zu bytes): stanza returned "
+				 "to its sender (%llu more not logged)", s->full, sm_unacked(&s->sm.c),
+				 s->qbytes, (unsigned long long)skipped);
+		deliver_bounce(s->w, s->srv->cfg.domain, m, STE_RESOURCE_CONSTRAINT);
+		rmsg_unref(m);
 		return;
 	}
-	if (rc) {
-		log_warn("sm: %s: queueing failed (%d); stanza handled as undeliverable", s->full, rc);
+	struct sm_entry e = { .stamp_ms = sm_wall_ms(), .msg = m }; /* the store numbers it */
+	if (!store_sm_append_async(c2s_store(s), s->sm.id, s->sm.epoch, &e, on_appended, s)) {
+		log_warn("sm: %s: out of memory queueing; stanza handled as undeliverable", s->full);
 		deliver_orphan(s->w, s->srv->cfg.domain, m, e.stamp_ms);
 		return;
 	}
-	s->sm.c.out = e.seq;
-	if (attached(s))
-		s->tp->send(s->io, m->data, m->len);
-	rmsg_unref(m);
-	if ((s->flags & C2S_F_DETACHED) && sm_unacked(&s->sm.c) > s->srv->cfg.sm_max_queue) {
-		/* Nobody reads a detached queue: past its bound, end it as on
-		 * expiry (sm.md §3), so its stanzas are re-routed or bounced. */
-		log_info("sm: %s: detached queue over %u stanzas, ending the session", s->full,
-			 s->srv->cfg.sm_max_queue);
-		c2s_sm_expired(s);
-		return;
-	}
-	after_count_change(s, 1);
+	s->appends++;
+	s->append_bytes += m->len;
+	rmsg_unref(m); /* the operation holds its own reference */
 }
 
 /* ---- detach, expiry, end ----------------------------------------------- */
@@ -290,10 +548,7 @@ int c2s_sm_detach(struct c2s *s)
 	c2s_sm_uncongest(s);
 	s->sm.attached = 0;
 	s->sm.expires_ms = timer_now_ms() + s->sm.max * 1000ull;
-	int rc = store_sm_update(s->srv->store, &s->sm);
-	if (rc == -ESTALE)
-		return -1; /* resumed elsewhere meanwhile */
-	if (rc)
+	if (write_record(s, on_written))
 		return 0;
 	s->flags |= C2S_F_DETACHED;
 	s->flags &= ~(C2S_F_R_SENT | C2S_F_WANT_R);
@@ -304,46 +559,35 @@ int c2s_sm_detach(struct c2s *s)
 	return 1;
 }
 
-struct drain_ctx {
-	struct c2s *s;
-	struct sm_entry *q;
-	size_t n;
-};
-
-static void on_drained(void *ud, int err, const struct sm_record *rec, const char *bare,
-		       const char *resource, struct sm_entry *q, size_t n)
+/* The store removed the session (or found it taken over: then <err> is
+ * -ESTALE and there is nothing to do); what the client never acknowledged
+ * goes to the other resources or back to its senders. <ud> is the worker:
+ * the stream may be gone by now. */
+static void on_destroyed(void *ud, int err, const struct sm_record *rec, const char *bare,
+			 const char *resource, struct sm_entry *q, size_t n)
 {
-	struct drain_ctx *d = ud;
-	(void)rec; (void)bare; (void)resource;
-	if (err || !n)
-		return;
-	d->q = malloc(n * sizeof(*q));
-	if (!d->q) {
-		for (size_t i = 0; i < n; i++)
-			rmsg_unref(q[i].msg);
-		return;
-	}
-	memcpy(d->q, q, n * sizeof(*q));
-	d->n = n;
+	struct worker *w = ud;
+	(void)rec; (void)resource;
+	if (err == -ENOMEM)
+		log_error("sm: %s: out of memory ending a session: its unacked stanzas are lost",
+			  bare ? bare : "?");
+	for (size_t i = 0; i < n; i++)
+		deliver_orphan(w, w->srv->cfg.domain, q[i].msg, q[i].stamp_ms);
+	if (n)
+		log_info("sm: %s: %zu unacked stanzas handled as undeliverable", bare ? bare : "?", n);
 }
 
-int c2s_sm_end(struct c2s *s)
+void c2s_sm_end(struct c2s *s)
 {
-	struct drain_ctx d = { s, NULL, 0 };
 	if (!(s->flags & C2S_F_SM))
-		return 0;
+		return;
 	s->flags &= ~C2S_F_SM;
 	c2s_sm_uncongest(s);
-	if (store_sm_destroy(s->srv->store, s->sm.id, s->sm.epoch, on_drained, &d) == -ESTALE)
-		return -ESTALE; /* resumed elsewhere: not ours to end */
 	/* Unbind first, so re-routed messages go to the other resources. */
 	router_unbind(s->srv->router, s->bare, s->resource, &s->self);
-	for (size_t i = 0; i < d.n; i++)
-		deliver_orphan(s->w, s->srv->cfg.domain, d.q[i].msg, d.q[i].stamp_ms);
-	if (d.n)
-		log_info("sm: %s: %zu unacked stanzas handled as undeliverable", s->full, d.n);
-	free(d.q);
-	return 0;
+	if (!store_sm_destroy_async(c2s_store(s), s->sm.id, s->sm.epoch, on_destroyed, s->w))
+		log_error("sm: %s: out of memory ending session %s; it stays in the store until "
+			  "restart", s->full, s->sm.id);
 }
 
 void c2s_sm_expired(struct c2s *s)
@@ -352,8 +596,18 @@ void c2s_sm_expired(struct c2s *s)
 		return;
 	log_info("session expired jid=%s id=%s", s->full, s->sm.id);
 	s->flags &= ~C2S_F_DETACHED;
-	if (c2s_sm_end(s) == 0)
-		c2s_end_presence(s);
+	c2s_sm_end(s);
+	c2s_end_presence(s);
+	s->flags |= C2S_F_GONE;
+	s->tp->set_timer(s->io, C2S_TIMER_MAIN, 0);
+	s->tp->release(s->io);
+}
+
+void c2s_sm_leave(struct c2s *s)
+{
+	if (s->flags & C2S_F_GONE)
+		return;
+	s->flags &= ~C2S_F_DETACHED;
 	s->flags |= C2S_F_GONE;
 	s->tp->set_timer(s->io, C2S_TIMER_MAIN, 0);
 	s->tp->release(s->io);
@@ -477,16 +731,25 @@ static int adopt(struct c2s *s, struct sm_resume *r, uint32_t h, struct sbuf *fa
 			fail_h_too_high(s, h);
 			return 1;
 		}
-		if (c2s_sm_end(s) == 0)
-			c2s_end_presence(s);
+		c2s_sm_end(s);
+		c2s_end_presence(s);
 		s->flags &= ~(C2S_F_BOUND | C2S_F_SM);
 		s->end_mode = C2S_END_AUTO;
 		fail_el(fail_out, STE_UNEXPECTED_REQUEST);
 		return -1;
 	}
-	store_sm_ack(s->srv->store, s->sm.id, s->sm.epoch, h);
-	store_sm_update(s->srv->store, &s->sm);
 	s->sm.c.acked = h;
+	c2s_sm_free(s);
+	for (size_t i = 0; i < t->n; i++)
+		if ((uint32_t)(t->q[i].seq - h) - 1 < (uint32_t)(s->sm.c.out - h) &&
+		    qlen_push(s, t->q[i].msg->len))
+			break; /* out of memory: the byte count runs low, nothing is lost */
+	if (!store_sm_ack_async(c2s_store(s), s->sm.id, s->sm.epoch, h, on_written, s) ||
+	    write_record(s, on_written)) {
+		c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
+		c2s_sm_drop(r);
+		return 1;
+	}
 	s->tp->set_timer(s->io, C2S_TIMER_MAIN, s->srv->cfg.idle_timeout * 1000u);
 	c2s_set_state(s, C2S_ACTIVE);
 	log_info("session resumed jid=%s worker=%u id=%s h=%u resent=%u", s->full, s->self.worker,
@@ -494,39 +757,7 @@ static int adopt(struct c2s *s, struct sm_resume *r, uint32_t h, struct sbuf *fa
 	return 0;
 }
 
-int c2s_sm_resume(struct c2s *s, const char *previd, uint32_t h, struct sm_resume *r,
-		  struct sbuf *fail_out, int classic)
-{
-	memset(r, 0, sizeof(*r));
-	if (s->flags & C2S_F_BOUND) {
-		fail_el(fail_out, STE_UNEXPECTED_REQUEST);
-		return -1;
-	}
-	if (strlen(previd) != SM_ID_LEN) {
-		/* No id we issue looks like this: no lookup, and no 100 KB
-		 * string in the log. */
-		fail_el(fail_out, STE_ITEM_NOT_FOUND);
-		return -1;
-	}
-	struct take_ctx *t = calloc(1, sizeof(*t));
-	if (!t) {
-		fail_el(fail_out, STE_INTERNAL_SERVER_ERROR);
-		return -1;
-	}
-	struct bus_addr to = s->self;
-	store_sm_take(s->srv->store, previd, s->bare, &to, timer_now_ms(), NULL, on_taken, t);
-	if (t->err) {
-		/* Unknown, expired or another account's: one answer for all. */
-		log_info("sm: %s: resume of %s failed", s->bare, previd);
-		fail_el(fail_out, STE_ITEM_NOT_FOUND);
-		free(t);
-		return -1;
-	}
-	r->t = t;
-	return adopt(s, r, h, fail_out, classic);
-}
-
-/* What c2s_sm_take_isr and c2s_sm_isr_taken make of the take in <t>. */
+/* What c2s_sm_isr_taken makes of the take in <t>. */
 static int isr_result(struct c2s *s, const char *bare, const char *previd, struct take_ctx *t,
 		      struct sm_resume *r, struct sbuf *fail_out)
 {
@@ -550,18 +781,6 @@ static int isr_result(struct c2s *s, const char *bare, const char *previd, struc
 	return err;
 }
 
-int c2s_sm_take_isr(struct c2s *s, const char *bare, const char *previd,
-		    struct sm_isr_proof *proof, struct sm_resume *r, struct sbuf *fail_out)
-{
-	memset(r, 0, sizeof(*r));
-	struct take_ctx *t = calloc(1, sizeof(*t));
-	if (!t)
-		return -ENOMEM;
-	struct bus_addr to = s->self;
-	store_sm_take(s->srv->store, previd, bare, &to, timer_now_ms(), proof, on_taken, t);
-	return isr_result(s, bare, previd, t, r, fail_out);
-}
-
 int c2s_sm_isr_taken(struct c2s *s, const char *bare, const char *previd, int err, const struct sm_record *rec,
 		     const char *resource, const struct sm_entry *q, size_t n,
 		     struct sm_resume *r, struct sbuf *fail_out)
@@ -580,9 +799,36 @@ int c2s_sm_isr_taken(struct c2s *s, const char *bare, const char *previd, int er
 	return isr_result(s, bare, previd, t, r, fail_out);
 }
 
-int c2s_sm_resume_taken(struct c2s *s, struct sm_resume *r, uint32_t h, struct sbuf *fail_out)
+int c2s_sm_taken(struct c2s *s, const char *previd, int err, const struct sm_record *rec,
+		 const char *resource, const struct sm_entry *q, size_t n,
+		 struct sm_resume *r, struct sbuf *fail_out)
 {
-	return adopt(s, r, h, fail_out, 0);
+	memset(r, 0, sizeof(*r));
+	struct take_ctx *t = calloc(1, sizeof(*t));
+	if (t)
+		on_taken(t, err, rec, resource, q, n);
+	if (t && t->err == -ENOMEM && !err) {
+		/* Taken, but the copy failed: the stream cannot adopt it. */
+		r->t = t;
+		c2s_sm_drop(r);
+		fail_el(fail_out, STE_INTERNAL_SERVER_ERROR);
+		return -1;
+	}
+	if (!t || t->err) {
+		/* Unknown, expired or another account's: one answer for all. */
+		log_info("sm: %s: resume of %s failed", s->bare, previd);
+		fail_el(fail_out, t ? STE_ITEM_NOT_FOUND : STE_INTERNAL_SERVER_ERROR);
+		free(t);
+		return -1;
+	}
+	r->t = t;
+	return 0;
+}
+
+int c2s_sm_resume_taken(struct c2s *s, struct sm_resume *r, uint32_t h, struct sbuf *fail_out,
+			int classic)
+{
+	return adopt(s, r, h, fail_out, classic);
 }
 
 void c2s_sm_drop(struct sm_resume *r)
@@ -627,36 +873,16 @@ static void on_resume_taken(void *ud, int err, const struct sm_record *rec, cons
 {
 	struct resume_wait *x = ud;
 	struct c2s *s = x->s;
-	uint32_t h = x->h;
-	struct sm_resume r = { 0 };
-	char previd[SM_ID_LEN + 1];
+	struct sm_resume r;
 	(void)resp;
-	memcpy(previd, x->previd, sizeof(previd));
-	free(x);
 	c2s_op_done(s);
 	/* The stream is still open: a closing one cancels the operation
 	 * (c2s_set_state), so the take has not happened for a dead stream. */
-	struct take_ctx *t = calloc(1, sizeof(*t));
-	if (t)
-		on_taken(t, err, rec, resource, q, n);
 	sbuf_reset(&s->out);
-	int rc;
-	if (!t || t->err) {
-		if (t && t->err == -ENOMEM && !err) {
-			r.t = t;      /* taken, but the copy failed: end the stream */
-			c2s_sm_drop(&r);
-			c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
-			c2s_unpark(s);
-			return;
-		}
-		log_info("sm: %s: resume of %s failed", s->bare, previd);
-		fail_el(&s->out, t ? STE_ITEM_NOT_FOUND : STE_INTERNAL_SERVER_ERROR);
-		free(t);
-		rc = -1;
-	} else {
-		r.t = t;
-		rc = adopt(s, &r, h, &s->out, 1);
-	}
+	int rc = c2s_sm_taken(s, x->previd, err, rec, resource, q, n, &r, &s->out);
+	if (rc == 0)
+		rc = adopt(s, &r, x->h, &s->out, 1);
+	free(x);
 	resume_reply(s, rc, &r);
 	c2s_unpark(s);
 }
@@ -670,7 +896,6 @@ static int do_resume(struct c2s *s, struct xnode *el)
 {
 	const char *previd = xnode_attr(el, "previd");
 	uint32_t h;
-	struct sm_resume r;
 	sbuf_reset(&s->out);
 	if (s->state != C2S_WAIT_BIND || (s->flags & C2S_F_BOUND)) {
 		fail_el(&s->out, STE_UNEXPECTED_REQUEST);
@@ -682,27 +907,29 @@ static int do_resume(struct c2s *s, struct xnode *el)
 		c2s_send_out(s);
 		return 0;
 	}
-	struct store_handle *sh = s->tp->store ? s->tp->store(s->io) : NULL;
-	if (sh && strlen(previd) == SM_ID_LEN) {
-		/* Through the store handle: parsing stops here until the take
-		 * completes (c2s_park_stop). */
-		struct resume_wait *x = calloc(1, sizeof(*x));
-		struct bus_addr to = s->self;
-		struct store_op *op = NULL;
-		if (x) {
-			x->s = s;
-			x->h = h;
-			memcpy(x->previd, previd, sizeof(x->previd));
-			op = store_sm_take_async(sh, previd, s->bare, &to, NULL, on_resume_taken, x);
-		}
-		if (!op) {
-			free(x);
-			return c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
-		}
-		c2s_park_stop(s, op, x, resume_wait_free);
-		return 1;
+	if (strlen(previd) != SM_ID_LEN) {
+		/* No id we issue looks like this: no lookup, and no 100 KB
+		 * string in the log. */
+		fail_el(&s->out, STE_ITEM_NOT_FOUND);
+		c2s_send_out(s);
+		return 0;
 	}
-	return resume_reply(s, c2s_sm_resume(s, previd, h, &r, &s->out, 1), &r);
+	/* Parsing stops here until the take completes (c2s_park_stop). */
+	struct resume_wait *x = calloc(1, sizeof(*x));
+	struct bus_addr to = s->self;
+	struct store_op *op = NULL;
+	if (x) {
+		x->s = s;
+		x->h = h;
+		memcpy(x->previd, previd, sizeof(x->previd));
+		op = store_sm_take_async(c2s_store(s), previd, s->bare, &to, NULL, on_resume_taken, x);
+	}
+	if (!op) {
+		free(x);
+		return c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
+	}
+	c2s_park_stop(s, op, x, resume_wait_free);
+	return 1;
 }
 
 /* ---- dispatch ---------------------------------------------------------- */
@@ -715,9 +942,10 @@ int c2s_sm_nonza(struct c2s *s, struct xnode *el)
 		return do_resume(s, el);
 	if (!strcmp(el->name, "r")) {
 		if ((s->flags & C2S_F_SM) && attached(s)) {
-			sbuf_reset(&s->out);
-			sbuf_printf(&s->out, "<a xmlns='" XMLNS_SM "' h='%u'/>", s->sm.c.h_in);
-			c2s_send_out(s);
+			if (s->h_writes)
+				s->flags |= C2S_F_WANT_A; /* answered once h is written */
+			else
+				send_a(s);
 		}
 		return 0; /* without SM: ignored (sm.md §3) */
 	}

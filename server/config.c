@@ -38,6 +38,7 @@ struct key_def {
 static const struct key_def keys[] = {
 	STR("server", "domain", domain),
 	UINT("server", "workers", workers, 0, 256),
+	UINT("server", "drain_timeout", drain_timeout, 1, 3600),
 	STR("server", "log_level", log_level),
 	STR("c2s", "listen", listen),
 	STR("c2s", "tls_listen", tls_listen),
@@ -60,6 +61,7 @@ static const struct key_def keys[] = {
 	UINT("limits", "stanza_timeout", stanza_timeout, 1, 3600),
 	UINT("sm", "max_resume", sm_max_resume, 0, 86400),
 	UINT("sm", "max_queue", sm_max_queue, 16, 1000000),
+	SIZE("sm", "max_queue_bytes", sm_max_queue_bytes, 4096, 1u << 30),
 	UINT("sm", "ack_every", sm_ack_every, 1, 100000),
 	UINT("sm", "ack_after_ms", sm_ack_after_ms, 10, 600000),
 	UINT("sm", "ack_timeout", sm_ack_timeout, 1, 86400),
@@ -98,6 +100,8 @@ void config_defaults(struct config *cfg)
 	cfg->max_send_queue = 4u << 20;
 	cfg->sm_max_resume = 300;
 	cfg->sm_max_queue = 1000;
+	cfg->sm_max_queue_bytes = 1u << 20;
+	cfg->drain_timeout = 10;
 	cfg->sm_ack_every = 5;
 	cfg->sm_ack_after_ms = 1000;
 	cfg->sm_ack_timeout = 60;
@@ -293,6 +297,15 @@ static int validate(struct config *cfg, char *err, size_t errlen)
 				 cfg->path, cfg->cluster_node);
 			return -1;
 		}
+	}
+	/* A resumed session's queue is written out at once (with delay
+	 * stamps): it must always fit the send limit, or it could never be
+	 * resumed. */
+	if (cfg->sm_max_queue_bytes > cfg->max_send_queue / 2) {
+		snprintf(err, errlen, "%s: [sm] max_queue_bytes: %zu is more than half of [limits] "
+			 "max_send_queue (%zu): a full queue could never be resumed", cfg->path,
+			 cfg->sm_max_queue_bytes, cfg->max_send_queue);
+		return -1;
 	}
 	if (cfg->proxy_protocol && !cfg->trusted.n) {
 		snprintf(err, errlen, "%s: [c2s] proxy_protocol: needs [c2s] trusted_proxies "

@@ -14,6 +14,7 @@
 #include "tether/router.h"
 #include "tether/sbuf.h"
 #include "tether/sm.h"
+#include "tether/store.h"
 #include "tether/worker.h"
 
 int deliver_full(struct worker *w, const char *bare, const char *resource, struct rmsg *m)
@@ -49,6 +50,10 @@ size_t deliver_message_bare(struct worker *w, const char *bare, struct rmsg *m, 
 	return k;
 }
 
+static void on_remote_done(void *ud, int err, size_t n, struct rmsg *m);
+static int remote(struct worker *w, const char *bare, const char *res, struct rmsg *m,
+		  store_delivered_fn *fn);
+
 size_t deliver_presence(struct worker *w, const char *bare, struct rmsg *m, int only_available,
 			int *congested)
 {
@@ -61,6 +66,8 @@ size_t deliver_presence(struct worker *w, const char *bare, struct rmsg *m, int 
 		hand(w, &t[i], m, congested);
 		k++;
 	}
+	/* And the account's sessions on other nodes, through the store. */
+	remote(w, bare, only_available ? "+" : "*", m, on_remote_done);
 	rmsg_unref(m);
 	return k;
 }
@@ -78,6 +85,22 @@ static int split(const char *full, struct jid *j, char *bare, size_t barelen)
 	return jid_bare(j, bare, barelen) < 0 ? -EINVAL : 0;
 }
 
+/* ---- the sessions on other nodes (a store shared between nodes) -------- */
+
+static void on_remote_done(void *ud, int err, size_t n, struct rmsg *m)
+{
+	(void)ud; (void)err; (void)n; (void)m; /* a bounce or presence that finds nobody: dropped */
+}
+
+/* Appends <m> to the queues of <bare>'s sessions on other nodes, if the
+ * store is shared: 1 (then <fn> decides later), 0 (nothing issued). Does
+ * not consume <m>. */
+static int remote(struct worker *w, const char *bare, const char *res, struct rmsg *m,
+		  store_delivered_fn *fn)
+{
+	return w->sh && store_shared(w->sh) && store_deliver_async(w->sh, bare, res, m, fn, w);
+}
+
 void deliver_bounce(struct worker *w, const char *domain, const struct rmsg *m, enum stanza_err cond)
 {
 	if (!strcmp(m->type, "error") || !*m->from)
@@ -93,13 +116,22 @@ void deliver_bounce(struct worker *w, const char *domain, const struct rmsg *m, 
 	char bare[2 * JID_PART_MAX + 2];
 	if (!rc && j && !split(m->from, j, bare, sizeof(bare))) {
 		struct rmsg *e = rmsg_new(m->kind, b.data, b.len, from, m->from, m->id, "error");
-		if (e && j->resource[0])
-			deliver_full(w, bare, j->resource, e);
-		else
+		if (e && j->resource[0] && deliver_full(w, bare, j->resource, rmsg_ref(e)) == -ENOENT)
+			remote(w, bare, j->resource, e, on_remote_done); /* the sender is on another node */
+		if (e)
 			rmsg_unref(e);
 	}
 	free(j);
 	sbuf_free(&b);
+}
+
+/* An orphaned message went to the account's sessions on other nodes:
+ * none there either, so back to its sender. */
+static void on_orphan_sent(void *ud, int err, size_t n, struct rmsg *m)
+{
+	struct worker *w = ud;
+	if (err || !n)
+		deliver_bounce(w, w->srv->cfg.domain, m, STE_RECIPIENT_UNAVAILABLE);
 }
 
 void deliver_orphan(struct worker *w, const char *domain, struct rmsg *m, uint64_t stamp_ms)
@@ -115,12 +147,20 @@ void deliver_orphan(struct worker *w, const char *domain, struct rmsg *m, uint64
 		if (!sm_add_delay(m->data, m->len, domain, stamp_ms, &b))
 			d = rmsg_new(m->kind, b.data, b.len, m->from, m->to, m->id, m->type);
 		sbuf_free(&b);
+		if (d)
+			rmsg_ref(d); /* one more for the other nodes */
 		if (!d || !deliver_message_bare(w, bare, d, NULL)) {
-			/* No available resource: stored offline again (offline.c),
-			 * bounced only if that cannot be done. */
-			log_debug("deliver: orphaned message from %s to %s stored", m->from, m->to);
-			offline_store(w, domain, bare, rmsg_ref(m), stamp_ms, STE_RECIPIENT_UNAVAILABLE);
+			if (!d || !remote(w, bare, "", d, on_orphan_sent)) {
+				/* No available resource: stored offline again
+				 * (offline.c), bounced only if that cannot be done. */
+				log_debug("deliver: orphaned message from %s to %s stored", m->from,
+					  m->to);
+				offline_store(w, domain, bare, rmsg_ref(m), stamp_ms,
+					      STE_RECIPIENT_UNAVAILABLE);
+			}
 		}
+		if (d)
+			rmsg_unref(d);
 	} else if (m->kind == RMSG_IQ && (!strcmp(type, "get") || !strcmp(type, "set"))) {
 		deliver_bounce(w, domain, m, STE_SERVICE_UNAVAILABLE);
 	} /* groupchat, headline, errors, iq results, presence: dropped */

@@ -20,6 +20,7 @@
 #include "tether/limits.h"
 #include "tether/log.h"
 #include "tether/metrics.h"
+#include "tether/nodes.h"
 #include "tether/notify.h"
 #include "tether/redis_boot.h"
 #include "tether/router.h"
@@ -115,10 +116,11 @@ static void token_key_path(const struct config *cfg, char *out, size_t len)
 /* [store] backend = redis: the blocking start-up steps, on this thread
  * before any worker exists: connect (unreachable: exit naming the
  * address), FUNCTION LOAD REPLACE of the compiled-in library, and the
- * check that this node seals tokens with the cluster's key. Then refuse to
- * start: sessions, SM queues, tokens and routes do not run on Redis yet,
- * and a node that accepted logins on a half-done backend would pretend to
- * be a cluster member. Always returns -1 today (after logging why). */
+ * check that this node seals tokens with the cluster's key. Then the
+ * store: its blocking connection serves tetherctl-style user calls; the
+ * workers reach Redis through their own rlink (worker.c) and the store's
+ * asynchronous operations (store/redis_async.c). Owner addresses in Redis
+ * name this node by [cluster] node (nodes.h). 0, or -1 after logging why. */
 static int start_redis(struct server *srv)
 {
 	char err[1024], keypath[CONFIG_STR_MAX + 16];
@@ -131,18 +133,23 @@ static int start_redis(struct server *srv)
 		log_error("tokens: %s", err);
 		return -1;
 	}
-	int rc = redis_boot(srv->cfg.store_redis, srv->token_key, err, sizeof(err));
-	sodium_memzero(srv->token_key, sizeof(srv->token_key));
-	if (rc) {
+	if (redis_boot(srv->cfg.store_redis, srv->token_key, err, sizeof(err))) {
 		log_error("%s", err);
+		return -1;
+	}
+	if (nodes_set_self(srv->cfg.cluster_node)) {
+		log_error("%s: [cluster] node '%s': not a usable node name", srv->cfg.path,
+			  srv->cfg.cluster_node);
+		return -1;
+	}
+	srv->store = store_open("redis", srv->cfg.store_redis, err, sizeof(err));
+	if (!srv->store) {
+		log_error("store: %s", err);
 		return -1;
 	}
 	log_info("redis at %s: library loaded, token key matches the cluster's (node %s)",
 		 srv->cfg.store_redis, srv->cfg.cluster_node);
-	log_error("%s: [store] backend = redis: the Redis backend is not complete yet (users only: "
-		  "tetherctl manages them on Redis; sessions do not run on it yet); use backend = memory",
-		  srv->cfg.path);
-	return -1;
+	return 0;
 }
 
 static int start(struct server *srv)
@@ -155,23 +162,26 @@ static int start(struct server *srv)
 	if (srv->cfg.dev_cert)
 		log_warn("tls: %s is a self-signed development certificate: clients will not "
 			 "trust it; configure a real one for production", srv->cfg.cert);
-	if (!strcmp(srv->cfg.store_backend, "redis"))
-		return start_redis(srv);
-	srv->store = store_open(srv->cfg.store_backend, srv->cfg.store_path, err, sizeof(err));
-	if (srv->store && srv->cfg.store_test_delay) {
-		store_set_test_delay(srv->store, srv->cfg.store_test_delay);
-		log_warn("store: test mode: every completion is delayed by 0-%u loop turns",
-			 srv->cfg.store_test_delay);
-	}
-	if (!srv->store) {
-		log_error("store: %s", err);
-		return -1;
-	}
-	char keypath[CONFIG_STR_MAX + 16];
-	token_key_path(&srv->cfg, keypath, sizeof(keypath));
-	if (token_key_load(keypath, srv->token_key, err, sizeof(err))) {
-		log_error("tokens: %s", err);
-		return -1;
+	if (!strcmp(srv->cfg.store_backend, "redis")) {
+		if (start_redis(srv))
+			return -1;
+	} else {
+		srv->store = store_open(srv->cfg.store_backend, srv->cfg.store_path, err, sizeof(err));
+		if (srv->store && srv->cfg.store_test_delay) {
+			store_set_test_delay(srv->store, srv->cfg.store_test_delay);
+			log_warn("store: test mode: every completion is delayed by 0-%u loop turns",
+				 srv->cfg.store_test_delay);
+		}
+		if (!srv->store) {
+			log_error("store: %s", err);
+			return -1;
+		}
+		char keypath[CONFIG_STR_MAX + 16];
+		token_key_path(&srv->cfg, keypath, sizeof(keypath));
+		if (token_key_load(keypath, srv->token_key, err, sizeof(err))) {
+			log_error("tokens: %s", err);
+			return -1;
+		}
 	}
 	sasl_set_secret(srv->token_key);
 	srv->router = router_new();
@@ -206,8 +216,10 @@ static void reload_certificate(struct server *srv)
 	notify_ready("certificate reloaded");
 }
 
-/* /readyz: every worker runs and the node is not shutting down. (The
- * memory store is always reachable.) */
+/* /readyz: every worker runs, the node is not shutting down, and with
+ * [store] backend = redis every worker's link to Redis is up (a node that
+ * cannot reach its store cannot log anyone in; the memory store is always
+ * reachable). */
 static bool node_ready(void *ud, char *why, size_t whylen)
 {
 	struct server *srv = ud;
@@ -219,6 +231,12 @@ static bool node_ready(void *ud, char *why, size_t whylen)
 		snprintf(why, whylen, "shutting down");
 		return false;
 	}
+	for (unsigned i = 0; i < srv->nworkers; i++)
+		if (!worker_store_up(&srv->workers[i])) {
+			snprintf(why, whylen, "worker %u: no connection to redis at %s", i,
+				 srv->cfg.store_redis);
+			return false;
+		}
 	return true;
 }
 

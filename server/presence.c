@@ -881,7 +881,7 @@ static void on_offline(void *ud, int err, char *const *msgs, const size_t *lens,
 	struct wait *x = ud;
 	struct c2s *s = x->s;
 	c2s_op_done(s);
-	if (err && !n)
+	if (err && err != -ENOTSUP && !n)
 		log_warn("offline: messages of %s not read: %s", s->bare, strerror(-err));
 	/* Into the session's queue (SM: kept in the store until acked), in
 	 * the order they were stored. */

@@ -62,6 +62,7 @@ struct rlink {
 	enum rlink_state state;
 	int fd;
 	uint32_t gen;              /* +1 per socket: CQEs of an old one are dropped */
+	unsigned ud_op;            /* the op of its CQEs' user_data (OP_RLINK by default) */
 	unsigned inflight;         /* connect/send/recv SQEs of this socket in the kernel */
 	unsigned cancels;          /* cancel SQEs in the kernel (any socket) */
 	int sending;               /* a send is in flight */
@@ -73,6 +74,12 @@ struct rlink {
 	unsigned backoff_ms;       /* the next back-off */
 	const char *why;           /* CLOSING: why, for the log */
 	struct timer timer;
+	/* rlink_set_hello(): sent first on every connection */
+	int hello_argc;
+	const char **hello_argv;   /* one block: pointers, lengths, bytes */
+	size_t *hello_lens;
+	rproto_fn *hello_fn;
+	void *hello_ud;
 	struct sockaddr_storage sa;
 	socklen_t salen;
 	char addr[128];
@@ -91,7 +98,7 @@ static struct io_uring_sqe *get_sqe(struct rlink *l)
 
 static void set_data(struct rlink *l, struct io_uring_sqe *sqe, enum rlink_op op)
 {
-	io_uring_sqe_set_data64(sqe, ud_pack(OP_RLINK, l->gen, op));
+	io_uring_sqe_set_data64(sqe, ud_pack(l->ud_op, l->gen, op));
 }
 
 static void on_timer(struct timer *t);
@@ -194,6 +201,11 @@ static void maybe_send(struct rlink *l)
 	l->inflight++;
 }
 
+static void hello_ignore(const redisReply *reply, const char *err, void *ud)
+{
+	(void)reply, (void)err, (void)ud;
+}
+
 static void do_connect(struct rlink *l)
 {
 	int fd = socket(l->sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -207,6 +219,12 @@ static void do_connect(struct rlink *l)
 		return;
 	}
 	l->fd = fd;
+	/* rproto is empty here (reset when the last socket closed; commands
+	 * are refused while DOWN or backing off), so the hello goes first. */
+	if (l->hello_argc)
+		rproto_command(l->rp, l->hello_argc, l->hello_argv, l->hello_lens,
+			       l->hello_fn ? l->hello_fn : hello_ignore, l->hello_ud,
+			       l->connect_deadline + RLINK_TIMEOUT_DEFAULT_MS, NULL);
 	if (l->sa.ss_family != AF_UNIX) {
 		int one = 1; /* commands are small and pipelined: no Nagle delay */
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -336,9 +354,47 @@ int rlink_command(struct rlink *l, int argc, const char **argv, const size_t *ar
 	return 0;
 }
 
+int rlink_set_hello(struct rlink *l, int argc, const char **argv, const size_t *argvlen,
+		    rproto_fn *fn, void *ud)
+{
+	size_t bytes = 0;
+	for (int i = 0; i < argc; i++)
+		bytes += argvlen[i];
+	size_t n = (size_t)(argc > 0 ? argc : 0);
+	char *blk = malloc(n * (sizeof(char *) + sizeof(size_t)) + bytes + 1);
+	if (!blk)
+		return -ENOMEM;
+	const char **av = (const char **)blk;
+	size_t *lens = (size_t *)(blk + n * sizeof(char *));
+	char *p = (char *)(lens + n);
+	for (size_t i = 0; i < n; i++) {
+		memcpy(p, argv[i], argvlen[i]);
+		av[i] = p;
+		lens[i] = argvlen[i];
+		p += argvlen[i];
+	}
+	free(l->hello_argv);
+	l->hello_argv = av;
+	l->hello_lens = lens;
+	l->hello_argc = (int)n;
+	l->hello_fn = fn;
+	l->hello_ud = ud;
+	return 0;
+}
+
 int rlink_cancel(struct rlink *l, uint64_t handle)
 {
 	return rproto_cancel(l->rp, handle);
+}
+
+size_t rlink_outstanding(const struct rlink *l)
+{
+	return rproto_pending(l->rp);
+}
+
+void rlink_set_ud_op(struct rlink *l, unsigned op)
+{
+	l->ud_op = op;
 }
 
 int rlink_up(const struct rlink *l)
@@ -401,6 +457,7 @@ struct rlink *rlink_new(struct io_uring *ring, struct timer_wheel *wheel, const 
 	} else if (netaddr_parse(addr, &l->sa, &l->salen)) {
 		goto bad;
 	}
+	l->ud_op = OP_RLINK;
 	l->ring = ring;
 	l->wheel = wheel;
 	l->state_fn = state_fn;
@@ -428,5 +485,6 @@ void rlink_free(struct rlink *l)
 		close(l->fd);
 	}
 	rproto_free(l->rp);
+	free(l->hello_argv);
 	free(l);
 }

@@ -27,6 +27,8 @@
 #include "tether/metrics.h"
 #include "tether/netaddr.h"
 #include "tether/proxyproto.h"
+#include "tether/cluster.h"
+#include "tether/inbox.h"
 #include "tether/rlink.h"
 #include "tether/rmsg.h"
 #include "tether/store.h"
@@ -35,7 +37,6 @@
 #define RING_CQ_ENTRIES (8 * RING_SQ_ENTRIES) /* never overflow the CQ */
 #define RECV_BUFS 1024       /* power of two */
 #define RECV_BUF_SIZE 4096
-#define DRAIN_GRACE_MS 3000  /* shutdown: how long streams get to flush */
 
 static __thread struct io_uring *main_ring; /* for wake-ups from non-workers */
 
@@ -90,6 +91,33 @@ static int setup_bufring(struct worker *w)
 	return 0;
 }
 
+/* rlink's state callback: the link's state for /readyz (worker_store_up). */
+static void on_rlink_state(void *ud, int up)
+{
+	struct worker *w = ud;
+	atomic_store_explicit(&w->rlink_up, up, memory_order_relaxed);
+}
+
+/* A notice from another node for one of our sessions: carried out as if
+ * it came from this node (bus.c routes it to the owning worker). */
+static void on_inbox(void *ud, int kind, const struct bus_addr *to, int cond, uint32_t seq,
+		     struct rmsg *m)
+{
+	struct worker *w = ud;
+	if (kind == BUS_KICK)
+		bus_kick(w, to, cond);
+	else if (kind == BUS_MOVED)
+		bus_moved(w, to);
+	else
+		bus_appended(w, to, seq, m);
+}
+
+static void on_orphan(void *ud, struct rmsg *m, uint64_t stamp_ms)
+{
+	struct worker *w = ud;
+	w->srv->handlers->orphan(w, m, stamp_ms);
+}
+
 int worker_init(struct worker *w, struct server *srv, unsigned idx)
 {
 	memset(w, 0, sizeof(*w));
@@ -132,8 +160,20 @@ int worker_init(struct worker *w, struct server *srv, unsigned idx)
 	timer_wheel_init(&w->wheel);
 	if (!strcmp(srv->cfg.store_backend, "redis")) {
 		char err[256];
-		if (!(w->rlink = rlink_new(&w->ring, &w->wheel, srv->cfg.store_redis, NULL, NULL, err,
-					   sizeof(err)))) {
+		if (!(w->rlink = rlink_new(&w->ring, &w->wheel, srv->cfg.store_redis, on_rlink_state, w,
+					   err, sizeof(err)))) {
+			log_error("worker %u: %s", idx, err);
+			return -1;
+		}
+	}
+	if (w->rlink && idx == 0 && !(w->cluster = cluster_new(w->rlink, &w->wheel, on_orphan, w))) {
+		log_error("worker %u: out of memory", idx);
+		return -1;
+	}
+	if (w->rlink && idx == 0) {
+		char err[256];
+		if (!(w->node_inbox = inbox_new(&w->ring, &w->wheel, srv->cfg.store_redis,
+					   srv->cfg.cluster_node, on_inbox, w, err, sizeof(err)))) {
 			log_error("worker %u: %s", idx, err);
 			return -1;
 		}
@@ -378,6 +418,13 @@ void worker_dispatch(struct worker *w, const struct bus_item *it)
 		if (c)
 			h->moved(c->proto);
 		break;
+	case BUS_APPENDED:
+		/* A session gone from here has the entry in its queue: whoever
+		 * resumes it gets it from there. */
+		if (c)
+			h->appended(c->proto, it->seq, it->msg);
+		rmsg_unref(it->msg);
+		break;
 	}
 }
 
@@ -415,7 +462,7 @@ int worker_post(struct worker *w, struct worker *target, const struct bus_item *
 static void begin_drain(struct worker *w)
 {
 	w->draining = 1;
-	w->drain_deadline_ms = timer_now_ms() + DRAIN_GRACE_MS;
+	w->drain_deadline_ms = timer_now_ms() + w->srv->cfg.drain_timeout * 1000ull;
 	for (unsigned i = 0; i < LISTENER_MAX; i++) {
 		if (w->lfd[i] == -1)
 			continue;
@@ -490,6 +537,10 @@ static void handle_cqe(struct worker *w, struct io_uring_cqe *cqe)
 		if (w->rlink)
 			rlink_on_cqe(w->rlink, cqe);
 		break;
+	case OP_INBOX:
+		if (w->node_inbox)
+			inbox_on_cqe(w->node_inbox, cqe);
+		break;
 	default:
 		break;
 	}
@@ -512,12 +563,19 @@ static void *worker_main(void *arg)
 	arm_tick(w);
 	if (w->rlink)
 		rlink_start(w->rlink); /* from this thread: the ring's single issuer */
+	if (w->node_inbox)
+		inbox_start(w->node_inbox);
+	if (w->cluster)
+		cluster_start(w->cluster);
 	for (;;) {
 		if (w->sh)
 			store_poll(w->sh); /* completions first: they may queue output */
 		flush_all(w);
 		rearm_starved(w);
-		if (w->draining && (!w->live || timer_now_ms() > w->drain_deadline_ms))
+		/* Drained: no stream left, and what they wrote to the store is
+		 * in it (their sessions live on there). */
+		if (w->draining && ((!w->live && (!w->rlink || !rlink_outstanding(w->rlink))) ||
+				    timer_now_ms() > w->drain_deadline_ms))
 			break;
 		/* With store operations pending the loop must turn again without
 		 * waiting for a CQE: their completions come from store_poll(). */
@@ -579,6 +637,10 @@ void worker_join(struct worker *w)
 	io_uring_queue_exit(&w->ring);
 	rlink_free(w->rlink); /* after the ring: no recv of it can still land */
 	w->rlink = NULL;
+	inbox_free(w->node_inbox);
+	w->node_inbox = NULL;
+	cluster_free(w->cluster); /* after its link: no reply can reach it now */
+	w->cluster = NULL;
 	if (w->br)
 		munmap(w->br, w->nbufs * sizeof(struct io_uring_buf));
 	free(w->bufs);

@@ -716,7 +716,7 @@ static int mem_sm_create(struct store *s, const struct sm_record *rec, const cha
 }
 
 static int mem_sm_append(struct store *s, const char *id, uint32_t epoch,
-			 const struct sm_entry *e, struct bus_addr *moved_to)
+			 struct sm_entry *e, struct bus_addr *moved_to)
 {
 	return sm_table_append(((struct mem *)s)->sm, id, epoch, e, moved_to);
 }

@@ -123,20 +123,23 @@ static int push(struct msess *m, const struct sm_entry *e)
 }
 
 int sm_table_append(struct sm_table *t, const char *id, uint32_t epoch,
-		    const struct sm_entry *e, struct bus_addr *moved_to)
+		    struct sm_entry *e, struct bus_addr *moved_to)
 {
 	struct msess *m;
 	struct shtab_stripe *s = lock_find(t, id, &m);
 	int rc = 0;
 	if (!m)
 		rc = -ENOENT;
-	else if (m->rec.epoch != epoch) {
+	else if (epoch && m->rec.epoch != epoch) {
 		if (moved_to)
 			*moved_to = m->rec.owner;
 		rc = -ESTALE;
-	} else if (!(rc = push(m, e))) {
-		rmsg_ref(e->msg);
-		m->rec.c.out = e->seq;
+	} else {
+		e->seq = m->rec.c.out + 1; /* the store numbers: one order per queue */
+		if (!(rc = push(m, e))) {
+			rmsg_ref(e->msg);
+			m->rec.c.out = e->seq;
+		}
 	}
 	shtab_unlock(s);
 	return rc;

@@ -11,8 +11,9 @@ void sm_table_free(struct sm_table *t);
 
 int sm_table_create(struct sm_table *t, const struct sm_record *rec, const char *bare,
 		    const char *resource);
+/* Numbers <e> (e->seq = out + 1) and queues it; epoch 0: not the owner. */
 int sm_table_append(struct sm_table *t, const char *id, uint32_t epoch,
-		    const struct sm_entry *e, struct bus_addr *moved_to);
+		    struct sm_entry *e, struct bus_addr *moved_to);
 int sm_table_ack(struct sm_table *t, const char *id, uint32_t epoch, uint32_t h);
 int sm_table_update(struct sm_table *t, const char *id, uint32_t epoch, const struct sm_record *rec);
 int sm_table_take(struct sm_table *t, const char *id, const char *bare, const struct bus_addr *to,

@@ -1,16 +1,17 @@
-/* store/redis.c - the Redis backend of the store: users today (tetherctl), blocking. */
+/* store/redis.c - the Redis backend of the store: the blocking user operations (tetherctl), and the backend's constructor. */
 /*
- * What runs on Redis so far: the user operations, through the FUNCTION
- * library's tether_user_get / tether_user_put / tether_user_del (see
- * store/redis_lib.lua for the key layout), and the user list (SCAN). They
- * BLOCK on hiredis's synchronous API, which is right for tetherctl (the
- * only caller today: tetherd refuses to start on this backend until
- * sessions run on it) and wrong for a worker: the worker's path will go
- * through rlink on its ring, and these functions will move there.
- *
- * Sessions, queues, ISR and FAST are not implemented here yet: those
- * operations return -ENOTSUP, and nothing calls them (tetherd stops at
- * start-up before any worker exists).
+ * Two paths to one Redis:
+ * - This file: the user operations through the FUNCTION library's
+ *   tether_user_get / tether_user_put / tether_user_del (see
+ *   store/redis_lib.lua for the key layout), and the user list (SCAN). They
+ *   BLOCK on hiredis's synchronous API: right for tetherctl, wrong for a
+ *   worker. (tetherd still opens this connection: a synchronous
+ *   store_user_get() left in a caller works, blocking its worker.)
+ * - store/redis_async.c: every operation a worker issues through its store
+ *   handle (store.h, store_*_async), sent on the worker's rlink, pipelined,
+ *   completed from the worker's loop. The synchronous session and FAST
+ *   calls below stay -ENOTSUP: on a worker they would block it, and no
+ *   other caller needs them.
  *
  * A user is the hash t:{<bare>}:user with these fields (binary values are
  * raw bytes; Redis strings are binary-safe):
@@ -35,15 +36,10 @@
 #include "tether/redis_boot.h"
 #include "tether/store.h"
 
-#define KEY_PREFIX "t:"
-#define KEY_MAX 1100      /* prefix + {bare} (JID_MAX 3071 is longer, but a bare JID is <= 2047) */
+#include "redis_keys.h"
 
-struct redis_store {
-	struct store st;        /* first: store_* casts back */
-	pthread_mutex_t lock;   /* one hiredis context: one caller at a time */
-	redisContext *rc;
-	char addr[256];
-};
+#define KEY_PREFIX RKEY_PREFIX
+#define KEY_MAX 1100      /* prefix + {bare} (JID_MAX 3071 is longer, but a bare JID is <= 2047) */
 
 static struct redis_store *rs_of(struct store *st)
 {
@@ -69,14 +65,7 @@ static int ukeys_make(struct ukeys *k, const char *bare)
 /* Maps an error reply of the library ("ENOENT ...") to -errno. */
 static int reply_errno(const redisReply *r)
 {
-	static const struct { const char *code; int err; } map[] = {
-		{ "ENOENT", ENOENT }, { "EINVAL", EINVAL }, { "ESTALE", ESTALE },
-		{ "EEXIST", EEXIST }, { "EACCES", EACCES }, { "ENOSPC", ENOSPC },
-	};
-	for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
-		if (!strncmp(r->str, map[i].code, strlen(map[i].code)))
-			return -map[i].err;
-	return -EIO;
+	return rcodec_errno(r->str, r->len);
 }
 
 /* After a transport error the context is dead: reconnect once, so a
@@ -113,61 +102,6 @@ static redisReply *run(struct redis_store *s, int argc, const char **argv, const
 	return r;
 }
 
-static int field_copy(uint8_t *dst, size_t want, const redisReply *v)
-{
-	if (v->type != REDIS_REPLY_STRING || v->len != want)
-		return -EIO;
-	memcpy(dst, v->str, want);
-	return 0;
-}
-
-/* Fills <out> from the HGETALL-shaped array <r>. -ENOENT for an empty one,
- * -EIO for a record that is not ours. */
-static int creds_parse(const redisReply *r, struct user_creds *out)
-{
-	unsigned seen = 0;
-	if (r->type != REDIS_REPLY_ARRAY || r->elements % 2)
-		return -EIO;
-	if (r->elements == 0)
-		return -ENOENT;
-	memset(out, 0, sizeof(*out));
-	for (size_t i = 0; i < r->elements; i += 2) {
-		const redisReply *k = r->element[i], *v = r->element[i + 1];
-		int rc = 0;
-		if (k->type != REDIS_REPLY_STRING)
-			return -EIO;
-		if (!strcmp(k->str, "salt")) {
-			if (v->type != REDIS_REPLY_STRING || v->len < 1 || v->len > SCRAM_SALT_LEN)
-				return -EIO;
-			memcpy(out->salt, v->str, v->len);
-			out->salt_len = (uint8_t)v->len;
-			seen |= 1;
-		} else if (!strcmp(k->str, "iter")) {
-			char *end;
-			unsigned long n = v->type == REDIS_REPLY_STRING ? strtoul(v->str, &end, 10) : 0;
-			if (!n || *end || n > UINT32_MAX)
-				return -EIO;
-			out->iterations = (uint32_t)n;
-			seen |= 2;
-		} else if (!strcmp(k->str, "stored_sha1")) {
-			rc = field_copy(out->stored_key_sha1, 20, v);
-			seen |= 4;
-		} else if (!strcmp(k->str, "server_sha1")) {
-			rc = field_copy(out->server_key_sha1, 20, v);
-			seen |= 8;
-		} else if (!strcmp(k->str, "stored_sha256")) {
-			rc = field_copy(out->stored_key_sha256, 32, v);
-			seen |= 16;
-		} else if (!strcmp(k->str, "server_sha256")) {
-			rc = field_copy(out->server_key_sha256, 32, v);
-			seen |= 32;
-		}
-		if (rc)
-			return rc;
-	}
-	return seen == 63 ? 0 : -EIO;
-}
-
 static int r_user_get(struct store *st, const char *bare, struct user_creds *out)
 {
 	struct redis_store *s = rs_of(st);
@@ -181,7 +115,7 @@ static int r_user_get(struct store *st, const char *bare, struct user_creds *out
 	pthread_mutex_lock(&s->lock);
 	redisReply *r = run(s, 4, argv, lens, &rc);
 	if (r) {
-		rc = r->type == REDIS_REPLY_ERROR ? reply_errno(r) : creds_parse(r, out);
+		rc = r->type == REDIS_REPLY_ERROR ? reply_errno(r) : rcodec_creds(r, out);
 		/* The reply held the keys: wipe hiredis's copy before freeing it. */
 		if (r->type == REDIS_REPLY_ARRAY)
 			for (size_t i = 0; i < r->elements; i++)
@@ -363,12 +297,15 @@ static int r_user_list(struct store *st, void (*fn)(void *ud, const char *bare_j
 static void r_close(struct store *st)
 {
 	struct redis_store *s = rs_of(st);
+	rstore_sids_free(s);
 	redisFree(s->rc);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
 }
 
-/* ---- not on Redis yet: sessions and tokens ------------------------------ */
+/* ---- synchronous sessions and tokens: not on this backend ----------------
+ * A worker issues them through its handle (redis_async.c); blocking one
+ * here would stall every stream of that worker for a round trip. */
 
 static int r_sm_create(struct store *st, const struct sm_record *rec, const char *bare,
 		       const char *resource)
@@ -377,7 +314,7 @@ static int r_sm_create(struct store *st, const struct sm_record *rec, const char
 	return -ENOTSUP;
 }
 
-static int r_sm_append(struct store *st, const char *id, uint32_t epoch, const struct sm_entry *e,
+static int r_sm_append(struct store *st, const char *id, uint32_t epoch, struct sm_entry *e,
 		       struct bus_addr *moved_to)
 {
 	(void)st, (void)id, (void)epoch, (void)e, (void)moved_to;
@@ -446,6 +383,9 @@ static const struct store_ops redis_ops = {
 	.fast_get = r_fast_get,
 	.fast_cas = r_fast_cas,
 	.user_put_many = r_user_put_many,
+	.submit = rstore_submit,
+	.compensate = rstore_compensate,
+	.attach = rstore_attach,
 };
 
 struct store *store_redis_open(const char *addr, char *err, size_t errlen)
@@ -461,6 +401,10 @@ struct store *store_redis_open(const char *addr, char *err, size_t errlen)
 	}
 	snprintf(s->addr, sizeof(s->addr), "%s", addr);
 	s->st.ops = &redis_ops;
+	if (rstore_sids_init(s)) {
+		snprintf(err, errlen, "store: out of memory");
+		goto fail;
+	}
 	pthread_mutex_init(&s->lock, NULL);
 	s->rc = redis_boot_connect(addr, err, errlen);
 	if (!s->rc)
@@ -473,6 +417,7 @@ struct store *store_redis_open(const char *addr, char *err, size_t errlen)
 fail_lock:
 	redisFree(s->rc);
 	pthread_mutex_destroy(&s->lock);
+	rstore_sids_free(s);
 fail:
 	free(s);
 	return NULL;

@@ -56,9 +56,12 @@ SESSION RECORD t:{B}:s:<sid>
   avail, prio   last broadcast presence (also in the directory entry)
 
 QUEUE ENTRIES t:{B}:q:<sid>
-"<seq>:<stamp_ms>:<payload>": seq is the entry's number in the outbound count,
-stamp_ms Redis TIME at append (the XEP-0203 delay stamp: one clock for the
-whole cluster), payload the serialized stanza, opaque. The list holds exactly
+"<seq>:<stamp_ms>:<meta><payload>": seq is the entry's number in the outbound
+count, stamp_ms Redis TIME at append (the XEP-0203 delay stamp: one clock for
+the whole cluster), payload the serialized stanza, opaque. meta is what the
+appender passed beside the payload (opaque here; store/redis_async.c writes
+the stanza's kind and addressing attributes, so a takeover rebuilds the
+routed message without parsing it), "" when it passed none. The list holds exactly
 the entries acked+1..out, in order, so an ack is one LTRIM of (h - acked)
 entries, no parsing. seq and stamp are in the entry for the reader: a takeover
 hands out the queue and each entry says what it is.
@@ -111,8 +114,8 @@ EACCES without burning: the present token belongs to whoever won the race.
 OPEN (for store/redis.c, not decided here)
 - The store interface (store.h) names a session by id only in append, ack,
   update, destroy and set_isr; with this layout the Redis backend needs the
-  bare JID too. Either the interface gains it, or the backend keeps
-  sid -> bare for the sessions its node owns (deliveries know the bare JID).
+  bare JID too. Decided in store/redis_async.c: the backend keeps sid -> bare
+  for the sessions its node created or took (deliveries know the bare JID).
 - Counting an inbound stanza in the sender's h_in and appending it to the
   recipient's queue cross two accounts, hence two tags: they cannot be one
   function under Cluster rules (one Redis alone would run it). Proposed:
@@ -219,30 +222,36 @@ end
 
 ---------------------------------------------------------------- sessions
 
--- KEYS rec, dir; ARGV sid, owner, resource, max. A new session with epoch 1,
--- attached, and the directory entry of its resource. Returns {1, old sid}:
--- the session that held the resource before (to be kicked: the newer bind
--- wins), or false.
+-- KEYS rec, dir; ARGV sid, owner, resource, max [, avail, prio]. A new
+-- session with epoch 1, attached, and the directory entry of its resource.
+-- Returns {1, old sid, old owner}: the session that held the resource
+-- before (to be kicked: the newer bind wins) and its owner, or {1, false}.
 local function sm_create(keys, args)
 	local sid, owner, res, max = args[1], args[2], args[3], num(args[4])
+	local avail, prio = num(args[5] or '0'), num(args[6] or '0')
 	if redis.call('EXISTS', keys[1]) == 1 then
 		return err('EEXIST session exists')
 	end
 	redis.call('HSET', keys[1], 'epoch', 1, 'owner', owner, 'res', res, 'h_in', 0,
-		'out', 0, 'acked', 0, 'max', max, 'att', 1, 'avail', 0, 'prio', 0, 'exp', 0)
+		'out', 0, 'acked', 0, 'max', max, 'att', 1, 'avail', avail, 'prio', prio, 'exp', 0)
 	local old = redis.call('HGET', keys[2], res)
-	redis.call('HSET', keys[2], res, sid .. '|0|0')
+	redis.call('HSET', keys[2], res, string.format('%s|%d|%d', sid, avail, prio))
 	if old then
 		old = string.match(old, '^([^|]*)')
+		local base = string.sub(keys[2], 1, -4) -- "t:{bare}:"
+		local prev = redis.call('HGET', base .. 's:' .. old, 'owner')
+		if prev and old ~= sid then
+			return { 1, old, prev }
+		end
 	end
-	return { 1, old or false }
+	return { 1, false }
 end
 
 -- KEYS rec, q; ARGV epoch (0: not the owner, e.g. delivery), payload, max
--- entries (0: no limit). Returns {seq, owner}: the entry's sequence number
--- and whom to notify.
+-- entries (0: no limit) [, meta (stored before the payload)]. Returns {seq,
+-- owner}: the entry's sequence number and whom to notify.
 local function sm_append(keys, args)
-	local epoch, payload, maxq = num(args[1]), args[2], num(args[3])
+	local epoch, payload, maxq, meta = num(args[1]), args[2], num(args[3]), args[4] or ''
 	local r, e = owned(keys[1], epoch, true)
 	if not r then
 		return e
@@ -252,7 +261,7 @@ local function sm_append(keys, args)
 		return err('ENOSPC queue full')
 	end
 	local seq = (out + 1) % TWO32
-	redis.call('RPUSH', keys[2], string.format('%d:%d:', seq, now_ms()) .. payload)
+	redis.call('RPUSH', keys[2], string.format('%d:%d:', seq, now_ms()) .. meta .. payload)
 	redis.call('HSET', keys[1], 'out', seq)
 	return { seq, r[2] }
 end
@@ -329,6 +338,22 @@ local function sm_take(keys, args)
 	return { r, redis.call('LRANGE', keys[2], 0, -1) }
 end
 
+-- KEYS rec; ARGV epoch, owner. Undoes a takeover nobody will use (the
+-- stream that asked for it closed before the reply): if <epoch> (the one the
+-- take gave) still owns the session, it becomes detached with <owner> (the
+-- owner before the take) and expires after its window, from Redis TIME, so
+-- anyone of the account can resume it. 1, or ENOENT / ESTALE (someone took it
+-- since: theirs now, untouched).
+local function sm_release(keys, args)
+	local epoch, owner = num(args[1]), args[2]
+	local r, e = owned(keys[1], epoch, false)
+	if not r then
+		return e
+	end
+	redis.call('HSET', keys[1], 'owner', owner, 'att', 0, 'exp', now_ms() + tonumber(r[7]) * 1000)
+	return 1
+end
+
 -- KEYS rec, q, isr, dir; ARGV sid, epoch (0: any). Check-and-delete: removes
 -- the session only if epoch is still its epoch, with its ISR token and its
 -- directory entry (only if that entry is still its own). Returns {record,
@@ -345,6 +370,46 @@ local function sm_destroy(keys, args)
 	local cur = redis.call('HGET', keys[4], r[3])
 	if cur and string.match(cur, '^([^|]*)') == sid then
 		redis.call('HDEL', keys[4], r[3])
+	end
+	return { r, q }
+end
+
+-- KEYS rec (a session record, as SCAN found it). The reaper's step for one
+-- session: nothing while its owner node is alive (the node's lease holds
+-- the owner's incarnation; it expires 5 s after the node stops renewing
+-- it). Of a dead owner: an attached session becomes detached now, resumable
+-- for its window (its client may resume it on any node meanwhile); a
+-- detached one past its expiry is removed like sm_destroy and returned as
+-- {record, queue} for its stanzas to be re-routed or bounced (RFC 6121).
+-- Returns 0, 1 (detached now) or {r, q}. The lease key is another slot:
+-- under Redis Cluster this check would be a read before the call.
+local function sm_reap(keys)
+	local rk = keys[1]
+	local r = rec_get(rk)
+	if not r[1] then
+		return 0
+	end
+	local inc = string.match(r[2], '^([^/]+)')
+	local name = inc and string.match(inc, '^([^.]+)')
+	if not name or redis.call('GET', 't:{node:' .. name .. '}:lease') == inc then
+		return 0
+	end
+	local now = now_ms()
+	if tonumber(r[8]) == 1 then
+		redis.call('HSET', rk, 'att', 0, 'exp', now + tonumber(r[7]) * 1000)
+		return 1
+	end
+	if now <= tonumber(r[11]) then
+		return 0
+	end
+	local base, sid = string.match(rk, '^(.*:)s:([^:]*)$')
+	local qk, dk = base .. 'q:' .. sid, base .. 'dir'
+	local q = redis.call('LRANGE', qk, 0, -1)
+	redis.call('DEL', rk, qk)
+	redis.call('HDEL', base .. 'isr', sid)
+	local cur = redis.call('HGET', dk, r[3])
+	if cur and string.match(cur, '^([^|]*)') == sid then
+		redis.call('HDEL', dk, r[3])
 	end
 	return { r, q }
 end
@@ -398,6 +463,84 @@ end
 -- resource, "<sid>|<avail>|<prio>", ...
 local function dir_get(keys)
 	return redis.call('HGETALL', keys[1])
+end
+
+---------------------------------------------------------------- delivery
+
+-- The inbox stream of the node an owner ("<name>.<boot>/w/s/g") lives on.
+local function inbox_of(owner)
+	local name = string.match(owner, '^([^./]+)')
+	return 't:{node:' .. name .. '}:in'
+end
+
+-- The sessions a stanza to <res> goes to: that resource's; for "" the
+-- available ones of the highest non-negative priority (RFC 6121 8.5.2.1.1);
+-- for "*" all of them and for "+" the available ones (presence), except
+-- those owned by node incarnation <skip> (the sender's node delivered to
+-- its own sessions already).
+local function targets(dir, res, skip)
+	local t = {}
+	if res == '*' or res == '+' then
+		local all = redis.call('HGETALL', dir)
+		for i = 1, #all, 2 do
+			local sid, avail = string.match(all[i + 1], '^([^|]*)|(%-?%d+)|')
+			if sid and (res == '*' or avail == '1') then
+				t[#t + 1] = { all[i], sid }
+			end
+		end
+		return t
+	end
+	if res ~= '' then
+		local v = redis.call('HGET', dir, res)
+		if v then
+			t[1] = { res, string.match(v, '^([^|]*)') }
+		end
+		return t
+	end
+	local all, best = redis.call('HGETALL', dir), nil
+	for i = 1, #all, 2 do
+		local sid, avail, prio = string.match(all[i + 1], '^([^|]*)|(%-?%d+)|(%-?%d+)$')
+		prio = tonumber(prio)
+		if sid and avail == '1' and prio >= 0 then
+			if best == nil or prio > best then
+				best, t = prio, {}
+			end
+			if prio == best then
+				t[#t + 1] = { all[i], sid }
+			end
+		end
+	end
+	return t
+end
+
+-- KEYS dir; ARGV resource ("" for the account's bare JID; "*" or "+" for
+-- presence to all or the available sessions), meta, payload [, the sender
+-- node's incarnation, whose sessions "*" and "+" skip].
+-- Route to sessions: the stanza is appended to the queue of each target
+-- session (numbered there: the one place that fixes its order) and its
+-- owner's node is told through its inbox (k 3: appended; e: the entry as
+-- queued). Returns {resource, seq, owner} per target: empty when no session
+-- of the directory matches (then the sender's node decides: offline,
+-- bounce). Writes the node inbox too, another slot: under Redis Cluster the
+-- notice would be a second call (see the header).
+local function deliver(keys, args)
+	local res, meta, payload, skip = args[1], args[2], args[3], args[4] or ''
+	local base = string.sub(keys[1], 1, -4) -- "t:{bare}:"
+	local out = {}
+	for _, t in ipairs(targets(keys[1], res)) do
+		local rk, qk = base .. 's:' .. t[2], base .. 'q:' .. t[2]
+		local r = rec_get(rk)
+		if r[1] and (skip == '' or string.match(r[2], '^([^/]+)') ~= skip) then
+			local seq = (tonumber(r[5]) + 1) % TWO32
+			local entry = string.format('%d:%d:', seq, now_ms()) .. meta .. payload
+			redis.call('RPUSH', qk, entry)
+			redis.call('HSET', rk, 'out', seq)
+			redis.call('XADD', inbox_of(r[2]), 'MAXLEN', '~', 10000, '*',
+				'k', 3, 'to', r[2], 'seq', seq, 'e', entry)
+			out[#out + 1] = { t[1], seq, r[2] }
+		end
+	end
+	return out
 end
 
 ---------------------------------------------------------------- FAST
@@ -484,12 +627,15 @@ reg('sm_append', sm_append)
 reg('sm_ack', sm_ack)
 reg('sm_update', sm_update)
 reg('sm_take', sm_take)
+reg('sm_release', sm_release)
 reg('sm_destroy', sm_destroy)
+reg('sm_reap', sm_reap)
 reg('sm_get', sm_get, RO)
 reg('sm_set_isr', sm_set_isr)
 reg('sm_isr_get', sm_isr_get, RO)
 reg('sm_isr_burn', sm_isr_burn)
 reg('dir_get', dir_get, RO)
+reg('deliver', deliver)
 reg('fast_get', fast_get, RO)
 reg('fast_cas', fast_cas)
 reg('lease_acquire', lease_acquire)

@@ -10,6 +10,7 @@
 
 #include <sodium.h>
 
+#include "tether/log.h"
 #include "tether/rmsg.h"
 #include "tether/timer.h"
 
@@ -37,6 +38,8 @@ struct store_handle *store_attach(struct store *st, void *link)
 	h->st = st;
 	h->link = link;
 	h->tail = &h->head;
+	if (st->ops->attach)
+		st->ops->attach(h);
 	return h;
 }
 
@@ -332,9 +335,12 @@ struct store_op *store_fast_cas_async(struct store_handle *h, const char *bare, 
 static void write_complete(struct store_op *op)
 {
 	struct store_write_op *w = (struct store_write_op *)op;
+	const struct bus_addr *owner = NULL;
+	if ((w->err == -ESTALE || (!w->err && op->kind == STORE_OP_SM_CREATE)) &&
+	    (w->owner.slot || w->owner.gen))
+		owner = &w->owner;
 	if (w->fn)
-		w->fn(op->ud, w->err, w->err == -ESTALE && w->owner.slot + w->owner.gen ? &w->owner
-										 : NULL);
+		w->fn(op->ud, w->err, owner, op->kind == STORE_OP_SM_APPEND ? &w->e : NULL);
 }
 
 static void write_release(struct store_op *op)
@@ -519,6 +525,92 @@ struct store_op *store_sm_destroy_async(struct store_handle *h, const char *id, 
 	d->fn = fn;
 	if (!h->st->ops->submit)
 		store_sm_destroy(h->st, id, epoch, destroy_collect, d);
+	op_queue(h, &d->op, &d->err);
+	return &d->op;
+}
+
+/* ---- notices to another node -------------------------------------------- */
+
+static void notice_complete(struct store_op *op)
+{
+	struct store_notice_op *n = (struct store_notice_op *)op;
+	if (n->err)
+		log_warn("store: a notice to node %u was not sent (%s)", n->to.node,
+			 strerror(-n->err));
+}
+
+int store_node_notice(struct store_handle *h, const struct bus_addr *to, int kind, int cond)
+{
+	if (!h->st->ops->submit)
+		return -ENOTSUP;
+	struct store_notice_op *n = op_new(sizeof(*n), STORE_OP_NODE_NOTICE, NULL, notice_complete,
+					   NULL);
+	if (!n)
+		return -ENOMEM;
+	n->to = *to;
+	n->kind = kind;
+	n->cond = cond;
+	op_queue(h, &n->op, &n->err);
+	return 0;
+}
+
+/* ---- barrier ------------------------------------------------------------ */
+
+static void barrier_complete(struct store_op *op)
+{
+	((struct store_barrier_op *)op)->fn(op->ud);
+}
+
+struct store_op *store_barrier_async(struct store_handle *h, void (*fn)(void *ud), void *ud)
+{
+	struct store_barrier_op *b = op_new(sizeof(*b), STORE_OP_BARRIER, ud, barrier_complete, NULL);
+	if (!b)
+		return NULL;
+	b->fn = fn;
+	op_queue(h, &b->op, &b->err);
+	return &b->op;
+}
+
+/* ---- delivery through the shared directory -------------------------------- */
+
+static void deliver_complete(struct store_op *op)
+{
+	struct store_deliver_op *d = (struct store_deliver_op *)op;
+	d->fn(op->ud, d->err, d->n, d->msg);
+}
+
+static void deliver_release(struct store_op *op)
+{
+	struct store_deliver_op *d = (struct store_deliver_op *)op;
+	if (d->msg)
+		rmsg_unref(d->msg);
+	free(d->bare);
+	free(d->resource);
+	d->msg = NULL;
+	d->bare = d->resource = NULL;
+}
+
+int store_shared(const struct store_handle *h)
+{
+	return h->st->ops->submit != NULL;
+}
+
+struct store_op *store_deliver_async(struct store_handle *h, const char *bare,
+				     const char *resource, struct rmsg *m,
+				     store_delivered_fn *fn, void *ud)
+{
+	if (!store_shared(h))
+		return NULL;
+	struct store_deliver_op *d = op_new(sizeof(*d), STORE_OP_DELIVER, ud, deliver_complete,
+					    deliver_release);
+	if (!d)
+		return NULL;
+	if (!(d->bare = strdup(bare)) || !(d->resource = strdup(resource ? resource : ""))) {
+		op_free(&d->op);
+		return NULL;
+	}
+	d->fn = fn;
+	d->msg = rmsg_ref(m);
 	op_queue(h, &d->op, &d->err);
 	return &d->op;
 }

@@ -20,6 +20,9 @@ enum store_op_kind {
 	STORE_OP_SM_UPDATE,
 	STORE_OP_SM_SET_ISR,
 	STORE_OP_SM_DESTROY,
+	STORE_OP_NODE_NOTICE,
+	STORE_OP_BARRIER,
+	STORE_OP_DELIVER,
 	STORE_OP_IM_ROSTER,          /* store_im.h: the whole roster */
 	STORE_OP_IM_CONTACTS,        /* contacts by subscription, pending requests */
 	STORE_OP_IM_SET,
@@ -121,6 +124,32 @@ struct store_destroy_op {
 	char *bare, *resource;
 	struct sm_entry *q;     /* the caller's callback takes these references */
 	size_t n;
+};
+
+/* A notice to another node's inbox (store_node_notice). */
+struct store_notice_op {
+	struct store_op op;     /* first */
+	struct bus_addr to;
+	int kind;               /* enum bus_kind: BUS_KICK or BUS_MOVED */
+	int cond;
+	int err;
+};
+
+/* A stanza routed to the sessions of an account (store_deliver_async). */
+struct store_deliver_op {
+	struct store_op op;     /* first */
+	store_delivered_fn *fn;
+	char *bare, *resource;
+	struct rmsg *msg;       /* one reference */
+	int err;
+	size_t n;               /* sessions it was appended to */
+};
+
+/* Completes once everything issued before it did (store_barrier_async). */
+struct store_barrier_op {
+	struct store_op op;     /* first */
+	void (*fn)(void *ud);
+	int err;
 };
 
 /* Queues <op> (filled by its issuer) behind what <h> issued before: the

@@ -29,6 +29,7 @@ enum bus_kind {
 	BUS_DELIVER = 0, /* put <msg> on the session's stream (queued while detached) */
 	BUS_KICK,        /* end the session's stream with stream error <cond> */
 	BUS_MOVED,       /* the session's SM state was resumed elsewhere */
+	BUS_APPENDED,    /* another node appended <msg> to the session's queue as entry <seq> */
 };
 
 /* One request to a session, as it travels to the owning worker. */
@@ -37,7 +38,8 @@ struct bus_item {
 	enum bus_kind kind;
 	struct bus_addr to;
 	int cond;              /* BUS_KICK: enum stream_err */
-	struct rmsg *msg;      /* BUS_DELIVER: one reference, owned by the item */
+	uint32_t seq;          /* BUS_APPENDED: the entry's number */
+	struct rmsg *msg;      /* BUS_DELIVER, BUS_APPENDED: one reference, owned by the item */
 };
 
 /* The three calls below decide where <to> is. This worker (<w>): carried
@@ -56,5 +58,10 @@ int bus_kick(struct worker *w, const struct bus_addr *to, int cond);
 
 /* Tells session <to> that its SM session was resumed on another stream. */
 int bus_moved(struct worker *w, const struct bus_addr *to);
+
+/* Tells session <to> (of this node) that another node appended <m> to its
+ * queue as entry <seq> (that node's notice came through our inbox).
+ * Consumes the caller's reference of <m>. */
+int bus_appended(struct worker *w, const struct bus_addr *to, uint32_t seq, struct rmsg *m);
 
 #endif /* TETHER_BUS_H */

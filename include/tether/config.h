@@ -16,6 +16,7 @@ struct config {
 	/* [server] */
 	char domain[CONFIG_STR_MAX];        /* domain = localhost */
 	unsigned workers;                   /* workers = 0 (one per core) */
+	unsigned drain_timeout;             /* drain_timeout = 10 s from SIGTERM to exit at most */
 	char log_level[16];                 /* log_level = info */
 	/* [c2s] */
 	char listen[CONFIG_STR_MAX];        /* listen = 127.0.0.1:5222 (STARTTLS); empty = off */
@@ -45,6 +46,7 @@ struct config {
 	/* [sm] XEP-0198 */
 	unsigned sm_max_resume;             /* max_resume = 300 seconds a session waits for resumption */
 	unsigned sm_max_queue;              /* max_queue = 1000 unacked stanzas per session */
+	size_t sm_max_queue_bytes;          /* max_queue_bytes = 1048576 bytes of unacked stanzas per session */
 	unsigned sm_ack_every;              /* ack_every = 5: <r/> after this many unacked stanzas */
 	unsigned sm_ack_after_ms;           /* ack_after_ms = 1000: <r/> when stanzas wait this long */
 	unsigned sm_ack_timeout;            /* ack_timeout = 60 s a full queue may stay unacked */

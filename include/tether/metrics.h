@@ -30,7 +30,9 @@ struct sbuf;
 	F(F_SESSIONS_BOUND, "tether_sessions_bound_total", "counter", \
 	  "Resources bound (RFC 6120 bind or Bind2).") \
 	F(F_LIMIT_HITS, "tether_limit_hits_total", "counter", \
-	  "Connections, stanzas or authentication attempts refused by a configured limit, by limit.")
+	  "Connections, stanzas or authentication attempts refused by a configured limit, by limit.") \
+	F(F_BACKPRESSURE, "tether_backpressure_pauses_total", "counter", \
+	  "Times a client stream stopped reading to let something slower catch up, by cause.")
 
 /* SERIES(id, family, labels) - labels as they appear between braces. */
 #define METRIC_SERIES(S) \
@@ -51,7 +53,9 @@ struct sbuf;
 	S(M_LIMIT_CONNS_PER_IP, F_LIMIT_HITS, "limit=\"max_conns_per_ip\"") \
 	S(M_LIMIT_PREAUTH_CONNS, F_LIMIT_HITS, "limit=\"max_preauth_conns\"") \
 	S(M_LIMIT_AUTH_PER_IP, F_LIMIT_HITS, "limit=\"auth_fail_rate_per_ip\"") \
-	S(M_LIMIT_AUTH_PER_ACCOUNT, F_LIMIT_HITS, "limit=\"auth_fail_rate_per_account\"")
+	S(M_LIMIT_AUTH_PER_ACCOUNT, F_LIMIT_HITS, "limit=\"auth_fail_rate_per_account\"") \
+	S(M_LIMIT_SM_QUEUE, F_LIMIT_HITS, "limit=\"sm_max_queue\"") \
+	S(M_STORE_BACKPRESSURE, F_BACKPRESSURE, "cause=\"store\"")
 
 enum metric_family {
 #define METRIC_F_ENUM(id, name, type, help) id,

@@ -71,8 +71,25 @@ void rlink_start(struct rlink *l);
 int rlink_command(struct rlink *l, int argc, const char **argv, const size_t *argvlen,
 		  rproto_fn *fn, void *ud, uint64_t timeout_ms, uint64_t *handle);
 
+/* A command every new connection of <l> sends first, ahead of anything
+ * issued on the link (what a client's AUTH or SELECT would be; a worker's
+ * store: load the FUNCTION library if a restarted Redis lost it, so the
+ * commands queued behind it find it). <fn>(reply, err, <ud>) gets its reply
+ * on each connection (NULL: ignored). The arguments are copied; a second
+ * call replaces the first. Takes effect from the next connect (call it
+ * before rlink_start()). 0 or -ENOMEM (nothing changed). */
+int rlink_set_hello(struct rlink *l, int argc, const char **argv, const size_t *argvlen,
+		    rproto_fn *fn, void *ud);
+
 /* Cancels a command issued on <l> (rproto_cancel). 0 or -ENOENT. */
 int rlink_cancel(struct rlink *l, uint64_t handle);
+
+/* A second link on one ring: its CQEs carry user_data op <op> instead of
+ * OP_RLINK, so the loop can tell the links apart. Before rlink_start(). */
+void rlink_set_ud_op(struct rlink *l, unsigned op);
+
+/* Commands issued whose reply has not come (sent or not yet). */
+size_t rlink_outstanding(const struct rlink *l);
 
 /* 1 while the link is up. */
 int rlink_up(const struct rlink *l);

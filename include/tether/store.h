@@ -34,10 +34,14 @@ struct store_ops {
 	 * back into the store. */
 	int (*sm_create)(struct store *st, const struct sm_record *rec, const char *bare,
 			 const char *resource);
-	/* Appends <e> (the store takes its own reference to e->msg) and sets
-	 * out = e->seq. -ESTALE fills <moved_to> with the current owner. */
+	/* Appends <e> (the store takes its own reference to e->msg) as the
+	 * queue's next entry: the store numbers it (e->seq = out + 1, the
+	 * one place where the order of a session's stanzas is fixed) and sets
+	 * out. Epoch 0: a delivery by someone else than the owner (another
+	 * node), fenced by nothing but the session's existence. -ESTALE fills
+	 * <moved_to> with the current owner. */
 	int (*sm_append)(struct store *st, const char *id, uint32_t epoch,
-			 const struct sm_entry *e, struct bus_addr *moved_to);
+			 struct sm_entry *e, struct bus_addr *moved_to);
 	/* Releases the queued entries up to <h>; -ERANGE if h acks too much. */
 	int (*sm_ack)(struct store *st, const char *id, uint32_t epoch, uint32_t h);
 	/* Writes h_in, max, attached, expires_ms and presence of <rec>. */
@@ -91,6 +95,9 @@ struct store_ops {
 	/* A cancelled operation whose reply comes anyway: undo what it did
 	 * if that matters (a take gives the session back). Optional. */
 	void (*compensate)(struct store_handle *h, struct store_op *op);
+	/* store_attach() made handle <h> (h->link set): a backend prepares
+	 * the link (redis: what every new connection sends first). Optional. */
+	void (*attach)(struct store_handle *h);
 
 	/* IM data: rosters, subscription states, offline messages (the calls
 	 * of store_im.h, same arguments and results). Optional: NULL gives
@@ -160,7 +167,7 @@ static inline int store_sm_create(struct store *st, const struct sm_record *rec,
 				  const char *bare, const char *resource)
 { return st->ops->sm_create(st, rec, bare, resource); }
 static inline int store_sm_append(struct store *st, const char *id, uint32_t epoch,
-				  const struct sm_entry *e, struct bus_addr *moved_to)
+				  struct sm_entry *e, struct bus_addr *moved_to)
 { return st->ops->sm_append(st, id, epoch, e, moved_to); }
 static inline int store_sm_ack(struct store *st, const char *id, uint32_t epoch, uint32_t h)
 { return st->ops->sm_ack(st, id, epoch, h); }
@@ -276,12 +283,16 @@ struct store_op *store_fast_cas_async(struct store_handle *h, const char *bare, 
  * Each is the synchronous call of the same name, issued now (the memory
  * backend performs it at once; a networked one sends it, pipelined behind
  * what this worker issued before) and completed later, in order, with
- * <fn>(<ud>, err, owner): 0, -ESTALE (the session was taken over; <owner>
- * is its owner now when known, else NULL), -ENOENT, -ERANGE (ack) or
- * -errno (-ENOTCONN, -ETIMEDOUT: the store cannot be reached). <fn> may
+ * <fn>(<ud>, err, owner, e): 0, -ESTALE (the session was taken over;
+ * <owner> is its owner now when known, else NULL), -ENOENT, -ERANGE (ack)
+ * or -errno (-ENOTCONN, -ETIMEDOUT: the store cannot be reached); <e> is
+ * the entry an append wrote (borrowed), else NULL. A create that took the
+ * resource from another session (shared store) gives 0 with <owner> that
+ * session's owner: the newer bind wins, the caller has it kicked. <fn> may
  * be NULL. Arguments are copied; append takes its own reference to
  * e->msg. NULL: out of memory (nothing was issued, <fn> never runs). */
-typedef void store_write_fn(void *ud, int err, const struct bus_addr *owner);
+typedef void store_write_fn(void *ud, int err, const struct bus_addr *owner,
+			    const struct sm_entry *e);
 struct store_op *store_sm_create_async(struct store_handle *h, const struct sm_record *rec,
 				       const char *bare, const char *resource,
 				       store_write_fn *fn, void *ud);
@@ -301,10 +312,49 @@ struct store_op *store_sm_set_isr_async(struct store_handle *h, const char *id, 
 struct store_op *store_sm_destroy_async(struct store_handle *h, const char *id, uint32_t epoch,
 					store_sm_drain_fn *fn, void *ud);
 
+/* ---- notices to another node (cluster) -----------------------------------
+ *
+ * Puts notice <kind> (BUS_KICK with stream error <cond>, or BUS_MOVED) for
+ * session <to>, which lives on another node, in that node's inbox (redis:
+ * a stream the node reads, store/redis_inbox.c). At most once: a notice
+ * the node misses (it was down, or its link was) changes nothing that
+ * fencing does not already decide, since its session's next write fails
+ * with -ESTALE. Fire and forget: 0 once issued, -ENOMEM; a failure later
+ * is logged. The memory backend has no other node: -ENOTSUP. */
+int store_node_notice(struct store_handle *h, const struct bus_addr *to, int kind, int cond);
+
+/* ---- delivery to sessions anywhere (cluster) --------------------------------
+ *
+ * Route to sessions: appends <m> to the queue of each session of account
+ * <bare> that it goes to, found in the shared directory (resource
+ * <resource>, or for "" the available resources of the highest
+ * non-negative priority; for presence "*" every session and "+" the
+ * available ones, except this node's), and tells each owner's node. Later <fn>(<ud>,
+ * err, n, m) with the number of sessions it went to (0: none matched; the
+ * caller decides: another resource, offline, a bounce) and the message
+ * (borrowed). The memory backend has no directory beyond the node's own
+ * router: NULL, with nothing issued. NULL also on OOM. */
+typedef void store_delivered_fn(void *ud, int err, size_t n, struct rmsg *m);
+struct store_op *store_deliver_async(struct store_handle *h, const char *bare,
+				     const char *resource, struct rmsg *m,
+				     store_delivered_fn *fn, void *ud);
+/* 1 if the store is shared with other nodes (delivery may go through it). */
+int store_shared(const struct store_handle *h);
+
+/* A no-op that completes after everything issued on <h> before it:
+ * <fn>(<ud>) then. For back-pressure (a stream stops parsing until the
+ * store caught up). NULL: out of memory. */
+struct store_op *store_barrier_async(struct store_handle *h, void (*fn)(void *ud), void *ud);
+
 /* Backend constructors, called by store_open() only (callers use
  * store_open()). Same contract as store_open(). */
 struct store *store_memory_open(const char *path, char *err, size_t errlen);
-/* <path> is the Redis address ("host:port" or "unix:/path"). Blocking: users only, for tetherctl. */
+/* <path> is the Redis address ("host:port" or "unix:/path"). Connects
+ * (blocking) and loads the FUNCTION library if it is missing. The
+ * synchronous user calls block (tetherctl); a worker goes through its
+ * handle (store_attach with its rlink) and the *_async calls; the
+ * synchronous session and FAST calls return -ENOTSUP. Owner addresses
+ * name nodes by nodes.h: nodes_set_self() before the first operation. */
 struct store *store_redis_open(const char *path, char *err, size_t errlen);
 
 #endif /* TETHER_STORE_H */

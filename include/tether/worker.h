@@ -17,6 +17,8 @@ struct bus_addr;
 struct bus_item;
 struct conn;
 struct rlink;
+struct inbox;
+struct cluster;
 struct rmsg;
 struct store_handle;
 
@@ -29,6 +31,7 @@ enum ring_op {
 	OP_WAKE,         /* MSG_RING from another thread: drain the inbox */
 	OP_IGNORE,       /* completions we do not care about (our MSG_RING sends) */
 	OP_RLINK,        /* the worker's Redis link (rlink.h); slot = enum rlink_op, gen = its socket's */
+	OP_INBOX,        /* worker 0: the node inbox's Redis link (inbox.h), as OP_RLINK */
 };
 
 static inline uint64_t ud_pack(unsigned op, uint32_t gen, uint32_t slot)
@@ -65,6 +68,11 @@ struct worker_handlers {
 	void (*deliver)(void *p, struct rmsg *m);
 	void (*kick)(void *p, int cond);
 	void (*moved)(void *p);
+	/* Another node appended <m> (borrowed) as entry <seq> of the queue. */
+	void (*appended)(void *p, uint32_t seq, struct rmsg *m);
+	/* A stanza left in the queue of a session that ended elsewhere (the
+	 * reaper): re-route or bounce it (RFC 6121). Consumes <m>. */
+	void (*orphan)(struct worker *w, struct rmsg *m, uint64_t stamp_ms);
 	/* A delivery reached <to>, a slot whose session is gone: find the
 	 * recipient again or bounce. Consumes one reference of <m>. */
 	void (*stale)(struct worker *w, const struct bus_addr *to, struct rmsg *m);
@@ -97,6 +105,9 @@ struct worker {
 	struct timer_wheel wheel;
 	struct store_handle *sh;     /* store operations issued here complete in this loop */
 	struct rlink *rlink;         /* [store] backend = redis: this worker's Redis connection */
+	struct inbox *node_inbox;    /* worker 0 with redis: notices from other nodes (inbox.h) */
+	struct cluster *cluster;     /* worker 0 with redis: the node's lease, the reaper (cluster.h) */
+	atomic_int rlink_up;         /* its state, for /readyz (written by the worker only) */
 	/* inbox of bus items: lock-free LIFO push, the owner takes all and reverses */
 	_Atomic(struct bus_item *) inbox;
 	atomic_int wake_pending;
@@ -134,6 +145,12 @@ void worker_want_trim(struct worker *w);
 
 /* Queues <c> for a send at the end of this loop turn. */
 void worker_want_flush(struct worker *w, struct conn *c);
+
+/* 1 unless the worker has a Redis link that is down (any thread). */
+static inline int worker_store_up(struct worker *w)
+{
+	return !w->rlink || atomic_load_explicit(&w->rlink_up, memory_order_relaxed);
+}
 
 /* Gets an SQE, submitting first if the SQ is full. Never NULL. */
 struct io_uring_sqe *worker_sqe(struct worker *w);

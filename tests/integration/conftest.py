@@ -17,6 +17,7 @@ is not built. Teardown fails the test if tetherd crashed (died of a signal),
 hung on SIGTERM, exited non-zero, or logged a sanitizer report.
 """
 
+import itertools
 import os
 import signal
 import socket
@@ -132,6 +133,13 @@ def config_values(tmp_path, cert, key, port, tls_port, **overrides):
     # each completion waits 0..N extra loop turns (store.h).
     if os.environ.get('TETHER_STORE_DELAY'):
         values[('store', 'test_delay')] = int(os.environ['TETHER_STORE_DELAY'])
+    # TETHER_STORE=redis runs every server on one shared redis-server
+    # (started once, emptied before each test; see redis_backend()).
+    if os.environ.get('TETHER_STORE') == 'redis' and 'backend' not in overrides \
+            and 'store_backend' not in overrides and 'store.backend' not in overrides:
+        values[('store', 'backend')] = 'redis'
+        values[('store', 'redis')] = shared_redis().addr
+        values[('cluster', 'node')] = 'n%d' % next(_NODE_NUMBERS)
     for name, value in overrides.items():
         if '.' in name:                      # 'section.key' for keys not in the table
             sk = tuple(name.split('.', 1))
@@ -141,6 +149,34 @@ def config_values(tmp_path, cert, key, port, tls_port, **overrides):
             raise TypeError('start_server: unknown override %r' % name)
         values[sk] = value
     return values
+
+
+_SHARED_REDIS = []
+_NODE_NUMBERS = itertools.count(1)
+
+
+def shared_redis():
+    """The redis-server of a TETHER_STORE=redis run (one for the session)."""
+    if not _SHARED_REDIS:
+        import tempfile
+        from redis_server import RedisServer
+        d = tempfile.mkdtemp(prefix='tether-redis-all-')
+        _SHARED_REDIS.append(RedisServer(d))
+    return _SHARED_REDIS[0]
+
+
+@pytest.fixture(autouse=True)
+def redis_backend():
+    """With TETHER_STORE=redis: every test starts from an empty Redis (the
+    FUNCTION library stays; nodes load it anyway)."""
+    if os.environ.get('TETHER_STORE') == 'redis':
+        shared_redis().cli('FLUSHALL')
+    yield
+
+
+def pytest_sessionfinish(session, exitstatus):
+    for r in _SHARED_REDIS:
+        r.stop()
 
 
 class TetherServer:
@@ -162,6 +198,10 @@ class TetherServer:
         self.finished = False
         env = dict(os.environ)
         env.setdefault('UBSAN_OPTIONS', 'print_stacktrace=1')
+        if values.get(('store', 'backend')) == 'redis' and _SHARED_REDIS and \
+                values.get(('store', 'redis')) == _SHARED_REDIS[0].addr:
+            # Servers of one test are separate clusters with their own keys.
+            _SHARED_REDIS[0].cli('DEL', 't:{cluster}:keycheck')
         self._logf = open(self.log_path, 'ab')  # O_APPEND: every writer appends
         self.proc = subprocess.Popen([str(tetherd_path()), '-c', self.config_path],
                                      stdin=subprocess.DEVNULL, stdout=self._logf,

@@ -26,7 +26,7 @@ def redis_server_bin():
 
 
 class RedisServer:
-    def __init__(self, directory):
+    def __init__(self, directory, aof=False):
         self.bin = redis_server_bin()
         if not self.bin:
             pytest.skip('redis-server not found (apt-get install redis-server, or set REDIS_SERVER)')
@@ -38,8 +38,8 @@ class RedisServer:
         self.logfile = str(self.dir / 'redis.log')
         self.proc = subprocess.Popen(
             [self.bin, '--port', '0', '--unixsocket', self.sock, '--unixsocketperm', '700',
-             '--dir', str(self.dir), '--save', '', '--appendonly', 'no', '--daemonize', 'no',
-             '--logfile', self.logfile],
+             '--dir', str(self.dir), '--save', '', '--appendonly', 'yes' if aof else 'no',
+             '--appendfsync', 'always', '--daemonize', 'no', '--logfile', self.logfile],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while True:

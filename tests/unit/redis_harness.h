@@ -100,8 +100,18 @@ static void rs_start(struct rserver *s, int aof)
 	for (int i = 0; i < 1000; i++) {
 		int fd = rs_connect(s);
 		if (fd != -1) {
+			/* Accepting is not serving: with an AOF, Redis answers
+			 * -LOADING until the dataset is in. Wait for +PONG. */
+			char buf[64];
+			ssize_t n = 0;
+			struct pollfd pfd = { .fd = fd, .events = POLLIN };
+			if (send(fd, "PING\r\n", 6, MSG_NOSIGNAL) == 6 && poll(&pfd, 1, 1000) == 1)
+				n = recv(fd, buf, sizeof(buf) - 1, 0);
 			close(fd);
-			return;
+			if (n >= 5 && !memcmp(buf, "+PONG", 5))
+				return;
+			usleep(10000);
+			continue;
 		}
 		int st;
 		if (waitpid(s->pid, &st, WNOHANG) == s->pid) {

@@ -114,7 +114,7 @@ static int f_sm_create(struct store *st, const struct sm_record *rec, const char
 	return 0;
 }
 
-static int f_sm_append(struct store *st, const char *id, uint32_t epoch, const struct sm_entry *e,
+static int f_sm_append(struct store *st, const char *id, uint32_t epoch, struct sm_entry *e,
 		       struct bus_addr *moved_to)
 {
 	(void)st; (void)id; (void)epoch; (void)e; (void)moved_to;
@@ -222,10 +222,15 @@ static void t_pause_read(void *io, unsigned ms) { (void)ms; ((struct fconn *)io)
 static void t_trim_memory(void *io) { ((struct fconn *)io)->trimmed++; }
 static const char *t_peer(void *io) { (void)io; return "test"; }
 
+/* The worker's store handle: completions run when feed() polls it. */
+static struct store_handle *fsh;
+static struct store_handle *t_store(void *io) { (void)io; return fsh; }
+
 static const struct transport fake_tp = {
 	.send = t_send, .close = t_close, .set_timer = t_set_timer, .release = t_release,
 	.cb_exporter = t_cb_exporter, .cb_unique = t_cb_unique, .is_tls = t_is_tls,
 	.pause_read = t_pause_read, .trim_memory = t_trim_memory, .peer = t_peer,
+	.store = t_store,
 };
 
 /* ---- fixture ------------------------------------------------------------ */
@@ -245,13 +250,16 @@ static int setup(void **state)
 	wk.srv = &srv;
 	wk.idx = 0;
 	bus_reset();
-	return srv.router ? 0 : -1;
+	fsh = store_attach(&fake_store, NULL);
+	return srv.router && fsh ? 0 : -1;
 }
 
 static int teardown(void **state)
 {
 	(void)state;
 	bus_reset();
+	store_detach(fsh);
+	fsh = NULL;
 	router_free(srv.router);
 	srv.router = NULL;
 	return 0;
@@ -283,7 +291,12 @@ static void close_stream(struct fconn *f)
 static const char *feed(struct fconn *f, const char *xml, enum tp_feed want)
 {
 	sbuf_reset(&f->out);
-	assert_int_equal(c2s_feed(f->s, xml, strlen(xml)), want);
+	enum tp_feed got = c2s_feed(f->s, xml, strlen(xml));
+	while (store_pending(fsh)) /* the store answers: the stream goes on */
+		store_poll(fsh);
+	if (got == TP_FEED_OK && f->closed)
+		got = TP_FEED_CLOSED; /* closed once the store answered */
+	assert_int_equal(got, want);
 	assert_int_equal(sbuf_append(&f->out, "", 1), 0);
 	f->out.len--;
 	return f->out.data;

@@ -547,6 +547,57 @@ static char *read_file(const char *path, size_t *len)
 	return buf;
 }
 
+/* The extensions the asynchronous backend uses: an append's meta part
+ * lands between the entry's header and its payload; create takes the
+ * presence; sm_release hands back a session taken by nobody, only if the
+ * epoch given is still the session's. */
+static void test_meta_presence_release(void **state)
+{
+	(void)state;
+	struct conn c;
+	struct rcopy r = { 0 };
+	conn_open(&c);
+	RS_CMD(c.rp, c.fd, &r, "FCALL", "tether_sm_create", "2", REC("S1"), DIR, "S1", "A/0/1/1",
+	       "phone", "300", "1", "-3");
+	is_ok(&r);
+	RS_CMD(c.rp, c.fd, &r, "HGET", DIR, "phone");
+	assert_string_equal(r.str, "S1|1|-3");
+	const char *argv[] = { "FCALL", "tether_sm_append", "2", REC("S1"), Q("S1"), "1", "<m/>", "0",
+			       "0a\0b\0c\0d\0" };
+	size_t lens[] = { 5, 16, 1, strlen(REC("S1")), strlen(Q("S1")), 1, 4, 1, 9 };
+	assert_int_equal(rs_cmdv(c.rp, c.fd, &r, 9, argv, lens), 0);
+	is_ok(&r);
+	RS_CMD(c.rp, c.fd, &r, "LINDEX", Q("S1"), "0");
+	const char *body = strchr(strchr(r.str, ':') + 1, ':') + 1;
+	assert_int_equal(r.len - (size_t)(body - r.str), 13);
+	assert_memory_equal(body, "0a\0b\0c\0d\0<m/>", 13);
+
+	/* taken by B (epoch 2); released with a stale epoch: untouched */
+	RS_CMD(c.rp, c.fd, &r, "FCALL", "tether_sm_take", "3", REC("S1"), Q("S1"), ISR, "S1", "B/0/2/2", "");
+	is_ok(&r);
+	RS_CMD(c.rp, c.fd, &r, "FCALL", "tether_sm_release", "1", REC("S1"), "1", "A/0/1/1");
+	is_err(&r, "ESTALE");
+	RS_CMD(c.rp, c.fd, &r, "HMGET", REC("S1"), "owner", "att", "exp");
+	assert_string_equal(r.el[0].str, "B/0/2/2");
+	assert_string_equal(r.el[1].str, "1");
+	/* with the take's epoch: detached, owner A again, expiring in 300 s */
+	RS_CMD(c.rp, c.fd, &r, "FCALL", "tether_sm_release", "1", REC("S1"), "2", "A/0/1/1");
+	is_ok(&r);
+	RS_CMD(c.rp, c.fd, &r, "HMGET", REC("S1"), "owner", "att", "exp", "epoch");
+	assert_string_equal(r.el[0].str, "A/0/1/1");
+	assert_string_equal(r.el[1].str, "0");
+	assert_true(strtoull(r.el[2].str, NULL, 10) > 1700000000000ull);
+	assert_string_equal(r.el[3].str, "2");
+	/* resumable by anyone: the next take gets epoch 3 */
+	RS_CMD(c.rp, c.fd, &r, "FCALL", "tether_sm_take", "3", REC("S1"), Q("S1"), ISR, "S1", "C/0/3/3", "");
+	is_ok(&r);
+	assert_int_equal(r.el[0].el[0].integer, 3);
+	RS_CMD(c.rp, c.fd, &r, "FCALL", "tether_sm_release", "1", REC("S9"), "1", "A/0/1/1");
+	is_err(&r, "ENOENT");
+	rcopy_clear(&r);
+	conn_close(&c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -558,6 +609,7 @@ int main(void)
 		cmocka_unit_test_setup(test_fast_cas_race, setup),
 		cmocka_unit_test_setup(test_users, setup),
 		cmocka_unit_test_setup(test_leases, setup),
+		cmocka_unit_test_setup(test_meta_presence_release, setup),
 		cmocka_unit_test_setup(test_survives_reload_and_restart, setup),
 	};
 	lib = read_file(LIB_PATH, &lib_len);

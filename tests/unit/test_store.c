@@ -13,6 +13,7 @@
 #include <cmocka.h>
 #include <sodium.h>
 
+#include "tether/rmsg.h"
 #include "tether/scram.h"
 #include "tether/store.h"
 
@@ -208,6 +209,114 @@ static void test_chain(void **state)
 	store_close(st);
 }
 
+/* ---- the owner's writes -------------------------------------------------- */
+
+struct wlog {
+	int n;
+	int err[N];
+	uint32_t seq[N];       /* append: the entry's number */
+	int owner_known[N];
+};
+
+static void on_write(void *ud, int err, const struct bus_addr *owner, const struct sm_entry *e)
+{
+	struct wlog *l = ud;
+	assert_true(l->n < N);
+	l->err[l->n] = err;
+	l->seq[l->n] = e ? e->seq : 0;
+	l->owner_known[l->n] = owner != NULL;
+	l->n++;
+}
+
+static struct wlog drained_log;
+static size_t drained_n;
+
+static void on_drain(void *ud, int err, const struct sm_record *rec, const char *bare,
+		     const char *resource, struct sm_entry *q, size_t n)
+{
+	(void)ud; (void)rec; (void)bare; (void)resource;
+	drained_log.err[drained_log.n++] = err;
+	for (size_t i = 0; i < n; i++) {
+		assert_int_equal(q[i].seq, i + 1);
+		rmsg_unref(q[i].msg);
+	}
+	drained_n = n;
+}
+
+static void on_take(void *ud, int err, const struct sm_record *rec, const char *resource,
+		    const struct sm_entry *q, size_t n, const uint8_t *resp)
+{
+	(void)rec; (void)resource; (void)q; (void)resp;
+	int *got = ud;
+	*got = err ? err : (int)n;
+}
+
+static void poll_all(struct store_handle *h)
+{
+	for (int i = 0; i < 16 && store_pending(h); i++)
+		store_poll(h);
+	assert_int_equal(store_pending(h), 0);
+}
+
+/* Writes complete in order, later; an owner that was taken over gets
+ * -ESTALE with the new owner; cancelled callbacks do not run but their
+ * writes happened; destroy hands over the queue. */
+static void test_writes(void **state)
+{
+	(void)state;
+	struct store *st = open_ok();
+	store_set_test_delay(st, 2);
+	struct store_handle *h = store_attach(st, NULL);
+	assert_non_null(h);
+	struct sm_record rec = { .epoch = 1, .max = 60, .attached = 1,
+				 .owner = { .slot = 1, .gen = 1 } };
+	memset(rec.id, 'a', SM_ID_LEN);
+	struct wlog l = { 0 };
+	assert_non_null(store_sm_create_async(h, &rec, "a@x", "r", on_write, &l));
+	for (int i = 0; i < 3; i++) {
+		struct rmsg *m = rmsg_new(RMSG_MESSAGE, "<message/>", 10, "", "", "", "");
+		struct sm_entry e = { .seq = (uint32_t)i + 1, .msg = m };
+		assert_non_null(store_sm_append_async(h, rec.id, 1, &e, on_write, &l));
+		rmsg_unref(m); /* the operation holds its own */
+	}
+	assert_int_equal(l.n, 0); /* never inside the call */
+	poll_all(h);
+	assert_int_equal(l.n, 4);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(l.err[i], 0);
+	assert_int_equal(l.seq[1], 1);
+	assert_int_equal(l.seq[3], 3);
+
+	/* Another stream takes it over: the old owner's writes are fenced. */
+	int got = -1;
+	struct bus_addr b = { .slot = 2, .gen = 1 };
+	assert_non_null(store_sm_take_async(h, rec.id, "a@x", &b, NULL, on_take, &got));
+	poll_all(h);
+	assert_int_equal(got, 3);
+	struct rmsg *m = rmsg_new(RMSG_MESSAGE, "<message/>", 10, "", "", "", "");
+	struct sm_entry e = { .seq = 4, .msg = m };
+	assert_non_null(store_sm_append_async(h, rec.id, 1, &e, on_write, &l));
+	assert_non_null(store_sm_ack_async(h, rec.id, 1, 1, on_write, &l));
+	poll_all(h);
+	assert_int_equal(l.err[4], -ESTALE);
+	assert_true(l.owner_known[4]);
+	assert_int_equal(l.err[5], -ESTALE);
+
+	/* Cancelled by context: no callback, but the write happened. */
+	e.seq = 4;
+	assert_non_null(store_sm_append_async(h, rec.id, 2, &e, on_write, &l));
+	rmsg_unref(m);
+	store_cancel_ud(h, &l);
+	poll_all(h);
+	assert_int_equal(l.n, 6);
+	assert_non_null(store_sm_destroy_async(h, rec.id, 2, on_drain, NULL));
+	poll_all(h);
+	assert_int_equal(drained_log.err[0], 0);
+	assert_int_equal(drained_n, 4);
+	store_detach(h);
+	store_close(st);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -215,6 +324,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_delay, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cancel_and_detach, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_chain, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_writes, setup, teardown),
 	};
 	if (sodium_init() < 0)
 		return 1;

@@ -1,0 +1,42 @@
+/* include/tether/cluster.h - a node's lease in the shared store, and the reaper of dead nodes' sessions. */
+#ifndef TETHER_CLUSTER_H
+#define TETHER_CLUSTER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tether/timer.h"
+
+/* With [store] backend = redis, worker 0 keeps this node's lease
+ * (t:{node:<name>}:lease = its incarnation, renewed every second, expiring
+ * CLUSTER_LEASE_MS after the node stops) and competes for the reaper's
+ * lease. The node holding it scans the sessions (a bounded batch a second)
+ * and reaps those whose owner's lease is gone: an attached session of a
+ * dead node becomes detached, resumable for its window; a detached one
+ * past its window is removed, and each stanza of its queue goes to <fn>
+ * to be re-routed or bounced as RFC 6121 says. Liveness comes from the
+ * lease keys, never from keyspace events (CLUSTER.md). */
+
+#define CLUSTER_LEASE_MS 5000u
+#define CLUSTER_TICK_MS  1000u
+
+struct cluster;
+struct rlink;
+struct rmsg;
+
+/* A stanza left by a reaped session: one reference for the callee. */
+typedef void cluster_orphan_fn(void *ud, struct rmsg *m, uint64_t stamp_ms);
+
+/* On <link> (worker 0's Redis link) and <wheel>; nodes_set_self() done.
+ * NULL on OOM. */
+struct cluster *cluster_new(struct rlink *link, struct timer_wheel *wheel,
+			    cluster_orphan_fn *fn, void *ud);
+/* Starts the ticks (from the thread of the link's ring). */
+void cluster_start(struct cluster *c);
+/* Stops the ticks; replies still due are dropped (the link stops too). */
+void cluster_free(struct cluster *c);
+
+/* Sessions detached or removed by this node's reaper so far (tests). */
+size_t cluster_reaped(const struct cluster *c);
+
+#endif /* TETHER_CLUSTER_H */

@@ -1,0 +1,173 @@
+/* store/redis_cluster.c - the node's lease and the reaper of dead nodes' sessions, on worker 0's Redis link.
+ *
+ * Every CLUSTER_TICK_MS: renew t:{node:<name>}:lease (holder: the node's
+ * incarnation "<name>.<boot>", TTL CLUSTER_LEASE_MS), then try the
+ * reaper's lease t:{cluster}:reaper. Its holder goes on with one SCAN batch
+ * over the session records and one tether_sm_reap per record found (the
+ * library decides atomically whether the owner is dead and what to do, see
+ * redis_lib.lua). A full pass takes (sessions / SCAN_COUNT) ticks. */
+#include "tether/cluster.h"
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "redis_keys.h"
+#include "tether/bus.h"
+#include "tether/log.h"
+#include "tether/rlink.h"
+#include "tether/rmsg.h"
+
+#define SCAN_COUNT "500"
+#define SESSION_MATCH RKEY_PREFIX "{*}:s:*"
+#define REAPER_KEY RKEY_PREFIX "{cluster}:reaper"
+
+struct cluster {
+	struct rlink *link;
+	struct timer_wheel *wheel;
+	struct timer tick;
+	cluster_orphan_fn *fn;
+	void *ud;
+	char inc[NODES_ID_MAX + 1];   /* "<name>.<boot>": the lease holder */
+	char lease_key[RKEY_LEN];
+	char ttl[16];
+	char cursor[24];              /* SCAN's, "0" at the start of a pass */
+	int scanning;                 /* a SCAN is outstanding */
+	int warned_busy;
+	size_t reaped;
+};
+
+static int command(struct cluster *c, int argc, const char **argv, rproto_fn *fn)
+{
+	size_t lens[8];
+	for (int i = 0; i < argc; i++)
+		lens[i] = strlen(argv[i]);
+	return rlink_command(c->link, argc, argv, lens, fn, c, 0, NULL);
+}
+
+static void on_node_lease(const redisReply *r, const char *err, void *ud)
+{
+	struct cluster *c = ud;
+	if (err != rproto_err_reply)
+		return;
+	/* Another incarnation holds our name: two nodes with one name, or
+	 * our previous run within its lease's last seconds. */
+	if (!c->warned_busy++)
+		log_error("cluster: the lease of node name %s is held by another process (%s): "
+			  "[cluster] node must be unique", nodes_name(BUS_NODE_SELF), r->str);
+}
+
+/* The session's stanzas, handed to the orphan callback in order. */
+static void reaped_queue(struct cluster *c, const redisReply *q)
+{
+	for (size_t i = 0; i < q->elements; i++) {
+		struct sm_entry e;
+		const redisReply *v = q->element[i];
+		if (v->type == REDIS_REPLY_STRING && !rcodec_entry(v->str, v->len, &e))
+			c->fn(c->ud, e.msg, e.stamp_ms);
+	}
+}
+
+static void on_reaped(const redisReply *r, const char *err, void *ud)
+{
+	struct cluster *c = ud;
+	if (err) {
+		if (err == rproto_err_reply)
+			log_warn("cluster: reaping a session: %s", r->str);
+		return;
+	}
+	if (r->type == REDIS_REPLY_INTEGER && r->integer == 1) {
+		c->reaped++;
+		log_info("cluster: a session of a dead node is detached now (resumable for its window)");
+	} else if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+		   r->element[1]->type == REDIS_REPLY_ARRAY) {
+		c->reaped++;
+		log_info("cluster: a session of a dead node expired: %zu stanzas re-routed or bounced",
+			 r->element[1]->elements);
+		reaped_queue(c, r->element[1]);
+	}
+}
+
+static void on_scan(const redisReply *r, const char *err, void *ud)
+{
+	struct cluster *c = ud;
+	c->scanning = 0;
+	if (err || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+	    r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY) {
+		snprintf(c->cursor, sizeof(c->cursor), "0");
+		return;
+	}
+	snprintf(c->cursor, sizeof(c->cursor), "%.*s", (int)r->element[0]->len, r->element[0]->str);
+	const redisReply *keys = r->element[1];
+	for (size_t i = 0; i < keys->elements; i++) {
+		const redisReply *k = keys->element[i];
+		if (k->type != REDIS_REPLY_STRING || k->len >= RKEY_LEN)
+			continue;
+		char key[RKEY_LEN];
+		memcpy(key, k->str, k->len);
+		key[k->len] = 0;
+		const char *argv[] = { "FCALL", "tether_sm_reap", "1", key };
+		command(c, 4, argv, on_reaped);
+	}
+}
+
+static void on_reaper_lease(const redisReply *r, const char *err, void *ud)
+{
+	struct cluster *c = ud;
+	(void)r;
+	if (err || c->scanning)
+		return; /* another node reaps, or the last batch is still out */
+	const char *argv[] = { "SCAN", c->cursor, "MATCH", SESSION_MATCH, "COUNT", SCAN_COUNT };
+	if (command(c, 6, argv, on_scan) == 0)
+		c->scanning = 1;
+}
+
+static void on_tick(struct timer *t)
+{
+	struct cluster *c = (struct cluster *)((char *)t - offsetof(struct cluster, tick));
+	const char *node[] = { "FCALL", "tether_lease_acquire", "1", c->lease_key, c->inc, c->ttl };
+	const char *reap[] = { "FCALL", "tether_lease_acquire", "1", REAPER_KEY, c->inc, c->ttl };
+	if (rlink_up(c->link)) {
+		command(c, 6, node, on_node_lease);
+		command(c, 6, reap, on_reaper_lease);
+	}
+	timer_arm(c->wheel, &c->tick, CLUSTER_TICK_MS, on_tick);
+}
+
+struct cluster *cluster_new(struct rlink *link, struct timer_wheel *wheel,
+			    cluster_orphan_fn *fn, void *ud)
+{
+	struct cluster *c = calloc(1, sizeof(*c));
+	if (!c)
+		return NULL;
+	c->link = link;
+	c->wheel = wheel;
+	c->fn = fn;
+	c->ud = ud;
+	const char *self = nodes_name(BUS_NODE_SELF);
+	snprintf(c->inc, sizeof(c->inc), "%s.%s", self, nodes_boot());
+	snprintf(c->lease_key, sizeof(c->lease_key), RKEY_PREFIX "{node:%s}:lease", self);
+	snprintf(c->ttl, sizeof(c->ttl), "%u", CLUSTER_LEASE_MS);
+	snprintf(c->cursor, sizeof(c->cursor), "0");
+	return c;
+}
+
+void cluster_start(struct cluster *c)
+{
+	timer_arm(c->wheel, &c->tick, CLUSTER_TICK_MS, on_tick);
+}
+
+void cluster_free(struct cluster *c)
+{
+	if (!c)
+		return;
+	timer_cancel(&c->tick);
+	free(c);
+}
+
+size_t cluster_reaped(const struct cluster *c)
+{
+	return c->reaped;
+}

@@ -1,0 +1,429 @@
+"""Several tetherd nodes on one real redis-server (AOF, appendfsync always):
+XEP-0198 sessions resumed on another node than the one they began on, after
+that node was killed with SIGKILL, with XEP-0397 ISR tokens used once across
+nodes, through a real HAProxy, and across a Redis restart.
+
+What this covers of the cluster issue: takeover on any node with the queue
+kept in Redis (nothing lost, nothing twice), kicks through node inboxes,
+and delivery to XEP-0198 sessions on other nodes (appended to their queue
+in Redis, announced through the owner's inbox). Not yet: the reaper,
+presence across nodes, sessions without XEP-0198 on other nodes."""
+
+import signal
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+import conftest as cf
+import sm_client as smc
+import xmpp_raw as xr
+from redis_server import RedisServer
+from sasl2_client import failure_condition, ht_initiator, inst_resume_xml, open_conn, success_parts
+from test_isr import detach, isr_attempt, isr_session
+from xmpp_raw import q, tostr
+
+NS_SASL2 = 'urn:xmpp:sasl:2'
+
+
+class Cluster:
+    def __init__(self, factory, tmp_path, n=3):
+        self.dir = tempfile.mkdtemp(prefix='tether-cl-')   # short: unix socket paths
+        self.redis = RedisServer(self.dir, aof=True)
+        self.key = str(tmp_path / 'token.key')
+        self.factory = factory
+        self.nodes = {}
+        for name in 'abc'[:n]:
+            self.start(name)
+        for user, pw in cf.USERS.items():
+            self.nodes['a'].add_user(user, pw)
+
+    def start(self, name):
+        s = self.factory(backend='redis', **{'store.redis': self.redis.addr, 'cluster.node': name,
+                                             'tokens.key_file': self.key, 'sm.max_resume': 120})
+        self.nodes[name] = s
+        return s
+
+    def restart_redis(self):
+        self.redis.cli('SHUTDOWN')          # AOF: fsynced on every write
+        self.redis.proc.wait(10)
+        self.redis = RedisServer(self.dir, aof=True)
+
+    def close(self):
+        self.redis.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def cluster(server_factory, tmp_path):
+    c = Cluster(server_factory, tmp_path)
+    yield c
+    c.close()
+
+
+def sm_login(node, user, resource):
+    return smc.sm_login(node, user, cf.USERS[user], resource)
+
+
+def queue_while_detached(node, to_jid, prefix, n):
+    """bob on <node> sends <n> numbered messages to <to_jid> and makes sure
+    the server handled them (a ping answered after them)."""
+    bob = xr.login(node, 'bob', cf.USERS['bob'], 'desk')
+    try:
+        for i in range(n):
+            bob.message(to_jid, smc.numbered(prefix, i))
+        bob.iq('get', "<ping xmlns='urn:xmpp:ping'/>", to=node.domain, timeout=10)
+    finally:
+        bob.close()
+
+
+def assert_exactly(conn, prefix, n):
+    got = conn.wait_bodies(prefix, n, timeout=15)
+    conn.iq('get', "<ping xmlns='urn:xmpp:ping'/>", to='localhost', timeout=10)
+    got = conn.messages(prefix)
+    assert got == [smc.numbered(prefix, i) for i in range(n)], got
+
+
+def test_resume_on_another_node_gets_the_queue_once(cluster, conns):
+    a, b = cluster.nodes['a'], cluster.nodes['b']
+    alice = sm_login(a, 'alice', 'phone')
+    jid, sid = alice.jid, alice.sm_id
+    detach(a, alice)
+    queue_while_detached(a, jid, 'q', 5)
+    new, el = smc.sm_resume(b, 'alice', cf.USERS['alice'], sid, alice.h, auto_ack=True)
+    conns.append(new)
+    assert xr.local(el.tag) == 'resumed', tostr(el)
+    assert_exactly(new, 'q', 5)
+    owner = cluster.redis.cli('HGET', 't:{alice@localhost}:s:%s' % sid, 'owner')
+    assert owner.startswith('b.'), owner
+
+
+def test_resume_elsewhere_while_the_old_connection_is_open(cluster, conns):
+    """The old node learns through its inbox that the session moved: its
+    stream ends with <conflict/> at once, not at its next write; the new
+    one on another node has everything after the client's h, once."""
+    a, b = cluster.nodes['a'], cluster.nodes['b']
+    alice = sm_login(a, 'alice', 'old')
+    conns.append(alice)
+    queue_while_detached(a, alice.jid, 'o', 6)        # sent to the open stream, not acked
+    alice.wait_bodies('o', 6, timeout=10)
+    claimed = alice.h_at_body(smc.numbered('o', 2))   # pretend 3..5 were lost in flight
+    new, el = smc.sm_resume(b, 'alice', cf.USERS['alice'], alice.sm_id, claimed, auto_ack=True)
+    conns.append(new)
+    assert xr.local(el.tag) == 'resumed', tostr(el)
+    got = new.wait_bodies('o', 3, timeout=10)
+    assert got == [smc.numbered('o', i) for i in range(3, 6)], got
+    err = alice.wait_for(q(xr.NS_STREAM, 'error'), timeout=5)
+    assert xr.stream_error_condition(err) == 'conflict', tostr(err)
+    assert alice.wait_closed(5), 'old connection not closed after <conflict/>'
+
+
+def test_node_killed_its_sessions_resume_elsewhere(cluster, conns):
+    """SIGKILL of the node holding the session, with stanzas it sent but the
+    client never acknowledged: everything comes back from Redis, once, in
+    order, on another node."""
+    a, c = cluster.nodes['a'], cluster.nodes['c']
+    alice = sm_login(a, 'alice', 'phone')
+    jid, sid = alice.jid, alice.sm_id
+    queue_while_detached(a, jid, 'k', 6)          # alice is attached: sent, not acked
+    alice.wait_bodies('k', 6, timeout=10)
+    a.stop(signal.SIGKILL)
+    smc.kill(alice)
+    new, el = smc.sm_resume(c, 'alice', cf.USERS['alice'], sid, 0, auto_ack=True)
+    conns.append(new)
+    assert xr.local(el.tag) == 'resumed', tostr(el)
+    assert int(el.get('h')) == 0
+    assert_exactly(new, 'k', 6)
+    for i, el in enumerate(new.message_els('k')):
+        assert smc.delay_of(el) is not None, tostr(el)     # XEP-0203 on retransmission
+
+
+def test_isr_on_another_node(cluster):
+    a, b = cluster.nodes['a'], cluster.nodes['b']
+    s = isr_session(a)
+    sid, token = s.sm_id, s.isr_token
+    detach(a, s)
+    c, el = isr_attempt(b, 'alice', token, sid, 0)
+    try:
+        assert el.tag == q(NS_SASL2, 'success'), tostr(el)
+        parts = success_parts(el)
+        assert parts['inst_resumed'] is not None, tostr(el)
+    finally:
+        c.close()
+    # the token was used up: a second use, on a third node, fails
+    c, el = isr_attempt(cluster.nodes['c'], 'alice', token, sid, 0)
+    c.close()
+    assert failure_condition(el) == 'not-authorized', tostr(el)
+
+
+def test_one_isr_token_on_two_nodes_at_once(cluster):
+    """Issue 10: one ISR token used on two nodes at once: exactly one
+    <inst-resumed/>, every round."""
+    a, b = cluster.nodes['a'], cluster.nodes['b']
+    for rnd in range(5):
+        s = isr_session(a)
+        sid, token = s.sm_id, s.isr_token
+        detach(a, s)
+        conns = []
+        try:
+            for node in (a, b, a, b):
+                c = open_conn(node)
+                c.open_stream(from_=node.jid('alice'))
+                conns.append(c)
+            auths = [c.authenticate_xml('HT-SHA-256-ENDP',
+                                        ht_initiator('alice', token, c.cb_data('HT-SHA-256-ENDP')),
+                                        None, inst_resume_xml(sid, 0)) for c in conns]
+            for c, auth in zip(conns, auths):
+                c.send(auth)
+            replies = [c.sasl2_reply() for c in conns]
+        finally:
+            for c in conns:
+                c.close()
+        won = [el for el in replies if el.tag == q(NS_SASL2, 'success')]
+        assert len(won) == 1, 'round %d: %d resumed: %s' % (rnd, len(won), [tostr(e) for e in replies])
+
+
+def test_redis_restart_keeps_sessions(cluster, conns):
+    """Redis stops (SHUTDOWN) and starts again from its AOF: the nodes
+    reconnect by themselves, and a session made before resumes after, on
+    another node, with its queue."""
+    a, b = cluster.nodes['a'], cluster.nodes['b']
+    alice = sm_login(a, 'alice', 'phone')
+    jid, sid = alice.jid, alice.sm_id
+    detach(a, alice)
+    queue_while_detached(a, jid, 'r', 3)
+    cluster.restart_redis()
+    deadline = time.monotonic() + 15
+    while True:                                   # the nodes' links come back (back-off <= 2 s)
+        try:
+            new, el = smc.sm_resume(b, 'alice', cf.USERS['alice'], sid, 0, auto_ack=True)
+            break
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    conns.append(new)
+    assert xr.local(el.tag) == 'resumed', tostr(el)
+    assert_exactly(new, 'r', 3)
+
+
+HAPROXY_CFG = """
+global
+    maxconn 1000
+defaults
+    mode tcp
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+frontend f
+    bind 127.0.0.1:%(port)d
+    default_backend nodes
+backend nodes
+    balance first
+%(servers)s
+"""
+
+
+@pytest.fixture
+def haproxy(cluster, tmp_path):
+    exe = shutil.which('haproxy') or '/usr/sbin/haproxy'
+    if not shutil.os.path.exists(exe):
+        pytest.skip('no haproxy (apt-get install haproxy)')
+    port = cf.free_port()
+    servers = '\n'.join('    server %s 127.0.0.1:%d check inter 200ms fall 1 rise 1'
+                        % (name, n.port) for name, n in sorted(cluster.nodes.items()))
+    cfg = tmp_path / 'haproxy.cfg'
+    cfg.write_text(HAPROXY_CFG % dict(port=port, servers=servers))
+    log = open(tmp_path / 'haproxy.log', 'wb')
+    proc = subprocess.Popen([exe, '-f', str(cfg), '-db'], stdout=log, stderr=log,
+                            stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(('127.0.0.1', port), timeout=0.5).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail('haproxy did not start: %s' % (tmp_path / 'haproxy.log').read_text())
+            time.sleep(0.05)
+
+    class Front:
+        host = '127.0.0.1'
+        domain = cf.DOMAIN
+
+        def __init__(self):
+            self.port = port
+
+        def settle_users(self):
+            pass
+
+        def jid(self, local):
+            return '%s@%s' % (local, self.domain)
+    yield Front()
+    proc.terminate()
+    proc.wait(5)
+    log.close()
+
+
+def test_through_haproxy_node_killed_resume_lands_elsewhere(cluster, haproxy, conns):
+    """The client only knows the load balancer: its node dies, it reconnects
+    to the same address, lands on a live node and gets its session back."""
+    a = cluster.nodes['a']                        # 'balance first': a takes the first client
+    alice = sm_login(haproxy, 'alice', 'phone')
+    sid = alice.sm_id
+    queue_while_detached(a, alice.jid, 'h', 4)
+    alice.wait_bodies('h', 4, timeout=10)
+    a.stop(signal.SIGKILL)
+    smc.kill(alice)
+    time.sleep(0.6)                               # HAProxy's check marks a down
+    new, el = smc.sm_resume(haproxy, 'alice', cf.USERS['alice'], sid, 0, auto_ack=True)
+    conns.append(new)
+    assert xr.local(el.tag) == 'resumed', tostr(el)
+    assert_exactly(new, 'h', 4)
+
+
+def sm_online(node, user, resource):
+    """Logged in with SM, available presence broadcast (so the directory
+    says available), answering <r/> by itself."""
+    c = smc.sm_login(node, user, cf.USERS[user], resource, presence=True, auto_ack=True)
+    return c
+
+
+def test_messages_between_nodes_both_ways_in_order_once(cluster, conns):
+    a, b = cluster.nodes['a'], cluster.nodes['b']
+    alice = sm_online(a, 'alice', 'phone')
+    bob = sm_online(b, 'bob', 'desk')
+    carol = sm_online(a, 'carol', 'tab')              # alice's neighbour on her own node
+    conns.extend([alice, bob, carol])
+    for i in range(40):
+        bob.message(alice.jid, smc.numbered('fb', i))            # full JID, other node
+        if i % 2 == 0:
+            carol.message(alice.jid, smc.numbered('fc', i))       # same node, interleaved
+    for i in range(10):
+        alice.message('bob@localhost', smc.numbered('ba', i))     # bare JID, other node
+    assert alice.wait_bodies('fb', 40, timeout=15) == [smc.numbered('fb', i) for i in range(40)]
+    assert alice.wait_bodies('fc', 20, timeout=15) == [smc.numbered('fc', i) for i in range(0, 40, 2)]
+    assert bob.wait_bodies('ba', 10, timeout=15) == [smc.numbered('ba', i) for i in range(10)]
+    for c in (alice, bob):
+        c.iq('get', "<ping xmlns='urn:xmpp:ping'/>", to='localhost', timeout=10)
+    assert len(alice.messages('fb')) == 40 and len(alice.messages('fc')) == 20   # nothing twice
+    assert len(bob.messages('ba')) == 10
+    # what came from the other node carries its sender, stamped by the server
+    el = alice.message_els('fb')[0]
+    assert el.get('from') == bob.jid, tostr(el)
+
+
+def test_message_to_a_detached_session_on_another_node_waits_in_its_queue(cluster, conns):
+    """Sent from node b to alice detached on node a, then alice resumes on
+    node c: the queue in Redis has it, once."""
+    a, b, c = cluster.nodes['a'], cluster.nodes['b'], cluster.nodes['c']
+    alice = sm_online(a, 'alice', 'phone')
+    jid, sid = alice.jid, alice.sm_id
+    detach(a, alice)
+    bob = sm_online(b, 'bob', 'desk')
+    conns.append(bob)
+    for i in range(5):
+        bob.message(jid, smc.numbered('d', i))
+    bob.iq('get', "<ping xmlns='urn:xmpp:ping'/>", to='localhost', timeout=10)
+    assert not [e for _, e in bob.received if e.get('type') == 'error'], 'bounced'
+    new, el = smc.sm_resume(c, 'alice', cf.USERS['alice'], sid, alice.h, auto_ack=True)
+    conns.append(new)
+    assert xr.local(el.tag) == 'resumed', tostr(el)
+    assert_exactly(new, 'd', 5)
+
+
+def test_message_to_nobody_online_anywhere_bounces(cluster, conns):
+    b = cluster.nodes['b']
+    bob = sm_online(b, 'bob', 'desk')
+    conns.append(bob)
+    bob.message('carol@localhost/nowhere', 'hello?', id_='x1')
+    err = bob.wait_for(lambda e: e.tag == q(xr.NS_CLIENT, 'message') and e.get('type') == 'error',
+                       timeout=10, what='bounce')
+    assert err.get('id') == 'x1' and xr.stanza_error(err)[1] == 'service-unavailable', tostr(err)
+
+
+def test_sigterm_drains_sessions_resume_on_other_nodes(cluster, conns):
+    """SIGTERM on a Redis node (issue 13, drain): the node stops accepting,
+    closes its clients' connections without ending their sessions (no
+    </stream:stream>, no system-shutdown), exits 0 within drain_timeout,
+    and every session resumes on another node with all it had, once."""
+    a, b = cluster.nodes['a'], cluster.nodes['b']
+    users = ['alice', 'bob', 'carol']
+    sess = [sm_login(a, u, 'r%d' % i) for i, u in enumerate(users)]
+    for s in sess:
+        queue_while_detached(a, s.jid, 'z', 3)          # sent, not acked
+        s.wait_bodies('z', 3, timeout=10)
+    t0 = time.monotonic()
+    assert a.stop(signal.SIGTERM, timeout=15) == 0
+    assert time.monotonic() - t0 < 10.5
+    for s in sess:
+        s.pump(0.2)
+        assert not s.stream_errors(), [tostr(e) for e in s.stream_errors()]
+    for u, s in zip(users, sess):
+        new, el = smc.sm_resume(b, u, cf.USERS[u], s.sm_id, 0, auto_ack=True)
+        conns.append(new)
+        assert xr.local(el.tag) == 'resumed', tostr(el)
+        assert_exactly(new, 'z', 3)
+
+
+def test_dead_nodes_sessions_are_reaped_and_their_stanzas_bounced(cluster, conns):
+    """kill -9 of a node: once its lease lapses (5 s) the reaper (one node,
+    by lease) detaches its sessions, resumable for their window; past it,
+    removes them and returns what they never acknowledged to its senders,
+    wherever those are (RFC 6121: recipient-unavailable)."""
+    a, b = cluster.nodes['a'], cluster.nodes['b']
+    alice = smc.sm_login(a, 'alice', cf.USERS['alice'], 'phone', max_=2)
+    sid = alice.sm_id
+    bob = sm_online(b, 'bob', 'desk')
+    conns.append(bob)
+    for i in range(2):
+        bob.message(alice.jid, smc.numbered('x', i), id_='x%d' % i)
+    alice.wait_bodies('x', 2, timeout=10)            # sent to her, never acked
+    a.stop(signal.SIGKILL)
+    smc.kill(alice)
+    errs = []
+    deadline = time.monotonic() + 25
+    while len(errs) < 2 and time.monotonic() < deadline:
+        el = bob.maybe(lambda e: e.tag == q(xr.NS_CLIENT, 'message') and e.get('type') == 'error', 1.0)
+        if el is not None:
+            errs.append(el)
+    assert sorted(e.get('id') for e in errs) == ['x0', 'x1'], [tostr(e) for e in errs]
+    for e in errs:
+        assert xr.stanza_error(e)[1] == 'recipient-unavailable', tostr(e)
+    assert not cluster.redis.cli('EXISTS', 't:{alice@localhost}:s:%s' % sid).strip() == '1'
+    new, el = smc.sm_resume(b, 'alice', cf.USERS['alice'], sid, 0)
+    conns.append(new)
+    assert xr.local(el.tag) == 'failed', tostr(el)
+
+
+def test_own_presence_between_nodes(cluster, conns):
+    """A user's resources on two nodes see each other's presence, and the
+    unavailable presence when one goes (RFC 6121 §4.2, §4.5, between XEP-0198
+    sessions on different nodes)."""
+    a, b = cluster.nodes['a'], cluster.nodes['b']
+    phone = sm_online(a, 'alice', 'phone')
+    desk = sm_online(b, 'alice', 'desk')
+    conns.extend([phone, desk])
+    phone.send("<presence><priority>1</priority></presence>")   # again, now that desk is on
+    pres = lambda frm, typ: (lambda e: e.tag == q(xr.NS_CLIENT, 'presence') and
+                             e.get('from') == frm and e.get('type') == typ)
+    desk.wait_for(pres(phone.jid, None), timeout=10, what='phone presence on desk')
+    desk.close()
+    phone.wait_for(pres(desk.jid, 'unavailable'), timeout=10, what='desk unavailable on phone')
+
+
+def test_same_resource_on_another_node_wins(cluster, conns):
+    """Binding a resource that a session on another node holds: the newer
+    bind wins, the older stream gets conflict (RFC 6120 §7.7.2.2)."""
+    a, b = cluster.nodes['a'], cluster.nodes['b']
+    old = sm_online(a, 'alice', 'phone')
+    conns.append(old)
+    new = sm_online(b, 'alice', 'phone')
+    conns.append(new)
+    err = old.wait_for(q(xr.NS_STREAM, 'error'), timeout=10)
+    assert xr.stream_error_condition(err) == 'conflict', tostr(err)
+    assert not new.stream_errors()

@@ -1,0 +1,1218 @@
+/* tests/unit/test_redis_store.c - the Redis backend's asynchronous operations (store/redis_async.c) on a ring + rlink + store handle, against a real redis-server. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <liburing.h>
+#include <sodium.h>
+
+#include "tether/bus.h"
+#include "tether/ht.h"
+#include "tether/nodes.h"
+#include "tether/rlink.h"
+#include "tether/rmsg.h"
+#include "tether/scram.h"
+#include "tether/store.h"
+#include "tether/timer.h"
+#include "tether/token.h"
+#include "tether/worker.h"
+
+#include "redis_harness.h"
+
+/* The test owns a ring, a wheel, an rlink and a store handle, and turns the
+ * loop as a worker does: submit, wait (up to 10 ms), hand OP_RLINK CQEs to
+ * the link, run the wheel, store_poll(). */
+
+static struct rserver srv;
+
+struct env {
+	struct io_uring ring;
+	struct timer_wheel wheel;
+	struct rlink *l;
+	struct store *st;
+	struct store_handle *h;
+};
+
+static struct env E;
+static struct store_handle *H;   /* where the helpers issue: E.h, or the memory store's (test_same_as_memory) */
+static struct store_handle *MEM; /* polled every turn too when set */
+
+static void turn(struct env *e)
+{
+	struct __kernel_timespec ts = { .tv_sec = 0, .tv_nsec = 10 * 1000000L };
+	struct io_uring_cqe *cqe;
+	unsigned head, n = 0;
+	store_poll(e->h);
+	io_uring_submit_and_wait_timeout(&e->ring, &cqe, 1, &ts, NULL);
+	io_uring_for_each_cqe(&e->ring, head, cqe) {
+		if (ud_op(cqe->user_data) == OP_RLINK)
+			rlink_on_cqe(e->l, cqe);
+		n++;
+	}
+	io_uring_cq_advance(&e->ring, n);
+	timer_wheel_run(&e->wheel);
+	store_poll(e->h);
+	if (MEM)
+		store_poll(MEM);
+}
+
+/* Turns until *<flag> >= <want> or <ms> pass. 0 if reached. */
+static int run_until(const int *flag, int want, unsigned ms)
+{
+	uint64_t end = now_ms() + ms;
+	while (*flag < want && now_ms() < end)
+		turn(&E);
+	return *flag >= want ? 0 : -1;
+}
+
+static char addr[160];
+
+static void env_open(struct env *e)
+{
+	char err[256];
+	memset(e, 0, sizeof(*e));
+	assert_int_equal(io_uring_queue_init(256, &e->ring, 0), 0);
+	timer_wheel_init(&e->wheel);
+	snprintf(addr, sizeof(addr), "unix:%s", srv.sock);
+	e->st = store_open("redis", addr, err, sizeof(err));
+	if (!e->st)
+		fail_msg("%s", err);
+	e->l = rlink_new(&e->ring, &e->wheel, addr, NULL, NULL, err, sizeof(err));
+	if (!e->l)
+		fail_msg("%s", err);
+	assert_non_null(e->h = store_attach(e->st, e->l));
+	rlink_start(e->l);
+	uint64_t end = now_ms() + 5000;
+	while (!rlink_up(e->l) && now_ms() < end)
+		turn(e);
+	assert_true(rlink_up(e->l));
+}
+
+/* The order a worker follows: the link's commands fail (their operations
+ * become ready), then the handle goes, then the link. */
+static void env_close(struct env *e)
+{
+	uint64_t end = now_ms() + 5000;
+	rlink_stop(e->l);
+	while (!rlink_stopped(e->l) && now_ms() < end)
+		turn(e);
+	assert_true(rlink_stopped(e->l));
+	store_detach(e->h);
+	rlink_free(e->l);
+	io_uring_queue_exit(&e->ring);
+	store_close(e->st);
+}
+
+/* ---- what the callbacks saw --------------------------------------------- */
+
+#define QMAX 128
+
+struct seen {
+	int calls;
+	int err;
+	int has_rec;
+	struct sm_record rec;
+	char resource[64];
+	char bare[64];
+	struct sm_entry q[QMAX];   /* a reference each */
+	size_t n;
+	int has_resp;
+	uint8_t resp[HT_HASH_LEN];
+	int has_owner;
+	struct bus_addr owner;
+	struct fast_slots slots;
+	struct user_creds creds;
+};
+
+static void seen_clear(struct seen *s)
+{
+	for (size_t i = 0; i < s->n; i++)
+		rmsg_unref(s->q[i].msg);
+	memset(s, 0, sizeof(*s));
+}
+
+static void on_write(void *ud, int err, const struct bus_addr *owner, const struct sm_entry *e)
+{
+	struct seen *s = ud;
+	(void)e;
+	s->calls++;
+	s->err = err;
+	if (owner) {
+		s->has_owner = 1;
+		s->owner = *owner;
+	}
+}
+
+static void on_take(void *ud, int err, const struct sm_record *rec, const char *resource,
+		    const struct sm_entry *q, size_t n, const uint8_t *resp)
+{
+	struct seen *s = ud;
+	s->calls++;
+	s->err = err;
+	if (rec) {
+		s->has_rec = 1;
+		s->rec = *rec;
+	}
+	snprintf(s->resource, sizeof(s->resource), "%s", resource ? resource : "");
+	assert_true(n <= QMAX);
+	for (size_t i = 0; i < n; i++) {
+		s->q[i] = q[i];
+		rmsg_ref(q[i].msg);
+	}
+	s->n = n;
+	if (resp) {
+		s->has_resp = 1;
+		memcpy(s->resp, resp, HT_HASH_LEN);
+	}
+}
+
+static void on_drain(void *ud, int err, const struct sm_record *rec, const char *bare,
+		     const char *resource, struct sm_entry *q, size_t n)
+{
+	struct seen *s = ud;
+	s->calls++;
+	s->err = err;
+	if (rec) {
+		s->has_rec = 1;
+		s->rec = *rec;
+	}
+	snprintf(s->resource, sizeof(s->resource), "%s", resource ? resource : "");
+	snprintf(s->bare, sizeof(s->bare), "%s", bare ? bare : "");
+	assert_true(n <= QMAX);
+	for (size_t i = 0; i < n; i++)
+		s->q[i] = q[i]; /* the references are ours */
+	s->n = n;
+}
+
+static void on_fast(void *ud, int err, const struct fast_slots *slots)
+{
+	struct seen *s = ud;
+	s->calls++;
+	s->err = err;
+	s->slots = *slots;
+}
+
+static void on_user(void *ud, int err, const struct user_creds *c)
+{
+	struct seen *s = ud;
+	s->calls++;
+	s->err = err;
+	if (c)
+		s->creds = *c;
+}
+
+/* ---- helpers ------------------------------------------------------------- */
+
+static const struct bus_addr A = { BUS_NODE_SELF, 0, 5, 1 };
+static const struct bus_addr B = { BUS_NODE_SELF, 1, 7, 3 };
+
+static void new_rec(struct sm_record *r, const struct bus_addr *owner, unsigned max)
+{
+	memset(r, 0, sizeof(*r));
+	sm_new_id(r->id);
+	r->owner = *owner;
+	r->epoch = 1;
+	r->max = max;
+	r->attached = 1;
+}
+
+static void create(const struct sm_record *r, const char *bare, const char *res)
+{
+	struct seen s = { 0 };
+	assert_non_null(store_sm_create_async(E.h, r, bare, res, on_write, &s));
+	assert_int_equal(run_until(&s.calls, 1, 3000), 0);
+	assert_int_equal(s.err, 0);
+}
+
+static struct rmsg *msg(int i, enum rmsg_kind kind)
+{
+	char body[128], id[16];
+	snprintf(id, sizeof(id), "m%d", i);
+	int n = snprintf(body, sizeof(body), "<message to='bob@example.com' id='%s'><body>%d</body></message>",
+			 id, i);
+	struct rmsg *m = rmsg_new(kind, body, (size_t)n, "alice@example.com/phone",
+				  "bob@example.com", id, i % 2 ? "chat" : "");
+	assert_non_null(m);
+	return m;
+}
+
+/* Appends entries <from>..<to> (seq = i), all issued in one turn
+ * (pipelined); returns when all completed, each with 0. */
+static void append_range(const char *id, uint32_t epoch, int from, int to)
+{
+	static struct seen s[QMAX];
+	int n = to - from + 1, done = 0;
+	assert_true(n <= QMAX);
+	for (int i = 0; i < n; i++) {
+		struct sm_entry e = { .seq = (uint32_t)(from + i), .stamp_ms = 0, .msg = msg(from + i, RMSG_MESSAGE) };
+		memset(&s[i], 0, sizeof(s[i]));
+		assert_non_null(store_sm_append_async(E.h, id, epoch, &e, on_write, &s[i]));
+		rmsg_unref(e.msg); /* the op took its own */
+	}
+	uint64_t end = now_ms() + 5000;
+	while (done < n && now_ms() < end) {
+		turn(&E);
+		done = 0;
+		for (int i = 0; i < n; i++)
+			done += s[i].calls;
+	}
+	assert_int_equal(done, n);
+	for (int i = 0; i < n; i++)
+		assert_int_equal(s[i].err, 0);
+}
+
+static void take(struct seen *s, const char *id, const char *bare, const struct bus_addr *to,
+		 const struct sm_isr_proof *proof)
+{
+	seen_clear(s);
+	assert_non_null(store_sm_take_async(E.h, id, bare, to, proof, on_take, s));
+	assert_int_equal(run_until(&s->calls, 1, 3000), 0);
+}
+
+static int write_err(struct store_op *op, struct seen *s)
+{
+	assert_non_null(op);
+	assert_int_equal(run_until(&s->calls, 1, 3000), 0);
+	return s->err;
+}
+
+static struct sm_isr_proof proof_for(const char *token, uint8_t mech);
+static void fast_tok(struct fast_token *t, uint8_t mech, uint8_t fill);
+static const uint8_t tkey[TOKEN_KEY_LEN];
+
+/* ---- the same script on both backends ------------------------------------- */
+
+/* What one step of the script saw, with what legitimately differs left
+ * out: expires_ms (each backend's clock), has_isr of a record handed out
+ * (the memory record carries the token; Redis keeps it beside the record),
+ * entry stamps (the caller's clock vs Redis TIME), FAST version numbers
+ * (one counter per table vs one per account: compared as "changed"). */
+struct step {
+	int err, has_rec, has_owner, has_resp, n;
+	struct sm_record rec;
+	struct bus_addr owner;
+	char resource[64], bare[64];
+	uint32_t seq[8];
+	int kind[8];
+	char data[8][96], attrs[8][96];
+	struct fast_slots slots;
+};
+
+static void step_from(struct step *st, const struct seen *s)
+{
+	memset(st, 0, sizeof(*st));
+	st->err = s->err;
+	st->has_rec = s->has_rec;
+	if (s->has_rec) {
+		const struct sm_record *r = &s->rec;
+		snprintf(st->rec.id, sizeof(st->rec.id), "%s", r->id);
+		st->rec.owner = r->owner;
+		st->rec.epoch = r->epoch;
+		st->rec.c = r->c;
+		st->rec.max = r->max;
+		st->rec.attached = r->attached;
+		st->rec.available = r->available;
+		st->rec.priority = r->priority;
+	}
+	st->has_owner = s->has_owner;
+	if (s->has_owner)
+		st->owner = s->owner;
+	st->has_resp = s->has_resp;
+	snprintf(st->resource, sizeof(st->resource), "%s", s->resource);
+	snprintf(st->bare, sizeof(st->bare), "%s", s->bare);
+	st->n = (int)s->n;
+	for (size_t i = 0; i < s->n && i < 8; i++) {
+		const struct rmsg *m = s->q[i].msg;
+		st->seq[i] = s->q[i].seq;
+		st->kind[i] = m->kind;
+		snprintf(st->data[i], sizeof(st->data[i]), "%.*s", (int)m->len, m->data);
+		snprintf(st->attrs[i], sizeof(st->attrs[i]), "%s|%s|%s|%s", m->from, m->to, m->id, m->type);
+	}
+	st->slots.fresh = s->slots.fresh;
+	st->slots.current = s->slots.current;
+	st->slots.version = s->slots.version != 0;
+}
+
+#define SCRIPT_STEPS 40
+
+/* Runs the script on <H>, recording each step's result into <out>.
+ * Returns the number of steps. */
+static int script(struct step *out, const char *sid, const char *bare)
+{
+	struct seen s = { 0 };
+	int k = 0;
+	struct sm_record r;
+	char tok[TOKEN_LEN + 1] = "0123456789012345678901234567890123456789012";
+	uint8_t sealed[TOKEN_SEALED_LEN];
+	uint8_t nonce[24] = { 0 };
+	/* a deterministic seal: both runs must present the same token */
+	memcpy(sealed, nonce, 24);
+	crypto_secretbox_easy(sealed + 24, (const uint8_t *)tok, TOKEN_LEN, nonce, tkey);
+	memset(&r, 0, sizeof(r));
+	snprintf(r.id, sizeof(r.id), "%s", sid);
+	r.owner = A;
+	r.epoch = 1;
+	r.max = 300;
+	r.attached = 1;
+	r.available = 1;
+	r.priority = 2;
+#define DO(call) do { seen_clear(&s); assert_non_null(call); \
+		assert_int_equal(run_until(&s.calls, 1, 3000), 0); step_from(&out[k++], &s); } while (0)
+	DO(store_sm_create_async(H, &r, bare, "r1", on_write, &s));
+	DO(store_sm_create_async(H, &r, bare, "r1", on_write, &s));
+	for (int i = 1; i <= 3; i++) {
+		struct sm_entry e = { .seq = (uint32_t)i, .stamp_ms = 1, .msg = msg(i, (enum rmsg_kind)(i - 1)) };
+		DO(store_sm_append_async(H, sid, 1, &e, on_write, &s));
+		rmsg_unref(e.msg);
+	}
+	DO(store_sm_ack_async(H, sid, 1, 1, on_write, &s));
+	DO(store_sm_ack_async(H, sid, 1, 9, on_write, &s));
+	r.c.h_in = 4;
+	r.attached = 0;
+	r.expires_ms = timer_now_ms() + 300000;
+	DO(store_sm_update_async(H, &r, on_write, &s));
+	DO(store_sm_set_isr_async(H, sid, 1, 1, HT_EXPR, sealed, on_write, &s));
+	DO(store_sm_take_async(H, sid, bare, &B, NULL, on_take, &s));
+	struct sm_entry e = { .seq = 4, .stamp_ms = 1, .msg = msg(4, RMSG_MESSAGE) };
+	DO(store_sm_append_async(H, sid, 1, &e, on_write, &s));
+	rmsg_unref(e.msg);
+	DO(store_sm_ack_async(H, sid, 1, 2, on_write, &s));
+	DO(store_sm_update_async(H, &r, on_write, &s));
+	DO(store_sm_set_isr_async(H, sid, 1, 0, 0, sealed, on_write, &s));
+	DO(store_sm_destroy_async(H, sid, 1, on_drain, &s));
+	struct sm_isr_proof p = proof_for(tok, HT_ENDP);
+	DO(store_sm_take_async(H, sid, bare, &B, &p, on_take, &s));   /* another mechanism */
+	p = proof_for(tok, HT_EXPR);
+	DO(store_sm_take_async(H, sid, bare, &B, &p, on_take, &s));   /* burnt */
+	DO(store_sm_set_isr_async(H, sid, 2, 1, HT_EXPR, sealed, on_write, &s));
+	DO(store_sm_take_async(H, sid, bare, &A, &p, on_take, &s));   /* matches */
+	DO(store_sm_take_async(H, sid, bare, &A, &p, on_take, &s));   /* consumed */
+	DO(store_sm_take_async(H, sid, "other@example.com", &A, NULL, on_take, &s));
+	DO(store_sm_ack_async(H, sid, 3, 3, on_write, &s));
+	DO(store_sm_destroy_async(H, sid, 3, on_drain, &s));
+	DO(store_sm_take_async(H, sid, bare, &A, NULL, on_take, &s));
+	DO(store_sm_destroy_async(H, sid, 0, on_drain, &s));
+	struct fast_slots in = { 0 };
+	fast_tok(&in.fresh, HT_EXPR, 0x44);
+	DO(store_fast_get_async(H, bare, "ua", on_fast, &s));
+	DO(store_fast_cas_async(H, bare, "ua", &in, on_fast, &s));
+	in.version = s.slots.version;
+	DO(store_fast_get_async(H, bare, "ua", on_fast, &s));
+	struct fast_slots stale = in;
+	stale.version = 0;
+	DO(store_fast_cas_async(H, bare, "ua", &stale, on_fast, &s));
+	struct fast_slots none = { .version = in.version };
+	DO(store_fast_cas_async(H, bare, "ua", &none, on_fast, &s));
+	DO(store_user_get_async(H, "nobody@example.com", on_user, &s));
+#undef DO
+	seen_clear(&s);
+	assert_true(k <= SCRIPT_STEPS);
+	return k;
+}
+
+/* ---- tests --------------------------------------------------------------- */
+
+/* The async user lookup goes through rlink and gives what user_put wrote. */
+static void test_user_get(void **state)
+{
+	(void)state;
+	struct user_creds c;
+	struct seen s = { 0 };
+	assert_int_equal(scram_creds_derive("secret", 4096, &c), 0);
+	assert_int_equal(store_user_put(E.st, "u1@example.com", &c), 0);
+	assert_non_null(store_user_get_async(E.h, "u1@example.com", on_user, &s));
+	assert_int_equal(run_until(&s.calls, 1, 3000), 0);
+	assert_int_equal(s.err, 0);
+	assert_int_equal(s.creds.iterations, 4096);
+	assert_memory_equal(s.creds.stored_key_sha256, c.stored_key_sha256, 32);
+	assert_memory_equal(s.creds.server_key_sha1, c.server_key_sha1, 20);
+	memset(&s, 0, sizeof(s));
+	assert_non_null(store_user_get_async(E.h, "nobody@example.com", on_user, &s));
+	assert_int_equal(run_until(&s.calls, 1, 3000), 0);
+	assert_int_equal(s.err, -ENOENT);
+}
+
+/* Each write's result; a take hands out the record before (with the new
+ * epoch), the resource, and the queue with payloads and attributes intact. */
+static void test_session_ops(void **state)
+{
+	(void)state;
+	struct sm_record r;
+	struct seen s = { 0 };
+	const char *bare = "alice@example.com";
+	new_rec(&r, &A, 300);
+	r.available = 1;
+	r.priority = -5;
+	create(&r, bare, "phone");
+	/* the same id again */
+	assert_int_equal(write_err(store_sm_create_async(E.h, &r, bare, "phone", on_write, &s), &s), -EEXIST);
+
+	/* three entries of each kind, pipelined */
+	enum rmsg_kind kinds[3] = { RMSG_MESSAGE, RMSG_PRESENCE, RMSG_IQ };
+	struct seen as[3] = { 0 };
+	for (int i = 0; i < 3; i++) {
+		struct sm_entry e = { .seq = (uint32_t)i + 1, .msg = msg(i + 1, kinds[i]) };
+		assert_non_null(store_sm_append_async(E.h, r.id, 1, &e, on_write, &as[i]));
+		rmsg_unref(e.msg);
+	}
+	assert_int_equal(run_until(&as[2].calls, 1, 3000), 0);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(as[i].err, 0);
+
+	/* ack: one released; too far is -ERANGE */
+	memset(&s, 0, sizeof(s));
+	assert_int_equal(write_err(store_sm_ack_async(E.h, r.id, 1, 1, on_write, &s), &s), 0);
+	memset(&s, 0, sizeof(s));
+	assert_int_equal(write_err(store_sm_ack_async(E.h, r.id, 1, 9, on_write, &s), &s), -ERANGE);
+
+	/* update: detached, h_in 7, presence kept */
+	r.c.h_in = 7;
+	r.attached = 0;
+	r.expires_ms = timer_now_ms() + 300000;
+	memset(&s, 0, sizeof(s));
+	assert_int_equal(write_err(store_sm_update_async(E.h, &r, on_write, &s), &s), 0);
+
+	/* unknown session id (never created through this node) */
+	char other[SM_ID_LEN + 1];
+	sm_new_id(other);
+	memset(&s, 0, sizeof(s));
+	assert_int_equal(write_err(store_sm_ack_async(E.h, other, 1, 0, on_write, &s), &s), -ENOENT);
+
+	struct seen t = { 0 };
+	take(&t, r.id, bare, &B, NULL);
+	assert_int_equal(t.err, 0);
+	assert_true(t.has_rec);
+	assert_string_equal(t.rec.id, r.id);
+	assert_int_equal(t.rec.epoch, 2);
+	assert_true(bus_addr_eq(&t.rec.owner, &A)); /* the owner before, read back equal */
+	assert_int_equal(t.rec.c.h_in, 7);
+	assert_int_equal(t.rec.c.out, 3);
+	assert_int_equal(t.rec.c.acked, 1);
+	assert_int_equal(t.rec.max, 300);
+	assert_int_equal(t.rec.attached, 0);
+	assert_int_equal(t.rec.available, 1);
+	assert_int_equal(t.rec.priority, -5);
+	assert_string_equal(t.resource, "phone");
+	assert_false(t.has_resp);
+	assert_int_equal(t.n, 2);
+	for (size_t i = 0; i < 2; i++) {
+		const struct rmsg *m = t.q[i].msg;
+		char want[128], id[16];
+		snprintf(id, sizeof(id), "m%zu", i + 2);
+		int n = snprintf(want, sizeof(want),
+				 "<message to='bob@example.com' id='%s'><body>%zu</body></message>", id, i + 2);
+		assert_int_equal(t.q[i].seq, i + 2);
+		assert_true(t.q[i].stamp_ms > 1700000000000ull); /* Redis TIME, wall clock */
+		assert_int_equal(m->kind, kinds[i + 1]);
+		assert_int_equal(m->len, (size_t)n);
+		assert_memory_equal(m->data, want, (size_t)n);
+		assert_string_equal(m->from, "alice@example.com/phone");
+		assert_string_equal(m->to, "bob@example.com");
+		assert_string_equal(m->id, id);
+		assert_string_equal(m->type, (i + 2) % 2 ? "chat" : "");
+	}
+	seen_clear(&t);
+
+	/* set_isr by the new owner; destroy hands out the record and queue */
+	uint8_t sealed[TOKEN_SEALED_LEN] = { 1, 2, 3 };
+	memset(&s, 0, sizeof(s));
+	assert_int_equal(write_err(store_sm_set_isr_async(E.h, r.id, 2, 1, HT_EXPR, sealed, on_write, &s), &s), 0);
+	memset(&s, 0, sizeof(s));
+	assert_non_null(store_sm_destroy_async(E.h, r.id, 2, on_drain, &s));
+	assert_int_equal(run_until(&s.calls, 1, 3000), 0);
+	assert_int_equal(s.err, 0);
+	assert_true(s.has_rec);
+	assert_int_equal(s.rec.epoch, 2);
+	assert_true(bus_addr_eq(&s.rec.owner, &B));
+	assert_string_equal(s.bare, bare);
+	assert_string_equal(s.resource, "phone");
+	assert_int_equal(s.n, 2);
+	assert_int_equal(s.q[0].seq, 2);
+	assert_int_equal(s.q[1].msg->kind, RMSG_IQ);
+	seen_clear(&s);
+	/* gone */
+	take(&t, r.id, bare, &B, NULL);
+	assert_int_equal(t.err, -ENOENT);
+	assert_false(t.has_rec);
+	assert_non_null(store_sm_destroy_async(E.h, r.id, 0, on_drain, &s));
+	assert_int_equal(run_until(&s.calls, 1, 3000), 0);
+	assert_int_equal(s.err, -ENOENT);
+	/* another account's session id is unknown */
+	new_rec(&r, &A, 300);
+	create(&r, bare, "laptop");
+	take(&t, r.id, "mallory@example.com", &B, NULL);
+	assert_int_equal(t.err, -ENOENT);
+	/* not resumable (max 0) */
+	new_rec(&r, &A, 0);
+	create(&r, bare, "pc");
+	take(&t, r.id, bare, &B, NULL);
+	assert_int_equal(t.err, -ENOENT);
+}
+
+/* After a takeover, the old owner's writes fail with -ESTALE; append
+ * names the owner now, also when it is another node. */
+static void test_fencing(void **state)
+{
+	(void)state;
+	struct sm_record r;
+	struct seen s = { 0 }, t = { 0 };
+	const char *bare = "fence@example.com";
+	new_rec(&r, &A, 300);
+	create(&r, bare, "phone");
+	take(&t, r.id, bare, &B, NULL);
+	assert_int_equal(t.err, 0);
+	seen_clear(&t);
+
+	struct sm_entry e = { .seq = 1, .msg = msg(1, RMSG_MESSAGE) };
+	assert_int_equal(write_err(store_sm_append_async(E.h, r.id, 1, &e, on_write, &s), &s), -ESTALE);
+	assert_true(s.has_owner);
+	assert_true(bus_addr_eq(&s.owner, &B));
+	memset(&s, 0, sizeof(s));
+	assert_int_equal(write_err(store_sm_ack_async(E.h, r.id, 1, 0, on_write, &s), &s), -ESTALE);
+	memset(&s, 0, sizeof(s));
+	assert_int_equal(write_err(store_sm_update_async(E.h, &r, on_write, &s), &s), -ESTALE);
+	uint8_t sealed[TOKEN_SEALED_LEN] = { 0 };
+	memset(&s, 0, sizeof(s));
+	assert_int_equal(write_err(store_sm_set_isr_async(E.h, r.id, 1, 1, 0, sealed, on_write, &s), &s), -ESTALE);
+	memset(&s, 0, sizeof(s));
+	assert_non_null(store_sm_destroy_async(E.h, r.id, 1, on_drain, &s));
+	assert_int_equal(run_until(&s.calls, 1, 3000), 0);
+	assert_int_equal(s.err, -ESTALE);
+	/* the new owner still writes */
+	memset(&s, 0, sizeof(s));
+	assert_int_equal(write_err(store_sm_append_async(E.h, r.id, 2, &e, on_write, &s), &s), 0);
+
+	/* Taken by node "b": the owner read back is that node's number. */
+	struct bus_addr C = { nodes_intern("b"), 2, 9, 4 };
+	assert_true(C.node != BUS_NODE_SELF && C.node != NODES_NONE);
+	take(&t, r.id, bare, &C, NULL);
+	assert_int_equal(t.err, 0);
+	assert_true(bus_addr_eq(&t.rec.owner, &B));
+	seen_clear(&t);
+	memset(&s, 0, sizeof(s));
+	assert_int_equal(write_err(store_sm_append_async(E.h, r.id, 2, &e, on_write, &s), &s), -ESTALE);
+	assert_true(bus_addr_eq(&s.owner, &C));
+	rmsg_unref(e.msg);
+}
+
+/* Owners left by a previous run of this node (its name, another or no
+ * incarnation) never read back as this node: a slot and generation of
+ * theirs may belong to an unrelated stream now. */
+static void test_owner_of_previous_run(void **state)
+{
+	(void)state;
+	struct rproto *rp = rproto_new(NULL);
+	int fd = rs_connect(&srv);
+	struct rcopy c = { 0 };
+	const char *bare = "prev@example.com";
+	const char *owners[] = { "a.00000000/0/5/1", "a/0/5/1" };
+	for (int i = 0; i < 2; i++) {
+		char sid[SM_ID_LEN + 1], krec[160], kdir[160];
+		sm_new_id(sid);
+		snprintf(krec, sizeof(krec), "t:{%s}:s:%s", bare, sid);
+		snprintf(kdir, sizeof(kdir), "t:{%s}:dir", bare);
+		assert_int_equal(RS_CMD(rp, fd, &c, "FCALL", "tether_sm_create", "2", krec, kdir, sid,
+					owners[i], "r", "300"), 0);
+		assert_null(c.err);
+		struct seen t = { 0 };
+		take(&t, sid, bare, &B, NULL);
+		assert_int_equal(t.err, 0);
+		assert_true(t.rec.owner.node != BUS_NODE_SELF);
+		assert_true(t.rec.owner.node != NODES_NONE);
+		assert_int_equal(t.rec.owner.slot, 5);
+		assert_false(bus_addr_eq(&t.rec.owner, &A));
+		seen_clear(&t);
+		/* and what this run writes reads back as this node */
+		RS_CMD(rp, fd, &c, "HGET", krec, "owner");
+		char want[64];
+		snprintf(want, sizeof(want), "a.%s/1/7/3", nodes_boot());
+		assert_string_equal(c.str, want);
+	}
+	rcopy_clear(&c);
+	rproto_free(rp);
+	close(fd);
+}
+
+/* Appends complete in order; a take returns them in order; an ack releases
+ * exactly the entries up to h. */
+static void test_append_order_ack(void **state)
+{
+	(void)state;
+	struct sm_record r;
+	struct seen s = { 0 }, t = { 0 };
+	const char *bare = "order@example.com";
+	new_rec(&r, &A, 300);
+	create(&r, bare, "phone");
+	append_range(r.id, 1, 1, 100);
+	assert_int_equal(write_err(store_sm_ack_async(E.h, r.id, 1, 40, on_write, &s), &s), 0);
+	take(&t, r.id, bare, &B, NULL);
+	assert_int_equal(t.err, 0);
+	assert_int_equal(t.rec.c.out, 100);
+	assert_int_equal(t.rec.c.acked, 40);
+	assert_int_equal(t.n, 60);
+	for (size_t i = 0; i < t.n; i++) {
+		char id[16];
+		snprintf(id, sizeof(id), "m%zu", i + 41);
+		assert_int_equal(t.q[i].seq, i + 41);
+		assert_string_equal(t.q[i].msg->id, id);
+	}
+	seen_clear(&t);
+}
+
+static const uint8_t tkey[TOKEN_KEY_LEN] = { 9, 8, 7 };
+
+static struct sm_isr_proof proof_for(const char *token, uint8_t mech)
+{
+	struct sm_isr_proof p = { .mech = mech, .key = tkey, .cb_len = 4 };
+	memcpy(p.cb, "cbcb", 4);
+	ht_initiator_hash(token, p.cb, p.cb_len, p.hash);
+	return p;
+}
+
+/* ISR: a wrong proof is -EACCES with the record and burns the token;
+ * eight takes with one valid token at once: exactly one succeeds. */
+static void test_isr(void **state)
+{
+	(void)state;
+	struct sm_record r;
+	struct seen s = { 0 }, t = { 0 };
+	const char *bare = "isr@example.com";
+	char tok[TOKEN_LEN + 1], other[TOKEN_LEN + 1];
+	uint8_t sealed[TOKEN_SEALED_LEN], resp[HT_HASH_LEN];
+	token_new(tok);
+	token_new(other);
+	assert_int_equal(token_seal(tkey, tok, sealed), 0);
+	new_rec(&r, &A, 300);
+	create(&r, bare, "phone");
+	assert_int_equal(write_err(store_sm_set_isr_async(E.h, r.id, 1, 1, HT_EXPR, sealed, on_write, &s), &s), 0);
+
+	/* no such session: -EACCES, no record */
+	char nope[SM_ID_LEN + 1];
+	sm_new_id(nope);
+	struct sm_isr_proof p = proof_for(tok, HT_EXPR);
+	take(&t, nope, bare, &B, &p);
+	assert_int_equal(t.err, -EACCES);
+	assert_false(t.has_rec);
+	/* another mechanism: refused, the token dies */
+	p = proof_for(tok, HT_ENDP);
+	take(&t, r.id, bare, &B, &p);
+	assert_int_equal(t.err, -EACCES);
+	assert_true(t.has_rec);
+	assert_int_equal(t.rec.epoch, 1);
+	assert_int_equal(t.rec.has_isr, 0);
+	p = proof_for(tok, HT_EXPR);
+	take(&t, r.id, bare, &B, &p);
+	assert_int_equal(t.err, -EACCES);
+	/* a wrong token */
+	memset(&s, 0, sizeof(s));
+	assert_int_equal(write_err(store_sm_set_isr_async(E.h, r.id, 1, 1, HT_EXPR, sealed, on_write, &s), &s), 0);
+	p = proof_for(other, HT_EXPR);
+	take(&t, r.id, bare, &B, &p);
+	assert_int_equal(t.err, -EACCES);
+	p = proof_for(tok, HT_EXPR);
+	take(&t, r.id, bare, &B, &p);
+	assert_int_equal(t.err, -EACCES);
+
+	/* eight at once with the right token: one wins */
+	memset(&s, 0, sizeof(s));
+	assert_int_equal(write_err(store_sm_set_isr_async(E.h, r.id, 1, 1, HT_EXPR, sealed, on_write, &s), &s), 0);
+	static struct seen many[8];
+	for (int i = 0; i < 8; i++) {
+		struct bus_addr to = { BUS_NODE_SELF, 3, (uint32_t)(100 + i), 1 };
+		seen_clear(&many[i]);
+		p = proof_for(tok, HT_EXPR);
+		assert_non_null(store_sm_take_async(E.h, r.id, bare, &to, &p, on_take, &many[i]));
+	}
+	assert_int_equal(run_until(&many[7].calls, 1, 5000), 0);
+	int wins = 0;
+	ht_responder_hash(tok, p.cb, p.cb_len, resp);
+	for (int i = 0; i < 8; i++) {
+		assert_int_equal(many[i].calls, 1);
+		if (many[i].err == 0) {
+			wins++;
+			assert_true(many[i].has_resp);
+			assert_memory_equal(many[i].resp, resp, HT_HASH_LEN);
+			assert_int_equal(many[i].rec.epoch, 2);
+		} else {
+			assert_int_equal(many[i].err, -EACCES);
+			assert_false(many[i].has_resp);
+		}
+		seen_clear(&many[i]);
+	}
+	assert_int_equal(wins, 1);
+	/* consumed */
+	take(&t, r.id, bare, &B, &p);
+	assert_int_equal(t.err, -EACCES);
+	seen_clear(&t);
+}
+
+static void fast_tok(struct fast_token *t, uint8_t mech, uint8_t fill)
+{
+	t->valid = 1;
+	t->mech = mech;
+	t->expiry_ms = 1900000000000ull + fill;
+	memset(t->sealed, fill, sizeof(t->sealed));
+}
+
+/* FAST: version CAS; a stale version is -ESTALE; an empty write deletes. */
+static void test_fast(void **state)
+{
+	(void)state;
+	struct seen s = { 0 };
+	const char *bare = "fast@example.com";
+	assert_non_null(store_fast_get_async(E.h, bare, "ua1", on_fast, &s));
+	assert_int_equal(run_until(&s.calls, 1, 3000), 0);
+	assert_int_equal(s.err, -ENOENT);
+	assert_int_equal(s.slots.version, 0);
+	assert_false(s.slots.fresh.valid);
+
+	struct fast_slots in = { 0 };
+	fast_tok(&in.fresh, HT_EXPR, 0x11);
+	memset(&s, 0, sizeof(s));
+	assert_non_null(store_fast_cas_async(E.h, bare, "ua1", &in, on_fast, &s));
+	assert_int_equal(run_until(&s.calls, 1, 3000), 0);
+	assert_int_equal(s.err, 0);
+	uint64_t v1 = s.slots.version;
+	assert_true(v1 > 0);
+
+	memset(&s, 0, sizeof(s));
+	assert_non_null(store_fast_get_async(E.h, bare, "ua1", on_fast, &s));
+	assert_int_equal(run_until(&s.calls, 1, 3000), 0);
+	assert_int_equal(s.err, 0);
+	assert_int_equal(s.slots.version, v1);
+	assert_true(s.slots.fresh.valid);
+	assert_false(s.slots.current.valid);
+	assert_int_equal(s.slots.fresh.mech, HT_EXPR);
+	assert_int_equal(s.slots.fresh.expiry_ms, in.fresh.expiry_ms);
+	assert_memory_equal(s.slots.fresh.sealed, in.fresh.sealed, TOKEN_SEALED_LEN);
+
+	/* rotation: promote fresh to current, based on v1 */
+	struct fast_slots next = s.slots;
+	next.current = next.fresh;
+	fast_tok(&next.fresh, HT_EXPR, 0x22);
+	memset(&s, 0, sizeof(s));
+	assert_non_null(store_fast_cas_async(E.h, bare, "ua1", &next, on_fast, &s));
+	assert_int_equal(run_until(&s.calls, 1, 3000), 0);
+	assert_int_equal(s.err, 0);
+	uint64_t v2 = s.slots.version;
+	assert_true(v2 > v1);
+	/* a second writer that read v1: stale */
+	in.version = v1;
+	memset(&s, 0, sizeof(s));
+	assert_non_null(store_fast_cas_async(E.h, bare, "ua1", &in, on_fast, &s));
+	assert_int_equal(run_until(&s.calls, 1, 3000), 0);
+	assert_int_equal(s.err, -ESTALE);
+	/* creating what exists: stale too */
+	in.version = 0;
+	memset(&s, 0, sizeof(s));
+	assert_non_null(store_fast_cas_async(E.h, bare, "ua1", &in, on_fast, &s));
+	assert_int_equal(run_until(&s.calls, 1, 3000), 0);
+	assert_int_equal(s.err, -ESTALE);
+	/* delete */
+	struct fast_slots none = { .version = v2 };
+	memset(&s, 0, sizeof(s));
+	assert_non_null(store_fast_cas_async(E.h, bare, "ua1", &none, on_fast, &s));
+	assert_int_equal(run_until(&s.calls, 1, 3000), 0);
+	assert_int_equal(s.err, 0);
+	assert_int_equal(s.slots.version, 0);
+	memset(&s, 0, sizeof(s));
+	assert_non_null(store_fast_get_async(E.h, bare, "ua1", on_fast, &s));
+	assert_int_equal(run_until(&s.calls, 1, 3000), 0);
+	assert_int_equal(s.err, -ENOENT);
+}
+
+/* A password change (the blocking user_put, as tetherctl does) revokes the
+ * account's FAST and ISR tokens. */
+static void test_password_revokes(void **state)
+{
+	(void)state;
+	struct seen s = { 0 }, t = { 0 };
+	const char *bare = "pw@example.com";
+	struct user_creds c;
+	assert_int_equal(scram_creds_derive("one", 4096, &c), 0);
+	assert_int_equal(store_user_put(E.st, bare, &c), 0);
+	struct fast_slots in = { 0 };
+	fast_tok(&in.fresh, HT_EXPR, 0x33);
+	assert_non_null(store_fast_cas_async(E.h, bare, "ua", &in, on_fast, &s));
+	assert_int_equal(run_until(&s.calls, 1, 3000), 0);
+	assert_int_equal(s.err, 0);
+	uint64_t v = s.slots.version;
+
+	struct sm_record r;
+	char tok[TOKEN_LEN + 1];
+	uint8_t sealed[TOKEN_SEALED_LEN];
+	token_new(tok);
+	assert_int_equal(token_seal(tkey, tok, sealed), 0);
+	new_rec(&r, &A, 300);
+	create(&r, bare, "phone");
+	memset(&s, 0, sizeof(s));
+	assert_int_equal(write_err(store_sm_set_isr_async(E.h, r.id, 1, 1, HT_EXPR, sealed, on_write, &s), &s), 0);
+
+	assert_int_equal(scram_creds_derive("two", 4096, &c), 0);
+	assert_int_equal(store_user_put(E.st, bare, &c), 0);
+
+	memset(&s, 0, sizeof(s));
+	assert_non_null(store_fast_get_async(E.h, bare, "ua", on_fast, &s));
+	assert_int_equal(run_until(&s.calls, 1, 3000), 0);
+	assert_int_equal(s.err, -ENOENT);
+	/* a CAS based on the read from before fails */
+	in.version = v;
+	memset(&s, 0, sizeof(s));
+	assert_non_null(store_fast_cas_async(E.h, bare, "ua", &in, on_fast, &s));
+	assert_int_equal(run_until(&s.calls, 1, 3000), 0);
+	assert_int_equal(s.err, -ESTALE);
+	struct sm_isr_proof p = proof_for(tok, HT_EXPR);
+	take(&t, r.id, bare, &B, &p);
+	assert_int_equal(t.err, -EACCES);
+	/* the session itself stays: a classic resume works */
+	take(&t, r.id, bare, &B, NULL);
+	assert_int_equal(t.err, 0);
+	seen_clear(&t);
+}
+
+/* A take cancelled before its reply, that Redis performed: compensated
+ * (detached, the previous owner, its epoch), so a later take finds it. */
+static void test_cancelled_take(void **state)
+{
+	(void)state;
+	struct sm_record r;
+	struct seen s = { 0 }, t = { 0 }, probe = { 0 };
+	const char *bare = "cancel@example.com";
+	new_rec(&r, &A, 300);
+	create(&r, bare, "phone");
+	append_range(r.id, 1, 1, 3);
+
+	seen_clear(&t);
+	struct store_op *op = store_sm_take_async(E.h, r.id, bare, &B, NULL, on_take, &t);
+	assert_non_null(op);
+	store_op_cancel(op);
+	assert_int_equal(store_pending(E.h), 0);
+	/* Two probes: the first completes after the take's reply (so the
+	 * compensation was sent), the second after the compensation ran. */
+	for (int i = 0; i < 2; i++) {
+		memset(&probe, 0, sizeof(probe));
+		assert_non_null(store_user_get_async(E.h, "nobody@example.com", on_user, &probe));
+		assert_int_equal(run_until(&probe.calls, 1, 3000), 0);
+	}
+	assert_int_equal(t.calls, 0); /* never called */
+
+	/* The old owner's writes are fenced (the take did happen)... */
+	struct sm_entry e = { .seq = 4, .msg = msg(4, RMSG_MESSAGE) };
+	assert_int_equal(write_err(store_sm_append_async(E.h, r.id, 1, &e, on_write, &s), &s), -ESTALE);
+	rmsg_unref(e.msg);
+	/* ...and the session is resumable: detached, owner A, queue intact. */
+	struct bus_addr C = { BUS_NODE_SELF, 2, 11, 5 };
+	take(&t, r.id, bare, &C, NULL);
+	assert_int_equal(t.err, 0);
+	assert_int_equal(t.rec.epoch, 3);
+	assert_int_equal(t.rec.attached, 0);
+	assert_true(bus_addr_eq(&t.rec.owner, &A));
+	assert_int_equal(t.n, 3);
+	seen_clear(&t);
+}
+
+/* Pipelining: 10000 appends of a 200-byte stanza, issued 500 per loop
+ * turn, all complete, in order; the rate is printed (no bound asserted: a
+ * shared machine). */
+static void count_write(void *ud, int err, const struct bus_addr *owner, const struct sm_entry *e)
+{
+	int *n = ud;
+	(void)owner; (void)e;
+	assert_int_equal(err, 0);
+	(*n)++;
+}
+
+static void test_throughput(void **state)
+{
+	(void)state;
+	struct sm_record r;
+	const char *bare = "bulk@example.com";
+	char body[200];
+	memset(body, 'x', sizeof(body));
+	memcpy(body, "<message>", 9);
+	memcpy(body + sizeof(body) - 10, "</message>", 10);
+	new_rec(&r, &A, 300);
+	create(&r, bare, "phone");
+	struct rmsg *m = rmsg_new(RMSG_MESSAGE, body, sizeof(body), "a@b/c", "d@e", "i", "chat");
+	assert_non_null(m);
+	int done = 0, issued = 0, total = 10000;
+	uint64_t t0 = now_ms();
+	while (done < total && now_ms() - t0 < 20000) {
+		for (int i = 0; i < 500 && issued < total; i++, issued++) {
+			struct sm_entry e = { .seq = (uint32_t)issued + 1, .msg = m };
+			assert_non_null(store_sm_append_async(E.h, r.id, 1, &e, count_write, &done));
+		}
+		turn(&E);
+	}
+	uint64_t ms = now_ms() - t0;
+	rmsg_unref(m);
+	assert_int_equal(done, total);
+	print_message("%d pipelined appends in %llu ms (%.0f/s)\n", total, (unsigned long long)ms,
+		      ms ? total * 1000.0 / (double)ms : 0.0);
+	struct seen s = { 0 };
+	assert_int_equal(write_err(store_sm_ack_async(E.h, r.id, 1, (uint32_t)total, on_write, &s), &s), 0);
+}
+
+/* FUNCTION FLUSH under a live link: the op that sees it fails (-EIO), the
+ * library is loaded again, the next op works. */
+static void test_function_flush(void **state)
+{
+	(void)state;
+	struct rproto *rp = rproto_new(NULL);
+	int fd = rs_connect(&srv);
+	struct rcopy c = { 0 };
+	assert_int_equal(RS_CMD(rp, fd, &c, "FUNCTION", "FLUSH"), 0);
+	rcopy_clear(&c);
+	struct sm_record r;
+	struct seen s = { 0 };
+	new_rec(&r, &A, 300);
+	assert_int_equal(write_err(store_sm_create_async(E.h, &r, "flush@example.com", "p", on_write, &s), &s), -EIO);
+	/* the reload goes out behind it; the next create finds the library */
+	new_rec(&r, &A, 300);
+	create(&r, "flush@example.com", "p");
+	rproto_free(rp);
+	close(fd);
+}
+
+/* A paused Redis: the deadline passes, -ETIMEDOUT; the link reconnects. */
+static void test_timeout(void **state)
+{
+	(void)state;
+	struct rproto *rp = rproto_new(NULL);
+	int fd = rs_connect(&srv);
+	struct rcopy c = { 0 };
+	assert_int_equal(RS_CMD(rp, fd, &c, "CLIENT", "PAUSE", "2600", "ALL"), 0);
+	rcopy_clear(&c);
+	struct seen s = { 0 };
+	assert_non_null(store_user_get_async(E.h, "nobody@example.com", on_user, &s));
+	assert_int_equal(run_until(&s.calls, 1, 5000), 0);
+	assert_int_equal(s.err, -ETIMEDOUT);
+	rproto_free(rp);
+	close(fd);
+	uint64_t end = now_ms() + 5000;
+	while (!rlink_up(E.l) && now_ms() < end)
+		turn(&E);
+	/* the pause may still hold the first command of the new link */
+	memset(&s, 0, sizeof(s));
+	end = now_ms() + 6000;
+	do {
+		memset(&s, 0, sizeof(s));
+		assert_non_null(store_user_get_async(E.h, "nobody@example.com", on_user, &s));
+		assert_int_equal(run_until(&s.calls, 1, 5000), 0);
+	} while (s.err != -ENOENT && now_ms() < end);
+	assert_int_equal(s.err, -ENOENT);
+}
+
+/* Redis goes away: operations fail with -ENOTCONN, at once or when the
+ * link drops; a Redis that restarts empty gets the library from the link's
+ * hello, and sessions work again. */
+static void test_restart(void **state)
+{
+	(void)state;
+	struct seen s = { 0 };
+	rs_stop(&srv);
+	uint64_t end = now_ms() + 5000;
+	while (rlink_up(E.l) && now_ms() < end)
+		turn(&E);
+	assert_false(rlink_up(E.l));
+	struct sm_record r;
+	new_rec(&r, &A, 300);
+	assert_non_null(store_sm_create_async(E.h, &r, "restart@example.com", "p", on_write, &s));
+	assert_int_equal(run_until(&s.calls, 1, 3000), 0);
+	assert_int_equal(s.err, -ENOTCONN);
+	memset(&s, 0, sizeof(s));
+	assert_non_null(store_user_get_async(E.h, "u1@example.com", on_user, &s));
+	assert_int_equal(run_until(&s.calls, 1, 3000), 0);
+	assert_int_equal(s.err, -ENOTCONN);
+
+	rs_start(&srv, 0); /* no AOF, no RDB: empty, without the library */
+	end = now_ms() + 5000;
+	while (!rlink_up(E.l) && now_ms() < end)
+		turn(&E);
+	assert_true(rlink_up(E.l));
+	new_rec(&r, &A, 300);
+	create(&r, "restart@example.com", "p");
+	append_range(r.id, 1, 1, 2);
+	struct seen t = { 0 };
+	take(&t, r.id, "restart@example.com", &B, NULL);
+	assert_int_equal(t.err, 0);
+	assert_int_equal(t.n, 2);
+	seen_clear(&t);
+}
+
+static int tok_eq(const struct fast_token *a, const struct fast_token *b)
+{
+	return a->valid == b->valid && (!a->valid || (a->mech == b->mech && a->expiry_ms == b->expiry_ms &&
+						      !memcmp(a->sealed, b->sealed, TOKEN_SEALED_LEN)));
+}
+
+/* The asynchronous operations give what the memory backend gives, step
+ * by step, for one script of creates, writes, fencing, takes with and
+ * without ISR proofs, destroys and FAST compare-and-sets. */
+static void test_same_as_memory(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/tether-memstore-XXXXXX", err[256], sid[SM_ID_LEN + 1];
+	assert_non_null(mkdtemp(dir));
+	struct store *mst = store_open("memory", dir, err, sizeof(err));
+	assert_non_null(mst);
+	assert_non_null(MEM = store_attach(mst, NULL));
+	static struct step mem[SCRIPT_STEPS], red[SCRIPT_STEPS];
+	sm_new_id(sid);
+	H = MEM;
+	int nm = script(mem, sid, "same@example.com");
+	H = E.h;
+	int nr = script(red, sid, "same@example.com");
+	assert_int_equal(nm, nr);
+	for (int i = 0; i < nm; i++) {
+		const struct step *a = &mem[i], *b = &red[i];
+		/* -ESTALE names the owner now "when known": the memory backend
+		 * knows it for append only, Redis for every write. */
+		if (a->err != b->err || a->has_rec != b->has_rec || (a->has_owner && !b->has_owner) ||
+		    a->has_resp != b->has_resp || a->n != b->n)
+			fail_msg("step %d: memory err %d rec %d owner %d resp %d n %d; redis err %d rec %d "
+				 "owner %d resp %d n %d", i, a->err, a->has_rec, a->has_owner, a->has_resp,
+				 a->n, b->err, b->has_rec, b->has_owner, b->has_resp, b->n);
+		if (memcmp(&a->rec, &b->rec, sizeof(a->rec)) || strcmp(a->resource, b->resource) ||
+		    strcmp(a->bare, b->bare))
+			fail_msg("step %d: records differ: epoch %u/%u owner slot %u/%u h_in %u/%u out %u/%u "
+				 "acked %u/%u att %d/%d res %s/%s", i, a->rec.epoch, b->rec.epoch,
+				 a->rec.owner.slot, b->rec.owner.slot, a->rec.c.h_in, b->rec.c.h_in,
+				 a->rec.c.out, b->rec.c.out, a->rec.c.acked, b->rec.c.acked,
+				 a->rec.attached, b->rec.attached, a->resource, b->resource);
+		if (a->has_owner && !bus_addr_eq(&a->owner, &b->owner))
+			fail_msg("step %d: owners differ", i);
+		if (b->has_owner && !a->has_owner && !bus_addr_eq(&b->owner, &B))
+			fail_msg("step %d: redis names an owner that is not the one now", i);
+		for (int j = 0; j < a->n && j < 8; j++)
+			if (a->seq[j] != b->seq[j] || a->kind[j] != b->kind[j] ||
+			    strcmp(a->data[j], b->data[j]) || strcmp(a->attrs[j], b->attrs[j]))
+				fail_msg("step %d entry %d: %u %d %s %s / %u %d %s %s", i, j, a->seq[j],
+					 a->kind[j], a->data[j], a->attrs[j], b->seq[j], b->kind[j],
+					 b->data[j], b->attrs[j]);
+		if (!tok_eq(&a->slots.fresh, &b->slots.fresh) ||
+		    !tok_eq(&a->slots.current, &b->slots.current) || a->slots.version != b->slots.version)
+			fail_msg("step %d: FAST slots differ", i);
+	}
+	store_detach(MEM);
+	MEM = NULL;
+	H = E.h;
+	store_close(mst);
+	char cmd[96];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
+/* ---- delivery to sessions (tether_deliver) -------------------------------- */
+
+static void on_deliver(void *ud, int err, size_t n, struct rmsg *m)
+{
+	struct seen *s = ud;
+	assert_non_null(m);
+	s->calls++;
+	s->err = err;
+	s->n = n;
+}
+
+static size_t deliver(const char *bare, const char *res, int i)
+{
+	struct seen s = { 0 };
+	struct rmsg *m = msg(i, RMSG_MESSAGE);
+	assert_non_null(store_deliver_async(E.h, bare, res, m, on_deliver, &s));
+	rmsg_unref(m);
+	assert_int_equal(run_until(&s.calls, 1, 3000), 0);
+	assert_int_equal(s.err, 0);
+	return s.n;
+}
+
+/* A stanza for an account goes to its sessions through the directory: a
+ * full JID to that resource's session, the bare JID to the available ones
+ * of the highest priority; appended to their queues, numbered there after
+ * what their owners appended. */
+static void test_deliver(void **state)
+{
+	(void)state;
+	const char *bare = "dv@example.com";
+	struct sm_record hi, lo, away;
+	struct seen t = { 0 };
+	new_rec(&hi, &A, 300);
+	hi.available = 1;
+	hi.priority = 5;
+	new_rec(&lo, &B, 300);
+	lo.available = 1;
+	lo.priority = 1;
+	new_rec(&away, &B, 300);
+	create(&hi, bare, "phone");
+	create(&lo, bare, "desk");
+	create(&away, bare, "away");          /* not available: never a bare-JID target */
+	append_range(hi.id, 1, 1, 2);         /* the owner's own entries first */
+	assert_int_equal(deliver(bare, "", 3), 1);
+	assert_int_equal(deliver(bare, "desk", 4), 1);
+	assert_int_equal(deliver(bare, "away", 5), 1);
+	assert_int_equal(deliver(bare, "gone", 6), 0);
+	assert_int_equal(deliver("nobody@example.com", "", 7), 0);
+	take(&t, hi.id, bare, &B, NULL);
+	assert_int_equal(t.err, 0);
+	assert_int_equal(t.n, 3);
+	assert_int_equal(t.q[2].seq, 3);
+	assert_string_equal(t.q[2].msg->id, "m3");
+	assert_string_equal(t.q[2].msg->from, "alice@example.com/phone");
+	seen_clear(&t);
+	take(&t, lo.id, bare, &A, NULL);
+	assert_int_equal(t.n, 1);
+	assert_string_equal(t.q[0].msg->id, "m4");
+	seen_clear(&t);
+}
+
+static int group_setup(void **state)
+{
+	(void)state;
+	rs_start(&srv, 0);
+	assert_int_equal(nodes_set_self("a"), 0);
+	env_open(&E);
+	H = E.h;
+	return 0;
+}
+
+static int group_teardown(void **state)
+{
+	(void)state;
+	env_close(&E);
+	return 0;
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_user_get),
+		cmocka_unit_test(test_session_ops),
+		cmocka_unit_test(test_fencing),
+		cmocka_unit_test(test_owner_of_previous_run),
+		cmocka_unit_test(test_append_order_ack),
+		cmocka_unit_test(test_isr),
+		cmocka_unit_test(test_fast),
+		cmocka_unit_test(test_password_revokes),
+		cmocka_unit_test(test_cancelled_take),
+		cmocka_unit_test(test_same_as_memory),
+		cmocka_unit_test(test_throughput),
+		cmocka_unit_test(test_function_flush),
+		cmocka_unit_test(test_timeout),
+		cmocka_unit_test(test_restart),
+		cmocka_unit_test(test_deliver),
+	};
+	if (sodium_init() < 0)
+		return 1;
+	if (!redis_server_bin()) {
+		fprintf(stderr, "SKIP: redis-server not found (apt-get install redis-server, or set REDIS_SERVER)\n");
+		return 77;
+	}
+	int rc = cmocka_run_group_tests(tests, group_setup, group_teardown);
+	rs_destroy(&srv);
+	return rc;
+}

@@ -15,7 +15,7 @@
 #include "tether/worker.h"
 
 /* Routes <it> to the worker that owns it->to. The item is the caller's;
- * its message reference is passed on, or dropped on error. */
+ * its message reference is passed on, or on error still the caller's. */
 static int post(struct worker *w, const struct bus_item *it)
 {
 	if (it->to.node != BUS_NODE_SELF && (it->kind == BUS_KICK || it->kind == BUS_MOVED)) {
@@ -23,10 +23,8 @@ static int post(struct worker *w, const struct bus_item *it)
 		 * between nodes are not implemented yet. */
 		return w->sh ? store_node_notice(w->sh, &it->to, it->kind, it->cond) : -EHOSTUNREACH;
 	}
-	if (it->to.node != BUS_NODE_SELF || it->to.worker >= w->srv->nworkers) {
-		rmsg_unref(it->msg);
+	if (it->to.node != BUS_NODE_SELF || it->to.worker >= w->srv->nworkers)
 		return it->to.node != BUS_NODE_SELF ? -EHOSTUNREACH : -EINVAL;
-	}
 	struct worker *target = &w->srv->workers[it->to.worker];
 	if (target == w) {
 		worker_dispatch(w, it);
@@ -35,22 +33,38 @@ static int post(struct worker *w, const struct bus_item *it)
 	return worker_post(w, target, it);
 }
 
+/* A request that could not be posted: a message goes back to its sender
+ * through the protocol's handler (a bounce), so no stanza vanishes when
+ * the inbox copy cannot be allocated. */
+static int refused(struct worker *w, const struct bus_item *it, int err)
+{
+	const struct worker_handlers *h = w->srv->handlers;
+	if (it->msg && h && h->undeliverable)
+		h->undeliverable(w, it->msg, err);
+	else
+		rmsg_unref(it->msg);
+	return err;
+}
+
 int bus_deliver(struct worker *w, const struct bus_addr *to, struct rmsg *m)
 {
 	struct bus_item it = { .kind = BUS_DELIVER, .to = *to, .msg = m };
-	return post(w, &it);
+	int rc = post(w, &it);
+	return rc ? refused(w, &it, rc) : 0;
 }
 
 int bus_kick(struct worker *w, const struct bus_addr *to, int cond)
 {
 	struct bus_item it = { .kind = BUS_KICK, .to = *to, .cond = cond };
-	return post(w, &it);
+	int rc = post(w, &it);
+	return rc ? refused(w, &it, rc) : 0;
 }
 
 int bus_moved(struct worker *w, const struct bus_addr *to)
 {
 	struct bus_item it = { .kind = BUS_MOVED, .to = *to };
-	return post(w, &it);
+	int rc = post(w, &it);
+	return rc ? refused(w, &it, rc) : 0;
 }
 
 int bus_appended(struct worker *w, const struct bus_addr *to, uint32_t seq, struct rmsg *m)

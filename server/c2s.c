@@ -20,6 +20,7 @@
 #include "tether/limits.h"
 #include "tether/log.h"
 #include "tether/metrics.h"
+#include "tether/ratelimit.h"
 #include "tether/router.h"
 #include "tether/sm.h"
 #include "tether/store.h"
@@ -40,11 +41,48 @@ typedef int c2s_state_fn(struct c2s *s, struct xnode *el);
 
 void c2s_send_str(struct c2s *s, const char *str)
 {
-	s->tp->send(s->io, str, strlen(str));
+	if (!(s->flags & C2S_F_OOM)) /* after fail_oom's </stream:stream>, nothing */
+		s->tp->send(s->io, str, strlen(str));
+}
+
+static void close_stream(struct c2s *s);
+
+/* What an allocation failure sends: no allocation of ours, no formatting.
+ * The header goes first if ours is not out yet (without an id: we could
+ * not make one). */
+static const char oom_header[] = "<?xml version='1.0'?><stream:stream xmlns='" XMLNS_CLIENT
+	"' xmlns:stream='" XMLNS_STREAM "' version='1.0'>";
+static const char oom_error[] = "<stream:error><internal-server-error xmlns='" XMLNS_STREAMS
+	"'/></stream:error></stream:stream>";
+
+/* An append to s->out failed (sbuf.h: sticky <failed>), so what it holds
+ * has a hole: it is dropped, never sent, and the stream ends with
+ * internal-server-error from static strings. C2S_F_OOM keeps it closing
+ * whatever the caller goes on to do (c2s_set_state). */
+static void fail_oom(struct c2s *s)
+{
+	sbuf_free(&s->out);
+	if (s->flags & C2S_F_OOM)
+		return;
+	s->flags |= C2S_F_OOM;
+	if (s->state == C2S_CLOSING)
+		return; /* our </stream:stream> is already out */
+	if (!(s->flags & C2S_F_HDR_SENT))
+		s->tp->send(s->io, oom_header, sizeof(oom_header) - 1);
+	s->flags |= C2S_F_HDR_SENT;
+	s->tp->send(s->io, oom_error, sizeof(oom_error) - 1);
+	log_warn("c2s %s%s%s: out of memory building output: stream error internal-server-error",
+		 s->tp->peer(s->io), s->full ? " " : "", s->full ? s->full : "");
+	metrics_inc(M_SE_OTHER);
+	close_stream(s);
 }
 
 void c2s_send_out(struct c2s *s)
 {
+	if (s->out.failed || (s->flags & C2S_F_OOM)) {
+		fail_oom(s);
+		return;
+	}
 	if (s->out.len)
 		s->tp->send(s->io, s->out.data, s->out.len);
 	sbuf_reset(&s->out);
@@ -65,6 +103,8 @@ static void cancel_op(struct c2s *s)
 
 void c2s_set_state(struct c2s *s, enum c2s_state st)
 {
+	if (s->flags & C2S_F_OOM)
+		st = C2S_CLOSING; /* failed for lack of memory (fail_oom): stays closed */
 	log_debug("c2s %s: %s -> %s", s->tp->peer(s->io), state_name[s->state], state_name[st]);
 	s->state = st;
 	/* An operation that stopped the parse (a SASL lookup, FAST, a take
@@ -145,6 +185,8 @@ int c2s_stream_fail(struct c2s *s, enum stream_err e, const char *text)
 	}
 	sbuf_puts(&s->out, "</stream:stream>");
 	c2s_send_out(s);
+	if (s->flags & C2S_F_OOM)
+		return 1; /* fail_oom said internal-server-error instead, and closed */
 	log_info("c2s %s%s%s: stream error %s%s%s", s->tp->peer(s->io), s->full ? " " : "",
 		 s->full ? s->full : "", stream_err_name(e), text ? ": " : "", text ? text : "");
 	count_stream_error(e);
@@ -415,6 +457,7 @@ int c2s_sasl_step(struct c2s *s, const uint8_t *in, size_t len, c2s_sasl_done_fn
 static void sasl_reply(struct c2s *s, const char *elem, const struct sbuf *data)
 {
 	sbuf_reset(&s->out);
+	s->out.failed = data->failed; /* a challenge with a hole is never sent */
 	/* RFC 6120 §6.4.6: no additional data (PLAIN) is an empty element;
 	 * '=' would be additional data of zero length, which none of our
 	 * mechanisms sends. */
@@ -928,6 +971,7 @@ void c2s_set_authed(struct c2s *s, int authed)
 	 * make us hold is proportional to it (xstream.c). */
 	struct xstream_limits lim = {
 		.max_stanza_size = cfg->max_stanza_size, .max_depth = cfg->max_depth,
+		.max_header_size = cfg->max_header_size,
 	};
 	if (s->tp->set_authed)
 		s->tp->set_authed(s->io, authed);
@@ -1010,7 +1054,9 @@ enum tp_feed c2s_feed(struct c2s *s, const char *data, size_t len)
 			};
 			char why[160];
 			const char *text = xstream_error_text(s->xs, why, sizeof(why));
-			if (e == XSE_POLICY_VIOLATION) {
+			if (e == XSE_POLICY_VIOLATION && text == xstream_why_header) {
+				metrics_inc(M_LIMIT_HEADER_SIZE);
+			} else if (e == XSE_POLICY_VIOLATION) {
 				text = "stanza too large or too deep";
 				metrics_inc(M_LIMIT_STANZA_SIZE);
 			}
@@ -1077,11 +1123,13 @@ void c2s_end_presence(struct c2s *s)
 		sbuf_puts(&s->out, "<presence type='unavailable' from='");
 		sbuf_puts_esc(&s->out, s->full);
 		sbuf_puts(&s->out, "'/>");
-		struct rmsg *m = rmsg_new(RMSG_PRESENCE, s->out.data, s->out.len, s->full, NULL,
-					  NULL, "unavailable");
+		struct rmsg *m = s->out.failed ? NULL : rmsg_new(RMSG_PRESENCE, s->out.data, s->out.len,
+								  s->full, NULL, NULL, "unavailable");
 		sbuf_reset(&s->out);
 		if (m)
 			deliver_presence(s->w, s->bare, m, 0, NULL);
+		else
+			log_warn("c2s %s: out of memory: unavailable presence not broadcast", s->full);
 	}
 	log_info("session ended jid=%s", s->full);
 }
@@ -1270,11 +1318,27 @@ static void h_orphan(struct worker *w, struct rmsg *m, uint64_t stamp_ms)
 	deliver_orphan(w, w->srv->cfg.domain, m, stamp_ms);
 }
 
+/* A stanza the bus could not hand on: its sender hears of it. Out of
+ * memory is resource-constraint (wait: it may pass later); a node we
+ * cannot reach, recipient-unavailable. */
+static void h_undeliverable(struct worker *w, struct rmsg *m, int err)
+{
+	static struct ratelimit_log log_rl;
+	uint64_t suppressed;
+	if (ratelimit_log_due(&log_rl, timer_now_ms(), &suppressed))
+		log_warn("deliver: %s from %s to %s not handed on (%s): bounced; %llu more since the "
+			 "last line", m->kind == RMSG_MESSAGE ? "message" : m->kind == RMSG_IQ ? "iq" :
+			 "presence", m->from, m->to, strerror(-err), (unsigned long long)suppressed);
+	deliver_bounce(w, w->srv->cfg.domain, m,
+		       err == -ENOMEM ? STE_RESOURCE_CONSTRAINT : STE_RECIPIENT_UNAVAILABLE);
+	rmsg_unref(m);
+}
+
 static const struct worker_handlers entry_points = {
 	.open = h_open, .feed = h_feed, .lost = h_lost, .held = h_held,
 	.before_flush = h_before_flush, .timeout = h_timeout, .free = h_free,
 	.deliver = h_deliver, .kick = h_kick, .moved = h_moved, .stale = h_stale,
-	.appended = h_appended, .orphan = h_orphan,
+	.appended = h_appended, .orphan = h_orphan, .undeliverable = h_undeliverable,
 	.shutdown = h_shutdown,
 };
 

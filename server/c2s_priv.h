@@ -66,6 +66,7 @@ enum c2s_state {
 				      * when reading stopped (the worker's receive buffers) */
 #define C2S_F_BP          0x200000u /* parked for the store to catch up (store_backpressure) */
 #define C2S_F_WANT_A      0x100000u /* an <r/> waits for the h writes in flight (h_writes) */
+#define C2S_F_OOM         0x200000u /* output could not be built: internal-server-error sent, closing */
 
 /* How a stream ending affects its session. */
 enum c2s_end {

@@ -62,7 +62,9 @@ static void on_delivered_full(void *ud, int err, size_t n, struct rmsg *m)
 	char bare[2 * JID_PART_MAX + 2];
 	if (!err && m->kind == RMSG_MESSAGE && chat_or_normal(m) && !jid_parse(m->to, &j) &&
 	    jid_bare(&j, bare, sizeof(bare)) >= 0) {
-		c2s_remote_deliver(s, bare, "", rmsg_ref(m));
+		/* As route_message_bare: this node's sessions, then the others'. */
+		if (!deliver_message_bare(s->w, bare, rmsg_ref(m), NULL))
+			c2s_remote_deliver(s, bare, "", rmsg_ref(m));
 		return;
 	}
 	undeliverable(s, err, m);

@@ -37,26 +37,14 @@ void c2s_emit_reply(struct c2s *s, enum rmsg_kind kind, const char *from, const 
 {
 	if (!s->out.len)
 		return;
-	if (!(s->flags & C2S_F_SM)) {
-		c2s_send_out(s); /* no queue to keep it in: write it as it is */
+	if (!(s->flags & C2S_F_SM) || s->out.failed) {
+		c2s_send_out(s); /* no queue to keep it in: write it as it is (or fail) */
 		return;
 	}
 	struct rmsg *m = rmsg_new(kind, s->out.data, s->out.len, from, s->full, NULL, type);
 	sbuf_reset(&s->out);
 	if (m)
 		c2s_emit(s, m);
-}
-
-/* Serializes <el> (its 'from' already stamped) into a routed message. */
-static struct rmsg *make_rmsg(struct c2s *s, struct xnode *el, const char *to)
-{
-	sbuf_reset(&s->out);
-	if (xnode_serialize(el, XMLNS_CLIENT, &s->out))
-		return NULL;
-	struct rmsg *m = rmsg_new(kind_of(el), s->out.data, s->out.len, s->full, to,
-				  xnode_attr(el, "id"), xnode_attr(el, "type"));
-	sbuf_reset(&s->out);
-	return m;
 }
 
 /* An error reply to the client's own stanza, from <from>. */
@@ -70,6 +58,22 @@ static void bounce(struct c2s *s, struct xnode *el, const char *from, enum stanz
 	c2s_emit_reply(s, kind_of(el), from, "error");
 }
 
+/* Serializes <el> (its 'from' already stamped) into a routed message.
+ * Without memory for it, the sender gets resource-constraint (or, if even
+ * that cannot be built, internal-server-error: c2s_send_out) and NULL. */
+static struct rmsg *make_rmsg(struct c2s *s, struct xnode *el, const char *to)
+{
+	sbuf_reset(&s->out);
+	struct rmsg *m = NULL;
+	if (!xnode_serialize(el, XMLNS_CLIENT, &s->out) && !s->out.failed)
+		m = rmsg_new(kind_of(el), s->out.data, s->out.len, s->full, to,
+			     xnode_attr(el, "id"), xnode_attr(el, "type"));
+	sbuf_reset(&s->out);
+	if (!m)
+		bounce(s, el, to, STE_RESOURCE_CONSTRAINT);
+	return m;
+}
+
 /* A message to a bare JID (or to a full JID not connected): RFC 6121 §8.5. */
 static void route_message_bare(struct c2s *s, struct xnode *el, const char *bare, const char *to)
 {
@@ -79,10 +83,12 @@ static void route_message_bare(struct c2s *s, struct xnode *el, const char *bare
 		return;
 	}
 	struct rmsg *m = make_rmsg(s, el, to);
+	if (!m)
+		return; /* bounced */
 	/* With a shared store, one reference stays for the other nodes. */
-	struct rmsg *keep = m && store_shared(c2s_store(s)) ? rmsg_ref(m) : NULL;
+	struct rmsg *keep = store_shared(c2s_store(s)) ? rmsg_ref(m) : NULL;
 	int congested = 0;
-	size_t got = m ? deliver_message_bare(s->w, bare, rmsg_ref(m), &congested) : 0;
+	size_t got = deliver_message_bare(s->w, bare, rmsg_ref(m), &congested);
 	if (congested)
 		s->flags |= C2S_F_BACKOFF;
 	if (got) {
@@ -190,7 +196,9 @@ static void route_full(struct c2s *s, struct xnode *el, const char *bare, const 
 static void route_to_account(struct c2s *s, struct xnode *el, const char *bare, const char *to,
 			     int exists)
 {
-	if (!exists) {
+	/* Another account's bare JID answers an iq as one that does not
+	 * exist: otherwise a ping or disco#info tells who has an account. */
+	if (!exists || (kind_of(el) == RMSG_IQ && strcmp(bare, s->bare))) {
 		bounce(s, el, to, STE_SERVICE_UNAVAILABLE);
 	} else if (kind_of(el) == RMSG_IQ) {
 		if (!strcmp(bare, s->bare) && presence_own_iq(s, el))

@@ -19,9 +19,11 @@
 #include "tether/ht.h"
 #include "tether/log.h"
 #include "tether/metrics.h"
+#include "tether/ratelimit.h"
 #include "tether/router.h"
 #include "tether/sm.h"
 #include "tether/store.h"
+#include "tether/timer.h"
 #include "tether/token.h"
 #include "tether/worker.h"
 #include "tether/xstream.h"
@@ -251,6 +253,31 @@ static void bind2_resource(struct c2s *s, const struct sasl2_req *r, char *out, 
 
 #define FAST_CAS_TRIES 8
 
+/* Every FAST write carries the per-account cap (store_sm.h max_entries):
+ * a user-agent id is whatever the client says, so each new one would
+ * otherwise be one more entry for the account, without end. */
+static void fast_cap_set(struct c2s *s, struct fast_slots *sl)
+{
+	sl->max_entries = s->srv->cfg.max_fast_per_account;
+}
+
+static struct ratelimit_log fast_cap_log;
+
+/* Entries of <bare> the store evicted for the cap: a limit hit, counted,
+ * and logged at most once a second. */
+static void fast_cap_report(struct c2s *s, const char *bare, uint32_t evicted)
+{
+	uint64_t suppressed;
+	if (!evicted)
+		return;
+	metrics_add(M_LIMIT_FAST_PER_ACCOUNT, evicted);
+	if (ratelimit_log_due(&fast_cap_log, timer_now_ms(), &suppressed))
+		log_info("c2s %s: %s: %u FAST token entr%s evicted, over max_fast_per_account (%u); "
+			 "%llu more evictions not logged since the last line", s->tp->peer(s->io), bare,
+			 evicted, evicted == 1 ? "y" : "ies", s->srv->cfg.max_fast_per_account,
+			 (unsigned long long)suppressed);
+}
+
 /* Seals a new token pinned to <cb> into <slot> and keeps its text in the
  * request for <success/>. 0 or -1. */
 static int new_token(struct c2s *s, enum ht_cb cb, struct fast_token *slot)
@@ -335,10 +362,13 @@ static int finish_now(struct c2s *s, const char *user, const uint8_t *extra, siz
 			sbuf_free(&res);
 			return 1;
 		}
-		if (rc < 0 && r->isr && r->isr_with_token) {
+		if (rc < 0 && r->isr && r->isr_with_token && r->ht) {
 			/* Stance F: the token authenticated, the resumption failed:
 			 * the stream stays unauthenticated, so a stolen token never
-			 * yields a second session; the client logs in for real. */
+			 * yields a second session; the client logs in for real.
+			 * Not after a password (or FAST) login: with-isr-token
+			 * was moot there, the client proved who it is, and gets
+			 * <inst-resume-failed/> inside its <success/>. */
 			free(s->bare);
 			s->bare = NULL;
 			c2s_set_authed(s, 0);
@@ -355,12 +385,13 @@ static int finish_now(struct c2s *s, const char *user, const uint8_t *extra, siz
 			c2s_sm_resumed_el(s, &res);
 			sbuf_puts(&res, "</inst-resumed>");
 		} else if (r->isr) {
-			sbuf_printf(&res, "<inst-resume-failed xmlns='" XMLNS_ISR "'>%s</inst-resume-failed>",
-				    failed.data ? failed.data : "");
+			sbuf_puts(&res, "<inst-resume-failed xmlns='" XMLNS_ISR "'>");
+			sbuf_cat(&res, &failed);
+			sbuf_puts(&res, "</inst-resume-failed>");
 		} else if (resumed) {
 			c2s_sm_resumed_el(s, &res);
 		} else {
-			sbuf_append(&res, failed.data, failed.len);
+			sbuf_cat(&res, &failed);
 		}
 		sbuf_free(&failed);
 	}
@@ -392,8 +423,7 @@ static int finish_now(struct c2s *s, const char *user, const uint8_t *extra, siz
 	sbuf_puts(&s->out, "<authorization-identifier>");
 	sbuf_puts_esc(&s->out, (resumed || bound) ? s->full : s->bare);
 	sbuf_puts(&s->out, "</authorization-identifier>");
-	if (res.len)
-		sbuf_append(&s->out, res.data, res.len);
+	sbuf_cat(&s->out, &res); /* a hole in <res> fails s->out: c2s_send_out checks */
 	sbuf_puts(&s->out, "</success>");
 	c2s_send_out(s);
 	sbuf_free(&res);
@@ -496,9 +526,9 @@ static void on_fin_fast_cas(void *ud, int err, const struct fast_slots *sl)
 	struct fin_wait *x = ud;
 	struct c2s *s = x->s;
 	struct sasl2_req *r = s->req;
-	(void)sl;
 	c2s_op_done(s);
 	if (err == 0) {
+		fast_cap_report(s, s->bare, sl->evicted);
 		r->has_token = 1;
 		r->fast_looked = 1;
 	} else {
@@ -522,6 +552,7 @@ static void on_fin_fast_get(void *ud, int err, const struct fast_slots *sl)
 	struct store_op *op = NULL;
 	(void)err;
 	c2s_op_done(s);
+	fast_cap_set(s, &next);
 	if (!new_token(s, r->request_cb, &next.fresh))
 		op = store_fast_cas_async(c2s_store(s), s->bare, r->ua_id, &next, on_fin_fast_cas, x);
 	sodium_memzero(&next, sizeof(next));
@@ -710,6 +741,7 @@ static void on_fast_get(void *ud, int err, const struct fast_slots *sl)
 		fast_give_up(x, plan < 0 ? SASL_C_CREDENTIALS_EXPIRED : SASL_C_NOT_AUTHORIZED);
 		return;
 	}
+	fast_cap_set(s, &next);
 	struct store_op *op = store_fast_cas_async(s->tp->store(s->io), x->bare, s->req->ua_id, &next,
 						   on_fast_cas, x);
 	sodium_memzero(&next, sizeof(next));
@@ -725,9 +757,9 @@ static void on_fast_cas(void *ud, int err, const struct fast_slots *sl)
 	struct ht_wait *x = ud;
 	struct c2s *s = x->s;
 	struct sasl2_req *r = s->req;
-	(void)sl;
 	c2s_op_done(s);
 	if (err == 0) {
+		fast_cap_report(s, x->bare, sl->evicted);
 		r->has_token = x->give;
 		r->fast_used = 1;
 		finish(s, x->user, x->resp, sizeof(x->resp));

@@ -53,6 +53,7 @@ static const struct key_def keys[] = {
 	UINT("store", "test_delay", store_test_delay, 0, 3),
 	SIZE("limits", "max_stanza_size", max_stanza_size, 1024, 64u << 20),
 	SIZE("limits", "preauth_max_stanza_size", preauth_max_stanza_size, 1024, 64u << 20),
+	SIZE("limits", "max_header_size", max_header_size, 512, 64u << 20),
 	UINT("limits", "max_depth", max_depth, 4, 1024),
 	UINT("limits", "preauth_timeout", preauth_timeout, 1, 3600),
 	UINT("limits", "max_auth_failures", max_auth_failures, 1, 10),
@@ -69,6 +70,7 @@ static const struct key_def keys[] = {
 	STR("tokens", "key_file", token_key_file),
 	UINT("tokens", "fast_lifetime", fast_lifetime, 60, 86400 * 365),
 	STR("tokens", "isr_location", isr_location),
+	UINT("tokens", "max_fast_per_account", max_fast_per_account, 1, 10000),
 	STR("admin", "listen", admin_listen),
 	STR("cluster", "node", cluster_node),
 	UINT("limits", "max_conns_per_ip", max_conns_per_ip, 0, 10000000),
@@ -93,6 +95,7 @@ void config_defaults(struct config *cfg)
 	snprintf(cfg->store_redis, sizeof(cfg->store_redis), "127.0.0.1:6379");
 	cfg->max_stanza_size = 256 * 1024;
 	cfg->preauth_max_stanza_size = 16 * 1024;
+	cfg->max_header_size = 4096;
 	cfg->max_depth = 64;
 	cfg->preauth_timeout = 30;
 	cfg->stanza_timeout = 30;
@@ -106,6 +109,7 @@ void config_defaults(struct config *cfg)
 	cfg->sm_ack_after_ms = 1000;
 	cfg->sm_ack_timeout = 60;
 	cfg->fast_lifetime = 14 * 86400;
+	cfg->max_fast_per_account = 16;
 	cfg->max_conns_per_ip = 100;
 	cfg->max_preauth_conns = 10000;
 	cfg->auth_fail_burst_per_ip = 20;

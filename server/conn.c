@@ -384,7 +384,13 @@ void conn_send(struct conn *c, const char *data, size_t len)
 {
 	if (c->flags & CONN_F_SHUT)
 		return;
-	struct sbuf *b = (c->ssl && tls_established(c->ssl)) ? &c->ptx : &c->wq;
+	/* TLS begun and not up (a direct-TLS client that never finishes its
+	 * handshake, or one after <proceed/>): nothing goes out in the clear,
+	 * so what the protocol says then (a timeout's stream error) is
+	 * dropped; the close that follows is all the peer gets. */
+	if (c->ssl && !tls_established(c->ssl))
+		return;
+	struct sbuf *b = c->ssl ? &c->ptx : &c->wq;
 	if (sbuf_append(b, data, len)) {
 		log_warn("conn %s: out of memory queueing output", c->peer);
 		conn_abort(c);

@@ -8,17 +8,30 @@
 
 #include <sodium.h>
 
+int (*sbuf_fail_hook)(size_t size);
+
+/* Marks <b> failed (sticky: sbuf.h) and returns -ENOMEM. */
+static int mark_failed(struct sbuf *b)
+{
+	b->failed = 1;
+	return -ENOMEM;
+}
+
 int sbuf_reserve(struct sbuf *b, size_t extra)
 {
 	size_t need = b->len + extra + 1; /* +1: keep room for a NUL */
 	if (need <= b->cap)
 		return 0;
+	if (need < extra)
+		return mark_failed(b); /* wrapped around */
 	size_t cap = b->cap ? b->cap : 64;
 	while (cap < need)
 		cap *= 2;
+	if (sbuf_fail_hook && sbuf_fail_hook(cap))
+		return mark_failed(b);
 	char *p = realloc(b->data, cap);
 	if (!p)
-		return -ENOMEM;
+		return mark_failed(b);
 	b->data = p;
 	b->cap = cap;
 	return 0;
@@ -46,7 +59,9 @@ int sbuf_vprintf(struct sbuf *b, const char *fmt, va_list ap)
 	va_copy(ap2, ap);
 	int n = vsnprintf(NULL, 0, fmt, ap2);
 	va_end(ap2);
-	if (n < 0 || sbuf_reserve(b, (size_t)n))
+	if (n < 0)
+		return mark_failed(b);
+	if (sbuf_reserve(b, (size_t)n))
 		return -ENOMEM;
 	vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
 	b->len += (size_t)n;
@@ -82,6 +97,14 @@ int sbuf_append_esc(struct sbuf *b, const char *s, size_t len)
 	return sbuf_append(b, s + start, len - start);
 }
 
+int sbuf_cat(struct sbuf *b, const struct sbuf *src)
+{
+	int rc = sbuf_append(b, src->data, src->len);
+	if (src->failed)
+		return mark_failed(b);
+	return rc;
+}
+
 int sbuf_puts_esc(struct sbuf *b, const char *s)
 {
 	return s ? sbuf_append_esc(b, s, strlen(s)) : 0;
@@ -103,6 +126,7 @@ void sbuf_free(struct sbuf *b)
 	free(b->data);
 	b->data = NULL;
 	b->len = b->cap = 0;
+	b->failed = 0;
 }
 
 void sbuf_free_secret(struct sbuf *b)

@@ -449,10 +449,8 @@ static void drain_inbox(struct worker *w)
 int worker_post(struct worker *w, struct worker *target, const struct bus_item *it)
 {
 	struct bus_item *copy = malloc(sizeof(*copy));
-	if (!copy) {
-		rmsg_unref(it->msg);
+	if (!copy)
 		return -ENOMEM;
-	}
 	*copy = *it;
 	inbox_push(w, target, copy);
 	return 0;
@@ -485,12 +483,41 @@ void worker_want_trim(struct worker *w)
 	w->trim_pending = 1;
 }
 
-/* Streams that went idle freed their parsers (worker_want_trim); at most
- * once a second, hand the freed pages back so idle sessions cost what they
- * hold, not what their handshakes once needed. */
+/* A second in which a worker moves this many bytes (in and out) is a
+ * burst: what it allocates meanwhile (queues, parsers, TLS records) is
+ * proportional to them. The first second after it with an eighth of that
+ * is its end. */
+#define BURST_BYTES (4u << 20)
+#define QUIET_BYTES (BURST_BYTES / 8)
+
+/* Once a second: after a burst, the worker has freed what the burst made
+ * it allocate (queues, parsers, TLS records) but glibc keeps the pages
+ * unless they are at the top of a heap. Sessions that stay busy never go
+ * idle (worker_want_trim), so the end of the burst asks for a trim too. */
+static void watch_load(struct worker *w, uint64_t now)
+{
+	if (now - w->load_at_ms < 1000)
+		return;
+	uint64_t done = w->io_bytes - w->io_bytes_at;
+	w->io_bytes_at = w->io_bytes;
+	w->load_at_ms = now;
+	if (done >= BURST_BYTES) {
+		w->after_burst = 1;
+	} else if (w->after_burst && done < QUIET_BYTES) {
+		w->after_burst = 0;
+		w->trim_pending = 1;
+		log_debug("worker %u: a burst is over: the heap will be trimmed", w->idx);
+	}
+}
+
+/* Streams that went idle freed their parsers (worker_want_trim), or a
+ * burst ended (watch_load); at most once a second, hand the freed pages
+ * back so sessions cost what they hold, not what their handshakes or the
+ * burst once needed. */
 static void maybe_trim_heap(struct worker *w)
 {
 	uint64_t now = timer_now_ms();
+	watch_load(w, now);
 	if (!w->trim_pending || now - w->last_trim_ms < 1000)
 		return;
 	w->trim_pending = 0;
@@ -511,6 +538,8 @@ static void handle_cqe(struct worker *w, struct io_uring_cqe *cqe)
 		on_accept(w, cqe);
 		break;
 	case OP_RECV:
+		if (cqe->res > 0)
+			w->io_bytes += (uint64_t)cqe->res;
 		if ((c = conn_of(w, ud)))
 			conn_on_recv(c, cqe);
 		else if (cqe->flags & IORING_CQE_F_BUFFER) {
@@ -522,6 +551,8 @@ static void handle_cqe(struct worker *w, struct io_uring_cqe *cqe)
 		}
 		break;
 	case OP_SEND:
+		if (cqe->res > 0)
+			w->io_bytes += (uint64_t)cqe->res;
 		if ((c = conn_of(w, ud)))
 			conn_on_send(c, cqe);
 		break;

@@ -103,6 +103,24 @@ struct xstream {
 #define XML_BASE (64u << 10)
 #define TREE_BASE (16u << 10)
 
+const char xstream_why_header[] = "stream header too large";
+
+/* What the element in progress may take: the header's own limit until the
+ * header is complete (level 0), the stanza limit after. */
+static size_t elem_max(const struct xstream *xs)
+{
+	size_t h = xs->lim.max_header_size;
+	return xs->level == 0 && h && h < xs->lim.max_stanza_size ? h : xs->lim.max_stanza_size;
+}
+
+/* The element in progress went over elem_max(): says which limit. */
+static void over_limit(struct xstream *xs)
+{
+	xs->err = XSE_POLICY_VIOLATION;
+	if (xs->level == 0 && elem_max(xs) < xs->lim.max_stanza_size)
+		xs->why = xstream_why_header;
+}
+
 static size_t xml_cap(const struct xstream *xs)
 {
 	return 4 * xs->lim.max_stanza_size + XML_BASE;
@@ -463,8 +481,9 @@ static void open_stream(struct xstream *xs, const char *name, const char **atts)
 		return;
 	}
 	int64_t end = ev_end(xs);
-	if ((uint64_t)end > xs->lim.max_stanza_size) {
-		fail(xs, XSE_POLICY_VIOLATION);
+	if ((uint64_t)end > elem_max(xs)) {
+		fail_why(xs, XSE_POLICY_VIOLATION,
+			 elem_max(xs) < xs->lim.max_stanza_size ? xstream_why_header : NULL);
 		return;
 	}
 	xs->level = 1;
@@ -913,8 +932,8 @@ enum xfeed_rc xstream_feed(struct xstream *xs, const char *data, size_t len, siz
 		 * whitespace still meets the size limit. */
 		xs->fed += (int64_t)skip;
 		xs->adj += (int64_t)skip;
-		if ((uint64_t)(xs->fed - xs->mark) > xs->lim.max_stanza_size) {
-			xs->err = XSE_POLICY_VIOLATION;
+		if ((uint64_t)(xs->fed - xs->mark) > elem_max(xs)) {
+			over_limit(xs);
 			return XFEED_ERR;
 		}
 		if (skip == len) {
@@ -935,10 +954,10 @@ static enum xfeed_rc feed_expat(struct xstream *xs, const char *data, size_t len
 {
 	size_t good = utf8_scan(xs, (const unsigned char *)data, len);
 	const int64_t base = xs->fed;
-	const size_t max = xs->lim.max_stanza_size;
 	size_t off = 0;
 
 	while (off < good) {
+		size_t max = elem_max(xs); /* the header's limit, then the stanzas' */
 		/* Never hand expat more than the element in progress may still
 		 * take (+1 to notice the overflow), so a never-ending tag or text
 		 * is refused after max bytes, whatever the caller's chunk size. */
@@ -975,8 +994,8 @@ static enum xfeed_rc feed_expat(struct xstream *xs, const char *data, size_t len
 					  map_expat_error(XML_GetErrorCode(xs->p));
 			return XFEED_ERR;
 		}
-		if ((uint64_t)(xs->fed - xs->mark) > max) {
-			xs->err = XSE_POLICY_VIOLATION;
+		if ((uint64_t)(xs->fed - xs->mark) > elem_max(xs)) {
+			over_limit(xs);
 			return XFEED_ERR;
 		}
 	}

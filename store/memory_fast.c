@@ -4,7 +4,14 @@
  * struct fast_slots): a login reads the slots, decides (promote the token
  * it used, issue a new one) and writes back only if nobody wrote in
  * between. Versions come from one counter per table, so an entry that was
- * revoked and created again never matches a version read before. */
+ * revoked and created again never matches a version read before.
+ *
+ * An account's entries are bounded: every write sweeps the account's
+ * entries whose tokens have all expired, and a write that makes a new
+ * entry evicts the least recently written ones beyond in->max_entries. A
+ * user-agent id is whatever the client says, so without the cap one
+ * account could make entries without end (and every login of the account
+ * walks them: the chain is per account). */
 #include "memory_sm.h"
 
 #include <errno.h>
@@ -12,6 +19,7 @@
 #include <stdlib.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 #include <sodium.h>
 
@@ -94,22 +102,76 @@ int fast_table_get(struct fast_table *t, const char *bare, const char *ua_id, st
 	return e ? 0 : -ENOENT;
 }
 
+static uint64_t wall_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Whether a token of <sl> can still be used at <now> (Unix ms). */
+static int slots_live(const struct fast_slots *sl, uint64_t now)
+{
+	return (sl->fresh.valid && sl->fresh.expiry_ms > now) ||
+	       (sl->current.valid && sl->current.expiry_ms > now);
+}
+
+/* Frees the entries of <bare> (hash <h>) with nothing live left, then,
+ * while the account has more than <max> entries (0: no cap; <keep>, the
+ * entry just written, counts and is never chosen), the one written least
+ * recently: versions come from one clock, so the lowest is the oldest.
+ * Called with the lock held. Returns how many were evicted by the cap. */
+static uint32_t trim_account(struct fast_table *t, uint64_t h, const char *bare,
+			     const struct fentry *keep, uint32_t max)
+{
+	uint64_t now = wall_ms();
+	uint32_t evicted = 0;
+	for (;;) {
+		struct fentry **oldest = NULL, *e;
+		size_t n = keep != NULL;
+		for (struct fentry **pp = &t->b[h % FAST_BUCKETS]; (e = *pp);) {
+			if (e == keep || e->hash != h || strcmp(e->key, bare)) {
+				pp = &e->next;
+			} else if (!slots_live(&e->slots, now)) {
+				*pp = e->next;   /* swept: <pp> now points at the next one */
+				fentry_free(e);
+			} else {
+				n++;
+				if (!oldest || e->slots.version < (*oldest)->slots.version)
+					oldest = pp;
+				pp = &e->next;
+			}
+		}
+		if (!max || n <= max || !oldest)
+			return evicted;
+		e = *oldest;
+		*oldest = e->next;
+		fentry_free(e);
+		evicted++;
+	}
+}
+
 /* Writes <in>'s slots if the entry's version is still in->version (0: there
  * must be no entry); slots with nothing valid delete the entry. On success
- * in->version is the new version (0 after a delete). Returns 0, -ESTALE if
- * the entry changed since it was read, or -ENOMEM. */
+ * in->version is the new version (0 after a delete). A successful write
+ * sweeps the account's expired entries and, when it made a new entry,
+ * applies in->max_entries (in->evicted: how many went). Returns 0, -ESTALE
+ * if the entry changed since it was read, or -ENOMEM. */
 int fast_table_cas(struct fast_table *t, const char *bare, const char *ua_id, struct fast_slots *in)
 {
 	int rc = 0;
 	uint64_t h = bare_hash(t, bare);
 	pthread_mutex_lock(&t->lock);
 	struct fentry **pp = find(t, h, bare, ua_id), *e = *pp;
+	int created = 0;
+	in->evicted = 0;
 	if ((e ? e->slots.version : 0) != in->version) {
 		rc = -ESTALE;
 	} else if (!in->fresh.valid && !in->current.valid) {
 		if (e) {
 			*pp = e->next;
 			fentry_free(e);
+			e = NULL;
 		}
 		in->version = 0;
 	} else if (e) {
@@ -129,8 +191,11 @@ int fast_table_cas(struct fast_table *t, const char *bare, const char *ua_id, st
 			e->slots.version = in->version = ++t->clock;
 			e->next = t->b[h % FAST_BUCKETS];
 			t->b[h % FAST_BUCKETS] = e;
+			created = 1;
 		}
 	}
+	if (rc == 0)
+		in->evicted = trim_account(t, h, bare, e, created ? in->max_entries : 0);
 	pthread_mutex_unlock(&t->lock);
 	return rc;
 }

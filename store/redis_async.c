@@ -498,8 +498,12 @@ static void on_fast_cas(const redisReply *r, const char *err, void *ud)
 	int rc = reply_err(&f->op, r, err);
 	if (!rc) {
 		const redisReply *v = r;
-		if (r->type == REDIS_REPLY_ARRAY && r->elements == 2)
+		f->slots.evicted = 0;
+		if (r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
 			v = r->element[0];
+			if (r->element[1]->type == REDIS_REPLY_INTEGER && r->element[1]->integer > 0)
+				f->slots.evicted = (uint32_t)r->element[1]->integer;
+		}
 		if (v->type != REDIS_REPLY_INTEGER || v->integer < 0)
 			rc = -EIO;
 		else
@@ -540,10 +544,9 @@ static int submit_fast(struct store_handle *h, struct store_fast_op *f)
 	arg_u(&c, 0, f->slots.version);
 	arg(&c, (const char *)blob, none ? 0 : sizeof(blob));
 	/* Until the entry's last token expires (wall clock, a TTL for Redis's
-	 * TIME), and the per-account cap: 0 = none here (the library without
-	 * a cap ignores both). */
+	 * TIME), and the per-account cap ([tokens] max_fast_per_account). */
 	arg_u(&c, 1, last > now ? last - now : 0);
-	arg_s(&c, "0");
+	arg_u(&c, 2, f->slots.max_entries);
 	int rc = send_cmd(h, &c, on_fast_cas, f);
 	sodium_memzero(blob, sizeof(blob));
 	return rc;

@@ -19,7 +19,8 @@ is ready for Redis Cluster:
                            (salt, iterations, StoredKey, ServerKey per hash)
   t:{B}:fast        hash   FAST slots of B: "v:<ua>" = version of <ua>'s
                            entry, "b:<ua>" = its two slots, sealed and packed
-                           by C (opaque); "v" = B's version counter
+                           by C (opaque), "e:<ua>" = Redis TIME (ms) when its
+                           last token expires; "v" = B's version counter
   t:{B}:isr         hash   ISR tokens of B's sessions: <sid> = sealed token
   t:{B}:dir         hash   route directory of B: <resource> = "<sid>|<avail>|<prio>"
   t:{B}:s:<sid>     hash   session record (fields below)
@@ -554,23 +555,76 @@ local function fast_get(keys, args)
 	return { tonumber(e[1]), e[2] }
 end
 
--- KEYS fast; ARGV ua, expected version (0: none yet), slots ("" deletes).
--- Writes only if the entry's version is still the expected one, with a
--- version never given before for this account. Returns the new version (0
--- after a delete), or "ESTALE <current version>".
+-- Bounds the entries of account <fast> (called after a write to <keep>'s
+-- entry, "" when it was deleted): entries whose last token expired before
+-- <now> go, then while more than <max> are left (0: no cap; <keep> counts
+-- and is never chosen), the least recently written (lowest version: one
+-- counter per account). An entry without "e:" (none is written so) is
+-- never swept, only evicted. Returns how many the cap evicted. The hash
+-- holds 3 fields per entry, so HGETALL costs what the cap allows.
+local function fast_trim(fast, keep, now, max)
+	local h = redis.call('HGETALL', fast)
+	local ver, exp = {}, {}
+	for i = 1, #h, 2 do
+		local f, v = h[i], h[i + 1]
+		local kind, ua = string.sub(f, 1, 2), string.sub(f, 3)
+		if kind == 'v:' and ua ~= keep then
+			ver[ua] = tonumber(v)
+		elseif kind == 'e:' then
+			exp[ua] = tonumber(v)
+		end
+	end
+	local n = (keep ~= '') and 1 or 0
+	for ua, _ in pairs(ver) do
+		if exp[ua] and exp[ua] <= now then
+			redis.call('HDEL', fast, 'v:' .. ua, 'b:' .. ua, 'e:' .. ua)
+			ver[ua] = nil
+		else
+			n = n + 1
+		end
+	end
+	local evicted = 0
+	while max > 0 and n > max do
+		local oldest
+		for ua, v in pairs(ver) do
+			if not oldest or v < ver[oldest] then
+				oldest = ua
+			end
+		end
+		if not oldest then
+			break
+		end
+		redis.call('HDEL', fast, 'v:' .. oldest, 'b:' .. oldest, 'e:' .. oldest)
+		ver[oldest] = nil
+		n, evicted = n - 1, evicted + 1
+	end
+	return evicted
+end
+
+-- KEYS fast; ARGV ua, expected version (0: none yet), slots ("" deletes),
+-- ttl_ms (until the entry's last token expires), max entries per account
+-- (0: no cap). Writes only if the entry's version is still the expected
+-- one, with a version never given before for this account; then sweeps the
+-- account's expired entries and, if the write made a new entry, evicts the
+-- least recently written beyond <max> (fast_trim). Returns {new version (0
+-- after a delete), entries evicted by the cap}, or "ESTALE <current
+-- version>".
 local function fast_cas(keys, args)
 	local ua, want, slots = args[1], num(args[2]), args[3]
+	local ttl, max = num(args[4]), num(args[5])
 	local cur = tonumber(redis.call('HGET', keys[1], 'v:' .. ua) or '0')
 	if cur ~= want then
 		return err('ESTALE ' .. cur)
 	end
+	local now = now_ms()
 	if slots == '' then
-		redis.call('HDEL', keys[1], 'v:' .. ua, 'b:' .. ua)
-		return 0
+		redis.call('HDEL', keys[1], 'v:' .. ua, 'b:' .. ua, 'e:' .. ua)
+		fast_trim(keys[1], '', now, 0)
+		return { 0, 0 }
 	end
 	local v = redis.call('HINCRBY', keys[1], 'v', 1)
-	redis.call('HSET', keys[1], 'v:' .. ua, v, 'b:' .. ua, slots)
-	return v
+	redis.call('HSET', keys[1], 'v:' .. ua, v, 'b:' .. ua, slots, 'e:' .. ua, now + ttl)
+	return { v, fast_trim(keys[1], ua, now, cur == 0 and max or 0) }
 end
 
 ---------------------------------------------------------------- node leases

@@ -37,6 +37,7 @@ struct config {
 	/* [limits] */
 	size_t max_stanza_size;             /* max_stanza_size = 262144 bytes */
 	size_t preauth_max_stanza_size;     /* ...before authentication = 16384 (capped by the above) */
+	size_t max_header_size;             /* max_header_size = 4096 bytes of a stream header (capped by the above) */
 	unsigned max_depth;                 /* max_depth = 64 element levels */
 	unsigned preauth_timeout;           /* preauth_timeout = 30 seconds */
 	unsigned max_auth_failures;         /* max_auth_failures = 3 per stream */
@@ -55,6 +56,7 @@ struct config {
 	char token_key_file[CONFIG_STR_MAX];/* key_file = <store path>/token.key (created if absent) */
 	unsigned fast_lifetime;             /* fast_lifetime = 1209600 s (14 days) */
 	char isr_location[CONFIG_STR_MAX];  /* isr_location = (none): direct-TLS host:port for ISR */
+	unsigned max_fast_per_account;      /* max_fast_per_account = 16 FAST entries (user-agent ids); oldest evicted */
 	char admin_listen[CONFIG_STR_MAX];  /* [admin] listen = host:port of /metrics, /healthz, /readyz; empty = off */
 	/* [cluster] */
 	char cluster_node[CONFIG_NODE_MAX + 1]; /* node = (none): this node's unique name; required with redis */

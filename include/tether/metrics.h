@@ -49,12 +49,14 @@ struct sbuf;
 	S(M_IN_IQ, F_STANZAS_IN, "kind=\"iq\"") \
 	S(M_BOUND, F_SESSIONS_BOUND, "") \
 	S(M_LIMIT_STANZA_SIZE, F_LIMIT_HITS, "limit=\"max_stanza_size\"") \
+	S(M_LIMIT_HEADER_SIZE, F_LIMIT_HITS, "limit=\"max_header_size\"") \
 	S(M_LIMIT_STANZA_TIMEOUT, F_LIMIT_HITS, "limit=\"stanza_timeout\"") \
 	S(M_LIMIT_CONNS_PER_IP, F_LIMIT_HITS, "limit=\"max_conns_per_ip\"") \
 	S(M_LIMIT_PREAUTH_CONNS, F_LIMIT_HITS, "limit=\"max_preauth_conns\"") \
 	S(M_LIMIT_AUTH_PER_IP, F_LIMIT_HITS, "limit=\"auth_fail_rate_per_ip\"") \
 	S(M_LIMIT_AUTH_PER_ACCOUNT, F_LIMIT_HITS, "limit=\"auth_fail_rate_per_account\"") \
 	S(M_LIMIT_SM_QUEUE, F_LIMIT_HITS, "limit=\"sm_max_queue\"") \
+	S(M_LIMIT_FAST_PER_ACCOUNT, F_LIMIT_HITS, "limit=\"max_fast_per_account\"") \
 	S(M_STORE_BACKPRESSURE, F_BACKPRESSURE, "cause=\"store\"")
 
 enum metric_family {

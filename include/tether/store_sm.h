@@ -60,6 +60,14 @@ struct fast_slots {
 	 * compare-and-set against it cannot succeed on an entry that was
 	 * rewritten, revoked or deleted and created again since. */
 	uint64_t version;
+	/* Write policy, read by fast_cas only: when the write makes a new
+	 * entry, the account keeps at most <max_entries> (the least recently
+	 * written go first; 0: no cap). Each user-agent id a client invents
+	 * is an entry, so without it one account could fill the store. */
+	uint32_t max_entries;
+	/* Out of fast_cas: other entries of the account evicted by the cap
+	 * (expired ones swept on the way are not counted). */
+	uint32_t evicted;
 };
 
 /* One stanza in a session's queue: sent (or to be sent) and not yet acked. */

@@ -76,6 +76,10 @@ struct worker_handlers {
 	/* A delivery reached <to>, a slot whose session is gone: find the
 	 * recipient again or bounce. Consumes one reference of <m>. */
 	void (*stale)(struct worker *w, const struct bus_addr *to, struct rmsg *m);
+	/* A delivery could not be handed on (<err>: -ENOMEM for the inbox
+	 * copy, -EHOSTUNREACH for another node): tell its sender (a bounce),
+	 * never drop it without a word. Consumes one reference of <m>. */
+	void (*undeliverable)(struct worker *w, struct rmsg *m, int err);
 	/* The server shuts down: end the stream (open or detached). */
 	void (*shutdown)(void *p);
 };
@@ -115,6 +119,9 @@ struct worker {
 	struct timer accept_retry[LISTENER_MAX]; /* re-arm accept after EMFILE & co. */
 	uint64_t accept_err_logged_ms;
 	uint64_t last_trim_ms;
+	uint64_t io_bytes;           /* bytes received and sent, ever: the load, for maybe_trim_heap */
+	uint64_t io_bytes_at, load_at_ms; /* ...at the start of the current second */
+	int after_burst;             /* a busy second since the last quiet one */
 	int draining;                /* shutdown seen by this worker */
 	uint64_t drain_deadline_ms;
 	int exit_code;
@@ -135,8 +142,9 @@ void worker_join(struct worker *w);
  * reference is passed on. */
 void worker_dispatch(struct worker *w, const struct bus_item *it);
 
-/* Copies <it> into <target>'s inbox and wakes it from <w>'s ring. 0, or
- * -ENOMEM (the item's message reference is dropped). */
+/* Copies <it> into <target>'s inbox and wakes it from <w>'s ring. 0 (the
+ * item's message reference is passed on), or -ENOMEM (it is still the
+ * caller's: bus.c bounces it). */
 int worker_post(struct worker *w, struct worker *target, const struct bus_item *it);
 
 /* Streams freed memory: at most once a second the worker hands freed pages

@@ -29,7 +29,17 @@ const char *xstream_err_condition(enum xstream_err e);
 struct xstream_limits {
 	size_t max_stanza_size;  /* bytes of one top-level element, markup included */
 	unsigned max_depth;      /* element nesting below the stream root */
+	/* Bytes from the stream's start to the end of its header (0, or
+	 * more than max_stanza_size: max_stanza_size). The header's
+	 * namespace declarations are replayed into every new parser (after
+	 * an idle trim or a recycle), so their size is a cost per byte the
+	 * client sends afterwards, not once. */
+	size_t max_header_size;
 };
+
+/* xstream_error_text() when the stream header was over max_header_size
+ * (a named constant: compare the pointer). */
+extern const char xstream_why_header[];
 
 /* Callbacks, called from inside xstream_feed(). A callback returns 0 to go
  * on, or non-zero to stop parsing right after the current element: then

@@ -12,6 +12,9 @@
  *   0x01  a new stream starts; the current one stays open (two clients)
  *   0x02  every armed ack timer fires
  *   0x03  every armed main timer fires (preauth, idle, detached expiry)
+ *   0x04  from now on every third buffer allocation (sbuf_fail_hook) fails,
+ *         as if memory were out: the streams must close with
+ *         internal-server-error or bounce, never crash or leak
  * Each chunk is fed in three pieces (at 1/3 and 2/3). Up to MAX_STREAMS
  * streams share one worker (idx 0) whose slots point at them, so routed
  * stanzas, kicks and "moved" notices reach them synchronously through the
@@ -39,6 +42,7 @@
 #include "../../server/bus.c"
 #include "../../server/c2s.c"
 #include "../../server/c2s_limits.c"
+#include "../../server/c2s_remote.c"
 #include "../../server/c2s_route.c"
 #include "../../server/c2s_sasl2.c"
 #include "../../server/c2s_sm.c"
@@ -93,6 +97,25 @@ struct rlink *rlink_new(struct io_uring *ring, struct timer_wheel *wheel, const 
 void rlink_start(struct rlink *l) { (void)l; }
 void rlink_on_cqe(struct rlink *l, const struct io_uring_cqe *cqe) { (void)l, (void)cqe; }
 void rlink_free(struct rlink *l) { (void)l; }
+size_t rlink_outstanding(const struct rlink *l) { (void)l; return 0; }
+struct inbox *inbox_new(struct io_uring *ring, struct timer_wheel *wheel, const char *redis_addr,
+			const char *node, inbox_fn *fn, void *ud, char *err, size_t errlen)
+{
+	(void)ring, (void)wheel, (void)redis_addr, (void)node, (void)fn, (void)ud;
+	snprintf(err, errlen, "redis: not in the fuzzer");
+	return NULL;
+}
+void inbox_start(struct inbox *in) { (void)in; }
+void inbox_on_cqe(struct inbox *in, const struct io_uring_cqe *cqe) { (void)in, (void)cqe; }
+void inbox_free(struct inbox *in) { (void)in; }
+struct cluster *cluster_new(struct rlink *link, struct timer_wheel *wheel,
+			    cluster_orphan_fn *fn, void *ud)
+{
+	(void)link, (void)wheel, (void)fn, (void)ud;
+	return NULL;
+}
+void cluster_start(struct cluster *c) { (void)c; }
+void cluster_free(struct cluster *c) { (void)c; }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -153,12 +176,23 @@ static char fz_dir[64];
 static struct sbuf fz_out;     /* everything sent, for FUZZ_C2S_DUMP */
 static int fz_dump;
 
+static int fz_oom, fz_oom_n; /* 0x04: failing every third allocation */
+
+static int fz_fail_hook(size_t size)
+{
+	(void)size;
+	return fz_oom && ++fz_oom_n % 3 == 0;
+}
+
 static void f_send(void *io, const char *data, size_t len)
 {
 	(void)io;
+	int oom = fz_oom;
+	fz_oom = 0; /* our own record of the output never fails */
 	if (fz_out.len + len > OUT_MAX)
 		sbuf_reset(&fz_out);
 	sbuf_append(&fz_out, data, len);
+	fz_oom = oom;
 }
 
 static void f_close(void *io) { ((struct fstream *)io)->closed = 1; }
@@ -360,6 +394,8 @@ static void fz_feed(struct fstream *f, const uint8_t *p, size_t len)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	rng_state = 0;
+	fz_oom = fz_oom_n = 0;
+	sbuf_fail_hook = fz_fail_hook;
 	srv.store = fz_open_store();
 	store_set_test_delay(srv.store, 3);
 	wk.sh = store_attach(srv.store, NULL);
@@ -371,7 +407,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct fstream *cur = fz_stream_new();
 	size_t start = 0;
 	for (size_t i = 0; i <= size; i++) {
-		if (i < size && data[i] > 0x03)
+		if (i < size && data[i] > 0x04)
 			continue;
 		if (cur && i > start)
 			fz_feed(cur, data + start, i - start);
@@ -395,11 +431,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			fz_fire(C2S_TIMER_MAIN);
 			fz_end_of_turn();
 			break;
+		case 0x04:
+			fz_oom = 1;
+			break;
 		}
 	}
 
 	/* What is still pending completes (up to 1 + 3 turns each), then
-	 * every connection goes; detached sessions then expire. */
+	 * every connection goes; detached sessions then expire. Memory is
+	 * back by then: the teardown is not what 0x04 tests. */
+	fz_oom = 0;
 	for (int turn = 0; turn < 64 && store_pending(wk.sh); turn++)
 		fz_end_of_turn();
 	for (unsigned i = 0; i < MAX_STREAMS; i++)

@@ -40,7 +40,7 @@ static void round_trip(struct fz *f)
 	struct fz g = { 0 };
 	size_t used;
 	if (!f->check) {
-		struct xstream_limits l = { (size_t)1 << 26, 1000 };
+		struct xstream_limits l = { (size_t)1 << 26, 1000, 0 };
 		f->check = xstream_new(&l, &rt_ops, &g);
 		if (!f->check)
 			abort();
@@ -104,7 +104,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	f.stop_open = b & 8;
 	f.stop_close = b & 16;
 	const bool trim = b & 32;
-	struct xstream_limits l = { b & 64 ? 512 : 8192, b & 128 ? 4 : 32 };
+	struct xstream_limits l = { b & 64 ? 512 : 8192, b & 128 ? 4 : 32, b & 32 ? 600 : 0 };
 	struct xstream *xs = xstream_new(&l, &ops, &f);
 	if (!xs)
 		return 0;

@@ -547,3 +547,23 @@ def sasl2_login(server, user, password, *, ua_id=None, tag='tests', enable=True,
         conn.abort()
         raise
     return conn, el
+
+
+def isr_race(servers, user, token, sm_id, mech='HT-SHA-256-ENDP'):
+    """One ISR token presented at once on one connection to each of
+    <servers> (a server may repeat): the <authenticate/>s are written back
+    to back, the replies read afterwards. Returns the replies in order."""
+    conns = []
+    try:
+        for srv in servers:
+            c = open_conn(srv)
+            c.open_stream(from_=srv.jid(user))
+            conns.append(c)
+        auths = [c.authenticate_xml(mech, ht_initiator(user, token, c.cb_data(mech)), None,
+                                    inst_resume_xml(sm_id, 0)) for c in conns]
+        for c, auth in zip(conns, auths):
+            c.send(auth)
+        return [c.sasl2_reply() for c in conns]
+    finally:
+        for c in conns:
+            c.close()

@@ -11,8 +11,6 @@ presence across nodes, sessions without XEP-0198 on other nodes."""
 
 import signal
 import shutil
-import socket
-import subprocess
 import tempfile
 import time
 
@@ -21,8 +19,9 @@ import pytest
 import conftest as cf
 import sm_client as smc
 import xmpp_raw as xr
+from haproxy_server import HAProxy
 from redis_server import RedisServer
-from sasl2_client import failure_condition, ht_initiator, inst_resume_xml, open_conn, success_parts
+from sasl2_client import failure_condition, isr_race, success_parts
 from test_isr import detach, isr_attempt, isr_session
 from xmpp_raw import q, tostr
 
@@ -167,21 +166,7 @@ def test_one_isr_token_on_two_nodes_at_once(cluster):
         s = isr_session(a)
         sid, token = s.sm_id, s.isr_token
         detach(a, s)
-        conns = []
-        try:
-            for node in (a, b, a, b):
-                c = open_conn(node)
-                c.open_stream(from_=node.jid('alice'))
-                conns.append(c)
-            auths = [c.authenticate_xml('HT-SHA-256-ENDP',
-                                        ht_initiator('alice', token, c.cb_data('HT-SHA-256-ENDP')),
-                                        None, inst_resume_xml(sid, 0)) for c in conns]
-            for c, auth in zip(conns, auths):
-                c.send(auth)
-            replies = [c.sasl2_reply() for c in conns]
-        finally:
-            for c in conns:
-                c.close()
+        replies = isr_race((a, b, a, b), 'alice', token, sid)
         won = [el for el in replies if el.tag == q(NS_SASL2, 'success')]
         assert len(won) == 1, 'round %d: %d resumed: %s' % (rnd, len(won), [tostr(e) for e in replies])
 
@@ -229,27 +214,10 @@ backend nodes
 
 @pytest.fixture
 def haproxy(cluster, tmp_path):
-    exe = shutil.which('haproxy') or '/usr/sbin/haproxy'
-    if not shutil.os.path.exists(exe):
-        pytest.skip('no haproxy (apt-get install haproxy)')
     port = cf.free_port()
     servers = '\n'.join('    server %s 127.0.0.1:%d check inter 200ms fall 1 rise 1'
                         % (name, n.port) for name, n in sorted(cluster.nodes.items()))
-    cfg = tmp_path / 'haproxy.cfg'
-    cfg.write_text(HAPROXY_CFG % dict(port=port, servers=servers))
-    log = open(tmp_path / 'haproxy.log', 'wb')
-    proc = subprocess.Popen([exe, '-f', str(cfg), '-db'], stdout=log, stderr=log,
-                            stdin=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(('127.0.0.1', port), timeout=0.5).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail('haproxy did not start: %s' % (tmp_path / 'haproxy.log').read_text())
-            time.sleep(0.05)
+    hp = HAProxy(tmp_path, HAPROXY_CFG % dict(port=port, servers=servers), (port,))
 
     class Front:
         host = '127.0.0.1'
@@ -264,9 +232,7 @@ def haproxy(cluster, tmp_path):
         def jid(self, local):
             return '%s@%s' % (local, self.domain)
     yield Front()
-    proc.terminate()
-    proc.wait(5)
-    log.close()
+    hp.stop()
 
 
 def test_through_haproxy_node_killed_resume_lands_elsewhere(cluster, haproxy, conns):

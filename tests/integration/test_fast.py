@@ -424,3 +424,27 @@ def test_password_change_kills_token_at_once(srv):
     srv._users_changed_at = None        # no settling: the next login must see it
     cond = fast_refused(srv, 'alice', token, mech, ua)
     assert cond in ('not-authorized', 'credentials-expired'), cond
+
+
+def test_entries_per_account_capped(server_factory):
+    """[tokens] max_fast_per_account: a token for one user-agent id more
+    than the cap evicts the least recently written entry. The oldest token
+    stops working, the newest works, and /metrics counts the eviction."""
+    from conftest import free_port
+    from test_metrics import get, metric
+    cap, mech = 4, 'HT-SHA-256-NONE'
+    port = free_port()
+    s = server_factory(**{'tokens.max_fast_per_account': cap, 'admin.listen': '127.0.0.1:%d' % port})
+    s.add_user('alice', USERS['alice'])
+    s.settle_users()
+    uas = [new_ua_id() for _ in range(cap + 2)]
+    tokens = [get_token(s, 'alice', mech, ua) for ua in uas]
+    # Two over the cap: the first two entries are gone, the rest work.
+    for i in (0, 1):
+        assert fast_refused(s, 'alice', tokens[i], mech, uas[i]) == 'not-authorized'
+    for i in (2, len(uas) - 1):
+        c, _ = fast_ok(s, 'alice', tokens[i], mech, uas[i])
+        c.close()
+    _, _, text = get(port, '/metrics')
+    assert metric(text, 'tether_limit_hits_total{limit="max_fast_per_account"}') == 2
+    assert 'over max_fast_per_account (4)' in s.log()

@@ -135,3 +135,79 @@ def test_unknown_user_salt_survives_a_restart(server_factory, tmp_path):
     assert _scram_salt(second, 'somebody') == s2
     other = server_factory(**{'tokens.key_file': str(tmp_path / 'other.key')})
     assert _scram_salt(other, 'nobody') != s1      # derived from the secret, not the name alone
+
+
+def _read_until_closed(sock, limit=8.0):
+    """Everything the server writes until it closes the socket."""
+    import socket
+    got, deadline = b'', time.monotonic() + limit
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.1, deadline - time.monotonic()))
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            continue
+        except ConnectionResetError:
+            return got, True
+        if not chunk:
+            return got, True
+        got += chunk
+    return got, False
+
+
+# The first 40 bytes of a TLS 1.2/1.3 ClientHello record: the handshake
+# never gets the rest.
+PARTIAL_CLIENT_HELLO = bytes.fromhex('160301020001' '0001fc0303') + b'\x11' * 29
+
+
+@pytest.mark.parametrize('send', [b'', PARTIAL_CLIENT_HELLO], ids=['silent', 'partial-hello'])
+def test_direct_tls_handshake_timeout_writes_no_plaintext(server_factory, send):
+    """Item 9: a direct-TLS connection whose handshake never completes is
+    closed at preauth_timeout without a byte: before, the server wrote a
+    plaintext stream header and <connection-timeout/> into the TLS port."""
+    import socket
+    srv = server_factory(**{'limits.preauth_timeout': 1})
+    s = socket.create_connection((srv.host, srv.tls_port), timeout=5)
+    try:
+        if send:
+            s.sendall(send)
+        t0 = time.monotonic()
+        got, closed = _read_until_closed(s)
+        assert closed, 'still open after %.1f s (preauth_timeout = 1)' % (time.monotonic() - t0)
+        assert b'<' not in got and b'stream' not in got, 'plaintext on the TLS port: %r' % got[:200]
+        # Silence gets nothing at all; a partial hello may at most get a
+        # TLS alert record (content type 21), never application bytes.
+        assert got == b'' or got[0] == 21, got[:64]
+    finally:
+        s.close()
+
+
+def test_restart_header_is_capped(server_factory, conns):
+    """Item 9: after authentication the stanza limit is 256 KiB, and a
+    restart header of that size used to be replayed into every new parser
+    (after each idle drop): 2.96 ms of CPU per byte the client sent. The
+    header has its own limit, [limits] max_header_size (4096)."""
+    from conftest import USERS, free_port
+    from test_metrics import get, metric
+    port = free_port()
+    srv = server_factory(**{'admin.listen': '127.0.0.1:%d' % port,
+                            'limits.max_stanza_size': 262144})
+    srv.add_user('alice', USERS['alice'])
+    srv.settle_users()
+    decls = ''.join(" xmlns:p%d='urn:example:%d'" % (i, i) for i in range(200))
+    assert len(decls) > 4096
+    c = xr.connect_tls(srv)
+    conns.append(c)
+    ok, cond = c.authenticate('alice', USERS['alice'])
+    assert ok, cond
+    c._new_parser()
+    c.send("<stream:stream to='localhost' version='1.0' xmlns='jabber:client' "
+           "xmlns:stream='http://etherx.jabber.org/streams'%s>" % decls)
+    assert c.expect_stream_error() == 'policy-violation'
+    _, _, text = get(port, '/metrics')
+    assert metric(text, 'tether_limit_hits_total{limit="max_header_size"}') == 1
+    assert 'stream header too large' in srv.log()
+    # An ordinary restart is still fine.
+    ok = xr.login(srv, 'alice', USERS['alice'], 'fine')
+    conns.append(ok)
+    ok.roundtrip()

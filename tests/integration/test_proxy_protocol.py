@@ -230,28 +230,10 @@ backend b_direct
 
 @pytest.fixture
 def haproxy(proxied, tmp_path):
-    import shutil
-    import time
-    exe = shutil.which('haproxy') or ('/usr/sbin/haproxy' if shutil.os.path.exists('/usr/sbin/haproxy') else None)
-    if not exe:
-        pytest.skip('no haproxy (apt-get install haproxy)')
+    from haproxy_server import HAProxy
     fp, ftp = cf.free_port(), cf.free_port()
-    cfg = tmp_path / 'haproxy.cfg'
-    cfg.write_text(HAPROXY_CFG % dict(fp=fp, ftp=ftp, port=proxied.port, tls_port=proxied.tls_port))
-    log = open(tmp_path / 'haproxy.log', 'wb')
-    proc = subprocess.Popen([exe, '-f', str(cfg), '-db'], stdout=log, stderr=log,
-                            stdin=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    for p in (fp, ftp):
-        while True:
-            try:
-                socket.create_connection(('127.0.0.1', p), timeout=0.5).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    proc.kill()
-                    pytest.fail('haproxy did not start: %s' % (tmp_path / 'haproxy.log').read_text())
-                time.sleep(0.05)
+    hp = HAProxy(tmp_path, HAPROXY_CFG % dict(fp=fp, ftp=ftp, port=proxied.port,
+                                              tls_port=proxied.tls_port), (fp, ftp))
 
     class Front:
         host = '127.0.0.1'
@@ -262,9 +244,7 @@ def haproxy(proxied, tmp_path):
         def settle_users(self):
             proxied.settle_users()
     yield Front()
-    proc.terminate()
-    proc.wait(5)
-    log.close()
+    hp.stop()
 
 
 @pytest.mark.parametrize('direct_tls', [False, True])

@@ -125,6 +125,33 @@ def test_iq_to_bare_jid_answered_by_server(server, users, conns):
     assert xr.stanza_error(r)[1] == 'service-unavailable', xr.tostr(r)
 
 
+def test_iq_to_bare_jid_does_not_tell_whether_the_account_exists(server, users, conns):
+    """Issue 11 item 9: an iq to an account that does not exist gets the
+    same answer as one to an existing account with no available resource
+    (and one that is online): ping and disco#info included, which the
+    server would otherwise answer on the account's behalf."""
+    a = online(server, users, conns, 'alice', 'a')
+    payloads = ["<ping xmlns='urn:xmpp:ping'/>", "<query xmlns='%s'/>" % xr.NS_DISCO_INFO,
+                "<query xmlns='jabber:iq:version'/>"]
+
+    def answers(to):
+        got = []
+        for i, p in enumerate(payloads):
+            r = a.iq('get', p, to=to, id_='enum-%d' % i)
+            got.append((r.get('type'), r.get('from'), xr.stanza_error(r), len(list(r))))
+        return got
+
+    nobody = [(t, f.replace('nobody', 'X'), e, n) for t, f, e, n in answers('nobody@localhost')]
+    offline = [(t, f.replace('bob', 'X'), e, n) for t, f, e, n in answers('bob@localhost')]
+    assert nobody == offline
+    assert all(e == ('cancel', 'service-unavailable') for _, _, e, _ in nobody), nobody
+    online(server, users, conns, 'bob', 'home')
+    assert [(t, f.replace('bob', 'X'), e, n) for t, f, e, n in answers('bob@localhost')] == nobody
+    # One's own bare JID is still answered on the account's behalf.
+    r = a.iq('get', payloads[0], to='alice@localhost')
+    assert r.get('type') == 'result', xr.tostr(r)
+
+
 def test_stanzas_to_nonexistent_account(server, users, conns):
     a = online(server, users, conns, 'alice', 'a')
     r = a.iq('get', "<ping xmlns='urn:xmpp:ping'/>", to='nobody@localhost')

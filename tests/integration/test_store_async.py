@@ -18,7 +18,10 @@ DELAY = 3
 @pytest.fixture
 def slow(server_factory):
     from conftest import USERS
-    srv = server_factory(**{'store.test_delay': DELAY})
+    # Dozens of failing logins from one address on purpose: the guessing
+    # limits (test_auth_rate.py) must not turn the last real one away.
+    srv = server_factory(**{'store.test_delay': DELAY, 'limits.auth_fail_burst_per_ip': 1000,
+                            'limits.auth_fail_burst_per_account': 1000})
     for local, pw in USERS.items():
         srv.add_user(local, pw)
     srv.settle_users()

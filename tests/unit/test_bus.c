@@ -35,9 +35,13 @@ void worker_dispatch(struct worker *w, const struct bus_item *it)
 	dispatched[ndispatched++] = (struct call){ .on = w, .it = *it };
 }
 
+static int post_err; /* what worker_post fails with (0: it works) */
+
 int worker_post(struct worker *w, struct worker *target, const struct bus_item *it)
 {
 	(void)w;
+	if (post_err)
+		return post_err; /* like malloc failing: the item is still the caller's */
 	assert_true(nposted < 8);
 	posted[nposted++] = (struct call){ .on = target, .it = *it };
 	return 0;
@@ -58,8 +62,25 @@ static int setup(void **state)
 		wk[i].idx = i;
 	}
 	ndispatched = nposted = 0;
+	post_err = 0;
 	return 0;
 }
+
+/* The protocol's handler for refused deliveries: records and drops. */
+static struct rmsg *undelivered[4];
+static int undelivered_err[4];
+static size_t nundelivered;
+
+static void on_undeliverable(struct worker *w, struct rmsg *m, int err)
+{
+	(void)w;
+	assert_true(nundelivered < 4);
+	undelivered[nundelivered] = m;
+	undelivered_err[nundelivered++] = err;
+	rmsg_unref(m);
+}
+
+static const struct worker_handlers handlers = { .undeliverable = on_undeliverable };
 
 static void drop_refs(void)
 {
@@ -131,6 +152,32 @@ static void test_refused(void **state)
 	assert_int_equal(ndispatched + nposted, 0);
 }
 
+/* No memory for the inbox copy: the message is not lost but handed to
+ * the protocol's undeliverable handler (c2s bounces it to its sender);
+ * so is one for another node. A kick that fails has nothing to bounce. */
+static void test_undeliverable_bounced(void **state)
+{
+	(void)state;
+	struct bus_addr to = { .node = BUS_NODE_SELF, .worker = 2, .slot = 7, .gen = 1 };
+	struct bus_addr other_node = { .node = 3, .worker = 0, .slot = 1, .gen = 1 };
+	srv.handlers = &handlers;
+	nundelivered = 0;
+	post_err = -ENOMEM;
+	struct rmsg *m = msg();
+	assert_int_equal(bus_deliver(&wk[0], &to, m), -ENOMEM);
+	assert_int_equal(nundelivered, 1);
+	assert_ptr_equal(undelivered[0], m);
+	assert_int_equal(undelivered_err[0], -ENOMEM);
+	assert_int_equal(bus_kick(&wk[0], &to, SE_CONFLICT), -ENOMEM);
+	assert_int_equal(nundelivered, 1);
+	m = msg();
+	assert_int_equal(bus_deliver(&wk[0], &other_node, m), -EHOSTUNREACH);
+	assert_int_equal(nundelivered, 2);
+	assert_int_equal(undelivered_err[1], -EHOSTUNREACH);
+	assert_int_equal(nposted + ndispatched, 0);
+	srv.handlers = NULL;
+}
+
 static void test_addr_eq(void **state)
 {
 	(void)state;
@@ -155,6 +202,7 @@ int main(void)
 		cmocka_unit_test_setup(test_same_worker_at_once, setup),
 		cmocka_unit_test_setup(test_other_worker_inbox, setup),
 		cmocka_unit_test_setup(test_refused, setup),
+		cmocka_unit_test_setup(test_undeliverable_bounced, setup),
 		cmocka_unit_test_setup(test_addr_eq, setup),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -23,6 +23,7 @@
 
 #include <cmocka.h>
 #include <errno.h>
+#include <expat.h>
 #include <sodium.h>
 
 #include "tether/bus.h"
@@ -194,10 +195,29 @@ struct fconn {
 	unsigned timer[C2S_TIMER_COUNT];
 };
 
+/* Allocation failures injected into c2s's buffers (sbuf_fail_hook): the
+ * <inject_at>-th allocation fails, or every one from it on (<inject_all>);
+ * the test's own buffers (the transport's record) never fail. */
+static int inject_on, inject_at, inject_all, inject_n, inject_fired;
+
+static int inject_hook(size_t size)
+{
+	(void)size;
+	if (!inject_on)
+		return 0;
+	int n = inject_n++;
+	int fail = inject_at >= 0 && (inject_all ? n >= inject_at : n == inject_at);
+	inject_fired += fail;
+	return fail;
+}
+
 static void t_send(void *io, const char *data, size_t len)
 {
 	struct fconn *f = io;
+	int on = inject_on;
+	inject_on = 0;
 	assert_int_equal(sbuf_append(&f->out, data, len), 0);
+	inject_on = on;
 }
 
 static void t_close(void *io) { ((struct fconn *)io)->closed = 1; }
@@ -507,6 +527,98 @@ static void test_idle_trim(void **state)
 	close_stream(a);
 }
 
+/* Fails unless every stream document in <out> (a new one starts at each
+ * XML declaration: restarts) is well-formed as far as it goes, and
+ * nothing follows a closed one. */
+static void assert_well_formed(const char *out, size_t len)
+{
+	static const char decl[] = "<?xml version='1.0'?>";
+	const char *p = out, *end = out + len;
+	assert_true(len == 0 || !strncmp(out, decl, sizeof(decl) - 1));
+	while (p < end) {
+		const char *next = strstr(p + 1, decl);
+		if (!next)
+			next = end;
+		XML_Parser x = XML_ParserCreate(NULL);
+		assert_non_null(x);
+		if (XML_Parse(x, p, (int)(next - p), 0) == XML_STATUS_ERROR)
+			fail_msg("malformed output (%s) in: %.*s", XML_ErrorString(XML_GetErrorCode(x)),
+				 (int)(next - p), p);
+		XML_ParserFree(x);
+		p = next;
+	}
+}
+
+/* One session's worth of client input: login, bind, stanzas of each kind,
+ * answers built by the server (ping, an error for an unknown account,
+ * presence), and the end. */
+static const char *const oom_script[] = {
+	HDR,
+	"<auth xmlns='" XMLNS_SASL "' mechanism='PLAIN'>" PLAIN_OK "</auth>",
+	HDR,
+	"<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>r</resource>"
+	"</bind></iq>",
+	"<presence><status>here &amp; there</status></presence>",
+	"<iq type='get' id='p'><ping xmlns='urn:xmpp:ping'/></iq>",
+	"<message to='alice@localhost/r' id='m'><body>to myself &lt;3</body></message>",
+	"<iq type='get' id='v' to='nobody@localhost'><query xmlns='jabber:iq:version'/></iq>",
+	"<message to='alice@localhost/gone' type='chat'><body>x</body></message>",
+	"</stream:stream>",
+};
+
+/* Runs oom_script with allocation <at> failing (and every later one, if
+ * <all>). Returns how many allocations c2s made. */
+static int run_oom_script(int at, int all, int *saw_ise)
+{
+	struct fconn *f = open_stream(1, 1);
+	inject_at = at;
+	inject_all = all;
+	inject_n = inject_fired = 0;
+	for (size_t i = 0; i < sizeof(oom_script) / sizeof(oom_script[0]) && !f->closed; i++) {
+		inject_on = 1;
+		c2s_feed(f->s, oom_script[i], strlen(oom_script[i]));
+		inject_on = 0;
+	}
+	assert_well_formed(f->out.data ? f->out.data : "", f->out.len);
+	const char *ise = f->out.data ? strstr(f->out.data, "<internal-server-error") : NULL;
+	if (ise) {
+		/* The stream ends with it, and is closed. */
+		static const char tail[] = "<internal-server-error xmlns='urn:ietf:params:xml:ns:"
+					   "xmpp-streams'/></stream:error></stream:stream>";
+		assert_string_equal(ise, tail);
+		assert_true(f->closed);
+		*saw_ise += 1;
+	}
+	if (!inject_fired)
+		assert_null(ise);
+	int n = inject_n;
+	inject_on = 0;
+	close_stream(f);
+	bus_reset();
+	return n;
+}
+
+/* Item 10 of the hardening issue: any allocation c2s makes for its output
+ * may fail, once or from then on. The client then sees well-formed XML
+ * only: the reply as it should be, or <internal-server-error/> and the end
+ * of the stream; never a truncated element, never bytes after the end. */
+static void test_allocation_failures(void **state)
+{
+	(void)state;
+	int saw_ise = 0;
+	sbuf_fail_hook = inject_hook;
+	int total = run_oom_script(-1, 0, &saw_ise);
+	assert_true(total > 10);
+	assert_int_equal(saw_ise, 0);
+	for (int at = 0; at < total; at++) {
+		run_oom_script(at, 0, &saw_ise);
+		run_oom_script(at, 1, &saw_ise);
+	}
+	sbuf_fail_hook = NULL;
+	print_message("%d allocations, %d runs ended in internal-server-error\n", total, saw_ise);
+	assert_true(saw_ise > 0);
+}
+
 int main(void)
 {
 	if (sodium_init() < 0)
@@ -523,6 +635,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_bind_conflict_kicks, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_congested_target_pauses_sender, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_idle_trim, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_allocation_failures, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

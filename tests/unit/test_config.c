@@ -55,6 +55,8 @@ static void check_defaults(const struct config *c)
 	assert_int_equal(c->max_auth_failures, 3);
 	assert_int_equal(c->max_send_queue, 4194304);
 	assert_int_equal(c->idle_timeout, 0);
+	assert_int_equal(c->max_fast_per_account, 16);
+	assert_int_equal(c->max_header_size, 4096);
 }
 
 static void test_defaults(void **state)
@@ -201,6 +203,10 @@ static void test_errors(void **state)
 	expect_load_error("[limits]\nmax_stanza_size = 65m\n", 2, "max_stanza_size", "out of range", NULL);
 	expect_load_error("[server]\nworkers = 257\n", 2, "[server] workers", "out of range", NULL);
 	expect_load_error("[limits]\nmax_auth_failures = 0\n", 2, "max_auth_failures", "out of range", NULL);
+	expect_load_error("[tokens]\nmax_fast_per_account = 0\n", 2, "[tokens] max_fast_per_account",
+			  "out of range", NULL);
+	expect_load_error("[tokens]\n\nmax_fast_per_account = 16x\n", 3, "max_fast_per_account",
+			  "expected a non-negative number", NULL);
 	expect_load_error("[limits]\npreauth_timeout = 4294967297\n", 2, "preauth_timeout", NULL);
 	/* Unknown key, unknown section, key before any section. */
 	expect_load_error("[server]\ndomain = a\ndomian = b\n", 3, "[server] domian", "unknown key", NULL);

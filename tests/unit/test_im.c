@@ -72,7 +72,7 @@ static const struct xstream_ops p_ops = { p_open, p_stanza, p_close };
  * <a>), or NULL when not well-formed; *<count> = stanzas seen. */
 static struct xnode *parse_xml(struct xarena *a, const char *xml, size_t len, int *count)
 {
-	struct xstream_limits l = { 1 << 20, 64 };
+	struct xstream_limits l = { 1 << 20, 64, 0 };
 	struct parsed p = { a, NULL, 0 };
 	struct xstream *xs = xstream_new(&l, &p_ops, &p);
 	assert_non_null(xs);

@@ -375,20 +375,20 @@ static void test_fast_cas_race(void **state)
 	assert_int_equal(r.el[0].integer, 0);
 	assert_int_equal(r.el[1].type, REDIS_REPLY_NIL);
 
-	const char *wa[] = { "FCALL", "tether_fast_cas", "1", FAST, "ua1", "0", "slots-A" };
-	const char *wb[] = { "FCALL", "tether_fast_cas", "1", FAST, "ua1", "0", "slots-B" };
-	size_t l[7];
-	for (int k = 0; k < 7; k++)
+	const char *wa[] = { "FCALL", "tether_fast_cas", "1", FAST, "ua1", "0", "slots-A", "600000", "16" };
+	const char *wb[] = { "FCALL", "tether_fast_cas", "1", FAST, "ua1", "0", "slots-B", "600000", "16" };
+	size_t l[9];
+	for (int k = 0; k < 9; k++)
 		l[k] = strlen(wa[k]);
-	assert_int_equal(rproto_command(a.rp, 7, wa, l, rcopy_cb, &ra, 0, NULL), 0);
-	assert_int_equal(rproto_command(b.rp, 7, wb, l, rcopy_cb, &rb, 0, NULL), 0);
+	assert_int_equal(rproto_command(a.rp, 9, wa, l, rcopy_cb, &ra, 0, NULL), 0);
+	assert_int_equal(rproto_command(b.rp, 9, wb, l, rcopy_cb, &rb, 0, NULL), 0);
 	assert_int_equal(rs_flush(a.rp, a.fd), 0);
 	assert_int_equal(rs_flush(b.rp, b.fd), 0);
 	assert_int_equal(rs_run(a.rp, a.fd, NULL), 0);
 	assert_int_equal(rs_run(b.rp, b.fd, NULL), 0);
 	assert_true(!ra.err != !rb.err);
 	struct rcopy *win = ra.err ? &rb : &ra, *lose = ra.err ? &ra : &rb;
-	long long v = win->integer;
+	long long v = win->el[0].integer;
 	assert_true(v > 0);
 	char want[32];
 	snprintf(want, sizeof(want), "ESTALE %lld", v);
@@ -400,9 +400,9 @@ static void test_fast_cas_race(void **state)
 	/* Rotation on the version read. */
 	char vs[32];
 	snprintf(vs, sizeof(vs), "%lld", v);
-	RS_CMD(a.rp, a.fd, &r, "FCALL", "tether_fast_cas", "1", FAST, "ua1", vs, "slots-C");
+	RS_CMD(a.rp, a.fd, &r, "FCALL", "tether_fast_cas", "1", FAST, "ua1", vs, "slots-C", "600000", "16");
 	is_ok(&r);
-	long long v2 = r.integer;
+	long long v2 = r.el[0].integer;
 	assert_true(v2 > v);
 
 	/* A password change: FAST and ISR tokens go in the same function. */
@@ -417,24 +417,75 @@ static void test_fast_cas_race(void **state)
 	assert_int_equal(r.type, REDIS_REPLY_NIL);
 	/* A CAS based on a read from before fails... */
 	snprintf(vs, sizeof(vs), "%lld", v2);
-	RS_CMD(a.rp, a.fd, &r, "FCALL", "tether_fast_cas", "1", FAST, "ua1", vs, "slots-D");
+	RS_CMD(a.rp, a.fd, &r, "FCALL", "tether_fast_cas", "1", FAST, "ua1", vs, "slots-D", "600000", "16");
 	is_err(&r, "ESTALE 0");
 	/* ...and a new entry gets a version never used before. */
-	RS_CMD(a.rp, a.fd, &r, "FCALL", "tether_fast_cas", "1", FAST, "ua1", "0", "slots-E");
+	RS_CMD(a.rp, a.fd, &r, "FCALL", "tether_fast_cas", "1", FAST, "ua1", "0", "slots-E", "600000", "16");
 	is_ok(&r);
-	assert_true(r.integer > v2);
+	assert_true(r.el[0].integer > v2);
 	/* Delete: version 0 again, and a CAS on the old version fails. */
-	snprintf(vs, sizeof(vs), "%lld", r.integer);
-	RS_CMD(a.rp, a.fd, &r, "FCALL", "tether_fast_cas", "1", FAST, "ua1", vs, "");
+	snprintf(vs, sizeof(vs), "%lld", r.el[0].integer);
+	RS_CMD(a.rp, a.fd, &r, "FCALL", "tether_fast_cas", "1", FAST, "ua1", vs, "", "600000", "16");
 	is_ok(&r);
-	assert_int_equal(r.integer, 0);
-	RS_CMD(a.rp, a.fd, &r, "FCALL", "tether_fast_cas", "1", FAST, "ua1", vs, "x");
+	assert_int_equal(r.el[0].integer, 0);
+	RS_CMD(a.rp, a.fd, &r, "FCALL", "tether_fast_cas", "1", FAST, "ua1", vs, "x", "600000", "16");
 	is_err(&r, "ESTALE 0");
 	rcopy_clear(&ra);
 	rcopy_clear(&rb);
 	rcopy_clear(&r);
 	conn_close(&a);
 	conn_close(&b);
+}
+
+/* The cap: a write that makes a new entry evicts the least recently
+ * written beyond it (a rewrite refreshes an entry); writes sweep entries
+ * whose last token expired, whatever the cap. */
+static void test_fast_cap(void **state)
+{
+	(void)state;
+	struct conn a;
+	struct rcopy r = { 0 };
+	conn_open(&a);
+	const char *ua[] = { "ua0", "ua1", "ua2", "ua3" };
+	long long ver[4];
+	for (int i = 0; i < 3; i++) {
+		RS_CMD(a.rp, a.fd, &r, "FCALL", "tether_fast_cas", "1", FAST, ua[i], "0", "s", "600000", "3");
+		is_ok(&r);
+		ver[i] = r.el[0].integer;
+		assert_int_equal(r.el[1].integer, 0);
+	}
+	/* ua0 used again: now ua1 is the oldest. */
+	char vs[32];
+	snprintf(vs, sizeof(vs), "%lld", ver[0]);
+	RS_CMD(a.rp, a.fd, &r, "FCALL", "tether_fast_cas", "1", FAST, "ua0", vs, "s2", "600000", "3");
+	is_ok(&r);
+	assert_int_equal(r.el[1].integer, 0);
+	RS_CMD(a.rp, a.fd, &r, "FCALL", "tether_fast_cas", "1", FAST, ua[3], "0", "s", "600000", "3");
+	is_ok(&r);
+	assert_int_equal(r.el[1].integer, 1);
+	RS_CMD(a.rp, a.fd, &r, "FCALL", "tether_fast_get", "1", FAST, "ua1");
+	assert_int_equal(r.el[0].integer, 0);
+	for (int i = 0; i < 4; i++) {
+		if (i == 1)
+			continue;
+		RS_CMD(a.rp, a.fd, &r, "FCALL", "tether_fast_get", "1", FAST, ua[i]);
+		assert_true(r.el[0].integer > 0);
+	}
+	/* Expired entries go at the next write of the account, not counted. */
+	RS_CMD(a.rp, a.fd, &r, "FCALL", "tether_fast_cas", "1", FAST, "dead", "0", "s", "0", "0");
+	is_ok(&r);
+	RS_CMD(a.rp, a.fd, &r, "FCALL", "tether_fast_cas", "1", FAST, "ua1", "0", "s", "600000", "0");
+	is_ok(&r);
+	assert_int_equal(r.el[1].integer, 0);
+	RS_CMD(a.rp, a.fd, &r, "FCALL", "tether_fast_get", "1", FAST, "dead");
+	assert_int_equal(r.el[0].integer, 0);
+	RS_CMD(a.rp, a.fd, &r, "HLEN", FAST);
+	assert_int_equal(r.integer, 1 + 3 * 4); /* "v" and four entries */
+	/* A missing cap is an error, not "no cap". */
+	RS_CMD(a.rp, a.fd, &r, "FCALL", "tether_fast_cas", "1", FAST, "ua9", "0", "s");
+	is_err(&r, "EINVAL not a number");
+	rcopy_clear(&r);
+	conn_close(&a);
 }
 
 static void test_users(void **state)
@@ -607,6 +658,7 @@ int main(void)
 		cmocka_unit_test_setup(test_expiry_redis_time, setup),
 		cmocka_unit_test_setup(test_isr_single_use, setup),
 		cmocka_unit_test_setup(test_fast_cas_race, setup),
+		cmocka_unit_test_setup(test_fast_cap, setup),
 		cmocka_unit_test_setup(test_users, setup),
 		cmocka_unit_test_setup(test_leases, setup),
 		cmocka_unit_test_setup(test_meta_presence_release, setup),

@@ -54,7 +54,7 @@ static const struct xstream_ops p_ops = { p_open, p_stanza, p_close };
 /* The first stanza of <xml> (a copy in <a>), NULL if not well-formed. */
 static struct xnode *parse(struct xarena *a, const char *xml)
 {
-	struct xstream_limits l = { 1 << 20, 64 };
+	struct xstream_limits l = { 1 << 20, 64, 0 };
 	struct parsed p = { a, NULL, 0 };
 	struct xstream *xs = xstream_new(&l, &p_ops, &p);
 	size_t used;

@@ -890,11 +890,12 @@ static struct fast_slots slots(int fresh, int current, uint8_t fill)
 	memset(&s, 0, sizeof(s));
 	s.fresh.valid = fresh;
 	s.fresh.mech = 1;
-	s.fresh.expiry_ms = 1000u + fill;
+	/* Far ahead: a write sweeps the account's expired entries. */
+	s.fresh.expiry_ms = (UINT64_C(1) << 50) + 1000u + fill;
 	memset(s.fresh.sealed, fill, TOKEN_SEALED_LEN);
 	s.current.valid = current;
 	s.current.mech = 2;
-	s.current.expiry_ms = 2000u + fill;
+	s.current.expiry_ms = (UINT64_C(1) << 50) + 2000u + fill;
 	memset(s.current.sealed, fill ^ 0xFF, TOKEN_SEALED_LEN);
 	return s;
 }
@@ -1040,6 +1041,67 @@ static void test_fast_cas(void **state)
 	w = a;
 	w.version = r1.version;
 	assert_int_equal(fast_table_cas(t, "alice@x", "ua", &w), -ESTALE);
+	fast_table_free(t);
+}
+
+/* The cap: a new entry evicts the account's least recently written ones
+ * beyond in->max_entries (a rewrite refreshes an entry; other accounts are
+ * untouched); every write sweeps entries whose tokens have all expired. */
+/* put() with a cap: the number evicted, or -errno. */
+static int put_cap(struct fast_table *t, const char *bare, const char *ua, const struct fast_slots *in,
+		   uint32_t max)
+{
+	struct fast_slots cur, w = *in;
+	fast_table_get(t, bare, ua, &cur);
+	w.version = cur.version;
+	w.max_entries = max;
+	int rc = fast_table_cas(t, bare, ua, &w);
+	return rc ? rc : (int)w.evicted;
+}
+
+static void test_fast_cap(void **state)
+{
+	(void)state;
+	struct fast_table *t = fast_table_new();
+	struct fast_slots w, got;
+	char ua[16];
+	assert_non_null(t);
+	w = slots(1, 0, 1);
+	assert_int_equal(put(t, "bob@x", "ua0", &w), 0);
+	for (int i = 0; i < 4; i++) {
+		snprintf(ua, sizeof(ua), "ua%d", i);
+		w = slots(1, 0, (uint8_t)i);
+		assert_int_equal(put_cap(t, "alice@x", ua, &w, 4), 0);
+	}
+	/* ua0 logs in again: ua1 is now the least recently written. */
+	w = slots(0, 1, 9);
+	assert_int_equal(put_cap(t, "alice@x", "ua0", &w, 4), 0);
+	w = slots(1, 0, 4);
+	assert_int_equal(put_cap(t, "alice@x", "ua4", &w, 4), 1);
+	assert_int_equal(fast_table_get(t, "alice@x", "ua1", &got), -ENOENT);
+	for (int i = 0; i <= 4; i++) {
+		snprintf(ua, sizeof(ua), "ua%d", i);
+		assert_int_equal(fast_table_get(t, "alice@x", ua, &got), i == 1 ? -ENOENT : 0);
+	}
+	assert_int_equal(fast_table_get(t, "bob@x", "ua0", &got), 0);
+
+	/* A lower cap (a reload) applies at the next new entry, all at once. */
+	w = slots(1, 0, 5);
+	assert_int_equal(put_cap(t, "alice@x", "ua5", &w, 2), 3);
+	assert_int_equal(fast_table_get(t, "alice@x", "ua4", &got), 0);
+	assert_int_equal(fast_table_get(t, "alice@x", "ua5", &got), 0);
+	assert_int_equal(fast_table_get(t, "alice@x", "ua0", &got), -ENOENT);
+
+	/* Expired entries go at the account's next write, cap or not, and
+	 * are not counted as evicted. */
+	w = slots(1, 1, 6);
+	w.fresh.expiry_ms = w.current.expiry_ms = 1000;
+	assert_int_equal(put(t, "alice@x", "old", &w), 0);
+	assert_int_equal(fast_table_get(t, "alice@x", "old", &got), 0);
+	w = slots(1, 0, 7);
+	assert_int_equal(put_cap(t, "alice@x", "ua4", &w, 0), 0);
+	assert_int_equal(fast_table_get(t, "alice@x", "old", &got), -ENOENT);
+	assert_int_equal(fast_table_get(t, "alice@x", "ua5", &got), 0);
 	fast_table_free(t);
 }
 
@@ -1307,6 +1369,7 @@ int main(void)
 		cmocka_unit_test(test_take_isr_race),
 		cmocka_unit_test(test_fast_table),
 		cmocka_unit_test(test_fast_cas),
+		cmocka_unit_test(test_fast_cap),
 		cmocka_unit_test_setup_teardown(test_store_api, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_revoke_on_password_change, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_revoke_on_delete, setup_dir, teardown_dir),

@@ -146,7 +146,7 @@ static const struct xstream_ops rt_ops = { NULL, rt_stanza, NULL };
 
 static void parse_one(const char *stanza, struct sbuf *out)
 {
-	struct xstream_limits l = { 1 << 16, 32 };
+	struct xstream_limits l = { 1 << 16, 32, 0 };
 	struct rt r = { SBUF_INIT, 0 };
 	struct xstream *xs = xstream_new(&l, &rt_ops, &r);
 	assert_non_null(xs);

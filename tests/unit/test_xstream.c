@@ -95,7 +95,7 @@ static const struct xstream_ops rec_ops = { rec_open, rec_stanza, rec_close };
 
 static struct xstream *new_xs(struct rec *r, size_t max_size, unsigned max_depth)
 {
-	struct xstream_limits l = { max_size, max_depth };
+	struct xstream_limits l = { max_size, max_depth, 0 };
 	memset(r, 0, sizeof(*r));
 	struct xstream *xs = xstream_new(&l, &rec_ops, r);
 	assert_non_null(xs);
@@ -192,6 +192,74 @@ static void test_byte_at_a_time(void **state)
 
 /* Trimming between any two feeds (a no-op while a token is half-parsed)
  * must not change the result. */
+/* [limits] max_header_size: a header (from the stream's first byte, so
+ * leading whitespace and the XML declaration count) over it is
+ * policy-violation, said to be the header's fault; stanzas after a header
+ * within it get the stanza limit; the limit applies again after a reset
+ * (a restart). What a trim replays is never bigger than the header was. */
+static void test_header_size(void **state)
+{
+	(void)state;
+	struct rec r;
+	struct xstream_limits l = { 8192, 16, 512 };
+	char hdr[2048], m[4096];
+	size_t n = (size_t)snprintf(hdr, sizeof(hdr), "<stream:stream xmlns='jabber:client' "
+				    "xmlns:stream='" XMLNS_STREAM "'");
+	while (n < 600)
+		n += (size_t)snprintf(hdr + n, sizeof(hdr) - n, " xmlns:p%zu='urn:x'", n);
+	snprintf(hdr + n, sizeof(hdr) - n, ">");
+
+	/* Whole, and byte by byte: refused before the header is complete. */
+	for (int split = 0; split < 2; split++) {
+		memset(&r, 0, sizeof(r));
+		struct xstream *xs = xstream_new(&l, &rec_ops, &r);
+		assert_non_null(xs);
+		enum xfeed_rc rc = XFEED_OK;
+		for (size_t i = 0; i < strlen(hdr) && rc == XFEED_OK; i += split ? 1 : strlen(hdr))
+			rc = feed(xs, hdr + i, split ? 1 : strlen(hdr));
+		assert_int_equal(rc, XFEED_ERR);
+		assert_int_equal(xstream_error(xs), XSE_POLICY_VIOLATION);
+		char buf[64];
+		assert_ptr_equal(xstream_error_text(xs, buf, sizeof(buf)), xstream_why_header);
+		assert_int_equal(r.opens, 0);
+		xstream_free(xs);
+	}
+
+	/* Leading whitespace counts. */
+	memset(&r, 0, sizeof(r));
+	struct xstream *xs = xstream_new(&l, &rec_ops, &r);
+	memset(m, ' ', 600);
+	assert_int_equal(feed(xs, m, 600), XFEED_ERR);
+	assert_int_equal(xstream_error(xs), XSE_POLICY_VIOLATION);
+	xstream_free(xs);
+
+	/* A header within it; then a stanza of several times the header's
+	 * limit is fine, a trim replays the header, and the limit is back
+	 * after a restart. */
+	memset(&r, 0, sizeof(r));
+	xs = xstream_new(&l, &rec_ops, &r);
+	assert_int_equal(feed_str(xs, "<?xml version='1.0'?>" HDR), XFEED_OK);
+	assert_int_equal(r.opens, 1);
+	assert_int_equal(feed_str(xs, make_m(m, 4000)), XFEED_OK);
+	xstream_trim(xs);
+	assert_int_equal(feed_str(xs, make_m(m, 4000)), XFEED_OK);
+	assert_int_equal(r.stanzas, 2);
+	assert_int_equal(xstream_reset(xs), 0);
+	assert_int_equal(feed_str(xs, hdr), XFEED_ERR);
+	assert_int_equal(xstream_error(xs), XSE_POLICY_VIOLATION);
+	xstream_free(xs);
+	sbuf_free(&r.out);
+
+	/* 0, or one over the stanza limit: the stanza limit. */
+	l.max_header_size = 0;
+	memset(&r, 0, sizeof(r));
+	xs = xstream_new(&l, &rec_ops, &r);
+	assert_int_equal(feed_str(xs, hdr), XFEED_OK);
+	assert_int_equal(r.opens, 1);
+	xstream_free(xs);
+	sbuf_free(&r.out);
+}
+
 static void test_trim_every_split(void **state)
 {
 	(void)state;
@@ -795,6 +863,7 @@ int main(void)
 		cmocka_unit_test(test_name_pool_bounded),
 		cmocka_unit_test(test_tree_bounded),
 		cmocka_unit_test(test_conditions),
+		cmocka_unit_test(test_header_size),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

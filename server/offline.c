@@ -65,37 +65,37 @@ bad:
 	return NULL;
 }
 
-struct store_wait {
+struct offline_wait {
 	struct worker *w;
 	const char *domain;   /* the server's: lives as long as the worker */
 	struct rmsg *m;
 	enum stanza_err otherwise;
 };
 
-static void wait_free(void *ud)
+static void stored_free(void *ud)
 {
-	struct store_wait *x = ud;
+	struct offline_wait *x = ud;
 	rmsg_unref(x->m);
 	free(x);
 }
 
 static void on_stored(void *ud, int err)
 {
-	struct store_wait *x = ud;
+	struct offline_wait *x = ud;
 	if (err) {
 		log_info("offline: message from %s to %s not stored: %s", x->m->from, x->m->to,
 			 strerror(-err));
 		deliver_bounce(x->w, x->domain, x->m,
 			       err == -EDQUOT ? STE_RESOURCE_CONSTRAINT : x->otherwise);
 	}
-	wait_free(x);
+	stored_free(x);
 }
 
 void offline_store(struct worker *w, const char *domain, const char *bare, struct rmsg *m,
 		   uint64_t stamp_ms, enum stanza_err otherwise)
 {
 	struct sbuf delayed = SBUF_INIT, rec = SBUF_INIT;
-	struct store_wait *x = NULL;
+	struct offline_wait *x = NULL;
 	struct store_op *op = NULL;
 	if (w->sh && !sm_add_delay(m->data, m->len, domain, stamp_ms, &delayed) &&
 	    !offline_pack(m, delayed.data, delayed.len, &rec) && (x = malloc(sizeof(*x)))) {
@@ -109,7 +109,7 @@ void offline_store(struct worker *w, const char *domain, const char *bare, struc
 	sbuf_free(&delayed);
 	sbuf_free(&rec);
 	if (op) {
-		store_im_own_ud(op, wait_free);
+		store_im_own_ud(op, stored_free);
 		return;
 	}
 	free(x);

@@ -176,7 +176,7 @@ static void ask(struct worker *w, const char *whose, const char *asker, const ch
 }
 
 /* A roster push of change <c> to every bound resource of <bare>. */
-static void push(struct worker *w, const char *bare, const struct im_change *c)
+static void push_change(struct worker *w, const char *bare, const struct im_change *c)
 {
 	static atomic_uint_fast64_t seq;
 	char id[32];
@@ -194,7 +194,7 @@ static void push(struct worker *w, const char *bare, const struct im_change *c)
 }
 
 /* An error reply to the client's own stanza <el>, from <from>. */
-static void refuse(struct c2s *s, struct xnode *el, const char *from, enum stanza_err e)
+static void refuse_stanza(struct c2s *s, struct xnode *el, const char *from, enum stanza_err e)
 {
 	const char *type = xnode_attr(el, "type");
 	if (type && !strcmp(type, "error"))
@@ -294,7 +294,7 @@ static void on_roster(void *ud, int err, uint64_t ver, const struct im_item *ite
 		roster_result_xml(&s->out, xnode_attr(x->el, "id"), s->bare, s->full, 0, NULL, 0, 0);
 		c2s_emit_reply(s, RMSG_IQ, s->bare, "result");
 	} else if (err) {
-		refuse(s, x->el, s->bare, STE_INTERNAL_SERVER_ERROR);
+		refuse_stanza(s, x->el, s->bare, STE_INTERNAL_SERVER_ERROR);
 	} else {
 		/* XEP-0237 §2.4: up to date gets an empty result, and the
 		 * client keeps what it has. */
@@ -327,7 +327,7 @@ static void removed_effects(struct c2s *s, const struct im_change *c, const stru
 		if (sub_has_from(old))
 			ask(s->w, s->bare, cj, T_GONE);  /* the user's presence stops */
 	}
-	push(s->w, cj, cc);
+	push_change(s->w, cj, cc);
 }
 
 static void on_roster_change(void *ud, int err, const struct im_change *c,
@@ -340,9 +340,9 @@ static void on_roster_change(void *ud, int err, const struct im_change *c,
 		enum stanza_err e = err == -EDQUOT ? STE_NOT_ALLOWED :
 				    err == -ENOENT ? STE_ITEM_NOT_FOUND :
 				    err == -ENOTSUP ? STE_SERVICE_UNAVAILABLE : STE_INTERNAL_SERVER_ERROR;
-		refuse(s, x->el, s->bare, e);
+		refuse_stanza(s, x->el, s->bare, e);
 	} else {
-		push(s->w, s->bare, c); /* to every interested resource, this one too (§2.3.2) */
+		push_change(s->w, s->bare, c); /* to every interested resource, this one too (§2.3.2) */
 		if (cc)
 			removed_effects(s, c, cc);
 		reply_empty(s, x->el);
@@ -357,7 +357,7 @@ static int carbons_iq(struct c2s *s, struct xnode *iq, struct xnode *q)
 	const char *type = xnode_attr(iq, "type");
 	struct c2s_im *im = im_of(s);
 	if (!type || strcmp(type, "set") || xnode_next_elem(q)) {
-		refuse(s, iq, s->bare, STE_BAD_REQUEST);
+		refuse_stanza(s, iq, s->bare, STE_BAD_REQUEST);
 		return 1;
 	}
 	if (!im) {
@@ -465,7 +465,7 @@ static void on_blocklist(void *ud, int err, char *const *jids, size_t n)
 	struct c2s *s = x->s;
 	c2s_op_done(s);
 	if (err) {
-		refuse(s, x->el, s->bare, err == -ENOTSUP ? STE_SERVICE_UNAVAILABLE :
+		refuse_stanza(s, x->el, s->bare, err == -ENOTSUP ? STE_SERVICE_UNAVAILABLE :
 					   STE_INTERNAL_SERVER_ERROR);
 	} else {
 		set_blocked(s->im, jids, n);
@@ -513,7 +513,7 @@ static ssize_t block_items(struct c2s *s, struct wait *x, struct xnode *q, char 
 		if (strcmp(it->ns, XMLNS_BLOCKING) || strcmp(it->name, "item") || !v ||
 		    jid_parse(v, pj) || jid_full(pj, buf, sizeof(buf)) < 0) {
 			free(pj);
-			refuse(s, x->el, s->bare, v && !strcmp(it->name, "item") ?
+			refuse_stanza(s, x->el, s->bare, v && !strcmp(it->name, "item") ?
 				   STE_JID_MALFORMED : STE_BAD_REQUEST);
 			return -1;
 		}
@@ -534,7 +534,7 @@ static void on_blocked(void *ud, int err)
 	struct c2s *s = x->s;
 	c2s_op_done(s);
 	if (err) {
-		refuse(s, x->el, s->bare, err == -EDQUOT ? STE_RESOURCE_CONSTRAINT :
+		refuse_stanza(s, x->el, s->bare, err == -EDQUOT ? STE_RESOURCE_CONSTRAINT :
 					   err == -ENOTSUP ? STE_SERVICE_UNAVAILABLE :
 					   STE_INTERNAL_SERVER_ERROR);
 	} else {
@@ -573,7 +573,7 @@ static int blocking_iq(struct c2s *s, struct xnode *iq, struct xnode *q)
 	int ok = get ? !strcmp(q->name, "blocklist") :
 		       !strcmp(q->name, "block") || !strcmp(q->name, "unblock");
 	if (!ok || xnode_next_elem(q)) {
-		refuse(s, iq, s->bare, STE_BAD_REQUEST);
+		refuse_stanza(s, iq, s->bare, STE_BAD_REQUEST);
 		return 1;
 	}
 	struct wait *x = wait_new(s, iq);
@@ -596,7 +596,7 @@ static int blocking_iq(struct c2s *s, struct xnode *iq, struct xnode *q)
 	int block = !strcmp(q->name, "block");
 	if (block && !n) {
 		wait_free(x);
-		refuse(s, iq, s->bare, STE_BAD_REQUEST); /* §3.3: at least one item */
+		refuse_stanza(s, iq, s->bare, STE_BAD_REQUEST); /* §3.3: at least one item */
 		return 1;
 	}
 	/* The items, prepared, replace the client's in the copy: the push
@@ -629,7 +629,7 @@ int presence_own_iq(struct c2s *s, struct xnode *iq)
 	if (!get && strcmp(type, "set"))
 		return 0; /* results and errors: nothing to answer */
 	if (xnode_next_elem(q)) {
-		refuse(s, iq, s->bare, STE_BAD_REQUEST);
+		refuse_stanza(s, iq, s->bare, STE_BAD_REQUEST);
 		return 1;
 	}
 	struct c2s_im *im = im_of(s);
@@ -653,7 +653,7 @@ int presence_own_iq(struct c2s *s, struct xnode *iq)
 	enum stanza_err e = roster_parse_set(q, &it, &remove);
 	if (e) {
 		wait_free(x);
-		refuse(s, iq, s->bare, e);
+		refuse_stanza(s, iq, s->bare, e);
 		return 1;
 	}
 	struct store_op *op = remove ?
@@ -677,7 +677,7 @@ static const char *const sub_names[SUB_TYPE_COUNT] = {
 static void sub_effects(struct worker *w, const char *user, const char *contact, enum sub_type t,
 			const char *stanza, const struct im_sub_result *r)
 {
-	push(w, user, &r->user);
+	push_change(w, user, &r->user);
 	if (!r->contact_exists) {
 		/* §3.1.3: no such account: the contact's server says unsubscribed. */
 		if (t == SUB_SUBSCRIBE)
@@ -686,7 +686,7 @@ static void sub_effects(struct worker *w, const char *user, const char *contact,
 	}
 	if (!r->out.deliver)
 		return;
-	push(w, contact, &r->contact);
+	push_change(w, contact, &r->contact);
 	if (r->auto_subscribed) {
 		/* Approved already: answered for the contact, with its presence. */
 		send_typed(w, contact, user, "subscribed");
@@ -722,7 +722,7 @@ static void on_sub(void *ud, int err, const struct im_sub_result *r)
 	struct c2s *s = x->s;
 	c2s_op_done(s);
 	if (err == -EDQUOT)
-		refuse(s, x->el, x->contact, STE_NOT_ALLOWED); /* the roster is full */
+		refuse_stanza(s, x->el, x->contact, STE_NOT_ALLOWED); /* the roster is full */
 	else if (err)
 		log_info("presence: %s to %s from %s not applied: %s", sub_names[x->type], x->contact,
 			 s->bare, strerror(-err));
@@ -743,11 +743,11 @@ static void subscription(struct c2s *s, struct xnode *el, const char *to, enum s
 		return;
 	}
 	if (jid_parse(to, j) || jid_bare(j, bare, sizeof(bare)) < 0) {
-		refuse(s, el, to, STE_JID_MALFORMED);
+		refuse_stanza(s, el, to, STE_JID_MALFORMED);
 		goto out;
 	}
 	if (strcmp(j->domain, s->srv->cfg.domain)) {
-		refuse(s, el, to, STE_REMOTE_SERVER_NOT_FOUND); /* no s2s yet */
+		refuse_stanza(s, el, to, STE_REMOTE_SERVER_NOT_FOUND); /* no s2s yet */
 		goto out;
 	}
 	if (!j->local[0] || !h || !strcmp(bare, s->bare))
@@ -824,7 +824,7 @@ static int presence_intercept(struct c2s *s, struct xnode *el, const char *to)
 		return 1; /* §4.3: probing is the server's business */
 	int t = sub_type_parse(type);
 	if (t < 0) {
-		refuse(s, el, to ? to : s->bare, STE_BAD_REQUEST);
+		refuse_stanza(s, el, to ? to : s->bare, STE_BAD_REQUEST);
 		return 1;
 	}
 	if (to)

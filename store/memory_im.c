@@ -83,7 +83,7 @@ static void set_state(struct im_item *it, enum sub_state s)
 
 /* ---- accounts ------------------------------------------------------------- */
 
-static uint64_t hash_str(const char *s)
+static uint64_t acct_hash(const char *s)
 {
 	uint64_t h = 1469598103934665603ull; /* FNV-1a: bucket choice only */
 	for (; *s; s++)
@@ -93,7 +93,7 @@ static uint64_t hash_str(const char *s)
 
 static struct acct *acct_find(struct im_table *t, const char *bare)
 {
-	uint64_t h = hash_str(bare);
+	uint64_t h = acct_hash(bare);
 	for (struct acct *a = t->b[h % IM_BUCKETS]; a; a = a->next)
 		if (a->hash == h && !strcmp(a->bare, bare))
 			return a;
@@ -110,7 +110,7 @@ static struct acct *acct_get(struct im_table *t, const char *bare)
 	if (!a)
 		return NULL;
 	memcpy(a->bare, bare, len + 1);
-	a->hash = hash_str(bare);
+	a->hash = acct_hash(bare);
 	uint8_t h[NAME_HASH];
 	crypto_generichash(h, sizeof(h), (const uint8_t *)bare, len, NULL, 0);
 	sodium_bin2hex(a->name, sizeof(a->name), h, sizeof(h));
@@ -239,7 +239,7 @@ static void snap_restore(struct acct *a, struct snap *s)
 /* Records in <out> what happened to the visible item <jid> of <a>, which
  * was <was_vis> with state <was>: push, and a new version, if the user
  * sees a difference. Returns 0 or -ENOMEM. */
-static int finish(struct acct *a, const char *jid, int was_vis, enum sub_state was,
+static int change_finish(struct acct *a, const char *jid, int was_vis, enum sub_state was,
 		  struct im_change *out)
 {
 	const struct im_item *now = find_item(a, jid);
@@ -731,7 +731,7 @@ int im_table_remove(struct im_table *t, const char *bare, const char *jid, struc
 			st = sub_inbound(st, SUB_UNSUBSCRIBED).next;
 		set_state(ci, st);
 		collect(c, bare);
-		if ((rc = finish(c, bare, was_vis, cwas, contact_out)) || (rc = roster_write(t, c)))
+		if ((rc = change_finish(c, bare, was_vis, cwas, contact_out)) || (rc = roster_write(t, c)))
 			goto undo;
 	}
 	if ((rc = roster_write(t, a)))
@@ -819,14 +819,14 @@ int im_table_sub(struct im_table *t, const char *user, const char *contact, int 
 			}
 			collect(c, user);
 		}
-		if ((rc = finish(c, user, cwas_vis, cwas, &out->contact)))
+		if ((rc = change_finish(c, user, cwas_vis, cwas, &out->contact)))
 			goto undo;
 	} else if (!contact_exists && type == SUB_SUBSCRIBE && ui) {
 		/* §3.1.3: no such account: its server answers unsubscribed. */
 		set_state(ui, sub_inbound(ui->state, SUB_UNSUBSCRIBED).next);
 	}
 	collect(u, contact);
-	if ((rc = finish(u, contact, was_vis, was, &out->user)) || (rc = roster_write(t, u)) ||
+	if ((rc = change_finish(u, contact, was_vis, was, &out->user)) || (rc = roster_write(t, u)) ||
 	    (c && (rc = roster_write(t, c))))
 		goto undo;
 	goto out;

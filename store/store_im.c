@@ -164,7 +164,7 @@ static void im_release(struct store_op *op)
 }
 
 /* Grows <*arr> (elements of <size>) to hold one more; 0 or -ENOMEM. */
-static int grow(void **arr, size_t size, size_t n, size_t *cap)
+static int grow_array(void **arr, size_t size, size_t n, size_t *cap)
 {
 	if (n < *cap)
 		return 0;
@@ -182,7 +182,7 @@ static void collect_roster(void *ud, const struct im_item *it)
 	struct store_im_op *o = ud;
 	if (!it->visible || o->err)
 		return;
-	if (grow((void **)&o->items, sizeof(*o->items), o->n, &o->cap) ||
+	if (grow_array((void **)&o->items, sizeof(*o->items), o->n, &o->cap) ||
 	    im_item_copy(&o->items[o->n], it)) {
 		o->err = -ENOMEM;
 		return;
@@ -202,8 +202,8 @@ static void collect_contacts(void *ud, const struct im_item *it)
 	if (match) {
 		char *j = strdup(it->jid);
 		size_t cap = o->cap;
-		if (!j || grow((void **)&o->strs, sizeof(char *), o->n, &o->cap) ||
-		    grow((void **)&o->states, 1, o->n, &cap)) {
+		if (!j || grow_array((void **)&o->strs, sizeof(char *), o->n, &o->cap) ||
+		    grow_array((void **)&o->states, 1, o->n, &cap)) {
 			free(j);
 			o->err = -ENOMEM;
 			return;
@@ -213,7 +213,7 @@ static void collect_contacts(void *ud, const struct im_item *it)
 	}
 	if ((o->want & IM_WANT_PENDING) && it->pending) {
 		char *p = strdup(it->pending);
-		if (!p || grow((void **)&o->pending, sizeof(char *), o->np, &o->capp)) {
+		if (!p || grow_array((void **)&o->pending, sizeof(char *), o->np, &o->capp)) {
 			free(p);
 			o->err = -ENOMEM;
 			return;
@@ -228,8 +228,8 @@ static void collect_msg(void *ud, const char *data, size_t len)
 	/* Already deleted from the store: a message that cannot be copied
 	 * here (out of memory) is lost, and the error says so. */
 	char *d = malloc(len + 1);
-	if (!d || grow((void **)&o->strs, sizeof(char *), o->n, &o->cap) ||
-	    grow((void **)&o->lens, sizeof(size_t), o->n, &o->capp)) {
+	if (!d || grow_array((void **)&o->strs, sizeof(char *), o->n, &o->cap) ||
+	    grow_array((void **)&o->lens, sizeof(size_t), o->n, &o->capp)) {
 		free(d);
 		o->err = -ENOMEM;
 		return;
@@ -244,7 +244,7 @@ static void collect_jid(void *ud, const char *jid)
 {
 	struct store_im_op *o = ud;
 	char *j = o->err ? NULL : strdup(jid);
-	if (!j || grow((void **)&o->strs, sizeof(char *), o->n, &o->cap)) {
+	if (!j || grow_array((void **)&o->strs, sizeof(char *), o->n, &o->cap)) {
 		free(j);
 		o->err = -ENOMEM;
 		return;

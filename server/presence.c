@@ -429,6 +429,15 @@ static void blocks_load(struct c2s *s)
 
 void presence_bound(struct c2s *s)
 {
+	struct c2s_im *im = im_of(s);
+	/* Bound with SM already on: an XEP-0198 resumption (c2s_sm.c adopt).
+	 * The IM state of the stream it replaces stayed with that stream;
+	 * a client that resumes had a whole session, roster included, so it
+	 * keeps getting pushes. Carbons are not guessed: the client enables
+	 * them again (the flags would have to live in the SM record to
+	 * survive a resumption exactly). */
+	if (im && (s->flags & C2S_F_SM))
+		im->flags |= IM_F_ROSTER;
 	blocks_load(s);
 }
 

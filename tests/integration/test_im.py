@@ -686,3 +686,26 @@ def test_blocklist_survives_restart_and_applies_at_login(server_factory, conns, 
     b = online(server, users, conns, 'bob', 'b')
     b.message(a.jid, 'still blocked')
     xr.assert_no_message(a, 1.0, body='still blocked')
+
+
+@needs_im_store
+def test_roster_pushes_continue_after_sm_resume(server_factory, conns):
+    """A client that resumes (XEP-0198) keeps getting roster pushes."""
+    from sm_client import is_sm, kill, sm_login, sm_overrides, sm_resume
+    users = dict(xr_users())
+    server = server_factory(**sm_overrides(max_resume=30))
+    for u, pw in users.items():
+        server.add_user(u, pw)
+    server.settle_users()
+    a = sm_login(server, 'alice', users['alice'], 'm', presence=True, auto_ack=True)
+    conns.append(a)
+    roster_get(a)
+    kill(a)
+    server.wait_log('session detached jid=%s' % a.jid, 10)
+    b, el = sm_resume(server, 'alice', users['alice'], a.sm_id, a.h, auto_ack=True)
+    conns.append(b)
+    assert is_sm(el, 'resumed'), xr.tostr(el)
+    b.jid = a.jid
+    other = online(server, users, conns, 'alice', 'other')
+    assert roster_set(other, "<item jid='dave@localhost'/>").get('type') == 'result'
+    wait_push(b, 'dave@localhost')

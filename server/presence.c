@@ -1103,6 +1103,19 @@ int presence_csi(struct c2s *s, struct xnode *el)
 	return 0;
 }
 
+void presence_bind2(struct c2s *s, int carbons, int inactive)
+{
+	struct c2s_im *im = im_of(s);
+	if (!im)
+		return;
+	if (carbons) {
+		im->flags |= IM_F_CARBONS;
+		router_set_carbons(s->srv->router, s->bare, s->resource, &s->self, 1);
+	}
+	if (inactive)
+		im->flags |= IM_F_INACTIVE;
+}
+
 /* ---- delivery ------------------------------------------------------------------- */
 
 /* XEP-0191 §3.5: a stanza to a blocked JID comes back not-acceptable,

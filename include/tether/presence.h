@@ -55,6 +55,10 @@ int presence_on_deliver(struct c2s *s, struct rmsg *m);
  * for anything else in that namespace). */
 int presence_csi(struct c2s *s, struct xnode *el);
 
+/* Bind2 (XEP-0386) asked inline for XEP-0280 carbons (<carbons>) and/or
+ * XEP-0352 <inactive/> (<inactive>) on the session just bound. */
+void presence_bind2(struct c2s *s, int carbons, int inactive);
+
 /* The session is ending for good (c2s_end_presence, also on SM expiry):
  * unavailable presence to subscribers and directed-presence recipients. */
 void presence_session_end(struct c2s *s);

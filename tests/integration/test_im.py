@@ -709,3 +709,24 @@ def test_roster_pushes_continue_after_sm_resume(server_factory, conns):
     other = online(server, users, conns, 'alice', 'other')
     assert roster_set(other, "<item jid='dave@localhost'/>").get('type') == 'result'
     wait_push(b, 'dave@localhost')
+
+
+def test_bind2_inline_carbons_and_csi(server, users, conns):
+    """XEP-0386 Bind2 with XEP-0280 <enable/> and XEP-0352 <inactive/> inline."""
+    from sasl2_client import NS_BIND2, new_ua_id, open_conn
+    c = open_conn(server)
+    conns.append(c)
+    c.open_stream(from_='alice@localhost')
+    bind = ("<bind xmlns='%s'><tag>inl</tag><enable xmlns='%s'/><inactive xmlns='%s'/></bind>"
+            % (NS_BIND2, NS_CARBONS, NS_CSI))
+    el = c.sasl2_scram('alice', users['alice'], new_ua_id(), bind)
+    assert xr.local(el.tag) == 'success', xr.tostr(el)
+    c.jid = 'alice@localhost/inl'
+    other = online(server, users, conns, 'alice', 'other')   # its presence: held (inactive)
+    p = c.maybe(lambda e: e.tag == q(NS_CLIENT, 'presence'), 0.8)
+    assert p is None, xr.tostr(p)
+    other.message('bob@localhost', 'copied')
+    wait_carbon(c, 'sent', 'copied')                 # carbons on, from the bind
+    # a message with a body flushed what was held, before it
+    assert [e for e in c.inbox if e.tag == q(NS_CLIENT, 'presence')
+            and e.get('from') == 'alice@localhost/other']

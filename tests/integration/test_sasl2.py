@@ -49,7 +49,7 @@ def test_features_pre_auth(srv):
         inline = auth.find(q(NS_SASL2, 'inline'))
         assert inline.find(q(NS_SM, 'sm')) is not None
         feat = inline.findall('%s/%s/%s' % (q(NS_BIND2, 'bind'), q(NS_BIND2, 'inline'), q(NS_BIND2, 'feature')))
-        assert [x.get('var') for x in feat] == [NS_SM]
+        assert [x.get('var') for x in feat] == [NS_SM, 'urn:xmpp:carbons:2', 'urn:xmpp:csi:0']
         fast = c.fast_mechanisms()
         assert 'HT-SHA-256-NONE' in fast and 'HT-SHA-256-ENDP' in fast, fast
         if c.sock.version() == 'TLSv1.3':

@@ -730,3 +730,42 @@ def test_bind2_inline_carbons_and_csi(server, users, conns):
     # a message with a body flushed what was held, before it
     assert [e for e in c.inbox if e.tag == q(NS_CLIENT, 'presence')
             and e.get('from') == 'alice@localhost/other']
+
+
+@needs_im_store
+def test_csi_bytes_in_a_presence_storm(server, users, conns):
+    """XEP-0352 is a bandwidth feature: the bytes an inactive client gets
+    during a presence storm (10 contacts x 20 updates), then one message,
+    against an active client getting the same. Printed, and at least 5x."""
+    senders = []
+    for i in range(10):
+        name = 'storm%d' % i
+        server.add_user(name, 'pw-%d' % i)
+    server.settle_users()
+    pw = dict(users)
+    pw.update({'storm%d' % i: 'pw-%d' % i for i in range(10)})
+    active = online(server, pw, conns, 'alice', 'active')
+    idle = online(server, pw, conns, 'alice', 'idle')
+    idle.send("<inactive xmlns='%s'/>" % NS_CSI)
+    idle.roundtrip()
+    for i in range(10):
+        senders.append(online(server, pw, conns, 'storm%d' % i, 's'))
+    start = {c: len(c.raw) for c in (active, idle)}
+    for n in range(20):
+        for s in senders:
+            for to in (active.jid, idle.jid):
+                s.presence(to=to, extra='<status>update %d</status>' % n)
+    for s in senders:
+        s.roundtrip()
+    senders[0].message(active.jid, 'done')
+    senders[0].message(idle.jid, 'done')
+    active.wait_message('done')
+    idle.wait_message('done')
+    got = {c: len(c.raw) - start[c] for c in (active, idle)}
+    print('\nCSI presence storm: active client %d bytes, inactive client %d bytes (%.1fx)'
+          % (got[active], got[idle], got[active] / max(got[idle], 1)))
+    assert got[active] >= 5 * got[idle], got
+    held = [e for e in idle.inbox if e.tag == q(NS_CLIENT, 'presence')
+            and (e.get('from') or '').startswith('storm')]
+    assert len(held) == 10 and all(e.find(q(NS_CLIENT, 'status')).text == 'update 19'
+                                   for e in held), [xr.tostr(e) for e in held]

@@ -868,14 +868,15 @@ static void on_bcast(void *ud, int err, char *const *jids, const uint8_t *states
 	bcast_free(b);
 }
 
-static void bcast(struct c2s *s, struct rmsg *m)
+/* <m> to the available resources of every contact of <bare> with a From
+ * subscription, once the store has named them; consumes <m>. */
+static void bcast_to(struct worker *w, struct store_handle *h, const char *bare, struct rmsg *m)
 {
-	struct store_handle *h = handle(s);
 	struct bcast *b = h ? malloc(sizeof(*b)) : NULL;
 	if (b) {
-		b->w = s->w;
+		b->w = w;
 		b->m = m;
-		struct store_op *op = store_im_contacts_async(h, s->bare, IM_WANT_FROM, on_bcast, b);
+		struct store_op *op = store_im_contacts_async(h, bare, IM_WANT_FROM, on_bcast, b);
 		if (op) {
 			store_im_own_ud(op, bcast_free);
 			return;
@@ -883,6 +884,26 @@ static void bcast(struct c2s *s, struct rmsg *m)
 		free(b);
 	}
 	rmsg_unref(m);
+}
+
+static void bcast(struct c2s *s, struct rmsg *m)
+{
+	bcast_to(s->w, handle(s), s->bare, m);
+}
+
+void presence_gone(struct worker *w, const char *bare, const char *full)
+{
+	struct sbuf b = SBUF_INIT;
+	int rc = sbuf_puts(&b, "<presence type='unavailable' from='");
+	rc |= sbuf_puts_esc(&b, full);
+	rc |= sbuf_puts(&b, "'/>");
+	struct rmsg *m = rc ? NULL : rmsg_new(RMSG_PRESENCE, b.data, b.len, full, NULL, NULL,
+					      "unavailable");
+	sbuf_free(&b);
+	if (!m)
+		return;
+	deliver_presence(w, bare, rmsg_ref(m), 0, NULL); /* the account's other resources */
+	bcast_to(w, w->sh, bare, m);
 }
 
 static void on_offline(void *ud, int err, char *const *msgs, const size_t *lens, size_t n)

@@ -9,6 +9,7 @@
 
 struct c2s;
 struct rmsg;
+struct worker;
 struct xnode;
 
 /* An iq from the account to itself (no 'to', or its bare JID): handles a
@@ -62,6 +63,12 @@ void presence_bind2(struct c2s *s, int carbons, int inactive);
 /* The session is ending for good (c2s_end_presence, also on SM expiry):
  * unavailable presence to subscribers and directed-presence recipients. */
 void presence_session_end(struct c2s *s);
+
+/* A session of <bare> (full JID <full>) ended without its stream: a node
+ * that crashed, found by the cluster's reaper. Its unavailable presence
+ * goes to the account's resources here and to its subscribers, through
+ * <w>'s store handle. Directed presence it sent is not known here. */
+void presence_gone(struct worker *w, const char *bare, const char *full);
 
 /* Frees the session's IM state (c2s_free). */
 void presence_free(struct c2s *s);

@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <netinet/in.h>
+
 #include <expat.h>
 #include <openssl/ssl.h>
 
@@ -22,15 +24,15 @@ enum tls_mode {
 	TLS_DIRECT,             /* XEP-0368 direct TLS */
 };
 
-/* How a dropped session comes back. CROSS_NODE (resuming on another node
- * of a cluster) is a slot, not implemented. ISR and FAST send the stream
- * header and one SASL2 <authenticate/> in the flight that ends the TLS
- * handshake, keyed with an HT-SHA-256-NONE token (no channel binding). */
+/* How a dropped session comes back. ISR and FAST send the stream header
+ * and one SASL2 <authenticate/> in the flight that ends the TLS handshake,
+ * keyed with an HT-SHA-256-NONE token (no channel binding). Where it comes
+ * back (the same node or the other one of a cluster) is opt.resume_on;
+ * --resume-kind cross-node is classic with resume_on = 2. */
 enum resume_kind {
 	RESUME_CLASSIC = 0,     /* TLS, SASL, restart, <resume previd h/> */
 	RESUME_ISR,             /* XEP-0397: token from <isr-enabled/>, <inst-resume/> */
 	RESUME_FAST,            /* XEP-0484: SASL2 login with a FAST token, inline <resume/> */
-	RESUME_CROSS_NODE,      /* resume against another node (todo) */
 };
 
 struct opts {
@@ -62,6 +64,13 @@ struct opts {
 	int redeliver;          /* resume: unacked stanzas left before the drop */
 	enum resume_kind resume_kind;
 	int quiet;              /* no progress lines */
+	/* cluster runs: ports of other nodes, same --tls mode as --port */
+	int port2;              /* resume: the second node */
+	int resume_on;          /* resume: 1 = the login's node, 2 = the other one (alternating) */
+	int recv_port;          /* flood: receivers' node; 0 = --port */
+	int resume_port;        /* flood with --kill-cmd: where dropped sessions resume */
+	const char *kill_cmd;   /* flood: run by /bin/sh -c, --kill-after-ms after the start */
+	long kill_after_ms;
 };
 
 extern struct opts opt;
@@ -97,6 +106,7 @@ struct xel *xel_child(const struct xel *e, const char *ns, const char *name);
 struct sess {
 	int idx;                /* index in the mode's session table */
 	int user;               /* user number (for the %d patterns) */
+	int port;               /* node its next connection goes to; 0 = --port */
 	struct conn *c;         /* current connection, NULL while detached */
 	char *jid;              /* bound full JID */
 	char *sm_id;            /* <enabled id> when resumable */
@@ -140,6 +150,7 @@ enum cstate {
 #define CONN_F_AUTHED     0x0080u  /* SASL success seen */
 #define CONN_F_ENDED      0x0100u  /* close reported to the mode */
 #define CONN_F_STARVED    0x0200u  /* recv got -ENOBUFS; re-arm later */
+#define CONN_F_TLS_REUSED 0x0400u  /* the handshake resumed a TLS session (ticket accepted) */
 
 /* Why a connection ended (reported to the mode once). */
 enum cend {
@@ -161,6 +172,7 @@ struct conn {
 	int fd;
 	unsigned flags;
 	enum cstate state;
+	struct sockaddr_in peer; /* where it connects (read when the SQE is submitted) */
 	struct sess *s;
 	SSL *ssl;
 	BIO *rbio, *wbio;       /* memory BIOs: the ring does the socket I/O */
@@ -228,6 +240,8 @@ void xmpp_request_ack(struct sess *s);
 void xmpp_close_stream(struct conn *c);
 void xmpp_conn_free(struct conn *c);
 const char *xmpp_user(int user, char *buf, size_t len);
+/* "<prefix><s>" as a string that lives as long as the process (64 at most, then "other"). */
+const char *xmpp_intern(const char *prefix, const char *s);
 void xmpp_stats_print(void);
 
 /* stats.c */

@@ -5,12 +5,17 @@
  */
 #include "bench.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+
+extern char **environ;
 
 struct opts opt = {
 	.host = "127.0.0.1",
@@ -37,6 +42,8 @@ struct opts opt = {
 	.tls_tickets = -1,
 	.redeliver = 1,
 	.resume_kind = RESUME_CLASSIC,
+	.resume_on = 1,
+	.kill_after_ms = -1,
 };
 
 const struct mode_ops *mode;
@@ -505,6 +512,22 @@ struct pair {
 	long reorder;           /* arrived with a sequence below the highest seen */
 	long highest;           /* highest sequence seen, -1 none */
 	uint8_t *seen;          /* bitmap of M bits */
+	uint32_t *out_idx;      /* per sequence: the sender's stanza count before it (for a resend) */
+	long resent;            /* messages sent again after the sender's resume */
+};
+
+/* --kill-cmd: a dropped session's way back (see "a node killed mid-flood" below) */
+#define KILL_TRIES 5
+#define KILL_RETRY_NS 200000000ull   /* 200 ms, times the attempt number */
+
+struct kres {
+	int tries;              /* connection attempts made for this drop */
+	uint64_t t_drop;        /* when its connection ended */
+	uint64_t retry_at;      /* next attempt (S_DROPPED) */
+	uint32_t h_claimed;     /* the h it resumed with */
+	uint32_t h_server;      /* the server's h in <resumed/> */
+	int nfirst;
+	long first[4];          /* the first stanzas after <resumed/>: message seq, -1 other, -2 presence */
 };
 
 static struct pair *pairs;
@@ -514,6 +537,8 @@ static struct hist lat_msg;
 static uint64_t flood_t0, flood_last;
 static int flood_started;
 static long flood_total_got;
+static long flood_bounced;      /* type='error' messages back at a sender */
+static struct kres *kres;       /* per session, for --kill-cmd (below) */
 static char *padding;
 
 static void flood_send_one(struct pair *p)
@@ -525,6 +550,7 @@ static void flood_send_one(struct pair *p)
 		return;
 	conn_printf(s->c, "<message to='%s' type='chat' id='m%ld'><body>%ld %llu%s</body></message>",
 		    p->rx->jid, p->sent, p->sent, (unsigned long long)t, padding);
+	p->out_idx[p->sent] = s->out;
 	p->sent++;
 	s->out++;
 	if (opt.ack_every > 0 && s->out % (uint32_t)opt.ack_every == 0)
@@ -567,9 +593,27 @@ static void flood_stanza(struct sess *s, struct xel *e)
 
 	if (s->since_ack >= (uint32_t)opt.ack_every && opt.ack_every > 0)
 		xmpp_ack(s);
+	if (p && s == p->tx && strcmp(e->name, "message") == 0) {
+		const char *type = xel_attr(e, "type");
+		struct xel *err = xel_child(e, "jabber:client", "error");
+
+		/* a bounce: the server gave up on one of ours (counted, never retried) */
+		if (type && strcmp(type, "error") == 0) {
+			flood_bounced++;
+			tally(err && err->child ? xmpp_intern("flood: bounced: ", err->child->name)
+						: "flood: bounced");
+		}
+		return;
+	}
+	b = xel_child(e, "jabber:client", "body");
+	if (kres && kres[s->idx].tries && kres[s->idx].nfirst < 4 && s->c && s->c->resume) {
+		struct kres *k = &kres[s->idx];
+
+		k->first[k->nfirst++] = strcmp(e->name, "presence") == 0 ? -2
+					: b && b->text && sscanf(b->text, "%ld", &seq) == 1 ? seq : -1;
+	}
 	if (!p || s != p->rx || strcmp(e->name, "message") != 0)
 		return;
-	b = xel_child(e, "jabber:client", "body");
 	if (!b || !b->text || sscanf(b->text, "%ld %llu", &seq, &ts) != 2 || seq < 0 || seq >= per_pair) {
 		tally("flood: unexpected message");
 		return;
@@ -591,9 +635,141 @@ static void flood_stanza(struct sess *s, struct xel *e)
 	flood_fill(p);
 }
 
+/* --- flood: a node killed mid-flood (--kill-cmd), its sessions resumed elsewhere ---
+ *
+ * T ms after the flood starts the command runs (/bin/sh -c, not waited for
+ * in the loop). From then on a session whose connection ends without us
+ * closing it is "dropped": it reconnects to --resume-port and resumes with
+ * the h it has handled (a receiver has handled all it got), retrying a
+ * connection that fails (refused, reset) up to KILL_TRIES times. A sender
+ * that comes back resends every message the server's <resumed h/> does not
+ * cover, as a XEP-0198 client must; the receivers' bitmaps then show what
+ * was lost or duplicated across the kill. */
+
+
+static pid_t kill_pid;
+static int kill_fired, kill_status = -1;
+static uint64_t kill_at;
+static long kill_dropped, kill_resumed, kill_failed;
+static struct hist lat_kill_resume;
+
+static void kill_run(uint64_t now)
+{
+	char *argv[] = { "/bin/sh", "-c", (char *)opt.kill_cmd, NULL };
+	int rc;
+
+	kill_fired = 1;
+	kill_at = now;
+	rc = posix_spawn(&kill_pid, "/bin/sh", NULL, NULL, argv, environ);
+	if (rc != 0) {
+		fprintf(stderr, "tether-bench: --kill-cmd: %s\n", strerror(rc));
+		kill_pid = 0;
+		kill_status = 127;
+	}
+	if (!opt.quiet)
+		fprintf(stderr, "\ntether-bench: ran --kill-cmd at +%ld ms\n", (long)((now - flood_t0) / 1000000));
+}
+
+/* Collects the command's exit status; with <wait_s> > 0 waits that long,
+ * then kills it (our own child, by pid). */
+static void kill_reap(double wait_s)
+{
+	uint64_t end = now_ns() + (uint64_t)(wait_s * 1e9);
+	int st;
+
+	while (kill_pid > 0) {
+		pid_t r = waitpid(kill_pid, &st, WNOHANG);
+
+		if (r == kill_pid) {
+			kill_status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+			kill_pid = 0;
+			return;
+		}
+		if (r == -1 && errno != EINTR) {
+			kill_pid = 0;
+			return;
+		}
+		if (wait_s <= 0)
+			return;
+		if (now_ns() > end) {
+			kill(kill_pid, SIGKILL);
+			wait_s = 0.5;
+			end = now_ns() + 500000000ull;
+			continue;
+		}
+		net_run_once(10);
+	}
+}
+
+static void kill_reconnect(struct sess *s, uint64_t now)
+{
+	struct kres *k = &kres[s->idx];
+	struct conn *c;
+
+	k->tries++;
+	s->port = opt.resume_port;
+	s->h_report = s->h_in;          /* everything received was handled */
+	c = conn_open(s);
+	if (!c) {
+		k->retry_at = now + KILL_RETRY_NS * (uint64_t)k->tries;
+		if (k->tries >= KILL_TRIES) {
+			s->state = S_FAILED;
+			kill_failed++;
+			tally("kill: no socket/slot for the resume");
+		}
+		return;
+	}
+	c->resume = 1;
+	s->state = S_RESUMING;
+}
+
+static void flood_resumed(struct sess *s, int ok)
+{
+	struct pair *p = s->mode;
+	uint64_t now = now_ns();
+
+	if (s->state != S_RESUMING)
+		return;
+	if (!ok) {
+		s->state = S_FAILED;
+		kill_failed++;
+		tally(s->c && s->c->why ? s->c->why : "resume failed");
+		if (s->c)
+			conn_close(s->c, END_LOCAL, NULL);
+		return;
+	}
+	kill_resumed++;
+	hist_add(&lat_kill_resume, now - kres[s->idx].t_drop);
+	kres[s->idx].h_claimed = s->h_report;
+	kres[s->idx].h_server = s->acked;
+	s->state = S_READY;
+	if (p && s == p->tx) {
+		/* <resumed h/>: the server handled our first h stanzas; the
+		 * messages after them were lost with the node: send them again */
+		long k = p->sent;
+
+		while (k > 0 && p->out_idx[k - 1] >= s->acked)
+			k--;
+		p->resent += p->sent - k;
+		p->sent = k;
+		s->out = s->acked;
+	}
+	if (p)
+		flood_fill(p);
+}
+
 static void flood_tick(uint64_t now)
 {
 	ramp_tick(now);
+	if (flood_started && opt.kill_cmd && !kill_fired &&
+	    now - flood_t0 >= (uint64_t)opt.kill_after_ms * 1000000ull)
+		kill_run(now);
+	if (kill_fired) {
+		kill_reap(0);
+		for (int i = 0; i < nsess; i++)
+			if (sessions[i].state == S_DROPPED && now >= kres[i].retry_at)
+				kill_reconnect(&sessions[i], now);
+	}
 	if (flood_started && opt.window == 0)
 		for (int i = 0; i < npairs; i++)
 			flood_fill(&pairs[i]);
@@ -606,11 +782,34 @@ static void flood_tick(uint64_t now)
 
 static void flood_end(struct sess *s, struct conn *c)
 {
+	uint64_t now = now_ns();
+	struct kres *k = kres ? &kres[s->idx] : NULL;
+
+	if (kill_fired && s->state == S_READY && s->sm_id && c->end != END_LOCAL) {
+		kill_dropped++;
+		k->tries = 0;
+		k->t_drop = k->retry_at = now;
+		s->state = S_DROPPED;
+		return;
+	}
+	if (s->state == S_RESUMING) {
+		/* the resume's connection failed before <resumed/>: again, bounded */
+		if (k->tries < KILL_TRIES) {
+			k->retry_at = now + KILL_RETRY_NS * (uint64_t)k->tries;
+			s->state = S_DROPPED;
+			return;
+		}
+		s->state = S_FAILED;
+		kill_failed++;
+		tally(end_name(c));
+		return;
+	}
 	login_end(s, c);
 }
 
 static const struct mode_ops flood_ops = {
 	.on_ready = flood_ready,
+	.on_resumed = flood_resumed,
 	.on_stanza = flood_stanza,
 	.on_end = flood_end,
 	.on_tick = flood_tick,
@@ -619,6 +818,52 @@ static const struct mode_ops flood_ops = {
 static int flood_complete(void)
 {
 	return flood_total_got >= (long)npairs * per_pair;
+}
+
+/* For a run that lost or duplicated: which messages, for up to 5 pairs, so
+ * a server bug can be looked for in the logs (user names, sequence numbers). */
+static void flood_print_losses(void)
+{
+	int shown = 0;
+
+	for (int i = 0; i < npairs && shown < 5; i++) {
+		struct pair *p = &pairs[i];
+		char tx[64], rx[64];
+		int n = 0;
+
+		if (p->got == per_pair && !p->dups && !p->reorder)
+			continue;
+		shown++;
+		printf("  pair %d %s -> %s: got %ld, dup %ld, reordered %ld, sender sent %ld, resent %ld, acked h %u "
+		       "of %u; missing:", i, xmpp_user(p->tx->user, tx, sizeof(tx)),
+		       xmpp_user(p->rx->user, rx, sizeof(rx)), p->got, p->dups, p->reorder, p->sent, p->resent,
+		       p->tx->acked, p->tx->out);
+		for (long q = 0; q < per_pair && n < 8; q++)
+			if (!(p->seen[q >> 3] & (1u << (q & 7)))) {
+				printf(" %ld", q);
+				n++;
+			}
+		printf("%s\n", n == 8 ? " ..." : "");
+		if (kres && (kres[p->tx->idx].tries || kres[p->rx->idx].tries)) {
+			const struct kres *kt = &kres[p->tx->idx], *kr = &kres[p->rx->idx];
+
+			printf("    sender resumed: %s, h claimed %u, server's h %u; receiver resumed: %s, h claimed %u, "
+			       "server's h %u, then:", kt->tries ? "yes" : "no", kt->h_claimed, kt->h_server,
+			       kr->tries ? "yes" : "no", kr->h_claimed, kr->h_server);
+			for (int j = 0; j < kr->nfirst; j++)
+				printf(" %s%ld", kr->first[j] == -2 ? "presence" : kr->first[j] == -1 ? "other" : "",
+				       kr->first[j] < 0 ? 0L : kr->first[j]);
+			printf("\n");
+		}
+	}
+}
+
+static int kill_settled(void)
+{
+	for (int i = 0; i < nsess; i++)
+		if (sessions[i].state == S_DROPPED || sessions[i].state == S_RESUMING)
+			return 0;
+	return 1;
 }
 
 static int flood_stalled(void)
@@ -641,7 +886,7 @@ static int acks_complete(void)
 
 static int mode_flood(int np, long m)
 {
-	long lost = 0, dups = 0, reorder = 0, sent = 0, unacked = 0;
+	long lost = 0, dups = 0, reorder = 0, sent = 0, unacked = 0, resent = 0;
 	const char *name = opt.window > 0 ? "flood-windowed" : "flood-open";
 	double secs;
 	int ok;
@@ -663,10 +908,16 @@ static int mode_flood(int np, long m)
 		pairs[i].rx = &sessions[2 * i + 1];
 		pairs[i].highest = -1;
 		pairs[i].seen = calloc((size_t)m / 8 + 1, 1);
-		if (!pairs[i].seen)
+		pairs[i].out_idx = calloc((size_t)m, sizeof(*pairs[i].out_idx));
+		if (!pairs[i].seen || !pairs[i].out_idx)
 			return 2;
+		if (opt.recv_port > 0)
+			pairs[i].rx->port = opt.recv_port;   /* every message crosses nodes */
 		sessions[2 * i].mode = sessions[2 * i + 1].mode = &pairs[i];
 	}
+	kres = calloc((size_t)nsess, sizeof(*kres));
+	if (!kres)
+		return 2;
 	mode = &flood_ops;
 	ramp_t0 = now_ns();
 	run_until(logins_complete, (double)nsess / opt.rate + opt.timeout + 30);
@@ -681,21 +932,34 @@ static int mode_flood(int np, long m)
 
 		while (!stop_now() && !flood_stalled() && now_ns() < hard)
 			net_run_once(10);
+		/* a resume still under way (the flood may end while one is) */
+		if (kill_fired)
+			run_until(kill_settled, opt.timeout);
 		for (int i = 0; i < np; i++)
 			xmpp_request_ack(pairs[i].tx);
 		run_until(acks_complete, 3);
 	}
+	if (opt.kill_cmd)
+		kill_reap(kill_fired ? 5 : 0);
 	secs = flood_last > flood_t0 ? (double)(flood_last - flood_t0) / 1e9 : NAN;
 	for (int i = 0; i < np; i++) {
 		lost += m - pairs[i].got;
 		dups += pairs[i].dups;
 		reorder += pairs[i].reorder;
 		sent += pairs[i].sent;
+		resent += pairs[i].resent;
 		if (pairs[i].tx->sm_on)
 			unacked += (long)(pairs[i].tx->out - pairs[i].tx->acked);
 	}
 	ok = flood_started && lost == 0 && dups == 0 && reorder == 0 && ended_sessions == 0 && logins_failed == 0 &&
 	     !stop_now();
+	if (opt.kill_cmd) {
+		if (!kill_fired)
+			tally("kill: the flood ended before --kill-after-ms");
+		if (kill_fired && kill_dropped == 0)
+			tally("kill: no session dropped");
+		ok = ok && kill_fired && kill_dropped > 0 && kill_failed == 0 && kill_resumed == kill_dropped;
+	}
 
 	printf("\n== %s %d x %ld  [%s]  window %d, ack every %d\n", name, np, m, opt.label, opt.window,
 	       opt.ack_every);
@@ -709,7 +973,21 @@ static int mode_flood(int np, long m)
 	       ms(hist_pct(&lat_msg, 99)), ms(lat_msg.max));
 	printf("  lost / dup / reordered %ld / %ld / %ld\n", lost, dups, reorder);
 	printf("  sender stanzas unacked %ld\n", unacked);
+	printf("  bounced to senders     %ld\n", flood_bounced);
 	printf("  ended by server        %ld\n", ended_sessions);
+	if (opt.recv_port > 0)
+		printf("  nodes                  senders on port %d, receivers on port %d\n", opt.port, opt.recv_port);
+	if (opt.kill_cmd) {
+		printf("  kill                   %s at +%ld ms (exit %d)\n", kill_fired ? "ran" : "NOT RUN",
+		       kill_fired ? (long)((kill_at - flood_t0) / 1000000) : -1L, kill_status);
+		printf("  dropped / resumed      %ld / %ld (%ld failed) on port %d\n", kill_dropped, kill_resumed,
+		       kill_failed, opt.resume_port);
+		printf("  drop -> resumed        p50/p99/max %.2f / %.2f / %.2f ms\n", ms(hist_pct(&lat_kill_resume, 50)),
+		       ms(hist_pct(&lat_kill_resume, 99)), ms(lat_kill_resume.max));
+		printf("  resent by senders      %ld\n", resent);
+	}
+	if (lost || dups || reorder)
+		flood_print_losses();
 	print_reasons();
 	printf("  result                 %s\n", ok ? "OK" : "FAIL");
 
@@ -727,6 +1005,22 @@ static int mode_flood(int np, long m)
 	json_int("duplicated", dups);
 	json_int("reordered", reorder);
 	json_int("unacked_by_server", unacked);
+	json_int("bounced", flood_bounced);
+	if (opt.recv_port > 0) {
+		json_int("port", opt.port);
+		json_int("recv_port", opt.recv_port);
+	}
+	if (opt.kill_cmd) {
+		json_int("kill_after_ms", opt.kill_after_ms);
+		json_int("kill_at_ms", kill_fired ? (long long)((kill_at - flood_t0) / 1000000) : -1);
+		json_int("kill_exit", kill_status);
+		json_int("resume_port", opt.resume_port);
+		json_int("dropped", kill_dropped);
+		json_int("resumed", kill_resumed);
+		json_int("resume_failed", kill_failed);
+		json_hist_ms("drop_to_resumed", &lat_kill_resume);
+		json_int("resent", resent);
+	}
 	json_common();
 	json_bool("ok", ok);
 	json_end();
@@ -738,6 +1032,7 @@ static int mode_flood(int np, long m)
 
 static struct hist lat_resume;
 static long resumes_ok, resumes_failed, redelivered, redeliver_expected, redeliver_dups;
+static long resumes_tls_reused;  /* of resumes_ok: abbreviated TLS handshake (ticket accepted) */
 static long resume_flights[64];
 static int resume_next, resume_inprog, preps_left;
 static long resume_round, resume_rounds;
@@ -750,6 +1045,10 @@ static void resume_start_one(struct sess *s)
 	/* abrupt: no </stream:stream>, no final <a/>; the server sees a FIN */
 	if (old)
 		conn_abort(old);
+	/* --resume-on 2: back on the node the session is not on, so every
+	 * round (not only the first) crosses nodes */
+	if (opt.resume_on == 2)
+		s->port = s->port == opt.port2 ? opt.port : opt.port2;
 	c = conn_open(s);
 	if (!c) {
 		resumes_failed++;
@@ -806,7 +1105,6 @@ static void resume_prep(struct sess *s)
 
 static const char *const kind_name[] = {
 	[RESUME_CLASSIC] = "classic", [RESUME_ISR] = "isr", [RESUME_FAST] = "fast",
-	[RESUME_CROSS_NODE] = "cross-node",
 };
 
 /* Can <s> come back the way this run measures? */
@@ -852,6 +1150,8 @@ static void resume_resumed(struct sess *s, int ok)
 		return;
 	}
 	resumes_ok++;
+	if (s->c->flags & CONN_F_TLS_REUSED)
+		resumes_tls_reused++;
 	hist_add(&lat_resume, now - s->t0);
 	resume_flights[s->c->flights < 63 ? s->c->flights : 63]++;
 	redeliver_expected += opt.redeliver;
@@ -942,13 +1242,8 @@ static int mode_resume(int k)
 	int lo = 0, hi = 0, rt = 0, ok, resumable = 0;
 	double secs;
 
-	switch (opt.resume_kind) {
-	case RESUME_CLASSIC:
-	case RESUME_ISR:
-	case RESUME_FAST:
-		break;
-	case RESUME_CROSS_NODE:
-		fprintf(stderr, "tether-bench: resume kind cross-node not implemented yet\n");
+	if (opt.resume_on == 2 && opt.port2 <= 0) {
+		fprintf(stderr, "tether-bench: resuming on the other node needs --port2\n");
 		return 2;
 	}
 	if (opt.tls_tickets < 0)
@@ -996,14 +1291,17 @@ static int mode_resume(int k)
 	ok = resumable == k && resumes_failed == 0 && resumes_ok == (long)k * resume_rounds &&
 	     redelivered == redeliver_expected && redeliver_dups == 0 && ended_sessions == 0 && !stop_now();
 
-	printf("\n== resume %d  [%s]  %s, %ld round(s), concurrency %d, TLS tickets %s\n", k, opt.label,
-	       kind_name[opt.resume_kind], resume_rounds, opt.concurrency, opt.tls_tickets ? "on" : "off");
+	printf("\n== resume %d  [%s]  %s%s, %ld round(s), concurrency %d, TLS tickets %s\n", k, opt.label,
+	       kind_name[opt.resume_kind], opt.resume_on == 2 ? " on the other node" : "", resume_rounds,
+	       opt.concurrency, opt.tls_tickets ? "on" : "off");
 	printf("  sessions               %ld up, %ld failed, resumable %d\n", logins_ok, logins_failed, resumable);
 	printf("  resumes                %ld ok, %ld failed\n", resumes_ok, resumes_failed);
 	printf("  rate                   %.0f resumes/s\n", secs > 0 ? (double)resumes_ok / secs : 0.0);
 	printf("  latency p50/p99/max    %.3f / %.3f / %.3f ms\n", ms(hist_pct(&lat_resume, 50)),
 	       ms(hist_pct(&lat_resume, 99)), ms(lat_resume.max));
 	printf("  round trips to resumed %d (min %d, max %d)\n", rt, lo, hi);
+	if (opt.tls_tickets)
+		printf("  TLS ticket accepted    %ld of %ld resumes\n", resumes_tls_reused, resumes_ok);
 	printf("  redelivered            %ld of %ld expected (%ld extra)\n", redelivered, redeliver_expected,
 	       redeliver_dups);
 	print_reasons();
@@ -1011,6 +1309,11 @@ static int mode_resume(int k)
 
 	json_begin("resume");
 	json_str("resume_kind", kind_name[opt.resume_kind]);
+	json_bool("cross_node", opt.resume_on == 2);
+	if (opt.resume_on == 2) {
+		json_int("port", opt.port);
+		json_int("port2", opt.port2);
+	}
 	json_int("concurrency", opt.concurrency);
 	if (resumable == 0)
 		json_str("reason", nreasons ? reason_name[0] : "no session could be resumed");
@@ -1029,6 +1332,7 @@ static int mode_resume(int k)
 	json_int("lost", redeliver_expected - redelivered > 0 ? redeliver_expected - redelivered : 0);
 	json_int("duplicated", redeliver_dups);
 	json_int("tls_tickets", opt.tls_tickets);
+	json_int("tls_resumed", resumes_tls_reused);
 	json_common();
 	json_bool("ok", ok);
 	json_end();
@@ -1055,7 +1359,15 @@ static void usage(void)
 		"  --window W (16)  --ack-every K (10)  --body-size B  --sources K (4: 127.0.0.2..)\n"
 		"  --timeout S (10)  --settle S (2)  --hold S (0)  --no-sm  --tls-tickets 0|1\n"
 		"  --redeliver N (1)  --resume-kind classic|isr|fast|cross-node  --quiet\n"
-		"  --warmup S (login: seconds of logins before measuring, 0)\n");
+		"  --warmup S (login: seconds of logins before measuring, 0)\n"
+		"cluster (other nodes' ports, in the same --tls mode as --port):\n"
+		"  --port2 N             resume: the second node\n"
+		"  --resume-on 1|2       resume: on the login's node (1) or the other one (2; needs --port2);\n"
+		"                        --resume-kind cross-node = classic with --resume-on 2\n"
+		"  --recv-port N         flood: receivers log in on this node (senders on --port)\n"
+		"  --kill-cmd CMD --kill-after-ms T --resume-port N\n"
+		"                        flood: run CMD (/bin/sh -c) T ms after the flood starts; sessions\n"
+		"                        whose connection then drops resume on port N; lost/dup counted across\n");
 }
 
 int main(int argc, char **argv)
@@ -1068,7 +1380,9 @@ int main(int argc, char **argv)
 		{ "window", 1, 0, 'w' }, { "ack-every", 1, 0, 'k' }, { "body-size", 1, 0, 'B' },
 		{ "sources", 1, 0, 's' }, { "timeout", 1, 0, 'T' }, { "settle", 1, 0, 'e' }, { "hold", 1, 0, 'h' },
 		{ "no-sm", 0, 0, 'N' }, { "tls-tickets", 1, 0, 'K' }, { "redeliver", 1, 0, 'R' },
-		{ "resume-kind", 1, 0, 'Z' }, { "warmup", 1, 0, 'W' }, { "quiet", 0, 0, 'q' }, { "help", 0, 0, '?' }, { 0, 0, 0, 0 },
+		{ "resume-kind", 1, 0, 'Z' }, { "warmup", 1, 0, 'W' }, { "quiet", 0, 0, 'q' }, { "help", 0, 0, '?' },
+		{ "port2", 1, 0, '2' }, { "resume-on", 1, 0, 'o' }, { "recv-port", 1, 0, 'V' },
+		{ "resume-port", 1, 0, 'X' }, { "kill-cmd", 1, 0, 'C' }, { "kill-after-ms", 1, 0, 'A' }, { 0, 0, 0, 0 },
 	};
 	const char *m;
 	unsigned max_conns;
@@ -1116,12 +1430,23 @@ int main(int argc, char **argv)
 				opt.resume_kind = RESUME_ISR;
 			else if (strcmp(optarg, "fast") == 0)
 				opt.resume_kind = RESUME_FAST;
-			else if (strcmp(optarg, "cross-node") == 0)
-				opt.resume_kind = RESUME_CROSS_NODE;
-			else
+			else if (strcmp(optarg, "cross-node") == 0) {
+				opt.resume_kind = RESUME_CLASSIC;   /* classic, on the other node */
+				opt.resume_on = 2;
+			} else
 				goto bad;
 			break;
 		case 'q': opt.quiet = 1; break;
+		case '2': opt.port2 = atoi(optarg); break;
+		case 'o':
+			opt.resume_on = atoi(optarg);
+			if (opt.resume_on != 1 && opt.resume_on != 2)
+				goto bad;
+			break;
+		case 'V': opt.recv_port = atoi(optarg); break;
+		case 'X': opt.resume_port = atoi(optarg); break;
+		case 'C': opt.kill_cmd = optarg; break;
+		case 'A': opt.kill_after_ms = atol(optarg); break;
 		case 'W': opt.warmup = atof(optarg); break;
 		default: goto bad;
 		}
@@ -1131,6 +1456,14 @@ int main(int argc, char **argv)
 	m = argv[optind++];
 	if (opt.rate <= 0 || opt.concurrency <= 0 || opt.sources <= 0 || opt.sources > 250 || opt.redeliver < 0)
 		goto bad;
+	if (opt.port2 < 0 || opt.port2 > 65535 || opt.recv_port < 0 || opt.recv_port > 65535 ||
+	    opt.resume_port < 0 || opt.resume_port > 65535)
+		goto bad;
+	/* a kill needs somewhere to resume and a time; either alone is a mistake */
+	if ((opt.kill_cmd != NULL) != (opt.kill_after_ms >= 0) || (opt.kill_cmd && opt.resume_port <= 0)) {
+		fprintf(stderr, "tether-bench: --kill-cmd needs --kill-after-ms and --resume-port\n");
+		return 2;
+	}
 	if (strcmp(m, "idle") == 0 || strcmp(m, "resume") == 0) {
 		if (optind >= argc || (n = atoi(argv[optind])) <= 0)
 			goto bad;

@@ -597,8 +597,13 @@ struct conn *conn_open(struct sess *s)
 	s->c = c;
 	live++;
 
+	/* The SQE points at the address until it is submitted, so it lives in
+	 * the connection; the port is the session's node (cluster runs). */
+	c->peer = server_addr;
+	if (s->port > 0)
+		c->peer.sin_port = htons((uint16_t)s->port);
 	sqe = get_sqe();
-	io_uring_prep_connect(sqe, fd, (struct sockaddr *)&server_addr, sizeof(server_addr));
+	io_uring_prep_connect(sqe, fd, (struct sockaddr *)&c->peer, sizeof(c->peer));
 	io_uring_sqe_set_data64(sqe, ud_pack(OP_CONNECT, c->gen, c->slot));
 	c->inflight++;
 	return c;
@@ -727,6 +732,8 @@ static void tls_input(struct conn *c)
 			return;
 		}
 		c->flags |= CONN_F_TLS;
+		if (SSL_session_reused(c->ssl))
+			c->flags |= CONN_F_TLS_REUSED;
 		xmpp_on_tls_up(c);
 	}
 	while (c->state != CS_DEAD) {

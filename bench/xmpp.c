@@ -57,7 +57,7 @@ const char *xmpp_user(int user, char *buf, size_t len)
 }
 
 /* Interned failure reasons: conn->why must outlive the element it came from. */
-static const char *intern(const char *prefix, const char *s)
+const char *xmpp_intern(const char *prefix, const char *s)
 {
 	static char *tab[64];
 	static unsigned n;
@@ -562,7 +562,7 @@ static void on_sasl2(struct conn *c, struct xel *e)
 		return sasl_challenge(c, e->text);
 	}
 	if (strcmp(e->name, "failure") == 0) {
-		const char *why = intern("sasl2 failure: ", e->child ? e->child->name : "?");
+		const char *why = xmpp_intern("sasl2 failure: ", e->child ? e->child->name : "?");
 
 		if (!c->resume)
 			return conn_close(c, END_PROTO, why);
@@ -601,7 +601,7 @@ static void on_sasl2(struct conn *c, struct xel *e)
 	if (c->resume) {
 		if (resumed)
 			return take_resumed(c, resumed);
-		c->why = intern("resume failed: ", failed && failed->child ? failed->child->name : "no <resumed/>");
+		c->why = xmpp_intern("resume failed: ", failed && failed->child ? failed->child->name : "no <resumed/>");
 		if (mode->on_resumed)
 			mode->on_resumed(s, 0);
 		return;
@@ -729,7 +729,7 @@ static void on_sasl(struct conn *c, struct xel *e)
 		c->flags |= CONN_F_AUTHED | CONN_F_RESTART;
 		send_header(c);
 	} else if (strcmp(e->name, "failure") == 0) {
-		conn_close(c, END_PROTO, intern("sasl failure: ", e->child ? e->child->name : "?"));
+		conn_close(c, END_PROTO, xmpp_intern("sasl failure: ", e->child ? e->child->name : "?"));
 	} else {
 		fail(c, "unexpected SASL element");
 	}
@@ -790,7 +790,7 @@ static void on_sm(struct conn *c, struct xel *e)
 	} else if (strcmp(e->name, "resumed") == 0 && c->state == CS_WAIT_RESUMED) {
 		take_resumed(c, e);
 	} else if (strcmp(e->name, "failed") == 0 && c->state == CS_WAIT_RESUMED) {
-		c->why = intern("resume failed: ", e->child ? e->child->name : "?");
+		c->why = xmpp_intern("resume failed: ", e->child ? e->child->name : "?");
 		if (mode->on_resumed)
 			mode->on_resumed(s, 0);
 	}
@@ -838,7 +838,7 @@ void xmpp_on_element(struct conn *c, struct xel *e)
 		if (strcmp(e->name, "features") == 0)
 			on_features(c, e);
 		else if (strcmp(e->name, "error") == 0)
-			conn_close(c, END_STREAM_ERROR, intern("stream error: ", e->child ? e->child->name : "?"));
+			conn_close(c, END_STREAM_ERROR, xmpp_intern("stream error: ", e->child ? e->child->name : "?"));
 		return;
 	}
 	if (strcmp(e->ns, NS_TLS) == 0) {

@@ -1090,6 +1090,10 @@ enum tp_feed c2s_feed(struct c2s *s, const char *data, size_t len)
 		}
 		break;
 	}
+	/* One h write for what this feed routed (parked for an account
+	 * lookup: written once that stanza is routed, on_account). */
+	if (!s->op && s->state != C2S_CLOSING)
+		c2s_sm_h_write(s);
 	if (s->state == C2S_CLOSING)
 		return TP_FEED_CLOSED;
 	/* Between stanzas an established stream keeps no parser: expat and
@@ -1209,6 +1213,8 @@ void c2s_deliver(struct c2s *s, struct rmsg *m)
 {
 	if (presence_on_deliver(s, m))
 		return; /* probes, roster pushes nobody asked for */
+	if ((s->flags & C2S_F_SM) || s->state == C2S_ACTIVE)
+		c2s_count_out(m);
 	if (s->flags & C2S_F_SM) {
 		c2s_sm_emit(s, m); /* queued even while detached */
 		return;

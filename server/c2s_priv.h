@@ -7,6 +7,7 @@
 #include "tether/bus.h"
 #include "tether/c2s.h"
 #include "tether/jid.h"
+#include "tether/metrics.h"
 #include "tether/rmsg.h"
 #include "tether/router.h"
 #include "tether/sasl.h"
@@ -65,6 +66,7 @@ enum c2s_state {
 #define C2S_HELD_BP_MAX   (4u << 20) /* ...while the store catches up: what was in flight
 				      * when reading stopped (the worker's receive buffers) */
 #define C2S_F_BP          0x200000u /* parked for the store to catch up (store_backpressure) */
+#define C2S_F_H_DIRTY     0x400000u /* h_in counted a stanza, not yet written (c2s_sm_h_write) */
 #define C2S_F_WANT_A      0x100000u /* an <r/> waits for the h writes in flight (h_writes) */
 #define C2S_F_OOM         0x200000u /* output could not be built: internal-server-error sent, closing */
 
@@ -202,9 +204,19 @@ void c2s_sasl2_free(struct c2s *s);
 
 /* c2s_sm.c: XEP-0198. */
 struct take_ctx;
+/* Counts <m> as handed to this stream's session (tether_stanzas_out_total). */
+static inline void c2s_count_out(const struct rmsg *m)
+{
+	static const enum metric_id out_kind[] = {
+		[RMSG_MESSAGE] = M_OUT_MESSAGE, [RMSG_PRESENCE] = M_OUT_PRESENCE, [RMSG_IQ] = M_OUT_IQ,
+	};
+	metrics_inc(out_kind[m->kind]);
+}
+
 struct sm_resume {
 	struct take_ctx *t;  /* the queue as taken over */
 	uint32_t h;          /* the client's h */
+	int other_node;      /* the session's previous owner was on another node */
 };
 /* Writes <enabled/> (with <isr-enabled/> if asked) or <failed/> to <out>. */
 int c2s_sm_enable(struct c2s *s, struct xnode *el, struct sbuf *out);
@@ -236,6 +248,10 @@ void c2s_sm_retransmit(struct c2s *s, struct sm_resume *r);
 void c2s_sm_drop(struct sm_resume *r);
 int c2s_sm_nonza(struct c2s *s, struct xnode *el);  /* an element in urn:xmpp:sm:3 */
 int c2s_sm_count_in(struct c2s *s);                 /* before routing a client stanza: 0 or stop */
+/* After routing it: writes the counted h_in through unless a delivery
+ * carried it (c2s_remote.c clears C2S_F_H_DIRTY). 0, or 1 if the stream
+ * failed. */
+int c2s_sm_h_write(struct c2s *s);
 void c2s_sm_emit(struct c2s *s, struct rmsg *m);
 void c2s_sm_before_flush(struct c2s *s);
 void c2s_sm_on_ack_timer(struct c2s *s);
@@ -268,12 +284,12 @@ void c2s_sm_h_done(struct c2s *s);
 /* The session's presence (available, priority) changed: written through. */
 void c2s_sm_presence_changed(struct c2s *s);
 
-/* c2s_remote.c: a stanza for a session that is not on this node. With a
- * store shared between nodes, appends <m> to the queues of the sessions of
- * <bare> (resource <resource>, or "" for the bare JID) wherever they are
- * (store_deliver_async), takes the caller's reference and returns 1; what
- * finds no session is bounced or dropped as RFC 6121 says. 0: no shared
- * store (the caller handles <m> as undeliverable, and keeps it). */
+/* c2s_remote.c: with a store shared between nodes, appends message or iq
+ * <m> to the queues of the sessions of <bare> (resource <resource>, or ""
+ * for the bare JID) wherever they are (store_deliver_async), takes the
+ * caller's reference and returns 1; what finds no session goes to this
+ * node's router, else is bounced or dropped as RFC 6121 says. 0: no shared
+ * store (the caller routes <m> itself, and keeps it). */
 int c2s_remote_deliver(struct c2s *s, const char *bare, const char *resource, struct rmsg *m);
 
 /* c2s_limits.c: 1 if the authentication attempt <el> (SASL <auth/> or

@@ -1,13 +1,17 @@
-/* server/c2s_remote.c - stanzas for sessions on other nodes: appended to
- * their queues through the shared store, wherever those sessions live.
+/* server/c2s_remote.c - messages and iqs through the shared store: appended
+ * to the queues of the recipient's XEP-0198 sessions, wherever they live.
  *
- * Route to sessions, not connections: the local router knows this node's
- * sessions only; a stanza it has no session for goes to the store, whose
- * directory names every session of the account, and one call
- * (tether_deliver on Redis) appends it to each target session's queue,
- * which numbers it, and tells the owning node. Nothing is forwarded between
- * nodes. The sender's <a h/> waits for that call (h_writes), so what the
- * client is told it handed over is in a queue. */
+ * Route to sessions, not connections: with a store shared between nodes,
+ * a message or iq for an account goes first to one call (tether_deliver on
+ * Redis) that finds the target sessions in the account's directory,
+ * appends the stanza to each one's queue, which numbers it, and tells the
+ * owning node. Sessions of this node are told at once, from the reply;
+ * other nodes through their inboxes. Only what finds no session there goes
+ * to this node's router (sessions without XEP-0198), then RFC 6121's
+ * undeliverable rules. Nothing is forwarded between nodes, and the
+ * sender's <a h/> waits for the call (h_writes): what the client is told
+ * it handed over is in a queue, so a node killed a moment later loses
+ * none of it. */
 #include "c2s_priv.h"
 
 #include <string.h>
@@ -15,6 +19,7 @@
 #include "tether/deliver.h"
 #include "tether/jid.h"
 #include "tether/log.h"
+#include "tether/metrics.h"
 #include "tether/ratelimit.h"
 #include "tether/rmsg.h"
 #include "tether/store.h"
@@ -41,47 +46,116 @@ static void undeliverable(struct c2s *s, int err, struct rmsg *m)
 		       err ? STE_INTERNAL_SERVER_ERROR : STE_SERVICE_UNAVAILABLE);
 }
 
-/* To the account's bare JID: done, or undeliverable. */
-static void on_delivered_bare(void *ud, int err, size_t n, struct rmsg *m)
+/* The sessions of this node among <t> hear of their entry now (the inbox
+ * copy that follows is a repeat they ignore). Returns 1 if it went
+ * somewhere; 0 if every target's detached queue was full (then it went
+ * back to its sender: a full queue never ends a session, nor loses a
+ * stanza silently). */
+static int tell_local(struct c2s *s, const struct store_target *t, size_t n, struct rmsg *m)
 {
-	struct c2s *s = ud;
-	c2s_sm_h_done(s);
-	if (err || !n)
-		undeliverable(s, err, m);
+	size_t full = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (t[i].full)
+			full++;
+		else if (t[i].owner.node == BUS_NODE_SELF)
+			bus_appended(s->w, &t[i].owner, t[i].seq, rmsg_ref(m));
+	}
+	if (full < n)
+		return 1;
+	metrics_inc(M_LIMIT_SM_QUEUE);
+	deliver_bounce(s->w, s->srv->cfg.domain, m, STE_RESOURCE_CONSTRAINT);
+	return 0;
 }
 
-/* To a full JID: a message of type chat or normal whose resource has no
- * session goes to the account's other resources (RFC 6121 §8.5.3.2.1). */
-static void on_delivered_full(void *ud, int err, size_t n, struct rmsg *m)
+static int issue(struct c2s *s, const char *bare, const char *resource, struct rmsg *m);
+
+/* To the account's bare JID: in queues, else this node's sessions without
+ * XEP-0198, else undeliverable. */
+/* The sender's session was taken over before its stanza was routed: not
+ * delivered, and not counted where the session is now; the client sends
+ * it again there. */
+static int sender_moved(struct c2s *s, int err)
+{
+	if (err != -ESTALE)
+		return 0;
+	c2s_sm_moved(s);
+	return 1;
+}
+
+static void on_delivered_bare(void *ud, int err, const struct store_target *t, size_t n,
+			      struct rmsg *m)
 {
 	struct c2s *s = ud;
-	c2s_sm_h_done(s);
-	if (!err && n)
-		return;
-	struct jid j; /* ~3 KiB on the stack: a rare path */
+	struct jid j; /* ~3 KiB on the stack: the rare path */
 	char bare[2 * JID_PART_MAX + 2];
-	if (!err && m->kind == RMSG_MESSAGE && chat_or_normal(m) && !jid_parse(m->to, &j) &&
-	    jid_bare(&j, bare, sizeof(bare)) >= 0) {
-		/* As route_message_bare: this node's sessions, then the others'. */
-		if (!deliver_message_bare(s->w, bare, rmsg_ref(m), NULL))
-			c2s_remote_deliver(s, bare, "", rmsg_ref(m));
+	c2s_sm_h_done(s);
+	if (sender_moved(s, err))
+		return;
+	if (!err && n) {
+		tell_local(s, t, n, m);
 		return;
 	}
+	if (!err && !jid_parse(m->to, &j) && jid_bare(&j, bare, sizeof(bare)) >= 0 &&
+	    deliver_message_bare(s->w, bare, rmsg_ref(m), NULL))
+		return;
 	undeliverable(s, err, m);
+}
+
+/* To a full JID: in that session's queue; else that resource on this node
+ * without XEP-0198; else a chat or normal message goes to the account's
+ * other resources (RFC 6121 §8.5.3.2.1). */
+static void on_delivered_full(void *ud, int err, const struct store_target *t, size_t n,
+			      struct rmsg *m)
+{
+	struct c2s *s = ud;
+	struct jid j;
+	char bare[2 * JID_PART_MAX + 2];
+	c2s_sm_h_done(s);
+	if (sender_moved(s, err))
+		return;
+	if (!err && n) {
+		tell_local(s, t, n, m);
+		return;
+	}
+	if (err || jid_parse(m->to, &j) || jid_bare(&j, bare, sizeof(bare)) < 0) {
+		undeliverable(s, err, m);
+		return;
+	}
+	if (deliver_full(s->w, bare, j.resource, rmsg_ref(m)) == 0)
+		return;
+	if (m->kind == RMSG_MESSAGE && chat_or_normal(m))
+		issue(s, bare, "", rmsg_ref(m)); /* bounces it itself if it cannot */
+	else
+		undeliverable(s, 0, m);
+}
+
+/* Takes <m>. 1 if issued (its callback decides), 0 if not (out of memory:
+ * <m> bounced). */
+static int issue(struct c2s *s, const char *bare, const char *resource, struct rmsg *m)
+{
+	/* The sender's count, if not written yet, goes in the same call. */
+	struct store_sender from = { .bare = s->bare, .sid = s->sm.id, .epoch = s->sm.epoch,
+				     .h_in = s->sm.c.h_in };
+	int with_h = (s->flags & (C2S_F_H_DIRTY | C2S_F_SM)) == (C2S_F_H_DIRTY | C2S_F_SM);
+	struct store_op *op = store_deliver_async(c2s_store(s), bare, resource, m,
+						  with_h ? &from : NULL,
+						  resource[0] ? on_delivered_full : on_delivered_bare, s);
+	if (op && with_h)
+		s->flags &= ~C2S_F_H_DIRTY;
+	if (!op) {
+		deliver_bounce(s->w, s->srv->cfg.domain, m, STE_INTERNAL_SERVER_ERROR);
+		rmsg_unref(m);
+		return 0;
+	}
+	rmsg_unref(m); /* the operation holds its own */
+	s->h_writes++;
+	return 1;
 }
 
 int c2s_remote_deliver(struct c2s *s, const char *bare, const char *resource, struct rmsg *m)
 {
-	struct store_handle *sh = c2s_store(s);
-	if (!store_shared(sh))
+	if (!store_shared(c2s_store(s)))
 		return 0;
-	if (!store_deliver_async(sh, bare, resource, m,
-				 resource[0] ? on_delivered_full : on_delivered_bare, s)) {
-		deliver_bounce(s->w, s->srv->cfg.domain, m, STE_INTERNAL_SERVER_ERROR);
-		rmsg_unref(m);
-		return 1;
-	}
-	rmsg_unref(m); /* the operation holds its own */
-	s->h_writes++;
+	issue(s, bare, resource, m);
 	return 1;
 }

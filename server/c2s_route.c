@@ -25,6 +25,7 @@ static enum rmsg_kind kind_of(const struct xnode *el)
 
 void c2s_emit(struct c2s *s, struct rmsg *m)
 {
+	c2s_count_out(m);
 	if (s->flags & C2S_F_SM) {
 		c2s_sm_emit(s, m);
 		return;
@@ -85,20 +86,16 @@ static void route_message_bare(struct c2s *s, struct xnode *el, const char *bare
 	struct rmsg *m = make_rmsg(s, el, to);
 	if (!m)
 		return; /* bounced */
-	/* With a shared store, one reference stays for the other nodes. */
-	struct rmsg *keep = store_shared(c2s_store(s)) ? rmsg_ref(m) : NULL;
+	/* A store shared between nodes: into the queues of the account's
+	 * sessions wherever they are (c2s_remote.c), this node's router only
+	 * for what finds none there. */
+	if (c2s_remote_deliver(s, bare, "", m))
+		return;
 	int congested = 0;
 	size_t got = deliver_message_bare(s->w, bare, rmsg_ref(m), &congested);
 	if (congested)
 		s->flags |= C2S_F_BACKOFF;
 	if (got) {
-		if (keep)
-			rmsg_unref(keep);
-		rmsg_unref(m);
-		return;
-	}
-	/* None here: the account's sessions on other nodes, if any. */
-	if (keep && c2s_remote_deliver(s, bare, "", keep)) {
 		rmsg_unref(m);
 		return;
 	}
@@ -171,19 +168,19 @@ static void route_full(struct c2s *s, struct xnode *el, const char *bare, const 
 {
 	enum rmsg_kind kind = kind_of(el);
 	struct route_target t; /* on the stack: this is the per-stanza path */
+	if (kind != RMSG_PRESENCE && store_shared(c2s_store(s))) {
+		/* Into the session's queue wherever it is (c2s_remote.c). */
+		struct rmsg *m = make_rmsg(s, el, to);
+		if (m)
+			c2s_remote_deliver(s, bare, resource, m);
+		return;
+	}
 	if (router_get_full(s->srv->router, bare, resource, &t) == 0) {
 		struct rmsg *m = make_rmsg(s, el, to);
 		if (m && t.congested)
 			s->flags |= C2S_F_BACKOFF;
 		if (m)
 			bus_deliver(s->w, &t.addr, m);
-	} else if (kind != RMSG_PRESENCE && store_shared(c2s_store(s))) {
-		/* Not on this node: wherever the session is (c2s_remote.c). */
-		struct rmsg *m = make_rmsg(s, el, to);
-		if (m)
-			c2s_remote_deliver(s, bare, resource, m);
-		else
-			bounce(s, el, to, STE_INTERNAL_SERVER_ERROR);
 	} else if (kind == RMSG_MESSAGE) {
 		route_message_bare(s, el, bare, to);
 	} else if (kind == RMSG_IQ) {
@@ -236,6 +233,7 @@ static void on_account(void *ud, int err, const struct user_creds *creds)
 	c2s_op_done(s);
 	s->flags &= ~C2S_F_BACKOFF;
 	route_to_account(s, x->el, x->bare, x->to, err == 0);
+	c2s_sm_h_write(s); /* the stanza is routed now: its h may be written */
 	account_wait_free(x);
 	if (s->flags & C2S_F_BACKOFF) {
 		s->flags &= ~C2S_F_BACKOFF;

@@ -59,6 +59,7 @@ struct sasl2_req {
 	int has_token;               /* token/token_expiry: a FAST token for <success/> */
 	char token[TOKEN_LEN + 1];
 	uint64_t token_expiry;
+	uint64_t t0_us;              /* when <authenticate/> came (resume latency) */
 };
 
 void c2s_sasl2_free(struct c2s *s)
@@ -363,6 +364,10 @@ static int finish_now(struct c2s *s, const char *user, const uint8_t *extra, siz
 			rc = -1;
 			sbuf_append(&failed, r->resume_failed.data, r->resume_failed.len);
 		}
+		metrics_inc(metrics_resume_id(r->isr ? METRIC_RESUME_ISR : METRIC_RESUME_SASL2, rc == 0,
+					      r->isr_taken.other_node));
+		if (rc == 0)
+			metrics_observe_us(H_RESUME, metrics_now_us() - r->t0_us);
 		if (rc > 0) {
 			sbuf_free(&failed);
 			sbuf_free(&res);
@@ -703,6 +708,7 @@ static void on_isr_taken(void *ud, int err, const struct sm_record *rec, const c
 	} else {
 		if (rc == 0)   /* cannot happen: a take with a proof that matched has resp */
 			c2s_sm_drop(&s->req->isr_taken);
+		metrics_inc(metrics_resume_id(METRIC_RESUME_ISR, 0, s->req->isr_taken.other_node));
 		/* Stance F, as in ht_authenticate. */
 		free(s->bare);
 		s->bare = NULL;
@@ -897,6 +903,7 @@ int c2s_sasl2_authenticate(struct c2s *s, struct xnode *el)
 	if (!s->req)
 		return c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
 	struct sasl2_req *r = s->req;
+	r->t0_us = metrics_now_us();
 	if (!mech)
 		return failure(s, SASL_C_MALFORMED_REQUEST, NULL);
 	if (ht_mech_parse(mech, &r->cb) == 0) {

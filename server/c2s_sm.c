@@ -241,8 +241,17 @@ struct c2s_held_entry {
 	struct rmsg *msg;   /* one reference */
 };
 
+static void qlen_reset(struct c2s *s)
+{
+	free(s->qlen);
+	s->qlen = NULL;
+	s->qlen_cap = s->qlen_head = s->qlen_n = 0;
+	s->qbytes = 0;
+}
+
 void c2s_sm_free(struct c2s *s)
 {
+	qlen_reset(s);
 	while (s->held_q) {
 		struct c2s_held_entry *h = s->held_q;
 		s->held_q = h->next;
@@ -250,10 +259,6 @@ void c2s_sm_free(struct c2s *s)
 		free(h);
 	}
 	s->nheld = 0;
-	free(s->qlen);
-	s->qlen = NULL;
-	s->qlen_cap = s->qlen_head = s->qlen_n = 0;
-	s->qbytes = 0;
 }
 
 /* 1 if one more stanza of <len> bytes would pass a bound of the queue. */
@@ -404,14 +409,25 @@ int c2s_sm_count_in(struct c2s *s)
 {
 	if (!(s->flags & C2S_F_SM))
 		return 0;
-	/* Written through while the stanza is routed; the client hears of
-	 * this h only once the write is done (on_h_written). A takeover in
-	 * between ends this stream (write_failed); the client then resends
-	 * the stanza on the stream that owns the session, so in that rare
-	 * race it may arrive twice, never not at all. */
+	/* Counted now, written once the stanza is routed (c2s_sm_h_write, once
+	 * per feed or before an <a/>): after its deliveries on the store's
+	 * ordered pipeline, or, on a shared store, in the very call that
+	 * appends it to its recipients' queues (c2s_remote.c), so a crash
+	 * between the two neither loses it nor has the client send it twice.
+	 * The client hears of this h only once that write is done (h_writes). */
 	s->sm.c.h_in++;
+	s->flags |= C2S_F_H_DIRTY;
+	return 0;
+}
+
+int c2s_sm_h_write(struct c2s *s)
+{
+	if (!(s->flags & C2S_F_H_DIRTY))
+		return 0;
+	s->flags &= ~C2S_F_H_DIRTY;
+	if (!(s->flags & C2S_F_SM) || s->flags & C2S_F_GONE)
+		return 0;
 	if (write_record(s, on_h_written)) {
-		s->sm.c.h_in--;
 		c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
 		return 1;
 	}
@@ -452,11 +468,22 @@ static void hold(struct c2s *s, uint32_t seq, struct rmsg *m)
 		s->tp->set_timer(s->io, C2S_TIMER_ACK, s->srv->cfg.sm_ack_after_ms);
 }
 
+#define HELD_MAX 4096 /* entries a stream keeps ahead of a gap, or before it adopts */
+
 void c2s_sm_known(struct c2s *s, uint32_t seq, struct rmsg *m)
 {
+	int closing = s->state == C2S_CLOSING && !(s->flags & C2S_F_DETACHED);
+	if (s->flags & C2S_F_GONE || closing || s->nheld >= HELD_MAX)
+		return; /* the queue has it: whoever resumes the session gets it */
+	if (!(s->flags & C2S_F_SM)) {
+		/* The take that makes this stream the owner has happened, its
+		 * reply has not come: the entry waits for adopt (drain_held). */
+		hold(s, seq, m);
+		return;
+	}
 	uint32_t ahead = seq - s->sm.c.out;
-	if (!(s->flags & C2S_F_SM) || s->flags & C2S_F_GONE || !ahead || ahead > 0x80000000u)
-		return; /* not ours, or known already */
+	if (!ahead || ahead > 0x80000000u)
+		return; /* known already */
 	if (ahead > 1) {
 		hold(s, seq, m);
 		return;
@@ -667,6 +694,30 @@ static void on_taken(void *ud, int err, const struct sm_record *rec, const char 
 	t->n = n;
 }
 
+/* After a resumption's retransmission: entries announced while the take
+ * was under way either came with it (numbers up to out: dropped) or follow
+ * it, in order. */
+static void drain_held(struct c2s *s)
+{
+	while (s->held_q && (uint32_t)(s->held_q->seq - s->sm.c.out) - 1 >= 0x80000000u) {
+		struct c2s_held_entry *h = s->held_q;
+		s->held_q = h->next;
+		s->nheld--;
+		rmsg_unref(h->msg);
+		free(h);
+	}
+	while (s->held_q && s->held_q->seq == s->sm.c.out + 1) {
+		struct c2s_held_entry *h = s->held_q;
+		s->held_q = h->next;
+		s->nheld--;
+		advance(s, h->msg);
+		rmsg_unref(h->msg);
+		free(h);
+	}
+	if (s->held_q && attached(s))
+		s->tp->set_timer(s->io, C2S_TIMER_ACK, s->srv->cfg.sm_ack_after_ms);
+}
+
 void c2s_sm_resumed_el(struct c2s *s, struct sbuf *out)
 {
 	sbuf_printf(out, "<resumed xmlns='" XMLNS_SM "' previd='%s' h='%u'/>", s->sm.id, s->sm.c.h_in);
@@ -693,6 +744,7 @@ void c2s_sm_retransmit(struct c2s *s, struct sm_resume *r)
 		free(t->q);
 	free(t);
 	r->t = NULL;
+	drain_held(s);
 	after_count_change(s, 0);
 }
 
@@ -739,7 +791,7 @@ static int adopt(struct c2s *s, struct sm_resume *r, uint32_t h, struct sbuf *fa
 		return -1;
 	}
 	s->sm.c.acked = h;
-	c2s_sm_free(s);
+	qlen_reset(s);
 	for (size_t i = 0; i < t->n; i++)
 		if ((uint32_t)(t->q[i].seq - h) - 1 < (uint32_t)(s->sm.c.out - h) &&
 		    qlen_push(s, t->q[i].msg->len))
@@ -786,6 +838,7 @@ int c2s_sm_isr_taken(struct c2s *s, const char *bare, const char *previd, int er
 		     struct sm_resume *r, struct sbuf *fail_out)
 {
 	memset(r, 0, sizeof(*r));
+	r->other_node = rec && rec->owner.node != BUS_NODE_SELF;
 	struct take_ctx *t = calloc(1, sizeof(*t));
 	if (!t)
 		return -ENOMEM;
@@ -804,6 +857,7 @@ int c2s_sm_taken(struct c2s *s, const char *previd, int err, const struct sm_rec
 		 struct sm_resume *r, struct sbuf *fail_out)
 {
 	memset(r, 0, sizeof(*r));
+	r->other_node = rec && rec->owner.node != BUS_NODE_SELF;
 	struct take_ctx *t = calloc(1, sizeof(*t));
 	if (t)
 		on_taken(t, err, rec, resource, q, n);
@@ -866,6 +920,7 @@ struct resume_wait {
 	struct c2s *s;
 	uint32_t h;
 	char previd[SM_ID_LEN + 1];
+	uint64_t t0_us;      /* when the <resume/> came (metrics_now_us) */
 };
 
 static void on_resume_taken(void *ud, int err, const struct sm_record *rec, const char *resource,
@@ -882,6 +937,9 @@ static void on_resume_taken(void *ud, int err, const struct sm_record *rec, cons
 	int rc = c2s_sm_taken(s, x->previd, err, rec, resource, q, n, &r, &s->out);
 	if (rc == 0)
 		rc = adopt(s, &r, x->h, &s->out, 1);
+	metrics_inc(metrics_resume_id(METRIC_RESUME_CLASSIC, rc == 0, r.other_node));
+	if (rc == 0)
+		metrics_observe_us(H_RESUME, metrics_now_us() - x->t0_us);
 	free(x);
 	resume_reply(s, rc, &r);
 	c2s_unpark(s);
@@ -910,6 +968,7 @@ static int do_resume(struct c2s *s, struct xnode *el)
 	if (strlen(previd) != SM_ID_LEN) {
 		/* No id we issue looks like this: no lookup, and no 100 KB
 		 * string in the log. */
+		metrics_inc(metrics_resume_id(METRIC_RESUME_CLASSIC, 0, 0));
 		fail_el(&s->out, STE_ITEM_NOT_FOUND);
 		c2s_send_out(s);
 		return 0;
@@ -921,6 +980,7 @@ static int do_resume(struct c2s *s, struct xnode *el)
 	if (x) {
 		x->s = s;
 		x->h = h;
+		x->t0_us = metrics_now_us();
 		memcpy(x->previd, previd, sizeof(x->previd));
 		op = store_sm_take_async(c2s_store(s), previd, s->bare, &to, NULL, on_resume_taken, x);
 	}
@@ -942,6 +1002,8 @@ int c2s_sm_nonza(struct c2s *s, struct xnode *el)
 		return do_resume(s, el);
 	if (!strcmp(el->name, "r")) {
 		if ((s->flags & C2S_F_SM) && attached(s)) {
+			if (c2s_sm_h_write(s)) /* the stanzas before it, if not written yet */
+				return 1;
 			if (s->h_writes)
 				s->flags |= C2S_F_WANT_A; /* answered once h is written */
 			else

@@ -19,6 +19,7 @@
 #include "tether/bus.h"
 #include "tether/limits.h"
 #include "tether/log.h"
+#include "tether/metrics.h"
 #include "tether/netaddr.h"
 #include "tether/proxyproto.h"
 #include "tether/worker.h"
@@ -541,6 +542,7 @@ int conn_maybe_free(struct conn *c)
 	w->gens[c->slot] = (w->gens[c->slot] + 1) & 0xffffff;
 	w->free_slots[w->nfree++] = c->slot;
 	w->live--;
+	metrics_add(M_CONNS_OPEN, -1);
 	free(c);
 	return 1;
 }

@@ -50,7 +50,8 @@ size_t deliver_message_bare(struct worker *w, const char *bare, struct rmsg *m, 
 	return k;
 }
 
-static void on_remote_done(void *ud, int err, size_t n, struct rmsg *m);
+static void on_remote_done(void *ud, int err, const struct store_target *t, size_t n,
+			   struct rmsg *m);
 static int remote(struct worker *w, const char *bare, const char *res, struct rmsg *m,
 		  store_delivered_fn *fn);
 
@@ -87,9 +88,13 @@ static int split(const char *full, struct jid *j, char *bare, size_t barelen)
 
 /* ---- the sessions on other nodes (a store shared between nodes) -------- */
 
-static void on_remote_done(void *ud, int err, size_t n, struct rmsg *m)
+/* Sessions of this node got it from the router already, and the others'
+ * nodes are told through their inboxes; a bounce or presence that finds
+ * nobody is dropped. */
+static void on_remote_done(void *ud, int err, const struct store_target *t, size_t n,
+			   struct rmsg *m)
 {
-	(void)ud; (void)err; (void)n; (void)m; /* a bounce or presence that finds nobody: dropped */
+	(void)ud; (void)err; (void)t; (void)n; (void)m;
 }
 
 /* Appends <m> to the queues of <bare>'s sessions on other nodes, if the
@@ -98,7 +103,7 @@ static void on_remote_done(void *ud, int err, size_t n, struct rmsg *m)
 static int remote(struct worker *w, const char *bare, const char *res, struct rmsg *m,
 		  store_delivered_fn *fn)
 {
-	return w->sh && store_shared(w->sh) && store_deliver_async(w->sh, bare, res, m, fn, w);
+	return w->sh && store_shared(w->sh) && store_deliver_async(w->sh, bare, res, m, NULL, fn, w);
 }
 
 void deliver_bounce(struct worker *w, const char *domain, const struct rmsg *m, enum stanza_err cond)
@@ -127,9 +132,11 @@ void deliver_bounce(struct worker *w, const char *domain, const struct rmsg *m, 
 
 /* An orphaned message went to the account's sessions on other nodes:
  * none there either, so back to its sender. */
-static void on_orphan_sent(void *ud, int err, size_t n, struct rmsg *m)
+static void on_orphan_sent(void *ud, int err, const struct store_target *t, size_t n,
+			   struct rmsg *m)
 {
 	struct worker *w = ud;
+	(void)t;
 	if (err || !n)
 		deliver_bounce(w, w->srv->cfg.domain, m, STE_RECIPIENT_UNAVAILABLE);
 }

@@ -155,6 +155,10 @@ static int start_redis(struct server *srv)
 static int start(struct server *srv)
 {
 	char err[1024];
+	/* A cluster shares its TLS ticket keys (through Redis): a client
+	 * resumes its TLS session on any node. */
+	if (!strcmp(srv->cfg.store_backend, "redis"))
+		tls_tickets_enable();
 	if (tls_ctx_init(&srv->tls, srv->cfg.cert, srv->cfg.key, err, sizeof(err))) {
 		log_error("%s: %s", srv->cfg.path, err);
 		return -1;
@@ -165,6 +169,7 @@ static int start(struct server *srv)
 	if (!strcmp(srv->cfg.store_backend, "redis")) {
 		if (start_redis(srv))
 			return -1;
+		store_set_queue_bounds(srv->store, srv->cfg.sm_max_queue, srv->cfg.sm_max_queue_bytes);
 	} else {
 		srv->store = store_open(srv->cfg.store_backend, srv->cfg.store_path, err, sizeof(err));
 		if (srv->store && srv->cfg.store_test_delay) {
@@ -240,6 +245,17 @@ static bool node_ready(void *ud, char *why, size_t whylen)
 	return true;
 }
 
+/* tether_redis_link_up: 1 when every worker reaches Redis (always with
+ * the memory store), read on the admin thread like node_ready does. */
+static int64_t redis_link_up(void *ud)
+{
+	struct server *srv = ud;
+	for (unsigned i = 0; i < srv->nworkers; i++)
+		if (!worker_store_up(&srv->workers[i]))
+			return 0;
+	return 1;
+}
+
 int main(int argc, char **argv)
 {
 	static struct server srv;
@@ -265,6 +281,7 @@ int main(int argc, char **argv)
 
 	if (start(&srv))
 		return 1;
+	metrics_gauge_set(G_REDIS_UP, redis_link_up, &srv);
 	/* The admin endpoint first: /readyz answers "starting" until every
 	 * worker runs, and a bad [admin] listen stops us before any client. */
 	struct admin *admin = NULL;

@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "tether/sbuf.h"
 
@@ -39,11 +41,57 @@ static const struct {
 #undef METRIC_H_DEF
 };
 
-/* Upper bounds of the buckets, in microseconds: resumptions take from
- * ~100 µs (same node, warm) to seconds (a store that is struggling). */
+static const struct {
+	const char *name, *help;
+} gauges[] = {
+#define METRIC_G_DEF(id, name, help) [id] = { name, help },
+	METRIC_GAUGES(METRIC_G_DEF)
+#undef METRIC_G_DEF
+};
+
+static struct {
+	metrics_gauge_fn *fn;
+	void *ud;
+} gauge_readers[METRIC_GAUGE_COUNT];
+
+/* metrics_resume_id() counts on the order of METRIC_RESUME_SERIES. */
+_Static_assert(M_RESUME_ISR_OK_SAME == M_RESUME_CLASSIC_OK_SAME + 4 &&
+	       M_RESUME_SASL2_FAILED_OTHER == M_RESUME_CLASSIC_OK_SAME + 11,
+	       "resumption series out of order");
+
+/* Upper bounds of the buckets, in microseconds: resumptions and store
+ * operations take from ~50 µs (same node, warm; memory store) to seconds
+ * (a store that is struggling). */
 static const uint64_t bucket_us[METRIC_BUCKETS] = {
 	50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 100000, 1000000, 5000000,
 };
+
+/* Resident set size from /proc/self/statm (pages), or -1. */
+static int64_t rss_bytes(void *ud)
+{
+	(void)ud;
+	FILE *f = fopen("/proc/self/statm", "re");
+	long long size, resident;
+	int n = f ? fscanf(f, "%lld %lld", &size, &resident) : 0;
+	if (f)
+		fclose(f);
+	long page = sysconf(_SC_PAGESIZE);
+	return n == 2 && page > 0 ? resident * page : -1;
+}
+
+static int64_t open_fds(void *ud)
+{
+	(void)ud;
+	DIR *d = opendir("/proc/self/fd");
+	if (!d)
+		return -1;
+	long long n = -1; /* the directory's own descriptor */
+	for (struct dirent *e; (e = readdir(d));)
+		if (e->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n;
+}
 
 int metrics_init(unsigned nworkers)
 {
@@ -56,6 +104,8 @@ int metrics_init(unsigned nworkers)
 	memset(shards, 0, size);
 	nshards = nworkers + 1u;
 	metrics_cur = &shards[nworkers];
+	metrics_gauge_set(G_RSS, rss_bytes, NULL);
+	metrics_gauge_set(G_FDS, open_fds, NULL);
 	return 0;
 }
 
@@ -63,6 +113,13 @@ void metrics_attach(unsigned idx)
 {
 	if (shards && idx + 1u < nshards)
 		metrics_cur = &shards[idx];
+}
+
+uint64_t metrics_now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
 void metrics_observe_us(enum metric_hist h, uint64_t us)
@@ -111,30 +168,6 @@ static int render_hist(enum metric_hist h, struct sbuf *out)
 	return rc;
 }
 
-/* Resident set size from /proc/self/statm (pages), or -1. */
-static long long rss_bytes(void)
-{
-	FILE *f = fopen("/proc/self/statm", "re");
-	long long size, resident;
-	int n = f ? fscanf(f, "%lld %lld", &size, &resident) : 0;
-	if (f)
-		fclose(f);
-	return n == 2 ? resident * 4096 : -1;
-}
-
-static long long open_fds(void)
-{
-	DIR *d = opendir("/proc/self/fd");
-	if (!d)
-		return -1;
-	long long n = -1; /* the directory's own descriptor */
-	for (struct dirent *e; (e = readdir(d));)
-		if (e->d_name[0] != '.')
-			n++;
-	closedir(d);
-	return n;
-}
-
 int metrics_render(struct sbuf *out)
 {
 	int rc = 0;
@@ -154,17 +187,25 @@ int metrics_render(struct sbuf *out)
 	}
 	for (unsigned h = 0; h < METRIC_HIST_COUNT; h++)
 		rc |= render_hist(h, out);
-	rc |= sbuf_printf(out, "# HELP tether_process_resident_memory_bytes Resident memory.\n"
-			  "# TYPE tether_process_resident_memory_bytes gauge\n"
-			  "tether_process_resident_memory_bytes %lld\n", rss_bytes());
-	rc |= sbuf_printf(out, "# HELP tether_process_open_fds Open file descriptors.\n"
-			  "# TYPE tether_process_open_fds gauge\n"
-			  "tether_process_open_fds %lld\n", open_fds());
+	for (unsigned g = 0; g < METRIC_GAUGE_COUNT; g++) {
+		if (!gauge_readers[g].fn)
+			continue;
+		rc |= sbuf_printf(out, "# HELP %s %s\n# TYPE %s gauge\n%s %lld\n", gauges[g].name,
+				  gauges[g].help, gauges[g].name, gauges[g].name,
+				  (long long)gauge_readers[g].fn(gauge_readers[g].ud));
+	}
 	return rc ? -ENOMEM : 0;
+}
+
+void metrics_gauge_set(enum metric_gauge g, metrics_gauge_fn *fn, void *ud)
+{
+	gauge_readers[g].fn = fn;
+	gauge_readers[g].ud = ud;
 }
 
 void metrics_free(void)
 {
+	memset(gauge_readers, 0, sizeof(gauge_readers));
 	free(shards);
 	shards = NULL;
 	nshards = 0;

@@ -9,7 +9,9 @@
 
 #include <sodium.h>
 
+#include "tether/bus.h"
 #include "tether/config.h"
+#include "tether/errors.h"
 #include "tether/jid.h"
 #include "tether/scram.h"
 #include "tether/store.h"
@@ -22,6 +24,9 @@ enum cmd {
 	CMD_DELUSER,     /* remove */
 	CMD_LIST,        /* print every user, one per line */
 	CMD_IMPORT,      /* create or replace many users from stdin, one write */
+	CMD_SESSIONS,    /* list an account's sessions (shared store) */
+	CMD_KICK,        /* end an account's sessions, or one resource's */
+	CMD_DRAIN,       /* ask a node to drain (as SIGTERM) */
 };
 
 #define IMPORT_THREADS 2          /* PBKDF2 is the cost: 2 x 4096 x 2 hashes per user */
@@ -35,6 +40,10 @@ static void usage(FILE *f)
 		"       tetherctl -c FILE deluser USER@DOMAIN\n"
 		"       tetherctl -c FILE list\n"
 		"       tetherctl -c FILE import   (lines 'USER@DOMAIN PASSWORD' on stdin)\n"
+		"       tetherctl -c FILE sessions USER@DOMAIN\n"
+		"       tetherctl -c FILE kick USER@DOMAIN[/RESOURCE]\n"
+		"       tetherctl -c FILE drain NODE\n"
+		"sessions, kick and drain need [store] backend = redis (a cluster).\n"
 		"Exit status: 0 done, 1 failed, 2 bad usage or configuration.\n");
 }
 
@@ -231,6 +240,89 @@ static int do_del(struct store *st, const char *bare)
 		return 1;
 	}
 	fprintf(stderr, "tetherctl: %s deleted\n", bare);
+	return 0;
+}
+
+/* ---- sessions, kick, drain (shared store) ------------------------------ */
+
+/* kick's USER@DOMAIN[/RESOURCE]: the bare JID and the resource ("" all). */
+static int kick_jid(const char *arg, const struct config *cfg, char *bare, size_t len,
+		    char resource[JID_PART_MAX + 1])
+{
+	struct jid j;
+	if (jid_parse(arg, &j) || !j.local[0]) {
+		fprintf(stderr, "tetherctl: '%s' is not a valid user@domain[/resource]\n", arg);
+		return -1;
+	}
+	snprintf(resource, JID_PART_MAX + 1, "%s", j.resource);
+	char b[JID_MAX + 1];
+	if (jid_bare(&j, b, sizeof(b)) < 0)
+		return -1;
+	return user_jid(b, cfg, bare, len);
+}
+
+struct session_walk {
+	struct store *st;
+	const char *only;   /* kick: this resource, "" all; NULL: list */
+	unsigned n, failed;
+};
+
+static void on_session(void *ud, const struct store_session_info *i)
+{
+	struct session_walk *w = ud;
+	if (!w->only) {
+		printf("%s\t%s\t%s\t%s\tage %llus\t", i->resource, i->sid, i->owner,
+		       i->attached ? "attached" : "detached", (unsigned long long)(i->age_ms / 1000));
+		if (!i->attached)
+			printf("expires in %llds\t", (long long)(i->expires_in_ms / 1000));
+		printf("unacked %u\n", i->queued);
+		w->n++;
+		return;
+	}
+	if (w->only[0] && strcmp(w->only, i->resource))
+		return;
+	/* The owning node ends it, as a bind conflict would (its inbox). */
+	if (w->st->ops->notice(w->st, i->owner, BUS_KICK, SE_POLICY_VIOLATION, i->owner))
+		w->failed++;
+	else
+		w->n++;
+}
+
+static int no_shared_store(const char *what)
+{
+	fprintf(stderr, "tetherctl: %s needs [store] backend = redis: with the memory backend, "
+		"sessions live in tetherd's own memory\n", what);
+	return 1;
+}
+
+static int do_sessions(struct store *st, const char *bare, const char *kick)
+{
+	struct session_walk w = { .st = st, .only = kick };
+	if (!st->ops->sm_list || !st->ops->notice)
+		return no_shared_store(kick ? "kick" : "sessions");
+	int rc = st->ops->sm_list(st, bare, on_session, &w);
+	if (rc) {
+		fprintf(stderr, "tetherctl: %s: %s\n", bare, strerror(-rc));
+		return 1;
+	}
+	if (kick)
+		fprintf(stderr, "tetherctl: %u session(s) of %s kicked%s\n", w.n, bare,
+			w.failed ? " (some notices could not be sent)" : "");
+	else if (!w.n)
+		fprintf(stderr, "tetherctl: %s has no session\n", bare);
+	return w.failed || (kick && !w.n);
+}
+
+static int do_drain(struct store *st, const char *node)
+{
+	if (!st->ops->notice)
+		return no_shared_store("drain");
+	int rc = st->ops->notice(st, node, STORE_NOTICE_DRAIN, 0, NULL);
+	if (rc) {
+		fprintf(stderr, "tetherctl: drain %s: %s\n", node, strerror(-rc));
+		return 1;
+	}
+	fprintf(stderr, "tetherctl: node %s asked to drain\n", node);
 	return 0;
 }
 
@@ -450,6 +542,7 @@ int main(int argc, char **argv)
 	static const char *const cmds[] = {
 		[CMD_ADDUSER] = "adduser", [CMD_PASSWD] = "passwd",
 		[CMD_DELUSER] = "deluser", [CMD_LIST] = "list", [CMD_IMPORT] = "import",
+		[CMD_SESSIONS] = "sessions", [CMD_KICK] = "kick", [CMD_DRAIN] = "drain",
 	};
 	static struct config cfg; /* large: keep it off the stack */
 	const char *cfgpath = NULL;
@@ -490,7 +583,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, "tetherctl: libsodium init failed\n");
 		return 1;
 	}
-	if (cmd != CMD_LIST && cmd != CMD_IMPORT && user_jid(argv[optind + 1], &cfg, bare, sizeof(bare)))
+	char resource[JID_PART_MAX + 1] = "";
+	if (cmd == CMD_KICK ? kick_jid(argv[optind + 1], &cfg, bare, sizeof(bare), resource)
+	    : cmd != CMD_LIST && cmd != CMD_IMPORT && cmd != CMD_DRAIN &&
+	      user_jid(argv[optind + 1], &cfg, bare, sizeof(bare)))
 		return 1;
 	/* The memory backend lives in a directory, the Redis one at an address. */
 	st = store_open(cfg.store_backend, strcmp(cfg.store_backend, "redis") ? cfg.store_path : cfg.store_redis,
@@ -508,6 +604,13 @@ int main(int argc, char **argv)
 		break;
 	case CMD_IMPORT:
 		rc = do_import(st, &cfg);
+		break;
+	case CMD_SESSIONS:
+	case CMD_KICK:
+		rc = do_sessions(st, bare, cmd == CMD_KICK ? resource : NULL);
+		break;
+	case CMD_DRAIN:
+		rc = do_drain(st, argv[optind + 1]);
 		break;
 	default:
 		rc = do_set(st, (enum cmd)cmd, bare);

@@ -12,6 +12,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include "tether/metrics.h"
 #include "tether/sbuf.h"
 
 static BIO_METHOD *ring_bio_method;
@@ -127,6 +128,22 @@ static void init_once(void)
 	endpoint_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, endpoint_free);
 }
 
+static int tickets_shared; /* tls_tickets_enable() */
+
+void tls_tickets_enable(void)
+{
+	tickets_shared = 1;
+}
+
+/* Counts each completed handshake, full or resumed (it runs inside
+ * SSL_read on the connection's worker, so it counts in that worker's shard). */
+static void on_info(const SSL *ssl, int where, int ret)
+{
+	(void)ret;
+	if (where & SSL_CB_HANDSHAKE_DONE)
+		metrics_inc(SSL_session_reused(ssl) ? M_TLS_RESUMED : M_TLS_FULL);
+}
+
 /* A new SSL_CTX for <cert> and <key>: TLS 1.2-1.3, no 0-RTT, ALPN. */
 static SSL_CTX *build_ctx(const char *cert, const char *key, char *err, size_t errlen)
 {
@@ -140,8 +157,12 @@ static SSL_CTX *build_ctx(const char *cert, const char *key, char *err, size_t e
 	/* 0-RTT data is replayable: never accept it (tls.md). */
 	SSL_CTX_set_early_data_enabled(ctx, 0);
 	SSL_CTX_set_alpn_select_cb(ctx, on_alpn, NULL);
-	/* No session cache across nodes yet; tickets are fine (key per process). */
+	SSL_CTX_set_info_callback(ctx, on_info);
+	/* No server-side session cache: tickets, whose keys a cluster shares
+	 * (tls_tickets.c), or BoringSSL's own per process. */
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	if (tickets_shared)
+		tls_tickets_attach(ctx);
 	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
 		snprintf(err, errlen, "tls: cannot load certificate '%s'", cert);
 		goto fail_msg;

@@ -12,6 +12,7 @@
 #include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,7 +105,11 @@ static void on_inbox(void *ud, int kind, const struct bus_addr *to, int cond, ui
 		     struct rmsg *m)
 {
 	struct worker *w = ud;
-	if (kind == BUS_KICK)
+	if (kind == STORE_NOTICE_DRAIN) {
+		/* tetherctl drain: the same as SIGTERM, which main waits for */
+		log_info("inbox: asked to drain (tetherctl drain)");
+		kill(getpid(), SIGTERM);
+	} else if (kind == BUS_KICK)
 		bus_kick(w, to, cond);
 	else if (kind == BUS_MOVED)
 		bus_moved(w, to);
@@ -166,7 +171,7 @@ int worker_init(struct worker *w, struct server *srv, unsigned idx)
 			return -1;
 		}
 	}
-	if (w->rlink && idx == 0 && !(w->cluster = cluster_new(w->rlink, &w->wheel, on_orphan, w))) {
+	if (w->rlink && idx == 0 && !(w->cluster = cluster_new(w->rlink, &w->wheel, srv->token_key, on_orphan, w))) {
 		log_error("worker %u: out of memory", idx);
 		return -1;
 	}
@@ -325,6 +330,7 @@ static void on_accept(struct worker *w, const struct io_uring_cqe *cqe)
 	memcpy(c->peer, peer, sizeof(c->peer));
 	w->conns[slot] = c;
 	w->live++;
+	metrics_inc(M_CONNS_OPEN);
 	log_debug("worker %u: accepted %s (%s)", w->idx, c->peer, which ? "direct TLS" : "STARTTLS");
 	conn_arm_recv(c);
 }

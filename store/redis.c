@@ -294,6 +294,77 @@ static int r_user_list(struct store *st, void (*fn)(void *ud, const char *bare_j
 	return rc;
 }
 
+/* ---- administration (tetherctl) ------------------------------------------ */
+
+static int64_t int_of(const redisReply *v)
+{
+	return v->type == REDIS_REPLY_INTEGER ? v->integer : 0;
+}
+
+static int r_sm_list(struct store *st, const char *bare,
+		     void (*fn)(void *ud, const struct store_session_info *i), void *ud)
+{
+	struct redis_store *s = rs_of(st);
+	char dir[KEY_MAX + 16], res[1100], sid[64], owner[256];
+	int rc;
+	if (strlen(bare) > KEY_MAX - 8)
+		return -EINVAL;
+	snprintf(dir, sizeof(dir), KEY_PREFIX "{%s}:dir", bare);
+	const char *argv[] = { "FCALL_RO", "tether_sessions", "1", dir };
+	size_t lens[] = { 8, 15, 1, strlen(dir) };
+	pthread_mutex_lock(&s->lock);
+	redisReply *r = run(s, 4, argv, lens, &rc);
+	pthread_mutex_unlock(&s->lock);
+	if (!r)
+		return rc;
+	rc = r->type == REDIS_REPLY_ERROR ? reply_errno(r) : r->type == REDIS_REPLY_ARRAY ? 0 : -EIO;
+	for (size_t i = 0; !rc && i < r->elements; i++) {
+		const redisReply *e = r->element[i];
+		if (e->type != REDIS_REPLY_ARRAY || e->elements != 8)
+			continue;
+		snprintf(res, sizeof(res), "%.*s", (int)e->element[0]->len, e->element[0]->str);
+		snprintf(sid, sizeof(sid), "%.*s", (int)e->element[1]->len, e->element[1]->str);
+		snprintf(owner, sizeof(owner), "%.*s", (int)e->element[2]->len, e->element[2]->str);
+		int64_t now = int_of(e->element[7]), since = int_of(e->element[4]);
+		struct store_session_info info = {
+			.resource = res, .sid = sid, .owner = owner,
+			.attached = int_of(e->element[3]) == 1,
+			.age_ms = since && now > since ? (uint64_t)(now - since) : 0,
+			.expires_in_ms = int_of(e->element[5]) - now,
+			.queued = (uint32_t)int_of(e->element[6]),
+		};
+		fn(ud, &info);
+	}
+	freeReplyObject(r);
+	return rc;
+}
+
+static int r_notice(struct store *st, const char *node, int kind, int cond, const char *owner)
+{
+	struct redis_store *s = rs_of(st);
+	char key[256], k[16], c[16];
+	size_t n = strcspn(node, "./");
+	int rc;
+	if (!n || n > 64)
+		return -EINVAL;
+	snprintf(key, sizeof(key), KEY_PREFIX "{node:%.*s}:in", (int)n, node);
+	snprintf(k, sizeof(k), "%d", kind);
+	snprintf(c, sizeof(c), "%d", cond);
+	const char *argv[] = { "XADD", key, "MAXLEN", "~", "10000", "*", "k", k, "c", c, "to", owner };
+	size_t lens[12];
+	int argc = owner ? 12 : 10;
+	for (int i = 0; i < argc; i++)
+		lens[i] = strlen(argv[i]);
+	pthread_mutex_lock(&s->lock);
+	redisReply *r = run(s, argc, argv, lens, &rc);
+	pthread_mutex_unlock(&s->lock);
+	if (!r)
+		return rc;
+	rc = r->type == REDIS_REPLY_ERROR ? reply_errno(r) : 0;
+	freeReplyObject(r);
+	return rc;
+}
+
 static void r_close(struct store *st)
 {
 	struct redis_store *s = rs_of(st);
@@ -373,6 +444,8 @@ static const struct store_ops redis_ops = {
 	.user_del = r_user_del,
 	.close = r_close,
 	.user_list = r_user_list,
+	.sm_list = r_sm_list,
+	.notice = r_notice,
 	.sm_create = r_sm_create,
 	.sm_append = r_sm_append,
 	.sm_ack = r_sm_ack,

@@ -768,8 +768,19 @@ static void on_delivered(const redisReply *r, const char *err, void *ud)
 {
 	struct store_deliver_op *d = ud;
 	d->err = reply_err(&d->op, r, err);
-	if (!d->err)
-		d->n = r->type == REDIS_REPLY_ARRAY ? r->elements : 0;
+	/* {{resource, seq, owner}, ...}: each session it was appended to */
+	for (size_t i = 0; !d->err && r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+		const redisReply *e = r->element[i];
+		struct store_target *t = &d->t[d->n];
+		if (d->n == STORE_TARGETS_MAX || e->type != REDIS_REPLY_ARRAY || e->elements != 3 ||
+		    e->element[1]->type != REDIS_REPLY_INTEGER ||
+		    e->element[2]->type != REDIS_REPLY_STRING ||
+		    rcodec_owner_parse(e->element[2]->str, e->element[2]->len, &t->owner))
+			continue;
+		t->full = e->element[1]->integer < 0;
+		t->seq = t->full ? 0 : (uint32_t)e->element[1]->integer;
+		d->n++;
+	}
 	store_op_ready(&d->op);
 }
 
@@ -785,18 +796,29 @@ static int submit_deliver(struct store_handle *h, struct store_deliver_op *d)
 			return -ENOMEM;
 		rcodec_meta(d->msg, meta, ml);
 	}
+	char ksender[RKEY_LEN];
+	if (d->from_bare && rkey(ksender, d->from_bare, "s", d->from_sid) < 0)
+		return -EINVAL;
 	arg_s(&c, "FCALL");
 	arg_s(&c, "tether_deliver");
-	arg_s(&c, "1");
+	arg_s(&c, d->from_bare ? "2" : "1");
 	arg_s(&c, kdir);
+	if (d->from_bare)
+		arg_s(&c, ksender);
 	arg_s(&c, d->resource);
 	arg(&c, meta, ml);
 	arg(&c, d->msg->data, d->msg->len);
-	char self[NODES_ID_MAX + 1];
+	char self[NODES_ID_MAX + 1] = "";
 	if (!strcmp(d->resource, "*") || !strcmp(d->resource, "+")) {
 		/* presence: this node's sessions had it from the local router */
 		snprintf(self, sizeof(self), "%s.%s", nodes_name(BUS_NODE_SELF), nodes_boot());
-		arg_s(&c, self);
+	}
+	arg_s(&c, self);
+	arg_u(&c, 0, h->st->queue_max);
+	arg_u(&c, 1, h->st->queue_bytes);
+	if (d->from_bare) {
+		arg_u(&c, 2, d->from_epoch);
+		arg_u(&c, 3, d->from_h);
 	}
 	int rc = send_cmd(h, &c, on_delivered, d);
 	if (meta != mstack)

@@ -14,11 +14,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "redis_keys.h"
 #include "tether/bus.h"
 #include "tether/log.h"
 #include "tether/rlink.h"
 #include "tether/rmsg.h"
+#include "tether/tls.h"
 
 #define SCAN_COUNT "500"
 #define SESSION_MATCH RKEY_PREFIX "{*}:s:*"
@@ -30,12 +33,14 @@ struct cluster {
 	struct timer tick;
 	cluster_orphan_fn *fn;
 	void *ud;
+	const uint8_t *key;           /* seals the ticket keys (the token key) */
 	char inc[NODES_ID_MAX + 1];   /* "<name>.<boot>": the lease holder */
 	char lease_key[RKEY_LEN];
 	char ttl[16];
 	char cursor[24];              /* SCAN's, "0" at the start of a pass */
 	int scanning;                 /* a SCAN is outstanding */
 	int warned_busy;
+	int warned_tickets;
 	size_t reaped;
 };
 
@@ -124,6 +129,59 @@ static void on_reaper_lease(const redisReply *r, const char *err, void *ud)
 		c->scanning = 1;
 }
 
+/* ---- TLS ticket keys -------------------------------------------------- */
+
+#define SEALED_TICKET_LEN (crypto_secretbox_NONCEBYTES + crypto_secretbox_MACBYTES + \
+			   TLS_TICKET_KEY_LEN)
+
+static void on_tickets(const redisReply *r, const char *err, void *ud)
+{
+	struct cluster *c = ud;
+	uint8_t ring[TLS_TICKET_RING][TLS_TICKET_KEY_LEN];
+	if (err || r->type != REDIS_REPLY_ARRAY || r->elements != TLS_TICKET_RING)
+		return;
+	for (int i = 0; i < TLS_TICKET_RING; i++) {
+		const redisReply *v = r->element[i];
+		if (v->type != REDIS_REPLY_STRING || v->len != SEALED_TICKET_LEN ||
+		    crypto_secretbox_open_easy(ring[i], (const uint8_t *)v->str + crypto_secretbox_NONCEBYTES,
+					       v->len - crypto_secretbox_NONCEBYTES,
+					       (const uint8_t *)v->str, c->key)) {
+			if (!c->warned_tickets++)
+				log_error("cluster: the TLS ticket keys in Redis do not open with this node's "
+					  "token key: tickets stay per node");
+			sodium_memzero(ring, sizeof(ring));
+			return;
+		}
+	}
+	tls_tickets_set(ring);
+	sodium_memzero(ring, sizeof(ring));
+}
+
+/* Fresh keys, sealed, for the ring to be made or rotated with. */
+static void ask_tickets(struct cluster *c)
+{
+	uint8_t fresh[TLS_TICKET_RING][SEALED_TICKET_LEN], k[TLS_TICKET_KEY_LEN];
+	const char *argv[8] = { "FCALL", "tether_tickets", "1", RKEY_PREFIX "{cluster}:tickets" };
+	size_t lens[8];
+	char period[16];
+	for (int i = 0; i < TLS_TICKET_RING; i++) {
+		randombytes_buf(k, sizeof(k));
+		randombytes_buf(fresh[i], crypto_secretbox_NONCEBYTES);
+		crypto_secretbox_easy(fresh[i] + crypto_secretbox_NONCEBYTES, k, sizeof(k), fresh[i],
+				      c->key);
+		argv[4 + i] = (const char *)fresh[i];
+		lens[4 + i] = SEALED_TICKET_LEN;
+	}
+	snprintf(period, sizeof(period), "%u", CLUSTER_TICKET_ROTATE_MS);
+	argv[7] = period;
+	for (int i = 0; i < 4; i++)
+		lens[i] = strlen(argv[i]);
+	lens[7] = strlen(period);
+	rlink_command(c->link, 8, argv, lens, on_tickets, c, 0, NULL);
+	sodium_memzero(k, sizeof(k));
+	sodium_memzero(fresh, sizeof(fresh));
+}
+
 static void on_tick(struct timer *t)
 {
 	struct cluster *c = (struct cluster *)((char *)t - offsetof(struct cluster, tick));
@@ -132,11 +190,12 @@ static void on_tick(struct timer *t)
 	if (rlink_up(c->link)) {
 		command(c, 6, node, on_node_lease);
 		command(c, 6, reap, on_reaper_lease);
+		ask_tickets(c);
 	}
 	timer_arm(c->wheel, &c->tick, CLUSTER_TICK_MS, on_tick);
 }
 
-struct cluster *cluster_new(struct rlink *link, struct timer_wheel *wheel,
+struct cluster *cluster_new(struct rlink *link, struct timer_wheel *wheel, const uint8_t *key,
 			    cluster_orphan_fn *fn, void *ud)
 {
 	struct cluster *c = calloc(1, sizeof(*c));
@@ -146,6 +205,7 @@ struct cluster *cluster_new(struct rlink *link, struct timer_wheel *wheel,
 	c->wheel = wheel;
 	c->fn = fn;
 	c->ud = ud;
+	c->key = key;
 	const char *self = nodes_name(BUS_NODE_SELF);
 	snprintf(c->inc, sizeof(c->inc), "%s.%s", self, nodes_boot());
 	snprintf(c->lease_key, sizeof(c->lease_key), RKEY_PREFIX "{node:%s}:lease", self);

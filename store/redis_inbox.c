@@ -7,6 +7,7 @@
  *   to   the session's owner address as stored (redis_codec.c: it names
  *        the node incarnation, so an entry for an earlier run of the node
  *        is recognised and dropped)
+ *   (k 9, STORE_NOTICE_DRAIN, alone: tetherctl drain asks the node to leave)
  *   seq, e   BUS_APPENDED (written by tether_deliver): the entry's number
  *        and the entry as queued ("<seq>:<stamp>:<meta><payload>")
  * The reader runs one XREAD BLOCK at a time on a link of its own and
@@ -83,7 +84,7 @@ static void entry(struct inbox *in, const redisReply *e)
 		const redisReply *k = f->element[i], *v = f->element[i + 1];
 		if (k->type != REDIS_REPLY_STRING || k->len > 2)
 			continue;
-		if (!memcmp(k->str, "k", k->len) && num_field(v, BUS_APPENDED, &kind))
+		if (!memcmp(k->str, "k", k->len) && num_field(v, STORE_NOTICE_DRAIN, &kind))
 			kind = -1;
 		else if (!memcmp(k->str, "e", k->len) && v->type == REDIS_REPLY_STRING && !have_e)
 			have_e = rcodec_entry(v->str, v->len, &qe) == 0;
@@ -91,6 +92,11 @@ static void entry(struct inbox *in, const redisReply *e)
 			cond = 0;
 		else if (!memcmp(k->str, "to", k->len) && v->type == REDIS_REPLY_STRING)
 			have_to = rcodec_owner_parse(v->str, v->len, &to) == 0;
+	}
+	if (kind == STORE_NOTICE_DRAIN) { /* tetherctl drain: not about a session */
+		in->count++;
+		in->fn(in->ud, (int)kind, NULL, 0, 0, NULL);
+		return;
 	}
 	int ok = have_to && (kind == BUS_KICK || kind == BUS_MOVED ||
 			     (kind == BUS_APPENDED && have_e));

@@ -234,7 +234,8 @@ local function sm_create(keys, args)
 		return err('EEXIST session exists')
 	end
 	redis.call('HSET', keys[1], 'epoch', 1, 'owner', owner, 'res', res, 'h_in', 0,
-		'out', 0, 'acked', 0, 'max', max, 'att', 1, 'avail', avail, 'prio', prio, 'exp', 0)
+		'out', 0, 'acked', 0, 'max', max, 'att', 1, 'avail', avail, 'prio', prio, 'exp', 0,
+		'since', now_ms())
 	local old = redis.call('HGET', keys[2], res)
 	redis.call('HSET', keys[2], res, string.format('%s|%d|%d', sid, avail, prio))
 	if old then
@@ -262,8 +263,10 @@ local function sm_append(keys, args)
 		return err('ENOSPC queue full')
 	end
 	local seq = (out + 1) % TWO32
-	redis.call('RPUSH', keys[2], string.format('%d:%d:', seq, now_ms()) .. meta .. payload)
+	local entry = string.format('%d:%d:', seq, now_ms()) .. meta .. payload
+	redis.call('RPUSH', keys[2], entry)
 	redis.call('HSET', keys[1], 'out', seq)
+	redis.call('HINCRBY', keys[1], 'qb', #entry)
 	return { seq, r[2] }
 end
 
@@ -281,8 +284,14 @@ local function sm_ack(keys, args)
 		return err('ERANGE h acks more than was sent')
 	end
 	if n > 0 then
+		-- the queue's bytes (qb) go down by what leaves it
+		local gone = 0
+		for _, e in ipairs(redis.call('LRANGE', keys[2], 0, n - 1)) do
+			gone = gone + #e
+		end
 		redis.call('LTRIM', keys[2], n, -1)
 		redis.call('HSET', keys[1], 'acked', h)
+		redis.call('HINCRBY', keys[1], 'qb', -gone)
 	end
 	return queued - n
 end
@@ -516,7 +525,12 @@ end
 
 -- KEYS dir; ARGV resource ("" for the account's bare JID; "*" or "+" for
 -- presence to all or the available sessions), meta, payload [, the sender
--- node's incarnation, whose sessions "*" and "+" skip].
+-- node's incarnation, whose sessions "*" and "+" skip ("" none), the
+-- bounds of a detached queue in entries and bytes (0: none)]. A target
+-- whose detached queue is full is reported with seq -1 and not written.
+-- With KEYS[2], the sender's session record, and ARGV epoch, h_in: its
+-- inbound count is written in the same step (ESTALE, and nothing
+-- delivered, if that session was taken over). KEYS[2] is another slot.
 -- Route to sessions: the stanza is appended to the queue of each target
 -- session (numbered there: the one place that fixes its order) and its
 -- owner's node is told through its inbox (k 3: appended; e: the entry as
@@ -526,22 +540,82 @@ end
 -- notice would be a second call (see the header).
 local function deliver(keys, args)
 	local res, meta, payload, skip = args[1], args[2], args[3], args[4] or ''
+	local maxq, maxb = tonumber(args[5] or '0'), tonumber(args[6] or '0')
+	if keys[2] then
+		-- the sender's session: its inbound count is written in this same
+		-- step (fenced by its epoch), so a crash cannot separate the two
+		local r, e = owned(keys[2], num(args[7]), false)
+		if not r then
+			return e
+		end
+		redis.call('HSET', keys[2], 'h_in', num(args[8]))
+	end
 	local base = string.sub(keys[1], 1, -4) -- "t:{bare}:"
 	local out = {}
 	for _, t in ipairs(targets(keys[1], res)) do
 		local rk, qk = base .. 's:' .. t[2], base .. 'q:' .. t[2]
 		local r = rec_get(rk)
-		if r[1] and (skip == '' or string.match(r[2], '^([^/]+)') ~= skip) then
+		local entry = ''
+		if r[1] then
+			entry = string.format('%d:%d:', (tonumber(r[5]) + 1) % TWO32, now_ms()) .. meta .. payload
+		end
+		local full = r[1] and r[8] == '0' and
+			((maxq > 0 and (tonumber(r[5]) - tonumber(r[6])) % TWO32 >= maxq) or
+			 (maxb > 0 and tonumber(redis.call('HGET', rk, 'qb') or '0') + #entry > maxb))
+		if full then
+			-- a detached queue at its bound: nobody reads it; the sender
+			-- gets the stanza back (seq -1), the session lives on
+			out[#out + 1] = { t[1], -1, r[2] }
+		elseif r[1] and (skip == '' or string.match(r[2], '^([^/]+)') ~= skip) then
 			local seq = (tonumber(r[5]) + 1) % TWO32
-			local entry = string.format('%d:%d:', seq, now_ms()) .. meta .. payload
 			redis.call('RPUSH', qk, entry)
 			redis.call('HSET', rk, 'out', seq)
+			redis.call('HINCRBY', rk, 'qb', #entry)
 			redis.call('XADD', inbox_of(r[2]), 'MAXLEN', '~', 10000, '*',
 				'k', 3, 'to', r[2], 'seq', seq, 'e', entry)
 			out[#out + 1] = { t[1], seq, r[2] }
 		end
 	end
 	return out
+end
+
+---------------------------------------------------------------- administration
+
+-- KEYS dir; read-only. The account's sessions for tetherctl: per directory
+-- entry {resource, sid, owner, attached, since ms, expires ms, queued, now ms}.
+local function sessions(keys)
+	local base, all, out, now = string.sub(keys[1], 1, -4), redis.call('HGETALL', keys[1]), {}, now_ms()
+	for i = 1, #all, 2 do
+		local sid = string.match(all[i + 1], '^([^|]*)')
+		local r = redis.call('HMGET', base .. 's:' .. sid, 'owner', 'att', 'since', 'exp', 'out', 'acked')
+		if r[1] then
+			out[#out + 1] = { all[i], sid, r[1], tonumber(r[2]), tonumber(r[3] or '0'),
+				tonumber(r[4]), (tonumber(r[5]) - tonumber(r[6])) % TWO32, now }
+		end
+	end
+	return out
+end
+
+---------------------------------------------------------------- TLS tickets
+
+-- KEYS tickets; ARGV three new keys (sealed by the caller: Redis sees no
+-- key in the clear), the rotation period in ms. The cluster's ring of TLS
+-- session ticket keys {next, current, previous}: made from the new keys
+-- when there is none; rotated (previous = current, current = next, next =
+-- the first new key) once the period has passed since the last rotation,
+-- by whichever node asks first. Returns the ring.
+local function tickets(keys, args)
+	local now = now_ms()
+	local t = redis.call('HMGET', keys[1], 'next', 'cur', 'prev', 'at')
+	if not t[1] or not t[2] or not t[3] or not t[4] then
+		redis.call('HSET', keys[1], 'next', args[1], 'cur', args[2], 'prev', args[3], 'at', now)
+		return { args[1], args[2], args[3] }
+	end
+	if now - tonumber(t[4]) >= num(args[4]) then
+		redis.call('HSET', keys[1], 'next', args[1], 'cur', t[1], 'prev', t[2], 'at', now)
+		return { args[1], t[1], t[2] }
+	end
+	return { t[1], t[2], t[3] }
 end
 
 ---------------------------------------------------------------- FAST
@@ -690,6 +764,8 @@ reg('sm_isr_get', sm_isr_get, RO)
 reg('sm_isr_burn', sm_isr_burn)
 reg('dir_get', dir_get, RO)
 reg('deliver', deliver)
+reg('tickets', tickets)
+reg('sessions', sessions, RO)
 reg('fast_get', fast_get, RO)
 reg('fast_cas', fast_cas)
 reg('lease_acquire', lease_acquire)

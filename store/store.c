@@ -3,6 +3,7 @@
 #include "tether/store.h"
 #include "store_op.h"
 
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 #include <sodium.h>
 
 #include "tether/log.h"
+#include "tether/metrics.h"
 #include "tether/rmsg.h"
 #include "tether/timer.h"
 
@@ -43,10 +45,25 @@ struct store_handle *store_attach(struct store *st, void *link)
 	return h;
 }
 
+#define SPARE_MAX 256 /* finished write operations a handle keeps for reuse */
+
+static int is_write(enum store_op_kind k)
+{
+	return k == STORE_OP_SM_CREATE || k == STORE_OP_SM_APPEND || k == STORE_OP_SM_ACK ||
+	       k == STORE_OP_SM_UPDATE || k == STORE_OP_SM_SET_ISR;
+}
+
 static void op_free(struct store_op *op)
 {
 	if (op->release)
 		op->release(op);
+	struct store_handle *h = op->h;
+	if (h && is_write(op->kind) && h->nspare < SPARE_MAX) {
+		op->next = h->spare;
+		h->spare = op;
+		h->nspare++;
+		return;
+	}
 	free(op);
 }
 
@@ -56,7 +73,12 @@ void store_detach(struct store_handle *h)
 		return;
 	for (struct store_op *op = h->head, *next; op; op = next) {
 		next = op->next;
-		op_free(op);
+		op_free(op); /* a write goes to the spares: freed below */
+	}
+	while (h->spare) {
+		struct store_op *op = h->spare;
+		h->spare = op->next;
+		free(op);
 	}
 	free(h);
 }
@@ -67,6 +89,8 @@ void store_detach(struct store_handle *h)
  * backend sends it now (an error fails it at once, still in order). */
 static void op_queue(struct store_handle *h, struct store_op *op, int *err)
 {
+	op->issued_us = metrics_now_us();
+	op->err = err;
 	uint64_t due = h->turn + 1;
 	if (h->st->test_delay)
 		due += randombytes_uniform(h->st->test_delay + 1);
@@ -97,6 +121,39 @@ static int op_due(const struct store_handle *h, const struct store_op *op, uint6
 	return h->st->ops->submit ? op->ready : op->due <= turn;
 }
 
+/* The /metrics series of <kind>: a few kinds share one. */
+static const struct {
+	enum metric_id ops, errs;
+} op_metric[] = {
+#define OPM(k, m) [STORE_OP_##k] = { M_STORE_OP_##m, M_STORE_ERR_##m }
+	OPM(USER_GET, USER_GET), OPM(SM_TAKE, SM_TAKE), OPM(FAST_GET, FAST), OPM(FAST_CAS, FAST),
+	OPM(SM_CREATE, SM_WRITE), OPM(SM_APPEND, SM_APPEND), OPM(SM_ACK, SM_ACK),
+	OPM(SM_UPDATE, SM_WRITE), OPM(SM_SET_ISR, SM_WRITE), OPM(SM_DESTROY, SM_DESTROY),
+	OPM(NODE_NOTICE, NOTICE), OPM(BARRIER, BARRIER), OPM(DELIVER, DELIVER),
+#undef OPM
+};
+
+/* A result that says the store could not do its job, as opposed to an
+ * answer (not found, taken over, wrong token, ack out of range, exists,
+ * not supported by this backend). */
+static int op_failed(int err)
+{
+	return err && err != -ENOENT && err != -ESTALE && err != -EACCES && err != -ERANGE &&
+	       err != -EEXIST && err != -ENOTSUP;
+}
+
+/* Counts <op> as it leaves the queue, cancelled or not: the store did the
+ * work either way. */
+static void op_count(const struct store_op *op)
+{
+	if ((size_t)op->kind >= sizeof(op_metric) / sizeof(op_metric[0]) || !op_metric[op->kind].ops)
+		return;
+	metrics_inc(op_metric[op->kind].ops);
+	if (op->err && op_failed(*op->err))
+		metrics_inc(op_metric[op->kind].errs);
+	metrics_observe_us(H_STORE, metrics_now_us() - op->issued_us);
+}
+
 size_t store_poll(struct store_handle *h)
 {
 	size_t ran = 0;
@@ -106,6 +163,7 @@ size_t store_poll(struct store_handle *h)
 		h->head = op->next;
 		if (!h->head)
 			h->tail = &h->head;
+		op_count(op);
 		if (!op->cancelled) {
 			h->pending--;
 			op->complete(op);
@@ -355,12 +413,22 @@ static void write_release(struct store_op *op)
 	sodium_memzero(w->rec.isr_sealed, sizeof(w->rec.isr_sealed));
 }
 
-static struct store_write_op *write_new(enum store_op_kind kind, const char *id, uint32_t epoch,
-					store_write_fn *fn, void *ud)
+static struct store_write_op *write_new(struct store_handle *h, enum store_op_kind kind,
+					const char *id, uint32_t epoch, store_write_fn *fn, void *ud)
 {
-	struct store_write_op *w = op_new(sizeof(*w), kind, ud, write_complete, write_release);
-	if (!w)
+	struct store_write_op *w;
+	if (h->spare) {
+		w = (struct store_write_op *)h->spare;
+		h->spare = w->op.next;
+		h->nspare--;
+		memset(w, 0, sizeof(*w));
+		w->op.kind = kind;
+		w->op.ud = ud;
+		w->op.complete = write_complete;
+		w->op.release = write_release;
+	} else if (!(w = op_new(sizeof(*w), kind, ud, write_complete, write_release))) {
 		return NULL;
+	}
 	snprintf(w->rec.id, sizeof(w->rec.id), "%s", id);
 	w->rec.epoch = epoch;
 	w->fn = fn;
@@ -399,7 +467,7 @@ struct store_op *store_sm_create_async(struct store_handle *h, const struct sm_r
 				       const char *bare, const char *resource,
 				       store_write_fn *fn, void *ud)
 {
-	struct store_write_op *w = write_new(STORE_OP_SM_CREATE, rec->id, rec->epoch, fn, ud);
+	struct store_write_op *w = write_new(h, STORE_OP_SM_CREATE, rec->id, rec->epoch, fn, ud);
 	if (!w)
 		return NULL;
 	w->rec = *rec;
@@ -413,7 +481,7 @@ struct store_op *store_sm_create_async(struct store_handle *h, const struct sm_r
 struct store_op *store_sm_append_async(struct store_handle *h, const char *id, uint32_t epoch,
 				       const struct sm_entry *e, store_write_fn *fn, void *ud)
 {
-	struct store_write_op *w = write_new(STORE_OP_SM_APPEND, id, epoch, fn, ud);
+	struct store_write_op *w = write_new(h, STORE_OP_SM_APPEND, id, epoch, fn, ud);
 	if (!w)
 		return NULL;
 	w->e = *e;
@@ -424,7 +492,7 @@ struct store_op *store_sm_append_async(struct store_handle *h, const char *id, u
 struct store_op *store_sm_ack_async(struct store_handle *h, const char *id, uint32_t epoch,
 				    uint32_t hval, store_write_fn *fn, void *ud)
 {
-	struct store_write_op *w = write_new(STORE_OP_SM_ACK, id, epoch, fn, ud);
+	struct store_write_op *w = write_new(h, STORE_OP_SM_ACK, id, epoch, fn, ud);
 	if (!w)
 		return NULL;
 	w->h = hval;
@@ -434,7 +502,7 @@ struct store_op *store_sm_ack_async(struct store_handle *h, const char *id, uint
 struct store_op *store_sm_update_async(struct store_handle *h, const struct sm_record *rec,
 				       store_write_fn *fn, void *ud)
 {
-	struct store_write_op *w = write_new(STORE_OP_SM_UPDATE, rec->id, rec->epoch, fn, ud);
+	struct store_write_op *w = write_new(h, STORE_OP_SM_UPDATE, rec->id, rec->epoch, fn, ud);
 	if (!w)
 		return NULL;
 	w->rec = *rec;
@@ -446,7 +514,7 @@ struct store_op *store_sm_set_isr_async(struct store_handle *h, const char *id, 
 					const uint8_t sealed[TOKEN_SEALED_LEN],
 					store_write_fn *fn, void *ud)
 {
-	struct store_write_op *w = write_new(STORE_OP_SM_SET_ISR, id, epoch, fn, ud);
+	struct store_write_op *w = write_new(h, STORE_OP_SM_SET_ISR, id, epoch, fn, ud);
 	if (!w)
 		return NULL;
 	w->set = set;
@@ -576,7 +644,7 @@ struct store_op *store_barrier_async(struct store_handle *h, void (*fn)(void *ud
 static void deliver_complete(struct store_op *op)
 {
 	struct store_deliver_op *d = (struct store_deliver_op *)op;
-	d->fn(op->ud, d->err, d->n, d->msg);
+	d->fn(op->ud, d->err, d->t, d->n < STORE_TARGETS_MAX ? d->n : STORE_TARGETS_MAX, d->msg);
 }
 
 static void deliver_release(struct store_op *op)
@@ -586,8 +654,9 @@ static void deliver_release(struct store_op *op)
 		rmsg_unref(d->msg);
 	free(d->bare);
 	free(d->resource);
+	free(d->from_bare);
 	d->msg = NULL;
-	d->bare = d->resource = NULL;
+	d->bare = d->resource = d->from_bare = NULL;
 }
 
 int store_shared(const struct store_handle *h)
@@ -597,6 +666,7 @@ int store_shared(const struct store_handle *h)
 
 struct store_op *store_deliver_async(struct store_handle *h, const char *bare,
 				     const char *resource, struct rmsg *m,
+				     const struct store_sender *from,
 				     store_delivered_fn *fn, void *ud)
 {
 	if (!store_shared(h))
@@ -605,9 +675,15 @@ struct store_op *store_deliver_async(struct store_handle *h, const char *bare,
 					    deliver_release);
 	if (!d)
 		return NULL;
-	if (!(d->bare = strdup(bare)) || !(d->resource = strdup(resource ? resource : ""))) {
+	if (!(d->bare = strdup(bare)) || !(d->resource = strdup(resource ? resource : "")) ||
+	    (from && !(d->from_bare = strdup(from->bare)))) {
 		op_free(&d->op);
 		return NULL;
+	}
+	if (from) {
+		snprintf(d->from_sid, sizeof(d->from_sid), "%s", from->sid);
+		d->from_epoch = from->epoch;
+		d->from_h = from->h_in;
 	}
 	d->fn = fn;
 	d->msg = rmsg_ref(m);

@@ -42,6 +42,8 @@ struct store_op {
 	struct store_op *next;
 	struct store_handle *h;
 	uint64_t due;                           /* memory: the store_poll() turn */
+	uint64_t issued_us;                     /* monotonic, for the latency histogram */
+	const int *err;                         /* its kind's result, for the error count */
 	int cancelled;
 	int ready;                              /* submitted: the result is in */
 	enum store_op_kind kind;
@@ -57,6 +59,10 @@ struct store_handle {
 	uint64_t turn;                  /* store_poll() calls so far */
 	uint64_t last_due;
 	size_t pending;                 /* issued, not completed, not cancelled */
+	/* Finished owner's writes kept for the next ones (two per stanza:
+	 * no malloc and free each time). */
+	struct store_op *spare;
+	unsigned nspare;
 };
 
 /* A backend that submits marks an operation's result in (or failed, with
@@ -141,8 +147,12 @@ struct store_deliver_op {
 	store_delivered_fn *fn;
 	char *bare, *resource;
 	struct rmsg *msg;       /* one reference */
+	char *from_bare;        /* the sender's session whose h_in it writes, or NULL */
+	char from_sid[SM_ID_LEN + 1];
+	uint32_t from_epoch, from_h;
 	int err;
 	size_t n;               /* sessions it was appended to */
+	struct store_target t[STORE_TARGETS_MAX]; /* the first of them */
 };
 
 /* Completes once everything issued before it did (store_barrier_async). */

@@ -27,9 +27,14 @@ struct rmsg;
 /* A stanza left by a reaped session: one reference for the callee. */
 typedef void cluster_orphan_fn(void *ud, struct rmsg *m, uint64_t stamp_ms);
 
+#define CLUSTER_TICKET_ROTATE_MS (12u * 3600 * 1000) /* TLS ticket keys, as HAProxy */
+
 /* On <link> (worker 0's Redis link) and <wheel>; nodes_set_self() done.
+ * <key> (32 bytes, kept by the caller) seals the TLS ticket keys the nodes
+ * share through Redis (they are never there in the clear); every tick the
+ * ring is read (made or rotated when due) and handed to tls_tickets_set.
  * NULL on OOM. */
-struct cluster *cluster_new(struct rlink *link, struct timer_wheel *wheel,
+struct cluster *cluster_new(struct rlink *link, struct timer_wheel *wheel, const uint8_t *key,
 			    cluster_orphan_fn *fn, void *ud);
 /* Starts the ticks (from the thread of the link's ring). */
 void cluster_start(struct cluster *c);

@@ -25,7 +25,8 @@
 struct inbox;
 
 /* <kind> BUS_KICK (with <cond>), BUS_MOVED, or BUS_APPENDED (entry <seq>
- * with message <m>, one reference for the callee; NULL otherwise). */
+ * with message <m>, one reference for the callee; NULL otherwise); or
+ * STORE_NOTICE_DRAIN (store.h) with <to> NULL: drain this node. */
 typedef void inbox_fn(void *ud, int kind, const struct bus_addr *to, int cond, uint32_t seq,
 		      struct rmsg *m);
 

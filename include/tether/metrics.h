@@ -32,7 +32,21 @@ struct sbuf;
 	F(F_LIMIT_HITS, "tether_limit_hits_total", "counter", \
 	  "Connections, stanzas or authentication attempts refused by a configured limit, by limit.") \
 	F(F_BACKPRESSURE, "tether_backpressure_pauses_total", "counter", \
-	  "Times a client stream stopped reading to let something slower catch up, by cause.")
+	  "Times a client stream stopped reading to let something slower catch up, by cause.") \
+	F(F_RESUMPTIONS, "tether_resumptions_total", "counter", \
+	  "XEP-0198 resumptions, by kind (classic <resume/>, ISR, SASL2 inline), result, and " \
+	  "whether the session's previous owner was this node or another.") \
+	F(F_STORE_OPS, "tether_store_operations_total", "counter", \
+	  "Asynchronous store operations completed, by operation.") \
+	F(F_STORE_ERRORS, "tether_store_errors_total", "counter", \
+	  "Store operations that failed (store unreachable, timeout, out of memory; not " \
+	  "answers such as not-found or taken-over), by operation.") \
+	F(F_TLS_HANDSHAKES, "tether_tls_handshakes_total", "counter", \
+	  "TLS handshakes completed, by whether the session was resumed.") \
+	F(F_STANZAS_OUT, "tether_stanzas_out_total", "counter", \
+	  "Stanzas handed to client sessions (sent, or queued for a detached one), by kind.") \
+	F(F_CONNECTIONS, "tether_connections", "gauge", \
+	  "Client connections, by state (open: accepted and not yet freed).")
 
 /* SERIES(id, family, labels) - labels as they appear between braces. */
 #define METRIC_SERIES(S) \
@@ -57,7 +71,44 @@ struct sbuf;
 	S(M_LIMIT_AUTH_PER_ACCOUNT, F_LIMIT_HITS, "limit=\"auth_fail_rate_per_account\"") \
 	S(M_LIMIT_SM_QUEUE, F_LIMIT_HITS, "limit=\"sm_max_queue\"") \
 	S(M_LIMIT_FAST_PER_ACCOUNT, F_LIMIT_HITS, "limit=\"max_fast_per_account\"") \
-	S(M_STORE_BACKPRESSURE, F_BACKPRESSURE, "cause=\"store\"")
+	S(M_STORE_BACKPRESSURE, F_BACKPRESSURE, "cause=\"store\"") \
+	METRIC_RESUME_SERIES(S) \
+	METRIC_STORE_SERIES(S) \
+	S(M_TLS_FULL, F_TLS_HANDSHAKES, "resumed=\"false\"") \
+	S(M_TLS_RESUMED, F_TLS_HANDSHAKES, "resumed=\"true\"") \
+	S(M_OUT_MESSAGE, F_STANZAS_OUT, "kind=\"message\"") \
+	S(M_OUT_PRESENCE, F_STANZAS_OUT, "kind=\"presence\"") \
+	S(M_OUT_IQ, F_STANZAS_OUT, "kind=\"iq\"") \
+	S(M_CONNS_OPEN, F_CONNECTIONS, "state=\"open\"")
+
+/* Resumptions: kind x result x node, in this order, so that
+ * metrics_resume_id() can index them. */
+#define METRIC_RESUME_SERIES(S) \
+	METRIC_RESUME_KIND(S, CLASSIC, "classic") \
+	METRIC_RESUME_KIND(S, ISR, "isr") \
+	METRIC_RESUME_KIND(S, SASL2, "sasl2")
+#define METRIC_RESUME_KIND(S, K, k) \
+	S(M_RESUME_##K##_OK_SAME, F_RESUMPTIONS, "kind=\"" k "\",result=\"ok\",node=\"same\"") \
+	S(M_RESUME_##K##_OK_OTHER, F_RESUMPTIONS, "kind=\"" k "\",result=\"ok\",node=\"other\"") \
+	S(M_RESUME_##K##_FAILED_SAME, F_RESUMPTIONS, "kind=\"" k "\",result=\"failed\",node=\"same\"") \
+	S(M_RESUME_##K##_FAILED_OTHER, F_RESUMPTIONS, "kind=\"" k "\",result=\"failed\",node=\"other\"")
+
+/* Store operations and errors, by operation (store/store_op.h's kinds,
+ * a few grouped); store.c maps kinds to them. */
+#define METRIC_STORE_SERIES(S) \
+	METRIC_STORE_OP(S, USER_GET, "user_get") \
+	METRIC_STORE_OP(S, SM_TAKE, "sm_take") \
+	METRIC_STORE_OP(S, SM_WRITE, "sm_write") \
+	METRIC_STORE_OP(S, SM_APPEND, "sm_append") \
+	METRIC_STORE_OP(S, SM_ACK, "sm_ack") \
+	METRIC_STORE_OP(S, SM_DESTROY, "sm_destroy") \
+	METRIC_STORE_OP(S, FAST, "fast") \
+	METRIC_STORE_OP(S, DELIVER, "deliver") \
+	METRIC_STORE_OP(S, NOTICE, "node_notice") \
+	METRIC_STORE_OP(S, BARRIER, "barrier")
+#define METRIC_STORE_OP(S, K, k) \
+	S(M_STORE_OP_##K, F_STORE_OPS, "op=\"" k "\"") \
+	S(M_STORE_ERR_##K, F_STORE_ERRORS, "op=\"" k "\"")
 
 enum metric_family {
 #define METRIC_F_ENUM(id, name, type, help) id,
@@ -73,10 +124,25 @@ enum metric_id {
 	METRIC_COUNT,
 };
 
+enum metric_resume_kind {
+	METRIC_RESUME_CLASSIC = 0,  /* <resume/> on a stream (XEP-0198) */
+	METRIC_RESUME_ISR,          /* <inst-resume/> in SASL2 (XEP-0397) */
+	METRIC_RESUME_SASL2,        /* <resume/> inline in SASL2 (XEP-0388) */
+};
+
+/* The series of a resumption of <kind>: <ok> or failed, the session's
+ * previous owner on <other> node or this one. */
+static inline enum metric_id metrics_resume_id(enum metric_resume_kind kind, int ok, int other)
+{
+	return (enum metric_id)(M_RESUME_CLASSIC_OK_SAME + 4 * (int)kind + (ok ? 0 : 2) + !!other);
+}
+
 /* Histograms: fixed upper bounds in seconds, shared by all of them. */
 #define METRIC_HISTOGRAMS(H) \
 	H(H_RESUME, "tether_resume_duration_seconds", \
-	  "Time from a resumption request to the resumed session, by the server's clock.")
+	  "Time from a resumption request to the resumed session, by the server's clock.") \
+	H(H_STORE, "tether_store_operation_duration_seconds", \
+	  "Time from issuing a store operation to its completion on the worker, all operations.")
 
 enum metric_hist {
 #define METRIC_H_ENUM(id, name, help) id,
@@ -86,6 +152,25 @@ enum metric_hist {
 };
 
 #define METRIC_BUCKETS 12 /* 50 µs .. 5 s, then +Inf */
+
+/* Gauges read when scraped, on the admin thread: GAUGE(id, name, help). A
+ * gauge with no reader set (metrics_gauge_set) is left out. */
+#define METRIC_GAUGES(G) \
+	G(G_RSS, "tether_process_resident_memory_bytes", "Resident memory of the process.") \
+	G(G_FDS, "tether_process_open_fds", "Open file descriptors of the process.") \
+	G(G_REDIS_UP, "tether_redis_link_up", \
+	  "1 if every worker's Redis link is up (or the store is not Redis), else 0.")
+
+enum metric_gauge {
+#define METRIC_G_ENUM(id, name, help) id,
+	METRIC_GAUGES(METRIC_G_ENUM)
+#undef METRIC_G_ENUM
+	METRIC_GAUGE_COUNT,
+};
+
+/* Reads a gauge's value; called on the admin thread while scraping, so it
+ * may only read what other threads publish atomically. */
+typedef int64_t metrics_gauge_fn(void *ud);
 
 struct metrics_hist {
 	_Atomic uint64_t bucket[METRIC_BUCKETS + 1]; /* per bucket, not cumulative */
@@ -123,11 +208,19 @@ static inline void metrics_inc(enum metric_id id)
 	metrics_add(id, 1);
 }
 
+/* Monotonic microseconds, for the start and end of an observation. */
+uint64_t metrics_now_us(void);
+
 /* Records one observation of <us> microseconds in histogram <h>. */
 void metrics_observe_us(enum metric_hist h, uint64_t us);
 
+/* Makes scrapes read gauge <g> with <fn>(<ud>). Call before the admin
+ * endpoint starts (metrics_init sets the process gauges itself). */
+void metrics_gauge_set(enum metric_gauge g, metrics_gauge_fn *fn, void *ud);
+
 /* Appends the Prometheus text exposition (version 0.0.4) of every series,
- * summed over the shards, plus the process's RSS and open descriptors.
+ * summed over the shards, then the histograms and the gauges that have a
+ * reader.
  * Returns 0 or -ENOMEM. */
 int metrics_render(struct sbuf *out);
 

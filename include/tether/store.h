@@ -11,6 +11,20 @@
 
 struct store;
 struct store_handle;
+
+/* One session, as tetherctl sessions shows it (store_ops.sm_list). */
+struct store_session_info {
+	const char *resource, *sid;
+	const char *owner;        /* "<node>.<boot>/<worker>/<slot>/<gen>" */
+	int attached;
+	uint64_t age_ms;          /* since it was created */
+	int64_t expires_in_ms;    /* detached: until it expires (negative: past) */
+	uint32_t queued;          /* stanzas not acknowledged */
+};
+
+/* A node's inbox notice that is not about a session: leave the cluster
+ * (tetherctl drain NODE: the node drains as on SIGTERM). */
+#define STORE_NOTICE_DRAIN 9
 struct store_op;
 
 /* A backend's operations. Callers use the store_* wrappers below and never
@@ -95,6 +109,15 @@ struct store_ops {
 	/* A cancelled operation whose reply comes anyway: undo what it did
 	 * if that matters (a take gives the session back). Optional. */
 	void (*compensate)(struct store_handle *h, struct store_op *op);
+	/* Administration (tetherctl), blocking; optional (NULL: -ENOTSUP,
+	 * as with the memory backend, whose sessions live in tetherd's
+	 * memory). sm_list: the sessions of account <bare> in the shared
+	 * directory. notice: puts notice <kind> (BUS_KICK with <cond>, or
+	 * STORE_NOTICE_DRAIN) for the session whose stored owner is <owner>
+	 * (NULL for a drain) in the inbox of node <node>. */
+	int (*sm_list)(struct store *st, const char *bare,
+		       void (*fn)(void *ud, const struct store_session_info *i), void *ud);
+	int (*notice)(struct store *st, const char *node, int kind, int cond, const char *owner);
 	/* store_attach() made handle <h> (h->link set): a backend prepares
 	 * the link (redis: what every new connection sends first). Optional. */
 	void (*attach)(struct store_handle *h);
@@ -120,6 +143,10 @@ struct store_ops {
 
 struct store {
 	const struct store_ops *ops;
+	/* Bounds of a detached session's queue for deliveries by others
+	 * ([sm] max_queue, max_queue_bytes; 0: none), store_set_queue_bounds. */
+	unsigned queue_max;
+	size_t queue_bytes;
 	/* Test mode (store_set_test_delay): every completion through a
 	 * handle waits 0 to test_delay extra loop turns. 0 in production. */
 	unsigned test_delay;
@@ -236,6 +263,11 @@ void store_cancel_ud(struct store_handle *h, void *ud);
 static inline void store_set_test_delay(struct store *st, unsigned max_turns)
 { st->test_delay = max_turns; }
 
+/* What a delivery by another node may put in a detached session's queue
+ * (store_deliver_async reports a full one instead of writing it). */
+static inline void store_set_queue_bounds(struct store *st, unsigned max, size_t bytes)
+{ st->queue_max = max; st->queue_bytes = bytes; }
+
 /* store_user_get() through <h>: later, <fn>(<ud>, 0, creds) or (<ud>,
  * -ENOENT or -errno, NULL); <creds> is borrowed for the call (wiped
  * after). Returns the operation, or NULL if it could not be issued (out
@@ -329,14 +361,33 @@ int store_node_notice(struct store_handle *h, const struct bus_addr *to, int kin
  * <bare> that it goes to, found in the shared directory (resource
  * <resource>, or for "" the available resources of the highest
  * non-negative priority; for presence "*" every session and "+" the
- * available ones, except this node's), and tells each owner's node. Later <fn>(<ud>,
- * err, n, m) with the number of sessions it went to (0: none matched; the
- * caller decides: another resource, offline, a bounce) and the message
+ * available ones, except this node's), and tells each owner's node. Later
+ * <fn>(<ud>, err, t, n, m) with the sessions it went to (<n> entries of <t>:
+ * each one's owner and the entry's number in its queue; 0: none matched,
+ * the caller decides: another resource, offline, a bounce) and the message
  * (borrowed). The memory backend has no directory beyond the node's own
  * router: NULL, with nothing issued. NULL also on OOM. */
-typedef void store_delivered_fn(void *ud, int err, size_t n, struct rmsg *m);
+struct store_target {
+	struct bus_addr owner;   /* the session's owner when it was appended to */
+	uint32_t seq;            /* the entry's number in that session's queue */
+	int full;                /* not appended: a detached queue at its bounds */
+};
+#define STORE_TARGETS_MAX 16     /* sessions one delivery reports (more are appended) */
+typedef void store_delivered_fn(void *ud, int err, const struct store_target *t, size_t n,
+				struct rmsg *m);
+/* The sender's SM session, whose inbound count the same call writes
+ * (h_in), fenced by its epoch: the count and the routing in one step, so a
+ * crash between them neither loses the stanza nor has it sent twice. A
+ * sender taken over meanwhile gets -ESTALE and nothing is delivered. */
+struct store_sender {
+	const char *bare;
+	const char *sid;
+	uint32_t epoch;
+	uint32_t h_in;
+};
 struct store_op *store_deliver_async(struct store_handle *h, const char *bare,
 				     const char *resource, struct rmsg *m,
+				     const struct store_sender *from,
 				     store_delivered_fn *fn, void *ud);
 /* 1 if the store is shared with other nodes (delivery may go through it). */
 int store_shared(const struct store_handle *h);

@@ -98,4 +98,22 @@ size_t tls_cb_endpoint(SSL *ssl, const uint8_t **out);
 /* Frees an SSL, wiping its secrets. NULL is fine. */
 void tls_free(SSL *ssl);
 
+/* ---- session ticket keys shared by a cluster (tls_tickets.c) ------------ */
+
+#define TLS_TICKET_KEY_LEN 48   /* 16 name, 16 HMAC-SHA256, 16 AES-128 */
+#define TLS_TICKET_RING 3
+enum { TLS_TICKET_NEXT = 0, TLS_TICKET_CURRENT = 1, TLS_TICKET_PREVIOUS = 2 };
+
+/* Tickets of <ctx> are made and read with the ring (BoringSSL's ticket key
+ * callback): a random ring of this process until tls_tickets_set. Every
+ * context built from now on gets it too (tls_tickets_enable). */
+void tls_tickets_attach(SSL_CTX *ctx);
+/* Turns shared tickets on for contexts built after the call (main, before
+ * tls_ctx_init, when the store is shared). */
+void tls_tickets_enable(void);
+/* The cluster's ring {next, current, previous} (thread-safe; copied). */
+void tls_tickets_set(const uint8_t keys[TLS_TICKET_RING][TLS_TICKET_KEY_LEN]);
+/* 1 once tls_tickets_set was called. */
+int tls_tickets_have(void);
+
 #endif /* TETHER_TLS_H */

@@ -75,6 +75,7 @@
 #include "../../server/sub.c"
 #include "../../server/timer.c"
 #include "../../server/tls.c"
+#include "../../server/tls_tickets.c"
 #include "../../server/token.c"
 #include "../../server/worker.c"
 #include "../../server/xnode.c"
@@ -115,10 +116,10 @@ struct inbox *inbox_new(struct io_uring *ring, struct timer_wheel *wheel, const 
 void inbox_start(struct inbox *in) { (void)in; }
 void inbox_on_cqe(struct inbox *in, const struct io_uring_cqe *cqe) { (void)in, (void)cqe; }
 void inbox_free(struct inbox *in) { (void)in; }
-struct cluster *cluster_new(struct rlink *link, struct timer_wheel *wheel,
+struct cluster *cluster_new(struct rlink *link, struct timer_wheel *wheel, const uint8_t *key,
 			    cluster_orphan_fn *fn, void *ud)
 {
-	(void)link, (void)wheel, (void)fn, (void)ud;
+	(void)link, (void)wheel, (void)key, (void)fn, (void)ud;
 	return NULL;
 }
 void cluster_start(struct cluster *c) { (void)c; }

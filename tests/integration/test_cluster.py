@@ -393,3 +393,74 @@ def test_same_resource_on_another_node_wins(cluster, conns):
     err = old.wait_for(q(xr.NS_STREAM, 'error'), timeout=10)
     assert xr.stream_error_condition(err) == 'conflict', tostr(err)
     assert not new.stream_errors()
+
+
+def _tls_hello(ctx, node, session=None):
+    """Direct TLS to <node>, a stream header, its features read (TLS 1.3
+    tickets come with them); returns (session, reused)."""
+    import socket
+    import ssl  # noqa: F401
+    raw = socket.create_connection((node.host, node.tls_port), timeout=5)
+    t = ctx.wrap_socket(raw, server_hostname='localhost', session=session)
+    try:
+        t.sendall(b"<?xml version='1.0'?><stream:stream to='localhost' xmlns='jabber:client' "
+                  b"xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>")
+        got = b''
+        while b'</stream:features>' not in got:
+            chunk = t.recv(4096)
+            if not chunk:
+                break
+            got += chunk
+        return t.session, t.session_reused
+    finally:
+        t.close()
+
+
+def test_tls_ticket_from_one_node_resumes_on_another(cluster):
+    """The nodes share their TLS ticket keys through Redis (sealed with the
+    cluster's token key): a ticket from node a resumes TLS on node b, so a
+    client moving between nodes pays no full handshake."""
+    import ssl
+    a, b = cluster.nodes['a'], cluster.nodes['b']
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    deadline = time.monotonic() + 10
+    while True:                          # the shared ring arrives within a tick (1 s)
+        sess, _ = _tls_hello(ctx, a)
+        _, reused = _tls_hello(ctx, b, sess)
+        if reused or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert reused, 'a ticket from node a did not resume TLS on node b'
+    ring = cluster.redis.command('HMGET', 't:{cluster}:tickets', 'next', 'cur', 'prev')
+    assert all(len(k) == 24 + 16 + 48 for k in ring), ring   # sealed, never in the clear
+
+
+def test_tetherctl_sessions_kick_drain(cluster, conns):
+    """tetherctl through the store (issue 13): list an account's sessions
+    with their node, kick one resource (its node ends it), drain a node."""
+    a, b = cluster.nodes['a'], cluster.nodes['b']
+    phone = sm_online(a, 'alice', 'phone')
+    desk = sm_online(b, 'alice', 'desk')
+    conns.extend([phone, desk])
+    out = a.ctl('sessions', 'alice@localhost').stdout
+    lines = sorted(l.split('\t') for l in out.strip().split('\n'))
+    assert [(l[0], l[2].split('.')[0], l[3]) for l in lines] == \
+        [('desk', 'b', 'attached'), ('phone', 'a', 'attached')], out
+    r = b.ctl('kick', 'alice@localhost/phone')              # from any node's config
+    assert '1 session(s)' in r.stderr, r.stderr
+    err = phone.wait_for(q(xr.NS_STREAM, 'error'), timeout=10)
+    assert xr.stream_error_condition(err) == 'policy-violation', tostr(err)
+    assert not desk.stream_errors()
+    a.ctl('drain', 'b')
+    assert b.proc.wait(15) == 0, b.log()[-2000:]
+    b.stop(signal.SIGTERM)          # already gone: tells the fixture it was on purpose
+    new, el = smc.sm_resume(a, 'alice', cf.USERS['alice'], desk.sm_id, desk.h, auto_ack=True)
+    conns.append(new)
+    assert xr.local(el.tag) == 'resumed', tostr(el)   # drained, not ended
+
+
+def test_tetherctl_sessions_needs_a_shared_store(server):
+    r = server.ctl('sessions', 'alice@localhost', check=False)
+    assert r.returncode == 1 and 'backend = redis' in r.stderr, r.stderr

@@ -1,8 +1,8 @@
 """deploy/grafana/tether.json against what tetherd exports.
 
 The metric names come from the X-macro lists in include/tether/metrics.h
-(METRIC_FAMILIES, METRIC_SERIES, METRIC_HISTOGRAMS) and from the process
-gauges server/metrics.c writes by hand; a panel may use nothing else, so a
+(METRIC_FAMILIES, METRIC_SERIES, METRIC_HISTOGRAMS, METRIC_GAUGES); a
+panel may use nothing else, so a
 dashboard cannot show a metric that does not exist (or one that was
 renamed). No Grafana and no tetherd needed; promtool, when installed,
 parses every expression as well."""
@@ -18,7 +18,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / 'deploy' / 'grafana' / 'tether.json'
 METRICS_H = ROOT / 'include' / 'tether' / 'metrics.h'
-METRICS_C = ROOT / 'server' / 'metrics.c'
 
 # PromQL words that look like identifiers but are not metric names.
 KEYWORDS = {'by', 'without', 'on', 'ignoring', 'group_left', 'group_right', 'and', 'or', 'unless', 'bool',
@@ -35,7 +34,9 @@ def exported():
     fam_name = dict(re.findall(r'F\(\s*(F_\w+),\s*"(tether_\w+)"', h))
     assert fam_name, 'no METRIC_FAMILIES entries parsed from metrics.h'
     names = {n: set() for n in fam_name.values()}
-    for fam, labels in re.findall(r'S\(\s*M_\w+,\s*(F_\w+),\s*"((?:[^"\\]|\\.)*)"\)', h):
+    # A series' labels may be pasted together in a helper macro
+    # (S(M_RESUME_##K##_OK_SAME, F_RESUMPTIONS, "kind=\"" k "\",...")).
+    for fam, labels in re.findall(r'S\(\s*M_[\w#]+,\s*(F_\w+),\s*(.*)\)', h):
         assert fam in fam_name, fam
         names[fam_name[fam]] |= set(re.findall(r'(\w+)=', labels))
     hists = re.findall(r'H\(\s*H_\w+,\s*"(tether_\w+)"', h)
@@ -44,8 +45,10 @@ def exported():
         names[n + '_bucket'] = {'le'}
         names[n + '_sum'] = set()
         names[n + '_count'] = set()
-    # The process gauges are written by metrics_render() itself.
-    for n in re.findall(r'# TYPE (tether_\w+) gauge', METRICS_C.read_text()):
+    # Gauges read at scrape time (METRIC_GAUGES).
+    gauges = re.findall(r'G\(\s*G_\w+,\s*"(tether_\w+)"', h)
+    assert gauges, 'no METRIC_GAUGES entries parsed from metrics.h'
+    for n in gauges:
         names[n] = set()
     return names
 

@@ -91,3 +91,137 @@ def test_admin_port_in_use_is_an_error(server_factory, admin_server):
     with pytest.raises(pytest.fail.Exception) as e:
         server_factory(**{'admin.listen': '127.0.0.1:%d' % admin_server.admin_port})
     assert 'cannot serve on' in str(e.value), str(e.value)[-500:]
+
+
+def test_metrics_resume_store_tls_and_gauges(admin_server, conns):
+    """A login with SM, a message, a drop and a resume, a resume that fails:
+    the families added for operations move as they should."""
+    import sm_client as smc
+    port = admin_server.admin_port
+    _, _, before = get(port, '/metrics')
+    a = smc.sm_login(admin_server, 'alice', USERS['alice'], 'ma')
+    conns.append(a)
+    b = xr.login(admin_server, 'bob', USERS['bob'], 'mb')
+    conns.append(b)
+    b.message(a.jid, 'hello')
+    a.wait_message('hello')
+    previd = a.sm_id
+    smc.kill(a)
+    admin_server.wait_log('session detached jid=%s' % a.jid, 10)
+    a2, el = smc.sm_resume(admin_server, 'alice', USERS['alice'], previd, a.h)
+    conns.append(a2)
+    assert smc.is_sm(el, 'resumed'), xr.tostr(el)
+    a2.roundtrip()
+    c, el = smc.sm_resume(admin_server, 'carol', USERS['carol'], 'A' * len(previd), 0)
+    conns.append(c)
+    assert smc.is_sm(el, 'failed'), xr.tostr(el)
+    _, _, after = get(port, '/metrics')
+
+    def delta(series):
+        return metric(after, series) - metric(before, series)
+    res = 'tether_resumptions_total{kind="%s",result="%s",node="%s"}'
+    assert delta(res % ('classic', 'ok', 'same')) == 1
+    assert delta(res % ('classic', 'failed', 'same')) == 1
+    for kind in ('classic', 'isr', 'sasl2'):
+        assert delta(res % (kind, 'ok', 'other')) == 0
+        assert delta(res % (kind, 'failed', 'other')) == 0
+    assert delta(res % ('isr', 'ok', 'same')) == 0
+    assert delta('tether_resume_duration_seconds_count') == 1
+    assert 0 < delta('tether_resume_duration_seconds_sum') < 5
+    ops = 0
+    for op in ('user_get', 'sm_take', 'sm_write', 'sm_append', 'sm_ack', 'sm_destroy', 'fast',
+               'deliver', 'node_notice', 'barrier'):
+        ops += delta('tether_store_operations_total{op="%s"}' % op)
+        assert delta('tether_store_errors_total{op="%s"}' % op) == 0, op
+    assert delta('tether_store_operations_total{op="sm_take"}') == 2
+    assert delta('tether_store_operations_total{op="sm_write"}') >= 1   # the <enable/>'s create
+    assert delta('tether_store_operations_total{op="sm_append"}') >= 1  # 'hello' queued
+    hist = 'tether_store_operation_duration_seconds'
+    assert delta(hist + '_count') == ops
+    assert delta(hist + '_bucket{le="+Inf"}') == ops
+    assert 0 < delta(hist + '_sum') < ops * 5
+    assert delta('tether_tls_handshakes_total{resumed="false"}') + \
+        delta('tether_tls_handshakes_total{resumed="true"}') >= 4
+    assert delta('tether_stanzas_out_total{kind="message"}') >= 1
+    assert metric(after, 'tether_connections{state="open"}') >= 3
+    assert metric(after, 'tether_redis_link_up') == 1
+    p = subprocess.run(['promtool', 'check', 'metrics'], input=after, capture_output=True,
+                       text=True, timeout=30)
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_metrics_isr_resumptions(admin_server):
+    """An ISR resumption that works, then one with the spent token."""
+    from sasl2_client import assert_success, failure_condition
+    from test_isr import detach, isr_attempt, isr_session
+    port = admin_server.admin_port
+    _, _, before = get(port, '/metrics')
+    a = isr_session(admin_server)
+    sm_id, token = a.sm_id, a.isr_token
+    detach(admin_server, a)
+    c, el = isr_attempt(admin_server, 'alice', token, sm_id, 0)
+    try:
+        assert_success(el)
+        d, el2 = isr_attempt(admin_server, 'alice', token, sm_id, 0)
+        d.close()
+        assert failure_condition(el2) == 'not-authorized', xr.tostr(el2)
+        c.roundtrip()
+    finally:
+        c.close()
+    _, _, after = get(port, '/metrics')
+
+    def delta(series):
+        return metric(after, series) - metric(before, series)
+    res = 'tether_resumptions_total{kind="%s",result="%s",node="%s"}'
+    assert delta(res % ('isr', 'ok', 'same')) == 1
+    assert delta(res % ('isr', 'failed', 'same')) == 1
+    assert delta(res % ('classic', 'ok', 'same')) == 0
+    assert delta(res % ('sasl2', 'ok', 'same')) == 0
+    assert delta('tether_resume_duration_seconds_count') == 1
+    assert delta('tether_tls_handshakes_total{resumed="false"}') + \
+        delta('tether_tls_handshakes_total{resumed="true"}') >= 3
+
+
+def test_metrics_resume_from_another_node(server_factory, tmp_path, conns):
+    """Two nodes on one Redis: a session begun on a and resumed on b counts
+    on b as a classic resumption from another node; b's Redis link is up."""
+    import shutil as sh
+    import tempfile
+    import sm_client as smc
+    from redis_server import RedisServer
+    from test_isr import detach
+    d = tempfile.mkdtemp(prefix='tether-mt-')   # short: unix socket paths
+    redis = RedisServer(d, aof=False)
+    try:
+        common = {'store.redis': redis.addr, 'tokens.key_file': str(tmp_path / 'token.key'),
+                  'sm.max_resume': 120}
+        a = server_factory(backend='redis', **common, **{'cluster.node': 'a'})
+        port = free_port()
+        b = server_factory(backend='redis', **common,
+                           **{'cluster.node': 'b', 'admin.listen': '127.0.0.1:%d' % port})
+        a.add_user('alice', USERS['alice'])
+        a.settle_users()
+        _, _, before = get(port, '/metrics')
+        alice = smc.sm_login(a, 'alice', USERS['alice'], 'phone')
+        sid = alice.sm_id
+        detach(a, alice)
+        new, el = smc.sm_resume(b, 'alice', USERS['alice'], sid, alice.h)
+        conns.append(new)
+        assert smc.is_sm(el, 'resumed'), xr.tostr(el)
+        new.roundtrip()
+        _, _, after = get(port, '/metrics')
+        def delta(series):
+            return metric(after, series) - metric(before, series)
+        res = 'tether_resumptions_total{kind="classic",result="%s",node="%s"}'
+        assert delta(res % ('ok', 'other')) == 1
+        assert delta(res % ('ok', 'same')) == 0
+        assert delta(res % ('failed', 'other')) == 0
+        assert delta('tether_store_operations_total{op="sm_take"}') == 1
+        assert delta('tether_store_errors_total{op="sm_take"}') == 0
+        assert metric(after, 'tether_redis_link_up') == 1
+        p = subprocess.run(['promtool', 'check', 'metrics'], input=after, capture_output=True,
+                           text=True, timeout=30)
+        assert p.returncode == 0, p.stdout + p.stderr
+    finally:
+        redis.stop()
+        sh.rmtree(d, ignore_errors=True)

@@ -87,6 +87,12 @@ int bus_moved(struct worker *w, const struct bus_addr *to)
 	return record(BUS_MOVED, to, 0, NULL);
 }
 
+int bus_appended(struct worker *w, const struct bus_addr *to, uint32_t seq, struct rmsg *m)
+{
+	(void)w; (void)seq;
+	return record(BUS_APPENDED, to, 0, m);
+}
+
 static void bus_reset(void)
 {
 	for (size_t i = 0; i < bus_n; i++)

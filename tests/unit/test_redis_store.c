@@ -1111,10 +1111,12 @@ static void test_same_as_memory(void **state)
 
 /* ---- delivery to sessions (tether_deliver) -------------------------------- */
 
-static void on_deliver(void *ud, int err, size_t n, struct rmsg *m)
+static void on_deliver(void *ud, int err, const struct store_target *t, size_t n, struct rmsg *m)
 {
 	struct seen *s = ud;
 	assert_non_null(m);
+	for (size_t i = 0; i < n; i++)
+		assert_true(t[i].seq > 0);
 	s->calls++;
 	s->err = err;
 	s->n = n;
@@ -1124,7 +1126,7 @@ static size_t deliver(const char *bare, const char *res, int i)
 {
 	struct seen s = { 0 };
 	struct rmsg *m = msg(i, RMSG_MESSAGE);
-	assert_non_null(store_deliver_async(E.h, bare, res, m, on_deliver, &s));
+	assert_non_null(store_deliver_async(E.h, bare, res, m, NULL, on_deliver, &s));
 	rmsg_unref(m);
 	assert_int_equal(run_until(&s.calls, 1, 3000), 0);
 	assert_int_equal(s.err, 0);
@@ -1167,6 +1169,30 @@ static void test_deliver(void **state)
 	take(&t, lo.id, bare, &A, NULL);
 	assert_int_equal(t.n, 1);
 	assert_string_equal(t.q[0].msg->id, "m4");
+	seen_clear(&t);
+
+	/* The sender's count goes in the same call, fenced by its epoch. */
+	struct sm_record snd;
+	struct seen d = { 0 };
+	new_rec(&snd, &A, 300);
+	create(&snd, "snd@example.com", "r");
+	struct store_sender from = { "snd@example.com", snd.id, 1, 7 };
+	struct rmsg *m = msg(8, RMSG_MESSAGE);
+	assert_non_null(store_deliver_async(E.h, bare, "away", m, &from, on_deliver, &d));
+	assert_int_equal(run_until(&d.calls, 1, 3000), 0);
+	assert_int_equal(d.err, 0);
+	assert_int_equal(d.n, 1);
+	take(&t, snd.id, "snd@example.com", &B, NULL);   /* epoch 2 now */
+	assert_int_equal(t.rec.c.h_in, 7);
+	seen_clear(&t);
+	seen_clear(&d);
+	from.h_in = 8;                                     /* the old owner, epoch 1 */
+	assert_non_null(store_deliver_async(E.h, bare, "away", m, &from, on_deliver, &d));
+	rmsg_unref(m);
+	assert_int_equal(run_until(&d.calls, 1, 3000), 0);
+	assert_int_equal(d.err, -ESTALE);
+	take(&t, away.id, bare, &A, NULL);
+	assert_int_equal(t.n, 2);                          /* m5 and m8 once: not the fenced one */
 	seen_clear(&t);
 }
 

@@ -14,6 +14,7 @@
 #include <sodium.h>
 
 #include "tether/deliver.h"
+#include "tether/presence.h"
 #include "tether/ht.h"
 #include "tether/im.h"
 #include "tether/limits.h"
@@ -283,7 +284,9 @@ void c2s_send_features(struct c2s *s)
 	} else {
 		sbuf_puts(o, "<bind xmlns='" XMLNS_BIND "'/>"
 			  "<session xmlns='" XMLNS_SESSION "'><optional/></session>"
-			  "<sm xmlns='" XMLNS_SM "'/>");
+			  "<sm xmlns='" XMLNS_SM "'/>"
+			  "<ver xmlns='urn:xmpp:features:rosterver'/>"
+			  "<csi xmlns='" XMLNS_CSI "'/>");
 		c2s_isr_feature(s, o);
 	}
 	sbuf_puts(o, "</stream:features>");
@@ -653,6 +656,7 @@ int c2s_bind_resource(struct c2s *s, const char *res, int kick_old)
 	}
 	s->flags |= C2S_F_BOUND;
 	metrics_inc(M_BOUND);
+	presence_bound(s); /* XEP-0191 blocklist (presence.c) */
 	return 0;
 }
 
@@ -758,6 +762,8 @@ static int st_active(struct c2s *s, struct xnode *el)
 	}
 	if (!strcmp(el->ns, XMLNS_SM))
 		return c2s_sm_nonza(s, el);
+	if (!strcmp(el->ns, XMLNS_CSI))
+		return presence_csi(s, el); /* XEP-0352 (presence.c) */
 	if (c2s_is(el, XMLNS_SASL, "auth") || c2s_is(el, XMLNS_SASL2, "authenticate"))
 		return c2s_stream_fail(s, SE_POLICY_VIOLATION, "already authenticated");
 	return c2s_stream_fail(s, SE_UNSUPPORTED_STANZA_TYPE, NULL);
@@ -1112,6 +1118,7 @@ void c2s_end_presence(struct c2s *s)
 	if (!(s->flags & C2S_F_BOUND))
 		return;
 	s->flags &= ~C2S_F_BOUND;
+	presence_session_end(s); /* contacts and directed presence (RFC 6121 §4.5.2) */
 	router_unbind(s->srv->router, s->bare, s->resource, &s->self);
 	if (s->flags & C2S_F_AVAILABLE) {
 		/* Tell the other resources this one is gone. */
@@ -1204,6 +1211,8 @@ void c2s_on_timeout(struct c2s *s, int which)
 
 void c2s_deliver(struct c2s *s, struct rmsg *m)
 {
+	if (presence_on_deliver(s, m))
+		return; /* probes, roster pushes nobody asked for */
 	if ((s->flags & C2S_F_SM) || s->state == C2S_ACTIVE)
 		c2s_count_out(m);
 	if (s->flags & C2S_F_SM) {
@@ -1255,6 +1264,7 @@ void c2s_free(struct c2s *s)
 	xstream_free(s->xs);
 	sasl_free(s->sasl);
 	c2s_sasl2_free(s);
+	presence_free(s);
 	sodium_memzero(s->cb_exporter, sizeof(s->cb_exporter));
 	sodium_memzero(s->cb_unique, sizeof(s->cb_unique));
 	free(s->bare);

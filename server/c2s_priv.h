@@ -125,6 +125,7 @@ struct c2s {
 	struct c2s_parked *parked, **parked_tail;
 	unsigned nparked;
 	struct sbuf held;             /* with C2S_F_HOLD: input not parsed yet */
+	struct c2s_im *im;            /* presence.c: roster interest, last and directed presence */
 };
 
 /* The worker's store handle: every store operation of a stream goes

@@ -7,7 +7,10 @@
 #include "tether/deliver.h"
 #include "tether/im.h"
 #include "tether/metrics.h"
+#include "tether/offline.h"
+#include "tether/presence.h"
 #include "tether/router.h"
+#include "tether/sm.h"
 #include "tether/store.h"
 #include "tether/xstream.h"
 
@@ -89,13 +92,22 @@ static void route_message_bare(struct c2s *s, struct xnode *el, const char *bare
 	if (c2s_remote_deliver(s, bare, "", m))
 		return;
 	int congested = 0;
-	size_t got = deliver_message_bare(s->w, bare, m, &congested);
+	size_t got = deliver_message_bare(s->w, bare, rmsg_ref(m), &congested);
 	if (congested)
 		s->flags |= C2S_F_BACKOFF;
-	if (got)
+	if (got) {
+		rmsg_unref(m);
 		return;
+	}
+	if (m && offline_wanted(type) && c2s_store(s)) {
+		/* RFC 6121 §8.5.2.2, XEP-0160 (offline.c) */
+		offline_store(s->w, s->srv->cfg.domain, bare, m, sm_wall_ms(),
+			      STE_SERVICE_UNAVAILABLE);
+		return;
+	}
+	rmsg_unref(m);
 	if (!type || strcmp(type, "headline"))
-		bounce(s, el, to, STE_SERVICE_UNAVAILABLE); /* no offline storage yet */
+		bounce(s, el, to, STE_SERVICE_UNAVAILABLE);
 }
 
 /* Presence without 'to': goes to all of the user's own resources. */
@@ -105,6 +117,7 @@ static void broadcast_presence(struct c2s *s, struct xnode *el)
 	if (type && strcmp(type, "unavailable"))
 		return; /* subscription management comes with the roster */
 	int avail = !type;
+	int initial = avail && !(s->flags & C2S_F_AVAILABLE);
 	if (avail) {
 		struct xnode *p = xnode_child(el, XMLNS_CLIENT, "priority");
 		const char *pt = p ? xnode_text(p) : NULL;
@@ -120,6 +133,8 @@ static void broadcast_presence(struct c2s *s, struct xnode *el)
 	c2s_sm_presence_changed(s);
 	struct rmsg *m = make_rmsg(s, el, NULL);
 	int congested = 0;
+	if (m)
+		presence_broadcast(s, rmsg_ref(m), initial); /* contacts (presence.c) */
 	if (m)
 		deliver_presence(s->w, s->bare, m, 0, &congested);
 	if (congested)
@@ -140,6 +155,8 @@ static void route_to_server(struct c2s *s, struct xnode *el)
  * such as aioxmpp drop a reply from anywhere else as spoofed. */
 static void answer_for_account(struct c2s *s, struct xnode *el)
 {
+	if (presence_own_iq(s, el))
+		return; /* roster, carbons (presence.c) */
 	sbuf_reset(&s->out);
 	im_account_iq(el, s->bare, s->full, 1, &s->out);
 	c2s_emit_reply(s, RMSG_IQ, s->bare, "result");
@@ -181,6 +198,8 @@ static void route_to_account(struct c2s *s, struct xnode *el, const char *bare, 
 	if (!exists || (kind_of(el) == RMSG_IQ && strcmp(bare, s->bare))) {
 		bounce(s, el, to, STE_SERVICE_UNAVAILABLE);
 	} else if (kind_of(el) == RMSG_IQ) {
+		if (!strcmp(bare, s->bare) && presence_own_iq(s, el))
+			return;
 		sbuf_reset(&s->out);
 		im_account_iq(el, bare, s->full, !strcmp(bare, s->bare), &s->out);
 		c2s_emit_reply(s, RMSG_IQ, bare, "result");
@@ -303,6 +322,8 @@ static void route(struct c2s *s, struct xnode *el)
 		c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
 		return;
 	}
+	if (presence_outbound(s, el, to))
+		return; /* blocking, carbons, subscriptions, probes (presence.c) */
 	if (!to) {
 		if (kind == RMSG_PRESENCE)
 			broadcast_presence(s, el);

@@ -19,6 +19,7 @@
 #include "tether/ht.h"
 #include "tether/log.h"
 #include "tether/metrics.h"
+#include "tether/presence.h"
 #include "tether/ratelimit.h"
 #include "tether/router.h"
 #include "tether/sm.h"
@@ -41,6 +42,8 @@ struct sasl2_req {
 	int isr;                     /* <inst-resume/> */
 	int isr_with_token;          /* ...with-isr-token (default true) */
 	int has_bind;                /* Bind2 <bind/> */
+	int bind_carbons;            /* ...with XEP-0280 <enable/> inline */
+	int bind_inactive;           /* ...with XEP-0352 <inactive/> inline */
 	char tag[TAG_MAX + 1];
 	struct xarena *arena;        /* holds <enable/> copied out of <bind/> */
 	struct xnode *enable;
@@ -86,7 +89,8 @@ void c2s_sasl2_features(struct c2s *s, struct sbuf *o)
 	sbuf_puts(o, "<authentication xmlns='" XMLNS_SASL2 "'>");
 	c2s_mech_list(s, o);
 	sbuf_puts(o, "<inline><sm xmlns='" XMLNS_SM "'/><bind xmlns='" XMLNS_BIND2 "'><inline>"
-		  "<feature var='" XMLNS_SM "'/></inline></bind><fast xmlns='" XMLNS_FAST "'>");
+		  "<feature var='" XMLNS_SM "'/><feature var='urn:xmpp:carbons:2'/>"
+		  "<feature var='" XMLNS_CSI "'/></inline></bind><fast xmlns='" XMLNS_FAST "'>");
 	ht_list(s, o);
 	sbuf_puts(o, "</fast></inline></authentication>");
 	c2s_isr_feature(s, o);
@@ -185,6 +189,8 @@ static enum sasl_cond parse_authenticate(struct c2s *s, struct xnode *el, struct
 			struct xnode *en = xnode_child(c, XMLNS_SM, "enable");
 			if (en)
 				copy_enable(r, en);
+			r->bind_carbons = !!xnode_child(c, "urn:xmpp:carbons:2", "enable");
+			r->bind_inactive = !!xnode_child(c, XMLNS_CSI, "inactive");
 		} else if (c2s_is(c, XMLNS_SM, "resume")) {
 			if (parse_resume(r, c))
 				return SASL_C_MALFORMED_REQUEST;
@@ -410,6 +416,7 @@ static int finish_now(struct c2s *s, const char *user, const uint8_t *extra, siz
 			c2s_set_state(s, C2S_ACTIVE);
 			if (r->enable)
 				c2s_sm_enable(s, r->enable, &res);
+			presence_bind2(s, r->bind_carbons, r->bind_inactive); /* presence.c */
 			sbuf_puts(&res, "</bound>");
 			s->tp->set_timer(s->io, C2S_TIMER_MAIN, s->srv->cfg.idle_timeout * 1000u);
 			log_info("session bound jid=%s worker=%u peer=%s", s->full, s->w->idx,

@@ -79,6 +79,8 @@ static const struct key_def keys[] = {
 	UINT("limits", "auth_fail_rate_per_ip", auth_fail_rate_per_ip, 1, 1000000),
 	UINT("limits", "auth_fail_burst_per_account", auth_fail_burst_per_account, 1, 1000000),
 	UINT("limits", "auth_fail_rate_per_account", auth_fail_rate_per_account, 1, 1000000),
+	UINT("im", "max_roster_items", im_max_roster_items, 1, 100000),
+	UINT("im", "max_offline", im_max_offline, 0, 100000),
 };
 
 void config_defaults(struct config *cfg)
@@ -114,6 +116,8 @@ void config_defaults(struct config *cfg)
 	cfg->auth_fail_rate_per_ip = 5;
 	cfg->auth_fail_burst_per_account = 50;
 	cfg->auth_fail_rate_per_account = 2;
+	cfg->im_max_roster_items = 1000;
+	cfg->im_max_offline = 500;
 }
 
 static int parse_number(const char *v, enum key_type t, uint64_t *out)

@@ -9,6 +9,7 @@
 #include "tether/im.h"
 #include "tether/jid.h"
 #include "tether/log.h"
+#include "tether/offline.h"
 #include "tether/rmsg.h"
 #include "tether/router.h"
 #include "tether/sbuf.h"
@@ -157,9 +158,12 @@ void deliver_orphan(struct worker *w, const char *domain, struct rmsg *m, uint64
 			rmsg_ref(d); /* one more for the other nodes */
 		if (!d || !deliver_message_bare(w, bare, d, NULL)) {
 			if (!d || !remote(w, bare, "", d, on_orphan_sent)) {
-				log_debug("deliver: orphaned message from %s to %s bounced", m->from,
+				/* No available resource: stored offline again
+				 * (offline.c), bounced only if that cannot be done. */
+				log_debug("deliver: orphaned message from %s to %s stored", m->from,
 					  m->to);
-				deliver_bounce(w, domain, m, STE_RECIPIENT_UNAVAILABLE);
+				offline_store(w, domain, bare, rmsg_ref(m), stamp_ms,
+					      STE_RECIPIENT_UNAVAILABLE);
 			}
 		}
 		if (d)
@@ -186,9 +190,14 @@ void deliver_stale(struct worker *w, const char *domain, const struct bus_addr *
 	    !bus_addr_eq(&t.addr, stale)) {
 		bus_deliver(w, &t.addr, m); /* the session moved (resumed elsewhere) */
 	} else if (m->kind == RMSG_MESSAGE && !j->resource[0]) {
-		if (!deliver_message_bare(w, bare, rmsg_ref(m), NULL))
+		if (deliver_message_bare(w, bare, rmsg_ref(m), NULL))
+			rmsg_unref(m);
+		else if (offline_wanted(m->type))
+			offline_store(w, domain, bare, m, sm_wall_ms(), STE_RECIPIENT_UNAVAILABLE);
+		else {
 			deliver_bounce(w, domain, m, STE_RECIPIENT_UNAVAILABLE);
-		rmsg_unref(m);
+			rmsg_unref(m);
+		}
 	} else {
 		deliver_orphan(w, domain, m, sm_wall_ms());
 	}

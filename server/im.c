@@ -15,6 +15,9 @@ static const char *const server_features[] = {
 	XMLNS_PING,
 	XMLNS_VERSION,
 	"urn:xmpp:sm:3",  /* XEP-0198: enable, acks, resume (c2s_sm.c) */
+	"msgoffline",     /* XEP-0160: offline messages (offline.c) */
+	"urn:xmpp:carbons:2", /* XEP-0280: message carbons (presence.c, carbons.c) */
+	"urn:xmpp:blocking",  /* XEP-0191: blocking command (presence.c) */
 };
 
 /* <iq type='result' id=.. from=.. to=..> without the closing tag. */
@@ -186,9 +189,9 @@ int im_account_iq(struct xnode *iq, const char *bare, const char *from, int own,
 	if (own && !get && !strcmp(q->ns, XMLNS_SESSION) && !strcmp(q->name, "session"))
 		return empty_result(iq, bare, from, out);
 	if (own && get && !strcmp(q->ns, XMLNS_ROSTER) && !strcmp(q->name, "query")) {
-		/* No roster is stored yet (README): an empty one lets clients
-		 * that wait for it (Gajim) go online. No 'ver': versioning is
-		 * not offered. Roster sets still get service-unavailable. */
+		/* Only without a store handle (unit tests): with one,
+		 * presence.c answers rosters. An empty one lets clients that
+		 * wait for it go online. */
 		int rc = open_reply(iq, bare, from, out);
 		rc |= sbuf_puts(out, "><query xmlns='" XMLNS_ROSTER "'/></iq>");
 		return rc ? -ENOMEM : 0;

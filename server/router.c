@@ -21,6 +21,7 @@ struct res_entry {
 	int priority;
 	int available;
 	int congested;
+	int carbons;
 	char *resource;
 };
 
@@ -116,9 +117,10 @@ static struct res_entry *find_res(struct account *a, const char *resource)
 static void copy_out(const struct res_entry *e, struct route_target *t)
 {
 	t->addr = e->addr;
-	t->priority = (int16_t)e->priority;
+	t->priority = (int8_t)e->priority;
 	t->available = (uint8_t)e->available;
 	t->congested = (uint8_t)e->congested;
+	t->carbons = (uint8_t)e->carbons;
 }
 
 int router_bind(struct router *r, const char *bare, const char *resource,
@@ -162,6 +164,7 @@ int router_bind(struct router *r, const char *bare, const char *resource,
 	e->priority = 0;
 	e->available = 0;
 	e->congested = 0;
+	e->carbons = 0;
 out:
 	if (a && !a->nres)
 		remove_account(s, a);
@@ -205,6 +208,17 @@ void router_set_congested(struct router *r, const char *bare, const char *resour
 	struct res_entry *e = find_res(a, resource);
 	if (e && bus_addr_eq(&e->addr, at))
 		e->congested = on;
+	shtab_unlock(s);
+}
+
+void router_set_carbons(struct router *r, const char *bare, const char *resource,
+			const struct bus_addr *at, int on)
+{
+	struct account *a;
+	struct shtab_stripe *s = lock_account(r, bare, SHTAB_WRITE, NULL, &a);
+	struct res_entry *e = find_res(a, resource);
+	if (e && bus_addr_eq(&e->addr, at))
+		e->carbons = on;
 	shtab_unlock(s);
 }
 

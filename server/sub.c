@@ -107,6 +107,11 @@ bool sub_has_from(enum sub_state s)
 	return bits_of[s] & F_FROM;
 }
 
+bool sub_pending_in(enum sub_state s)
+{
+	return bits_of[s] & F_PI;
+}
+
 int sub_type_parse(const char *type)
 {
 	static const char *const names[SUB_TYPE_COUNT] = {

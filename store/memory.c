@@ -2,6 +2,7 @@
  * to <path>/users.db, shared with tetherctl through atomic renames and flock. */
 #include "tether/store.h"
 
+#include "memory_im.h"
 #include "memory_sm.h"
 
 #include <errno.h>
@@ -70,6 +71,7 @@ struct mem {
 	char dir[PATH_MAX];
 	struct sm_table *sm;      /* XEP-0198 sessions (memory_sm.c) */
 	struct fast_table *fast;  /* XEP-0484 tokens (memory_fast.c) */
+	struct im_table *im;      /* rosters, offline messages (memory_im.c) */
 };
 
 /* ---- hash map -------------------------------------------------------- */
@@ -701,6 +703,7 @@ static void mem_close(struct store *s)
 	pthread_rwlock_destroy(&st->lock);
 	sm_table_free(st->sm);
 	fast_table_free(st->fast);
+	im_table_free(st->im);
 	free(st);
 }
 
@@ -761,6 +764,63 @@ static int mem_fast_cas(struct store *s, const char *bare, const char *ua_id,
 	return fast_table_cas(((struct mem *)s)->fast, bare, ua_id, in);
 }
 
+/* ---- IM data: memory_im.c, persisted under <path>/im ---------------------- */
+
+static int mem_im_read(struct store *s, const char *bare, uint64_t *ver, store_im_item_fn *fn,
+		       void *ud)
+{
+	return im_table_read(((struct mem *)s)->im, bare, ver, fn, ud);
+}
+
+static int mem_im_set(struct store *s, const char *bare, const struct im_item *it,
+		      unsigned max_items, struct im_change *out)
+{
+	return im_table_set(((struct mem *)s)->im, bare, it, max_items, out);
+}
+
+static int mem_im_remove(struct store *s, const char *bare, const char *jid,
+			 struct im_change *out, struct im_change *contact_out)
+{
+	return im_table_remove(((struct mem *)s)->im, bare, jid, out, contact_out);
+}
+
+static int mem_im_sub(struct store *s, const char *user, const char *contact, enum sub_type type,
+		      const char *stanza, unsigned max_items, struct im_sub_result *out)
+{
+	struct user_creds c;
+	int exists = mem_user_get(s, contact, &c) == 0;
+	scram_creds_wipe(&c);
+	return im_table_sub(((struct mem *)s)->im, user, contact, exists, type, stanza, max_items,
+			    out);
+}
+
+static int mem_im_offline_add(struct store *s, const char *bare, const char *data, size_t len,
+			      unsigned max)
+{
+	struct user_creds c;
+	int rc = mem_user_get(s, bare, &c); /* nothing is kept for nobody */
+	scram_creds_wipe(&c);
+	if (rc)
+		return rc;
+	return im_table_offline_add(((struct mem *)s)->im, bare, data, len, max);
+}
+
+static int mem_im_offline_take(struct store *s, const char *bare, store_im_msg_fn *fn, void *ud)
+{
+	return im_table_offline_take(((struct mem *)s)->im, bare, fn, ud);
+}
+
+static int mem_im_blocks(struct store *s, const char *bare, store_im_jid_fn *fn, void *ud)
+{
+	return im_table_blocks(((struct mem *)s)->im, bare, fn, ud);
+}
+
+static int mem_im_block(struct store *s, const char *bare, enum im_block_op op,
+			char *const *jids, size_t n)
+{
+	return im_table_block(((struct mem *)s)->im, bare, op, jids, n);
+}
+
 struct sm_table *store_memory_sm_table(struct store *s)
 {
 	return ((struct mem *)s)->sm;
@@ -782,6 +842,14 @@ static const struct store_ops mem_ops = {
 	.fast_get = mem_fast_get,
 	.fast_cas = mem_fast_cas,
 	.user_put_many = mem_user_put_many,
+	.im_read = mem_im_read,
+	.im_set = mem_im_set,
+	.im_remove = mem_im_remove,
+	.im_sub = mem_im_sub,
+	.im_offline_add = mem_im_offline_add,
+	.im_offline_take = mem_im_offline_take,
+	.im_blocks = mem_im_blocks,
+	.im_block = mem_im_block,
 };
 
 /* mkdir -p with mode 0700 for what we create; an existing directory is
@@ -851,6 +919,10 @@ struct store *store_memory_open(const char *path, char *err, size_t errlen)
 	st->fast = fast_table_new();
 	if (!st->sm || !st->fast) {
 		snprintf(err, errlen, "store: out of memory");
+		mem_close(&st->base);
+		return NULL;
+	}
+	if (!(st->im = im_table_open(path, err, errlen))) {
 		mem_close(&st->base);
 		return NULL;
 	}

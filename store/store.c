@@ -111,6 +111,11 @@ static void op_queue(struct store_handle *h, struct store_op *op, int *err)
 	}
 }
 
+void store_op_enqueue(struct store_handle *h, struct store_op *op, int *err)
+{
+	op_queue(h, op, err);
+}
+
 static int op_due(const struct store_handle *h, const struct store_op *op, uint64_t turn)
 {
 	return h->st->ops->submit ? op->ready : op->due <= turn;

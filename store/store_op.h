@@ -23,6 +23,15 @@ enum store_op_kind {
 	STORE_OP_NODE_NOTICE,
 	STORE_OP_BARRIER,
 	STORE_OP_DELIVER,
+	STORE_OP_IM_ROSTER,          /* store_im.h: the whole roster */
+	STORE_OP_IM_CONTACTS,        /* contacts by subscription, pending requests */
+	STORE_OP_IM_SET,
+	STORE_OP_IM_REMOVE,
+	STORE_OP_IM_SUB,
+	STORE_OP_IM_OFFLINE_ADD,
+	STORE_OP_IM_OFFLINE_TAKE,
+	STORE_OP_IM_BLOCKS,          /* XEP-0191: read the blocklist */
+	STORE_OP_IM_BLOCK,           /* ...change it */
 };
 
 /* One operation issued on a handle. It waits in the handle's FIFO and
@@ -151,6 +160,50 @@ struct store_barrier_op {
 	struct store_op op;     /* first */
 	void (*fn)(void *ud);
 	int err;
+};
+
+/* Queues <op> (filled by its issuer) behind what <h> issued before: the
+ * memory backend completes it at a later store_poll() turn, a submitting
+ * backend gets it now (*<err> set if that fails). For store_*.c. */
+void store_op_enqueue(struct store_handle *h, struct store_op *op, int *err);
+
+/* The IM operations (store_im.h), one layout for all their kinds. */
+struct store_im_op {
+	struct store_op op;     /* first */
+	union {
+		store_im_roster_fn *roster;
+		store_im_contacts_fn *contacts;
+		store_im_change_fn *change;
+		store_im_sub_fn *sub;
+		store_im_done_fn *done;
+		store_im_msgs_fn *msgs;
+		store_im_blocks_fn *blocks;
+	} fn;
+	/* arguments */
+	char *bare;             /* the account (sub: the user) */
+	char *jid;              /* remove: the item; sub: the contact */
+	struct im_item item;    /* set */
+	unsigned max;           /* set, sub: max_roster_items; offline add: max_offline */
+	unsigned want;          /* contacts: IM_WANT_* */
+	enum sub_type type;     /* sub */
+	char *data;             /* sub: the stanza; offline add: the message */
+	size_t len;
+	/* results */
+	int err;
+	uint64_t ver;
+	struct im_item *items;  /* roster: the visible items */
+	char **strs;            /* contacts: JIDs; offline take: messages */
+	size_t *lens;           /* offline take: their lengths */
+	uint8_t *states;        /* contacts: their states */
+	size_t n, cap;
+	char **pending;         /* contacts: stored requests */
+	size_t np, capp;
+	struct im_change change, contact;
+	struct im_sub_result sub;
+	enum im_block_op bop;   /* block */
+	char **in;              /* block: the JIDs */
+	size_t nin;
+	void (*ud_free)(void *ud); /* store_im_own_ud: frees op.ud unless the callback ran */
 };
 
 #endif /* TETHER_STORE_OP_H */

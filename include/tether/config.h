@@ -67,6 +67,9 @@ struct config {
 	unsigned auth_fail_rate_per_ip;     /* auth_fail_rate_per_ip = 5 attempts a second after that */
 	unsigned auth_fail_burst_per_account; /* auth_fail_burst_per_account = 50 */
 	unsigned auth_fail_rate_per_account;  /* auth_fail_rate_per_account = 2 a second */
+	/* [im] RFC 6121, XEP-0160 */
+	unsigned im_max_roster_items;       /* max_roster_items = 1000 items per roster */
+	unsigned im_max_offline;            /* max_offline = 500 messages stored per account */
 };
 
 /* Fills <cfg> with the defaults. */

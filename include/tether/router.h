@@ -14,9 +14,10 @@
  * the stack. */
 struct route_target {
 	struct bus_addr addr;
-	int16_t priority;   /* from the last available presence; 0 before */
+	int8_t priority;    /* from the last available presence (-128..127); 0 before */
 	uint8_t available;  /* sent available presence and not unavailable since */
 	uint8_t congested;  /* its SM queue is near its bound: senders back off */
+	uint8_t carbons;    /* XEP-0280 enabled: gets copies of the account's messages */
 };
 
 struct router;
@@ -44,6 +45,11 @@ void router_set_presence(struct router *r, const char *bare, const char *resourc
  * not: senders that reach it pause their reading briefly. */
 void router_set_congested(struct router *r, const char *bare, const char *resource,
 			  const struct bus_addr *at, int on);
+
+/* Marks the binding (if it still belongs to session <at>) as wanting
+ * XEP-0280 carbons or not. */
+void router_set_carbons(struct router *r, const char *bare, const char *resource,
+			const struct bus_addr *at, int on);
 
 /* Copies the target of a full JID into <out>. Returns 0 or -ENOENT. */
 int router_get_full(struct router *r, const char *bare, const char *resource,

@@ -6,6 +6,7 @@
 #include <stddef.h>
 
 #include "tether/scram.h"
+#include "tether/store_im.h"
 #include "tether/store_sm.h"
 
 struct store;
@@ -120,6 +121,24 @@ struct store_ops {
 	/* store_attach() made handle <h> (h->link set): a backend prepares
 	 * the link (redis: what every new connection sends first). Optional. */
 	void (*attach)(struct store_handle *h);
+
+	/* IM data: rosters, subscription states, offline messages (the calls
+	 * of store_im.h, same arguments and results). Optional: NULL gives
+	 * -ENOTSUP (the redis backend, for now). */
+	int (*im_read)(struct store *st, const char *bare, uint64_t *ver, store_im_item_fn *fn,
+		       void *ud);
+	int (*im_set)(struct store *st, const char *bare, const struct im_item *it,
+		      unsigned max_items, struct im_change *out);
+	int (*im_remove)(struct store *st, const char *bare, const char *jid,
+			 struct im_change *out, struct im_change *contact_out);
+	int (*im_sub)(struct store *st, const char *user, const char *contact, enum sub_type type,
+		      const char *stanza, unsigned max_items, struct im_sub_result *out);
+	int (*im_offline_add)(struct store *st, const char *bare, const char *data, size_t len,
+			      unsigned max);
+	int (*im_offline_take)(struct store *st, const char *bare, store_im_msg_fn *fn, void *ud);
+	int (*im_blocks)(struct store *st, const char *bare, store_im_jid_fn *fn, void *ud);
+	int (*im_block)(struct store *st, const char *bare, enum im_block_op op,
+			char *const *jids, size_t n);
 };
 
 struct store {

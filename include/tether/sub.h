@@ -57,5 +57,7 @@ int sub_type_parse(const char *type);
  * whether the contact receives the user's (From or Both). */
 bool sub_has_to(enum sub_state s);
 bool sub_has_from(enum sub_state s);
+/* Whether the contact's request waits for the user's answer (Pending In). */
+bool sub_pending_in(enum sub_state s);
 
 #endif /* TETHER_SUB_H */

@@ -40,6 +40,7 @@
 #include <sodium.h>
 
 #include "../../server/bus.c"
+#include "../../server/carbons.c"
 #include "../../server/c2s.c"
 #include "../../server/c2s_limits.c"
 #include "../../server/c2s_remote.c"
@@ -59,8 +60,11 @@
 #include "../../server/log.c"
 #include "../../server/metrics.c"
 #include "../../server/netaddr.c"
+#include "../../server/offline.c"
+#include "../../server/presence.c"
 #include "../../server/proxyproto.c"
 #include "../../server/ratelimit.c"
+#include "../../server/roster.c"
 #include "../../server/rmsg.c"
 #include "../../server/router.c"
 #include "../../server/sasl.c"
@@ -68,6 +72,7 @@
 #include "../../server/scram.c"
 #include "../../server/shtab.c"
 #include "../../server/sm.c"
+#include "../../server/sub.c"
 #include "../../server/timer.c"
 #include "../../server/tls.c"
 #include "../../server/tls_tickets.c"
@@ -77,8 +82,10 @@
 #include "../../server/xstream.c"
 #include "../../store/memory.c"
 #include "../../store/memory_fast.c"
+#include "../../store/memory_im.c"
 #include "../../store/memory_sm.c"
 #include "../../store/store.c"
+#include "../../store/store_im.c"
 
 /* The fuzzer runs the memory backend: the Redis pieces that worker.c and
  * store.c reach for [store] backend = redis are stubbed, not linked. */

@@ -3,6 +3,7 @@
 <success/>, the roster request (Gajim) and bounces that keep the body."""
 
 import asyncio
+import os
 
 import pytest
 
@@ -12,6 +13,9 @@ from xmpp_raw import NS_CLIENT, NS_SASL, NS_STREAM, q
 NS_ROSTER = 'jabber:iq:roster'
 NS_VCARD = 'vcard-temp'
 NS_BIND = 'urn:ietf:params:xml:ns:xmpp-bind'
+# The redis backend keeps no rosters yet (store_im.h): a roster set is
+# refused there and the roster is always empty.
+IM_STORE = os.environ.get('TETHER_STORE') != 'redis'
 
 
 def _plain_success(conn, user, password, trailer=''):
@@ -99,7 +103,8 @@ def test_iq_without_to_answered_from_bare_jid(server, users, conns):
         ('get', "<query xmlns='%s'/>" % NS_ROSTER, 'result'),
         ('get', "<vCard xmlns='%s'/>" % NS_VCARD, 'error'),
         ('get', "<ping xmlns='urn:xmpp:ping'/>", 'result'),
-        ('set', "<query xmlns='%s'><item jid='bob@localhost'/></query>" % NS_ROSTER, 'error'),
+        ('set', "<query xmlns='%s'><item jid='bob@localhost'/></query>" % NS_ROSTER,
+         'result' if IM_STORE else 'error'),
         ('get', "<query xmlns='jabber:iq:version'/>", 'error'),
     ]
     for type_, payload, want in cases:
@@ -111,7 +116,7 @@ def test_iq_without_to_answered_from_bare_jid(server, users, conns):
             assert xr.stanza_error(r)[1] == 'service-unavailable', xr.tostr(r)
     roster = _no_to_iq(a, 'get', "<query xmlns='%s'/>" % NS_ROSTER)
     query = roster.find(q(NS_ROSTER, 'query'))
-    assert query is not None and len(query) == 0 and query.get('ver') is None
+    assert query is not None and len(query) == (1 if IM_STORE else 0), xr.tostr(roster)
     # an iq with a bad type and no 'to' also answers from the account
     a.send("<iq type='bogus' id='bt1'><ping xmlns='urn:xmpp:ping'/></iq>")
     r = a.wait_for(lambda e: e.get('id') == 'bt1')
@@ -163,8 +168,9 @@ def test_aioxmpp_roster_and_own_vcard(server, users):
 def test_bounce_carries_the_original_body(server, users, conns):
     a = xr.login(server, 'alice', users['alice'], 'desk')
     conns.append(a)
-    for to in ('nobody@%s' % server.domain, 'bob@%s' % server.domain,
-               'bob@%s/gone' % server.domain):
+    # (bob exists: to him, or to a resource of his that is gone, a message
+    # is stored offline, test_im.py)
+    for to in ('nobody@%s' % server.domain, 'nobody@%s/gone' % server.domain):
         a.message(to, 'which one failed?', id_='b-' + to)
         err = a.wait_for(lambda e: e.tag == q(NS_CLIENT, 'message') and e.get('type') == 'error'
                          and e.get('id') == 'b-' + to)

@@ -49,7 +49,7 @@ def test_features_pre_auth(srv):
         inline = auth.find(q(NS_SASL2, 'inline'))
         assert inline.find(q(NS_SM, 'sm')) is not None
         feat = inline.findall('%s/%s/%s' % (q(NS_BIND2, 'bind'), q(NS_BIND2, 'inline'), q(NS_BIND2, 'feature')))
-        assert [x.get('var') for x in feat] == [NS_SM]
+        assert [x.get('var') for x in feat] == [NS_SM, 'urn:xmpp:carbons:2', 'urn:xmpp:csi:0']
         fast = c.fast_mechanisms()
         assert 'HT-SHA-256-NONE' in fast and 'HT-SHA-256-ENDP' in fast, fast
         if c.sock.version() == 'TLSv1.3':
@@ -360,7 +360,8 @@ def test_disco_info_advertises_exactly_what_works(srv):
         assert reply.get('type') == 'result', tostr(reply)
         feats = {f.get('var') for f in reply.iter(q(xr.NS_DISCO_INFO, 'feature'))}
         expected = {xr.NS_DISCO_INFO, 'http://jabber.org/protocol/disco#items', xr.NS_PING,
-                    xr.NS_VERSION, NS_SM}
+                    xr.NS_VERSION, NS_SM, 'msgoffline', 'urn:xmpp:carbons:2',
+                    'urn:xmpp:blocking'}
         assert feats == expected, feats
         # each one answers
         for payload in ("<query xmlns='http://jabber.org/protocol/disco#items'/>",

@@ -138,6 +138,7 @@ static void test_attributes(void **state)
 	for (unsigned s = 0; s < SUB_STATE_COUNT; s++) {
 		assert_string_equal(sub_attr(s), attr[s]);
 		assert_int_equal(sub_asks(s), s == NO || s == NB || s == FO);
+		assert_int_equal(sub_pending_in(s), s == NI || s == NB || s == TI);
 	}
 	assert_int_equal(sub_type_parse("subscribe"), SUB_SUBSCRIBE);
 	assert_int_equal(sub_type_parse("unsubscribed"), SUB_UNSUBSCRIBED);

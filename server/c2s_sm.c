@@ -249,16 +249,26 @@ static void qlen_reset(struct c2s *s)
 	s->qbytes = 0;
 }
 
+/* Takes the first held entry off the list (the caller frees it). */
+static struct c2s_held_entry *held_pop(struct c2s *s)
+{
+	struct c2s_held_entry *h = s->held_q;
+	s->held_q = h->next;
+	s->nheld--;
+	return h;
+}
+
+static void held_free(struct c2s_held_entry *h)
+{
+	rmsg_unref(h->msg);
+	free(h);
+}
+
 void c2s_sm_free(struct c2s *s)
 {
 	qlen_reset(s);
-	while (s->held_q) {
-		struct c2s_held_entry *h = s->held_q;
-		s->held_q = h->next;
-		rmsg_unref(h->msg);
-		free(h);
-	}
-	s->nheld = 0;
+	while (s->held_q)
+		held_free(held_pop(s));
 }
 
 /* 1 if one more stanza of <len> bytes would pass a bound of the queue. */
@@ -446,6 +456,18 @@ static void advance(struct c2s *s, const struct rmsg *m)
 	after_count_change(s, 1);
 }
 
+/* The held entries that come next now, in order. */
+static void flush_held(struct c2s *s)
+{
+	while (s->held_q && s->held_q->seq == s->sm.c.out + 1) {
+		struct c2s_held_entry *h = held_pop(s);
+		advance(s, h->msg);
+		held_free(h);
+	}
+	if (!s->held_q)
+		s->held_ticks = 0;
+}
+
 /* An entry beyond the next: it waits, in seq order, for the gap to close. */
 static void hold(struct c2s *s, uint32_t seq, struct rmsg *m)
 {
@@ -489,16 +511,7 @@ int c2s_sm_known(struct c2s *s, uint32_t seq, struct rmsg *m)
 		return 1;
 	}
 	advance(s, m);
-	while (s->held_q && s->held_q->seq == s->sm.c.out + 1) {
-		struct c2s_held_entry *h = s->held_q;
-		s->held_q = h->next;
-		s->nheld--;
-		advance(s, h->msg);
-		rmsg_unref(h->msg);
-		free(h);
-	}
-	if (!s->held_q)
-		s->held_ticks = 0;
+	flush_held(s);
 	return 1;
 }
 
@@ -626,9 +639,7 @@ void c2s_sm_expired(struct c2s *s)
 	s->flags &= ~C2S_F_DETACHED;
 	c2s_sm_end(s);
 	c2s_end_presence(s);
-	s->flags |= C2S_F_GONE;
-	s->tp->set_timer(s->io, C2S_TIMER_MAIN, 0);
-	s->tp->release(s->io);
+	c2s_sm_leave(s);
 }
 
 void c2s_sm_leave(struct c2s *s)
@@ -646,10 +657,7 @@ void c2s_sm_moved(struct c2s *s)
 	if (s->flags & C2S_F_GONE)
 		return;
 	if (s->flags & C2S_F_DETACHED) {
-		s->flags &= ~C2S_F_DETACHED;
-		s->flags |= C2S_F_GONE;
-		s->tp->set_timer(s->io, C2S_TIMER_MAIN, 0);
-		s->tp->release(s->io);
+		c2s_sm_leave(s);
 		return;
 	}
 	/* Still open: the usual mobile case. The new stream has the session;
@@ -700,21 +708,9 @@ static void on_taken(void *ud, int err, const struct sm_record *rec, const char 
  * it, in order. */
 static void drain_held(struct c2s *s)
 {
-	while (s->held_q && (uint32_t)(s->held_q->seq - s->sm.c.out) - 1 >= 0x80000000u) {
-		struct c2s_held_entry *h = s->held_q;
-		s->held_q = h->next;
-		s->nheld--;
-		rmsg_unref(h->msg);
-		free(h);
-	}
-	while (s->held_q && s->held_q->seq == s->sm.c.out + 1) {
-		struct c2s_held_entry *h = s->held_q;
-		s->held_q = h->next;
-		s->nheld--;
-		advance(s, h->msg);
-		rmsg_unref(h->msg);
-		free(h);
-	}
+	while (s->held_q && (uint32_t)(s->held_q->seq - s->sm.c.out) - 1 >= 0x80000000u)
+		held_free(held_pop(s));
+	flush_held(s);
 	if (s->held_q && attached(s))
 		s->tp->set_timer(s->io, C2S_TIMER_ACK, s->srv->cfg.sm_ack_after_ms);
 }
@@ -834,22 +830,37 @@ static int isr_result(struct c2s *s, const char *bare, const char *previd, struc
 	return err;
 }
 
+/* A take's result (a store callback's arguments, borrowed) copied for the
+ * stream: a new take_ctx, or NULL when out of memory (*<lost> set if the
+ * take had succeeded: it is dropped, the stream cannot adopt it). */
+static struct take_ctx *take_copy(struct sm_resume *r, int err, const struct sm_record *rec,
+				  const char *resource, const struct sm_entry *q, size_t n,
+				  int *lost)
+{
+	memset(r, 0, sizeof(*r));
+	r->other_node = rec && rec->owner.node != BUS_NODE_SELF;
+	*lost = 0;
+	struct take_ctx *t = calloc(1, sizeof(*t));
+	if (!t)
+		return NULL;
+	on_taken(t, err, rec, resource, q, n);
+	if (t->err == -ENOMEM && !err) {
+		r->t = t;
+		c2s_sm_drop(r);
+		*lost = 1;
+		return NULL;
+	}
+	return t;
+}
+
 int c2s_sm_isr_taken(struct c2s *s, const char *bare, const char *previd, int err, const struct sm_record *rec,
 		     const char *resource, const struct sm_entry *q, size_t n,
 		     struct sm_resume *r, struct sbuf *fail_out)
 {
-	memset(r, 0, sizeof(*r));
-	r->other_node = rec && rec->owner.node != BUS_NODE_SELF;
-	struct take_ctx *t = calloc(1, sizeof(*t));
+	int lost;
+	struct take_ctx *t = take_copy(r, err, rec, resource, q, n, &lost);
 	if (!t)
 		return -ENOMEM;
-	on_taken(t, err, rec, resource, q, n);
-	if (t->err == -ENOMEM && !err) {
-		/* Taken, but the copy failed: the stream cannot adopt it. */
-		r->t = t;
-		c2s_sm_drop(r);
-		return -ENOMEM;
-	}
 	return isr_result(s, bare, previd, t, r, fail_out);
 }
 
@@ -857,15 +868,9 @@ int c2s_sm_taken(struct c2s *s, const char *previd, int err, const struct sm_rec
 		 const char *resource, const struct sm_entry *q, size_t n,
 		 struct sm_resume *r, struct sbuf *fail_out)
 {
-	memset(r, 0, sizeof(*r));
-	r->other_node = rec && rec->owner.node != BUS_NODE_SELF;
-	struct take_ctx *t = calloc(1, sizeof(*t));
-	if (t)
-		on_taken(t, err, rec, resource, q, n);
-	if (t && t->err == -ENOMEM && !err) {
-		/* Taken, but the copy failed: the stream cannot adopt it. */
-		r->t = t;
-		c2s_sm_drop(r);
+	int lost;
+	struct take_ctx *t = take_copy(r, err, rec, resource, q, n, &lost);
+	if (lost) {
 		fail_el(fail_out, STE_INTERNAL_SERVER_ERROR);
 		return -1;
 	}

@@ -382,6 +382,17 @@ int rlink_set_hello(struct rlink *l, int argc, const char **argv, const size_t *
 	return 0;
 }
 
+int rlink_command_strs(struct rlink *l, int argc, const char **argv, rproto_fn *fn, void *ud,
+		       uint64_t timeout_ms)
+{
+	size_t lens[RLINK_STR_ARGS];
+	if (argc > RLINK_STR_ARGS)
+		return -E2BIG;
+	for (int i = 0; i < argc; i++)
+		lens[i] = strlen(argv[i]);
+	return rlink_command(l, argc, argv, lens, fn, ud, timeout_ms, NULL);
+}
+
 int rlink_cancel(struct rlink *l, uint64_t handle)
 {
 	return rproto_cancel(l->rp, handle);

@@ -46,10 +46,7 @@ struct cluster {
 
 static int command(struct cluster *c, int argc, const char **argv, rproto_fn *fn)
 {
-	size_t lens[8];
-	for (int i = 0; i < argc; i++)
-		lens[i] = strlen(argv[i]);
-	return rlink_command(c->link, argc, argv, lens, fn, c, 0, NULL);
+	return rlink_command_strs(c->link, argc, argv, fn, c, 0);
 }
 
 static void on_node_lease(const redisReply *r, const char *err, void *ud)

@@ -81,6 +81,12 @@ int rlink_command(struct rlink *l, int argc, const char **argv, const size_t *ar
 int rlink_set_hello(struct rlink *l, int argc, const char **argv, const size_t *argvlen,
 		    rproto_fn *fn, void *ud);
 
+/* rlink_command for <argc> (at most RLINK_STR_ARGS) NUL-terminated
+ * arguments, and no handle. */
+#define RLINK_STR_ARGS 16
+int rlink_command_strs(struct rlink *l, int argc, const char **argv, rproto_fn *fn, void *ud,
+		       uint64_t timeout_ms);
+
 /* Cancels a command issued on <l> (rproto_cancel). 0 or -ENOENT. */
 int rlink_cancel(struct rlink *l, uint64_t handle);
 

@@ -305,11 +305,10 @@ static int r_sm_list(struct store *st, const char *bare,
 		     void (*fn)(void *ud, const struct store_session_info *i), void *ud)
 {
 	struct redis_store *s = rs_of(st);
-	char dir[KEY_MAX + 16], res[1100], sid[64], owner[256];
+	char dir[RKEY_LEN], res[1100], sid[64], owner[256];
 	int rc;
-	if (strlen(bare) > KEY_MAX - 8)
+	if (rkey(dir, bare, "dir", NULL) < 0)
 		return -EINVAL;
-	snprintf(dir, sizeof(dir), KEY_PREFIX "{%s}:dir", bare);
 	const char *argv[] = { "FCALL_RO", "tether_sessions", "1", dir };
 	size_t lens[] = { 8, 15, 1, strlen(dir) };
 	pthread_mutex_lock(&s->lock);
@@ -342,15 +341,14 @@ static int r_sm_list(struct store *st, const char *bare,
 static int r_notice(struct store *st, const char *node, int kind, int cond, const char *owner)
 {
 	struct redis_store *s = rs_of(st);
-	char key[256], k[16], c[16];
-	size_t n = strcspn(node, "./");
+	char key[RKEY_LEN], k[16], c[16];
 	int rc;
-	if (!n || n > 64)
+	if (rinbox_key(key, node) < 0)
 		return -EINVAL;
-	snprintf(key, sizeof(key), KEY_PREFIX "{node:%.*s}:in", (int)n, node);
 	snprintf(k, sizeof(k), "%d", kind);
 	snprintf(c, sizeof(c), "%d", cond);
-	const char *argv[] = { "XADD", key, "MAXLEN", "~", "10000", "*", "k", k, "c", c, "to", owner };
+	const char *argv[] = { "XADD", key, "MAXLEN", "~", RINBOX_MAXLEN, "*", "k", k, "c", c,
+			       "to", owner };
 	size_t lens[12];
 	int argc = owner ? 12 : 10;
 	for (int i = 0; i < argc; i++)

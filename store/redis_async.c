@@ -730,8 +730,6 @@ static int submit_destroy(struct store_handle *h, struct store_destroy_op *d)
 
 /* ---- notices to another node's inbox (redis_inbox.c) ------------------- */
 
-#define INBOX_MAXLEN "10000"  /* entries a node's inbox keeps (about: MAXLEN ~) */
-
 static void on_noticed(const redisReply *r, const char *err, void *ud)
 {
 	struct store_notice_op *n = ud;
@@ -751,7 +749,7 @@ static int submit_notice(struct store_handle *h, struct store_notice_op *n)
 	arg_s(&c, key);
 	arg_s(&c, "MAXLEN");
 	arg_s(&c, "~");
-	arg_s(&c, INBOX_MAXLEN);
+	arg_s(&c, RINBOX_MAXLEN);
 	arg_s(&c, "*");
 	arg_s(&c, "k");
 	arg_i(&c, 0, n->kind);

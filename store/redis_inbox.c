@@ -31,7 +31,7 @@
 
 int rinbox_key(char out[RKEY_LEN], const char *node)
 {
-	size_t n = strcspn(node, "."); /* the name, without an incarnation */
+	size_t n = strcspn(node, "./"); /* the name, without an incarnation or address */
 	if (!n || n > NODES_NAME_MAX)
 		return -EINVAL;
 	return snprintf(out, RKEY_LEN, RKEY_PREFIX "{node:%.*s}:in", (int)n, node);
@@ -147,10 +147,7 @@ static void read_next(struct inbox *in)
 		return;
 	const char *argv[] = { "XREAD", "COUNT", INBOX_COUNT, "BLOCK", INBOX_BLOCK_MS, "STREAMS",
 			       in->key, in->last };
-	size_t lens[8];
-	for (int i = 0; i < 8; i++)
-		lens[i] = strlen(argv[i]);
-	if (rlink_command(in->link, 8, argv, lens, on_read, in, INBOX_TIMEOUT_MS, NULL) == 0)
+	if (rlink_command_strs(in->link, 8, argv, on_read, in, INBOX_TIMEOUT_MS) == 0)
 		in->reading = 1;
 }
 

@@ -21,10 +21,11 @@
  * is not NULL) into <out> (RKEY_LEN bytes) and returns its length, or
  * -EINVAL for a bare JID longer than RKEY_BARE_MAX. */
 int rkey(char out[RKEY_LEN], const char *bare, const char *what, const char *sid);
-/* Writes the inbox key "t:{node:<name>}:in" of node <node> (a name, or an
- * incarnation "<name>.<boot>": the name part counts) and returns its
- * length, or -EINVAL. */
+/* Writes the inbox key "t:{node:<name>}:in" of node <node> (a name, an
+ * incarnation "<name>.<boot>" or a whole owner address: the name part
+ * counts) and returns its length, or -EINVAL. */
 int rinbox_key(char out[RKEY_LEN], const char *node);
+#define RINBOX_MAXLEN "10000"  /* entries a node's inbox keeps (about: XADD MAXLEN ~) */
 
 /* ---- the backend ------------------------------------------------------- */
 

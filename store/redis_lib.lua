@@ -571,7 +571,7 @@ local function deliver(keys, args)
 			redis.call('RPUSH', qk, entry)
 			redis.call('HSET', rk, 'out', seq)
 			redis.call('HINCRBY', rk, 'qb', #entry)
-			redis.call('XADD', inbox_of(r[2]), 'MAXLEN', '~', 10000, '*',
+			redis.call('XADD', inbox_of(r[2]), 'MAXLEN', '~', 10000, '*', -- RINBOX_MAXLEN
 				'k', 3, 'to', r[2], 'seq', seq, 'e', entry)
 			out[#out + 1] = { t[1], seq, r[2] }
 		end

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "tether/deliver.h"
+#include "tether/im.h"
 #include "tether/jid.h"
 #include "tether/log.h"
 #include "tether/metrics.h"
@@ -24,11 +25,6 @@
 #include "tether/rmsg.h"
 #include "tether/store.h"
 #include "tether/timer.h"
-
-static int chat_or_normal(const struct rmsg *m)
-{
-	return !m->type[0] || !strcmp(m->type, "chat") || !strcmp(m->type, "normal");
-}
 
 /* What finds no session: RFC 6121 §8.5 (no offline storage yet). */
 static void undeliverable(struct c2s *s, int err, struct rmsg *m)
@@ -123,7 +119,7 @@ static void on_delivered_full(void *ud, int err, const struct store_target *t, s
 	}
 	if (deliver_full(s->w, bare, j.resource, rmsg_ref(m)) == 0)
 		return;
-	if (m->kind == RMSG_MESSAGE && chat_or_normal(m))
+	if (m->kind == RMSG_MESSAGE && im_chat_or_normal(m->type))
 		issue(s, bare, "", rmsg_ref(m)); /* bounces it itself if it cannot */
 	else
 		undeliverable(s, 0, m);

@@ -148,7 +148,7 @@ void deliver_orphan(struct worker *w, const char *domain, struct rmsg *m, uint64
 	const char *type = m->type;
 	if (!j || split(m->to, j, bare, sizeof(bare)))
 		goto out;
-	if (m->kind == RMSG_MESSAGE && (!*type || !strcmp(type, "chat") || !strcmp(type, "normal"))) {
+	if (m->kind == RMSG_MESSAGE && im_chat_or_normal(type)) {
 		struct sbuf b = SBUF_INIT;
 		struct rmsg *d = NULL;
 		if (!sm_add_delay(m->data, m->len, domain, stamp_ms, &b))

@@ -198,3 +198,8 @@ int im_account_iq(struct xnode *iq, const char *bare, const char *from, int own,
 	}
 	return im_error_reply(iq, bare, from, STE_SERVICE_UNAVAILABLE, out);
 }
+
+int im_chat_or_normal(const char *type)
+{
+	return !type || !*type || !strcmp(type, "chat") || !strcmp(type, "normal");
+}

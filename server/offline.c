@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "tether/deliver.h"
+#include "tether/im.h"
 #include "tether/log.h"
 #include "tether/rmsg.h"
 #include "tether/sbuf.h"
@@ -25,7 +26,7 @@
 
 int offline_wanted(const char *type)
 {
-	return !type || !*type || !strcmp(type, "normal") || !strcmp(type, "chat");
+	return im_chat_or_normal(type);
 }
 
 int offline_pack(const struct rmsg *m, const char *stanza, size_t len, struct sbuf *out)

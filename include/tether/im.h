@@ -56,4 +56,8 @@ int im_error_reply(const struct xnode *stanza, const char *from, const char *to,
  * *<plen>. Returns 0, or -EINVAL for an empty element. */
 int im_stanza_payload(const char *xml, size_t len, size_t *off, size_t *plen);
 
+/* 1 for a message <type> (NULL or "" = normal) that RFC 6121 §8.5 sends
+ * on to an account's other resources or offline storage: chat or normal. */
+int im_chat_or_normal(const char *type);
+
 #endif /* TETHER_IM_H */

@@ -364,7 +364,9 @@ def test_resume_while_old_connection_open(sm_server, opened):
 def test_resume_twice_same_id(sm_server, opened):
     """Second <resume/> with the same id while the first resumed stream is open:
     the first gets <conflict/>, the second resumes (the id is kept)."""
-    srv = sm_server(ack_after_ms=600000)
+    # no <r/> from the server: b1 answering one (auto_ack) after the e's
+    # arrived would ack them, and the later resume with b1.h - 2 would be stale
+    srv = sm_server(ack_after_ms=600000, ack_every=1000)
     a = login(srv, opened, 'alice', 'r')
     previd = a.sm_id
     bob = plain_login(srv, opened, 'bob', 'b')

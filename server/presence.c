@@ -1005,18 +1005,25 @@ void presence_broadcast(struct c2s *s, struct rmsg *m, int initial)
 					on_initial, x), x);
 }
 
-/* A copy of <data> (type <type>) to the account's other resources that
- * enabled carbons; nothing is built when there is none. */
-static void carbon(struct c2s *s, int sent, const char *type, const char *data, size_t len)
+/* The account's other resources that enabled carbons, into <t>: how many.
+ * Looked up before anything is serialized or scanned, so a stanza of an
+ * account without such a resource (the common case) costs no more. */
+static size_t carbon_targets(struct c2s *s, struct route_target t[ROUTER_MAX_RESOURCES])
 {
-	struct route_target t[ROUTER_MAX_RESOURCES];
 	size_t n = router_get_all(s->srv->router, s->bare, t, ROUTER_MAX_RESOURCES), k = 0;
 	for (size_t i = 0; i < n; i++)
 		if (t[i].carbons && !bus_addr_eq(&t[i].addr, &s->self))
 			t[k++] = t[i];
+	return k;
+}
+
+/* A copy of <data> (type <type>) to the <k> resources in <t>. */
+static void carbon(struct c2s *s, const struct route_target *t, size_t k, int sent,
+		   const char *type, const char *data, size_t len)
+{
 	struct sbuf b = SBUF_INIT;
 	struct rmsg *c = NULL;
-	if (k && !carbons_wrap(&b, sent, s->bare, type, data, len))
+	if (!carbons_wrap(&b, sent, s->bare, type, data, len))
 		c = rmsg_new(RMSG_MESSAGE, b.data, b.len, s->full, NULL, NULL, T_CARBON);
 	for (size_t i = 0; c && i < k; i++)
 		bus_deliver(s->w, &t[i].addr, rmsg_ref(c));
@@ -1027,13 +1034,28 @@ static void carbon(struct c2s *s, int sent, const char *type, const char *data, 
 static void carbon_sent(struct c2s *s, struct xnode *el)
 {
 	const char *type = xnode_attr(el, "type");
+	struct route_target t[ROUTER_MAX_RESOURCES];
+	size_t k;
 	if (type && strcmp(type, "chat") && strcmp(type, "normal"))
 		return; /* cheap refusals first: no serialization */
+	if (!(k = carbon_targets(s, t)))
+		return;
 	sbuf_reset(&s->out);
 	if (!xnode_serialize(el, XMLNS_CLIENT, &s->out) &&
 	    carbons_eligible(s->out.data, s->out.len, type ? type : ""))
-		carbon(s, 1, type, s->out.data, s->out.len);
+		carbon(s, t, k, 1, type, s->out.data, s->out.len);
 	sbuf_reset(&s->out);
+}
+
+/* A message received: a copy to the account's other resources with carbons. */
+static void carbon_received(struct c2s *s, const struct rmsg *m)
+{
+	struct route_target t[ROUTER_MAX_RESOURCES];
+	size_t k;
+	if (!s->full || !(k = carbon_targets(s, t)))
+		return;
+	if (carbons_eligible(m->data, m->len, m->type))
+		carbon(s, t, k, 0, m->type, m->data, m->len);
 }
 
 static int deliver_filter(struct c2s *s, struct rmsg *m);
@@ -1224,8 +1246,7 @@ static int deliver_filter(struct c2s *s, struct rmsg *m)
 			rmsg_unref(m);
 			return 1;
 		}
-		if (s->full && carbons_eligible(m->data, m->len, m->type))
-			carbon(s, 0, m->type, m->data, m->len);
+		carbon_received(s, m);
 		return 0;
 	}
 	if (m->kind == RMSG_IQ) {

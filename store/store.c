@@ -181,6 +181,11 @@ size_t store_pending(const struct store_handle *h)
 	return h->pending;
 }
 
+size_t store_backlog(const struct store_handle *h)
+{
+	return h->st->ops->submit ? h->pending : 0;
+}
+
 int store_turn_due(const struct store_handle *h)
 {
 	return h->head && op_due(h, h->head, h->turn + 1);

@@ -245,6 +245,13 @@ size_t store_poll(struct store_handle *h);
 /* Operations issued on <h> that have neither completed nor been
  * cancelled: while > 0 the worker must not sleep without a timeout. */
 size_t store_pending(const struct store_handle *h);
+/* Operations issued on <h> that wait for the store itself: on a backend
+ * that carries them out elsewhere (a networked one), those issued and not
+ * answered yet; a sender is paused above a bound of these. The memory
+ * backend performs each operation when it is issued (or when it is due,
+ * a fixed number of turns later) and completes it at that store_poll()
+ * turn: it never falls behind, so 0. */
+size_t store_backlog(const struct store_handle *h);
 /* 1 when store_poll() would run a completion at the next turn without
  * waiting for anything (the worker must then not sleep). */
 int store_turn_due(const struct store_handle *h);

@@ -238,6 +238,9 @@ static inline int store_fast_cas(struct store *st, const char *bare, const char 
 struct store_handle *store_attach(struct store *st, void *link);
 /* Cancels what is still pending on <h> (no callback runs) and frees it. */
 void store_detach(struct store_handle *h);
+/* Frees the finished operations <h> keeps for reuse (after a burst, when
+ * the worker hands memory back). */
+void store_trim(struct store_handle *h);
 /* Runs the completions that are due at this loop turn; the worker calls it
  * once per turn. Callbacks may issue new operations: those complete at a
  * later turn. Returns the number of callbacks run. */

@@ -296,9 +296,18 @@ fail:
 
 int jid_bare(const struct jid *j, char *out, size_t outlen)
 {
-	int n = j->local[0] ? snprintf(out, outlen, "%s@%s", j->local, j->domain)
-			    : snprintf(out, outlen, "%s", j->domain);
-	return n < 0 || (size_t)n >= outlen ? -1 : n;
+	/* Once per routed stanza: copies, not snprintf (~900 instructions). */
+	size_t nl = strlen(j->local), nd = strlen(j->domain), n = nl + (nl ? 1 : 0) + nd;
+	if (n >= outlen) {
+		if (outlen) /* as snprintf would leave it: truncated */
+			snprintf(out, outlen, nl ? "%s@%s" : "%s%s", j->local, j->domain);
+		return -1;
+	}
+	memcpy(out, j->local, nl);
+	if (nl)
+		out[nl++] = '@';
+	memcpy(out + nl, j->domain, nd + 1);
+	return (int)n;
 }
 
 int jid_full(const struct jid *j, char *out, size_t outlen)

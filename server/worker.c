@@ -528,6 +528,8 @@ static void maybe_trim_heap(struct worker *w)
 		return;
 	w->trim_pending = 0;
 	w->last_trim_ms = now;
+	if (w->sh)
+		store_trim(w->sh);
 #if !defined(__SANITIZE_ADDRESS__)
 	/* Not under ASan: its allocator is not glibc's, malloc_trim would
 	 * walk arenas that were never set up. */
@@ -628,6 +630,12 @@ static void *worker_main(void *arg)
 		io_uring_for_each_cqe(&w->ring, head, cqe) {
 			handle_cqe(w, cqe);
 			n++;
+			/* Completions as soon as they are due, not after the whole
+			 * batch: a batch of an open-loop flood is tens of thousands of
+			 * stanzas, each waiting for its append (their output, the
+			 * operations and the messages they hold, all live at once). */
+			if (w->sh && store_turn_due(w->sh))
+				store_poll(w->sh);
 		}
 		io_uring_cq_advance(&w->ring, n);
 		if (!w->draining && atomic_load(&w->srv->stopping))

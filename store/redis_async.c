@@ -7,7 +7,9 @@
  * pipelines it behind what the worker sent before; the reply callback
  * decodes into the operation's result fields, exactly as the memory
  * backend would fill them, and marks it ready. Nothing here blocks; every
- * command has rlink's deadline.
+ * command has rlink's deadline. The IM kinds (store_im.h) are handed to
+ * store/redis_im.c, which does the same for rosters, subscriptions,
+ * offline messages and blocklists.
  *
  * Choices made here:
  * - Errors. An error reply of the library carries its errno name

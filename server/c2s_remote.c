@@ -21,13 +21,18 @@
 #include "tether/jid.h"
 #include "tether/log.h"
 #include "tether/metrics.h"
+#include "tether/offline.h"
 #include "tether/ratelimit.h"
 #include "tether/rmsg.h"
+#include "tether/sm.h"
 #include "tether/store.h"
 #include "tether/timer.h"
 
-/* What finds no session: RFC 6121 §8.5 (no offline storage yet). */
-static void undeliverable(struct c2s *s, int err, struct rmsg *m)
+/* What finds no session: RFC 6121 §8.5. A chat or normal message for an
+ * account (<bare>, NULL if not known) is stored offline (§8.5.2.2,
+ * XEP-0160: offline.c, in the shared store), anything else bounced or
+ * dropped. <m> stays the caller's. */
+static void undeliverable(struct c2s *s, int err, struct rmsg *m, const char *bare)
 {
 	if (err) {
 		static struct ratelimit_log rl;
@@ -38,6 +43,11 @@ static void undeliverable(struct c2s *s, int err, struct rmsg *m)
 	}
 	if (m->kind == RMSG_PRESENCE || !strcmp(m->type, "headline"))
 		return; /* nobody to show it to: dropped, as RFC 6121 says */
+	if (!err && bare && m->kind == RMSG_MESSAGE && offline_wanted(m->type)) {
+		offline_store(s->w, s->srv->cfg.domain, bare, rmsg_ref(m), sm_wall_ms(),
+			      STE_SERVICE_UNAVAILABLE);
+		return;
+	}
 	deliver_bounce(s->w, s->srv->cfg.domain, m,
 		       err ? STE_INTERNAL_SERVER_ERROR : STE_SERVICE_UNAVAILABLE);
 }
@@ -91,10 +101,13 @@ static void on_delivered_bare(void *ud, int err, const struct store_target *t, s
 		tell_local(s, t, n, m);
 		return;
 	}
-	if (!err && !jid_parse(m->to, &j) && jid_bare(&j, bare, sizeof(bare)) >= 0 &&
-	    deliver_message_bare(s->w, bare, rmsg_ref(m), NULL))
+	if (err || jid_parse(m->to, &j) || jid_bare(&j, bare, sizeof(bare)) < 0) {
+		undeliverable(s, err, m, NULL);
 		return;
-	undeliverable(s, err, m);
+	}
+	if (deliver_message_bare(s->w, bare, rmsg_ref(m), NULL))
+		return;
+	undeliverable(s, 0, m, bare);
 }
 
 /* To a full JID: in that session's queue; else that resource on this node
@@ -114,7 +127,7 @@ static void on_delivered_full(void *ud, int err, const struct store_target *t, s
 		return;
 	}
 	if (err || jid_parse(m->to, &j) || jid_bare(&j, bare, sizeof(bare)) < 0) {
-		undeliverable(s, err, m);
+		undeliverable(s, err, m, NULL);
 		return;
 	}
 	if (deliver_full(s->w, bare, j.resource, rmsg_ref(m)) == 0)
@@ -122,7 +135,7 @@ static void on_delivered_full(void *ud, int err, const struct store_target *t, s
 	if (m->kind == RMSG_MESSAGE && im_chat_or_normal(m->type))
 		issue(s, bare, "", rmsg_ref(m)); /* bounces it itself if it cannot */
 	else
-		undeliverable(s, 0, m);
+		undeliverable(s, 0, m, NULL);
 }
 
 /* Takes <m>. 1 if issued (its callback decides), 0 if not (out of memory:

@@ -22,7 +22,13 @@
  *   stored_sha256   StoredKey, SCRAM-SHA-256 (32 bytes)
  *   server_sha256   ServerKey, SCRAM-SHA-256 (32 bytes)
  * A password change (tether_user_put) revokes the account's FAST tokens
- * (t:{<bare>}:fast) and ISR tokens (t:{<bare>}:isr) in the same function.
+ * (t:{<bare>}:fast) and ISR tokens (t:{<bare>}:isr) in the same function;
+ * deleting a user (tether_user_del) also deletes its IM data
+ * (t:{<bare>}:roster, :off, :block).
+ *
+ * IM data (store_im.h) goes through the asynchronous path only
+ * (store/redis_im.c): the synchronous im_* ops are absent (-ENOTSUP), as
+ * tetherctl does not use them.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -235,17 +241,26 @@ out:
 	return rc;
 }
 
+/* Deletes the user, its tokens and its IM data (roster, offline messages,
+ * blocklist) in one function. */
 static int r_user_del(struct store *st, const char *bare)
 {
 	struct redis_store *s = rs_of(st);
 	struct ukeys k;
+	char roster[RKEY_LEN], off[RKEY_LEN], block[RKEY_LEN];
 	int rc = ukeys_make(&k, bare);
 	if (rc)
 		return rc;
-	const char *argv[] = { "FCALL", "tether_user_del", "3", k.user, k.fast, k.isr };
-	size_t lens[] = { 5, 15, 1, strlen(k.user), strlen(k.fast), strlen(k.isr) };
+	if (rkey(roster, bare, "roster", NULL) < 0 || rkey(off, bare, "off", NULL) < 0 ||
+	    rkey(block, bare, "block", NULL) < 0)
+		return -EINVAL;
+	const char *argv[] = { "FCALL", "tether_user_del", "6", k.user, k.fast, k.isr,
+			       roster, off, block };
+	size_t lens[9];
+	for (int i = 0; i < 9; i++)
+		lens[i] = strlen(argv[i]);
 	pthread_mutex_lock(&s->lock);
-	redisReply *r = run(s, 6, argv, lens, &rc);
+	redisReply *r = run(s, 9, argv, lens, &rc);
 	if (r) {
 		rc = r->type == REDIS_REPLY_ERROR ? reply_errno(r) : 0;
 		freeReplyObject(r);

@@ -7,7 +7,9 @@
  * pipelines it behind what the worker sent before; the reply callback
  * decodes into the operation's result fields, exactly as the memory
  * backend would fill them, and marks it ready. Nothing here blocks; every
- * command has rlink's deadline.
+ * command has rlink's deadline. The IM kinds (store_im.h) are handed to
+ * store/redis_im.c, which does the same for rosters, subscriptions,
+ * offline messages and blocklists.
  *
  * Choices made here:
  * - Errors. An error reply of the library carries its errno name
@@ -240,7 +242,7 @@ static void reload(struct rlink *l)
 
 /* The result of a reply callback as -errno (0: a reply that is not an
  * error), for operation <op>. */
-static int reply_err(struct store_op *op, const redisReply *r, const char *err)
+int rstore_reply_err(struct store_op *op, const redisReply *r, const char *err)
 {
 	if (!err)
 		return 0;
@@ -272,7 +274,7 @@ static void wipe_reply(const redisReply *r)
 static void on_user(const redisReply *r, const char *err, void *ud)
 {
 	struct store_user_op *u = ud;
-	int rc = reply_err(&u->op, r, err);
+	int rc = rstore_reply_err(&u->op, r, err);
 	if (!rc)
 		rc = rcodec_creds(r, &u->creds);
 	if (r)
@@ -301,7 +303,7 @@ static int submit_user(struct store_handle *h, struct store_user_op *u)
 static void on_taken(const redisReply *r, const char *err, void *ud)
 {
 	struct store_take_op *t = ud;
-	int rc = reply_err(&t->op, r, err);
+	int rc = rstore_reply_err(&t->op, r, err);
 	if (!rc) {
 		char res[JID_PART_MAX + 1];
 		/* A cancelled take is only undone: its queue is not needed. */
@@ -352,7 +354,7 @@ static int take_send(struct store_handle *h, struct store_take_op *t, const char
 static void on_burnt(const redisReply *r, const char *err, void *ud)
 {
 	struct store_take_op *t = ud;
-	int rc = reply_err(&t->op, r, err);
+	int rc = rstore_reply_err(&t->op, r, err);
 	if (!rc) {
 		char res[JID_PART_MAX + 1];
 		if (!rcodec_record(r, t->id, &t->rec, res, sizeof(res)))
@@ -388,7 +390,7 @@ static void on_isr_token(const redisReply *r, const char *err, void *ud)
 {
 	struct store_take_op *t = ud;
 	struct store_handle *h = t->op.h;
-	int rc = reply_err(&t->op, r, err);
+	int rc = rstore_reply_err(&t->op, r, err);
 	if (rc) {
 		t->err = rc;
 		store_op_ready(&t->op);
@@ -439,6 +441,8 @@ static void on_released(const redisReply *r, const char *err, void *ud)
 
 void rstore_compensate(struct store_handle *h, struct store_op *op)
 {
+	if (op->kind == STORE_OP_IM_OFFLINE_TAKE)
+		rstore_im_compensate(h, op);
 	if (op->kind != STORE_OP_SM_TAKE)
 		return; /* writes stand; reads and CAS results are dropped */
 	struct store_take_op *t = (struct store_take_op *)op;
@@ -468,7 +472,7 @@ void rstore_compensate(struct store_handle *h, struct store_op *op)
 static void on_fast_got(const redisReply *r, const char *err, void *ud)
 {
 	struct store_fast_op *f = ud;
-	int rc = reply_err(&f->op, r, err);
+	int rc = rstore_reply_err(&f->op, r, err);
 	memset(&f->slots, 0, sizeof(f->slots));
 	if (!rc) {
 		int64_t v;
@@ -495,7 +499,7 @@ static void on_fast_got(const redisReply *r, const char *err, void *ud)
 static void on_fast_cas(const redisReply *r, const char *err, void *ud)
 {
 	struct store_fast_op *f = ud;
-	int rc = reply_err(&f->op, r, err);
+	int rc = rstore_reply_err(&f->op, r, err);
 	if (!rc) {
 		const redisReply *v = r;
 		f->slots.evicted = 0;
@@ -557,7 +561,7 @@ static int submit_fast(struct store_handle *h, struct store_fast_op *f)
 static void on_written(const redisReply *r, const char *err, void *ud)
 {
 	struct store_write_op *w = ud;
-	int rc = reply_err(&w->op, r, err);
+	int rc = rstore_reply_err(&w->op, r, err);
 	/* A create names the session that held the resource before, if
 	 * any, and its owner: the newer bind wins, the caller kicks it. */
 	if (!rc && w->op.kind == STORE_OP_SM_CREATE && r->type == REDIS_REPLY_ARRAY &&
@@ -686,7 +690,7 @@ static void on_destroyed(const redisReply *r, const char *err, void *ud)
 {
 	struct store_destroy_op *d = ud;
 	struct redis_store *s = rs_of(d->op.h);
-	int rc = reply_err(&d->op, r, err);
+	int rc = rstore_reply_err(&d->op, r, err);
 	if (!rc) {
 		char res[JID_PART_MAX + 1], bare[RKEY_BARE_MAX + 1];
 		rc = rcodec_taken(r, d->id, &d->rec, res, sizeof(res), !d->op.cancelled, &d->q, &d->n);
@@ -733,7 +737,7 @@ static int submit_destroy(struct store_handle *h, struct store_destroy_op *d)
 static void on_noticed(const redisReply *r, const char *err, void *ud)
 {
 	struct store_notice_op *n = ud;
-	n->err = reply_err(&n->op, r, err);
+	n->err = rstore_reply_err(&n->op, r, err);
 	store_op_ready(&n->op);
 }
 
@@ -765,7 +769,7 @@ static int submit_notice(struct store_handle *h, struct store_notice_op *n)
 static void on_delivered(const redisReply *r, const char *err, void *ud)
 {
 	struct store_deliver_op *d = ud;
-	d->err = reply_err(&d->op, r, err);
+	d->err = rstore_reply_err(&d->op, r, err);
 	/* {{resource, seq, owner}, ...}: each session it was appended to */
 	for (size_t i = 0; !d->err && r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
 		const redisReply *e = r->element[i];
@@ -828,7 +832,7 @@ static int submit_deliver(struct store_handle *h, struct store_deliver_op *d)
 static void on_pong(const redisReply *r, const char *err, void *ud)
 {
 	struct store_barrier_op *b = ud;
-	b->err = reply_err(&b->op, r, err);
+	b->err = rstore_reply_err(&b->op, r, err);
 	store_op_ready(&b->op);
 }
 
@@ -863,8 +867,18 @@ int rstore_submit(struct store_handle *h, struct store_op *op)
 		arg_s(&c, "PING");
 		return send_cmd(h, &c, on_pong, op);
 	}
+	case STORE_OP_IM_ROSTER:
+	case STORE_OP_IM_CONTACTS:
+	case STORE_OP_IM_SET:
+	case STORE_OP_IM_REMOVE:
+	case STORE_OP_IM_SUB:
+	case STORE_OP_IM_OFFLINE_ADD:
+	case STORE_OP_IM_OFFLINE_TAKE:
+	case STORE_OP_IM_BLOCKS:
+	case STORE_OP_IM_BLOCK:
+		return rstore_im_submit(h, op);
 	default:
-		break; /* kinds this backend does not run (yet): they fail, in order */
+		break; /* kinds this backend does not run: they fail, in order */
 	}
 	return -ENOTSUP;
 }

@@ -34,7 +34,7 @@ int rcodec_errno(const char *str, size_t len)
 	static const struct { const char *code; int err; } map[] = {
 		{ "ENOENT", ENOENT }, { "EINVAL", EINVAL }, { "ESTALE", ESTALE },
 		{ "EEXIST", EEXIST }, { "EACCES", EACCES }, { "ENOSPC", ENOSPC },
-		{ "ERANGE", ERANGE }, { "EBUSY", EBUSY },
+		{ "ERANGE", ERANGE }, { "EBUSY", EBUSY }, { "EDQUOT", EDQUOT },
 	};
 	for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
 		size_t cl = strlen(map[i].code);

@@ -46,6 +46,15 @@ struct redis_store {
 int rstore_submit(struct store_handle *h, struct store_op *op);
 void rstore_compensate(struct store_handle *h, struct store_op *op);
 void rstore_attach(struct store_handle *h);
+/* A reply callback's result as -errno (0: not an error) for <op>
+ * (redis_async.c; also loads the library again if it went missing). */
+int rstore_reply_err(struct store_op *op, const redisReply *r, const char *err);
+
+/* redis_im.c: the IM operations (store_im.h), the same hooks for their
+ * kinds. submit: 0 or -errno as rstore_submit. compensate: puts back the
+ * messages of an offline take whose caller went away. */
+int rstore_im_submit(struct store_handle *h, struct store_op *op);
+void rstore_im_compensate(struct store_handle *h, struct store_op *op);
 /* The sid table's life, with the store's. 0 or -ENOMEM. */
 int rstore_sids_init(struct redis_store *s);
 void rstore_sids_free(struct redis_store *s);
@@ -53,7 +62,8 @@ void rstore_sids_free(struct redis_store *s);
 /* ---- the codec (redis_codec.c): replies of the library, socket-free ----- */
 
 /* An error reply of the library ("ENOENT no such session", "ESTALE a/0/1/2
- * 3") as -errno; -EIO for one that is not ours (Redis's own "ERR ..."). */
+ * 3", "EDQUOT roster full") as -errno; -EIO for one that is not ours
+ * (Redis's own "ERR ..."). */
 int rcodec_errno(const char *str, size_t len);
 /* 1 if the error reply says the FUNCTION library is missing (a Redis that
  * restarted without persistence, or a FUNCTION FLUSH). */

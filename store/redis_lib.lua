@@ -25,6 +25,9 @@ is ready for Redis Cluster:
   t:{B}:dir         hash   route directory of B: <resource> = "<sid>|<avail>|<prio>"
   t:{B}:s:<sid>     hash   session record (fields below)
   t:{B}:q:<sid>     list   the session's queue, oldest first
+  t:{B}:roster      hash   B's roster (IM DATA below)
+  t:{B}:off         list   B's offline messages
+  t:{B}:block       zset   B's blocklist
   t:{node:<N>}:lease string node N's lease: the holder string, with a TTL
 
 Why sessions are tagged with the ACCOUNT and not with their id: the steps
@@ -43,6 +46,9 @@ A localpart may contain '{' or '}': then the tag is a prefix of the JID, but
 it is the same prefix for all of that account's keys, so they still share a
 slot. Not in this library, because they cross tags: the node inbox streams
 (t:{node:<N>}:in), the token-sealing key check, the user list (SCAN).
+Exceptions, each said where it is: tether_deliver (the sender's session
+and the inbox), tether_sm_reap (the lease), tether_im_sub and
+tether_im_remove (two accounts' rosters: a subscription is one step).
 
 SESSION RECORD t:{B}:s:<sid>
   owner   opaque "<node>/<worker>/<slot>/<gen>" of the stream serving it
@@ -212,12 +218,17 @@ local function user_put(keys, args)
 	return 1
 end
 
--- KEYS user, fast, isr. 1, or ENOENT.
+-- KEYS user, fast, isr [, roster, off, block]. 1, or ENOENT. The account's
+-- IM data goes with it (its contacts' rosters keep their items: RFC 6121
+-- has a deleted account answer like an unknown one, see tether_im_sub).
 local function user_del(keys)
 	if redis.call('DEL', keys[1]) == 0 then
 		return err('ENOENT no such user')
 	end
 	revoke(keys[2], keys[3])
+	if keys[6] then
+		redis.call('DEL', keys[4], keys[5], keys[6])
+	end
 	return 1
 end
 
@@ -740,6 +751,392 @@ local function lease_release(keys, args)
 	return 1
 end
 
+---------------------------------------------------------------- IM data
+
+--[[
+Rosters, subscription states, pending requests, offline messages and
+blocklists (include/tether/store_im.h; the memory backend: store/memory_im.c,
+whose semantics these functions repeat step for step).
+
+  t:{B}:roster  hash   "v" = roster version (XEP-0237; absent: 0), "n" = the
+                       last item ordinal given, "nv" = visible items,
+                       "i:<jid>" = one item, cmsgpack of {ordinal, state
+                       (enum sub_state), visible (0/1), name or false,
+                       pending request or false, {groups}}. Items read back
+                       in ordinal order: as the roster was built.
+  t:{B}:off     list   offline messages, oldest first, opaque
+  t:{B}:block   zset   XEP-0191 blocklist: member = JID, score = order added
+
+A subscription stanza changes the user's AND the contact's roster in one
+step (store_im.h; RFC 6121 Appendix A: the user's outbound step and the
+contact's inbound one), and tether_im_remove cancels both ways (§2.5.2). So
+tether_im_sub and tether_im_remove take keys of TWO accounts, two hash tags:
+fine on one Redis, refused by Redis Cluster (CROSSSLOT), like tether_deliver.
+Under Cluster the pair would have to become two calls on one slot each (the
+user's step, then the contact's, replayed idempotently from a per-account
+log until acknowledged), and the rosters could disagree in between; one
+atomic function keeps them consistent and needs no recovery path.
+]]
+
+local TO, FROM, PO, PI = 1, 2, 4, 8
+-- enum sub_state -> its facts, as server/sub.c
+local SBITS = { [0] = 0, PO, PI, PO + PI, TO, TO + PI, FROM, FROM + PO, TO + FROM }
+local SUBSCRIBE, UNSUBSCRIBE, SUBSCRIBED, UNSUBSCRIBED = 0, 1, 2, 3
+
+local function has(s, f)
+	return bit.band(SBITS[s], f) ~= 0
+end
+
+local function state_of(b)
+	for s = 0, 8 do
+		if SBITS[s] == b then
+			return s
+		end
+	end
+	return 0
+end
+
+-- RFC 6121 A.2 (sub_outbound): next state, deliver.
+local function outbound(s, t)
+	local b = SBITS[s]
+	if t == SUBSCRIBE then
+		return has(s, TO) and s or state_of(bit.bor(b, PO)), true
+	elseif t == UNSUBSCRIBE then
+		return state_of(bit.band(b, bit.bnot(TO + PO))), true
+	elseif t == SUBSCRIBED then
+		if has(s, PI) then
+			return state_of(bit.bor(bit.band(b, bit.bnot(PI)), FROM)), true
+		end
+		return s, false
+	elseif t == UNSUBSCRIBED then
+		if has(s, FROM + PI) then
+			return state_of(bit.band(b, bit.bnot(FROM + PI))), true
+		end
+		return s, false
+	end
+	return s, false
+end
+
+-- RFC 6121 A.3 (sub_inbound): next state, deliver, auto-subscribed.
+local function inbound(s, t)
+	local b = SBITS[s]
+	if t == SUBSCRIBE then
+		if has(s, FROM) then
+			return s, false, true
+		end
+		if has(s, PI) then
+			return s, false, false
+		end
+		return state_of(bit.bor(b, PI)), true, false
+	elseif t == UNSUBSCRIBE then
+		if has(s, FROM + PI) then
+			return state_of(bit.band(b, bit.bnot(FROM + PI))), true, false
+		end
+	elseif t == SUBSCRIBED then
+		if has(s, PO) then
+			return state_of(bit.bor(bit.band(b, bit.bnot(PO)), TO)), true, false
+		end
+	elseif t == UNSUBSCRIBED then
+		if has(s, TO + PO) then
+			return state_of(bit.band(b, bit.bnot(TO + PO))), true, false
+		end
+	end
+	return s, false, false
+end
+
+-- What a client sees of a state: subscription attribute and ask.
+local function shown(s)
+	return bit.band(SBITS[s], TO + FROM + PO)
+end
+
+-- The item <jid> of roster <rk>, or nil. <it>.was_vis remembers the
+-- visibility it was read with (for the visible count).
+local function item_load(rk, jid)
+	local v = redis.call('HGET', rk, 'i:' .. jid)
+	if not v then
+		return nil
+	end
+	local t = cmsgpack.unpack(v)
+	return { ord = t[1], state = t[2], vis = t[3], name = t[4], pending = t[5],
+		groups = t[6] or {}, was_vis = t[3] }
+end
+
+local function item_new()
+	return { state = 0, vis = 0, name = false, pending = false, groups = {}, was_vis = 0 }
+end
+
+-- Writes <it> as item <jid> of <rk>; an item nobody sees and nothing links
+-- (hidden, None) is removed instead (memory_im.c's collect). <it> nil:
+-- removed. <was_vis>: its visibility before (0 for a new one).
+local function item_save(rk, jid, it, was_vis)
+	if it and it.vis == 0 and it.state == 0 then
+		it = nil
+	end
+	if it then
+		if not it.ord then
+			it.ord = redis.call('HINCRBY', rk, 'n', 1)
+		end
+		redis.call('HSET', rk, 'i:' .. jid, cmsgpack.pack({ it.ord, it.state, it.vis,
+			it.name or false, it.pending or false, it.groups }))
+	else
+		redis.call('HDEL', rk, 'i:' .. jid)
+	end
+	local dv = (it and it.vis or 0) - was_vis
+	if dv ~= 0 then
+		redis.call('HINCRBY', rk, 'nv', dv)
+	end
+	return it
+end
+
+local function set_state(it, s)
+	it.state = s
+	if not has(s, PI) then
+		it.pending = false
+	end
+end
+
+-- An item as C reads it: {jid, state, visible, name, pending, {groups}}.
+local function item_reply(jid, it)
+	return { jid, it.state, it.vis, it.name or false, it.pending or false, it.groups }
+end
+
+local function visible(rk)
+	return tonumber(redis.call('HGET', rk, 'nv') or '0')
+end
+
+local function version(rk)
+	return tonumber(redis.call('HGET', rk, 'v') or '0')
+end
+
+-- What the change of item <jid> (visible <was_vis>, state <was> before; <now>
+-- after, nil if gone) did for the user: {pushed, removed, version, item or
+-- false}, the version bumped when pushed (memory_im.c's change_finish).
+local function change(rk, jid, was_vis, was, now)
+	local vis = now ~= nil and now.vis == 1
+	if was_vis and not vis then
+		return { 1, 1, redis.call('HINCRBY', rk, 'v', 1), { jid, was, 0, false, false, {} } }
+	end
+	if vis and (not was_vis or shown(was) ~= shown(now.state)) then
+		return { 1, 0, redis.call('HINCRBY', rk, 'v', 1), item_reply(jid, now) }
+	end
+	return { 0, 0, version(rk), false }
+end
+
+local NO_CHANGE = { 0, 0, 0, false }
+
+-- KEYS roster; ARGV "1" for contacts only (no names or groups). Read-only.
+-- {version, {item, ...}} with every item, hidden ones too, in the order
+-- they were made.
+local function im_read(keys, args)
+	local lite = args[1] == '1'
+	local h, all = redis.call('HGETALL', keys[1]), {}
+	for i = 1, #h, 2 do
+		if string.sub(h[i], 1, 2) == 'i:' then
+			local t = cmsgpack.unpack(h[i + 1])
+			local jid = string.sub(h[i], 3)
+			if lite then
+				all[#all + 1] = { t[1], { jid, t[2], t[3], false, t[5], {} } }
+			else
+				all[#all + 1] = { t[1], { jid, t[2], t[3], t[4], t[5], t[6] or {} } }
+			end
+		end
+	end
+	table.sort(all, function(a, b) return a[1] < b[1] end)
+	local out = {}
+	for i, e in ipairs(all) do
+		out[i] = e[2]
+	end
+	return { version(keys[1]), out }
+end
+
+-- KEYS roster; ARGV jid, max visible items, has name (0/1), name, groups...
+-- Creates or updates the item (a new one at None; its state and pending
+-- request kept), visible; always pushed with a new version (RFC 6121
+-- 2.3.2). A change, or EDQUOT when it would make more than max visible.
+local function im_set(keys, args)
+	local rk, jid, max = keys[1], args[1], num(args[2])
+	local cur = item_load(rk, jid)
+	if (not cur or cur.vis == 0) and visible(rk) >= max then
+		return err('EDQUOT roster full')
+	end
+	cur = cur or item_new()
+	local was_vis = cur.was_vis
+	cur.name = args[3] == '1' and args[4] or false
+	cur.groups = {}
+	for i = 5, #args do
+		cur.groups[#cur.groups + 1] = args[i]
+	end
+	cur.vis = 1
+	item_save(rk, jid, cur, was_vis)
+	return { 1, 0, redis.call('HINCRBY', rk, 'v', 1), item_reply(jid, cur) }
+end
+
+-- KEYS user's roster [, contact's roster: absent when the item is the user
+-- himself]; ARGV user, jid. Drops the item and cancels the subscriptions
+-- both ways: the contact's side takes the unsubscribe and unsubscribed it
+-- would get (RFC 6121 2.5.2). {user's change, contact's change}, or ENOENT
+-- (no such visible item). KEYS[2] is another account's slot (see above).
+local function im_remove(keys, args)
+	local ur, cr, user, jid = keys[1], keys[2], args[1], args[2]
+	local cur = item_load(ur, jid)
+	if not cur or cur.vis == 0 then
+		return err('ENOENT no such item')
+	end
+	local old = cur.state
+	local uc = { 1, 1, 0, item_reply(jid, cur) }
+	item_save(ur, jid, nil, 1)
+	uc[3] = redis.call('HINCRBY', ur, 'v', 1)
+	local ci = cr and item_load(cr, user)
+	if not ci then
+		return { uc, NO_CHANGE }
+	end
+	local was_vis, cwas, st = ci.vis == 1, ci.state, ci.state
+	if has(old, TO + PO) then
+		st = inbound(st, UNSUBSCRIBE)
+	end
+	if has(old, FROM + PI) then
+		st = inbound(st, UNSUBSCRIBED)
+	end
+	set_state(ci, st)
+	ci = item_save(cr, user, ci, ci.was_vis)
+	return { uc, change(cr, user, was_vis, cwas, ci) }
+end
+
+-- KEYS user's roster, contact's roster, contact's user record; ARGV user,
+-- contact, type (enum sub_type), has stanza (0/1), stanza, max visible
+-- items. A subscription stanza of <type> from <user> to <contact>, both
+-- sides in this one step (memory_im.c's im_table_sub; RFC 6121 3.1-3.3,
+-- Appendix A). Returns {contact exists, out next, out deliver, in next, in
+-- deliver, in auto-subscribed, auto-subscribed, user's change, contact's
+-- change}, or EDQUOT. KEYS[2] and KEYS[3] are another account's slot.
+local function im_sub(keys, args)
+	local ur, cr = keys[1], keys[2]
+	local user, contact, t, max = args[1], args[2], num(args[3]), num(args[6])
+	local stanza = args[4] == '1' and args[5] or false
+	local exists = redis.call('EXISTS', keys[3]) == 1
+	local ui = item_load(ur, contact)
+	local was_vis, was = ui ~= nil and ui.vis == 1, ui and ui.state or 0
+	local onext, odel = outbound(was, t)
+	-- a request puts the contact in the roster (3.1.2); an approval of a
+	-- request the user never put there too (3.1.5)
+	local show = t == SUBSCRIBE or (t == SUBSCRIBED and odel)
+	if show and not was_vis and visible(ur) >= max then
+		return err('EDQUOT roster full')
+	end
+	if not ui and (show or onext ~= 0) then
+		ui = item_new()
+	end
+	if ui then
+		set_state(ui, onext)
+		if show then
+			ui.vis = 1
+		end
+	end
+	local inext, idel, iauto, auto, cc = 0, false, false, 0, NO_CHANGE
+	if odel and exists and user ~= contact then
+		local ci = item_load(cr, user)
+		local cwas_vis, cwas = ci ~= nil and ci.vis == 1, ci and ci.state or 0
+		inext, idel, iauto = inbound(cwas, t)
+		if iauto then
+			-- 3.1.3: approved already, so the contact's server answers
+			-- <subscribed/> and the user's side takes it in
+			auto = 1
+			if ui then
+				set_state(ui, (inbound(ui.state, SUBSCRIBED)))
+			end
+		else
+			if not ci and inext ~= 0 then
+				ci = item_new()
+			end
+			if ci then
+				set_state(ci, inext)
+				if t == SUBSCRIBE and idel and stanza then
+					ci.pending = stanza
+				end
+				ci = item_save(cr, user, ci, ci.was_vis)
+			end
+		end
+		cc = change(cr, user, cwas_vis, cwas, ci)
+	elseif not exists and t == SUBSCRIBE and ui then
+		-- 3.1.3: no such account: its server answers unsubscribed
+		set_state(ui, (inbound(ui.state, UNSUBSCRIBED)))
+	end
+	if ui then
+		ui = item_save(ur, contact, ui, ui.was_vis)
+	end
+	local uc = change(ur, contact, was_vis, was, ui)
+	local b = function(x) return x and 1 or 0 end
+	return { b(exists), onext, b(odel), inext, b(idel), b(iauto), auto, uc, cc }
+end
+
+-- KEYS off, user; ARGV message, max. Appends; EDQUOT when max are stored,
+-- ENOENT when there is no such account (nothing is kept for nobody).
+local function im_off_add(keys, args)
+	if redis.call('EXISTS', keys[2]) == 0 then
+		return err('ENOENT no such user')
+	end
+	if redis.call('LLEN', keys[1]) >= num(args[2]) then
+		return err('EDQUOT offline storage full')
+	end
+	return redis.call('RPUSH', keys[1], args[1])
+end
+
+-- KEYS off. Every stored message, oldest first, deleted in the same step.
+local function im_off_take(keys)
+	local all = redis.call('LRANGE', keys[1], 0, -1)
+	redis.call('DEL', keys[1])
+	return all
+end
+
+-- KEYS off; ARGV messages, oldest first. Puts back in front what a take
+-- nobody used took (its stream went away before the reply).
+local function im_off_restore(keys, args)
+	for i = #args, 1, -1 do
+		redis.call('LPUSH', keys[1], args[i])
+	end
+	return #args
+end
+
+-- KEYS block; read-only. The blocked JIDs, in the order they were added.
+local function im_blocks(keys)
+	return redis.call('ZRANGE', keys[1], 0, -1)
+end
+
+-- KEYS block; ARGV op ("add", "remove", "clear"), max, jids... Already
+-- there / not there: no error. EDQUOT (nothing changed) when the list would
+-- hold more than max.
+local function im_block(keys, args)
+	local bk, op, max = keys[1], args[1], num(args[2])
+	if op == 'clear' then
+		redis.call('DEL', bk)
+	elseif op == 'remove' then
+		for i = 3, #args do
+			redis.call('ZREM', bk, args[i])
+		end
+	elseif op == 'add' then
+		local n, fresh, seen = redis.call('ZCARD', bk), {}, {}
+		for i = 3, #args do
+			local j = args[i]
+			if not seen[j] and not redis.call('ZSCORE', bk, j) then
+				seen[j] = true
+				n = n + 1
+				if n > max then
+					return err('EDQUOT blocklist full')
+				end
+				fresh[#fresh + 1] = j
+			end
+		end
+		local last = redis.call('ZRANGE', bk, -1, -1, 'WITHSCORES')
+		local top = tonumber(last[2] or '0')
+		for i, j in ipairs(fresh) do
+			redis.call('ZADD', bk, top + i, j)
+		end
+	else
+		return err('EINVAL unknown blocklist operation')
+	end
+	return 1
+end
+
 ---------------------------------------------------------------- registry
 
 local RO = { 'no-writes' }
@@ -771,3 +1168,12 @@ reg('fast_cas', fast_cas)
 reg('lease_acquire', lease_acquire)
 reg('lease_renew', lease_renew)
 reg('lease_release', lease_release)
+reg('im_read', im_read, RO)
+reg('im_set', im_set)
+reg('im_remove', im_remove)
+reg('im_sub', im_sub)
+reg('im_off_add', im_off_add)
+reg('im_off_take', im_off_take)
+reg('im_off_restore', im_off_restore)
+reg('im_blocks', im_blocks, RO)
+reg('im_block', im_block)

@@ -252,6 +252,24 @@ static void collect_jid(void *ud, const char *jid)
 	o->strs[o->n++] = j;
 }
 
+void store_im_collect_item(struct store_im_op *o, const struct im_item *it)
+{
+	if (o->op.kind == STORE_OP_IM_ROSTER)
+		collect_roster(o, it);
+	else
+		collect_contacts(o, it);
+}
+
+void store_im_collect_msg(struct store_im_op *o, const char *data, size_t len)
+{
+	collect_msg(o, data, len);
+}
+
+void store_im_collect_jid(struct store_im_op *o, const char *jid)
+{
+	collect_jid(o, jid);
+}
+
 static void im_complete(struct store_op *op)
 {
 	struct store_im_op *o = (struct store_im_op *)op;

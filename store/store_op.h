@@ -206,4 +206,14 @@ struct store_im_op {
 	void (*ud_free)(void *ud); /* store_im_own_ud: frees op.ud unless the callback ran */
 };
 
+/* For a backend that submits: adds to <o>'s result what a read gives, the
+ * way the memory backend's read feeds it (store_im.c), so both hand the
+ * caller the same. item: one roster item of a roster read (the visible
+ * ones, without their pending request) or of a contacts read (by <o>'s
+ * IM_WANT_*). msg: one message of an offline take. jid: one blocklist
+ * entry. Out of memory: o->err = -ENOMEM. */
+void store_im_collect_item(struct store_im_op *o, const struct im_item *it);
+void store_im_collect_msg(struct store_im_op *o, const char *data, size_t len);
+void store_im_collect_jid(struct store_im_op *o, const char *jid);
+
 #endif /* TETHER_STORE_OP_H */

@@ -124,7 +124,8 @@ struct store_ops {
 
 	/* IM data: rosters, subscription states, offline messages (the calls
 	 * of store_im.h, same arguments and results). Optional: NULL gives
-	 * -ENOTSUP (the redis backend, for now). */
+	 * -ENOTSUP (the redis backend: it has IM data, but only through
+	 * <submit>, as store_im.h's asynchronous calls). */
 	int (*im_read)(struct store *st, const char *bare, uint64_t *ver, store_im_item_fn *fn,
 		       void *ud);
 	int (*im_set)(struct store *st, const char *bare, const struct im_item *it,

@@ -76,7 +76,8 @@ typedef void store_im_msg_fn(void *ud, const char *data, size_t len);
  *
  * read: <fn> for every item of <bare> (hidden ones too); *<ver> = version
  * (0 for an account that never had a roster). 0 or -errno; -ENOTSUP when
- * the backend has no IM data (redis, for now).
+ * the backend has no synchronous IM calls (redis: its IM data is reached
+ * through the asynchronous calls below only).
  * set: creates or updates item <it>->jid with <it>'s name and groups (its
  * state and pending are ignored: an existing item keeps its subscription,
  * a new one starts at None); -EDQUOT when that would make more than
@@ -111,9 +112,11 @@ int store_im_offline_take(struct store *st, const char *bare, store_im_msg_fn *f
  * it could not be issued (out of memory: the callback never runs). With a
  * backend that submits operations and does not know these kinds, they
  * complete with -ENOTSUP. Writes (set, remove, sub, offline add) are
- * performed when issued, like the SM writes; reads (roster, contacts,
- * offline take) when they complete, so a cancelled offline take never
- * deleted anything. */
+ * performed when issued, like the SM writes; with the memory backend
+ * reads (roster, contacts, offline take) when they complete, so a
+ * cancelled offline take never deleted anything; a backend that submits
+ * performs them when issued too, and puts back what a cancelled offline
+ * take took (redis: store/redis_im.c). */
 
 /* The whole roster: later <fn>(<ud>, err, ver, items, n), the visible items
  * only (borrowed for the call). */

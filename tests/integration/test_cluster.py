@@ -302,14 +302,25 @@ def test_message_to_a_detached_session_on_another_node_waits_in_its_queue(cluste
     assert_exactly(new, 'd', 5)
 
 
-def test_message_to_nobody_online_anywhere_bounces(cluster, conns):
-    b = cluster.nodes['b']
+def test_message_to_nobody_online_anywhere_stored_offline(cluster, conns):
+    """A message for an account with no session on any node is stored
+    offline in Redis (RFC 6121 8.5.2.2, XEP-0160) and comes, delay-stamped,
+    at its first available presence, on another node; one for an account
+    that does not exist bounces service-unavailable."""
+    a, b = cluster.nodes['a'], cluster.nodes['b']
     bob = sm_online(b, 'bob', 'desk')
     conns.append(bob)
     bob.message('carol@localhost/nowhere', 'hello?', id_='x1')
+    bob.message('nobody@localhost', 'anyone?', id_='x2')
     err = bob.wait_for(lambda e: e.tag == q(xr.NS_CLIENT, 'message') and e.get('type') == 'error',
                        timeout=10, what='bounce')
-    assert err.get('id') == 'x1' and xr.stanza_error(err)[1] == 'service-unavailable', tostr(err)
+    assert err.get('id') == 'x2' and xr.stanza_error(err)[1] == 'service-unavailable', tostr(err)
+    assert bob.maybe(lambda e: e.tag == q(xr.NS_CLIENT, 'message') and e.get('type') == 'error',
+                     0.5) is None
+    carol = sm_online(a, 'carol', 'tab')
+    conns.append(carol)
+    m = carol.wait_message('hello?', timeout=10)
+    assert m.find(q('urn:xmpp:delay', 'delay')) is not None, tostr(m)
 
 
 def test_sigterm_drains_sessions_resume_on_other_nodes(cluster, conns):

@@ -3,7 +3,6 @@
 <success/>, the roster request (Gajim) and bounces that keep the body."""
 
 import asyncio
-import os
 
 import pytest
 
@@ -13,9 +12,6 @@ from xmpp_raw import NS_CLIENT, NS_SASL, NS_STREAM, q
 NS_ROSTER = 'jabber:iq:roster'
 NS_VCARD = 'vcard-temp'
 NS_BIND = 'urn:ietf:params:xml:ns:xmpp-bind'
-# The redis backend keeps no rosters yet (store_im.h): a roster set is
-# refused there and the roster is always empty.
-IM_STORE = os.environ.get('TETHER_STORE') != 'redis'
 
 
 def _plain_success(conn, user, password, trailer=''):
@@ -104,7 +100,7 @@ def test_iq_without_to_answered_from_bare_jid(server, users, conns):
         ('get', "<vCard xmlns='%s'/>" % NS_VCARD, 'error'),
         ('get', "<ping xmlns='urn:xmpp:ping'/>", 'result'),
         ('set', "<query xmlns='%s'><item jid='bob@localhost'/></query>" % NS_ROSTER,
-         'result' if IM_STORE else 'error'),
+         'result'),
         ('get', "<query xmlns='jabber:iq:version'/>", 'error'),
     ]
     for type_, payload, want in cases:
@@ -116,7 +112,7 @@ def test_iq_without_to_answered_from_bare_jid(server, users, conns):
             assert xr.stanza_error(r)[1] == 'service-unavailable', xr.tostr(r)
     roster = _no_to_iq(a, 'get', "<query xmlns='%s'/>" % NS_ROSTER)
     query = roster.find(q(NS_ROSTER, 'query'))
-    assert query is not None and len(query) == (1 if IM_STORE else 0), xr.tostr(roster)
+    assert query is not None and len(query) == 1, xr.tostr(roster)
     # an iq with a bad type and no 'to' also answers from the account
     a.send("<iq type='bogus' id='bt1'><ping xmlns='urn:xmpp:ping'/></iq>")
     r = a.wait_for(lambda e: e.get('id') == 'bt1')

@@ -2,7 +2,6 @@
 clients: roster get/set/remove and pushes, versioning, subscriptions with an
 offline contact, presence broadcast and probes, offline messages."""
 
-import os
 
 import pytest
 
@@ -11,10 +10,6 @@ from xmpp_raw import NS_CLIENT, NS_ROSTER, NS_STANZAS, q
 
 NS_DELAY = 'urn:xmpp:delay'
 
-# Rosters, offline messages and blocklists are kept by the memory backend
-# only so far (store_im.h: the redis backend answers -ENOTSUP).
-needs_im_store = pytest.mark.skipif(os.environ.get('TETHER_STORE') == 'redis',
-                                    reason='IM data is not stored by the redis backend yet')
 NS_ROSTERVER = 'urn:xmpp:features:rosterver'
 
 
@@ -86,7 +81,6 @@ def subscribe_both(a, b, users_a='alice', users_b='bob'):
 
 # ----------------------------------------------------------------------------- roster (§2)
 
-@needs_im_store
 def test_roster_set_pushed_to_two_resources(server, users, conns):
     r1 = online(server, users, conns, 'alice', 'r1')
     r2 = online(server, users, conns, 'alice', 'r2')
@@ -112,7 +106,6 @@ def test_roster_set_pushed_to_two_resources(server, users, conns):
     assert items(roster_get(r1)) == {}
 
 
-@needs_im_store
 def test_roster_errors(server, users, conns):
     a = online(server, users, conns, 'alice', 'r')
     cases = [
@@ -131,7 +124,6 @@ def test_roster_errors(server, users, conns):
     assert r.get('type') == 'error', xr.tostr(r)
 
 
-@needs_im_store
 def test_roster_cap(server_factory, conns):
     server = server_factory(**{'im.max_roster_items': 2})
     users = dict(xr_users())
@@ -151,7 +143,6 @@ def xr_users():
     return USERS
 
 
-@needs_im_store
 def test_roster_versioning(server, users, conns):
     c = xr.connect_tls(server)
     conns.append(c)
@@ -173,7 +164,6 @@ def test_roster_versioning(server, users, conns):
     assert r.get('type') == 'result' and r.find(q(NS_ROSTER, 'query')) is None, xr.tostr(r)
 
 
-@needs_im_store
 def test_roster_and_offline_survive_restart(server_factory, conns, tmp_path):
     store = str(tmp_path / 'im-store')
     users = dict(xr_users())
@@ -197,7 +187,6 @@ def test_roster_and_offline_survive_restart(server_factory, conns, tmp_path):
 
 # ----------------------------------------------------------------------------- subscriptions (§3)
 
-@needs_im_store
 def test_subscription_with_offline_contact(server, users, conns):
     a = online(server, users, conns, 'alice', 'a')
     roster_get(a)
@@ -230,7 +219,6 @@ def test_subscription_with_offline_contact(server, users, conns):
     no_probe(b)
 
 
-@needs_im_store
 def test_subscription_request_to_unknown_account(server, users, conns):
     a = online(server, users, conns, 'alice', 'a')
     roster_get(a)
@@ -238,7 +226,6 @@ def test_subscription_request_to_unknown_account(server, users, conns):
     a.wait_presence(from_='nobody@localhost', type_='unsubscribed')
 
 
-@needs_im_store
 def test_unsubscribe_both_ways(server, users, conns):
     a = online(server, users, conns, 'alice', 'a')
     b = online(server, users, conns, 'bob', 'b')
@@ -264,7 +251,6 @@ def test_unsubscribe_both_ways(server, users, conns):
 
 # ----------------------------------------------------------------------------- presence (§4)
 
-@needs_im_store
 def test_presence_broadcast_and_probes(server, users, conns):
     a = online(server, users, conns, 'alice', 'a')
     b = online(server, users, conns, 'bob', 'b')
@@ -298,7 +284,6 @@ def test_presence_broadcast_and_probes(server, users, conns):
     b.wait_presence(from_='alice@localhost/a', type_='unavailable')
 
 
-@needs_im_store
 def test_directed_presence_undone_at_end(server, users, conns):
     a = online(server, users, conns, 'alice', 'a')
     c = online(server, users, conns, 'carol', 'c')
@@ -319,7 +304,6 @@ def test_client_probe_dropped(server, users, conns):
 
 # ----------------------------------------------------------------------------- offline (XEP-0160)
 
-@needs_im_store
 def test_offline_messages_delivered_in_order_with_delay(server, users, conns):
     a = online(server, users, conns, 'alice', 'a')
     for i in range(3):
@@ -344,7 +328,6 @@ def test_offline_messages_delivered_in_order_with_delay(server, users, conns):
     xr.assert_no_message(b, 1.0)
 
 
-@needs_im_store
 def test_offline_negative_priority_waits(server, users, conns):
     a = online(server, users, conns, 'alice', 'a')
     a.message('bob@localhost', 'later')
@@ -355,7 +338,6 @@ def test_offline_negative_priority_waits(server, users, conns):
     b.wait_message('later')
 
 
-@needs_im_store
 def test_offline_cap_resource_constraint(server_factory, conns):
     server = server_factory(**{'im.max_offline': 2})
     users = dict(xr_users())
@@ -372,7 +354,6 @@ def test_offline_cap_resource_constraint(server_factory, conns):
     b.wait_message('cap-1')
 
 
-@needs_im_store
 def test_headline_and_unknown_account_not_stored(server, users, conns):
     a = online(server, users, conns, 'alice', 'a')
     a.message('nobody@localhost', 'x', id_='n1')
@@ -386,7 +367,6 @@ def test_headline_and_unknown_account_not_stored(server, users, conns):
 
 # ----------------------------------------------------------------------------- what Gajim does
 
-@needs_im_store
 def test_gajim_like_login(server, users, conns):
     a = online(server, users, conns, 'alice', 'g', presence=False)
     qry = roster_get(a, ver='')
@@ -403,7 +383,6 @@ def test_gajim_like_login(server, users, conns):
 
 # ----------------------------------------------------------------------------- real clients
 
-@needs_im_store
 def test_slixmpp_subscription_and_presence(server, users):
     """Two slixmpp clients with their default roster handling (auto-authorize,
     auto-subscribe): a request ends in 'both' on both sides, each sees the
@@ -451,7 +430,6 @@ def test_slixmpp_subscription_and_presence(server, users):
     asyncio.run(run())
 
 
-@needs_im_store
 def test_sm_expiry_broadcasts_unavailable_to_contacts(server_factory, conns):
     """A session that detaches (XEP-0198) stays available for its contacts
     until it expires; then they get its unavailable presence."""
@@ -551,7 +529,6 @@ NS_CSI = 'urn:xmpp:csi:0'
 NS_CHATSTATES = 'http://jabber.org/protocol/chatstates'
 
 
-@needs_im_store
 def test_csi_holds_presence_drops_chat_states_flushes(server, users, conns):
     c = xr.connect_tls(server)
     conns.append(c)
@@ -613,7 +590,6 @@ def is_block_push(name):
                       and e.find(q(NS_BLOCKING, name)) is not None)
 
 
-@needs_im_store
 def test_blocking(server, users, conns):
     a1 = online(server, users, conns, 'alice', 'a1')
     a2 = online(server, users, conns, 'alice', 'a2')
@@ -666,7 +642,6 @@ def test_blocking(server, users, conns):
     a1.wait_message('all clear')
 
 
-@needs_im_store
 def test_blocklist_survives_restart_and_applies_at_login(server_factory, conns, tmp_path):
     store = str(tmp_path / 'bl-store')
     users = dict(xr_users())
@@ -688,7 +663,6 @@ def test_blocklist_survives_restart_and_applies_at_login(server_factory, conns, 
     xr.assert_no_message(a, 1.0, body='still blocked')
 
 
-@needs_im_store
 def test_roster_pushes_continue_after_sm_resume(server_factory, conns):
     """A client that resumes (XEP-0198) keeps getting roster pushes."""
     from sm_client import is_sm, kill, sm_login, sm_overrides, sm_resume
@@ -732,7 +706,6 @@ def test_bind2_inline_carbons_and_csi(server, users, conns):
             and e.get('from') == 'alice@localhost/other']
 
 
-@needs_im_store
 def test_csi_bytes_in_a_presence_storm(server, users, conns):
     """XEP-0352 is a bandwidth feature: the bytes an inactive client gets
     during a presence storm (10 contacts x 20 updates), then one message,

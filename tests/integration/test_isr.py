@@ -246,7 +246,8 @@ def test_wrong_token_destroys_token_and_ends_detached_session(srv):
         log = srv.wait_log('session expired jid=%s' % jid, 5)
         assert 'ISR with a wrong token' in log
         if os.environ.get('TETHER_STORE') == 'redis':
-            # no offline storage on the redis backend yet: back to bob
+            # on Redis an expired session's orphans still go back to their
+            # senders (deliver.c on_orphan_sent), not to offline storage
             for i in range(3):
                 err = bob.wait_for(lambda e: e.tag == q(NS_CLIENT, 'message')
                                    and e.get('type') == 'error' and e.get('id') == 'q%d' % i,

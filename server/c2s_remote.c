@@ -53,9 +53,10 @@ static int tell_local(struct c2s *s, const struct store_target *t, size_t n, str
 	for (size_t i = 0; i < n; i++) {
 		if (t[i].full)
 			full++;
-		else if (t[i].owner.node == BUS_NODE_SELF)
+		else if (t[i].owner.node == BUS_NODE_SELF && !t[i].direct)
 			bus_appended(s->w, &t[i].owner, t[i].seq, rmsg_ref(m));
 	}
+	deliver_targets_here(s->w, t, n, m); /* no queue: nothing appended */
 	if (full < n)
 		return 1;
 	metrics_inc(M_LIMIT_SM_QUEUE);

@@ -88,13 +88,28 @@ static int split(const char *full, struct jid *j, char *bare, size_t barelen)
 
 /* ---- the sessions on other nodes (a store shared between nodes) -------- */
 
+size_t deliver_targets_here(struct worker *w, const struct store_target *t, size_t n,
+			    struct rmsg *m)
+{
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (t[i].direct && t[i].owner.node == BUS_NODE_SELF) {
+			bus_deliver(w, &t[i].owner, rmsg_ref(m));
+			k++;
+		}
+	}
+	return k;
+}
+
 /* Sessions of this node got it from the router already, and the others'
  * nodes are told through their inboxes; a bounce or presence that finds
- * nobody is dropped. */
+ * nobody is dropped. A direct session of this node that the router did
+ * not find (it was ending) gets it through the bus, which re-routes it. */
 static void on_remote_done(void *ud, int err, const struct store_target *t, size_t n,
 			   struct rmsg *m)
 {
-	(void)ud; (void)err; (void)t; (void)n; (void)m;
+	(void)err;
+	deliver_targets_here(ud, t, n, m);
 }
 
 /* Appends <m> to the queues of <bare>'s sessions on other nodes, if the
@@ -136,9 +151,10 @@ static void on_orphan_sent(void *ud, int err, const struct store_target *t, size
 			   struct rmsg *m)
 {
 	struct worker *w = ud;
-	(void)t;
 	if (err || !n)
 		deliver_bounce(w, w->srv->cfg.domain, m, STE_RECIPIENT_UNAVAILABLE);
+	else
+		deliver_targets_here(w, t, n, m);
 }
 
 void deliver_orphan(struct worker *w, const char *domain, struct rmsg *m, uint64_t stamp_ms)
@@ -186,6 +202,12 @@ void deliver_stale(struct worker *w, const char *domain, const struct bus_addr *
 		rmsg_unref(m); /* presence broadcasts carry no 'to': nothing to redo */
 		goto out;
 	}
+	/* If <stale> was a direct session in the shared directory, its entry
+	 * goes first (check-and-delete: only if it still names <stale>), so
+	 * that what follows, issued behind it on this worker's handle, cannot
+	 * find it again: it ended, but its removal may not have been written. */
+	if (j->resource[0] && w->sh)
+		store_direct_async(w->sh, STORE_DIRECT_DEL, bare, j->resource, stale, 0, 0, NULL, NULL);
 	if (j->resource[0] && !router_get_full(w->srv->router, bare, j->resource, &t) &&
 	    !bus_addr_eq(&t.addr, stale)) {
 		bus_deliver(w, &t.addr, m); /* the session moved (resumed elsewhere) */

@@ -46,6 +46,8 @@ struct redis_store {
 int rstore_submit(struct store_handle *h, struct store_op *op);
 void rstore_compensate(struct store_handle *h, struct store_op *op);
 void rstore_attach(struct store_handle *h);
+/* redis_direct.c: submits a STORE_OP_DIRECT (store_direct_async). */
+int rstore_submit_direct(struct store_handle *h, struct store_op *op);
 /* The sid table's life, with the store's. 0 or -ENOMEM. */
 int rstore_sids_init(struct redis_store *s);
 void rstore_sids_free(struct redis_store *s);

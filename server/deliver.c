@@ -192,6 +192,36 @@ out:
 	rmsg_unref(m);
 }
 
+/* A bare-JID message whose session was gone finds no other: stored
+ * offline, or back to its sender. Consumes <m>. */
+static void stale_bare_nobody(struct worker *w, const char *domain, const char *bare,
+			      struct rmsg *m)
+{
+	if (offline_wanted(m->type)) {
+		offline_store(w, domain, bare, m, sm_wall_ms(), STE_RECIPIENT_UNAVAILABLE);
+		return;
+	}
+	deliver_bounce(w, domain, m, STE_RECIPIENT_UNAVAILABLE);
+	rmsg_unref(m);
+}
+
+/* ...and the account's sessions on other nodes (the stale one's entry was
+ * removed before this was issued): none there either. */
+static void on_stale_bare_sent(void *ud, int err, const struct store_target *t, size_t n,
+			       struct rmsg *m)
+{
+	struct worker *w = ud;
+	char bare[2 * JID_PART_MAX + 2];
+	if (!err && n) {
+		deliver_targets_here(w, t, n, m);
+		return;
+	}
+	struct jid *j = malloc(sizeof(*j));
+	if (j && !split(m->to, j, bare, sizeof(bare)))
+		stale_bare_nobody(w, w->srv->cfg.domain, bare, rmsg_ref(m));
+	free(j);
+}
+
 void deliver_stale(struct worker *w, const char *domain, const struct bus_addr *stale,
 		   struct rmsg *m)
 {
@@ -203,23 +233,22 @@ void deliver_stale(struct worker *w, const char *domain, const struct bus_addr *
 		goto out;
 	}
 	/* If <stale> was a direct session in the shared directory, its entry
-	 * goes first (check-and-delete: only if it still names <stale>), so
-	 * that what follows, issued behind it on this worker's handle, cannot
-	 * find it again: it ended, but its removal may not have been written. */
-	if (j->resource[0] && w->sh)
-		store_direct_async(w->sh, STORE_DIRECT_DEL, bare, j->resource, stale, 0, 0, NULL, NULL);
+	 * goes first (check-and-delete: only an entry that still names
+	 * <stale>; whichever resource, as a bare JID or a full JID that fell
+	 * back to it does not say), so that a re-route below, issued behind
+	 * it on this worker's handle, cannot find it again: the stream ended,
+	 * but its own removal may have been lost. */
+	if (w->sh)
+		store_direct_async(w->sh, STORE_DIRECT_DEL, bare, "", stale, 0, 0, NULL, NULL);
 	if (j->resource[0] && !router_get_full(w->srv->router, bare, j->resource, &t) &&
 	    !bus_addr_eq(&t.addr, stale)) {
 		bus_deliver(w, &t.addr, m); /* the session moved (resumed elsewhere) */
 	} else if (m->kind == RMSG_MESSAGE && !j->resource[0]) {
-		if (deliver_message_bare(w, bare, rmsg_ref(m), NULL))
+		if (deliver_message_bare(w, bare, rmsg_ref(m), NULL) ||
+		    remote(w, bare, "", m, on_stale_bare_sent))
 			rmsg_unref(m);
-		else if (offline_wanted(m->type))
-			offline_store(w, domain, bare, m, sm_wall_ms(), STE_RECIPIENT_UNAVAILABLE);
-		else {
-			deliver_bounce(w, domain, m, STE_RECIPIENT_UNAVAILABLE);
-			rmsg_unref(m);
-		}
+		else
+			stale_bare_nobody(w, domain, bare, m);
 	} else {
 		deliver_orphan(w, domain, m, sm_wall_ms());
 	}

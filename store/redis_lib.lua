@@ -696,13 +696,26 @@ local function direct_update(keys, args)
 end
 
 -- KEYS dir; ARGV resource, owner. Check-and-delete: removes the entry only
--- if it is still this owner's direct entry. 1, or 0.
+-- if it is still this owner's direct entry; resource "": whichever entry of
+-- the account is (a stream found gone by a stanza that does not say which
+-- resource it was for). Returns how many went.
 local function direct_del(keys, args)
-	if direct_owner(redis.call('HGET', keys[1], args[1])) ~= args[2] then
-		return 0
+	local res, owner = args[1], args[2]
+	if res ~= '' then
+		if direct_owner(redis.call('HGET', keys[1], res)) ~= owner then
+			return 0
+		end
+		redis.call('HDEL', keys[1], res)
+		return 1
 	end
-	redis.call('HDEL', keys[1], args[1])
-	return 1
+	local all, n = redis.call('HGETALL', keys[1]), 0
+	for i = 1, #all, 2 do
+		if direct_owner(all[i + 1]) == owner then
+			redis.call('HDEL', keys[1], all[i])
+			n = n + 1
+		end
+	end
+	return n
 end
 
 ---------------------------------------------------------------- administration

@@ -406,7 +406,8 @@ int store_shared(const struct store_handle *h);
  * <fn>(<ud>, 0, old, NULL) names that session's owner if it was another
  * stream's (the newer bind wins: the caller kicks it), else <old> NULL.
  * UPDATE: the presence, only if the entry is still <owner>'s. DEL:
- * check-and-delete, only if the entry is still <owner>'s. Errors as for
+ * check-and-delete, only if the entry is still <owner>'s (<resource> "":
+ * any entry of <bare> that names <owner>). Errors as for
  * the owner's writes. Arguments are copied; <fn> may be NULL. NULL: the
  * store is not shared (its single node routes through its own router:
  * nothing to write) or out of memory; nothing was issued. */

@@ -152,6 +152,14 @@ def test_stale_entry_on_a_live_node_is_rerouted_and_removed(cluster, conns):
     alice.send("<iq type='get' id='s2' to='bob@localhost/ghost'>%s</iq>" % PING)
     err = alice.wait_for(is_error('iq'), timeout=10, what='iq error')
     assert xr.stanza_error(err)[1] == 'service-unavailable', tostr(err)
+    # To the bare JID: the ghost has the highest priority, so it is chosen;
+    # its node removes it and picks again among the rest, here on node a.
+    cluster.redis.cli('HSET', 't:{bob@localhost}:dir', 'ghost2', '~%s/0/4001/7|1|9' % inc)
+    alice.message('bob@localhost', 'bare-ghost')
+    m = other.wait_message('bare-ghost', timeout=10)
+    assert m.get('from') == alice.jid, tostr(m)
+    assert not entry(cluster, 'bob@localhost', 'ghost2'), 'stale entry not removed'
+    xr.assert_no_message(other, wait=1.0, body='bare-ghost')     # once
 
 
 @pytest.mark.parametrize('old_sm,new_sm', [(False, False), (False, True), (True, False)])

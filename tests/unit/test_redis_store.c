@@ -1294,6 +1294,15 @@ static void test_direct(void **state)
 	assert_int_equal(write_err(store_sm_create_async(E.h, &r, bare, "r2", on_write, &s), &s), 0);
 	assert_true(s.has_owner && bus_addr_eq(&s.owner, &C));
 
+	/* Removal by owner alone ("": whichever resource names it). */
+	assert_int_equal(direct(STORE_DIRECT_SET, bare, "r4", &A, 1, 0, &s), 0);
+	assert_int_equal(direct(STORE_DIRECT_DEL, bare, "", &B, 0, 0, &s), 0);
+	RS_CMD(rp, fd, &c, "HEXISTS", kdir, "r4");
+	assert_int_equal(c.integer, 1);
+	assert_int_equal(direct(STORE_DIRECT_DEL, bare, "", &A, 0, 0, &s), 0);
+	RS_CMD(rp, fd, &c, "HEXISTS", kdir, "r4");
+	assert_int_equal(c.integer, 0);
+
 	/* A dead node's entry: gone at the first delivery that finds it. */
 	assert_int_equal(direct(STORE_DIRECT_SET, bare, "r3", &C, 1, 0, &s), 0);
 	RS_CMD(rp, fd, &c, "DEL", "t:{node:b}:lease");

@@ -817,6 +817,7 @@ static int submit_deliver(struct store_handle *h, struct store_deliver_op *d)
 	arg_u(&c, 2, d->from_bare ? d->from_epoch : 0);
 	arg_u(&c, 3, d->from_bare ? d->from_h : 0);
 	arg_s(&c, self); /* direct sessions of this node: the caller hands them over */
+	arg_s(&c, !strcmp(d->msg->type, "headline") ? "1" : "0"); /* RFC 6121 §8.5.2.1.2 */
 	int rc = send_cmd(h, &c, on_delivered, d);
 	if (meta != mstack)
 		free(meta);

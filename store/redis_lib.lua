@@ -539,9 +539,10 @@ end
 
 -- The sessions a stanza to <res> goes to: that resource's; for "" the
 -- available ones of the highest non-negative priority (RFC 6121 8.5.2.1.1);
--- for "*" all of them and for "+" the available ones (presence). Each as
--- target_of says.
-local function targets(dir, res)
+-- for "*" all of them and for "+" the available ones (presence). With
+-- <every> (a headline message, RFC 6121 8.5.2.1.2), "" is all the
+-- available ones of a non-negative priority. Each as target_of says.
+local function targets(dir, res, every)
 	local t = {}
 	if res == '*' or res == '+' then
 		local all = redis.call('HGETALL', dir)
@@ -564,7 +565,9 @@ local function targets(dir, res)
 		local sid, avail, prio = string.match(all[i + 1], '^([^|]*)|(%-?%d+)|(%-?%d+)$')
 		prio = tonumber(prio)
 		local x = sid and avail == '1' and prio >= 0 and target_of(dir, all[i], all[i + 1])
-		if x then
+		if x and every then
+			t[#t + 1] = x
+		elseif x then
 			if best == nil or prio > best then
 				best, t = prio, {}
 			end
@@ -623,7 +626,9 @@ end
 -- node's incarnation, whose sessions "*" and "+" skip ("" none), the
 -- bounds of a detached queue in entries and bytes (0: none), the sender's
 -- epoch and h_in (with KEYS[2]), the caller's node incarnation, whose
--- direct sessions it serves itself ("" none)]. A target
+-- direct sessions it serves itself ("" none), "1" for a headline message
+-- (to the bare JID: every available session of non-negative priority)].
+-- A target
 -- whose detached queue is full is reported with seq -1 and not written.
 -- With KEYS[2], the sender's session record, and ARGV epoch, h_in: its
 -- inbound count is written in the same step (ESTALE, and nothing
@@ -640,7 +645,7 @@ end
 local function deliver(keys, args)
 	local res, meta, payload, skip = args[1], args[2], args[3], args[4] or ''
 	local maxq, maxb = tonumber(args[5] or '0'), tonumber(args[6] or '0')
-	local me = args[9] or ''
+	local me, every = args[9] or '', args[10] == '1'
 	if keys[2] then
 		-- the sender's session: its inbound count is written in this same
 		-- step (fenced by its epoch), so a crash cannot separate the two
@@ -652,7 +657,7 @@ local function deliver(keys, args)
 	end
 	local base = string.sub(keys[1], 1, -4) -- "t:{bare}:"
 	local out = {}
-	for _, t in ipairs(targets(keys[1], res)) do
+	for _, t in ipairs(targets(keys[1], res, every)) do
 		local row
 		if not t[3] then
 			row = deliver_queued(base .. 's:' .. t[2], base .. 'q:' .. t[2], t[1], meta, payload,

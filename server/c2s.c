@@ -656,6 +656,8 @@ int c2s_bind_resource(struct c2s *s, const char *res, int kick_old)
 	}
 	s->flags |= C2S_F_BOUND;
 	metrics_inc(M_BOUND);
+	if (kick_old) /* a new bind, not a resumed XEP-0198 session */
+		c2s_direct_bind(s);
 	presence_bound(s); /* XEP-0191 blocklist (presence.c) */
 	return 0;
 }
@@ -1123,6 +1125,7 @@ void c2s_end_presence(struct c2s *s)
 	s->flags &= ~C2S_F_BOUND;
 	presence_session_end(s); /* contacts and directed presence (RFC 6121 §4.5.2) */
 	router_unbind(s->srv->router, s->bare, s->resource, &s->self);
+	c2s_direct_end(s);
 	if (s->flags & C2S_F_AVAILABLE) {
 		/* Tell the other resources this one is gone. */
 		s->flags &= ~C2S_F_AVAILABLE;

@@ -66,6 +66,7 @@ enum c2s_state {
 #define C2S_HELD_BP_MAX   (4u << 20) /* ...while the store catches up: what was in flight
 				      * when reading stopped (the worker's receive buffers) */
 #define C2S_F_BP          0x200000u /* parked for the store to catch up (store_backpressure) */
+#define C2S_F_DIRECT      0x800000u /* bound without XEP-0198: in the shared directory (c2s_direct.c) */
 #define C2S_F_H_DIRTY     0x400000u /* h_in counted a stanza, not yet written (c2s_sm_h_write) */
 #define C2S_F_WANT_A      0x100000u /* an <r/> waits for the h writes in flight (h_writes) */
 #define C2S_F_OOM         0x200000u /* output could not be built: internal-server-error sent, closing */
@@ -291,6 +292,16 @@ void c2s_sm_presence_changed(struct c2s *s);
  * node's router, else is bounced or dropped as RFC 6121 says. 0: no shared
  * store (the caller routes <m> itself, and keeps it). */
 int c2s_remote_deliver(struct c2s *s, const char *bare, const char *resource, struct rmsg *m);
+
+/* c2s_direct.c: a session bound without XEP-0198 in the shared
+ * directory (no-ops without a shared store). bind: writes its entry
+ * (kicks a session of the resource on another node); presence: its
+ * available/priority changed; end: removes the entry if still its own;
+ * enabled: XEP-0198 was enabled, the session's entry replaced it. */
+void c2s_direct_bind(struct c2s *s);
+void c2s_direct_presence(struct c2s *s);
+void c2s_direct_end(struct c2s *s);
+void c2s_direct_enabled(struct c2s *s);
 
 /* c2s_limits.c: 1 if the authentication attempt <el> (SASL <auth/> or
  * SASL2 <authenticate/>) must be refused now with temporary-auth-failure,

@@ -1,13 +1,16 @@
-/* server/c2s_remote.c - messages and iqs through the shared store: appended
- * to the queues of the recipient's XEP-0198 sessions, wherever they live.
+/* server/c2s_remote.c - messages, iqs and directed presence through the
+ * shared store: appended to the queues of the recipient's XEP-0198
+ * sessions, or handed to its sessions without one, wherever they live.
  *
  * Route to sessions, not connections: with a store shared between nodes,
  * a message or iq for an account goes first to one call (tether_deliver on
  * Redis) that finds the target sessions in the account's directory,
  * appends the stanza to each one's queue, which numbers it, and tells the
  * owning node. Sessions of this node are told at once, from the reply;
- * other nodes through their inboxes. Only what finds no session there goes
- * to this node's router (sessions without XEP-0198), then RFC 6121's
+ * other nodes through their inboxes. A session without XEP-0198 has a
+ * direct entry there (c2s_direct.c): the stanza goes to its node's inbox,
+ * or, on this node, straight to it through the bus. Only what finds no
+ * session there goes to this node's router, then RFC 6121's
  * undeliverable rules. Nothing is forwarded between nodes, and the
  * sender's <a h/> waits for the call (h_writes): what the client is told
  * it handed over is in a queue, so a node killed a moment later loses
@@ -63,9 +66,10 @@ static int tell_local(struct c2s *s, const struct store_target *t, size_t n, str
 	for (size_t i = 0; i < n; i++) {
 		if (t[i].full)
 			full++;
-		else if (t[i].owner.node == BUS_NODE_SELF)
+		else if (t[i].owner.node == BUS_NODE_SELF && !t[i].direct)
 			bus_appended(s->w, &t[i].owner, t[i].seq, rmsg_ref(m));
 	}
+	deliver_targets_here(s->w, t, n, m); /* no queue: nothing appended */
 	if (full < n)
 		return 1;
 	metrics_inc(M_LIMIT_SM_QUEUE);

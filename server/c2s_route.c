@@ -131,6 +131,7 @@ static void broadcast_presence(struct c2s *s, struct xnode *el)
 	s->sm.priority = s->priority;
 	router_set_presence(s->srv->router, s->bare, s->resource, avail, s->priority);
 	c2s_sm_presence_changed(s);
+	c2s_direct_presence(s);
 	struct rmsg *m = make_rmsg(s, el, NULL);
 	int congested = 0;
 	if (m)
@@ -168,8 +169,9 @@ static void route_full(struct c2s *s, struct xnode *el, const char *bare, const 
 {
 	enum rmsg_kind kind = kind_of(el);
 	struct route_target t; /* on the stack: this is the per-stanza path */
-	if (kind != RMSG_PRESENCE && store_shared(c2s_store(s))) {
-		/* Into the session's queue wherever it is (c2s_remote.c). */
+	if (store_shared(c2s_store(s))) {
+		/* Into the session's queue, or to its stream if it has none,
+		 * wherever it is (c2s_remote.c). */
 		struct rmsg *m = make_rmsg(s, el, to);
 		if (m)
 			c2s_remote_deliver(s, bare, resource, m);

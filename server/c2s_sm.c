@@ -159,6 +159,7 @@ int c2s_sm_enable(struct c2s *s, struct xnode *el, struct sbuf *out)
 		return -1;
 	}
 	s->flags |= C2S_F_SM;
+	c2s_direct_enabled(s);
 	sbuf_printf(out, "<enabled xmlns='" XMLNS_SM "' id='%s'", s->sm.id);
 	if (resume) {
 		sbuf_printf(out, " resume='true' max='%u'", s->sm.max);

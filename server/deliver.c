@@ -88,13 +88,28 @@ static int split(const char *full, struct jid *j, char *bare, size_t barelen)
 
 /* ---- the sessions on other nodes (a store shared between nodes) -------- */
 
+size_t deliver_targets_here(struct worker *w, const struct store_target *t, size_t n,
+			    struct rmsg *m)
+{
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (t[i].direct && t[i].owner.node == BUS_NODE_SELF) {
+			bus_deliver(w, &t[i].owner, rmsg_ref(m));
+			k++;
+		}
+	}
+	return k;
+}
+
 /* Sessions of this node got it from the router already, and the others'
  * nodes are told through their inboxes; a bounce or presence that finds
- * nobody is dropped. */
+ * nobody is dropped. A direct session of this node that the router did
+ * not find (it was ending) gets it through the bus, which re-routes it. */
 static void on_remote_done(void *ud, int err, const struct store_target *t, size_t n,
 			   struct rmsg *m)
 {
-	(void)ud; (void)err; (void)t; (void)n; (void)m;
+	(void)err;
+	deliver_targets_here(ud, t, n, m);
 }
 
 /* Appends <m> to the queues of <bare>'s sessions on other nodes, if the
@@ -136,9 +151,10 @@ static void on_orphan_sent(void *ud, int err, const struct store_target *t, size
 			   struct rmsg *m)
 {
 	struct worker *w = ud;
-	(void)t;
 	if (err || !n)
 		deliver_bounce(w, w->srv->cfg.domain, m, STE_RECIPIENT_UNAVAILABLE);
+	else
+		deliver_targets_here(w, t, n, m);
 }
 
 void deliver_orphan(struct worker *w, const char *domain, struct rmsg *m, uint64_t stamp_ms)
@@ -176,6 +192,36 @@ out:
 	rmsg_unref(m);
 }
 
+/* A bare-JID message whose session was gone finds no other: stored
+ * offline, or back to its sender. Consumes <m>. */
+static void stale_bare_nobody(struct worker *w, const char *domain, const char *bare,
+			      struct rmsg *m)
+{
+	if (offline_wanted(m->type)) {
+		offline_store(w, domain, bare, m, sm_wall_ms(), STE_RECIPIENT_UNAVAILABLE);
+		return;
+	}
+	deliver_bounce(w, domain, m, STE_RECIPIENT_UNAVAILABLE);
+	rmsg_unref(m);
+}
+
+/* ...and the account's sessions on other nodes (the stale one's entry was
+ * removed before this was issued): none there either. */
+static void on_stale_bare_sent(void *ud, int err, const struct store_target *t, size_t n,
+			       struct rmsg *m)
+{
+	struct worker *w = ud;
+	char bare[2 * JID_PART_MAX + 2];
+	if (!err && n) {
+		deliver_targets_here(w, t, n, m);
+		return;
+	}
+	struct jid *j = malloc(sizeof(*j));
+	if (j && !split(m->to, j, bare, sizeof(bare)))
+		stale_bare_nobody(w, w->srv->cfg.domain, bare, rmsg_ref(m));
+	free(j);
+}
+
 void deliver_stale(struct worker *w, const char *domain, const struct bus_addr *stale,
 		   struct rmsg *m)
 {
@@ -186,18 +232,23 @@ void deliver_stale(struct worker *w, const char *domain, const struct bus_addr *
 		rmsg_unref(m); /* presence broadcasts carry no 'to': nothing to redo */
 		goto out;
 	}
+	/* If <stale> was a direct session in the shared directory, its entry
+	 * goes first (check-and-delete: only an entry that still names
+	 * <stale>; whichever resource, as a bare JID or a full JID that fell
+	 * back to it does not say), so that a re-route below, issued behind
+	 * it on this worker's handle, cannot find it again: the stream ended,
+	 * but its own removal may have been lost. */
+	if (w->sh)
+		store_direct_async(w->sh, STORE_DIRECT_DEL, bare, "", stale, 0, 0, NULL, NULL);
 	if (j->resource[0] && !router_get_full(w->srv->router, bare, j->resource, &t) &&
 	    !bus_addr_eq(&t.addr, stale)) {
 		bus_deliver(w, &t.addr, m); /* the session moved (resumed elsewhere) */
 	} else if (m->kind == RMSG_MESSAGE && !j->resource[0]) {
-		if (deliver_message_bare(w, bare, rmsg_ref(m), NULL))
+		if (deliver_message_bare(w, bare, rmsg_ref(m), NULL) ||
+		    remote(w, bare, "", m, on_stale_bare_sent))
 			rmsg_unref(m);
-		else if (offline_wanted(m->type))
-			offline_store(w, domain, bare, m, sm_wall_ms(), STE_RECIPIENT_UNAVAILABLE);
-		else {
-			deliver_bounce(w, domain, m, STE_RECIPIENT_UNAVAILABLE);
-			rmsg_unref(m);
-		}
+		else
+			stale_bare_nobody(w, domain, bare, m);
 	} else {
 		deliver_orphan(w, domain, m, sm_wall_ms());
 	}

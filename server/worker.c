@@ -113,6 +113,8 @@ static void on_inbox(void *ud, int kind, const struct bus_addr *to, int cond, ui
 		bus_kick(w, to, cond);
 	else if (kind == BUS_MOVED)
 		bus_moved(w, to);
+	else if (kind == BUS_DELIVER)
+		bus_deliver(w, to, m); /* a session without a queue: a stale one re-routes it */
 	else
 		bus_appended(w, to, seq, m);
 }

@@ -770,17 +770,19 @@ static void on_delivered(const redisReply *r, const char *err, void *ud)
 {
 	struct store_deliver_op *d = ud;
 	d->err = rstore_reply_err(&d->op, r, err);
-	/* {{resource, seq, owner}, ...}: each session it was appended to */
+	/* {{resource, seq, owner[, 1: direct]}, ...}: each session it went to */
 	for (size_t i = 0; !d->err && r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
 		const redisReply *e = r->element[i];
 		struct store_target *t = &d->t[d->n];
-		if (d->n == STORE_TARGETS_MAX || e->type != REDIS_REPLY_ARRAY || e->elements != 3 ||
+		if (d->n == STORE_TARGETS_MAX || e->type != REDIS_REPLY_ARRAY ||
+		    e->elements < 3 || e->elements > 4 ||
 		    e->element[1]->type != REDIS_REPLY_INTEGER ||
 		    e->element[2]->type != REDIS_REPLY_STRING ||
 		    rcodec_owner_parse(e->element[2]->str, e->element[2]->len, &t->owner))
 			continue;
 		t->full = e->element[1]->integer < 0;
 		t->seq = t->full ? 0 : (uint32_t)e->element[1]->integer;
+		t->direct = e->elements == 4;
 		d->n++;
 	}
 	store_op_ready(&d->op);
@@ -810,18 +812,16 @@ static int submit_deliver(struct store_handle *h, struct store_deliver_op *d)
 	arg_s(&c, d->resource);
 	arg(&c, meta, ml);
 	arg(&c, d->msg->data, d->msg->len);
-	char self[NODES_ID_MAX + 1] = "";
-	if (!strcmp(d->resource, "*") || !strcmp(d->resource, "+")) {
-		/* presence: this node's sessions had it from the local router */
-		snprintf(self, sizeof(self), "%s.%s", nodes_name(BUS_NODE_SELF), nodes_boot());
-	}
-	arg_s(&c, self);
+	char self[NODES_ID_MAX + 1];
+	snprintf(self, sizeof(self), "%s.%s", nodes_name(BUS_NODE_SELF), nodes_boot());
+	/* presence: this node's sessions had it from the local router */
+	arg_s(&c, !strcmp(d->resource, "*") || !strcmp(d->resource, "+") ? self : "");
 	arg_u(&c, 0, h->st->queue_max);
 	arg_u(&c, 1, h->st->queue_bytes);
-	if (d->from_bare) {
-		arg_u(&c, 2, d->from_epoch);
-		arg_u(&c, 3, d->from_h);
-	}
+	arg_u(&c, 2, d->from_bare ? d->from_epoch : 0);
+	arg_u(&c, 3, d->from_bare ? d->from_h : 0);
+	arg_s(&c, self); /* direct sessions of this node: the caller hands them over */
+	arg_s(&c, !strcmp(d->msg->type, "headline") ? "1" : "0"); /* RFC 6121 §8.5.2.1.2 */
 	int rc = send_cmd(h, &c, on_delivered, d);
 	if (meta != mstack)
 		free(meta);
@@ -862,6 +862,8 @@ int rstore_submit(struct store_handle *h, struct store_op *op)
 		return submit_notice(h, (struct store_notice_op *)op);
 	case STORE_OP_DELIVER:
 		return submit_deliver(h, (struct store_deliver_op *)op);
+	case STORE_OP_DIRECT:
+		return rstore_submit_direct(h, op);
 	case STORE_OP_BARRIER: {
 		struct cmd c = { 0 };
 		arg_s(&c, "PING");

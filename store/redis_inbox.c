@@ -10,6 +10,8 @@
  *   (k 9, STORE_NOTICE_DRAIN, alone: tetherctl drain asks the node to leave)
  *   seq, e   BUS_APPENDED (written by tether_deliver): the entry's number
  *        and the entry as queued ("<seq>:<stamp>:<meta><payload>")
+ *   e    BUS_DELIVER (tether_deliver, to a session without XEP-0198): the
+ *        stanza as a queue entry numbered 0, queued nowhere
  * The reader runs one XREAD BLOCK at a time on a link of its own and
  * follows the stream from its end. */
 #include "tether/inbox.h"
@@ -98,8 +100,8 @@ static void entry(struct inbox *in, const redisReply *e)
 		in->fn(in->ud, (int)kind, NULL, 0, 0, NULL);
 		return;
 	}
-	int ok = have_to && (kind == BUS_KICK || kind == BUS_MOVED ||
-			     (kind == BUS_APPENDED && have_e));
+	int carries = kind == BUS_APPENDED || kind == BUS_DELIVER;
+	int ok = have_to && (kind == BUS_KICK || kind == BUS_MOVED || (carries && have_e));
 	if (!ok || to.node != BUS_NODE_SELF) {
 		/* not a notice, or for an earlier run of this node (its
 		 * sessions are gone: a resume gets the entry from the queue) */
@@ -110,7 +112,7 @@ static void entry(struct inbox *in, const redisReply *e)
 		return;
 	}
 	struct rmsg *m = NULL;
-	if (have_e && kind == BUS_APPENDED)
+	if (have_e && carries)
 		m = qe.msg;
 	else if (have_e)
 		rmsg_unref(qe.msg);

@@ -55,6 +55,9 @@ int rstore_reply_err(struct store_op *op, const redisReply *r, const char *err);
  * messages of an offline take whose caller went away. */
 int rstore_im_submit(struct store_handle *h, struct store_op *op);
 void rstore_im_compensate(struct store_handle *h, struct store_op *op);
+
+/* redis_direct.c: submits a STORE_OP_DIRECT (store_direct_async). */
+int rstore_submit_direct(struct store_handle *h, struct store_op *op);
 /* The sid table's life, with the store's. 0 or -ENOMEM. */
 int rstore_sids_init(struct redis_store *s);
 void rstore_sids_free(struct redis_store *s);

@@ -23,6 +23,8 @@ is ready for Redis Cluster:
                            last token expires; "v" = B's version counter
   t:{B}:isr         hash   ISR tokens of B's sessions: <sid> = sealed token
   t:{B}:dir         hash   route directory of B: <resource> = "<sid>|<avail>|<prio>"
+                           for a XEP-0198 session, "~<owner>|<avail>|<prio>"
+                           for a direct one (DIRECT SESSIONS below)
   t:{B}:s:<sid>     hash   session record (fields below)
   t:{B}:q:<sid>     list   the session's queue, oldest first
   t:{B}:roster      hash   B's roster (IM DATA below)
@@ -72,6 +74,22 @@ routed message without parsing it), "" when it passed none. The list holds exact
 the entries acked+1..out, in order, so an ack is one LTRIM of (h - acked)
 entries, no parsing. seq and stamp are in the entry for the reader: a takeover
 hands out the queue and each entry says what it is.
+
+DIRECT SESSIONS
+A session bound without XEP-0198 has no record and no queue: its stream is
+the only place its stanzas can go. Its directory entry names its owner
+(the stream's address, as a record's owner) behind a '~', which no sid
+starts with. Delivery to it puts the stanza in the owner node's inbox (k 0,
+"deliver": the entry as a queue entry numbered 0) and the owner hands it to
+the stream, or, if that stream is gone, applies RFC 6121's rules for an
+unavailable resource; nothing is kept here. Fencing is the owner string:
+the entry is updated and removed only by that owner (check-and-set on the
+whole string, which names the node's incarnation and the slot's
+generation), a newer bind of the resource replaces it and learns whom to
+kick, and enabling XEP-0198 on the same stream replaces it by the session
+(sm_create: same owner, no kick). An entry whose owner's node incarnation
+holds no lease any more (a dead node: its lease expires 5 s after it stops
+renewing it) is removed by the first delivery that finds it.
 
 EPOCH FENCING AND ERRORS
 An owner's writes carry the epoch it got from create or take; a write whose
@@ -249,6 +267,14 @@ local function sm_create(keys, args)
 		'since', now_ms())
 	local old = redis.call('HGET', keys[2], res)
 	redis.call('HSET', keys[2], res, string.format('%s|%d|%d', sid, avail, prio))
+	local direct = old and string.match(old, '^~([^|]*)|')
+	if direct then
+		-- a direct session: ours (this stream enabled XEP-0198) or kicked
+		if direct ~= owner then
+			return { 1, '', direct }
+		end
+		return { 1, false }
+	end
 	if old then
 		old = string.match(old, '^([^|]*)')
 		local base = string.sub(keys[2], 1, -4) -- "t:{bare}:"
@@ -494,54 +520,132 @@ local function inbox_of(owner)
 	return 't:{node:' .. name .. '}:in'
 end
 
+-- The owner of direct entry <v> (DIRECT SESSIONS), or nil.
+local function direct_owner(v)
+	return v and string.match(v, '^~([^|]*)|')
+end
+
+-- 1 if the node incarnation of <owner> ("<name>.<boot>/...") holds its
+-- lease. The lease key is another slot (as in sm_reap).
+local function alive(owner)
+	local inc = string.match(owner, '^([^/]+)')
+	local name = inc and string.match(inc, '^([^.]+)')
+	return name ~= nil and redis.call('GET', 't:{node:' .. name .. '}:lease') == inc
+end
+
+-- Directory entry <res> = <v> as a target: {res, sid}, {res, false,
+-- owner} for a direct session, or nil for a direct session of a dead
+-- node, whose entry goes (the stanza then finds no session there).
+local function target_of(dir, res, v)
+	local d = direct_owner(v)
+	if not d then
+		return { res, string.match(v, '^([^|]*)') }
+	end
+	if alive(d) then
+		return { res, false, d }
+	end
+	redis.call('HDEL', dir, res)
+	return nil
+end
+
 -- The sessions a stanza to <res> goes to: that resource's; for "" the
 -- available ones of the highest non-negative priority (RFC 6121 8.5.2.1.1);
--- for "*" all of them and for "+" the available ones (presence), except
--- those owned by node incarnation <skip> (the sender's node delivered to
--- its own sessions already).
-local function targets(dir, res, skip)
+-- for "*" all of them and for "+" the available ones (presence). With
+-- <every> (a headline message, RFC 6121 8.5.2.1.2), "" is all the
+-- available ones of a non-negative priority. Each as target_of says.
+local function targets(dir, res, every)
 	local t = {}
 	if res == '*' or res == '+' then
 		local all = redis.call('HGETALL', dir)
 		for i = 1, #all, 2 do
 			local sid, avail = string.match(all[i + 1], '^([^|]*)|(%-?%d+)|')
-			if sid and (res == '*' or avail == '1') then
-				t[#t + 1] = { all[i], sid }
+			local x = sid and (res == '*' or avail == '1') and target_of(dir, all[i], all[i + 1])
+			if x then
+				t[#t + 1] = x
 			end
 		end
 		return t
 	end
 	if res ~= '' then
 		local v = redis.call('HGET', dir, res)
-		if v then
-			t[1] = { res, string.match(v, '^([^|]*)') }
-		end
+		t[1] = v and target_of(dir, res, v) or nil
 		return t
 	end
 	local all, best = redis.call('HGETALL', dir), nil
 	for i = 1, #all, 2 do
 		local sid, avail, prio = string.match(all[i + 1], '^([^|]*)|(%-?%d+)|(%-?%d+)$')
 		prio = tonumber(prio)
-		if sid and avail == '1' and prio >= 0 then
+		local x = sid and avail == '1' and prio >= 0 and target_of(dir, all[i], all[i + 1])
+		if x and every then
+			t[#t + 1] = x
+		elseif x then
 			if best == nil or prio > best then
 				best, t = prio, {}
 			end
 			if prio == best then
-				t[#t + 1] = { all[i], sid }
+				t[#t + 1] = x
 			end
 		end
 	end
 	return t
 end
 
+-- Direct target <t> of deliver: into its owner node's inbox (k 0, the
+-- entry numbered 0), unless the owner is on node incarnation <me>, the
+-- caller's, which hands it over itself. Returns the reply row.
+local function deliver_direct(t, meta, payload, me)
+	local owner = t[3]
+	if string.match(owner, '^([^/]+)') ~= me then
+		redis.call('XADD', inbox_of(owner), 'MAXLEN', '~', 10000, '*', -- RINBOX_MAXLEN
+			'k', 0, 'to', owner, 'e', string.format('0:%d:', now_ms()) .. meta .. payload)
+	end
+	return { t[1], 0, owner, 1 }
+end
+
+-- The XEP-0198 session of record <rk> and queue <qk>, as <res>: the stanza
+-- is appended and its owner's node told (k 3). Returns the reply row
+-- {res, seq, owner} ({res, -1, owner}: its detached queue is full, nothing
+-- written), or nil (no such session, or owned by node incarnation <skip>).
+local function deliver_queued(rk, qk, res, meta, payload, skip, maxq, maxb)
+	local r = rec_get(rk)
+	local entry = ''
+	if r[1] then
+		entry = string.format('%d:%d:', (tonumber(r[5]) + 1) % TWO32, now_ms()) .. meta .. payload
+	end
+	local full = r[1] and r[8] == '0' and
+		((maxq > 0 and (tonumber(r[5]) - tonumber(r[6])) % TWO32 >= maxq) or
+		 (maxb > 0 and tonumber(redis.call('HGET', rk, 'qb') or '0') + #entry > maxb))
+	if full then
+		-- a detached queue at its bound: nobody reads it; the sender
+		-- gets the stanza back (seq -1), the session lives on
+		return { res, -1, r[2] }
+	end
+	if r[1] and (skip == '' or string.match(r[2], '^([^/]+)') ~= skip) then
+		local seq = (tonumber(r[5]) + 1) % TWO32
+		redis.call('RPUSH', qk, entry)
+		redis.call('HSET', rk, 'out', seq)
+		redis.call('HINCRBY', rk, 'qb', #entry)
+		redis.call('XADD', inbox_of(r[2]), 'MAXLEN', '~', 10000, '*', -- RINBOX_MAXLEN
+			'k', 3, 'to', r[2], 'seq', seq, 'e', entry)
+		return { res, seq, r[2] }
+	end
+	return nil
+end
+
 -- KEYS dir; ARGV resource ("" for the account's bare JID; "*" or "+" for
 -- presence to all or the available sessions), meta, payload [, the sender
 -- node's incarnation, whose sessions "*" and "+" skip ("" none), the
--- bounds of a detached queue in entries and bytes (0: none)]. A target
+-- bounds of a detached queue in entries and bytes (0: none), the sender's
+-- epoch and h_in (with KEYS[2]), the caller's node incarnation, whose
+-- direct sessions it serves itself ("" none), "1" for a headline message
+-- (to the bare JID: every available session of non-negative priority)].
+-- A target
 -- whose detached queue is full is reported with seq -1 and not written.
 -- With KEYS[2], the sender's session record, and ARGV epoch, h_in: its
 -- inbound count is written in the same step (ESTALE, and nothing
 -- delivered, if that session was taken over). KEYS[2] is another slot.
+-- A direct session (no queue) gets the stanza through its owner's inbox
+-- and is reported as {resource, 0, owner, 1}.
 -- Route to sessions: the stanza is appended to the queue of each target
 -- session (numbered there: the one place that fixes its order) and its
 -- owner's node is told through its inbox (k 3: appended; e: the entry as
@@ -552,6 +656,7 @@ end
 local function deliver(keys, args)
 	local res, meta, payload, skip = args[1], args[2], args[3], args[4] or ''
 	local maxq, maxb = tonumber(args[5] or '0'), tonumber(args[6] or '0')
+	local me, every = args[9] or '', args[10] == '1'
 	if keys[2] then
 		-- the sender's session: its inbound count is written in this same
 		-- step (fenced by its epoch), so a crash cannot separate the two
@@ -563,31 +668,70 @@ local function deliver(keys, args)
 	end
 	local base = string.sub(keys[1], 1, -4) -- "t:{bare}:"
 	local out = {}
-	for _, t in ipairs(targets(keys[1], res)) do
-		local rk, qk = base .. 's:' .. t[2], base .. 'q:' .. t[2]
-		local r = rec_get(rk)
-		local entry = ''
-		if r[1] then
-			entry = string.format('%d:%d:', (tonumber(r[5]) + 1) % TWO32, now_ms()) .. meta .. payload
+	for _, t in ipairs(targets(keys[1], res, every)) do
+		local row
+		if not t[3] then
+			row = deliver_queued(base .. 's:' .. t[2], base .. 'q:' .. t[2], t[1], meta, payload,
+				skip, maxq, maxb)
+		elseif skip == '' or string.match(t[3], '^([^/]+)') ~= skip then
+			row = deliver_direct(t, meta, payload, me)
 		end
-		local full = r[1] and r[8] == '0' and
-			((maxq > 0 and (tonumber(r[5]) - tonumber(r[6])) % TWO32 >= maxq) or
-			 (maxb > 0 and tonumber(redis.call('HGET', rk, 'qb') or '0') + #entry > maxb))
-		if full then
-			-- a detached queue at its bound: nobody reads it; the sender
-			-- gets the stanza back (seq -1), the session lives on
-			out[#out + 1] = { t[1], -1, r[2] }
-		elseif r[1] and (skip == '' or string.match(r[2], '^([^/]+)') ~= skip) then
-			local seq = (tonumber(r[5]) + 1) % TWO32
-			redis.call('RPUSH', qk, entry)
-			redis.call('HSET', rk, 'out', seq)
-			redis.call('HINCRBY', rk, 'qb', #entry)
-			redis.call('XADD', inbox_of(r[2]), 'MAXLEN', '~', 10000, '*', -- RINBOX_MAXLEN
-				'k', 3, 'to', r[2], 'seq', seq, 'e', entry)
-			out[#out + 1] = { t[1], seq, r[2] }
-		end
+		out[#out + 1] = row
 	end
 	return out
+end
+
+-- KEYS dir; ARGV resource, owner, avail, prio. A direct session's bind:
+-- its entry replaces whatever held the resource (the newer bind wins).
+-- Returns {1, '', old owner} when that was another stream's session (to be
+-- kicked), else {1, false}.
+local function direct_set(keys, args)
+	local res, owner, avail, prio = args[1], args[2], num(args[3]), num(args[4])
+	local old = redis.call('HGET', keys[1], res)
+	redis.call('HSET', keys[1], res, string.format('~%s|%d|%d', owner, avail, prio))
+	local prev = direct_owner(old)
+	if old and not prev then
+		local sid = string.match(old, '^([^|]*)')
+		prev = redis.call('HGET', string.sub(keys[1], 1, -4) .. 's:' .. sid, 'owner')
+	end
+	if prev and prev ~= owner then
+		return { 1, '', prev }
+	end
+	return { 1, false }
+end
+
+-- KEYS dir; ARGV resource, owner, avail, prio. A direct session's presence,
+-- written only if the entry is still this owner's. 1, or 0.
+local function direct_update(keys, args)
+	local res, owner, avail, prio = args[1], args[2], num(args[3]), num(args[4])
+	if direct_owner(redis.call('HGET', keys[1], res)) ~= owner then
+		return 0
+	end
+	redis.call('HSET', keys[1], res, string.format('~%s|%d|%d', owner, avail, prio))
+	return 1
+end
+
+-- KEYS dir; ARGV resource, owner. Check-and-delete: removes the entry only
+-- if it is still this owner's direct entry; resource "": whichever entry of
+-- the account is (a stream found gone by a stanza that does not say which
+-- resource it was for). Returns how many went.
+local function direct_del(keys, args)
+	local res, owner = args[1], args[2]
+	if res ~= '' then
+		if direct_owner(redis.call('HGET', keys[1], res)) ~= owner then
+			return 0
+		end
+		redis.call('HDEL', keys[1], res)
+		return 1
+	end
+	local all, n = redis.call('HGETALL', keys[1]), 0
+	for i = 1, #all, 2 do
+		if direct_owner(all[i + 1]) == owner then
+			redis.call('HDEL', keys[1], all[i])
+			n = n + 1
+		end
+	end
+	return n
 end
 
 ---------------------------------------------------------------- administration
@@ -1161,6 +1305,9 @@ reg('sm_isr_get', sm_isr_get, RO)
 reg('sm_isr_burn', sm_isr_burn)
 reg('dir_get', dir_get, RO)
 reg('deliver', deliver)
+reg('direct_set', direct_set)
+reg('direct_update', direct_update)
+reg('direct_del', direct_del)
 reg('tickets', tickets)
 reg('sessions', sessions, RO)
 reg('fast_get', fast_get, RO)

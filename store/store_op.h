@@ -32,6 +32,7 @@ enum store_op_kind {
 	STORE_OP_IM_OFFLINE_TAKE,
 	STORE_OP_IM_BLOCKS,          /* XEP-0191: read the blocklist */
 	STORE_OP_IM_BLOCK,           /* ...change it */
+	STORE_OP_DIRECT,             /* a direct session's directory entry */
 };
 
 /* One operation issued on a handle. It waits in the handle's FIFO and
@@ -153,6 +154,19 @@ struct store_deliver_op {
 	int err;
 	size_t n;               /* sessions it was appended to */
 	struct store_target t[STORE_TARGETS_MAX]; /* the first of them */
+};
+
+/* A direct session's directory entry (store_direct_async). */
+struct store_direct_op {
+	struct store_op op;     /* first */
+	store_write_fn *fn;
+	enum store_direct what;
+	char *bare, *resource;
+	struct bus_addr owner;  /* the session */
+	int available, priority;
+	int err;
+	int replaced;           /* SET: <old> is the owner of the session it replaced */
+	struct bus_addr old;
 };
 
 /* Completes once everything issued before it did (store_barrier_async). */

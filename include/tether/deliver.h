@@ -9,6 +9,7 @@
 
 struct bus_addr;
 struct rmsg;
+struct store_target;
 struct worker;
 
 /* Sends <m> to the session bound as <bare>/<resource>. Consumes one
@@ -44,5 +45,13 @@ void deliver_orphan(struct worker *w, const char *domain, struct rmsg *m, uint64
  * orphan. Consumes one reference. */
 void deliver_stale(struct worker *w, const char *domain, const struct bus_addr *stale,
 		   struct rmsg *m);
+
+/* Of the sessions a delivery through the shared store went to (<n>
+ * entries of <t>), those without XEP-0198 that live on this node: the
+ * store did not write them anywhere (store.h, store_target.direct), so
+ * each gets one reference of <m> through the bus now. Does not consume
+ * <m>. Returns how many. */
+size_t deliver_targets_here(struct worker *w, const struct store_target *t, size_t n,
+			    struct rmsg *m);
 
 #endif /* TETHER_DELIVER_H */

@@ -24,8 +24,9 @@
 
 struct inbox;
 
-/* <kind> BUS_KICK (with <cond>), BUS_MOVED, or BUS_APPENDED (entry <seq>
- * with message <m>, one reference for the callee; NULL otherwise); or
+/* <kind> BUS_KICK (with <cond>), BUS_MOVED, BUS_APPENDED (entry <seq>
+ * with message <m>, one reference for the callee; NULL otherwise),
+ * BUS_DELIVER (<m> for a session without a queue, <seq> 0); or
  * STORE_NOTICE_DRAIN (store.h) with <to> NULL: drain this node. */
 typedef void inbox_fn(void *ud, int kind, const struct bus_addr *to, int cond, uint32_t seq,
 		      struct rmsg *m);

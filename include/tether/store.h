@@ -382,6 +382,9 @@ struct store_target {
 	struct bus_addr owner;   /* the session's owner when it was appended to */
 	uint32_t seq;            /* the entry's number in that session's queue */
 	int full;                /* not appended: a detached queue at its bounds */
+	int direct;              /* a session without XEP-0198 (seq 0): its owner's
+				  * node hands it over; if that is this node, the
+				  * caller does (deliver_targets_here) */
 };
 #define STORE_TARGETS_MAX 16     /* sessions one delivery reports (more are appended) */
 typedef void store_delivered_fn(void *ud, int err, const struct store_target *t, size_t n,
@@ -402,6 +405,32 @@ struct store_op *store_deliver_async(struct store_handle *h, const char *bare,
 				     store_delivered_fn *fn, void *ud);
 /* 1 if the store is shared with other nodes (delivery may go through it). */
 int store_shared(const struct store_handle *h);
+
+/* ---- direct sessions: bound without XEP-0198 (cluster) ----------------------
+ *
+ * A session without a queue is reachable from other nodes through its
+ * directory entry in the shared store, which names its stream <owner>
+ * (store/redis_lib.lua, DIRECT SESSIONS); store_deliver_async reports it
+ * with <direct> set and puts the stanza in the owner node's inbox.
+ * SET (at bind): writes the entry for <resource> of <bare> with presence
+ * <available>/<priority>; it replaces whatever held the resource, and
+ * <fn>(<ud>, 0, old, NULL) names that session's owner if it was another
+ * stream's (the newer bind wins: the caller kicks it), else <old> NULL.
+ * UPDATE: the presence, only if the entry is still <owner>'s. DEL:
+ * check-and-delete, only if the entry is still <owner>'s (<resource> "":
+ * any entry of <bare> that names <owner>). Errors as for
+ * the owner's writes. Arguments are copied; <fn> may be NULL. NULL: the
+ * store is not shared (its single node routes through its own router:
+ * nothing to write) or out of memory; nothing was issued. */
+enum store_direct {
+	STORE_DIRECT_SET = 0,
+	STORE_DIRECT_UPDATE,
+	STORE_DIRECT_DEL,
+};
+struct store_op *store_direct_async(struct store_handle *h, enum store_direct what,
+				    const char *bare, const char *resource,
+				    const struct bus_addr *owner, int available, int priority,
+				    store_write_fn *fn, void *ud);
 
 /* A no-op that completes after everything issued on <h> before it:
  * <fn>(<ud>) then. For back-pressure (a stream stops parsing until the

@@ -6,8 +6,8 @@ nodes, through a real HAProxy, and across a Redis restart.
 What this covers of the cluster issue: takeover on any node with the queue
 kept in Redis (nothing lost, nothing twice), kicks through node inboxes,
 and delivery to XEP-0198 sessions on other nodes (appended to their queue
-in Redis, announced through the owner's inbox). Not yet: the reaper,
-presence across nodes, sessions without XEP-0198 on other nodes."""
+in Redis, announced through the owner's inbox). Sessions without
+XEP-0198 on other nodes: test_cluster_direct.py."""
 
 import signal
 import shutil

@@ -1583,6 +1583,124 @@ static void test_im_roster_set_remove(void **state)
 	assert_string_equal(im_off_take(&x, "ra@x"), "err 0 n 0");
 }
 
+/* ---- direct sessions (bound without XEP-0198) ---------------------------- */
+
+struct dseen {
+	int calls, err;
+	size_t n;
+	struct store_target t[4];
+};
+
+static void on_ddeliver(void *ud, int err, const struct store_target *t, size_t n, struct rmsg *m)
+{
+	struct dseen *s = ud;
+	assert_non_null(m);
+	s->calls++;
+	s->err = err;
+	s->n = n;
+	memcpy(s->t, t, (n < 4 ? n : 4) * sizeof(*t));
+}
+
+static size_t ddeliver(const char *bare, const char *res, struct dseen *s)
+{
+	memset(s, 0, sizeof(*s));
+	struct rmsg *m = msg(1, RMSG_MESSAGE);
+	assert_non_null(store_deliver_async(E.h, bare, res, m, NULL, on_ddeliver, s));
+	rmsg_unref(m);
+	assert_int_equal(run_until(&s->calls, 1, 3000), 0);
+	assert_int_equal(s->err, 0);
+	return s->n;
+}
+
+static int direct(enum store_direct what, const char *bare, const char *res,
+		  const struct bus_addr *owner, int avail, int prio, struct seen *s)
+{
+	memset(s, 0, sizeof(*s));
+	return write_err(store_direct_async(E.h, what, bare, res, owner, avail, prio, on_write, s), s);
+}
+
+/* A direct entry names its stream; delivery to it goes to its owner node's
+ * inbox (not for this node's: the caller hands those over), bare-JID
+ * delivery weighs it by presence like any session, only its owner updates
+ * or removes it, a newer bind or an <enable/> of another stream replaces it
+ * and names the owner to kick, the same stream's <enable/> replaces it
+ * silently, and a dead node's entry goes at the first delivery. */
+static void test_direct(void **state)
+{
+	(void)state;
+	struct rproto *rp = rproto_new(NULL);
+	int fd = rs_connect(&srv);
+	struct rcopy c = { 0 };
+	struct seen s;
+	struct dseen d;
+	const char *bare = "direct@example.com", *kdir = "t:{direct@example.com}:dir";
+	char self[64], want[96];
+	snprintf(self, sizeof(self), "a.%s", nodes_boot());
+	struct bus_addr C = { nodes_intern("b.0badcafe"), 2, 9, 4 };
+	RS_CMD(rp, fd, &c, "SET", "t:{node:a}:lease", self);
+	RS_CMD(rp, fd, &c, "SET", "t:{node:b}:lease", "b.0badcafe");
+	RS_CMD(rp, fd, &c, "DEL", "t:{node:a}:in", "t:{node:b}:in");
+
+	assert_int_equal(direct(STORE_DIRECT_SET, bare, "r1", &A, 1, 2, &s), 0);
+	assert_false(s.has_owner);
+	RS_CMD(rp, fd, &c, "HGET", kdir, "r1");
+	snprintf(want, sizeof(want), "~%s/0/5/1|1|2", self);
+	assert_string_equal(c.str, want);
+	assert_int_equal(ddeliver(bare, "r1", &d), 1);
+	assert_true(d.t[0].direct && d.t[0].seq == 0 && bus_addr_eq(&d.t[0].owner, &A));
+	RS_CMD(rp, fd, &c, "XLEN", "t:{node:a}:in");
+	assert_int_equal(c.integer, 0);                  /* ours: handed over by the caller */
+
+	assert_int_equal(direct(STORE_DIRECT_SET, bare, "r2", &C, 1, 0, &s), 0);
+	assert_int_equal(ddeliver(bare, "r2", &d), 1);
+	assert_true(d.t[0].direct && bus_addr_eq(&d.t[0].owner, &C));
+	RS_CMD(rp, fd, &c, "XLEN", "t:{node:b}:in");
+	assert_int_equal(c.integer, 1);                  /* node b's inbox, kind 0 */
+	assert_int_equal(ddeliver(bare, "", &d), 1);     /* priority 2 beats 0 */
+	assert_true(bus_addr_eq(&d.t[0].owner, &A));
+
+	/* Only the owner updates or removes; a newer bind replaces. */
+	assert_int_equal(direct(STORE_DIRECT_SET, bare, "r1", &B, 0, 0, &s), 0);
+	assert_true(s.has_owner && bus_addr_eq(&s.owner, &A));
+	assert_int_equal(direct(STORE_DIRECT_UPDATE, bare, "r1", &A, 1, 9, &s), 0);
+	assert_int_equal(direct(STORE_DIRECT_DEL, bare, "r1", &A, 0, 0, &s), 0);
+	RS_CMD(rp, fd, &c, "HGET", kdir, "r1");
+	snprintf(want, sizeof(want), "~%s/1/7/3|0|0", self);
+	assert_string_equal(c.str, want);
+	assert_int_equal(ddeliver(bare, "", &d), 1);     /* r1 unavailable now: r2 */
+	assert_true(bus_addr_eq(&d.t[0].owner, &C));
+
+	/* <enable/> on the same stream: no kick; of another stream: kick it. */
+	struct sm_record r;
+	new_rec(&r, &B, 300);
+	memset(&s, 0, sizeof(s));
+	assert_int_equal(write_err(store_sm_create_async(E.h, &r, bare, "r1", on_write, &s), &s), 0);
+	assert_false(s.has_owner);
+	new_rec(&r, &A, 300);
+	memset(&s, 0, sizeof(s));
+	assert_int_equal(write_err(store_sm_create_async(E.h, &r, bare, "r2", on_write, &s), &s), 0);
+	assert_true(s.has_owner && bus_addr_eq(&s.owner, &C));
+
+	/* Removal by owner alone ("": whichever resource names it). */
+	assert_int_equal(direct(STORE_DIRECT_SET, bare, "r4", &A, 1, 0, &s), 0);
+	assert_int_equal(direct(STORE_DIRECT_DEL, bare, "", &B, 0, 0, &s), 0);
+	RS_CMD(rp, fd, &c, "HEXISTS", kdir, "r4");
+	assert_int_equal(c.integer, 1);
+	assert_int_equal(direct(STORE_DIRECT_DEL, bare, "", &A, 0, 0, &s), 0);
+	RS_CMD(rp, fd, &c, "HEXISTS", kdir, "r4");
+	assert_int_equal(c.integer, 0);
+
+	/* A dead node's entry: gone at the first delivery that finds it. */
+	assert_int_equal(direct(STORE_DIRECT_SET, bare, "r3", &C, 1, 0, &s), 0);
+	RS_CMD(rp, fd, &c, "DEL", "t:{node:b}:lease");
+	assert_int_equal(ddeliver(bare, "r3", &d), 0);
+	RS_CMD(rp, fd, &c, "HEXISTS", kdir, "r3");
+	assert_int_equal(c.integer, 0);
+	rcopy_clear(&c);
+	rproto_free(rp);
+	close(fd);
+}
+
 static int group_setup(void **state)
 {
 	(void)state;
@@ -1625,6 +1743,7 @@ int main(void)
 		cmocka_unit_test(test_im_subscription_both_sides),
 		cmocka_unit_test(test_im_offline),
 		cmocka_unit_test(test_im_roster_set_remove),
+		cmocka_unit_test(test_direct),
 	};
 	if (sodium_init() < 0)
 		return 1;

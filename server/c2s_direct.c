@@ -1,0 +1,86 @@
+/* server/c2s_direct.c - sessions bound without XEP-0198, in the shared directory: reachable from every node.
+ *
+ * A session without stream management has no record and no queue in the
+ * store, but with a store shared between nodes (store_shared) it still
+ * needs a directory entry, or a stanza from a client on another node finds
+ * nobody. So at bind it writes one that names its stream (store.h,
+ * store_direct_async; redis_lib.lua, DIRECT SESSIONS): deliveries through
+ * the store put the stanza in this node's inbox, and the bus hands it to
+ * the stream by (worker, slot, generation). If the stream is gone by then,
+ * the worker's stale handler applies RFC 6121 (deliver_stale). Nothing is
+ * kept in the store: a stanza to a session without a queue is as durable
+ * as that session.
+ *
+ * The entry follows the session: its presence (available, priority) at
+ * every broadcast, so bare-JID messages and presence fan-out choose among
+ * every node's sessions alike; its removal at the end, check-and-delete,
+ * so a stream that ends never removes what a newer bind wrote. A newer
+ * bind of the same resource on another node replaces the entry and kicks
+ * this stream with conflict, and enabling XEP-0198 replaces it with the
+ * session (sm_create, same owner: no kick). The memory backend serves one
+ * node, whose router finds everything: nothing is written there. */
+#include "c2s_priv.h"
+
+#include "tether/bus.h"
+#include "tether/log.h"
+#include "tether/store.h"
+
+/* The bind replaced a session of another node's stream: the newer bind
+ * wins (RFC 6120 §7.7.2.2; this node's router already kicked ours). */
+static void on_set(void *ud, int err, const struct bus_addr *old, const struct sm_entry *e)
+{
+	struct c2s *s = ud;
+	(void)e;
+	if (err)
+		log_warn("c2s %s: not reachable from other nodes: directory entry not written (%d)",
+			 s->full, err);
+	else if (old && old->node != BUS_NODE_SELF)
+		bus_kick(s->w, old, SE_CONFLICT);
+}
+
+static void on_written(void *ud, int err, const struct bus_addr *old, const struct sm_entry *e)
+{
+	(void)ud; (void)old; (void)e;
+	if (err)
+		log_warn("direct session: directory entry not updated (%d)", err);
+}
+
+void c2s_direct_bind(struct c2s *s)
+{
+	if (!store_shared(c2s_store(s)))
+		return;
+	int avail = (s->flags & C2S_F_AVAILABLE) != 0;
+	if (store_direct_async(c2s_store(s), STORE_DIRECT_SET, s->bare, s->resource, &s->self,
+			       avail, s->priority, on_set, s))
+		s->flags |= C2S_F_DIRECT;
+	else
+		log_warn("c2s %s: out of memory: not reachable from other nodes", s->full);
+}
+
+void c2s_direct_presence(struct c2s *s)
+{
+	if (!(s->flags & C2S_F_DIRECT))
+		return;
+	int avail = (s->flags & C2S_F_AVAILABLE) != 0;
+	if (!store_direct_async(c2s_store(s), STORE_DIRECT_UPDATE, s->bare, s->resource, &s->self,
+				avail, s->priority, on_written, NULL))
+		log_warn("c2s %s: out of memory: presence not written to the directory", s->full);
+}
+
+void c2s_direct_end(struct c2s *s)
+{
+	if (!(s->flags & C2S_F_DIRECT))
+		return;
+	s->flags &= ~C2S_F_DIRECT;
+	/* If this is lost, the first delivery that finds the entry and then
+	 * not the stream removes it (deliver_stale), and a dead node's
+	 * entries go with its lease. */
+	if (!store_direct_async(c2s_store(s), STORE_DIRECT_DEL, s->bare, s->resource, &s->self, 0,
+				0, on_written, NULL))
+		log_warn("c2s %s: out of memory: directory entry left behind", s->full);
+}
+
+void c2s_direct_enabled(struct c2s *s)
+{
+	s->flags &= ~C2S_F_DIRECT; /* sm_create replaced the entry with the session's */
+}

@@ -1,0 +1,229 @@
+"""Sessions bound WITHOUT XEP-0198 on several tetherd nodes sharing one
+real redis-server (issue 10): each such session has a direct entry in the
+account's route directory ("~<owner>|<avail>|<prio>"), so full-JID and
+bare-JID messages, iqs and presence from a client on another node reach
+it through its owner node's inbox; a session that is gone gets RFC 6121's
+treatment, a resource bound on two nodes ends the older stream, and a
+killed node's entries stop swallowing stanzas once its lease lapses."""
+
+import signal
+import time
+
+import pytest
+
+import conftest as cf
+import sm_client as smc
+import xmpp_raw as xr
+from test_cluster import Cluster
+from xmpp_raw import q, tostr
+
+PING = "<ping xmlns='urn:xmpp:ping'/>"
+
+
+@pytest.fixture
+def cluster(server_factory, tmp_path):
+    c = Cluster(server_factory, tmp_path)
+    yield c
+    c.close()
+
+
+def login(node, user, resource, priority=None, presence=True):
+    """A plain client: TLS, SASL, bind, initial presence; no <enable/>."""
+    c = xr.login(node, user, cf.USERS[user], resource, priority=priority, presence=presence)
+    c.roundtrip()        # the bind and the presence are written through by now
+    return c
+
+
+def entry(cluster, bare, resource):
+    return cluster.redis.cli('HGET', 't:{%s}:dir' % bare, resource).strip()
+
+
+def is_error(kind):
+    return lambda e: e.tag == q(xr.NS_CLIENT, kind) and e.get('type') == 'error'
+
+
+def test_full_jid_messages_between_nodes_both_ways_in_order(cluster, conns):
+    a, b = cluster.nodes['a'], cluster.nodes['b']
+    alice = login(a, 'alice', 'phone')
+    bob = login(b, 'bob', 'desk')
+    conns.extend([alice, bob])
+    assert entry(cluster, 'bob@localhost', 'desk').startswith('~b.'), 'no direct entry'
+    for i in range(20):
+        alice.message(bob.jid, 'ab-%02d' % i)
+        bob.message(alice.jid, 'ba-%02d' % i)
+    for i in range(20):
+        m = bob.wait_message('ab-%02d' % i, timeout=10)
+        assert m.get('from') == alice.jid, tostr(m)
+        alice.wait_message('ba-%02d' % i, timeout=10)
+    xr.assert_no_message(bob, wait=0.5, body='ab-00')      # nothing twice
+
+
+def test_bare_jid_message_goes_to_the_highest_priority_anywhere(cluster, conns):
+    """RFC 6121 §8.5.2.1.1 across nodes: bob on a (priority 1) and on b
+    (priority 5): a message to bob's bare JID from node c goes to b only;
+    once b's resource drops to a negative priority, to a."""
+    a, b, c = cluster.nodes['a'], cluster.nodes['b'], cluster.nodes['c']
+    low = login(a, 'bob', 'low', priority=1)
+    high = login(b, 'bob', 'high', priority=5)
+    alice = login(c, 'alice', 'phone')
+    conns.extend([low, high, alice])
+    alice.message('bob@localhost', 'to-high')
+    m = high.wait_message('to-high', timeout=10)
+    assert m.get('from') == alice.jid, tostr(m)
+    xr.assert_no_message(low, wait=1.0, body='to-high')
+    high.presence(priority=-1)
+    high.roundtrip()
+    alice.message('bob@localhost', 'to-low')
+    low.wait_message('to-low', timeout=10)
+    xr.assert_no_message(high, wait=1.0, body='to-low')
+
+
+def test_iq_round_trip_between_nodes(cluster, conns):
+    a, b = cluster.nodes['a'], cluster.nodes['b']
+    alice = login(a, 'alice', 'phone')
+    bob = login(b, 'bob', 'desk')
+    conns.extend([alice, bob])
+    alice.send("<iq type='get' id='v1' to='%s'><query xmlns='jabber:iq:version'/></iq>" % bob.jid)
+    req = bob.wait_for(lambda e: e.tag == q(xr.NS_CLIENT, 'iq') and e.get('id') == 'v1', timeout=10)
+    assert req.get('from') == alice.jid and req.get('type') == 'get', tostr(req)
+    bob.send("<iq type='result' id='v1' to='%s'><query xmlns='jabber:iq:version'>"
+             "<name>bot</name></query></iq>" % alice.jid)
+    res = alice.wait_for(lambda e: e.tag == q(xr.NS_CLIENT, 'iq') and e.get('id') == 'v1', timeout=10)
+    assert res.get('type') == 'result' and res.get('from') == bob.jid, tostr(res)
+
+
+def test_own_presence_between_nodes_without_sm(cluster, conns):
+    """A user's plain resources on two nodes: broadcast presence, directed
+    presence to the other resource's full JID, and unavailable when one
+    goes (RFC 6121 §4.2, §4.5, §4.6)."""
+    a, b = cluster.nodes['a'], cluster.nodes['b']
+    phone = login(a, 'alice', 'phone')
+    desk = login(b, 'alice', 'desk')
+    conns.extend([phone, desk])
+    phone.presence(priority=3)
+    desk.wait_presence(from_=phone.jid, timeout=10)
+    desk.send("<presence to='%s'><status>directed</status></presence>" % phone.jid)
+    el = phone.wait_for(lambda e: e.tag == q(xr.NS_CLIENT, 'presence') and e.get('from') == desk.jid
+                        and e.findtext(q(xr.NS_CLIENT, 'status')) == 'directed', timeout=10)
+    assert el.get('type') is None, tostr(el)
+    desk.close()
+    phone.wait_presence(from_=desk.jid, type_='unavailable', timeout=10)
+
+
+def test_recipient_gone_gets_rfc6121_treatment(cluster, conns):
+    """bob's plain session on b ends: its entry goes with it, and a chat
+    message to its full JID is treated as to the bare JID (no resource
+    left: bounced, not lost), an iq gets service-unavailable."""
+    a, b = cluster.nodes['a'], cluster.nodes['b']
+    alice = login(a, 'alice', 'phone')
+    bob = login(b, 'bob', 'desk')
+    conns.append(alice)
+    jid = bob.jid
+    bob.close()
+    deadline = time.monotonic() + 5
+    while entry(cluster, 'bob@localhost', 'desk') and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not entry(cluster, 'bob@localhost', 'desk'), 'entry left behind'
+    alice.message(jid, 'anyone?', id_='g1')
+    err = alice.wait_for(is_error('message'), timeout=10, what='bounce')
+    assert err.get('id') == 'g1' and xr.stanza_error(err)[1] == 'service-unavailable', tostr(err)
+    alice.send("<iq type='get' id='g2' to='%s'>%s</iq>" % (jid, PING))
+    err = alice.wait_for(is_error('iq'), timeout=10, what='iq error')
+    assert err.get('id') == 'g2' and xr.stanza_error(err)[1] == 'service-unavailable', tostr(err)
+
+
+def test_stale_entry_on_a_live_node_is_rerouted_and_removed(cluster, conns):
+    """An entry whose stream is gone but which was never removed (say its
+    removal was lost): the owner node finds no stream at that address,
+    removes the entry (check-and-delete) and applies RFC 6121: a chat
+    message goes to the account's other resources, here another node's."""
+    a, b = cluster.nodes['a'], cluster.nodes['b']
+    alice = login(a, 'alice', 'phone')
+    other = login(a, 'bob', 'other')
+    conns.extend([alice, other])
+    inc = cluster.redis.cli('GET', 't:{node:b}:lease').strip()
+    assert inc.startswith('b.'), inc
+    ghost = '~%s/0/4000/7|1|9' % inc                  # a slot b never gave out
+    cluster.redis.cli('HSET', 't:{bob@localhost}:dir', 'ghost', ghost)
+    alice.message('bob@localhost/ghost', 'for-ghost', id_='s1')
+    m = other.wait_message('for-ghost', timeout=10)
+    assert m.get('from') == alice.jid, tostr(m)
+    assert not entry(cluster, 'bob@localhost', 'ghost'), 'stale entry not removed'
+    alice.send("<iq type='get' id='s2' to='bob@localhost/ghost'>%s</iq>" % PING)
+    err = alice.wait_for(is_error('iq'), timeout=10, what='iq error')
+    assert xr.stanza_error(err)[1] == 'service-unavailable', tostr(err)
+    # To the bare JID: the ghost has the highest priority, so it is chosen;
+    # its node removes it and picks again among the rest, here on node a.
+    cluster.redis.cli('HSET', 't:{bob@localhost}:dir', 'ghost2', '~%s/0/4001/7|1|9' % inc)
+    alice.message('bob@localhost', 'bare-ghost')
+    m = other.wait_message('bare-ghost', timeout=10)
+    assert m.get('from') == alice.jid, tostr(m)
+    assert not entry(cluster, 'bob@localhost', 'ghost2'), 'stale entry not removed'
+    xr.assert_no_message(other, wait=1.0, body='bare-ghost')     # once
+
+
+@pytest.mark.parametrize('old_sm,new_sm', [(False, False), (False, True), (True, False)])
+def test_same_resource_on_another_node_wins(cluster, conns, old_sm, new_sm):
+    """RFC 6120 §7.7.2.2 across nodes, with or without XEP-0198 on either
+    side: the newer bind wins, the older stream gets conflict."""
+    a, b = cluster.nodes['a'], cluster.nodes['b']
+    mk = lambda node, sm: (smc.sm_login(node, 'alice', cf.USERS['alice'], 'phone', presence=True,
+                                        auto_ack=True) if sm else login(node, 'alice', 'phone'))
+    old = mk(a, old_sm)
+    conns.append(old)
+    new = mk(b, new_sm)
+    conns.append(new)
+    err = old.wait_for(q(xr.NS_STREAM, 'error'), timeout=10)
+    assert xr.stream_error_condition(err) == 'conflict', tostr(err)
+    new.iq('get', PING, to='localhost', timeout=10)
+    assert new.maybe(lambda e: e.tag == q(xr.NS_STREAM, 'error'), 0.5) is None
+    time.sleep(0.3)
+    v = entry(cluster, 'alice@localhost', 'phone')
+    assert v.startswith('~b.' if not new_sm else new.sm_id), v      # the old end left it alone
+
+
+def test_enable_after_bind_keeps_the_resource(cluster, conns):
+    """A plain bind, then <enable/> on the same stream: the session's
+    entry replaces the direct one (no self-kick), and a message from
+    another node lands in its XEP-0198 queue."""
+    a, b = cluster.nodes['a'], cluster.nodes['b']
+    conn = xr.login(a, 'alice', cf.USERS['alice'], 'phone')
+    alice = smc.SMConn.from_conn(conn)
+    conns.append(alice)
+    alice.iq('get', PING, to='localhost', timeout=10)
+    assert entry(cluster, 'alice@localhost', 'phone').startswith('~a.')
+    alice.enable(resume=True)
+    alice.iq('get', PING, to='localhost', timeout=10)
+    assert entry(cluster, 'alice@localhost', 'phone').startswith(alice.sm_id)
+    bob = login(b, 'bob', 'desk')
+    conns.append(bob)
+    bob.message(alice.jid, smc.numbered('e', 0))
+    assert alice.wait_bodies('e', 1, timeout=10) == [smc.numbered('e', 0)]
+    assert not alice.stream_errors()
+    assert cluster.redis.cli('LLEN', 't:{alice@localhost}:q:%s' % alice.sm_id).strip() != '0'
+
+
+def test_killed_node_entries_stop_swallowing_stanzas(cluster, conns):
+    """kill -9 of the node that holds bob's plain session: once its lease
+    lapses (5 s), a message to bob's full JID is not put in a dead inbox
+    but bounced (no resource left), and the entry is gone."""
+    a, c = cluster.nodes['a'], cluster.nodes['c']
+    alice = login(a, 'alice', 'phone')
+    bob = login(c, 'bob', 'desk')
+    conns.append(alice)
+    jid = bob.jid
+    c.stop(signal.SIGKILL)
+    bob.abort()
+    deadline = time.monotonic() + 20
+    err = None
+    n = 0
+    while err is None and time.monotonic() < deadline:
+        n += 1
+        alice.message(jid, 'after-kill', id_='k%d' % n)
+        err = alice.maybe(is_error('message'), 1.0)
+    assert err is not None, 'still swallowed after the lease lapsed'
+    assert xr.stanza_error(err)[1] == 'service-unavailable', tostr(err)
+    assert not entry(cluster, 'bob@localhost', 'desk')
+    alice.send("<iq type='get' id='k-iq' to='%s'>%s</iq>" % (jid, PING))
+    err = alice.wait_for(is_error('iq'), timeout=10, what='iq error')
+    assert xr.stanza_error(err)[1] == 'service-unavailable', tostr(err)

@@ -64,12 +64,15 @@ enum c2s_state {
 #define C2S_F_HOLD        0x80000u /* parsing stopped at the element that started s->op:
 				    * the input after it waits in s->held */
 #define C2S_HELD_MAX      (256u * 1024) /* bytes that may wait that way (reading is parked) */
-#define C2S_HELD_BP_MAX   (4u << 20) /* ...while the store catches up: what was in flight
+#define C2S_HELD_BP_MAX   (4u << 20) /* ...while the store catches up or flow control holds
+				      * the stream: what was in flight
 				      * when reading stopped (the worker's receive buffers) */
 #define C2S_F_BP          0x200000u /* parked for the store to catch up (store_backpressure) */
 #define C2S_F_H_DIRTY     0x400000u /* h_in counted a stanza, not yet written (c2s_sm_h_write) */
 #define C2S_F_WANT_A      0x100000u /* an <r/> waits for the h writes in flight (h_writes) */
 #define C2S_F_OOM         0x800000u /* output could not be built: internal-server-error sent, closing */
+#define C2S_F_FLOW        0x1000000u /* HOLD for flow control: a stanza reached a congested
+				      * session; resumes when the pause ends (c2s_flow.c) */
 
 /* How a stream ending affects its session. */
 enum c2s_end {
@@ -87,6 +90,7 @@ struct c2s {
 	enum c2s_state state;
 	unsigned flags;
 	unsigned pause_ms;            /* the last flow-control pause (0: the last stanza found no congestion) */
+	size_t flow_mark;             /* unsent bytes when the read deadline was armed (c2s_flow.c) */
 	enum c2s_end end_mode;
 	unsigned auth_failures;
 	unsigned sasl_steps;          /* messages fed to the running exchange */
@@ -279,9 +283,13 @@ void c2s_sm_leave(struct c2s *s);
  * past a quarter. */
 void c2s_flow_deliver(struct c2s *s, struct rmsg *m);
 /* After routing a stanza: if it reached a congested session (BACKOFF),
- * this stream stops reading for a while, twice as long as last time if
- * the previous stanza did too (C2S_PAUSE_MS up to C2S_PAUSE_MAX_MS). */
-void c2s_flow_backoff(struct c2s *s);
+ * this stream stops for a while, parsing included (the rest of its input
+ * waits here, not in the receiver's queue), twice as long as last time if
+ * the previous stanza did too (C2S_PAUSE_MS up to C2S_PAUSE_MAX_MS).
+ * Returns 1 if it stopped. */
+int c2s_flow_hold(struct c2s *s);
+/* The transport's pause is over: what was held is parsed now. */
+void c2s_flow_unpaused(struct c2s *s);
 /* Output went out (before every flush): clears the marks once drained. */
 void c2s_flow_drained(struct c2s *s);
 /* The ack timer of a stream without XEP-0198: still over half unread

@@ -763,7 +763,7 @@ static int st_active(struct c2s *s, struct xnode *el)
 		if (c2s_sm_count_in(s))
 			return 1; /* the session moved away under us */
 		c2s_route_stanza(s, el);
-		return s->state == C2S_CLOSING || store_backpressure(s);
+		return s->state == C2S_CLOSING || c2s_flow_hold(s) || store_backpressure(s);
 	}
 	if (!strcmp(el->ns, XMLNS_SM))
 		return c2s_sm_nonza(s, el);
@@ -862,7 +862,7 @@ void c2s_park_stop(struct c2s *s, struct store_op *op, void *ctx, void (*ctx_fre
  * or 1 once the stream failed (too much, or out of memory). */
 static int hold_input(struct c2s *s, const char *data, size_t len)
 {
-	if (s->held.len + len > ((s->flags & C2S_F_BP) ? C2S_HELD_BP_MAX : C2S_HELD_MAX)) {
+	if (s->held.len + len > ((s->flags & (C2S_F_BP | C2S_F_FLOW)) ? C2S_HELD_BP_MAX : C2S_HELD_MAX)) {
 		c2s_stream_fail(s, SE_POLICY_VIOLATION, "too much input at once");
 		return 1;
 	}
@@ -905,7 +905,7 @@ static void peer_closed(struct c2s *s);
 
 void c2s_unpark(struct c2s *s)
 {
-	while (!s->op && s->parked) {
+	while (!s->op && s->parked && !(s->flags & C2S_F_FLOW)) {
 		struct c2s_parked *p = s->parked;
 		if (!(s->parked = p->next))
 			s->parked_tail = &s->parked;
@@ -913,11 +913,14 @@ void c2s_unpark(struct c2s *s)
 		int stop = s->state == C2S_CLOSING || state_fn[s->state](s, p->el);
 		xarena_free(p->a);
 		free(p);
-		if (stop)
+		/* Stopped to wait (flow control, the store catching up): the
+		 * rest stays parked; stopped for good (a restart, the end):
+		 * the rest is dropped. */
+		if (stop && !(s->flags & (C2S_F_FLOW | C2S_F_BP)))
 			drop_parked(s);
 	}
-	if (s->op)
-		return;
+	if (s->op || (s->flags & C2S_F_FLOW))
+		return; /* c2s_flow_unpaused or the operation's callback resumes */
 	if (s->flags & C2S_F_HOLD) {
 		feed_held(s);
 		if (s->op || s->state == C2S_CLOSING)
@@ -1180,12 +1183,17 @@ void c2s_before_flush(struct c2s *s)
 {
 	if (s->flags & C2S_F_WANT_R)
 		c2s_sm_before_flush(s);
+	if (!(s->flags & C2S_F_SM))
+		c2s_flow_drained(s);
 }
 
 void c2s_on_timeout(struct c2s *s, int which)
 {
 	if (which == C2S_TIMER_ACK) {
-		c2s_sm_on_ack_timer(s);
+		if (s->flags & C2S_F_SM)
+			c2s_sm_on_ack_timer(s);
+		else
+			c2s_flow_timeout(s);
 		return;
 	}
 	if (s->flags & C2S_F_DETACHED) {
@@ -1219,15 +1227,13 @@ void c2s_deliver(struct c2s *s, struct rmsg *m)
 {
 	if (presence_on_deliver(s, m))
 		return; /* probes, roster pushes nobody asked for */
-	if ((s->flags & C2S_F_SM) || s->state == C2S_ACTIVE)
-		c2s_count_out(m);
 	if (s->flags & C2S_F_SM) {
+		c2s_count_out(m);
 		c2s_sm_emit(s, m); /* queued even while detached */
 		return;
 	}
 	if (s->state == C2S_ACTIVE) {
-		s->tp->send(s->io, m->data, m->len);
-		rmsg_unref(m);
+		c2s_flow_deliver(s, m); /* sent, or back to its sender */
 		return;
 	}
 	/* The session is over: find the recipient again or bounce. */
@@ -1292,6 +1298,7 @@ static enum tp_feed h_feed(void *p, const char *data, size_t len) { return c2s_f
 static void h_lost(void *p) { c2s_on_lost(p); }
 static int h_held(const void *p) { return c2s_is_held(p); }
 static void h_before_flush(void *p) { c2s_before_flush(p); }
+static void h_unpaused(void *p) { c2s_flow_unpaused(p); }
 static void h_timeout(void *p, int which) { c2s_on_timeout(p, which); }
 static void h_free(void *p) { c2s_free(p); }
 static void h_deliver(void *p, struct rmsg *m) { c2s_deliver(p, m); }
@@ -1352,7 +1359,7 @@ static void h_undeliverable(struct worker *w, struct rmsg *m, int err)
 
 static const struct worker_handlers entry_points = {
 	.open = h_open, .feed = h_feed, .lost = h_lost, .held = h_held,
-	.before_flush = h_before_flush, .timeout = h_timeout, .free = h_free,
+	.before_flush = h_before_flush, .unpaused = h_unpaused, .timeout = h_timeout, .free = h_free,
 	.deliver = h_deliver, .kick = h_kick, .moved = h_moved, .stale = h_stale,
 	.appended = h_appended, .orphan = h_orphan, .undeliverable = h_undeliverable,
 	.shutdown = h_shutdown,

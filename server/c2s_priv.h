@@ -54,6 +54,7 @@ enum c2s_state {
 #define C2S_F_CONGESTED   0x8000u /* queue past its high-water mark: senders back off */
 
 #define C2S_PAUSE_MS      20      /* how long a sender to a congested session stops reading */
+#define C2S_PAUSE_MAX_MS  160     /* ...doubling up to this while it keeps finding it congested */
 #define C2S_STORE_HIGH    1024    /* store operations in flight on a worker above which senders pause */
 #define C2S_TRIM_MS       250     /* silence after which an established stream drops its parser */
 #define C2S_F_TRIMMED     0x10000u /* parser and scratch freed until the next byte */
@@ -63,13 +64,16 @@ enum c2s_state {
 #define C2S_F_HOLD        0x80000u /* parsing stopped at the element that started s->op:
 				    * the input after it waits in s->held */
 #define C2S_HELD_MAX      (256u * 1024) /* bytes that may wait that way (reading is parked) */
-#define C2S_HELD_BP_MAX   (4u << 20) /* ...while the store catches up: what was in flight
+#define C2S_HELD_BP_MAX   (4u << 20) /* ...while the store catches up or flow control holds
+				      * the stream: what was in flight
 				      * when reading stopped (the worker's receive buffers) */
 #define C2S_F_BP          0x200000u /* parked for the store to catch up (store_backpressure) */
 #define C2S_F_DIRECT      0x800000u /* bound without XEP-0198: in the shared directory (c2s_direct.c) */
 #define C2S_F_H_DIRTY     0x400000u /* h_in counted a stanza, not yet written (c2s_sm_h_write) */
 #define C2S_F_WANT_A      0x100000u /* an <r/> waits for the h writes in flight (h_writes) */
-#define C2S_F_OOM         0x200000u /* output could not be built: internal-server-error sent, closing */
+#define C2S_F_OOM         0x800000u /* output could not be built: internal-server-error sent, closing */
+#define C2S_F_FLOW        0x1000000u /* HOLD for flow control: a stanza reached a congested
+				      * session; resumes when the pause ends (c2s_flow.c) */
 
 /* How a stream ending affects its session. */
 enum c2s_end {
@@ -86,6 +90,8 @@ struct c2s {
 	struct bus_addr self;         /* this stream's session, for the router and the bus */
 	enum c2s_state state;
 	unsigned flags;
+	unsigned pause_ms;            /* the last flow-control pause (0: the last stanza found no congestion) */
+	size_t flow_mark;             /* unsent bytes when the read deadline was armed (c2s_flow.c) */
 	enum c2s_end end_mode;
 	unsigned auth_failures;
 	unsigned sasl_steps;          /* messages fed to the running exchange */
@@ -271,6 +277,26 @@ void c2s_sm_moved(struct c2s *s);
 /* This node lets go of the (detached) session without ending it: it lives
  * on in the shared store, resumable on another node (drain). */
 void c2s_sm_leave(struct c2s *s);
+/* ---- c2s_flow.c: a stream without XEP-0198 that reads slowly -------- */
+
+/* Sends <m> (consumed) to the bound stream, or back to its sender when
+ * half of max_send_queue is still unread; marks the session congested
+ * past a quarter. */
+void c2s_flow_deliver(struct c2s *s, struct rmsg *m);
+/* After routing a stanza: if it reached a congested session (BACKOFF),
+ * this stream stops for a while, parsing included (the rest of its input
+ * waits here, not in the receiver's queue), twice as long as last time if
+ * the previous stanza did too (C2S_PAUSE_MS up to C2S_PAUSE_MAX_MS).
+ * Returns 1 if it stopped. */
+int c2s_flow_hold(struct c2s *s);
+/* The transport's pause is over: what was held is parsed now. */
+void c2s_flow_unpaused(struct c2s *s);
+/* Output went out (before every flush): clears the marks once drained. */
+void c2s_flow_drained(struct c2s *s);
+/* The ack timer of a stream without XEP-0198: still over half unread
+ * after ack_timeout ends the stream. */
+void c2s_flow_timeout(struct c2s *s);
+
 /* Clears the congestion mark (session detached, ended or moved). */
 void c2s_sm_uncongest(struct c2s *s);
 /* Frees what SM keeps per stream (c2s_free). */

@@ -237,10 +237,7 @@ static void on_account(void *ud, int err, const struct user_creds *creds)
 	route_to_account(s, x->el, x->bare, x->to, err == 0);
 	c2s_sm_h_write(s); /* the stanza is routed now: its h may be written */
 	account_wait_free(x);
-	if (s->flags & C2S_F_BACKOFF) {
-		s->flags &= ~C2S_F_BACKOFF;
-		s->tp->pause_read(s->io, C2S_PAUSE_MS);
-	}
+	c2s_flow_hold(s);
 	c2s_unpark(s);
 }
 
@@ -295,10 +292,6 @@ void c2s_route_stanza(struct c2s *s, struct xnode *el)
 	metrics_inc(in_kind[kind_of(el)]);
 	s->flags &= ~C2S_F_BACKOFF;
 	route(s, el);
-	if (s->flags & C2S_F_BACKOFF) {
-		s->flags &= ~C2S_F_BACKOFF;
-		s->tp->pause_read(s->io, C2S_PAUSE_MS);
-	}
 }
 
 static int valid_iq_type(const char *type)

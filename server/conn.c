@@ -29,6 +29,12 @@
 static void tp_send(void *io, const char *data, size_t len) { conn_send(io, data, len); }
 static void tp_close(void *io) { conn_close(io); }
 
+static size_t tp_unsent(void *io)
+{
+	const struct conn *c = io;
+	return c->ptx.len + c->wq.len + c->sending.len - c->sent;
+}
+
 static const struct worker_handlers *handlers_of(const struct conn *c)
 {
 	return c->w->srv->handlers;
@@ -62,7 +68,9 @@ static void on_pause_timer(struct timer *t)
 {
 	struct conn *c = (struct conn *)((char *)t - offsetof(struct conn, pause_timer));
 	c->flags &= ~CONN_F_PAUSED;
+	handlers_of(c)->unpaused(c->proto);
 	conn_arm_recv(c);
+	conn_maybe_free(c); /* what was held may have ended the stream */
 }
 
 /* Flow control: stop reading, so the peer's TCP window closes, for <ms>.
@@ -172,7 +180,7 @@ static const struct transport transport = {
 	.send = tp_send, .close = tp_close, .set_timer = tp_set_timer, .release = tp_release,
 	.cb_exporter = tp_cb_exporter, .cb_unique = tp_cb_unique, .cb_endpoint = tp_cb_endpoint,
 	.is_tls = tp_is_tls, .peer = tp_peer, .pause_read = tp_pause_read,
-	.park_read = tp_park_read,
+	.park_read = tp_park_read, .unsent = tp_unsent,
 	.trim_memory = tp_trim_memory, .store = tp_store,
 	.peer_ip = tp_peer_ip, .set_authed = tp_set_authed,
 };

@@ -640,6 +640,8 @@ static void *worker_main(void *arg)
 				store_poll(w->sh);
 		}
 		io_uring_cq_advance(&w->ring, n);
+		if (atomic_load_explicit(&w->inbox, memory_order_relaxed))
+			drain_inbox(w); /* its wake-up may come late, or be lost (MSG_RING failed) */
 		if (!w->draining && atomic_load(&w->srv->stopping))
 			begin_drain(w);
 	}

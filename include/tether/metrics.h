@@ -71,7 +71,9 @@ struct sbuf;
 	S(M_LIMIT_AUTH_PER_ACCOUNT, F_LIMIT_HITS, "limit=\"auth_fail_rate_per_account\"") \
 	S(M_LIMIT_SM_QUEUE, F_LIMIT_HITS, "limit=\"sm_max_queue\"") \
 	S(M_LIMIT_FAST_PER_ACCOUNT, F_LIMIT_HITS, "limit=\"max_fast_per_account\"") \
+	S(M_LIMIT_SEND_QUEUE, F_LIMIT_HITS, "limit=\"max_send_queue\"") \
 	S(M_STORE_BACKPRESSURE, F_BACKPRESSURE, "cause=\"store\"") \
+	S(M_FLOW_BACKPRESSURE, F_BACKPRESSURE, "cause=\"receiver\"") \
 	METRIC_RESUME_SERIES(S) \
 	METRIC_STORE_SERIES(S) \
 	S(M_TLS_FULL, F_TLS_HANDSHAKES, "resumed=\"false\"") \

@@ -39,6 +39,8 @@ struct transport {
 	size_t (*cb_endpoint)(void *io, const uint8_t **out);
 	/* 1 once TLS is established. */
 	int (*is_tls)(void *io);
+	/* Bytes queued for the peer and not yet handed to the kernel. */
+	size_t (*unsent)(void *io);
 	/* Stop reading from the peer for about <ms> (flow control). */
 	void (*pause_read)(void *io, unsigned ms);
 	/* Stop reading (<on> 1) until called with 0: a store operation is

@@ -57,6 +57,9 @@ struct worker_handlers {
 	void (*lost)(void *p);
 	/* 1 while the session must keep its slot with no transport (detached). */
 	int (*held)(const void *p);
+	/* A pause_read() is over; reading starts again after this returns
+	 * (unless it paused or parked again). */
+	void (*unpaused)(void *p);
 	/* Output is about to be sent: last chance to add to it. */
 	void (*before_flush)(void *p);
 	/* Transport timer <which> fired. */

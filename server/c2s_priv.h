@@ -293,8 +293,6 @@ void c2s_flow_deliver(struct c2s *s, struct rmsg *m);
  * the previous stanza did too (C2S_PAUSE_MS up to C2S_PAUSE_MAX_MS).
  * Returns 1 if it stopped. */
 int c2s_flow_hold(struct c2s *s);
-/* The transport's pause is over: what was held is parsed now. */
-void c2s_flow_unpaused(struct c2s *s);
 /* Output went out (before every flush): clears the marks once drained. */
 void c2s_flow_drained(struct c2s *s);
 /* The ack timer of a stream without XEP-0198: still over half unread

@@ -46,6 +46,9 @@ int c2s_is_held(const struct c2s *s);
 
 /* The transport is about to send what is queued: last chance to add to it. */
 void c2s_before_flush(struct c2s *s);
+/* The transport's pause_read() is over: input held for flow control is
+ * parsed now (c2s_flow.c). */
+void c2s_flow_unpaused(struct c2s *s);
 
 /* Timer <which> fired. */
 void c2s_on_timeout(struct c2s *s, int which);

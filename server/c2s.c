@@ -101,12 +101,67 @@ static void cancel_op(struct c2s *s)
 	c2s_op_done(s);
 }
 
+/* The gauges a stream is counted in, one at a time (metrics.h). */
+enum c2s_gauge {
+	C2S_G_NONE = 0,  /* transport stages (conn.c), restarts, closing */
+	C2S_G_PRE_AUTH,  /* SASL offered or running */
+	C2S_G_BOUND,     /* bound with a stream: a bound connection, an attached session */
+	C2S_G_DETACHED,  /* XEP-0198 session waiting for a resumption */
+};
+
+static enum c2s_gauge stage_of(const struct c2s *s)
+{
+	if ((s->flags & (C2S_F_DETACHED | C2S_F_GONE)) == C2S_F_DETACHED)
+		return C2S_G_DETACHED;
+	if (s->flags & C2S_F_GONE)
+		return C2S_G_NONE;
+	switch (s->state) {
+	case C2S_WAIT_AUTH:
+	case C2S_SASL:
+	case C2S_SASL2:
+		return C2S_G_PRE_AUTH;
+	case C2S_ACTIVE:
+		return C2S_G_BOUND;
+	default:
+		return C2S_G_NONE;
+	}
+}
+
+static void gauge_add(enum c2s_gauge g, int64_t n)
+{
+	switch (g) {
+	case C2S_G_PRE_AUTH:
+		metrics_add(M_CONNS_PRE_AUTH, n);
+		break;
+	case C2S_G_BOUND:
+		metrics_add(M_CONNS_BOUND, n);
+		metrics_add(M_SESSIONS_ATTACHED, n);
+		break;
+	case C2S_G_DETACHED:
+		metrics_add(M_SESSIONS_DETACHED, n);
+		break;
+	case C2S_G_NONE:
+		break;
+	}
+}
+
+void c2s_count_stage(struct c2s *s, int ended)
+{
+	enum c2s_gauge g = ended ? C2S_G_NONE : stage_of(s);
+	if (g == s->gauge)
+		return;
+	gauge_add(s->gauge, -1);
+	gauge_add(g, 1);
+	s->gauge = (unsigned char)g;
+}
+
 void c2s_set_state(struct c2s *s, enum c2s_state st)
 {
 	if (s->flags & C2S_F_OOM)
 		st = C2S_CLOSING; /* failed for lack of memory (fail_oom): stays closed */
 	log_debug("c2s %s: %s -> %s", s->tp->peer(s->io), state_name[s->state], state_name[st]);
 	s->state = st;
+	c2s_count_stage(s, 0);
 	/* An operation that stopped the parse (a SASL lookup, FAST, a take
 	 * for a resumption) has nobody to answer once the stream is over:
 	 * cancelled now, it never happens (store.h: such operations are
@@ -1267,6 +1322,7 @@ void c2s_free(struct c2s *s)
 {
 	if (!s)
 		return;
+	c2s_count_stage(s, 1);
 	cancel_op(s);
 	/* Writes in flight still happen; their callbacks must not run. */
 	store_cancel_ud(c2s_store(s), s);

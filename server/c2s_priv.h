@@ -97,6 +97,7 @@ struct c2s {
 	unsigned pause_ms;            /* the last flow-control pause (0: the last stanza found no congestion) */
 	size_t flow_mark;             /* unsent bytes when the read deadline was armed (c2s_flow.c) */
 	enum c2s_end end_mode;
+	unsigned char gauge;          /* the enum c2s_gauge it is counted in (c2s_count_stage) */
 	unsigned auth_failures;
 	unsigned sasl_steps;          /* messages fed to the running exchange */
 	enum sasl_mech mech;
@@ -156,6 +157,11 @@ void c2s_set_state(struct c2s *s, enum c2s_state st);
 /* Sets or clears C2S_F_AUTHED, and with it the stream's limits: before
  * authentication the stanza limit is [limits] preauth_max_stanza_size. */
 void c2s_set_authed(struct c2s *s, int authed);
+/* Moves the stream between the stage gauges (pre-auth, bound and attached,
+ * detached) after its state or flags changed; <ended>: it is being freed,
+ * out of all of them. Called by c2s_set_state and where C2S_F_DETACHED
+ * changes, so every gauge returns to its value when sessions end. */
+void c2s_count_stage(struct c2s *s, int ended);
 /* Binds <resource> to this stream in the router (kicking a same-named
  * session) and records the JID. Returns 0, or a stanza error condition. */
 int c2s_bind_resource(struct c2s *s, const char *resource, int kick_old);

@@ -344,6 +344,7 @@ static int on_ack(struct c2s *s, struct xnode *el)
 		return c2s_stream_fail(s, SE_BAD_FORMAT, "<a/> needs a numeric h");
 	if (sm_check_h(&s->sm.c, h))
 		return fail_h_too_high(s, h);
+	metrics_observe(H_SM_QUEUE, sm_unacked(&s->sm.c));
 	if (!store_sm_ack_async(c2s_store(s), s->sm.id, s->sm.epoch, h, on_written, s))
 		return c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
 	qlen_pop(s, h - s->sm.c.acked);
@@ -594,6 +595,7 @@ int c2s_sm_detach(struct c2s *s)
 		return 0;
 	s->flags |= C2S_F_DETACHED;
 	s->flags &= ~(C2S_F_R_SENT | C2S_F_WANT_R);
+	c2s_count_stage(s, 0);
 	s->tp->set_timer(s->io, C2S_TIMER_ACK, 0);
 	s->tp->set_timer(s->io, C2S_TIMER_MAIN, s->sm.max * 1000u);
 	log_info("session detached jid=%s id=%s unacked=%u resumable for %us", s->full, s->sm.id,
@@ -638,6 +640,7 @@ void c2s_sm_expired(struct c2s *s)
 		return;
 	log_info("session expired jid=%s id=%s", s->full, s->sm.id);
 	s->flags &= ~C2S_F_DETACHED;
+	c2s_count_stage(s, 0);
 	c2s_sm_end(s);
 	c2s_end_presence(s);
 	c2s_sm_leave(s);
@@ -649,6 +652,7 @@ void c2s_sm_leave(struct c2s *s)
 		return;
 	s->flags &= ~C2S_F_DETACHED;
 	s->flags |= C2S_F_GONE;
+	c2s_count_stage(s, 0);
 	s->tp->set_timer(s->io, C2S_TIMER_MAIN, 0);
 	s->tp->release(s->io);
 }
@@ -759,8 +763,10 @@ static int adopt(struct c2s *s, struct sm_resume *r, uint32_t h, struct sbuf *fa
 	s->sm.attached = 1;
 	s->flags |= C2S_F_SM;
 	/* The previous stream lets go: conflict if open, freed if detached. */
-	if (!bus_addr_eq(&t->rec.owner, &to))
+	if (!bus_addr_eq(&t->rec.owner, &to)) {
+		metrics_inc(metrics_takeover_id(t->rec.attached, t->rec.owner.node != BUS_NODE_SELF));
 		bus_moved(s->w, &t->rec.owner);
+	}
 	if (c2s_bind_resource(s, t->resource, 0)) {
 		c2s_sm_drop(r);
 		c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);

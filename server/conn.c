@@ -192,6 +192,38 @@ static int start_tls(struct conn *c)
 	return c->ssl ? 0 : -ENOMEM;
 }
 
+/* The transport's share of the connection gauges: open by listener from
+ * here to conn_maybe_free, pre-TLS until the handshake is done or the
+ * socket closes (count_tls_up, count_fd_closed). c2s counts the stages
+ * after TLS. */
+static void count_open(struct conn *c, int direct_tls)
+{
+	c->flags |= CONN_F_PRE_TLS | (direct_tls ? CONN_F_DIRECT_TLS : 0);
+	metrics_inc(direct_tls ? M_CONNS_DIRECT_TLS : M_CONNS_STARTTLS);
+	metrics_inc(M_CONNS_PRE_TLS);
+}
+
+static void count_tls_up(struct conn *c)
+{
+	if ((c->flags & CONN_F_PRE_TLS) && tls_established(c->ssl)) {
+		c->flags &= ~CONN_F_PRE_TLS;
+		metrics_add(M_CONNS_PRE_TLS, -1);
+	}
+}
+
+static void count_fd_closed(struct conn *c)
+{
+	if (c->flags & CONN_F_PRE_TLS) {
+		c->flags &= ~CONN_F_PRE_TLS;
+		metrics_add(M_CONNS_PRE_TLS, -1);
+	}
+}
+
+static void count_freed(struct conn *c)
+{
+	metrics_add(c->flags & CONN_F_DIRECT_TLS ? M_CONNS_DIRECT_TLS : M_CONNS_STARTTLS, -1);
+}
+
 struct conn *conn_new(struct worker *w, int fd, uint32_t slot, uint32_t gen, int direct_tls)
 {
 	struct conn *c = calloc(1, sizeof(*c));
@@ -211,6 +243,7 @@ struct conn *conn_new(struct worker *w, int fd, uint32_t slot, uint32_t gen, int
 	c->proto = w->srv->handlers->open(w, &transport, c, &self, direct_tls);
 	if (!c->proto)
 		goto fail;
+	count_open(c, direct_tls);
 	return c;
 fail:
 	tls_free(c->ssl);
@@ -341,6 +374,8 @@ static void feed(struct conn *c, const uint8_t *data, size_t len)
 	switch (tls_feed(c->ssl, data, len, feed_plain, c)) {
 	case TLS_OK:
 	case TLS_STOPPED:
+		if (c->flags & CONN_F_PRE_TLS)
+			count_tls_up(c);
 		break;
 	case TLS_CLOSED:
 	case TLS_FAILED:
@@ -533,6 +568,7 @@ int conn_maybe_free(struct conn *c)
 			limits_conn_close(w->srv->limits, c->flags & CONN_F_IP_COUNTED ? c->ip : NULL,
 					  (c->flags & CONN_F_AUTHED) != 0);
 		}
+		count_fd_closed(c);
 		tls_free(c->ssl);
 		c->ssl = NULL;
 		free(c->pp);
@@ -550,7 +586,7 @@ int conn_maybe_free(struct conn *c)
 	w->gens[c->slot] = (w->gens[c->slot] + 1) & 0xffffff;
 	w->free_slots[w->nfree++] = c->slot;
 	w->live--;
-	metrics_add(M_CONNS_OPEN, -1);
+	count_freed(c);
 	free(c);
 	return 1;
 }

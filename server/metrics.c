@@ -33,10 +33,25 @@ static const struct {
 #undef METRIC_S_DEF
 };
 
+/* Upper bounds of the buckets. time, in microseconds: resumptions, store
+ * operations and loop lag take from ~50 µs (same node, warm; memory store;
+ * an idle loop) to seconds (a store or a worker that is struggling).
+ * count: queue depths, up to a few thousand (sm_max_queue). */
+static const uint64_t bounds_time[METRIC_BUCKETS] = {
+	50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 100000, 1000000, 5000000,
+};
+static const uint64_t bounds_count[METRIC_BUCKETS] = {
+	1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000,
+};
+#define SCALE_time 1e6 /* rendered in seconds */
+#define SCALE_count 1.0
+
 static const struct {
 	const char *name, *help;
+	const uint64_t *bound;
+	double scale;
 } hists[] = {
-#define METRIC_H_DEF(id, name, help) [id] = { name, help },
+#define METRIC_H_DEF(id, name, help, bounds) [id] = { name, help, bounds_##bounds, SCALE_##bounds },
 	METRIC_HISTOGRAMS(METRIC_H_DEF)
 #undef METRIC_H_DEF
 };
@@ -58,13 +73,6 @@ static struct {
 _Static_assert(M_RESUME_ISR_OK_SAME == M_RESUME_CLASSIC_OK_SAME + 4 &&
 	       M_RESUME_SASL2_FAILED_OTHER == M_RESUME_CLASSIC_OK_SAME + 11,
 	       "resumption series out of order");
-
-/* Upper bounds of the buckets, in microseconds: resumptions and store
- * operations take from ~50 µs (same node, warm; memory store) to seconds
- * (a store that is struggling). */
-static const uint64_t bucket_us[METRIC_BUCKETS] = {
-	50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 100000, 1000000, 5000000,
-};
 
 /* Resident set size from /proc/self/statm (pages), or -1. */
 static int64_t rss_bytes(void *ud)
@@ -127,8 +135,9 @@ void metrics_observe_us(enum metric_hist h, uint64_t us)
 	struct metrics_shard *m = metrics_cur;
 	if (!m)
 		return;
+	const uint64_t *bound = hists[h].bound;
 	unsigned b = 0;
-	while (b < METRIC_BUCKETS && us > bucket_us[b])
+	while (b < METRIC_BUCKETS && us > bound[b])
 		b++;
 	struct metrics_hist *mh = &m->h[h];
 	atomic_store_explicit(&mh->bucket[b],
@@ -156,14 +165,16 @@ static int render_hist(enum metric_hist h, struct sbuf *out)
 			cum += atomic_load_explicit(&shards[i].h[h].bucket[b], memory_order_relaxed);
 		if (b < METRIC_BUCKETS)
 			rc |= sbuf_printf(out, "%s_bucket{le=\"%g\"} %llu\n", hists[h].name,
-					  (double)bucket_us[b] / 1e6, (unsigned long long)cum);
+					  (double)hists[h].bound[b] / hists[h].scale,
+					  (unsigned long long)cum);
 		else
 			rc |= sbuf_printf(out, "%s_bucket{le=\"+Inf\"} %llu\n", hists[h].name,
 					  (unsigned long long)cum);
 	}
 	for (unsigned i = 0; i < nshards; i++)
 		sum_us += atomic_load_explicit(&shards[i].h[h].sum_us, memory_order_relaxed);
-	rc |= sbuf_printf(out, "%s_sum %.6f\n%s_count %llu\n", hists[h].name, (double)sum_us / 1e6,
+	rc |= sbuf_printf(out, "%s_sum %.6f\n%s_count %llu\n", hists[h].name,
+			  (double)sum_us / hists[h].scale,
 			  hists[h].name, (unsigned long long)cum);
 	return rc;
 }

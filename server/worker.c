@@ -209,9 +209,12 @@ static void arm_accept(struct worker *w, unsigned which)
 	io_uring_sqe_set_data64(sqe, ud_pack(OP_ACCEPT, 0, which));
 }
 
+/* The tick is due TIMER_TICK_MS after it is armed; how much later it runs
+ * is the loop's lag (a long batch of CQEs, a slow handler, a starved CPU). */
 static void arm_tick(struct worker *w)
 {
 	static struct __kernel_timespec ts = { .tv_sec = 0, .tv_nsec = TIMER_TICK_MS * 1000000L };
+	w->tick_due_us = metrics_now_us() + TIMER_TICK_MS * 1000u;
 	struct io_uring_sqe *sqe = worker_sqe(w);
 	io_uring_prep_timeout(sqe, &ts, 0, 0);
 	io_uring_sqe_set_data64(sqe, ud_pack(OP_TICK, 0, 0));
@@ -332,7 +335,6 @@ static void on_accept(struct worker *w, const struct io_uring_cqe *cqe)
 	memcpy(c->peer, peer, sizeof(c->peer));
 	w->conns[slot] = c;
 	w->live++;
-	metrics_inc(M_CONNS_OPEN);
 	log_debug("worker %u: accepted %s (%s)", w->idx, c->peer, which ? "direct TLS" : "STARTTLS");
 	conn_arm_recv(c);
 }
@@ -539,6 +541,12 @@ static void maybe_trim_heap(struct worker *w)
 #endif
 }
 
+static void observe_lag(struct worker *w)
+{
+	uint64_t now = metrics_now_us();
+	metrics_observe_us(H_LOOP_LAG, now > w->tick_due_us ? now - w->tick_due_us : 0);
+}
+
 static void handle_cqe(struct worker *w, struct io_uring_cqe *cqe)
 {
 	uint64_t ud = cqe->user_data;
@@ -548,8 +556,10 @@ static void handle_cqe(struct worker *w, struct io_uring_cqe *cqe)
 		on_accept(w, cqe);
 		break;
 	case OP_RECV:
-		if (cqe->res > 0)
+		if (cqe->res > 0) {
 			w->io_bytes += (uint64_t)cqe->res;
+			metrics_add(M_BYTES_IN, cqe->res);
+		}
 		if ((c = conn_of(w, ud)))
 			conn_on_recv(c, cqe);
 		else if (cqe->flags & IORING_CQE_F_BUFFER) {
@@ -561,12 +571,15 @@ static void handle_cqe(struct worker *w, struct io_uring_cqe *cqe)
 		}
 		break;
 	case OP_SEND:
-		if (cqe->res > 0)
+		if (cqe->res > 0) {
 			w->io_bytes += (uint64_t)cqe->res;
+			metrics_add(M_BYTES_OUT, cqe->res);
+		}
 		if ((c = conn_of(w, ud)))
 			conn_on_send(c, cqe);
 		break;
 	case OP_TICK:
+		observe_lag(w);
 		timer_wheel_run(&w->wheel);
 		arm_tick(w);
 		maybe_trim_heap(w);

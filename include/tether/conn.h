@@ -29,6 +29,8 @@ struct worker;
 #define CONN_F_COUNTED    0x0800u /* counted in limits.h (pre-auth) until the socket closes */
 #define CONN_F_IP_COUNTED 0x2000u /* ...and against max_conns_per_ip for c->ip */
 #define CONN_F_AUTHED     0x1000u /* the protocol said it authenticated: out of the pre-auth count */
+#define CONN_F_DIRECT_TLS 0x4000u /* accepted on the direct-TLS listener (metrics) */
+#define CONN_F_PRE_TLS    0x8000u /* counted in tether_connection_states{state="pre_tls"} */
 
 struct conn {
 	struct worker *w;

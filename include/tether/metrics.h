@@ -46,7 +46,17 @@ struct sbuf;
 	F(F_STANZAS_OUT, "tether_stanzas_out_total", "counter", \
 	  "Stanzas handed to client sessions (sent, or queued for a detached one), by kind.") \
 	F(F_CONNECTIONS, "tether_connections", "gauge", \
-	  "Client connections, by state (open: accepted and not yet freed).")
+	  "Client connections accepted and not yet freed, by listener.") \
+	F(F_CONN_STATES, "tether_connection_states", "gauge", \
+	  "Client connections by stage: pre_tls (TLS not established), pre_auth (SASL offered, " \
+	  "not yet succeeded), bound (a resource is bound); other stages are brief and not counted.") \
+	F(F_SESSIONS, "tether_sessions", "gauge", \
+	  "Sessions on this node: attached to a stream, or detached (XEP-0198, waiting for a resumption).") \
+	F(F_CLIENT_BYTES, "tether_client_bytes_total", "counter", \
+	  "Bytes received from and sent to client sockets (TLS records included), by direction.") \
+	F(F_TAKEOVERS, "tether_session_takeovers_total", "counter", \
+	  "Resumptions that took a session from another stream, by whether that stream was still " \
+	  "attached (it is told to let go: conflict) or detached, and the node it was on.")
 
 /* SERIES(id, family, labels) - labels as they appear between braces. */
 #define METRIC_SERIES(S) \
@@ -81,7 +91,19 @@ struct sbuf;
 	S(M_OUT_MESSAGE, F_STANZAS_OUT, "kind=\"message\"") \
 	S(M_OUT_PRESENCE, F_STANZAS_OUT, "kind=\"presence\"") \
 	S(M_OUT_IQ, F_STANZAS_OUT, "kind=\"iq\"") \
-	S(M_CONNS_OPEN, F_CONNECTIONS, "state=\"open\"")
+	S(M_CONNS_STARTTLS, F_CONNECTIONS, "listener=\"starttls\"") \
+	S(M_CONNS_DIRECT_TLS, F_CONNECTIONS, "listener=\"direct_tls\"") \
+	S(M_CONNS_PRE_TLS, F_CONN_STATES, "state=\"pre_tls\"") \
+	S(M_CONNS_PRE_AUTH, F_CONN_STATES, "state=\"pre_auth\"") \
+	S(M_CONNS_BOUND, F_CONN_STATES, "state=\"bound\"") \
+	S(M_SESSIONS_ATTACHED, F_SESSIONS, "state=\"attached\"") \
+	S(M_SESSIONS_DETACHED, F_SESSIONS, "state=\"detached\"") \
+	S(M_BYTES_IN, F_CLIENT_BYTES, "direction=\"in\"") \
+	S(M_BYTES_OUT, F_CLIENT_BYTES, "direction=\"out\"") \
+	S(M_TAKEOVER_ATTACHED_SAME, F_TAKEOVERS, "previous=\"attached\",node=\"same\"") \
+	S(M_TAKEOVER_ATTACHED_OTHER, F_TAKEOVERS, "previous=\"attached\",node=\"other\"") \
+	S(M_TAKEOVER_DETACHED_SAME, F_TAKEOVERS, "previous=\"detached\",node=\"same\"") \
+	S(M_TAKEOVER_DETACHED_OTHER, F_TAKEOVERS, "previous=\"detached\",node=\"other\"")
 
 /* Resumptions: kind x result x node, in this order, so that
  * metrics_resume_id() can index them. */
@@ -139,21 +161,35 @@ static inline enum metric_id metrics_resume_id(enum metric_resume_kind kind, int
 	return (enum metric_id)(M_RESUME_CLASSIC_OK_SAME + 4 * (int)kind + (ok ? 0 : 2) + !!other);
 }
 
-/* Histograms: fixed upper bounds in seconds, shared by all of them. */
+/* The series of a takeover of a session whose previous stream was still
+ * <attached> or not, on <other> node or this one. */
+static inline enum metric_id metrics_takeover_id(int attached, int other)
+{
+	return (enum metric_id)(M_TAKEOVER_ATTACHED_SAME + (attached ? 0 : 2) + !!other);
+}
+
+/* Histograms: HIST(id, name, help, bounds). <bounds> names one of the
+ * bucket sets in metrics.c: "time" observes microseconds and renders
+ * seconds; "count" observes and renders plain numbers. */
 #define METRIC_HISTOGRAMS(H) \
 	H(H_RESUME, "tether_resume_duration_seconds", \
-	  "Time from a resumption request to the resumed session, by the server's clock.") \
+	  "Time from a resumption request to the resumed session, by the server's clock.", time) \
 	H(H_STORE, "tether_store_operation_duration_seconds", \
-	  "Time from issuing a store operation to its completion on the worker, all operations.")
+	  "Time from issuing a store operation to its completion on the worker, all operations.", time) \
+	H(H_LOOP_LAG, "tether_worker_loop_lag_seconds", \
+	  "How late a worker's timer tick ran (every 50 ms) behind its schedule, all workers.", time) \
+	H(H_SM_QUEUE, "tether_sm_queue_depth", \
+	  "Unacknowledged stanzas in a session's XEP-0198 queue when the client acknowledges, " \
+	  "before the acknowledgement.", count)
 
 enum metric_hist {
-#define METRIC_H_ENUM(id, name, help) id,
+#define METRIC_H_ENUM(id, name, help, bounds) id,
 	METRIC_HISTOGRAMS(METRIC_H_ENUM)
 #undef METRIC_H_ENUM
 	METRIC_HIST_COUNT,
 };
 
-#define METRIC_BUCKETS 12 /* 50 µs .. 5 s, then +Inf */
+#define METRIC_BUCKETS 12 /* time: 50 µs .. 5 s; count: 1 .. 5000; then +Inf */
 
 /* Gauges read when scraped, on the admin thread: GAUGE(id, name, help). A
  * gauge with no reader set (metrics_gauge_set) is left out. */
@@ -213,8 +249,14 @@ static inline void metrics_inc(enum metric_id id)
 /* Monotonic microseconds, for the start and end of an observation. */
 uint64_t metrics_now_us(void);
 
-/* Records one observation of <us> microseconds in histogram <h>. */
+/* Records one observation of <us> microseconds in histogram <h> (a
+ * "time" one), or of the number <us> in a "count" one. */
 void metrics_observe_us(enum metric_hist h, uint64_t us);
+
+static inline void metrics_observe(enum metric_hist h, uint64_t n)
+{
+	metrics_observe_us(h, n);
+}
 
 /* Makes scrapes read gauge <g> with <fn>(<ud>). Call before the admin
  * endpoint starts (metrics_init sets the process gauges itself). */

@@ -124,6 +124,7 @@ struct worker {
 	uint64_t last_trim_ms;
 	uint64_t io_bytes;           /* bytes received and sent, ever: the load, for maybe_trim_heap */
 	uint64_t io_bytes_at, load_at_ms; /* ...at the start of the current second */
+	uint64_t tick_due_us;        /* when the armed tick should run (metrics_now_us) */
 	int after_burst;             /* a busy second since the last quiet one */
 	int draining;                /* shutdown seen by this worker */
 	uint64_t drain_deadline_ms;

@@ -118,7 +118,12 @@ def test_every_expr_uses_exported_metrics():
     # The panels the dashboard promises.
     for n in ('tether_stanzas_in_total', 'tether_authentications_total', 'tether_stream_errors_total',
               'tether_sessions_bound_total', 'tether_limit_hits_total', 'tether_resume_duration_seconds_bucket',
-              'tether_process_resident_memory_bytes', 'tether_process_open_fds'):
+              'tether_process_resident_memory_bytes', 'tether_process_open_fds',
+              'tether_connections', 'tether_connection_states', 'tether_sessions',
+              'tether_client_bytes_total', 'tether_session_takeovers_total', 'tether_sm_queue_depth_bucket',
+              'tether_worker_loop_lag_seconds_bucket', 'tether_backpressure_pauses_total',
+              'tether_store_operation_duration_seconds_bucket', 'tether_store_errors_total',
+              'tether_tls_handshakes_total', 'tether_redis_link_up'):
         assert n in seen, n
 
 

@@ -143,8 +143,96 @@ def test_metrics_resume_store_tls_and_gauges(admin_server, conns):
     assert delta('tether_tls_handshakes_total{resumed="false"}') + \
         delta('tether_tls_handshakes_total{resumed="true"}') >= 4
     assert delta('tether_stanzas_out_total{kind="message"}') >= 1
-    assert metric(after, 'tether_connections{state="open"}') >= 3
+    assert metric(after, 'tether_connections{listener="starttls"}') >= 3
     assert metric(after, 'tether_redis_link_up') == 1
+    p = subprocess.run(['promtool', 'check', 'metrics'], input=after, capture_output=True,
+                       text=True, timeout=30)
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+STAGES = ('tether_connections{listener="starttls"}', 'tether_connections{listener="direct_tls"}',
+          'tether_connection_states{state="pre_tls"}', 'tether_connection_states{state="pre_auth"}',
+          'tether_connection_states{state="bound"}', 'tether_sessions{state="attached"}',
+          'tether_sessions{state="detached"}')
+
+
+def wait_gauges(port, want, timeout=10.0):
+    """Polls /metrics until every series in <want> has its value (connections
+    are freed a little after their sockets close); returns the exposition."""
+    import time
+    deadline = time.monotonic() + timeout
+    while True:
+        _, _, text = get(port, '/metrics')
+        got = {k: metric(text, k) for k in want}
+        if got == want or time.monotonic() > deadline:
+            assert got == want, got
+            return text
+        time.sleep(0.05)
+
+
+def stages(**nonzero):
+    names = {'starttls': STAGES[0], 'direct_tls': STAGES[1], 'pre_tls': STAGES[2],
+             'pre_auth': STAGES[3], 'bound': STAGES[4], 'attached': STAGES[5],
+             'detached': STAGES[6]}
+    want = {k: 0.0 for k in STAGES}
+    for k, v in nonzero.items():
+        want[names[k]] = float(v)
+    return want
+
+
+def test_metrics_stage_gauges_follow_sessions_and_return_to_zero(admin_server, conns):
+    """Connections by listener and stage, sessions attached and detached, a
+    takeover, bytes and loop lag: each gauge follows logins, a drop, a
+    resumption and logouts, and is back at zero when everything has ended."""
+    import socket
+    import sm_client as smc
+    port = admin_server.admin_port
+    before = wait_gauges(port, stages())
+    raw = socket.create_connection((admin_server.host, admin_server.port), timeout=5)
+    wait_gauges(port, stages(starttls=1, pre_tls=1))
+    pre = xr.connect_tls(admin_server, direct_tls=True)
+    conns.append(pre)
+    wait_gauges(port, stages(starttls=1, direct_tls=1, pre_tls=1, pre_auth=1))
+    a = smc.sm_login(admin_server, 'alice', USERS['alice'], 'ga')
+    conns.append(a)
+    b = xr.login(admin_server, 'bob', USERS['bob'], 'gb', direct_tls=True)
+    conns.append(b)
+    wait_gauges(port, stages(starttls=2, direct_tls=2, pre_tls=1, pre_auth=1, bound=2, attached=2))
+    for i in range(5):
+        b.message(a.jid, 'g%d' % i)
+        a.wait_message('g%d' % i)
+    a.ack()
+    a.roundtrip()
+    previd = a.sm_id
+    smc.kill(a)
+    admin_server.wait_log('session detached jid=%s' % a.jid, 10)
+    mid = wait_gauges(port, stages(starttls=2, direct_tls=2, pre_tls=1, pre_auth=1, bound=1,
+                                   attached=1, detached=1))
+    a2, el = smc.sm_resume(admin_server, 'alice', USERS['alice'], previd, a.h)
+    conns.append(a2)
+    assert smc.is_sm(el, 'resumed'), xr.tostr(el)
+    a2.roundtrip()
+    wait_gauges(port, stages(starttls=2, direct_tls=2, pre_tls=1, pre_auth=1, bound=2, attached=2))
+    raw.close()
+    pre.close()
+    a2.close()
+    b.close()
+    after = wait_gauges(port, stages())
+
+    def delta(series, frm=before):
+        return metric(after, series) - metric(frm, series)
+    take = 'tether_session_takeovers_total{previous="%s",node="%s"}'
+    assert delta(take % ('detached', 'same')) == 1
+    assert delta(take % ('attached', 'same')) == 0
+    assert delta(take % ('detached', 'other')) == 0
+    assert delta('tether_client_bytes_total{direction="in"}') > 5 * 40
+    assert delta('tether_client_bytes_total{direction="out"}') > 5 * 40
+    assert delta('tether_client_bytes_total{direction="in"}', mid) > 0
+    assert delta('tether_sm_queue_depth_count') >= 1
+    assert delta('tether_sm_queue_depth_bucket{le="+Inf"}') == delta('tether_sm_queue_depth_count')
+    assert metric(after, 'tether_worker_loop_lag_seconds_count') > 0
+    assert metric(after, 'tether_worker_loop_lag_seconds_bucket{le="+Inf"}') == \
+        metric(after, 'tether_worker_loop_lag_seconds_count')
     p = subprocess.run(['promtool', 'check', 'metrics'], input=after, capture_output=True,
                        text=True, timeout=30)
     assert p.returncode == 0, p.stdout + p.stderr

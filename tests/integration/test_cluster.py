@@ -391,6 +391,33 @@ def test_dead_nodes_sessions_are_reaped_and_their_messages_stored_offline(cluste
     assert xr.local(el.tag) == 'failed', tostr(el)
 
 
+def test_reaped_session_goes_unavailable_for_contacts_and_own_resources(cluster, conns):
+    """kill -9 of the node of an available session: when the reaper removes
+    it (lease lapsed, then its resumption window), its contacts with a From
+    subscription and the account's other resources, on other nodes, get its
+    unavailable presence, as at the end of a session on one node (RFC 6121
+    §4.5.2)."""
+    from test_im import roster_get, subscribe_both
+    a, b, c = cluster.nodes['a'], cluster.nodes['b'], cluster.nodes['c']
+    alice = smc.sm_login(a, 'alice', cf.USERS['alice'], 'phone', max_=2, presence=True,
+                         auto_ack=True)
+    bob = sm_online(b, 'bob', 'desk')
+    desk = sm_online(c, 'alice', 'desk')
+    conns.extend([bob, desk])
+    roster_get(alice)
+    roster_get(bob)
+    subscribe_both(alice, bob)
+    alice.presence()                                  # again, now that bob is subscribed
+    bob.wait_presence(from_=alice.jid, timeout=10)
+    unavailable = lambda e: (e.tag == q(xr.NS_CLIENT, 'presence') and
+                             e.get('from') == alice.jid and e.get('type') == 'unavailable')
+    a.stop(signal.SIGKILL)
+    smc.kill(alice)
+    # the lease lapses after 5 s, the window (2 s) after that
+    bob.wait_for(unavailable, timeout=25, what='alice unavailable on bob')
+    desk.wait_for(unavailable, timeout=5, what='alice/phone unavailable on alice/desk')
+
+
 def test_own_presence_between_nodes(cluster, conns):
     """A user's resources on two nodes see each other's presence, and the
     unavailable presence when one goes (RFC 6121 §4.2, §4.5, between XEP-0198

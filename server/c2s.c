@@ -1397,6 +1397,15 @@ static void h_orphan(struct worker *w, struct rmsg *m, uint64_t stamp_ms)
 	deliver_orphan(w, w->srv->cfg.domain, m, stamp_ms);
 }
 
+/* RFC 6121 §4.5.2 for a session that ended with its node (the reaper). */
+static void h_gone(struct worker *w, const char *bare, const char *resource)
+{
+	char full[JID_MAX + 1];
+	int n = snprintf(full, sizeof(full), "%s/%s", bare, resource);
+	if (n > 0 && (size_t)n < sizeof(full))
+		presence_gone(w, bare, full);
+}
+
 /* A stanza the bus could not hand on: its sender hears of it. Out of
  * memory is resource-constraint (wait: it may pass later); a node we
  * cannot reach, recipient-unavailable. */
@@ -1417,7 +1426,7 @@ static const struct worker_handlers entry_points = {
 	.open = h_open, .feed = h_feed, .lost = h_lost, .held = h_held,
 	.before_flush = h_before_flush, .unpaused = h_unpaused, .timeout = h_timeout, .free = h_free,
 	.deliver = h_deliver, .kick = h_kick, .moved = h_moved, .stale = h_stale,
-	.appended = h_appended, .orphan = h_orphan, .undeliverable = h_undeliverable,
+	.appended = h_appended, .orphan = h_orphan, .gone = h_gone, .undeliverable = h_undeliverable,
 	.shutdown = h_shutdown,
 };
 

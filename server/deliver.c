@@ -145,16 +145,30 @@ void deliver_bounce(struct worker *w, const char *domain, const struct rmsg *m, 
 	sbuf_free(&b);
 }
 
-/* An orphaned message went to the account's sessions on other nodes:
- * none there either, so back to its sender. */
+/* An orphaned message (<m>, its delay stamp in already) went to the
+ * account's sessions on other nodes: none there either, so stored offline
+ * with that stamp, as on one node (deliver_orphan); bounced if it cannot
+ * be stored (offline_store), or if the store could not be asked. */
 static void on_orphan_sent(void *ud, int err, const struct store_target *t, size_t n,
 			   struct rmsg *m)
 {
 	struct worker *w = ud;
-	if (err || !n)
-		deliver_bounce(w, w->srv->cfg.domain, m, STE_RECIPIENT_UNAVAILABLE);
-	else
+	struct jid *j;
+	char bare[2 * JID_PART_MAX + 2];
+	if (!err && n) {
 		deliver_targets_here(w, t, n, m);
+		return;
+	}
+	if (!err && (j = malloc(sizeof(*j)))) {
+		int bad = split(m->to, j, bare, sizeof(bare));
+		free(j);
+		if (!bad) {
+			offline_store(w, w->srv->cfg.domain, bare, rmsg_ref(m), OFFLINE_STAMPED,
+				      STE_RECIPIENT_UNAVAILABLE);
+			return;
+		}
+	}
+	deliver_bounce(w, w->srv->cfg.domain, m, STE_RECIPIENT_UNAVAILABLE);
 }
 
 void deliver_orphan(struct worker *w, const char *domain, struct rmsg *m, uint64_t stamp_ms)

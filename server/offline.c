@@ -98,8 +98,10 @@ void offline_store(struct worker *w, const char *domain, const char *bare, struc
 	struct sbuf delayed = SBUF_INIT, rec = SBUF_INIT;
 	struct offline_wait *x = NULL;
 	struct store_op *op = NULL;
-	if (w->sh && !sm_add_delay(m->data, m->len, domain, stamp_ms, &delayed) &&
-	    !offline_pack(m, delayed.data, delayed.len, &rec) && (x = malloc(sizeof(*x)))) {
+	int rc = stamp_ms == OFFLINE_STAMPED ? sbuf_append(&delayed, m->data, m->len)
+					     : sm_add_delay(m->data, m->len, domain, stamp_ms, &delayed);
+	if (w->sh && !rc && !offline_pack(m, delayed.data, delayed.len, &rec) &&
+	    (x = malloc(sizeof(*x)))) {
 		x->w = w;
 		x->domain = domain;
 		x->m = m;

@@ -125,6 +125,12 @@ static void on_orphan(void *ud, struct rmsg *m, uint64_t stamp_ms)
 	w->srv->handlers->orphan(w, m, stamp_ms);
 }
 
+static void on_gone(void *ud, const char *bare, const char *resource)
+{
+	struct worker *w = ud;
+	w->srv->handlers->gone(w, bare, resource);
+}
+
 int worker_init(struct worker *w, struct server *srv, unsigned idx)
 {
 	memset(w, 0, sizeof(*w));
@@ -173,7 +179,7 @@ int worker_init(struct worker *w, struct server *srv, unsigned idx)
 			return -1;
 		}
 	}
-	if (w->rlink && idx == 0 && !(w->cluster = cluster_new(w->rlink, &w->wheel, srv->token_key, on_orphan, w))) {
+	if (w->rlink && idx == 0 && !(w->cluster = cluster_new(w->rlink, &w->wheel, srv->token_key, on_orphan, on_gone, w))) {
 		log_error("worker %u: out of memory", idx);
 		return -1;
 	}

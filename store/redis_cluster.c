@@ -3,9 +3,14 @@
  * Every CLUSTER_TICK_MS: renew t:{node:<name>}:lease (holder: the node's
  * incarnation "<name>.<boot>", TTL CLUSTER_LEASE_MS), then try the
  * reaper's lease t:{cluster}:reaper. Its holder goes on with one SCAN batch
- * over the session records and one tether_sm_reap per record found (the
- * library decides atomically whether the owner is dead and what to do, see
- * redis_lib.lua). A full pass takes (sessions / SCAN_COUNT) ticks. */
+ * over the session records and one tether_sm_reap per record found, and one
+ * over the directories and one tether_dir_reap per directory (direct
+ * sessions have no record: their entry is all there is). The library
+ * decides atomically whether the owner is dead and what to do (see
+ * redis_lib.lua); what it removed comes back here for RFC 6121's effects:
+ * unavailable presence for a session that was available (the gone
+ * callback), its queued stanzas to the orphan callback. A full pass takes
+ * (keys / SCAN_COUNT) ticks. */
 #include "tether/cluster.h"
 
 #include <errno.h>
@@ -25,20 +30,34 @@
 
 #define SCAN_COUNT "500"
 #define SESSION_MATCH RKEY_PREFIX "{*}:s:*"
+#define DIR_MATCH RKEY_PREFIX "{*}:dir"
 #define REAPER_KEY RKEY_PREFIX "{cluster}:reaper"
+
+struct cluster;
+
+/* One kind of key the reaper goes over: SCAN MATCH <match>, then FCALL
+ * <fn> on each key found, its reply to <on_reply>. */
+struct pass {
+	struct cluster *c;
+	const char *match;
+	const char *fn;
+	rproto_fn *on_reply;
+	char cursor[24];              /* SCAN's, "0" at the start of a pass */
+	int scanning;                 /* a SCAN is outstanding */
+};
 
 struct cluster {
 	struct rlink *link;
 	struct timer_wheel *wheel;
 	struct timer tick;
 	cluster_orphan_fn *fn;
+	cluster_gone_fn *gone;
 	void *ud;
 	const uint8_t *key;           /* seals the ticket keys (the token key) */
 	char inc[NODES_ID_MAX + 1];   /* "<name>.<boot>": the lease holder */
 	char lease_key[RKEY_LEN];
 	char ttl[16];
-	char cursor[24];              /* SCAN's, "0" at the start of a pass */
-	int scanning;                 /* a SCAN is outstanding */
+	struct pass sessions, dirs;
 	int warned_busy;
 	int warned_tickets;
 	size_t reaped;
@@ -72,6 +91,33 @@ static void reaped_queue(struct cluster *c, const redisReply *q)
 	}
 }
 
+/* String element <i> of <r> as a C string in <out> (<size> bytes), or -1
+ * when it is not a string or does not fit. */
+static int str_at(const redisReply *r, size_t i, char *out, size_t size)
+{
+	const redisReply *v = r->element[i];
+	if (v->type != REDIS_REPLY_STRING || v->len >= size)
+		return -1;
+	memcpy(out, v->str, v->len);
+	out[v->len] = 0;
+	return 0;
+}
+
+/* A session removed with record <rec> (REC order: res 3rd, avail 9th) of
+ * account <bare>: if it had broadcast available presence, its contacts
+ * and the account's other resources hear that it is gone. */
+static void reaped_presence(struct cluster *c, const redisReply *rec, const redisReply *bare)
+{
+	char b[RKEY_BARE_MAX + 1], res[RKEY_LEN];
+	if (rec->elements < 9 || bare->type != REDIS_REPLY_STRING || !bare->len ||
+	    bare->len > RKEY_BARE_MAX || str_at(rec, 2, res, sizeof(res)) ||
+	    rec->element[8]->type != REDIS_REPLY_STRING || strcmp(rec->element[8]->str, "1"))
+		return;
+	memcpy(b, bare->str, bare->len);
+	b[bare->len] = 0;
+	c->gone(c->ud, b, res);
+}
+
 static void on_reaped(const redisReply *r, const char *err, void *ud)
 {
 	struct cluster *c = ud;
@@ -83,47 +129,74 @@ static void on_reaped(const redisReply *r, const char *err, void *ud)
 	if (r->type == REDIS_REPLY_INTEGER && r->integer == 1) {
 		c->reaped++;
 		log_info("cluster: a session of a dead node is detached now (resumable for its window)");
-	} else if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+	} else if (r->type == REDIS_REPLY_ARRAY && r->elements >= 2 &&
+		   r->element[0]->type == REDIS_REPLY_ARRAY &&
 		   r->element[1]->type == REDIS_REPLY_ARRAY) {
 		c->reaped++;
 		log_info("cluster: a session of a dead node expired: %zu stanzas re-routed or bounced",
 			 r->element[1]->elements);
+		if (r->elements >= 3)
+			reaped_presence(c, r->element[0], r->element[2]);
 		reaped_queue(c, r->element[1]);
 	}
 }
 
-static void on_scan(const redisReply *r, const char *err, void *ud)
+/* tether_dir_reap's reply: {bare, resource...} of the direct sessions of
+ * dead nodes that were available, or 0. */
+static void on_dir_reaped(const redisReply *r, const char *err, void *ud)
 {
 	struct cluster *c = ud;
-	c->scanning = 0;
-	if (err || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-	    r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY) {
-		snprintf(c->cursor, sizeof(c->cursor), "0");
+	char bare[RKEY_BARE_MAX + 1], res[RKEY_LEN];
+	if (err) {
+		if (err == rproto_err_reply)
+			log_warn("cluster: reaping a directory: %s", r->str);
 		return;
 	}
-	snprintf(c->cursor, sizeof(c->cursor), "%.*s", (int)r->element[0]->len, r->element[0]->str);
+	if (r->type != REDIS_REPLY_ARRAY || r->elements < 2 || str_at(r, 0, bare, sizeof(bare)) ||
+	    !*bare)
+		return;
+	log_info("cluster: %zu direct sessions of a dead node removed", r->elements - 1);
+	for (size_t i = 1; i < r->elements; i++)
+		if (!str_at(r, i, res, sizeof(res)))
+			c->gone(c->ud, bare, res);
+}
+
+static void on_scan(const redisReply *r, const char *err, void *ud)
+{
+	struct pass *p = ud;
+	p->scanning = 0;
+	if (err || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+	    r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY) {
+		snprintf(p->cursor, sizeof(p->cursor), "0");
+		return;
+	}
+	snprintf(p->cursor, sizeof(p->cursor), "%.*s", (int)r->element[0]->len, r->element[0]->str);
 	const redisReply *keys = r->element[1];
 	for (size_t i = 0; i < keys->elements; i++) {
-		const redisReply *k = keys->element[i];
-		if (k->type != REDIS_REPLY_STRING || k->len >= RKEY_LEN)
-			continue;
 		char key[RKEY_LEN];
-		memcpy(key, k->str, k->len);
-		key[k->len] = 0;
-		const char *argv[] = { "FCALL", "tether_sm_reap", "1", key };
-		command(c, 4, argv, on_reaped);
+		if (str_at(keys, i, key, sizeof(key)))
+			continue;
+		const char *argv[] = { "FCALL", p->fn, "1", key };
+		command(p->c, 4, argv, p->on_reply);
 	}
+}
+
+/* The next SCAN batch of <p>, unless the last one is still out. */
+static void scan(struct pass *p)
+{
+	const char *argv[] = { "SCAN", p->cursor, "MATCH", p->match, "COUNT", SCAN_COUNT };
+	if (!p->scanning && rlink_command_strs(p->c->link, 6, argv, on_scan, p, 0) == 0)
+		p->scanning = 1;
 }
 
 static void on_reaper_lease(const redisReply *r, const char *err, void *ud)
 {
 	struct cluster *c = ud;
 	(void)r;
-	if (err || c->scanning)
-		return; /* another node reaps, or the last batch is still out */
-	const char *argv[] = { "SCAN", c->cursor, "MATCH", SESSION_MATCH, "COUNT", SCAN_COUNT };
-	if (command(c, 6, argv, on_scan) == 0)
-		c->scanning = 1;
+	if (err)
+		return; /* another node reaps */
+	scan(&c->sessions);
+	scan(&c->dirs);
 }
 
 /* ---- TLS ticket keys -------------------------------------------------- */
@@ -192,8 +265,18 @@ static void on_tick(struct timer *t)
 	timer_arm(c->wheel, &c->tick, CLUSTER_TICK_MS, on_tick);
 }
 
+static void pass_init(struct pass *p, struct cluster *c, const char *match, const char *fn,
+		      rproto_fn *on_reply)
+{
+	p->c = c;
+	p->match = match;
+	p->fn = fn;
+	p->on_reply = on_reply;
+	snprintf(p->cursor, sizeof(p->cursor), "0");
+}
+
 struct cluster *cluster_new(struct rlink *link, struct timer_wheel *wheel, const uint8_t *key,
-			    cluster_orphan_fn *fn, void *ud)
+			    cluster_orphan_fn *fn, cluster_gone_fn *gone, void *ud)
 {
 	struct cluster *c = calloc(1, sizeof(*c));
 	if (!c)
@@ -201,13 +284,15 @@ struct cluster *cluster_new(struct rlink *link, struct timer_wheel *wheel, const
 	c->link = link;
 	c->wheel = wheel;
 	c->fn = fn;
+	c->gone = gone;
 	c->ud = ud;
 	c->key = key;
 	const char *self = nodes_name(BUS_NODE_SELF);
 	snprintf(c->inc, sizeof(c->inc), "%s.%s", self, nodes_boot());
 	snprintf(c->lease_key, sizeof(c->lease_key), RKEY_PREFIX "{node:%s}:lease", self);
 	snprintf(c->ttl, sizeof(c->ttl), "%u", CLUSTER_LEASE_MS);
-	snprintf(c->cursor, sizeof(c->cursor), "0");
+	pass_init(&c->sessions, c, SESSION_MATCH, "tether_sm_reap", on_reaped);
+	pass_init(&c->dirs, c, DIR_MATCH, "tether_dir_reap", on_dir_reaped);
 	return c;
 }
 

@@ -49,7 +49,7 @@ it is the same prefix for all of that account's keys, so they still share a
 slot. Not in this library, because they cross tags: the node inbox streams
 (t:{node:<N>}:in), the token-sealing key check, the user list (SCAN).
 Exceptions, each said where it is: tether_deliver (the sender's session
-and the inbox), tether_sm_reap (the lease), tether_im_sub and
+and the inbox), tether_sm_reap and tether_dir_reap (the lease), tether_im_sub and
 tether_im_remove (two accounts' rosters: a subscription is one step).
 
 SESSION RECORD t:{B}:s:<sid>
@@ -89,7 +89,9 @@ generation), a newer bind of the resource replaces it and learns whom to
 kick, and enabling XEP-0198 on the same stream replaces it by the session
 (sm_create: same owner, no kick). An entry whose owner's node incarnation
 holds no lease any more (a dead node: its lease expires 5 s after it stops
-renewing it) is removed by the first delivery that finds it.
+renewing it) is skipped by deliveries and removed by the reaper
+(tether_dir_reap), which sends its unavailable presence if it had
+broadcast an available one.
 
 EPOCH FENCING AND ERRORS
 An owner's writes carry the epoch it got from create or take; a write whose
@@ -427,9 +429,10 @@ end
 -- it). Of a dead owner: an attached session becomes detached now, resumable
 -- for its window (its client may resume it on any node meanwhile); a
 -- detached one past its expiry is removed like sm_destroy and returned as
--- {record, queue} for its stanzas to be re-routed or bounced (RFC 6121).
--- Returns 0, 1 (detached now) or {r, q}. The lease key is another slot:
--- under Redis Cluster this check would be a read before the call.
+-- {record, queue, bare JID} for its stanzas to be re-routed or bounced and
+-- its unavailable presence sent if it was available (RFC 6121).
+-- Returns 0, 1 (detached now) or {r, q, bare}. The lease key is another
+-- slot: under Redis Cluster this check would be a read before the call.
 local function sm_reap(keys)
 	local rk = keys[1]
 	local r = rec_get(rk)
@@ -458,7 +461,7 @@ local function sm_reap(keys)
 	if cur and string.match(cur, '^([^|]*)') == sid then
 		redis.call('HDEL', dk, r[3])
 	end
-	return { r, q }
+	return { r, q, string.match(rk, '^t:{(.*)}:s:[^:]*$') or '' }
 end
 
 -- KEYS rec; read-only. The record in REC order, or ENOENT.
@@ -533,10 +536,31 @@ local function alive(owner)
 	return name ~= nil and redis.call('GET', 't:{node:' .. name .. '}:lease') == inc
 end
 
+-- KEYS dir (a directory, as SCAN found it). The reaper's step for the
+-- direct sessions (no record) of an account: the entries whose owner's
+-- node holds no lease any more are removed. Returns {bare JID, resource,
+-- ...}: those of the removed entries that had broadcast available
+-- presence (the reaper sends their unavailable presence), or 0.
+local function dir_reap(keys)
+	local all, out = redis.call('HGETALL', keys[1]), nil
+	for i = 1, #all, 2 do
+		local d = direct_owner(all[i + 1])
+		if d and not alive(d) then
+			redis.call('HDEL', keys[1], all[i])
+			if string.match(all[i + 1], '^[^|]*|(%-?%d+)|') == '1' then
+				out = out or { string.match(keys[1], '^t:{(.*)}:dir$') or '' }
+				out[#out + 1] = all[i]
+			end
+		end
+	end
+	return out or 0
+end
+
 -- Directory entry <res> = <v> as a target: {res, sid}, {res, false,
 -- owner} for a direct session, or nil for a direct session of a dead
--- node, whose entry goes (the stanza then finds no session there).
-local function target_of(dir, res, v)
+-- node (the stanza then finds no session there). Its entry stays for the
+-- reaper (dir_reap), which removes it and sends its unavailable presence.
+local function target_of(res, v)
 	local d = direct_owner(v)
 	if not d then
 		return { res, string.match(v, '^([^|]*)') }
@@ -544,7 +568,6 @@ local function target_of(dir, res, v)
 	if alive(d) then
 		return { res, false, d }
 	end
-	redis.call('HDEL', dir, res)
 	return nil
 end
 
@@ -559,7 +582,7 @@ local function targets(dir, res, every)
 		local all = redis.call('HGETALL', dir)
 		for i = 1, #all, 2 do
 			local sid, avail = string.match(all[i + 1], '^([^|]*)|(%-?%d+)|')
-			local x = sid and (res == '*' or avail == '1') and target_of(dir, all[i], all[i + 1])
+			local x = sid and (res == '*' or avail == '1') and target_of(all[i], all[i + 1])
 			if x then
 				t[#t + 1] = x
 			end
@@ -568,14 +591,14 @@ local function targets(dir, res, every)
 	end
 	if res ~= '' then
 		local v = redis.call('HGET', dir, res)
-		t[1] = v and target_of(dir, res, v) or nil
+		t[1] = v and target_of(res, v) or nil
 		return t
 	end
 	local all, best = redis.call('HGETALL', dir), nil
 	for i = 1, #all, 2 do
 		local sid, avail, prio = string.match(all[i + 1], '^([^|]*)|(%-?%d+)|(%-?%d+)$')
 		prio = tonumber(prio)
-		local x = sid and avail == '1' and prio >= 0 and target_of(dir, all[i], all[i + 1])
+		local x = sid and avail == '1' and prio >= 0 and target_of(all[i], all[i + 1])
 		if x and every then
 			t[#t + 1] = x
 		elseif x then
@@ -1299,6 +1322,7 @@ reg('sm_take', sm_take)
 reg('sm_release', sm_release)
 reg('sm_destroy', sm_destroy)
 reg('sm_reap', sm_reap)
+reg('dir_reap', dir_reap)
 reg('sm_get', sm_get, RO)
 reg('sm_set_isr', sm_set_isr)
 reg('sm_isr_get', sm_isr_get, RO)

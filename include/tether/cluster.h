@@ -13,8 +13,11 @@
  * lease. The node holding it scans the sessions (a bounded batch a second)
  * and reaps those whose owner's lease is gone: an attached session of a
  * dead node becomes detached, resumable for its window; a detached one
- * past its window is removed, and each stanza of its queue goes to <fn>
- * to be re-routed or bounced as RFC 6121 says. Liveness comes from the
+ * past its window is removed, <gone> told if it was available, and each
+ * stanza of its queue goes to <fn> to be re-routed, stored offline or
+ * bounced as RFC 6121 says. Direct entries (sessions without XEP-0198) of
+ * dead nodes are removed too, <gone> told for the available ones. The
+ * callbacks run on the link's thread. Liveness comes from the
  * lease keys, never from keyspace events (CLUSTER.md). */
 
 #define CLUSTER_LEASE_MS 5000u
@@ -26,6 +29,11 @@ struct rmsg;
 
 /* A stanza left by a reaped session: one reference for the callee. */
 typedef void cluster_orphan_fn(void *ud, struct rmsg *m, uint64_t stamp_ms);
+/* A reaped session (with a record, or direct) of account <bare>, bound to
+ * <resource>, had broadcast available presence: its unavailable presence
+ * is due (RFC 6121 §4.5.2). Called before its stanzas go to the orphan
+ * callback. Both strings are borrowed for the call. */
+typedef void cluster_gone_fn(void *ud, const char *bare, const char *resource);
 
 #define CLUSTER_TICKET_ROTATE_MS (12u * 3600 * 1000) /* TLS ticket keys, as HAProxy */
 
@@ -35,7 +43,7 @@ typedef void cluster_orphan_fn(void *ud, struct rmsg *m, uint64_t stamp_ms);
  * ring is read (made or rotated when due) and handed to tls_tickets_set.
  * NULL on OOM. */
 struct cluster *cluster_new(struct rlink *link, struct timer_wheel *wheel, const uint8_t *key,
-			    cluster_orphan_fn *fn, void *ud);
+			    cluster_orphan_fn *fn, cluster_gone_fn *gone, void *ud);
 /* Starts the ticks (from the thread of the link's ring). */
 void cluster_start(struct cluster *c);
 /* Stops the ticks; replies still due are dropped (the link stops too). */

@@ -18,10 +18,15 @@ int offline_wanted(const char *type);
 
 /* Stores message <m> for account <bare>, with a XEP-0203 delay stamp of
  * <stamp_ms> (Unix ms), through <w>'s store handle; consumes a reference.
+ * OFFLINE_STAMPED as <stamp_ms>: <m> carries its delay stamp already (an
+ * orphan that was stamped before it went looking for another resource)
+ * and is stored as it is, so its original stamp survives.
  * When it cannot be stored the sender gets an error, never silence:
  * resource-constraint over [im] max_offline, else <otherwise> (no such
  * account, a backend without offline storage, no store handle, a store
  * error). */
+#define OFFLINE_STAMPED UINT64_MAX
+
 void offline_store(struct worker *w, const char *domain, const char *bare, struct rmsg *m,
 		   uint64_t stamp_ms, enum stanza_err otherwise);
 

@@ -76,6 +76,9 @@ struct worker_handlers {
 	/* A stanza left in the queue of a session that ended elsewhere (the
 	 * reaper): re-route or bounce it (RFC 6121). Consumes <m>. */
 	void (*orphan)(struct worker *w, struct rmsg *m, uint64_t stamp_ms);
+	/* A session of <bare> bound to <resource>, available when its node
+	 * died, was removed by the reaper: tell whoever saw it available. */
+	void (*gone)(struct worker *w, const char *bare, const char *resource);
 	/* A delivery reached <to>, a slot whose session is gone: find the
 	 * recipient again or bounce. Consumes one reference of <m>. */
 	void (*stale)(struct worker *w, const struct bus_addr *to, struct rmsg *m);

@@ -347,34 +347,75 @@ def test_sigterm_drains_sessions_resume_on_other_nodes(cluster, conns):
         assert_exactly(new, 'z', 3)
 
 
-def test_dead_nodes_sessions_are_reaped_and_their_stanzas_bounced(cluster, conns):
+def _stamp_s(m):
+    """The XEP-0203 stamp of message <m>, in Unix seconds."""
+    import calendar
+    d = m.findall(q('urn:xmpp:delay', 'delay'))
+    assert len(d) == 1, tostr(m)
+    day, ms = d[0].get('stamp').rstrip('Z').split('.')
+    return calendar.timegm(time.strptime(day, '%Y-%m-%dT%H:%M:%S')) + int(ms) / 1000.0
+
+
+def test_dead_nodes_sessions_are_reaped_and_their_messages_stored_offline(cluster, conns):
     """kill -9 of a node: once its lease lapses (5 s) the reaper (one node,
     by lease) detaches its sessions, resumable for their window; past it,
-    removes them and returns what they never acknowledged to its senders,
-    wherever those are (RFC 6121: recipient-unavailable)."""
+    removes them. What they never acknowledged goes to another resource, or,
+    with none, to offline storage as on one node (RFC 6121 §8.5.2.2,
+    XEP-0160), with the stamp of its queueing (XEP-0203): nothing bounces."""
     a, b = cluster.nodes['a'], cluster.nodes['b']
     alice = smc.sm_login(a, 'alice', cf.USERS['alice'], 'phone', max_=2)
     sid = alice.sm_id
     bob = sm_online(b, 'bob', 'desk')
     conns.append(bob)
+    sent = time.time()
     for i in range(2):
         bob.message(alice.jid, smc.numbered('x', i), id_='x%d' % i)
     alice.wait_bodies('x', 2, timeout=10)            # sent to her, never acked
     a.stop(signal.SIGKILL)
     smc.kill(alice)
-    errs = []
+    killed = time.time()
     deadline = time.monotonic() + 25
-    while len(errs) < 2 and time.monotonic() < deadline:
-        el = bob.maybe(lambda e: e.tag == q(xr.NS_CLIENT, 'message') and e.get('type') == 'error', 1.0)
-        if el is not None:
-            errs.append(el)
-    assert sorted(e.get('id') for e in errs) == ['x0', 'x1'], [tostr(e) for e in errs]
-    for e in errs:
-        assert xr.stanza_error(e)[1] == 'recipient-unavailable', tostr(e)
-    assert not cluster.redis.cli('EXISTS', 't:{alice@localhost}:s:%s' % sid).strip() == '1'
+    key = 't:{alice@localhost}:s:%s' % sid
+    while cluster.redis.cli('EXISTS', key).strip() == '1' and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert cluster.redis.cli('EXISTS', key).strip() == '0', 'not reaped'
+    assert bob.maybe(lambda e: e.get('type') == 'error', 1.0) is None, 'bounced'
+    back = xr.login(b, 'alice', cf.USERS['alice'], 'back', presence=True)
+    conns.append(back)
+    for i in range(2):
+        m = back.wait_message(smc.numbered('x', i), 10)
+        assert m.get('from') == bob.jid, tostr(m)
+        assert sent - 1 <= _stamp_s(m) <= killed + 1, tostr(m)   # not the reap's time
     new, el = smc.sm_resume(b, 'alice', cf.USERS['alice'], sid, 0)
     conns.append(new)
     assert xr.local(el.tag) == 'failed', tostr(el)
+
+
+def test_reaped_session_goes_unavailable_for_contacts_and_own_resources(cluster, conns):
+    """kill -9 of the node of an available session: when the reaper removes
+    it (lease lapsed, then its resumption window), its contacts with a From
+    subscription and the account's other resources, on other nodes, get its
+    unavailable presence, as at the end of a session on one node (RFC 6121
+    §4.5.2)."""
+    from test_im import roster_get, subscribe_both
+    a, b, c = cluster.nodes['a'], cluster.nodes['b'], cluster.nodes['c']
+    alice = smc.sm_login(a, 'alice', cf.USERS['alice'], 'phone', max_=2, presence=True,
+                         auto_ack=True)
+    bob = sm_online(b, 'bob', 'desk')
+    desk = sm_online(c, 'alice', 'desk')
+    conns.extend([bob, desk])
+    roster_get(alice)
+    roster_get(bob)
+    subscribe_both(alice, bob)
+    alice.presence()                                  # again, now that bob is subscribed
+    bob.wait_presence(from_=alice.jid, timeout=10)
+    unavailable = lambda e: (e.tag == q(xr.NS_CLIENT, 'presence') and
+                             e.get('from') == alice.jid and e.get('type') == 'unavailable')
+    a.stop(signal.SIGKILL)
+    smc.kill(alice)
+    # the lease lapses after 5 s, the window (2 s) after that
+    bob.wait_for(unavailable, timeout=25, what='alice unavailable on bob')
+    desk.wait_for(unavailable, timeout=5, what='alice/phone unavailable on alice/desk')
 
 
 def test_own_presence_between_nodes(cluster, conns):

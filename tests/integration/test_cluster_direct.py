@@ -113,7 +113,8 @@ def test_own_presence_between_nodes_without_sm(cluster, conns):
 def test_recipient_gone_gets_rfc6121_treatment(cluster, conns):
     """bob's plain session on b ends: its entry goes with it, and a chat
     message to its full JID is treated as to the bare JID (no resource
-    left: bounced, not lost), an iq gets service-unavailable."""
+    left: stored offline, RFC 6121 §8.5.2.2, not lost), an iq gets
+    service-unavailable."""
     a, b = cluster.nodes['a'], cluster.nodes['b']
     alice = login(a, 'alice', 'phone')
     bob = login(b, 'bob', 'desk')
@@ -125,11 +126,13 @@ def test_recipient_gone_gets_rfc6121_treatment(cluster, conns):
         time.sleep(0.05)
     assert not entry(cluster, 'bob@localhost', 'desk'), 'entry left behind'
     alice.message(jid, 'anyone?', id_='g1')
-    err = alice.wait_for(is_error('message'), timeout=10, what='bounce')
-    assert err.get('id') == 'g1' and xr.stanza_error(err)[1] == 'service-unavailable', tostr(err)
     alice.send("<iq type='get' id='g2' to='%s'>%s</iq>" % (jid, PING))
     err = alice.wait_for(is_error('iq'), timeout=10, what='iq error')
     assert err.get('id') == 'g2' and xr.stanza_error(err)[1] == 'service-unavailable', tostr(err)
+    assert alice.maybe(is_error('message'), 0.5) is None, 'message bounced'
+    back = login(a, 'bob', 'back')
+    conns.append(back)
+    back.wait_message('anyone?', 10)
 
 
 def test_stale_entry_on_a_live_node_is_rerouted_and_removed(cluster, conns):
@@ -205,9 +208,11 @@ def test_enable_after_bind_keeps_the_resource(cluster, conns):
 
 def test_killed_node_entries_stop_swallowing_stanzas(cluster, conns):
     """kill -9 of the node that holds bob's plain session: once its lease
-    lapses (5 s), a message to bob's full JID is not put in a dead inbox
-    but bounced (no resource left), and the entry is gone."""
-    a, c = cluster.nodes['a'], cluster.nodes['c']
+    lapses (5 s), stanzas to bob's full JID are not put in a dead inbox: an
+    iq gets service-unavailable, a chat message is stored offline (no
+    resource left, RFC 6121 §8.5.3.2.1 then §8.5.2.2) and reaches bob at
+    his next login; the reaper removes the entry."""
+    a, b, c = cluster.nodes['a'], cluster.nodes['b'], cluster.nodes['c']
     alice = login(a, 'alice', 'phone')
     bob = login(c, 'bob', 'desk')
     conns.append(alice)
@@ -219,11 +224,41 @@ def test_killed_node_entries_stop_swallowing_stanzas(cluster, conns):
     n = 0
     while err is None and time.monotonic() < deadline:
         n += 1
-        alice.message(jid, 'after-kill', id_='k%d' % n)
-        err = alice.maybe(is_error('message'), 1.0)
+        alice.send("<iq type='get' id='k%d' to='%s'>%s</iq>" % (n, jid, PING))
+        err = alice.maybe(is_error('iq'), 1.0)
     assert err is not None, 'still swallowed after the lease lapsed'
     assert xr.stanza_error(err)[1] == 'service-unavailable', tostr(err)
+    alice.message(jid, 'after-kill', id_='m1')
+    assert alice.maybe(is_error('message'), 1.0) is None
+    deadline = time.monotonic() + 5                   # the reaper's next tick or two
+    while entry(cluster, 'bob@localhost', 'desk') and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert not entry(cluster, 'bob@localhost', 'desk')
-    alice.send("<iq type='get' id='k-iq' to='%s'>%s</iq>" % (jid, PING))
-    err = alice.wait_for(is_error('iq'), timeout=10, what='iq error')
-    assert xr.stanza_error(err)[1] == 'service-unavailable', tostr(err)
+    back = login(b, 'bob', 'back')
+    conns.append(back)
+    back.wait_message('after-kill', 10)
+
+
+def test_killed_node_direct_session_goes_unavailable_for_contacts(cluster, conns):
+    """kill -9 of the node that holds bob's plain session, available and
+    subscribed to by alice: the reaper removes its directory entry once the
+    node's lease lapses, and alice (another node) and bob's other resource
+    get its unavailable presence (RFC 6121 §4.5.2)."""
+    from test_im import roster_get, subscribe_both
+    a, b, c = cluster.nodes['a'], cluster.nodes['b'], cluster.nodes['c']
+    alice = login(a, 'alice', 'phone')
+    bob = login(c, 'bob', 'desk')
+    other = login(b, 'bob', 'laptop')
+    conns.extend([alice, other])
+    roster_get(alice)
+    roster_get(bob)
+    subscribe_both(alice, bob)
+    bob.presence()                                    # again, now that alice is subscribed
+    alice.wait_presence(from_=bob.jid, timeout=10)
+    unavailable = lambda e: (e.tag == q(xr.NS_CLIENT, 'presence') and
+                             e.get('from') == bob.jid and e.get('type') == 'unavailable')
+    c.stop(signal.SIGKILL)
+    bob.abort()
+    alice.wait_for(unavailable, timeout=20, what='bob unavailable on alice')
+    other.wait_for(unavailable, timeout=5, what='bob/desk unavailable on bob/laptop')
+    assert not entry(cluster, 'bob@localhost', 'desk')

@@ -1690,11 +1690,26 @@ static void test_direct(void **state)
 	RS_CMD(rp, fd, &c, "HEXISTS", kdir, "r4");
 	assert_int_equal(c.integer, 0);
 
-	/* A dead node's entry: gone at the first delivery that finds it. */
+	/* A dead node's entries: skipped by deliveries, removed by the reaper
+	 * (tether_dir_reap), which names the available ones (their
+	 * unavailable presence is due) after the account. */
 	assert_int_equal(direct(STORE_DIRECT_SET, bare, "r3", &C, 1, 0, &s), 0);
+	assert_int_equal(direct(STORE_DIRECT_SET, bare, "r5", &C, 0, 0, &s), 0);
 	RS_CMD(rp, fd, &c, "DEL", "t:{node:b}:lease");
 	assert_int_equal(ddeliver(bare, "r3", &d), 0);
 	RS_CMD(rp, fd, &c, "HEXISTS", kdir, "r3");
+	assert_int_equal(c.integer, 1);
+	RS_CMD(rp, fd, &c, "FCALL", "tether_dir_reap", "1", kdir);
+	assert_int_equal(c.type, REDIS_REPLY_ARRAY);
+	assert_int_equal(c.n, 2);
+	assert_string_equal(c.el[0].str, bare);
+	assert_string_equal(c.el[1].str, "r3");
+	RS_CMD(rp, fd, &c, "HEXISTS", kdir, "r3");
+	assert_int_equal(c.integer, 0);
+	RS_CMD(rp, fd, &c, "HEXISTS", kdir, "r5");
+	assert_int_equal(c.integer, 0);
+	RS_CMD(rp, fd, &c, "FCALL", "tether_dir_reap", "1", kdir);
+	assert_int_equal(c.type, REDIS_REPLY_INTEGER);
 	assert_int_equal(c.integer, 0);
 	rcopy_clear(&c);
 	rproto_free(rp);

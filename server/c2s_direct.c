@@ -38,7 +38,7 @@ static void on_set(void *ud, int err, const struct bus_addr *old, const struct s
 		bus_kick(s->w, old, SE_CONFLICT);
 }
 
-static void on_written(void *ud, int err, const struct bus_addr *old, const struct sm_entry *e)
+static void on_direct_written(void *ud, int err, const struct bus_addr *old, const struct sm_entry *e)
 {
 	(void)ud; (void)old; (void)e;
 	if (err)
@@ -63,7 +63,7 @@ void c2s_direct_presence(struct c2s *s)
 		return;
 	int avail = (s->flags & C2S_F_AVAILABLE) != 0;
 	if (!store_direct_async(c2s_store(s), STORE_DIRECT_UPDATE, s->bare, s->resource, &s->self,
-				avail, s->priority, on_written, NULL))
+				avail, s->priority, on_direct_written, NULL))
 		log_warn("c2s %s: out of memory: presence not written to the directory", s->full);
 }
 
@@ -76,7 +76,7 @@ void c2s_direct_end(struct c2s *s)
 	 * not the stream removes it (deliver_stale), and a dead node's
 	 * entries go with its lease. */
 	if (!store_direct_async(c2s_store(s), STORE_DIRECT_DEL, s->bare, s->resource, &s->self, 0,
-				0, on_written, NULL))
+				0, on_direct_written, NULL))
 		log_warn("c2s %s: out of memory: directory entry left behind", s->full);
 }
 

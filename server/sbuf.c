@@ -20,7 +20,7 @@ static int mark_failed(struct sbuf *b)
 /* sbuf_reserve() when the buffer must grow: out of line, so the check in
  * front of every append stays small enough to inline (serializing a
  * stanza is dozens of appends). */
-__attribute__((noinline, cold)) static int grow(struct sbuf *b, size_t need, size_t extra)
+__attribute__((noinline, cold)) static int sbuf_grow(struct sbuf *b, size_t need, size_t extra)
 {
 	if (need < extra)
 		return mark_failed(b); /* wrapped around */
@@ -42,7 +42,7 @@ int sbuf_reserve(struct sbuf *b, size_t extra)
 	size_t need = b->len + extra + 1; /* +1: keep room for a NUL */
 	if (need <= b->cap && need > extra)
 		return 0;
-	return grow(b, need, extra);
+	return sbuf_grow(b, need, extra);
 }
 
 int sbuf_append(struct sbuf *b, const void *p, size_t len)

@@ -42,6 +42,8 @@
 #include "../../server/bus.c"
 #include "../../server/carbons.c"
 #include "../../server/c2s.c"
+#include "../../server/c2s_direct.c"
+#include "../../server/c2s_flow.c"
 #include "../../server/c2s_limits.c"
 #include "../../server/c2s_remote.c"
 #include "../../server/c2s_route.c"
@@ -85,6 +87,7 @@
 #include "../../store/memory_im.c"
 #include "../../store/memory_sm.c"
 #include "../../store/store.c"
+#include "../../store/store_direct.c"
 #include "../../store/store_im.c"
 
 /* The fuzzer runs the memory backend: the Redis pieces that worker.c and
@@ -117,9 +120,9 @@ void inbox_start(struct inbox *in) { (void)in; }
 void inbox_on_cqe(struct inbox *in, const struct io_uring_cqe *cqe) { (void)in, (void)cqe; }
 void inbox_free(struct inbox *in) { (void)in; }
 struct cluster *cluster_new(struct rlink *link, struct timer_wheel *wheel, const uint8_t *key,
-			    cluster_orphan_fn *fn, void *ud)
+			    cluster_orphan_fn *fn, cluster_gone_fn *gone, void *ud)
 {
-	(void)link, (void)wheel, (void)key, (void)fn, (void)ud;
+	(void)link, (void)wheel, (void)key, (void)fn, (void)gone, (void)ud;
 	return NULL;
 }
 void cluster_start(struct cluster *c) { (void)c; }

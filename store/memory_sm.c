@@ -224,6 +224,32 @@ static int check_isr(struct msess *m, struct sm_isr_proof *proof, struct sm_reco
 	return ok;
 }
 
+static void reverse(struct sm_entry *q, size_t from, size_t to)
+{
+	while (from + 1 < to) {
+		struct sm_entry e = q[from];
+		q[from++] = q[--to];
+		q[to] = e;
+	}
+}
+
+/* The queue as one array in order, without allocating (a take or a
+ * destroy must not lose a queue for want of memory): the ring rotated in
+ * place so that its head is at 0. NULL if empty. */
+static struct sm_entry *queue_flat(struct msess *m)
+{
+	if (!m->len)
+		return NULL;
+	size_t h = m->head & (m->cap - 1);
+	if (h) {
+		reverse(m->q, 0, h);
+		reverse(m->q, h, m->cap);
+		reverse(m->q, 0, m->cap);
+		m->head = 0;
+	}
+	return m->q;
+}
+
 int sm_table_take(struct sm_table *t, const char *id, const char *bare, const struct bus_addr *to,
 		  uint64_t now_ms, struct sm_isr_proof *proof, store_sm_take_fn *fn, void *ud)
 {
@@ -249,23 +275,10 @@ int sm_table_take(struct sm_table *t, const char *id, const char *bare, const st
 	m->rec.attached = 1;
 	/* Hand out the queue in order; the callback runs under the lock so
 	 * nothing can be appended between the snapshot and the takeover. */
-	struct sm_entry *flat = NULL;
-	if (m->len) {
-		flat = malloc(m->len * sizeof(*flat));
-		for (size_t i = 0; flat && i < m->len; i++)
-			flat[i] = m->q[(m->head + i) & (m->cap - 1)];
-	}
-	int rc = (m->len && !flat) ? -ENOMEM : 0;
-	if (rc) {
-		m->rec = before; /* an ISR token stays consumed */
-		shtab_unlock(s);
-		fn(ud, rc, NULL, NULL, NULL, 0);
-		return rc;
-	}
+	struct sm_entry *flat = queue_flat(m);
 	before.epoch = m->rec.epoch; /* the caller writes with the new epoch */
 	fn(ud, 0, &before, m->resource, flat, m->len);
 	shtab_unlock(s);
-	free(flat);
 	return 0;
 }
 
@@ -283,19 +296,15 @@ int sm_table_destroy(struct sm_table *t, const char *id, uint32_t epoch,
 	}
 	shtab_remove(s, &m->node);
 	shtab_unlock(s);
-	/* Flatten the queue; the callee now owns the references. */
-	struct sm_entry *flat = m->len ? malloc(m->len * sizeof(*flat)) : NULL;
-	size_t n = flat ? m->len : 0;
-	for (size_t i = 0; i < n; i++)
-		flat[i] = m->q[(m->head + i) & (m->cap - 1)];
-	if (flat)
-		m->len = 0; /* references moved */
+	/* The queue in order; the callee now owns the references. */
+	size_t n = m->len;
+	struct sm_entry *flat = queue_flat(m);
+	m->len = 0; /* references moved */
 	if (fn)
 		fn(ud, 0, &m->rec, m->bare, m->resource, flat, n);
 	else
 		for (size_t i = 0; i < n; i++)
 			rmsg_unref(flat[i].msg);
-	free(flat);
 	sess_free(m);
 	return 0;
 }

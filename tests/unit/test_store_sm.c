@@ -585,6 +585,42 @@ static void test_take_ok(void **state)
 	sm_table_free(t);
 }
 
+/* A queue whose ring wrapped (acks moved its head, appends went round):
+ * take and destroy hand it out in order, without allocating a copy. */
+static void test_take_and_destroy_wrapped_ring(void **state)
+{
+	(void)state;
+	struct sm_table *t = sm_table_new();
+	struct sm_record r;
+	struct rmsg *m[13];
+	rec_init(&r, "w", 1, 0);
+	assert_int_equal(sm_table_create(t, &r, "alice@x", "phone"), 0);
+	for (unsigned i = 0; i < 8; i++)
+		assert_int_equal(append(t, "w", 1, 1 + i, m[i] = msg(i)), 0);
+	assert_int_equal(sm_table_ack(t, "w", 1, 6), 0);
+	for (unsigned i = 8; i < 13; i++)
+		assert_int_equal(append(t, "w", 1, 1 + i, m[i] = msg(i)), 0);
+	for (int round = 0; round < 2; round++) { /* the second finds it flat */
+		struct seen s = { 0 };
+		assert_int_equal(sm_table_take(t, "w", "alice@x", &owner_b, 0, NULL, on_take, &s), 0);
+		assert_int_equal(s.n, 7);
+		for (unsigned i = 0; i < 7; i++) {
+			assert_int_equal(s.seq[i], 7 + i);
+			assert_ptr_equal(s.msg[i], m[6 + i]);
+		}
+	}
+	struct seen d = { 0 };
+	assert_int_equal(sm_table_destroy(t, "w", 0, on_drain, &d), 0);
+	assert_int_equal(d.n, 7);
+	for (unsigned i = 0; i < 7; i++)
+		assert_int_equal(d.seq[i], 7 + i);
+	for (unsigned i = 0; i < 13; i++) {
+		assert_int_equal(refs(m[i]), 1);
+		rmsg_unref(m[i]);
+	}
+	sm_table_free(t);
+}
+
 /* -------------------------------------------------------------- destroy */
 
 static void test_destroy(void **state)
@@ -1363,6 +1399,7 @@ int main(void)
 		cmocka_unit_test(test_take_refused),
 		cmocka_unit_test(test_not_resumable),
 		cmocka_unit_test(test_take_ok),
+		cmocka_unit_test(test_take_and_destroy_wrapped_ring),
 		cmocka_unit_test(test_destroy),
 		cmocka_unit_test(test_isr),
 		cmocka_unit_test(test_take_isr),

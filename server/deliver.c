@@ -55,6 +55,15 @@ static void on_remote_done(void *ud, int err, const struct store_target *t, size
 static int remote(struct worker *w, const char *bare, const char *res, struct rmsg *m,
 		  store_delivered_fn *fn);
 
+int deliver_full_any(struct worker *w, const char *bare, const char *resource, struct rmsg *m)
+{
+	int rc = deliver_full(w, bare, resource, rmsg_ref(m));
+	if (rc == -ENOENT && remote(w, bare, resource, m, on_remote_done))
+		rc = 0;
+	rmsg_unref(m);
+	return rc;
+}
+
 size_t deliver_presence(struct worker *w, const char *bare, struct rmsg *m, int only_available,
 			int *congested)
 {

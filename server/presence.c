@@ -144,7 +144,7 @@ static void send_to(struct worker *w, const char *jid, struct rmsg *m)
 	if (!j || jid_parse(jid, j) || jid_bare(j, bare, sizeof(bare)) < 0)
 		rmsg_unref(m);
 	else if (j->resource[0])
-		deliver_full(w, bare, j->resource, m);
+		deliver_full_any(w, bare, j->resource, m); /* the asker may be on another node */
 	else
 		deliver_presence(w, bare, m, 1, NULL);
 	free(j);

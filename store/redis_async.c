@@ -822,6 +822,11 @@ static int submit_deliver(struct store_handle *h, struct store_deliver_op *d)
 	arg_u(&c, 3, d->from_bare ? d->from_h : 0);
 	arg_s(&c, self); /* direct sessions of this node: the caller hands them over */
 	arg_s(&c, !strcmp(d->msg->type, "headline") ? "1" : "0"); /* RFC 6121 §8.5.2.1.2 */
+	/* A probe, and the server's internal types ("tether-*": roster and
+	 * blocklist pushes, carbons, "send your unavailable presence"), are for
+	 * the session to act on (presence_on_deliver): never queued as they
+	 * are for a client to read; the session queues what it writes. */
+	arg_s(&c, !strcmp(d->msg->type, "probe") || !strncmp(d->msg->type, "tether-", 7) ? "1" : "0");
 	int rc = send_cmd(h, &c, on_delivered, d);
 	if (meta != mstack)
 		free(meta);

@@ -661,7 +661,11 @@ end
 -- bounds of a detached queue in entries and bytes (0: none), the sender's
 -- epoch and h_in (with KEYS[2]), the caller's node incarnation, whose
 -- direct sessions it serves itself ("" none), "1" for a headline message
--- (to the bare JID: every available session of non-negative priority)].
+-- (to the bare JID: every available session of non-negative priority),
+-- "1" for what the session acts on rather than a client reads (a presence
+-- probe, the server's internal pushes and copies): it goes through the
+-- owner's inbox like a direct session's stanzas, never into a queue; the
+-- session queues whatever it writes to its client].
 -- A target
 -- whose detached queue is full is reported with seq -1 and not written.
 -- With KEYS[2], the sender's session record, and ARGV epoch, h_in: its
@@ -679,7 +683,7 @@ end
 local function deliver(keys, args)
 	local res, meta, payload, skip = args[1], args[2], args[3], args[4] or ''
 	local maxq, maxb = tonumber(args[5] or '0'), tonumber(args[6] or '0')
-	local me, every = args[9] or '', args[10] == '1'
+	local me, every, unqueued = args[9] or '', args[10] == '1', args[11] == '1'
 	if keys[2] then
 		-- the sender's session: its inbound count is written in this same
 		-- step (fenced by its epoch), so a crash cannot separate the two
@@ -693,7 +697,12 @@ local function deliver(keys, args)
 	local out = {}
 	for _, t in ipairs(targets(keys[1], res, every)) do
 		local row
-		if not t[3] then
+		if not t[3] and unqueued then
+			local owner = redis.call('HGET', base .. 's:' .. t[2], 'owner')
+			if owner and (skip == '' or string.match(owner, '^([^/]+)') ~= skip) then
+				row = deliver_direct({ t[1], t[2], owner }, meta, payload, me)
+			end
+		elseif not t[3] then
 			row = deliver_queued(base .. 's:' .. t[2], base .. 'q:' .. t[2], t[1], meta, payload,
 				skip, maxq, maxb)
 		elseif skip == '' or string.match(t[3], '^([^/]+)') ~= skip then

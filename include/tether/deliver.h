@@ -15,6 +15,11 @@ struct worker;
 /* Sends <m> to the session bound as <bare>/<resource>. Consumes one
  * reference of <m>. Returns 0, or -ENOENT when no such session is bound. */
 int deliver_full(struct worker *w, const char *bare, const char *resource, struct rmsg *m);
+/* The same, on any node: a session not bound here is looked for in the
+ * shared store's directory (nothing happens if there is none there
+ * either). Consumes one reference. Returns 0, or -ENOENT when it is not
+ * bound here and no store is shared. */
+int deliver_full_any(struct worker *w, const char *bare, const char *resource, struct rmsg *m);
 
 /* RFC 6121 §8.5.2.1.1: a message to a bare JID goes to the available
  * resources with the highest non-negative priority. Consumes one reference.

@@ -517,3 +517,28 @@ def test_tetherctl_sessions_needs_a_shared_store(server_factory):
     server = server_factory(backend='memory')
     r = server.ctl('sessions', 'alice@localhost', check=False)
     assert r.returncode == 1 and 'backend = redis' in r.stderr, r.stderr
+
+
+def test_roster_pushes_presence_and_probes_cross_nodes(cluster, conns):
+    """RFC 6121 across nodes: a roster change made on one node is pushed to
+    the account's resource on another; a subscription between users on
+    two nodes; a contact who logs in later on a third node gets the
+    account's presence through the probe its initial presence sends."""
+    from test_im import roster_get, roster_set, subscribe_both, wait_push
+    a, b, c = cluster.nodes['a'], cluster.nodes['b'], cluster.nodes['c']
+    phone = sm_online(a, 'alice', 'phone')
+    desk = sm_online(c, 'alice', 'desk')
+    bob = sm_online(b, 'bob', 'desk')
+    conns.extend([phone, desk, bob])
+    for x in (phone, desk, bob):
+        roster_get(x)
+    r = roster_set(phone, "<item jid='carol@localhost' name='Carol'/>")
+    assert r.get('type') == 'result', tostr(r)
+    wait_push(desk, 'carol@localhost')                # pushed on node c
+    subscribe_both(phone, bob)
+    phone.presence()
+    bob.wait_presence(from_=phone.jid, timeout=10)    # broadcast to node b
+    bob.close()
+    later = sm_online(c, 'bob', 'laptop')             # probes from node c
+    conns.append(later)
+    later.wait_presence(from_=phone.jid, timeout=10)

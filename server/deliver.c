@@ -145,9 +145,9 @@ void deliver_bounce(struct worker *w, const char *domain, const struct rmsg *m, 
 	char bare[2 * JID_PART_MAX + 2];
 	if (!rc && j && !split(m->from, j, bare, sizeof(bare))) {
 		struct rmsg *e = rmsg_new(m->kind, b.data, b.len, from, m->from, m->id, "error");
-		if (e && j->resource[0] && deliver_full(w, bare, j->resource, rmsg_ref(e)) == -ENOENT)
-			remote(w, bare, j->resource, e, on_remote_done); /* the sender is on another node */
-		if (e)
+		if (e && j->resource[0])
+			deliver_full_any(w, bare, j->resource, e); /* the sender may be on another node */
+		else if (e)
 			rmsg_unref(e);
 	}
 	free(j);

@@ -19,8 +19,9 @@
 static int post(struct worker *w, const struct bus_item *it)
 {
 	if (it->to.node != BUS_NODE_SELF && (it->kind == BUS_KICK || it->kind == BUS_MOVED)) {
-		/* Kick and moved go to the other node's inbox; deliveries
-		 * between nodes are not implemented yet. */
+		/* Kick and moved go to the other node's inbox. Stanzas for
+		 * another node's sessions never come here: deliver.c routes
+		 * them by session id through the store (route to sessions). */
 		return w->sh ? store_node_notice(w->sh, &it->to, it->kind, it->cond) : -EHOSTUNREACH;
 	}
 	if (it->to.node != BUS_NODE_SELF || it->to.worker >= w->srv->nworkers)

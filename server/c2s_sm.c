@@ -762,10 +762,13 @@ static int adopt(struct c2s *s, struct sm_resume *r, uint32_t h, struct sbuf *fa
 	s->sm.owner = to;
 	s->sm.attached = 1;
 	s->flags |= C2S_F_SM;
-	/* The previous stream lets go: conflict if open, freed if detached. */
+	/* The previous stream lets go: conflict if open, freed if detached;
+	 * a dead node holds nothing and is told nothing. */
 	if (!bus_addr_eq(&t->rec.owner, &to)) {
-		metrics_inc(metrics_takeover_id(t->rec.attached, t->rec.owner.node != BUS_NODE_SELF));
-		bus_moved(s->w, &t->rec.owner);
+		int other = t->rec.owner.node != BUS_NODE_SELF, dead = other && t->rec.owner_dead;
+		metrics_inc(metrics_takeover_id(t->rec.attached, other, dead));
+		if (!dead)
+			bus_moved(s->w, &t->rec.owner);
 	}
 	if (c2s_bind_resource(s, t->resource, 0)) {
 		c2s_sm_drop(r);

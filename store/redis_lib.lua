@@ -359,10 +359,19 @@ local function sm_update(keys, args)
 	return 1
 end
 
+-- 1 if the node incarnation of <owner> ("<name>.<boot>/...") holds its
+-- lease. The lease key is another slot (as in sm_reap).
+local function alive(owner)
+	local inc = string.match(owner, '^([^/]+)')
+	local name = inc and string.match(inc, '^([^.]+)')
+	return name ~= nil and redis.call('GET', 't:{node:' .. name .. '}:lease') == inc
+end
+
 -- KEYS rec, q, isr; ARGV sid, new owner, proof (the sealed ISR token C
 -- verified, or "" for none). Makes the caller the owner: epoch + 1,
 -- attached. Returns {record before (REC order, epoch = the NEW epoch),
--- queue entries}. ENOENT: unknown, other account's (no such key), not
+-- queue entries, 1 if the owner before was another node's incarnation that
+-- holds no lease (a dead node: for metrics) else 0}. ENOENT: unknown, other account's (no such key), not
 -- resumable, or expired at Redis TIME. EACCES: the proof is not the token
 -- stored now. A matching proof is consumed first, whatever follows.
 local function sm_take(keys, args)
@@ -381,10 +390,14 @@ local function sm_take(keys, args)
 	if tonumber(r[7]) == 0 or (tonumber(r[8]) == 0 and now_ms() > tonumber(r[11])) then
 		return err('ENOENT no such session')
 	end
+	local dead = 0
+	if string.match(r[2], '^([^/]*)') ~= string.match(owner, '^([^/]*)') and not alive(r[2]) then
+		dead = 1 -- the lease is another slot, as in sm_reap
+	end
 	local epoch = tonumber(r[1]) + 1
 	redis.call('HSET', keys[1], 'epoch', epoch, 'owner', owner, 'att', 1)
 	r[1] = epoch
-	return { r, redis.call('LRANGE', keys[2], 0, -1) }
+	return { r, redis.call('LRANGE', keys[2], 0, -1), dead }
 end
 
 -- KEYS rec; ARGV epoch, owner. Undoes a takeover nobody will use (the
@@ -526,14 +539,6 @@ end
 -- The owner of direct entry <v> (DIRECT SESSIONS), or nil.
 local function direct_owner(v)
 	return v and string.match(v, '^~([^|]*)|')
-end
-
--- 1 if the node incarnation of <owner> ("<name>.<boot>/...") holds its
--- lease. The lease key is another slot (as in sm_reap).
-local function alive(owner)
-	local inc = string.match(owner, '^([^/]+)')
-	local name = inc and string.match(inc, '^([^.]+)')
-	return name ~= nil and redis.call('GET', 't:{node:' .. name .. '}:lease') == inc
 end
 
 -- KEYS dir (a directory, as SCAN found it). The reaper's step for the

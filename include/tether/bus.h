@@ -7,14 +7,14 @@
 struct rmsg;
 struct worker;
 
-#define BUS_NODE_SELF 0 /* the node we run on; other nodes come with the cluster */
+#define BUS_NODE_SELF 0 /* the node we run on; other nodes are numbered by nodes.h */
 
 /* Where one session lives. A slot is reused once its session is freed, and
  * then has another generation: a message to a stale address reaches the
  * worker, which sees the mismatch and hands it back to protocol code (the
  * "stale" handler, worker.h) instead of to the slot's new owner. */
 struct bus_addr {
-	uint16_t node;    /* BUS_NODE_SELF, or a cluster node (not implemented) */
+	uint16_t node;    /* BUS_NODE_SELF, or another cluster node (nodes.h) */
 	uint16_t worker;  /* index of the owning worker on that node */
 	uint32_t slot;    /* the worker's connection slot */
 	uint32_t gen;     /* the slot's generation when the session took it */
@@ -42,10 +42,13 @@ struct bus_item {
 	struct rmsg *msg;      /* BUS_DELIVER, BUS_APPENDED: one reference, owned by the item */
 };
 
-/* The three calls below decide where <to> is. This worker (<w>): carried
- * out at once, before returning, with no allocation. Another worker of
- * this node: copied into its inbox and woken with a MSG_RING from <w>'s
- * ring. Another node: -EHOSTUNREACH (until the cluster exists).
+/* The calls below decide where <to> is. This worker (<w>): carried out at
+ * once, before returning, with no allocation. Another worker of this node:
+ * copied into its inbox and woken with a MSG_RING from <w>'s ring. Another
+ * node: kick and moved go to that node's inbox through the store
+ * (store_node_notice); a delivery is -EHOSTUNREACH, because stanzas for
+ * another node's sessions are addressed by session id and appended to the
+ * session's queue in the store (deliver.c), never handed between nodes.
  * Each returns 0, or -errno when the request was dropped. */
 
 /* Delivers <m> to session <to>. Consumes the caller's reference of <m>,

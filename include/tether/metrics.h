@@ -56,7 +56,8 @@ struct sbuf;
 	  "Bytes received from and sent to client sockets (TLS records included), by direction.") \
 	F(F_TAKEOVERS, "tether_session_takeovers_total", "counter", \
 	  "Resumptions that took a session from another stream, by whether that stream was still " \
-	  "attached (it is told to let go: conflict) or detached, and the node it was on.")
+	  "attached (it is told to let go: conflict) or detached, the node it was on, and whether " \
+	  "that node was alive (owner=dead: its lease had expired; nothing is sent to it).")
 
 /* SERIES(id, family, labels) - labels as they appear between braces. */
 #define METRIC_SERIES(S) \
@@ -100,10 +101,12 @@ struct sbuf;
 	S(M_SESSIONS_DETACHED, F_SESSIONS, "state=\"detached\"") \
 	S(M_BYTES_IN, F_CLIENT_BYTES, "direction=\"in\"") \
 	S(M_BYTES_OUT, F_CLIENT_BYTES, "direction=\"out\"") \
-	S(M_TAKEOVER_ATTACHED_SAME, F_TAKEOVERS, "previous=\"attached\",node=\"same\"") \
-	S(M_TAKEOVER_ATTACHED_OTHER, F_TAKEOVERS, "previous=\"attached\",node=\"other\"") \
-	S(M_TAKEOVER_DETACHED_SAME, F_TAKEOVERS, "previous=\"detached\",node=\"same\"") \
-	S(M_TAKEOVER_DETACHED_OTHER, F_TAKEOVERS, "previous=\"detached\",node=\"other\"")
+	S(M_TAKEOVER_ATTACHED_SAME, F_TAKEOVERS, "previous=\"attached\",node=\"same\",owner=\"live\"") \
+	S(M_TAKEOVER_ATTACHED_OTHER, F_TAKEOVERS, "previous=\"attached\",node=\"other\",owner=\"live\"") \
+	S(M_TAKEOVER_DETACHED_SAME, F_TAKEOVERS, "previous=\"detached\",node=\"same\",owner=\"live\"") \
+	S(M_TAKEOVER_DETACHED_OTHER, F_TAKEOVERS, "previous=\"detached\",node=\"other\",owner=\"live\"") \
+	S(M_TAKEOVER_ATTACHED_DEAD, F_TAKEOVERS, "previous=\"attached\",node=\"other\",owner=\"dead\"") \
+	S(M_TAKEOVER_DETACHED_DEAD, F_TAKEOVERS, "previous=\"detached\",node=\"other\",owner=\"dead\"")
 
 /* Resumptions: kind x result x node, in this order, so that
  * metrics_resume_id() can index them. */
@@ -162,9 +165,11 @@ static inline enum metric_id metrics_resume_id(enum metric_resume_kind kind, int
 }
 
 /* The series of a takeover of a session whose previous stream was still
- * <attached> or not, on <other> node or this one. */
-static inline enum metric_id metrics_takeover_id(int attached, int other)
+ * <attached> or not, on <other> node or this one, a <dead> one (other). */
+static inline enum metric_id metrics_takeover_id(int attached, int other, int dead)
 {
+	if (dead)
+		return attached ? M_TAKEOVER_ATTACHED_DEAD : M_TAKEOVER_DETACHED_DEAD;
 	return (enum metric_id)(M_TAKEOVER_ATTACHED_SAME + (attached ? 0 : 2) + !!other);
 }
 

@@ -24,6 +24,9 @@ struct sm_record {
 	uint64_t expires_ms;     /* monotonic ms; meaningful while detached */
 	int available;           /* last broadcast presence */
 	int priority;
+	/* Set by a takeover (nothing else reads or writes it): the owner
+	 * before was on another node that held no lease any more, i.e. dead. */
+	int owner_dead;
 	/* XEP-0397 ISR token of this session, sealed (token.h); tokens die
 	 * with the session, and on password change or account deletion. */
 	int has_isr;

@@ -40,9 +40,10 @@ class Cluster:
         for user, pw in cf.USERS.items():
             self.nodes['a'].add_user(user, pw)
 
-    def start(self, name):
+    def start(self, name, **extra):
         s = self.factory(backend='redis', **{'store.redis': self.redis.addr, 'cluster.node': name,
-                                             'tokens.key_file': self.key, 'sm.max_resume': 120})
+                                             'tokens.key_file': self.key, 'sm.max_resume': 120},
+                         **extra)
         self.nodes[name] = s
         return s
 
@@ -542,3 +543,39 @@ def test_roster_pushes_presence_and_probes_cross_nodes(cluster, conns):
     later = sm_online(c, 'bob', 'laptop')             # probes from node c
     conns.append(later)
     later.wait_presence(from_=phone.jid, timeout=10)
+
+
+def test_takeover_metrics_tell_a_dead_owner_from_a_live_one(cluster, conns):
+    """tether_session_takeovers_total says whether the node that held the
+    session was alive (it is told to let go) or dead (its lease lapsed:
+    nothing is sent to it), for the operator to tell a node crash from
+    clients roaming."""
+    from test_metrics import get, metric
+    port = cf.free_port()
+    d = cluster.start('d', **{'admin.listen': '127.0.0.1:%d' % port})
+    a, b = cluster.nodes['a'], cluster.nodes['b']
+    take = 'tether_session_takeovers_total{previous="%s",node="other",owner="%s"}'
+    before = get(port, '/metrics')[2]
+    alice = sm_login(a, 'alice', 'live')
+    conns.append(alice)
+    new, el = smc.sm_resume(d, 'alice', cf.USERS['alice'], alice.sm_id, 0, auto_ack=True)
+    conns.append(new)
+    assert xr.local(el.tag) == 'resumed', tostr(el)
+    assert alice.wait_closed(5), 'the live owner did not let go'
+    bob = sm_login(b, 'bob', 'dead')
+    b.stop(signal.SIGKILL)
+    smc.kill(bob)
+    lease = 't:{node:b}:lease'
+    deadline = time.monotonic() + 15
+    while cluster.redis.cli('EXISTS', lease).strip() == '1' and time.monotonic() < deadline:
+        time.sleep(0.3)
+    new, el = smc.sm_resume(d, 'bob', cf.USERS['bob'], bob.sm_id, 0, auto_ack=True)
+    conns.append(new)
+    assert xr.local(el.tag) == 'resumed', tostr(el)
+    after = get(port, '/metrics')[2]
+
+    def delta(prev, owner):
+        return metric(after, take % (prev, owner)) - metric(before, take % (prev, owner))
+    assert delta('attached', 'live') == 1
+    assert delta('attached', 'dead') + delta('detached', 'dead') == 1   # the reaper may detach first
+    assert delta('detached', 'live') == 0

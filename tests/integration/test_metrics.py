@@ -221,7 +221,7 @@ def test_metrics_stage_gauges_follow_sessions_and_return_to_zero(admin_server, c
 
     def delta(series, frm=before):
         return metric(after, series) - metric(frm, series)
-    take = 'tether_session_takeovers_total{previous="%s",node="%s"}'
+    take = 'tether_session_takeovers_total{previous="%s",node="%s",owner="live"}'
     assert delta(take % ('detached', 'same')) == 1
     assert delta(take % ('attached', 'same')) == 0
     assert delta(take % ('detached', 'other')) == 0

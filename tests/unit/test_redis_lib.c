@@ -152,7 +152,8 @@ static void test_session_flow(void **state)
 	assert_string_equal(r.el[1].str, "S1|1|5");
 	RS_CMD(c.rp, c.fd, &r, "FCALL", "tether_sm_take", "3", REC("S1"), Q("S1"), ISR, "S1", "B/1/2/3", "");
 	is_ok(&r);
-	assert_int_equal(r.n, 2);
+	assert_int_equal(r.n, 3);
+	assert_int_equal(r.el[2].integer, 1);                 /* node A holds no lease: dead */
 	assert_int_equal(r.el[0].el[0].integer, 2);           /* new epoch */
 	assert_string_equal(r.el[0].el[1].str, "A/0/1/1");    /* previous owner */
 	assert_string_equal(r.el[0].el[2].str, "phone");
@@ -289,6 +290,29 @@ static void test_expiry_redis_time(void **state)
 	is_ok(&r);
 	RS_CMD(c.rp, c.fd, &r, "FCALL", "tether_sm_take", "3", REC("S1"), Q("S1"), ISR, "S1", "C", "");
 	is_err(&r, "ENOENT");
+	rcopy_clear(&r);
+	conn_close(&c);
+}
+
+/* A take says whether the owner it took from was another node's
+ * incarnation without a lease (dead: for the takeover metric). */
+static void test_take_tells_dead_owner(void **state)
+{
+	(void)state;
+	struct conn c;
+	struct rcopy r = { 0 };
+	conn_open(&c);
+	create_s1(&c);
+	RS_CMD(c.rp, c.fd, &r, "SET", "t:{node:A}:lease", "A");
+	RS_CMD(c.rp, c.fd, &r, "FCALL", "tether_sm_take", "3", REC("S1"), Q("S1"), ISR, "S1", "B/0/1/1", "");
+	is_ok(&r);
+	assert_int_equal(r.el[2].integer, 0); /* A holds its lease: alive */
+	RS_CMD(c.rp, c.fd, &r, "FCALL", "tether_sm_take", "3", REC("S1"), Q("S1"), ISR, "S1", "B/0/2/2", "");
+	is_ok(&r);
+	assert_int_equal(r.el[2].integer, 0); /* from B itself: never dead */
+	RS_CMD(c.rp, c.fd, &r, "FCALL", "tether_sm_take", "3", REC("S1"), Q("S1"), ISR, "S1", "A/0/3/3", "");
+	is_ok(&r);
+	assert_int_equal(r.el[2].integer, 1); /* B holds no lease */
 	rcopy_clear(&r);
 	conn_close(&c);
 }
@@ -656,6 +680,7 @@ int main(void)
 		cmocka_unit_test_setup(test_wrap, setup),
 		cmocka_unit_test_setup(test_destroy_fenced, setup),
 		cmocka_unit_test_setup(test_expiry_redis_time, setup),
+		cmocka_unit_test_setup(test_take_tells_dead_owner, setup),
 		cmocka_unit_test_setup(test_isr_single_use, setup),
 		cmocka_unit_test_setup(test_fast_cas_race, setup),
 		cmocka_unit_test_setup(test_fast_cap, setup),

@@ -448,6 +448,26 @@ def test_same_resource_on_another_node_wins(cluster, conns):
     assert not new.stream_errors()
 
 
+def test_same_user_agent_on_another_node_wins(cluster, conns):
+    """Bind2 (XEP-0386): a second login of one user agent (same id, same
+    tag) on another node gets the same resource (its suffix is keyed by the
+    cluster's shared token key), so the older stream, on the first node,
+    gets conflict."""
+    from sasl2_client import new_ua_id, sasl2_login
+    a, b = cluster.nodes['a'], cluster.nodes['b']
+    ua = new_ua_id()
+    old, _ = sasl2_login(a, 'alice', cf.USERS['alice'], ua_id=ua, tag='app')
+    conns.append(old)
+    old.wait_for(q(xr.NS_STREAM, 'features'))
+    old.roundtrip()
+    new, _ = sasl2_login(b, 'alice', cf.USERS['alice'], ua_id=ua, tag='app')
+    conns.append(new)
+    assert new.jid == old.jid
+    assert old.expect_stream_error() == 'conflict'
+    new.wait_for(q(xr.NS_STREAM, 'features'))
+    new.roundtrip()
+
+
 def _tls_hello(ctx, node, session=None):
     """Direct TLS to <node>, a stream header, its features read (TLS 1.3
     tickets come with them); returns (session, reused)."""

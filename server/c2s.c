@@ -611,20 +611,23 @@ static int sasl_run(struct c2s *s, struct xnode *el)
 	return ret;
 }
 
-void c2s_fill_env(struct c2s *s)
+struct sasl *c2s_sasl_new(struct c2s *s, enum sasl_mech m)
 {
-	memset(&s->env, 0, sizeof(s->env));
-	s->env.domain = s->srv->cfg.domain;
-	s->env.tls = (s->flags & C2S_F_TLS) != 0;
-	s->env.plus_offered = c2s_mech_offered(s, SASL_MECH_SCRAM_SHA_256_PLUS) &&
-			      !(s->flags & C2S_F_PLUS_FAILED);
-	s->env.cb.tls_exporter_len = s->tp->cb_exporter(s->io, s->cb_exporter);
-	s->env.cb.tls_exporter = s->cb_exporter;
-	s->env.cb.tls_server_end_point_len = endpoint(s, &s->env.cb.tls_server_end_point);
-	s->env.cb.tls_unique_len = s->tp->cb_unique(s->io, s->cb_unique, sizeof(s->cb_unique));
-	s->env.cb.tls_unique = s->cb_unique;
+	uint8_t exporter[SASL_CB_EXPORTER_MAX], unique[SASL_CB_UNIQUE_MAX];
+	struct sasl_env env = { .domain = s->srv->cfg.domain, .tls = (s->flags & C2S_F_TLS) != 0 };
+	env.plus_offered = c2s_mech_offered(s, SASL_MECH_SCRAM_SHA_256_PLUS) &&
+			   !(s->flags & C2S_F_PLUS_FAILED);
+	env.cb.tls_exporter_len = s->tp->cb_exporter(s->io, exporter);
+	env.cb.tls_exporter = exporter;
+	env.cb.tls_server_end_point_len = endpoint(s, &env.cb.tls_server_end_point);
+	env.cb.tls_unique_len = s->tp->cb_unique(s->io, unique, sizeof(unique));
+	env.cb.tls_unique = unique;
 	/* No get_creds: the lookup goes through the store handle
 	 * (c2s_sasl_step), asynchronously. */
+	struct sasl *x = sasl_new(m, &env); /* copies env and the bytes */
+	sodium_memzero(exporter, sizeof(exporter));
+	sodium_memzero(unique, sizeof(unique));
+	return x;
 }
 
 static int do_auth(struct c2s *s, struct xnode *el)
@@ -637,10 +640,9 @@ static int do_auth(struct c2s *s, struct xnode *el)
 		return sasl_failed(s, SASL_C_MALFORMED_REQUEST);
 	if (sasl_mech_parse(mech, &m) || !c2s_mech_offered(s, m))
 		return sasl_failed(s, SASL_C_INVALID_MECHANISM);
-	c2s_fill_env(s);
 	s->mech = m;
 	s->sasl_steps = 0;
-	s->sasl = sasl_new(m, &s->env);
+	s->sasl = c2s_sasl_new(s, m);
 	if (!s->sasl)
 		return c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
 	const char *text = xnode_text(el);
@@ -1333,8 +1335,6 @@ void c2s_free(struct c2s *s)
 	sasl_free(s->sasl);
 	c2s_sasl2_free(s);
 	presence_free(s);
-	sodium_memzero(s->cb_exporter, sizeof(s->cb_exporter));
-	sodium_memzero(s->cb_unique, sizeof(s->cb_unique));
 	free(s->bare);
 	free(s->full);
 	free(s->resource);

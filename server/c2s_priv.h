@@ -102,10 +102,7 @@ struct c2s {
 	unsigned sasl_steps;          /* messages fed to the running exchange */
 	enum sasl_mech mech;
 	struct xstream *xs;
-	struct sasl *sasl;
-	struct sasl_env env;
-	uint8_t cb_exporter[32];
-	uint8_t cb_unique[64];
+	struct sasl *sasl;            /* the exchange in progress (it holds its env) */
 	char *bare;                   /* user@domain, once authenticated */
 	char *full;                   /* user@domain/resource, once bound */
 	char *resource;
@@ -206,7 +203,9 @@ int c2s_mech_offered(struct c2s *s, enum sasl_mech m);
 void c2s_mech_list(struct c2s *s, struct sbuf *o);
 int c2s_ht_offered(struct c2s *s, int cb);   /* enum ht_cb */
 size_t c2s_cb_data(struct c2s *s, int cb, uint8_t *out, size_t max);
-void c2s_fill_env(struct c2s *s);
+/* A SASL exchange with mechanism <m> on this stream: its environment
+ * (domain, TLS, channel binding) is copied into it. NULL on OOM. */
+struct sasl *c2s_sasl_new(struct c2s *s, enum sasl_mech m);
 /* Counts a failed authentication (not aborts, not -PLUS probes); closes
  * the stream after max_auth_failures. Returns what c2s_stream_fail does. */
 int c2s_count_auth_failure(struct c2s *s, enum sasl_cond cond, int probe);

@@ -925,10 +925,9 @@ int c2s_sasl2_authenticate(struct c2s *s, struct xnode *el)
 		sbuf_free_secret(&ir);
 		return ret;
 	}
-	c2s_fill_env(s);
 	s->mech = m;
 	s->sasl_steps = 0;
-	s->sasl = sasl_new(m, &s->env);
+	s->sasl = c2s_sasl_new(s, m);
 	if (!s->sasl) {
 		sbuf_free_secret(&ir);
 		return c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);

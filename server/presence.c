@@ -86,8 +86,8 @@
 struct c2s_im {
 	unsigned flags;
 	struct rmsg *last;        /* the last available presence broadcast: probes get it */
-	char *directed[DIRECTED_MAX];
-	size_t ndirected;
+	char **directed;          /* grown on demand: most sessions send none */
+	size_t ndirected, capdirected;
 	struct rmsg **held;       /* CSI: presence held, oldest first, one per sender */
 	size_t nheld, capheld;
 	char **blocked;           /* XEP-0191: the account's blocklist as last loaded */
@@ -121,6 +121,7 @@ void presence_free(struct c2s *s)
 	rmsg_unref(im->last);
 	for (size_t i = 0; i < im->ndirected; i++)
 		free(im->directed[i]);
+	free(im->directed);
 	for (size_t i = 0; i < im->nheld; i++)
 		rmsg_unref(im->held[i]);
 	free(im->held);
@@ -800,7 +801,17 @@ static void directed(struct c2s *s, const char *to, int avail)
 		}
 		return;
 	}
-	if (avail && im->ndirected < DIRECTED_MAX && (im->directed[im->ndirected] = strdup(to)))
+	if (!avail || im->ndirected == DIRECTED_MAX)
+		return;
+	if (im->ndirected == im->capdirected) {
+		size_t cap = im->capdirected ? 2 * im->capdirected : 4;
+		char **d = realloc(im->directed, cap * sizeof(*d));
+		if (!d)
+			return;
+		im->directed = d;
+		im->capdirected = cap;
+	}
+	if ((im->directed[im->ndirected] = strdup(to)))
 		im->ndirected++;
 }
 

@@ -39,7 +39,9 @@ enum sasl_state {
 struct sasl {
 	enum sasl_mech mech;
 	enum sasl_state state;
-	const struct sasl_env *env;
+	struct sasl_env env;      /* a copy; cb points into the two arrays below */
+	uint8_t cb_exporter[SASL_CB_EXPORTER_MAX];
+	uint8_t cb_unique[SASL_CB_UNIQUE_MAX];
 	int empty_sent;           /* an empty challenge went out for a missing initial response */
 	int ok;                   /* SASL_SUCCESS was returned */
 	int unknown;              /* SCRAM for a user the store does not know: fail at the proof */
@@ -174,6 +176,19 @@ static void fake_creds(const char *user, struct user_creds *c)
 
 /* ---- lifecycle ------------------------------------------------------- */
 
+/* Makes <*p>/<*len> (channel-binding bytes the caller owns) point at a
+ * copy in <buf> (<max> bytes); longer data is treated as unavailable. */
+static void copy_cb(const uint8_t **p, size_t *len, uint8_t *buf, size_t max)
+{
+	if (!*p || *len > max) {
+		*p = NULL;
+		*len = 0;
+		return;
+	}
+	memcpy(buf, *p, *len);
+	*p = buf;
+}
+
 struct sasl *sasl_new(enum sasl_mech m, const struct sasl_env *env)
 {
 	struct sasl *s;
@@ -185,7 +200,10 @@ struct sasl *sasl_new(enum sasl_mech m, const struct sasl_env *env)
 	if (!s)
 		return NULL;
 	s->mech = m;
-	s->env = env;
+	s->env = *env;
+	copy_cb(&s->env.cb.tls_exporter, &s->env.cb.tls_exporter_len, s->cb_exporter,
+		sizeof(s->cb_exporter));
+	copy_cb(&s->env.cb.tls_unique, &s->env.cb.tls_unique_len, s->cb_unique, sizeof(s->cb_unique));
 	return s;
 }
 
@@ -248,8 +266,8 @@ static const EVP_MD *mech_md(enum sasl_mech m)
 static int lookup(struct sasl *s)
 {
 	int rc;
-	if (s->env->get_creds)
-		rc = s->env->get_creds(s->env->ud, s->user, &s->creds);
+	if (s->env.get_creds)
+		rc = s->env.get_creds(s->env.ud, s->user, &s->creds);
 	else if (s->have_creds)
 		rc = s->creds_rc;
 	else
@@ -274,7 +292,7 @@ static int authzid_ok(const struct sasl *s, const char *az, size_t len)
 	buf[len] = 0;
 	if (jid_parse(buf, &j) || !j.local[0] || j.resource[0])
 		return 0;
-	if (!s->env->domain || jid_prep_domain(s->env->domain, dom, sizeof(dom)))
+	if (!s->env.domain || jid_prep_domain(s->env.domain, dom, sizeof(dom)))
 		return 0;
 	return strcmp(j.local, s->user) == 0 && strcmp(j.domain, dom) == 0;
 }
@@ -543,10 +561,10 @@ static enum sasl_rc scram_first(struct sasl *s, const char *in, size_t inlen, st
 	if (is_plus(s->mech)) {
 		if (flag != 'p')
 			return SASL_FAILURE;
-		s->cbdata = cb_lookup(&s->env->cb, cbname, cbnlen, &s->cblen);
+		s->cbdata = cb_lookup(&s->env.cb, cbname, cbnlen, &s->cblen);
 		if (!s->cbdata)
 			return SASL_FAILURE;
-	} else if (flag == 'p' || (flag == 'y' && s->env->plus_offered)) {
+	} else if (flag == 'p' || (flag == 'y' && s->env.plus_offered)) {
 		return SASL_FAILURE;
 	}
 
@@ -692,7 +710,7 @@ enum sasl_rc sasl_step(struct sasl *s, const uint8_t *in, size_t inlen,
 		*cond = SASL_C_MALFORMED_REQUEST;
 		return SASL_FAILURE;
 	}
-	if (s->mech == SASL_MECH_PLAIN && !s->env->tls) {
+	if (s->mech == SASL_MECH_PLAIN && !s->env.tls) {
 		*cond = SASL_C_ENCRYPTION_REQUIRED;
 		s->state = SASL_ST_DONE;
 		return SASL_FAILURE;

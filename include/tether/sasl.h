@@ -85,8 +85,12 @@ struct sasl_env {
 
 struct sasl;
 
-/* Starts an exchange with mechanism <m>. <env> must outlive the exchange.
- * Returns NULL on OOM. */
+/* Starts an exchange with mechanism <m>. <env> is copied, with the
+ * channel-binding bytes it points to (exporter and unique up to the sizes
+ * below; longer ones count as unavailable); tls_server_end_point and
+ * domain must outlive the exchange. Returns NULL on OOM. */
+#define SASL_CB_EXPORTER_MAX 32
+#define SASL_CB_UNIQUE_MAX 64
 struct sasl *sasl_new(enum sasl_mech m, const struct sasl_env *env);
 
 /* Derives the key for unknown users' fake SCRAM salts from the server's

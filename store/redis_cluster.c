@@ -45,7 +45,8 @@ struct pass {
 	struct cluster *c;
 	const char *match;
 	const char *fn;
-	const char *arg;              /* one ARGV for <fn>, or NULL */
+	const char *const *args;      /* ARGV for <fn> (<nargs>) */
+	int nargs;
 	rproto_fn *on_reply;
 	char cursor[24];              /* SCAN's, "0" at the start of a pass */
 	int scanning;                 /* a SCAN is outstanding */
@@ -65,6 +66,9 @@ struct cluster {
 	unsigned tick_ms;
 	struct pass sessions, dirs, inboxes;
 	char batch[16];               /* CLUSTER_INBOX_BATCH, for tether_inbox_reap */
+	char idle[16];                /* ms without a read after which an inbox group
+				       * with no lease is abandoned */
+	const char *inbox_args[2];    /* batch, idle */
 	int warned_busy;
 	int warned_tickets;
 	size_t reaped;
@@ -231,8 +235,8 @@ static void on_inbox_reaped(const redisReply *r, const char *err, void *ud)
 			c->fn(c->ud, e.msg, e.stamp_ms);
 	}
 	if (r->element[0]->integer == 1 && !str_at(r, 2, key, sizeof(key))) {
-		const char *argv[] = { "FCALL", "tether_inbox_reap", "1", key, c->batch };
-		command(c, 5, argv, on_inbox_reaped);
+		const char *argv[] = { "FCALL", "tether_inbox_reap", "1", key, c->batch, c->idle };
+		command(c, 6, argv, on_inbox_reaped);
 	}
 }
 
@@ -251,8 +255,10 @@ static void on_scan(const redisReply *r, const char *err, void *ud)
 		char key[RKEY_LEN];
 		if (str_at(keys, i, key, sizeof(key)))
 			continue;
-		const char *argv[] = { "FCALL", p->fn, "1", key, p->arg };
-		command(p->c, p->arg ? 5 : 4, argv, p->on_reply);
+		const char *argv[6] = { "FCALL", p->fn, "1", key };
+		for (int j = 0; j < p->nargs && j < 2; j++)
+			argv[4 + j] = p->args[j];
+		command(p->c, 4 + (p->nargs < 2 ? p->nargs : 2), argv, p->on_reply);
 	}
 }
 
@@ -371,13 +377,20 @@ struct cluster *cluster_new(struct rlink *link, struct timer_wheel *wheel, const
 	pass_init(&c->dirs, c, DIR_MATCH, "tether_dir_reap", on_dir_reaped);
 	pass_init(&c->inboxes, c, INBOX_MATCH, "tether_inbox_reap", on_inbox_reaped);
 	snprintf(c->batch, sizeof(c->batch), "%u", CLUSTER_INBOX_BATCH);
-	c->inboxes.arg = c->batch;
+	c->inbox_args[0] = c->batch;
+	c->inbox_args[1] = c->idle;
+	c->inboxes.args = c->inbox_args;
+	c->inboxes.nargs = 2;
 	return c;
 }
 
 void cluster_set_timing(struct cluster *c, unsigned lease_ms, unsigned tick_ms)
 {
 	snprintf(c->ttl, sizeof(c->ttl), "%u", lease_ms);
+	/* A live node's inbox reader reads at least every second (a blocking
+	 * read's wait) plus its reply's round trip: a group read from within
+	 * the lease's TTL and three seconds more is nobody's to reap. */
+	snprintf(c->idle, sizeof(c->idle), "%u", lease_ms + 3000);
 	c->tick_ms = tick_ms;
 }
 

@@ -139,10 +139,18 @@ static void on_group(const redisReply *r, const char *err, void *ud)
 {
 	(void)ud;
 	if (err == rproto_err_reply && strncmp(r->str, "BUSYGROUP", 9))
-		log_warn("inbox: XGROUP CREATE: %s", r->str);
+		log_warn("inbox: joining its consumer group: %s", r->str);
 }
 
-/* Acknowledges the entries of batch <b> (handed over): one XACK. */
+static void on_acked(const redisReply *r, const char *err, void *ud)
+{
+	(void)ud;
+	if (err == rproto_err_reply)
+		log_warn("inbox: XACK: %s", r->str);
+}
+
+/* Acknowledges the entries of batch <b> (handed over): one XACK. A lost
+ * one (link down) has them read again after the reconnect. */
 static void ack(struct inbox *in, const redisReply *b)
 {
 	const char *argv[3 + INBOX_COUNT_MAX] = { "XACK", in->key, in->group };
@@ -157,7 +165,7 @@ static void ack(struct inbox *in, const redisReply *b)
 		lens[argc++] = e->element[0]->len;
 	}
 	if (argc > 3)
-		rlink_command(in->link, argc, argv, lens, NULL, NULL, 0, NULL);
+		rlink_command(in->link, argc, argv, lens, on_acked, in, 0, NULL);
 }
 
 /* One stream's batch <b> of a read: handed over, then acknowledged. While
@@ -239,13 +247,14 @@ struct inbox *inbox_new(struct io_uring *ring, struct timer_wheel *wheel, const 
 	in->ud = ud;
 	snprintf(in->group, sizeof(in->group), "%s.%s", nodes_name(BUS_NODE_SELF), nodes_boot());
 	snprintf(in->from, sizeof(in->from), "0");
-	/* Every connection first makes the group (BUSYGROUP when it exists:
-	 * ignored), so the reads behind it find it. */
-	const char *mk[] = { "XGROUP", "CREATE", in->key, in->group, "$", "MKSTREAM" };
-	size_t lens[6];
-	for (int i = 0; i < 6; i++)
+	/* Every connection first joins the group (tether_inbox_join: the
+	 * group if missing, and our consumer, seen now), so the reads behind
+	 * it find it and the reaper never takes it for a dead node's. */
+	const char *mk[] = { "FCALL", "tether_inbox_join", "1", in->key, in->group };
+	size_t lens[5];
+	for (int i = 0; i < 5; i++)
 		lens[i] = strlen(mk[i]);
-	if (rlink_set_hello(in->link, 6, mk, lens, on_group, in)) {
+	if (rlink_set_hello(in->link, 5, mk, lens, on_group, in)) {
 		snprintf(err, errlen, "inbox: out of memory");
 		rlink_free(in->link);
 		free(in);

@@ -1018,9 +1018,38 @@ local function inbox_take(out, e, inc)
 	end
 end
 
--- KEYS inbox (a node's stream, as SCAN found it); ARGV max entries. The
--- reaper's step for the inbox of a dead node incarnation (the consumer
--- group named after it, whose incarnation holds no lease; redis_inbox.c):
+-- KEYS inbox; ARGV incarnation. A node's reader joins its inbox
+-- (redis_inbox.c): its consumer group, named after the incarnation, made
+-- at the stream's end (and the stream if there is none), and its consumer,
+-- so that the group has a consumer seen just now even before the first
+-- read and the node's lease (inbox_abandoned). 1.
+local function inbox_join(keys, args)
+	local r = redis.pcall('XGROUP', 'CREATE', keys[1], args[1], '$', 'MKSTREAM')
+	if type(r) == 'table' and r.err and not string.match(r.err, '^BUSYGROUP') then
+		return r
+	end
+	redis.call('XGROUP', 'CREATECONSUMER', keys[1], args[1], args[1])
+	return 1
+end
+
+-- 1 if the group <inc> of inbox <key> belongs to a dead incarnation: its
+-- lease is gone, and none of its consumers read for <idle> ms (a node
+-- that just started reads before its first lease renewal).
+local function inbox_abandoned(key, inc, idle)
+	if alive(inc) then
+		return false
+	end
+	for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', key, inc)) do
+		if tonumber(field(c, 'idle')) < idle then
+			return false
+		end
+	end
+	return true
+end
+
+-- KEYS inbox (a node's stream, as SCAN found it); ARGV max entries, idle
+-- ms. The reaper's step for the inbox of a dead node incarnation (the
+-- consumer group named after it, abandoned: inbox_abandoned):
 -- up to <max> of its entries, first those it read and never acknowledged
 -- (it may have died before handing them over), then those it never read,
 -- are acknowledged, and the stanzas among them for its direct sessions
@@ -1032,14 +1061,14 @@ end
 -- entries as queued ("0:<stamp>:<meta><payload>"), or 0 (no such stream).
 -- One dead group per call. The lease key has the stream's tag: one slot.
 local function inbox_reap(keys, args)
-	local key, max = keys[1], num(args[1])
+	local key, max, idle = keys[1], num(args[1]), num(args[2])
 	if redis.call('EXISTS', key) == 0 then
 		return 0
 	end
 	local out, groups = {}, redis.call('XINFO', 'GROUPS', key)
 	for _, g in ipairs(groups) do
 		local inc = field(g, 'name')
-		if not alive(inc) then
+		if inbox_abandoned(key, inc, idle) then
 			local p = redis.call('XPENDING', key, inc, '-', '+', max)
 			for _, x in ipairs(p) do
 				local e = redis.call('XRANGE', key, x[1], x[1])[1]
@@ -1493,6 +1522,7 @@ reg('fast_cas', fast_cas)
 reg('lease_acquire', lease_acquire)
 reg('lease_renew', lease_renew)
 reg('lease_release', lease_release)
+reg('inbox_join', inbox_join)
 reg('inbox_reap', inbox_reap)
 reg('im_read', im_read, RO)
 reg('im_set', im_set)

@@ -37,7 +37,7 @@
 #include "tether/rmsg.h"
 #include "tether/worker.h"
 
-#define INBOX_BLOCK_MS "1000"    /* one XREAD waits this long for entries */
+#define INBOX_BLOCK_MS "1000"    /* one XREADGROUP waits this long for entries */
 #define INBOX_TIMEOUT_MS 3000u   /* ...and its reply at most this long */
 #define INBOX_COUNT "64"
 #define INBOX_COUNT_MAX 64
@@ -176,8 +176,16 @@ static void batch(struct inbox *in, const redisReply *b)
 	for (size_t j = 0; j < b->elements; j++)
 		entry(in, b->element[j]);
 	ack(in, b);
-	if (strcmp(in->from, ">"))
-		snprintf(in->from, sizeof(in->from), "%s", b->elements ? in->last : ">");
+	if (!strcmp(in->from, ">"))
+		return;
+	/* The last id given, even for an entry trimmed since (no fields:
+	 * entry() skips it), so that the re-read moves on. */
+	const redisReply *e = b->elements ? b->element[b->elements - 1] : NULL;
+	if (e && e->type == REDIS_REPLY_ARRAY && e->elements >= 1 &&
+	    e->element[0]->type == REDIS_REPLY_STRING && e->element[0]->len < sizeof(in->from))
+		snprintf(in->from, sizeof(in->from), "%.*s", (int)e->element[0]->len, e->element[0]->str);
+	else
+		snprintf(in->from, sizeof(in->from), ">");
 }
 
 static void on_read(const redisReply *r, const char *err, void *ud)

@@ -15,6 +15,7 @@
 
 #include "tether/deliver.h"
 #include "tether/presence.h"
+#include "tether/cluster.h"
 #include "tether/ht.h"
 #include "tether/im.h"
 #include "tether/limits.h"
@@ -1397,13 +1398,13 @@ static void h_orphan(struct worker *w, struct rmsg *m, uint64_t stamp_ms)
 	deliver_orphan(w, w->srv->cfg.domain, m, stamp_ms);
 }
 
-/* RFC 6121 §4.5.2 for a session that ended with its node (the reaper). */
-static void h_gone(struct worker *w, const char *bare, const char *resource)
+/* RFC 6121 §4.5.2 and §4.6.3 for a session that ended with its node (the reaper). */
+static void h_gone(struct worker *w, const struct cluster_gone *g)
 {
 	char full[JID_MAX + 1];
-	int n = snprintf(full, sizeof(full), "%s/%s", bare, resource);
+	int n = snprintf(full, sizeof(full), "%s/%s", g->bare, g->resource);
 	if (n > 0 && (size_t)n < sizeof(full))
-		presence_gone(w, bare, full);
+		presence_gone(w, g->bare, full, g->available, g->directed, g->ndirected);
 }
 
 /* A stanza the bus could not hand on: its sender hears of it. Out of

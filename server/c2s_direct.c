@@ -18,7 +18,14 @@
  * bind of the same resource on another node replaces the entry and kicks
  * this stream with conflict, and enabling XEP-0198 replaces it with the
  * session (sm_create, same owner: no kick). The memory backend serves one
- * node, whose router finds everything: nothing is written there. */
+ * node, whose router finds everything: nothing is written there.
+ *
+ * Any session in a shared store, direct or XEP-0198, also writes there the
+ * JIDs it sent directed presence to (RFC 6121 §4.6; only changes: an add,
+ * a removal, a clear), beside its entry or record: if its node dies, the
+ * reaper sends them the unavailable presence the stream would have sent
+ * (store_dpres_async, redis_lib.lua DIRECTED PRESENCE). The set goes with
+ * the session in the store, so the end of a stream writes nothing more. */
 #include "c2s_priv.h"
 
 #include "tether/bus.h"
@@ -83,4 +90,35 @@ void c2s_direct_end(struct c2s *s)
 void c2s_direct_enabled(struct c2s *s)
 {
 	s->flags &= ~C2S_F_DIRECT; /* sm_create replaced the entry with the session's */
+}
+
+static void on_dpres_written(void *ud, int err, const struct bus_addr *old, const struct sm_entry *e)
+{
+	(void)ud; (void)old; (void)e;
+	if (err)
+		log_warn("directed presence: recipients not written to the store (%d): a crash of "
+			 "this node would leave them without unavailable presence", err);
+}
+
+/* <what> for the session's set, as its XEP-0198 session (the record's
+ * owner fences it) or its direct entry. */
+static void dpres(struct c2s *s, enum store_dpres what, const char *jid)
+{
+	const char *sid = (s->flags & C2S_F_SM) ? s->sm.id : NULL;
+	const struct bus_addr *owner = sid ? &s->sm.owner : &s->self;
+	if (!sid && !(s->flags & C2S_F_DIRECT))
+		return;
+	if (!store_dpres_async(c2s_store(s), what, s->bare, sid, s->resource, owner, jid,
+			       s->srv->cfg.im_max_directed, on_dpres_written, NULL))
+		log_warn("c2s %s: out of memory: directed presence not written to the store", s->full);
+}
+
+void c2s_direct_directed(struct c2s *s, const char *jid, int add)
+{
+	dpres(s, add ? STORE_DPRES_ADD : STORE_DPRES_DEL, jid);
+}
+
+void c2s_direct_undirected(struct c2s *s)
+{
+	dpres(s, STORE_DPRES_CLEAR, NULL);
 }

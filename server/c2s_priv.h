@@ -335,6 +335,13 @@ void c2s_direct_bind(struct c2s *s);
 void c2s_direct_presence(struct c2s *s);
 void c2s_direct_end(struct c2s *s);
 void c2s_direct_enabled(struct c2s *s);
+/* c2s_direct.c: the recipients of the session's directed presence
+ * (presence.c keeps them in memory) written through to a shared store, so
+ * that the reaper can undo that presence if this node dies (store.h,
+ * store_dpres_async): <jid> added or removed (<add> 0), or all cleared.
+ * No-ops without a shared store, or before the session is in it. */
+void c2s_direct_directed(struct c2s *s, const char *jid, int add);
+void c2s_direct_undirected(struct c2s *s);
 
 /* c2s_limits.c: 1 if the authentication attempt <el> (SASL <auth/> or
  * SASL2 <authenticate/>) must be refused now with temporary-auth-failure,

@@ -73,6 +73,8 @@ static const struct key_def keys[] = {
 	UINT("tokens", "max_fast_per_account", max_fast_per_account, 1, 10000),
 	STR("admin", "listen", admin_listen),
 	STR("cluster", "node", cluster_node),
+	UINT("cluster", "lease_ms", cluster_lease_ms, 200, 600000),
+	UINT("cluster", "tick_ms", cluster_tick_ms, 50, 60000),
 	UINT("limits", "max_conns_per_ip", max_conns_per_ip, 0, 10000000),
 	UINT("limits", "max_preauth_conns", max_preauth_conns, 0, 10000000),
 	UINT("limits", "auth_fail_burst_per_ip", auth_fail_burst_per_ip, 1, 1000000),
@@ -81,6 +83,7 @@ static const struct key_def keys[] = {
 	UINT("limits", "auth_fail_rate_per_account", auth_fail_rate_per_account, 1, 1000000),
 	UINT("im", "max_roster_items", im_max_roster_items, 1, 100000),
 	UINT("im", "max_offline", im_max_offline, 0, 100000),
+	UINT("im", "max_directed", im_max_directed, 1, 10000),
 };
 
 void config_defaults(struct config *cfg)
@@ -118,6 +121,9 @@ void config_defaults(struct config *cfg)
 	cfg->auth_fail_rate_per_account = 2;
 	cfg->im_max_roster_items = 1000;
 	cfg->im_max_offline = 500;
+	cfg->im_max_directed = 64;
+	cfg->cluster_lease_ms = 5000;
+	cfg->cluster_tick_ms = 1000;
 }
 
 static int parse_number(const char *v, enum key_type t, uint64_t *out)
@@ -301,6 +307,14 @@ static int validate(struct config *cfg, char *err, size_t errlen)
 				 cfg->path, cfg->cluster_node);
 			return -1;
 		}
+	}
+	/* A node renews its lease every tick: one late tick must not let it
+	 * lapse, or the reaper would take a live node for dead. */
+	if (cfg->cluster_tick_ms > cfg->cluster_lease_ms / 2) {
+		snprintf(err, errlen, "%s: [cluster] tick_ms: %u is more than half of [cluster] "
+			 "lease_ms (%u): a live node's lease could lapse", cfg->path,
+			 cfg->cluster_tick_ms, cfg->cluster_lease_ms);
+		return -1;
 	}
 	/* A resumed session's queue is written out at once (with delay
 	 * stamps): it must always fit the send limit, or it could never be

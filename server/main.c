@@ -142,6 +142,16 @@ static int start_redis(struct server *srv)
 			  srv->cfg.cluster_node);
 		return -1;
 	}
+	char holder[NODES_ID_MAX + 1];
+	snprintf(holder, sizeof(holder), "%s.%s", srv->cfg.cluster_node, nodes_boot());
+	int busy = redis_boot_lease(srv->cfg.store_redis, srv->cfg.cluster_node, holder,
+				    srv->cfg.cluster_lease_ms, err, sizeof(err));
+	if (busy < 0) {
+		log_error("%s", err);
+		return -1;
+	}
+	if (busy) /* the cluster's tick says more while it lasts */
+		log_warn("%s", err);
 	srv->store = store_open("redis", srv->cfg.store_redis, err, sizeof(err));
 	if (!srv->store) {
 		log_error("store: %s", err);

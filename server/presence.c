@@ -24,9 +24,11 @@
  * - Roster pushes go to every bound resource of the account as one
  *   serialized stanza; a session passes it on only if its client asked
  *   for the roster (an "interested resource", §2.1.6).
- * - Directed presence (§4.6) is remembered per session (up to
- *   DIRECTED_MAX JIDs) and undone with unavailable presence when the
- *   session becomes unavailable or ends.
+ * - Directed presence (§4.6) is remembered per session (up to [im]
+ *   max_directed JIDs) and undone with unavailable presence when the
+ *   session becomes unavailable or ends. With a store shared between
+ *   nodes the list is written through (c2s_direct_directed), so that the
+ *   reaper undoes it for a session whose node died (presence_gone).
  * - Subscription pre-approval (§3.4) is not offered: a <subscribed/> with
  *   nothing to approve is dropped, as Appendix A's tables say.
  * - Blocking (XEP-0191): each session keeps a copy of the blocklist,
@@ -81,12 +83,11 @@
 #define CSI_HELD_MAX 1024      /* presences held per inactive session before a flush */
 #define IM_F_BLOCKLIST 0x20u   /* XEP-0191: asked for the blocklist, so it gets pushes */
 #define IM_F_BLOCKS  0x40u     /* the blocklist cache below has been loaded */
-#define DIRECTED_MAX 64        /* directed-presence recipients remembered per session */
 
 struct c2s_im {
 	unsigned flags;
 	struct rmsg *last;        /* the last available presence broadcast: probes get it */
-	char **directed;          /* grown on demand: most sessions send none */
+	char **directed;          /* recipients, [im] max_directed at most; grown on demand */
 	size_t ndirected, capdirected;
 	struct rmsg **held;       /* CSI: presence held, oldest first, one per sender */
 	size_t nheld, capheld;
@@ -798,21 +799,25 @@ static void directed(struct c2s *s, const char *to, int avail)
 		if (!avail) {
 			free(im->directed[i]);
 			im->directed[i] = im->directed[--im->ndirected];
+			c2s_direct_directed(s, to, 0);
 		}
 		return;
 	}
-	if (!avail || im->ndirected == DIRECTED_MAX)
+	unsigned max = s->srv->cfg.im_max_directed;
+	if (!avail || im->ndirected >= max)
 		return;
-	if (im->ndirected == im->capdirected) {
+	if (im->ndirected == im->capdirected) { /* most sessions send none */
 		size_t cap = im->capdirected ? 2 * im->capdirected : 4;
-		char **d = realloc(im->directed, cap * sizeof(*d));
+		char **d = realloc(im->directed, (cap < max ? cap : max) * sizeof(*d));
 		if (!d)
 			return;
 		im->directed = d;
-		im->capdirected = cap;
+		im->capdirected = cap < max ? cap : max;
 	}
-	if ((im->directed[im->ndirected] = strdup(to)))
+	if ((im->directed[im->ndirected] = strdup(to))) {
 		im->ndirected++;
+		c2s_direct_directed(s, to, 1);
+	}
 }
 
 /* Unavailable presence <m> to every directed-presence recipient; forgets them. */
@@ -826,6 +831,8 @@ static void undirect(struct c2s *s, struct rmsg *m)
 			send_to(s->w, im->directed[i], d);
 		free(im->directed[i]);
 	}
+	if (im && im->ndirected)
+		c2s_direct_undirected(s);
 	if (im)
 		im->ndirected = 0;
 }
@@ -902,7 +909,8 @@ static void bcast(struct c2s *s, struct rmsg *m)
 	bcast_to(s->w, handle(s), s->bare, m);
 }
 
-void presence_gone(struct worker *w, const char *bare, const char *full)
+void presence_gone(struct worker *w, const char *bare, const char *full, int available,
+		   const char *const *directed, size_t ndirected)
 {
 	struct sbuf b = SBUF_INIT;
 	int rc = sbuf_puts(&b, "<presence type='unavailable' from='");
@@ -913,6 +921,16 @@ void presence_gone(struct worker *w, const char *bare, const char *full)
 	sbuf_free(&b);
 	if (!m)
 		return;
+	for (size_t i = 0; i < ndirected; i++) { /* §4.6.3 */
+		struct rmsg *d = rmsg_new(RMSG_PRESENCE, m->data, m->len, full, directed[i], NULL,
+					  "unavailable");
+		if (d)
+			send_to(w, directed[i], d);
+	}
+	if (!available) {
+		rmsg_unref(m);
+		return;
+	}
 	deliver_presence(w, bare, rmsg_ref(m), 0, NULL); /* the account's other resources */
 	bcast_to(w, w->sh, bare, m);
 }

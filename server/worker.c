@@ -125,10 +125,10 @@ static void on_orphan(void *ud, struct rmsg *m, uint64_t stamp_ms)
 	w->srv->handlers->orphan(w, m, stamp_ms);
 }
 
-static void on_gone(void *ud, const char *bare, const char *resource)
+static void on_gone(void *ud, const struct cluster_gone *g)
 {
 	struct worker *w = ud;
-	w->srv->handlers->gone(w, bare, resource);
+	w->srv->handlers->gone(w, g);
 }
 
 int worker_init(struct worker *w, struct server *srv, unsigned idx)
@@ -183,6 +183,8 @@ int worker_init(struct worker *w, struct server *srv, unsigned idx)
 		log_error("worker %u: out of memory", idx);
 		return -1;
 	}
+	if (w->cluster)
+		cluster_set_timing(w->cluster, srv->cfg.cluster_lease_ms, srv->cfg.cluster_tick_ms);
 	if (w->rlink && idx == 0) {
 		char err[256];
 		if (!(w->node_inbox = inbox_new(&w->ring, &w->wheel, srv->cfg.store_redis,

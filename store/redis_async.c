@@ -869,6 +869,8 @@ int rstore_submit(struct store_handle *h, struct store_op *op)
 		return submit_deliver(h, (struct store_deliver_op *)op);
 	case STORE_OP_DIRECT:
 		return rstore_submit_direct(h, op);
+	case STORE_OP_DPRES:
+		return rstore_submit_dpres(h, op);
 	case STORE_OP_BARRIER: {
 		struct cmd c = { 0 };
 		arg_s(&c, "PING");

@@ -9,6 +9,7 @@
 #include <hiredis/hiredis.h>
 #include <sodium.h>
 
+#include "redis_keys.h"
 #include "tether/redis_lib.h"
 
 redisContext *redis_boot_connect(const char *addr, char *err, size_t errlen)
@@ -150,6 +151,33 @@ out:
 		snprintf(why, sizeof(why), "%s", err);
 		snprintf(err, errlen, "redis at %s: %s", addr, why);
 	}
+	redisFree(rc);
+	return ret;
+}
+
+int redis_boot_lease(const char *addr, const char *name, const char *holder, unsigned ttl_ms,
+		     char *err, size_t errlen)
+{
+	char key[128], ttl[16];
+	if (snprintf(key, sizeof(key), RKEY_PREFIX "{node:%s}:lease", name) >= (int)sizeof(key)) {
+		snprintf(err, errlen, "node name too long");
+		return -1;
+	}
+	snprintf(ttl, sizeof(ttl), "%u", ttl_ms);
+	redisContext *rc = redis_boot_connect(addr, err, errlen);
+	if (!rc)
+		return -1;
+	const char *argv[] = { "FCALL", "tether_lease_acquire", "1", key, holder, ttl };
+	size_t lens[6];
+	for (int i = 0; i < 6; i++)
+		lens[i] = strlen(argv[i]);
+	redisReply *r = cmd(rc, 6, argv, lens, err, errlen);
+	int ret = r ? 0 : -1;
+	if (r && r->type == REDIS_REPLY_ERROR) {
+		snprintf(err, errlen, "redis: lease of node %s: %s", name, r->str);
+		ret = 1;
+	}
+	freeReplyObject(r);
 	redisFree(rc);
 	return ret;
 }

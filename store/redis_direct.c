@@ -1,4 +1,4 @@
-/* store/redis_direct.c - the Redis backend's part of direct sessions (bound without XEP-0198): their directory entries, one FCALL each.
+/* store/redis_direct.c - the Redis backend's part of direct sessions (bound without XEP-0198): their directory entries, one FCALL each; and sessions' directed-presence recipients (tether_dpres).
  *
  * The entry is "~<owner>|<avail>|<prio>" in t:{bare}:dir (redis_lib.lua,
  * DIRECT SESSIONS); the owner string names the stream as a session record's
@@ -50,5 +50,43 @@ int rstore_submit_direct(struct store_handle *h, struct store_op *op)
 	const char *argv[] = { "FCALL", fn[d->what], "1", kdir, d->resource, owner, avail, prio };
 	int argc = d->what == STORE_DIRECT_DEL ? 6 : 8;
 	int rc = rlink_command_strs(h->link, argc, argv, on_direct, d, 0);
+	return rc == -EPIPE ? -ENOTCONN : rc;
+}
+
+static void on_dpres(const redisReply *r, const char *err, void *ud)
+{
+	struct store_dpres_op *d = ud;
+	int rc = 0;
+	if (err == rproto_err_reply)
+		rc = rcodec_errno(r->str, r->len);
+	else if (err)
+		rc = err == rproto_err_timeout ? -ETIMEDOUT : err == rproto_err_closed ? -ENOTCONN : -EIO;
+	d->err = rc;
+	store_op_ready(&d->op);
+}
+
+/* tether_dpres on t:{bare}:dp:<sid> fenced by the session's record, or on
+ * t:{bare}:dp:~<owner> fenced by the account's directory (redis_lib.lua,
+ * DIRECTED PRESENCE). */
+int rstore_submit_dpres(struct store_handle *h, struct store_op *op)
+{
+	static const char *const what[] = {
+		[STORE_DPRES_ADD] = "+", [STORE_DPRES_DEL] = "-", [STORE_DPRES_CLEAR] = "0",
+	};
+	struct store_dpres_op *d = (struct store_dpres_op *)op;
+	/* "t:{bare}:dp" then ":<sid>" or ":~<owner>" (longer than a sid) */
+	char kdp[RKEY_LEN + RCODEC_OWNER_MAX + 2], kfence[RKEY_LEN], owner[RCODEC_OWNER_MAX], max[16];
+	int n;
+	if ((unsigned)d->what > STORE_DPRES_CLEAR ||
+	    rcodec_owner_fmt(&d->owner, owner, sizeof(owner)) < 0 ||
+	    (n = rkey(kdp, d->bare, "dp", NULL)) < 0 ||
+	    (d->sid[0] ? rkey(kfence, d->bare, "s", d->sid) : rkey(kfence, d->bare, "dir", NULL)) < 0)
+		return -EINVAL;
+	snprintf(kdp + n, sizeof(kdp) - (size_t)n, ":%s%s", d->sid[0] ? "" : "~",
+		 d->sid[0] ? d->sid : owner);
+	snprintf(max, sizeof(max), "%u", d->max);
+	const char *argv[] = { "FCALL", "tether_dpres", "2", kdp, kfence, what[d->what], owner,
+			       d->jid, max, d->resource };
+	int rc = rlink_command_strs(h->link, 10, argv, on_dpres, d, 0);
 	return rc == -EPIPE ? -ENOTCONN : rc;
 }

@@ -12,8 +12,17 @@
  *        and the entry as queued ("<seq>:<stamp>:<meta><payload>")
  *   e    BUS_DELIVER (tether_deliver, to a session without XEP-0198): the
  *        stanza as a queue entry numbered 0, queued nowhere
- * The reader runs one XREAD BLOCK at a time on a link of its own and
- * follows the stream from its end. */
+ * The reader runs one XREADGROUP BLOCK at a time on a link of its own, in
+ * the consumer group named after this node's incarnation ("<name>.<boot>",
+ * made where the stream ends when the node starts: every connection of the
+ * link asks for it first), and acknowledges each batch once its entries
+ * were handed over (XACK, pipelined before the next read). So what a
+ * node read and had not handed over when it died, and what it never read,
+ * stays in its group for the reaper (tether_inbox_reap), which gives the
+ * stanzas for direct sessions RFC 6121's treatment; and after its link
+ * comes back, the node reads its own unacknowledged entries again first
+ * (at least once; a repeat of an appended entry is ignored by its
+ * number, a repeated direct stanza reaches its client twice). */
 #include "tether/inbox.h"
 
 #include <errno.h>
@@ -23,13 +32,15 @@
 
 #include "redis_keys.h"
 #include "tether/log.h"
+#include "tether/nodes.h"
 #include "tether/rlink.h"
 #include "tether/rmsg.h"
 #include "tether/worker.h"
 
-#define INBOX_BLOCK_MS "1000"    /* one XREAD waits this long for entries */
+#define INBOX_BLOCK_MS "1000"    /* one XREADGROUP waits this long for entries */
 #define INBOX_TIMEOUT_MS 3000u   /* ...and its reply at most this long */
 #define INBOX_COUNT "64"
+#define INBOX_COUNT_MAX 64
 
 int rinbox_key(char out[RKEY_LEN], const char *node)
 {
@@ -44,8 +55,12 @@ struct inbox {
 	inbox_fn *fn;
 	void *ud;
 	char key[RKEY_LEN];
-	char last[48];          /* the id read up to; "$": from now on */
-	int reading;            /* an XREAD is outstanding */
+	char group[NODES_ID_MAX + 1]; /* this incarnation: its consumer group and consumer */
+	char last[48];          /* the id of the last entry read */
+	char from[48];          /* what the next read asks for: ">" (new entries), or
+				 * the id after which our unacknowledged ones follow */
+	int reading;            /* an XREADGROUP is outstanding */
+	int need_group;         /* the group is missing (NOGROUP): make it first */
 	int stopping;
 	size_t count;
 };
@@ -120,25 +135,80 @@ static void entry(struct inbox *in, const redisReply *e)
 	in->fn(in->ud, (int)kind, &to, (int)cond, qe.seq, m);
 }
 
+static void on_group(const redisReply *r, const char *err, void *ud)
+{
+	(void)ud;
+	if (err == rproto_err_reply && strncmp(r->str, "BUSYGROUP", 9))
+		log_warn("inbox: joining its consumer group: %s", r->str);
+}
+
+static void on_acked(const redisReply *r, const char *err, void *ud)
+{
+	(void)ud;
+	if (err == rproto_err_reply)
+		log_warn("inbox: XACK: %s", r->str);
+}
+
+/* Acknowledges the entries of batch <b> (handed over): one XACK. A lost
+ * one (link down) has them read again after the reconnect. */
+static void ack(struct inbox *in, const redisReply *b)
+{
+	const char *argv[3 + INBOX_COUNT_MAX] = { "XACK", in->key, in->group };
+	size_t lens[3 + INBOX_COUNT_MAX] = { 4, strlen(in->key), strlen(in->group) };
+	int argc = 3;
+	for (size_t j = 0; j < b->elements && argc < 3 + INBOX_COUNT_MAX; j++) {
+		const redisReply *e = b->element[j];
+		if (e->type != REDIS_REPLY_ARRAY || e->elements < 1 ||
+		    e->element[0]->type != REDIS_REPLY_STRING)
+			continue;
+		argv[argc] = e->element[0]->str;
+		lens[argc++] = e->element[0]->len;
+	}
+	if (argc > 3)
+		rlink_command(in->link, argc, argv, lens, on_acked, in, 0, NULL);
+}
+
+/* One stream's batch <b> of a read: handed over, then acknowledged. While
+ * reading our own unacknowledged entries again (<from> an id), the next
+ * read goes on after the last one, and an empty batch ends that. */
+static void batch(struct inbox *in, const redisReply *b)
+{
+	for (size_t j = 0; j < b->elements; j++)
+		entry(in, b->element[j]);
+	ack(in, b);
+	if (!strcmp(in->from, ">"))
+		return;
+	/* The last id given, even for an entry trimmed since (no fields:
+	 * entry() skips it), so that the re-read moves on. */
+	const redisReply *e = b->elements ? b->element[b->elements - 1] : NULL;
+	if (e && e->type == REDIS_REPLY_ARRAY && e->elements >= 1 &&
+	    e->element[0]->type == REDIS_REPLY_STRING && e->element[0]->len < sizeof(in->from))
+		snprintf(in->from, sizeof(in->from), "%.*s", (int)e->element[0]->len, e->element[0]->str);
+	else
+		snprintf(in->from, sizeof(in->from), ">");
+}
+
 static void on_read(const redisReply *r, const char *err, void *ud)
 {
 	struct inbox *in = ud;
 	in->reading = 0;
 	if (err) {
-		/* Link down or a timeout: read again once it is up (on_state);
-		 * what was sent meanwhile is not seen (at most once). */
-		snprintf(in->last, sizeof(in->last), "$");
-		if (err == rproto_err_reply)
-			log_warn("inbox: XREAD: %s", r->str);
+		/* Link down or a timeout: read again once it is up (on_state),
+		 * first what we were given and did not acknowledge. */
+		snprintf(in->from, sizeof(in->from), "0");
+		if (err == rproto_err_reply) {
+			log_warn("inbox: XREADGROUP: %s", r->str);
+			in->need_group = !strncmp(r->str, "NOGROUP", 7);
+		}
 	} else if (r->type == REDIS_REPLY_ARRAY) {
 		for (size_t i = 0; i < r->elements; i++) {
 			const redisReply *s = r->element[i];
-			if (s->type != REDIS_REPLY_ARRAY || s->elements != 2 ||
-			    s->element[1]->type != REDIS_REPLY_ARRAY)
-				continue;
-			for (size_t j = 0; j < s->element[1]->elements; j++)
-				entry(in, s->element[1]->element[j]);
+			if (s->type == REDIS_REPLY_ARRAY && s->elements == 2 &&
+			    s->element[1]->type == REDIS_REPLY_ARRAY)
+				batch(in, s->element[1]);
 		}
+	} else if (strcmp(in->from, ">")) {
+		snprintf(in->from, sizeof(in->from), ">"); /* nil: none of ours left */
 	}
 	read_next(in);
 }
@@ -147,9 +217,12 @@ static void read_next(struct inbox *in)
 {
 	if (in->reading || in->stopping || !rlink_up(in->link))
 		return;
-	const char *argv[] = { "XREAD", "COUNT", INBOX_COUNT, "BLOCK", INBOX_BLOCK_MS, "STREAMS",
-			       in->key, in->last };
-	if (rlink_command_strs(in->link, 8, argv, on_read, in, INBOX_TIMEOUT_MS) == 0)
+	const char *mk[] = { "XGROUP", "CREATE", in->key, in->group, "$", "MKSTREAM" };
+	if (in->need_group && rlink_command_strs(in->link, 6, mk, on_group, in, 0) == 0)
+		in->need_group = 0;
+	const char *argv[] = { "XREADGROUP", "GROUP", in->group, in->group, "COUNT", INBOX_COUNT,
+			       "BLOCK", INBOX_BLOCK_MS, "STREAMS", in->key, in->from };
+	if (rlink_command_strs(in->link, 11, argv, on_read, in, INBOX_TIMEOUT_MS) == 0)
 		in->reading = 1;
 }
 
@@ -180,7 +253,21 @@ struct inbox *inbox_new(struct io_uring *ring, struct timer_wheel *wheel, const 
 	rlink_set_ud_op(in->link, OP_INBOX);
 	in->fn = fn;
 	in->ud = ud;
-	snprintf(in->last, sizeof(in->last), "$");
+	snprintf(in->group, sizeof(in->group), "%s.%s", nodes_name(BUS_NODE_SELF), nodes_boot());
+	snprintf(in->from, sizeof(in->from), "0");
+	/* Every connection first joins the group (tether_inbox_join: the
+	 * group if missing, and our consumer, seen now), so the reads behind
+	 * it find it and the reaper never takes it for a dead node's. */
+	const char *mk[] = { "FCALL", "tether_inbox_join", "1", in->key, in->group };
+	size_t lens[5];
+	for (int i = 0; i < 5; i++)
+		lens[i] = strlen(mk[i]);
+	if (rlink_set_hello(in->link, 5, mk, lens, on_group, in)) {
+		snprintf(err, errlen, "inbox: out of memory");
+		rlink_free(in->link);
+		free(in);
+		return NULL;
+	}
 	return in;
 }
 

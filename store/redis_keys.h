@@ -58,6 +58,8 @@ void rstore_im_compensate(struct store_handle *h, struct store_op *op);
 
 /* redis_direct.c: submits a STORE_OP_DIRECT (store_direct_async). */
 int rstore_submit_direct(struct store_handle *h, struct store_op *op);
+/* ...and a STORE_OP_DPRES (store_dpres_async). */
+int rstore_submit_dpres(struct store_handle *h, struct store_op *op);
 /* The sid table's life, with the store's. 0 or -ENOMEM. */
 int rstore_sids_init(struct redis_store *s);
 void rstore_sids_free(struct redis_store *s);

@@ -30,7 +30,12 @@ is ready for Redis Cluster:
   t:{B}:roster      hash   B's roster (IM DATA below)
   t:{B}:off         list   B's offline messages
   t:{B}:block       zset   B's blocklist
+  t:{B}:dp:<sid>    set    directed-presence recipients of session <sid>
+  t:{B}:dp:~<owner> set    ...of the direct session (no record) of stream <owner>
+                           (DIRECTED PRESENCE below)
   t:{node:<N>}:lease string node N's lease: the holder string, with a TTL
+  t:{node:<N>}:in    stream node N's inbox: one consumer group per incarnation
+                           of N, named after it (tether_inbox_reap)
 
 Why sessions are tagged with the ACCOUNT and not with their id: the steps
 that must be atomic span a session and its account: creating a session writes
@@ -92,6 +97,19 @@ holds no lease any more (a dead node: its lease expires 5 s after it stops
 renewing it) is skipped by deliveries and removed by the reaper
 (tether_dir_reap), which sends its unavailable presence if it had
 broadcast an available one.
+
+DIRECTED PRESENCE
+RFC 6121 4.6: a session that sent directed presence to a JID outside its
+subscribers owes that JID unavailable presence when it ends. The stream
+keeps the list in memory; on a shared store it also writes it here
+(tether_dpres, by the stream that owns the session: its record's owner,
+or its direct entry), so that the reaper can send that presence for a
+session whose node died with the list (tether_sm_reap, tether_dir_reap
+return the members). The set goes with the session: sm_destroy, sm_reap,
+direct_del and dir_reap delete it; a bind that replaces another stream's
+direct entry deletes that stream's set (a live one sends its own
+unavailable presence from memory; a dead one's recipients are not told);
+enabling XEP-0198 on the stream renames its direct set to the session's.
 
 EPOCH FENCING AND ERRORS
 An owner's writes carry the epoch it got from create or take; a write whose
@@ -271,9 +289,15 @@ local function sm_create(keys, args)
 	redis.call('HSET', keys[2], res, string.format('%s|%d|%d', sid, avail, prio))
 	local direct = old and string.match(old, '^~([^|]*)|')
 	if direct then
-		-- a direct session: ours (this stream enabled XEP-0198) or kicked
+		-- a direct session: ours (this stream enabled XEP-0198) or kicked;
+		-- its directed-presence set becomes the session's, or goes
+		local dp = string.sub(keys[2], 1, -4) .. 'dp:'
 		if direct ~= owner then
+			redis.call('DEL', dp .. '~' .. direct)
 			return { 1, '', direct }
+		end
+		if redis.call('EXISTS', dp .. '~' .. owner) == 1 then
+			redis.call('RENAME', dp .. '~' .. owner, dp .. sid)
 		end
 		return { 1, false }
 	end
@@ -427,7 +451,7 @@ local function sm_destroy(keys, args)
 		return e
 	end
 	local q = redis.call('LRANGE', keys[2], 0, -1)
-	redis.call('DEL', keys[1], keys[2])
+	redis.call('DEL', keys[1], keys[2], string.sub(keys[4], 1, -4) .. 'dp:' .. sid)
 	redis.call('HDEL', keys[3], sid)
 	local cur = redis.call('HGET', keys[4], r[3])
 	if cur and string.match(cur, '^([^|]*)') == sid then
@@ -442,9 +466,10 @@ end
 -- it). Of a dead owner: an attached session becomes detached now, resumable
 -- for its window (its client may resume it on any node meanwhile); a
 -- detached one past its expiry is removed like sm_destroy and returned as
--- {record, queue, bare JID} for its stanzas to be re-routed or bounced and
--- its unavailable presence sent if it was available (RFC 6121).
--- Returns 0, 1 (detached now) or {r, q, bare}. The lease key is another
+-- {record, queue, bare JID, directed-presence recipients} for its stanzas
+-- to be re-routed or bounced, its unavailable presence sent if it was
+-- available and to whom it sent directed presence (RFC 6121).
+-- Returns 0, 1 (detached now) or {r, q, bare, dp}. The lease key is another
 -- slot: under Redis Cluster this check would be a read before the call.
 local function sm_reap(keys)
 	local rk = keys[1]
@@ -468,13 +493,14 @@ local function sm_reap(keys)
 	local base, sid = string.match(rk, '^(.*:)s:([^:]*)$')
 	local qk, dk = base .. 'q:' .. sid, base .. 'dir'
 	local q = redis.call('LRANGE', qk, 0, -1)
-	redis.call('DEL', rk, qk)
+	local dp = redis.call('SMEMBERS', base .. 'dp:' .. sid)
+	redis.call('DEL', rk, qk, base .. 'dp:' .. sid)
 	redis.call('HDEL', base .. 'isr', sid)
 	local cur = redis.call('HGET', dk, r[3])
 	if cur and string.match(cur, '^([^|]*)') == sid then
 		redis.call('HDEL', dk, r[3])
 	end
-	return { r, q, string.match(rk, '^t:{(.*)}:s:[^:]*$') or '' }
+	return { r, q, string.match(rk, '^t:{(.*)}:s:[^:]*$') or '', dp }
 end
 
 -- KEYS rec; read-only. The record in REC order, or ENOENT.
@@ -543,18 +569,24 @@ end
 
 -- KEYS dir (a directory, as SCAN found it). The reaper's step for the
 -- direct sessions (no record) of an account: the entries whose owner's
--- node holds no lease any more are removed. Returns {bare JID, resource,
+-- node holds no lease any more are removed, with their directed-presence
+-- sets. Returns {bare JID, {resource, available (0/1), {recipient, ...}},
 -- ...}: those of the removed entries that had broadcast available
--- presence (the reaper sends their unavailable presence), or 0.
+-- presence or sent directed presence (the reaper sends their unavailable
+-- presence), or 0.
 local function dir_reap(keys)
 	local all, out = redis.call('HGETALL', keys[1]), nil
+	local dp = string.sub(keys[1], 1, -4) .. 'dp:~'
 	for i = 1, #all, 2 do
 		local d = direct_owner(all[i + 1])
 		if d and not alive(d) then
 			redis.call('HDEL', keys[1], all[i])
-			if string.match(all[i + 1], '^[^|]*|(%-?%d+)|') == '1' then
+			local avail = string.match(all[i + 1], '^[^|]*|(%-?%d+)|') == '1' and 1 or 0
+			local to = redis.call('SMEMBERS', dp .. d)
+			redis.call('DEL', dp .. d)
+			if avail == 1 or #to > 0 then
 				out = out or { string.match(keys[1], '^t:{(.*)}:dir$') or '' }
-				out[#out + 1] = all[i]
+				out[#out + 1] = { all[i], avail, to }
 			end
 		end
 	end
@@ -727,6 +759,9 @@ local function direct_set(keys, args)
 	local old = redis.call('HGET', keys[1], res)
 	redis.call('HSET', keys[1], res, string.format('~%s|%d|%d', owner, avail, prio))
 	local prev = direct_owner(old)
+	if prev and prev ~= owner then
+		redis.call('DEL', string.sub(keys[1], 1, -4) .. 'dp:~' .. prev)
+	end
 	if old and not prev then
 		local sid = string.match(old, '^([^|]*)')
 		prev = redis.call('HGET', string.sub(keys[1], 1, -4) .. 's:' .. sid, 'owner')
@@ -754,6 +789,8 @@ end
 -- resource it was for). Returns how many went.
 local function direct_del(keys, args)
 	local res, owner = args[1], args[2]
+	-- the stream's own directed-presence set: whatever the entry says
+	redis.call('DEL', string.sub(keys[1], 1, -4) .. 'dp:~' .. owner)
 	if res ~= '' then
 		if direct_owner(redis.call('HGET', keys[1], res)) ~= owner then
 			return 0
@@ -769,6 +806,39 @@ local function direct_del(keys, args)
 		end
 	end
 	return n
+end
+
+-- KEYS dp (the set), fence (the session's record, or the directory for a
+-- direct session); ARGV op ("+" add, "-" remove, "0" clear all), owner
+-- (the stream), JID, max members, resource ("" for a XEP-0198 session, else
+-- the direct entry's). The directed-presence recipients of a session
+-- (DIRECTED PRESENCE), written only by the stream that owns it now: the
+-- record's owner, or the direct entry's. 1, 0 (not the owner: nothing
+-- written), or EDQUOT (the set holds <max>: the stream keeps no more).
+local function dpres(keys, args)
+	local op, owner, jid, max, res = args[1], args[2], args[3], num(args[4]), args[5] or ''
+	local cur
+	if res == '' then
+		cur = redis.call('HGET', keys[2], 'owner')
+	else
+		cur = direct_owner(redis.call('HGET', keys[2], res))
+	end
+	if cur ~= owner then
+		return 0
+	end
+	if op == '0' then
+		redis.call('DEL', keys[1])
+	elseif op == '-' then
+		redis.call('SREM', keys[1], jid)
+	elseif op == '+' then
+		if redis.call('SISMEMBER', keys[1], jid) == 0 and redis.call('SCARD', keys[1]) >= max then
+			return err('EDQUOT too many directed-presence recipients')
+		end
+		redis.call('SADD', keys[1], jid)
+	else
+		return err('EINVAL unknown directed-presence operation')
+	end
+	return 1
 end
 
 ---------------------------------------------------------------- administration
@@ -930,6 +1000,109 @@ local function lease_release(keys, args)
 	end
 	redis.call('DEL', keys[1])
 	return 1
+end
+
+---------------------------------------------------------------- dead nodes' inboxes
+
+-- The value after <name> in the flat name/value array <t>, or nil.
+local function field(t, name)
+	for i = 1, #t - 1, 2 do
+		if t[i] == name then
+			return t[i + 1]
+		end
+	end
+	return nil
+end
+
+-- Inbox entry <e> ({id, {field, value, ...}}) into <out> if it carries a
+-- stanza for a direct session (k 0) of a stream of node incarnation <inc>.
+local function inbox_take(out, e, inc)
+	local to = field(e[2], 'to')
+	if field(e[2], 'k') == '0' and to and string.match(to, '^([^/]+)') == inc then
+		out[#out + 1] = field(e[2], 'e')
+	end
+end
+
+-- KEYS inbox; ARGV incarnation. A node's reader joins its inbox
+-- (redis_inbox.c): its consumer group, named after the incarnation, made
+-- at the stream's end (and the stream if there is none), and its consumer,
+-- so that the group has a consumer seen just now even before the first
+-- read and the node's lease (inbox_abandoned). 1.
+local function inbox_join(keys, args)
+	local r = redis.pcall('XGROUP', 'CREATE', keys[1], args[1], '$', 'MKSTREAM')
+	if type(r) == 'table' and r.err and not string.match(r.err, '^BUSYGROUP') then
+		return r
+	end
+	redis.call('XGROUP', 'CREATECONSUMER', keys[1], args[1], args[1])
+	return 1
+end
+
+-- 1 if the group <inc> of inbox <key> belongs to a dead incarnation: its
+-- lease is gone, and none of its consumers read for <idle> ms (a node
+-- that just started reads before its first lease renewal).
+local function inbox_abandoned(key, inc, idle)
+	if alive(inc) then
+		return false
+	end
+	for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', key, inc)) do
+		if tonumber(field(c, 'idle')) < idle then
+			return false
+		end
+	end
+	return true
+end
+
+-- KEYS inbox (a node's stream, as SCAN found it); ARGV max entries, idle
+-- ms. The reaper's step for the inbox of a dead node incarnation (the
+-- consumer group named after it, abandoned: inbox_abandoned):
+-- up to <max> of its entries, first those it read and never acknowledged
+-- (it may have died before handing them over), then those it never read,
+-- are acknowledged, and the stanzas among them for its direct sessions
+-- (k 0) returned, to be treated as stanzas for an unavailable resource
+-- (RFC 6121 8.5.3). Other kinds are dropped: notices about XEP-0198
+-- sessions, whose queues hold their stanzas. A group with nothing left is
+-- destroyed; a stream with no group left whose node holds no lease is
+-- deleted. Returns {more (1: call again), {entry, ...}, inbox} with the
+-- entries as queued ("0:<stamp>:<meta><payload>"), or 0 (no such stream).
+-- One dead group per call. The lease key has the stream's tag: one slot.
+local function inbox_reap(keys, args)
+	local key, max, idle = keys[1], num(args[1]), num(args[2])
+	if redis.call('EXISTS', key) == 0 then
+		return 0
+	end
+	local out, groups = {}, redis.call('XINFO', 'GROUPS', key)
+	for _, g in ipairs(groups) do
+		local inc = field(g, 'name')
+		if inbox_abandoned(key, inc, idle) then
+			local p = redis.call('XPENDING', key, inc, '-', '+', max)
+			for _, x in ipairs(p) do
+				local e = redis.call('XRANGE', key, x[1], x[1])[1]
+				if e then -- else trimmed (MAXLEN) since
+					inbox_take(out, e, inc)
+				end
+				redis.call('XACK', key, inc, x[1])
+			end
+			local u = {}
+			if #p < max then
+				u = redis.call('XRANGE', key, '(' .. field(g, 'last-delivered-id'), '+',
+					'COUNT', max - #p)
+				for _, e in ipairs(u) do
+					inbox_take(out, e, inc)
+				end
+				if #u > 0 then
+					redis.call('XGROUP', 'SETID', key, inc, u[#u][1])
+				end
+			end
+			if #p + #u == 0 then
+				redis.call('XGROUP', 'DESTROY', key, inc)
+			end
+			return { 1, out, key }
+		end
+	end
+	if #groups == 0 and not redis.call('GET', string.sub(key, 1, -3) .. 'lease') then
+		redis.call('DEL', key)
+	end
+	return { 0, out, key }
 end
 
 ---------------------------------------------------------------- IM data
@@ -1346,6 +1519,7 @@ reg('deliver', deliver)
 reg('direct_set', direct_set)
 reg('direct_update', direct_update)
 reg('direct_del', direct_del)
+reg('dpres', dpres)
 reg('tickets', tickets)
 reg('sessions', sessions, RO)
 reg('fast_get', fast_get, RO)
@@ -1353,6 +1527,8 @@ reg('fast_cas', fast_cas)
 reg('lease_acquire', lease_acquire)
 reg('lease_renew', lease_renew)
 reg('lease_release', lease_release)
+reg('inbox_join', inbox_join)
+reg('inbox_reap', inbox_reap)
 reg('im_read', im_read, RO)
 reg('im_set', im_set)
 reg('im_remove', im_remove)

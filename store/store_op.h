@@ -33,6 +33,7 @@ enum store_op_kind {
 	STORE_OP_IM_BLOCKS,          /* XEP-0191: read the blocklist */
 	STORE_OP_IM_BLOCK,           /* ...change it */
 	STORE_OP_DIRECT,             /* a direct session's directory entry */
+	STORE_OP_DPRES,              /* a session's directed-presence recipients */
 };
 
 /* One operation issued on a handle. It waits in the handle's FIFO and
@@ -167,6 +168,19 @@ struct store_direct_op {
 	int err;
 	int replaced;           /* SET: <old> is the owner of the session it replaced */
 	struct bus_addr old;
+};
+
+/* A session's directed-presence recipients (store_dpres_async). */
+struct store_dpres_op {
+	struct store_op op;     /* first */
+	store_write_fn *fn;
+	enum store_dpres what;
+	char *bare, *resource;  /* <resource>: the direct entry's, "" for a XEP-0198 session */
+	char sid[SM_ID_LEN + 1]; /* the XEP-0198 session, "" for a direct one */
+	char *jid;
+	unsigned max;
+	struct bus_addr owner;  /* the stream */
+	int err;
 };
 
 /* Completes once everything issued before it did (store_barrier_async). */

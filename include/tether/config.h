@@ -60,6 +60,8 @@ struct config {
 	char admin_listen[CONFIG_STR_MAX];  /* [admin] listen = host:port of /metrics, /healthz, /readyz; empty = off */
 	/* [cluster] */
 	char cluster_node[CONFIG_NODE_MAX + 1]; /* node = (none): this node's unique name; required with redis */
+	unsigned cluster_lease_ms;          /* lease_ms = 5000: a node whose lease is this old is dead */
+	unsigned cluster_tick_ms;           /* tick_ms = 1000: lease renewal and reaper step; <= lease_ms / 2 */
 	/* [limits] connections and guessing (limits.h) */
 	unsigned max_conns_per_ip;          /* max_conns_per_ip = 100 sockets from one address; 0 = no limit */
 	unsigned max_preauth_conns;         /* max_preauth_conns = 10000 unauthenticated, process-wide; 0 = no limit */
@@ -70,6 +72,7 @@ struct config {
 	/* [im] RFC 6121, XEP-0160 */
 	unsigned im_max_roster_items;       /* max_roster_items = 1000 items per roster */
 	unsigned im_max_offline;            /* max_offline = 500 messages stored per account */
+	unsigned im_max_directed;           /* max_directed = 64 directed-presence recipients per session */
 };
 
 /* Fills <cfg> with the defaults. */

@@ -17,10 +17,12 @@
  * notice for a session of this node incarnation goes to <fn>; notices for
  * an earlier run of the node (its sessions are gone) are dropped.
  *
- * At most once: reading starts at the stream's end when the node starts
- * and again after its link comes back, so notices sent while it could not
- * read are not seen (fencing makes them unnecessary: store.h,
- * store_node_notice). */
+ * Reading is in a consumer group of this node incarnation, made at the
+ * stream's end when the node starts; each batch is acknowledged once
+ * handed to <fn>. After its link comes back the node reads its
+ * unacknowledged entries again, then what came meanwhile: at least once.
+ * What a dead incarnation left in its group is the reaper's
+ * (tether_inbox_reap, cluster.h). */
 
 struct inbox;
 

@@ -7,6 +7,8 @@
 #ifndef TETHER_PRESENCE_H
 #define TETHER_PRESENCE_H
 
+#include <stddef.h>
+
 struct c2s;
 struct rmsg;
 struct worker;
@@ -66,9 +68,11 @@ void presence_session_end(struct c2s *s);
 
 /* A session of <bare> (full JID <full>) ended without its stream: a node
  * that crashed, found by the cluster's reaper. Its unavailable presence
- * goes to the account's resources here and to its subscribers, through
- * <w>'s store handle. Directed presence it sent is not known here. */
-void presence_gone(struct worker *w, const char *bare, const char *full);
+ * goes, if it was <available>, to the account's resources and to its
+ * subscribers, through <w>'s store handle; and to the <ndirected> JIDs of
+ * <directed> (its directed presence, as the store kept it), in any case. */
+void presence_gone(struct worker *w, const char *bare, const char *full, int available,
+		   const char *const *directed, size_t ndirected);
 
 /* Frees the session's IM state (c2s_free). */
 void presence_free(struct c2s *s);

@@ -45,4 +45,13 @@ int redis_boot_check_key(redisContext *rc, const uint8_t key[32], char *err, siz
  * token key. 0, 1 (key mismatch) or -1, with <err> set on non-zero. */
 int redis_boot(const char *addr, const uint8_t key[32], char *err, size_t errlen);
 
+/* Takes node <name>'s lease t:{node:<name>}:lease for incarnation
+ * <holder> ("<name>.<boot>") with a TTL of <ttl_ms>, before the node
+ * serves anyone: a session bound before the first renewal would otherwise
+ * belong to a node the reaper takes for dead. 0, 1 (held by another
+ * incarnation: an earlier run's lease, still running out) or -1, with
+ * <err> set on non-zero. */
+int redis_boot_lease(const char *addr, const char *name, const char *holder, unsigned ttl_ms,
+		     char *err, size_t errlen);
+
 #endif /* TETHER_REDIS_BOOT_H */

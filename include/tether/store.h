@@ -432,6 +432,30 @@ struct store_op *store_direct_async(struct store_handle *h, enum store_direct wh
 				    const struct bus_addr *owner, int available, int priority,
 				    store_write_fn *fn, void *ud);
 
+/* ---- directed presence (cluster) ---------------------------------------------
+ *
+ * The JIDs a session sent directed presence to (RFC 6121 §4.6), which it
+ * owes unavailable presence when it ends, kept in a shared store beside
+ * the session so that the reaper can send that presence for a session
+ * whose node died (cluster.h). The stream keeps the list in memory as well
+ * and writes only changes: ADD <jid> (-EDQUOT when <max> are kept), DEL
+ * <jid>, CLEAR (its unavailable broadcast undid them all). Written only
+ * while <owner> (the stream) owns the session: XEP-0198 session <sid>,
+ * or, <sid> NULL, the direct entry of <resource>; else nothing happens (0
+ * all the same). The set is removed with the session (its end, expiry or
+ * reaping). Errors as for the owner's writes; <fn> may be NULL; arguments
+ * are copied. NULL: the store is not shared (one node: its memory is
+ * enough) or out of memory; nothing was issued. */
+enum store_dpres {
+	STORE_DPRES_ADD = 0,
+	STORE_DPRES_DEL,
+	STORE_DPRES_CLEAR,
+};
+struct store_op *store_dpres_async(struct store_handle *h, enum store_dpres what,
+				   const char *bare, const char *sid, const char *resource,
+				   const struct bus_addr *owner, const char *jid, unsigned max,
+				   store_write_fn *fn, void *ud);
+
 /* A no-op that completes after everything issued on <h> before it:
  * <fn>(<ud>) then. For back-pressure (a stream stops parsing until the
  * store caught up). NULL: out of memory. */

@@ -19,6 +19,7 @@ struct conn;
 struct rlink;
 struct inbox;
 struct cluster;
+struct cluster_gone;
 struct rmsg;
 struct store_handle;
 
@@ -76,9 +77,10 @@ struct worker_handlers {
 	/* A stanza left in the queue of a session that ended elsewhere (the
 	 * reaper): re-route or bounce it (RFC 6121). Consumes <m>. */
 	void (*orphan)(struct worker *w, struct rmsg *m, uint64_t stamp_ms);
-	/* A session of <bare> bound to <resource>, available when its node
-	 * died, was removed by the reaper: tell whoever saw it available. */
-	void (*gone)(struct worker *w, const char *bare, const char *resource);
+	/* A session whose node died was removed by the reaper: tell whoever
+	 * saw it available, and the recipients of its directed presence
+	 * (cluster.h; <g> borrowed for the call). */
+	void (*gone)(struct worker *w, const struct cluster_gone *g);
 	/* A delivery reached <to>, a slot whose session is gone: find the
 	 * recipient again or bounce. Consumes one reference of <m>. */
 	void (*stale)(struct worker *w, const struct bus_addr *to, struct rmsg *m);

@@ -125,6 +125,10 @@ struct cluster *cluster_new(struct rlink *link, struct timer_wheel *wheel, const
 	(void)link, (void)wheel, (void)key, (void)fn, (void)gone, (void)ud;
 	return NULL;
 }
+void cluster_set_timing(struct cluster *c, unsigned lease_ms, unsigned tick_ms)
+{
+	(void)c, (void)lease_ms, (void)tick_ms;
+}
 void cluster_start(struct cluster *c) { (void)c; }
 void cluster_free(struct cluster *c) { (void)c; }
 

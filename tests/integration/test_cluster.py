@@ -29,11 +29,13 @@ NS_SASL2 = 'urn:xmpp:sasl:2'
 
 
 class Cluster:
-    def __init__(self, factory, tmp_path, n=3):
+    def __init__(self, factory, tmp_path, n=3, extra=None):
+        """<extra>: more config for every node, {'section.key': value}."""
         self.dir = tempfile.mkdtemp(prefix='tether-cl-')   # short: unix socket paths
         self.redis = RedisServer(self.dir, aof=True)
         self.key = str(tmp_path / 'token.key')
         self.factory = factory
+        self.extra = extra or {}
         self.nodes = {}
         for name in 'abc'[:n]:
             self.start(name)
@@ -41,9 +43,9 @@ class Cluster:
             self.nodes['a'].add_user(user, pw)
 
     def start(self, name, **extra):
-        s = self.factory(backend='redis', **{'store.redis': self.redis.addr, 'cluster.node': name,
-                                             'tokens.key_file': self.key, 'sm.max_resume': 120},
-                         **extra)
+        s = self.factory(backend='redis', **dict({'store.redis': self.redis.addr, 'cluster.node': name,
+                                                  'tokens.key_file': self.key, 'sm.max_resume': 120},
+                                                 **self.extra, **extra))
         self.nodes[name] = s
         return s
 

@@ -4,7 +4,9 @@ account's route directory ("~<owner>|<avail>|<prio>"), so full-JID and
 bare-JID messages, iqs and presence from a client on another node reach
 it through its owner node's inbox; a session that is gone gets RFC 6121's
 treatment, a resource bound on two nodes ends the older stream, and a
-killed node's entries stop swallowing stanzas once its lease lapses."""
+killed node's entries stop swallowing stanzas once its lease lapses. What
+a killed node leaves behind: the reaper undoes its sessions' directed
+presence and hands the stanzas in its inbox to RFC 6121's rules."""
 
 import signal
 import time
@@ -262,3 +264,134 @@ def test_killed_node_direct_session_goes_unavailable_for_contacts(cluster, conns
     alice.wait_for(unavailable, timeout=20, what='bob unavailable on alice')
     other.wait_for(unavailable, timeout=5, what='bob/desk unavailable on bob/laptop')
     assert not entry(cluster, 'bob@localhost', 'desk')
+
+
+# A short lease and tick, so that the reaper finds a killed node fast.
+FAST_REAPER = {'cluster.lease_ms': 1000, 'cluster.tick_ms': 200}
+
+
+def dp_keys(cluster, bare):
+    return cluster.redis.cli('KEYS', 't:{%s}:dp:*' % bare).split()
+
+
+def unavailable_from(jid):
+    return lambda e: (e.tag == q(xr.NS_CLIENT, 'presence') and e.get('from') == jid and
+                      e.get('type') == 'unavailable')
+
+
+def wait_no_dp_keys(cluster, bare, timeout=5):
+    deadline = time.monotonic() + timeout
+    while dp_keys(cluster, bare) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not dp_keys(cluster, bare), 'directed-presence set left behind'
+
+
+def login_as(node, sm, user, resource):
+    if sm:
+        return smc.sm_login(node, user, cf.USERS[user], resource)
+    return login(node, user, resource, presence=False)
+
+
+@pytest.mark.parametrize('sm', [False, True], ids=['direct', 'sm'])
+def test_killed_node_directed_presence_is_undone(server_factory, tmp_path, conns, sm):
+    """alice on node a sends directed presence to carol (on b, not a
+    contact: RFC 6121 §4.6); node a is killed with SIGKILL. Once the reaper
+    removes alice's session (direct: when a's lease lapses; XEP-0198: once
+    its resumption window is over too), carol gets alice's unavailable
+    presence (§4.6.3), and the set that kept carol is gone."""
+    cluster = Cluster(server_factory, tmp_path, extra=dict(FAST_REAPER, **{'sm.max_resume': 1}))
+    try:
+        a, b = cluster.nodes['a'], cluster.nodes['b']
+        carol = login(b, 'carol', 'pad')
+        conns.append(carol)
+        alice = login_as(a, sm, 'alice', 'phone')
+        alice.presence(to=carol.jid)
+        carol.wait_presence(from_=alice.jid, timeout=10)
+        alice.roundtrip()
+        assert dp_keys(cluster, 'alice@localhost'), 'directed presence not kept in Redis'
+        a.stop(signal.SIGKILL)
+        alice.abort()
+        carol.wait_for(unavailable_from(alice.jid), timeout=20, what='alice unavailable on carol')
+        wait_no_dp_keys(cluster, 'alice@localhost')
+    finally:
+        cluster.close()
+
+
+@pytest.mark.parametrize('sm', [False, True], ids=['direct', 'sm'])
+def test_session_end_removes_directed_presence_set(cluster, conns, sm):
+    """A session on a live node keeps its directed-presence recipients in
+    Redis as they change (an unavailable one takes a JID out, a broadcast
+    unavailable clears them), and its end leaves no set behind (no leak)."""
+    a, b = cluster.nodes['a'], cluster.nodes['b']
+    carol = login(b, 'carol', 'pad')
+    conns.append(carol)
+    alice = login_as(a, sm, 'alice', 'phone')
+    alice.presence(to=carol.jid)
+    alice.presence(to='bob@localhost')
+    carol.wait_presence(from_=alice.jid, timeout=10)
+    alice.presence(to='bob@localhost', type_='unavailable')
+    alice.roundtrip()
+    keys = dp_keys(cluster, 'alice@localhost')
+    assert len(keys) == 1, keys
+    assert cluster.redis.cli('SMEMBERS', keys[0]).split() == [carol.jid]
+    alice.presence(type_='unavailable')          # the broadcast undoes all of it
+    carol.wait_for(unavailable_from(alice.jid), timeout=10, what='alice unavailable on carol')
+    alice.roundtrip()
+    assert not dp_keys(cluster, 'alice@localhost')
+    alice.presence(to=carol.jid)
+    carol.wait_presence(from_=alice.jid, timeout=10)
+    alice.roundtrip()
+    assert dp_keys(cluster, 'alice@localhost')
+    alice.close()
+    wait_no_dp_keys(cluster, 'alice@localhost')
+
+
+def test_killed_node_inbox_goes_to_offline_storage_and_bounces(server_factory, tmp_path, conns):
+    """bob (no XEP-0198) on node a; a is stopped (SIGSTOP), alice on node b
+    sends bob/desk chat messages and iqs while a's lease still holds, so
+    they wait in a's inbox (the first read by a's blocked XREADGROUP but
+    never handled, the rest unread), then a is killed. The reaper drains
+    a's inbox as stanzas for an unavailable resource (RFC 6121 §8.5.3.2):
+    bob has no other resource, so the chat messages are stored offline
+    and reach bob at his next login, once each, delay-stamped; the iqs
+    come back to alice as service-unavailable; a's stream goes."""
+    cluster = Cluster(server_factory, tmp_path,
+                      extra={'cluster.lease_ms': 4000, 'cluster.tick_ms': 200})
+    try:
+        a, b = cluster.nodes['a'], cluster.nodes['b']
+        bob = login(a, 'bob', 'desk')
+        alice = login(b, 'alice', 'phone')
+        conns.append(alice)
+        n, niq = 100, 5
+        a.proc.send_signal(signal.SIGSTOP)
+        try:
+            for i in range(n):
+                alice.message(bob.jid, smc.numbered('in', i))
+            for i in range(niq):
+                alice.send("<iq type='get' id='q%d' to='%s'>%s</iq>" % (i, bob.jid, PING))
+            alice.roundtrip()
+            inbox = int(cluster.redis.cli('XLEN', 't:{node:a}:in').strip() or 0)
+            assert inbox >= n + niq, 'not in the inbox: %d' % inbox
+        finally:
+            a.stop(signal.SIGKILL)
+        bob.abort()
+        for i in range(niq):
+            err = alice.wait_for(lambda e, i=i: e.get('id') == 'q%d' % i and e.get('type') == 'error',
+                                 timeout=30, what='iq q%d bounced' % i)
+            assert xr.stanza_error(err)[1] == 'service-unavailable', tostr(err)
+        deadline = time.monotonic() + 10
+        while cluster.redis.cli('EXISTS', 't:{node:a}:in').strip() != '0' and \
+                time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert cluster.redis.cli('EXISTS', 't:{node:a}:in').strip() == '0', 'dead inbox left'
+        back = login(b, 'bob', 'back')
+        conns.append(back)
+        got = []
+        for i in range(n):
+            el = back.wait_message(smc.numbered('in', i), timeout=10)
+            assert smc.delay_of(el) is not None, tostr(el)
+            got.append(el)
+        back.roundtrip()
+        xr.assert_no_message(back, wait=0.5)          # nothing twice
+    finally:
+        cluster.close()

@@ -1619,6 +1619,13 @@ static int direct(enum store_direct what, const char *bare, const char *res,
 	return write_err(store_direct_async(E.h, what, bare, res, owner, avail, prio, on_write, s), s);
 }
 
+static int dpres(enum store_dpres what, const char *bare, const char *sid, const char *res,
+		 const struct bus_addr *owner, const char *jid, struct seen *s)
+{
+	memset(s, 0, sizeof(*s));
+	return write_err(store_dpres_async(E.h, what, bare, sid, res, owner, jid, 2, on_write, s), s);
+}
+
 /* A direct entry names its stream; delivery to it goes to its owner node's
  * inbox (not for this node's: the caller hands those over), bare-JID
  * delivery weighs it by presence like any session, only its owner updates
@@ -1691,25 +1698,198 @@ static void test_direct(void **state)
 	assert_int_equal(c.integer, 0);
 
 	/* A dead node's entries: skipped by deliveries, removed by the reaper
-	 * (tether_dir_reap), which names the available ones (their
-	 * unavailable presence is due) after the account. */
+	 * (tether_dir_reap), which names the available ones and those with
+	 * directed presence out (their unavailable presence is due) after the
+	 * account, with the recipients; their sets go too. */
 	assert_int_equal(direct(STORE_DIRECT_SET, bare, "r3", &C, 1, 0, &s), 0);
-	assert_int_equal(direct(STORE_DIRECT_SET, bare, "r5", &C, 0, 0, &s), 0);
+	struct bus_addr D = { C.node, 2, 9, 5 }, F = { C.node, 2, 9, 6 }; /* one stream, one entry */
+	assert_int_equal(direct(STORE_DIRECT_SET, bare, "r5", &D, 0, 0, &s), 0);
+	assert_int_equal(direct(STORE_DIRECT_SET, bare, "r6", &F, 0, 0, &s), 0);
+	assert_int_equal(dpres(STORE_DPRES_ADD, bare, NULL, "r5", &D, "carol@example.com", &s), 0);
 	RS_CMD(rp, fd, &c, "DEL", "t:{node:b}:lease");
 	assert_int_equal(ddeliver(bare, "r3", &d), 0);
 	RS_CMD(rp, fd, &c, "HEXISTS", kdir, "r3");
 	assert_int_equal(c.integer, 1);
 	RS_CMD(rp, fd, &c, "FCALL", "tether_dir_reap", "1", kdir);
 	assert_int_equal(c.type, REDIS_REPLY_ARRAY);
-	assert_int_equal(c.n, 2);
+	assert_int_equal(c.n, 3);
 	assert_string_equal(c.el[0].str, bare);
-	assert_string_equal(c.el[1].str, "r3");
+	for (size_t i = 1; i < 3; i++) {
+		const struct rcopy *e = &c.el[i];
+		assert_int_equal(e->n, 3);
+		if (!strcmp(e->el[0].str, "r3")) {
+			assert_int_equal(e->el[1].integer, 1);
+			assert_int_equal(e->el[2].n, 0);
+		} else {
+			assert_string_equal(e->el[0].str, "r5");
+			assert_int_equal(e->el[1].integer, 0);
+			assert_int_equal(e->el[2].n, 1);
+			assert_string_equal(e->el[2].el[0].str, "carol@example.com");
+		}
+	}
+	RS_CMD(rp, fd, &c, "EXISTS", "t:{direct@example.com}:dp:~b.0badcafe/2/9/5");
+	assert_int_equal(c.integer, 0);
 	RS_CMD(rp, fd, &c, "HEXISTS", kdir, "r3");
 	assert_int_equal(c.integer, 0);
 	RS_CMD(rp, fd, &c, "HEXISTS", kdir, "r5");
 	assert_int_equal(c.integer, 0);
 	RS_CMD(rp, fd, &c, "FCALL", "tether_dir_reap", "1", kdir);
 	assert_int_equal(c.type, REDIS_REPLY_INTEGER);
+	assert_int_equal(c.integer, 0);
+	rcopy_clear(&c);
+	rproto_free(rp);
+	close(fd);
+}
+
+/* Directed-presence recipients (tether_dpres): written only by the stream
+ * that owns the session (XEP-0198: the record's owner; direct: the
+ * entry's), bounded, removed with the session (destroy, reap, direct
+ * del, a bind that replaces a direct entry), renamed when the stream
+ * enables XEP-0198. */
+static void test_directed_presence(void **state)
+{
+	(void)state;
+	struct rproto *rp = rproto_new(NULL);
+	int fd = rs_connect(&srv);
+	struct rcopy c = { 0 };
+	struct seen s;
+	const char *bare = "dp@example.com";
+	char key[160], self[64], owner[96];
+	snprintf(self, sizeof(self), "a.%s", nodes_boot());
+	RS_CMD(rp, fd, &c, "SET", "t:{node:a}:lease", self);
+
+	struct sm_record r;
+	new_rec(&r, &A, 300);
+	create(&r, bare, "phone");
+	snprintf(key, sizeof(key), "t:{%s}:dp:%s", bare, r.id);
+	assert_int_equal(dpres(STORE_DPRES_ADD, bare, r.id, "phone", &A, "carol@example.com", &s), 0);
+	assert_int_equal(dpres(STORE_DPRES_ADD, bare, r.id, "phone", &A, "dave@example.com/x", &s), 0);
+	assert_int_equal(dpres(STORE_DPRES_ADD, bare, r.id, "phone", &A, "eve@example.com", &s),
+			 -EDQUOT);                          /* max 2 */
+	assert_int_equal(dpres(STORE_DPRES_ADD, bare, r.id, "phone", &B, "eve@example.com", &s), 0);
+	RS_CMD(rp, fd, &c, "SCARD", key);
+	assert_int_equal(c.integer, 2);                     /* B does not own it: nothing */
+	assert_int_equal(dpres(STORE_DPRES_DEL, bare, r.id, "phone", &A, "carol@example.com", &s), 0);
+	RS_CMD(rp, fd, &c, "SISMEMBER", key, "dave@example.com/x");
+	assert_int_equal(c.integer, 1);
+	assert_int_equal(dpres(STORE_DPRES_CLEAR, bare, r.id, "phone", &A, NULL, &s), 0);
+	RS_CMD(rp, fd, &c, "EXISTS", key);
+	assert_int_equal(c.integer, 0);
+	assert_int_equal(dpres(STORE_DPRES_ADD, bare, r.id, "phone", &A, "carol@example.com", &s), 0);
+	memset(&s, 0, sizeof(s));
+	assert_non_null(store_sm_destroy_async(E.h, r.id, r.epoch, on_drain, &s));
+	assert_int_equal(run_until(&s.calls, 1, 3000), 0);
+	assert_int_equal(s.err, 0);
+	assert_int_equal(s.n, 0);
+	RS_CMD(rp, fd, &c, "EXISTS", key);
+	assert_int_equal(c.integer, 0);                     /* gone with the session */
+
+	/* A direct session's set: renamed to the session's by its <enable/>,
+	 * removed by its end and by a bind that replaced it. */
+	snprintf(owner, sizeof(owner), "t:{%s}:dp:~%s/0/5/1", bare, self);
+	assert_int_equal(direct(STORE_DIRECT_SET, bare, "desk", &A, 1, 0, &s), 0);
+	assert_int_equal(dpres(STORE_DPRES_ADD, bare, NULL, "desk", &A, "carol@example.com", &s), 0);
+	RS_CMD(rp, fd, &c, "EXISTS", owner);
+	assert_int_equal(c.integer, 1);
+	assert_int_equal(direct(STORE_DIRECT_DEL, bare, "desk", &A, 0, 0, &s), 0);
+	RS_CMD(rp, fd, &c, "EXISTS", owner);
+	assert_int_equal(c.integer, 0);
+	assert_int_equal(direct(STORE_DIRECT_SET, bare, "desk", &A, 1, 0, &s), 0);
+	assert_int_equal(dpres(STORE_DPRES_ADD, bare, NULL, "desk", &A, "carol@example.com", &s), 0);
+	assert_int_equal(direct(STORE_DIRECT_SET, bare, "desk", &B, 1, 0, &s), 0);
+	RS_CMD(rp, fd, &c, "EXISTS", owner);
+	assert_int_equal(c.integer, 0);
+	assert_int_equal(direct(STORE_DIRECT_DEL, bare, "desk", &B, 0, 0, &s), 0);
+	assert_int_equal(direct(STORE_DIRECT_SET, bare, "desk", &A, 1, 0, &s), 0);
+	assert_int_equal(dpres(STORE_DPRES_ADD, bare, NULL, "desk", &A, "carol@example.com", &s), 0);
+	new_rec(&r, &A, 300);
+	create(&r, bare, "desk");                           /* <enable/> on the same stream */
+	snprintf(key, sizeof(key), "t:{%s}:dp:%s", bare, r.id);
+	RS_CMD(rp, fd, &c, "SISMEMBER", key, "carol@example.com");
+	assert_int_equal(c.integer, 1);
+	RS_CMD(rp, fd, &c, "EXISTS", owner);
+	assert_int_equal(c.integer, 0);
+
+	/* The reaper: a session of a dead node, past its window, comes back
+	 * with its recipients, and its set goes. */
+	char krec[160];
+	snprintf(krec, sizeof(krec), "t:{%s}:s:%s", bare, r.id);
+	RS_CMD(rp, fd, &c, "HSET", krec, "owner", "b.0badcafe/2/9/4", "att", "0", "exp", "1");
+	RS_CMD(rp, fd, &c, "FCALL", "tether_sm_reap", "1", krec);
+	assert_int_equal(c.type, REDIS_REPLY_ARRAY);
+	assert_int_equal(c.n, 4);
+	assert_string_equal(c.el[2].str, bare);
+	assert_int_equal(c.el[3].n, 1);
+	assert_string_equal(c.el[3].el[0].str, "carol@example.com");
+	RS_CMD(rp, fd, &c, "EXISTS", key);
+	assert_int_equal(c.integer, 0);
+	rcopy_clear(&c);
+	rproto_free(rp);
+	close(fd);
+}
+
+/* A dead node incarnation's inbox (its consumer group): what it read and
+ * never acknowledged, then what it never read, comes back in batches,
+ * only the stanzas for its own direct sessions (k 0); then the group
+ * goes, and the stream once no group is left and the node has no lease.
+ * A live incarnation's group is left alone. */
+static void test_inbox_reap(void **state)
+{
+	(void)state;
+	struct rproto *rp = rproto_new(NULL);
+	int fd = rs_connect(&srv);
+	struct rcopy c = { 0 };
+	const char *k = "t:{node:z}:in";
+	RS_CMD(rp, fd, &c, "DEL", k);
+	RS_CMD(rp, fd, &c, "FCALL", "tether_inbox_reap", "1", k, "2", "0");
+	assert_int_equal(c.type, REDIS_REPLY_INTEGER);      /* no stream */
+	RS_CMD(rp, fd, &c, "FCALL", "tether_inbox_join", "1", k, "z.1");
+	assert_int_equal(c.integer, 1);
+	RS_CMD(rp, fd, &c, "FCALL", "tether_inbox_join", "1", k, "z.1");
+	assert_int_equal(c.integer, 1);                     /* again: BUSYGROUP is fine */
+	RS_CMD(rp, fd, &c, "XGROUP", "CREATE", k, "z.2", "$");
+	RS_CMD(rp, fd, &c, "SET", "t:{node:z}:lease", "z.2");
+	RS_CMD(rp, fd, &c, "XADD", k, "*", "k", "0", "to", "z.1/0/3/1", "e", "0:7:done");
+	RS_CMD(rp, fd, &c, "XADD", k, "*", "k", "0", "to", "z.1/0/3/1", "e", "0:7:pending");
+	RS_CMD(rp, fd, &c, "XADD", k, "*", "k", "3", "to", "z.1/0/4/1", "seq", "1", "e", "1:7:q");
+	RS_CMD(rp, fd, &c, "XADD", k, "*", "k", "0", "to", "z.2/0/3/1", "e", "0:7:theirs");
+	RS_CMD(rp, fd, &c, "XADD", k, "*", "k", "0", "to", "z.1/0/3/1", "e", "0:7:unread");
+	RS_CMD(rp, fd, &c, "XREADGROUP", "GROUP", "z.1", "z.1", "COUNT", "2", "STREAMS", k, ">");
+	char id[48];
+	snprintf(id, sizeof(id), "%s", c.el[0].el[1].el[0].el[0].str);
+	RS_CMD(rp, fd, &c, "XACK", k, "z.1", id);       /* "done" was handed over */
+	/* z.1's consumer read a moment ago: not abandoned yet (a node that
+	 * just started reads before it renews its lease) */
+	RS_CMD(rp, fd, &c, "FCALL", "tether_inbox_reap", "1", k, "2", "60000");
+	assert_int_equal(c.el[0].integer, 0);
+	assert_int_equal(c.el[1].n, 0);
+	const char *want[] = { "0:7:pending", "0:7:unread" };
+	size_t got = 0;
+	for (int i = 0; i < 6; i++) {
+		RS_CMD(rp, fd, &c, "FCALL", "tether_inbox_reap", "1", k, "2", "0");
+		assert_int_equal(c.type, REDIS_REPLY_ARRAY);
+		assert_int_equal(c.n, 3);
+		assert_string_equal(c.el[2].str, k);
+		for (size_t j = 0; j < c.el[1].n; j++) {
+			assert_true(got < 2);
+			assert_string_equal(c.el[1].el[j].str, want[got++]);
+		}
+		if (!c.el[0].integer)
+			break;
+	}
+	assert_int_equal(got, 2);
+	assert_int_equal(c.el[0].integer, 0);
+	RS_CMD(rp, fd, &c, "XINFO", "GROUPS", k);
+	assert_int_equal(c.n, 1);                           /* z.2's, alive */
+	RS_CMD(rp, fd, &c, "DEL", "t:{node:z}:lease");
+	for (int i = 0; i < 8; i++) {
+		RS_CMD(rp, fd, &c, "FCALL", "tether_inbox_reap", "1", k, "2", "0");
+		if (c.type != REDIS_REPLY_ARRAY)
+			break;                                  /* 0: the stream is gone */
+		if (c.el[1].n)
+			assert_string_equal(c.el[1].el[0].str, "0:7:theirs");
+	}
+	RS_CMD(rp, fd, &c, "EXISTS", k);
 	assert_int_equal(c.integer, 0);
 	rcopy_clear(&c);
 	rproto_free(rp);
@@ -1759,6 +1939,8 @@ int main(void)
 		cmocka_unit_test(test_im_offline),
 		cmocka_unit_test(test_im_roster_set_remove),
 		cmocka_unit_test(test_direct),
+		cmocka_unit_test(test_directed_presence),
+		cmocka_unit_test(test_inbox_reap),
 	};
 	if (sodium_init() < 0)
 		return 1;

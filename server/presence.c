@@ -40,7 +40,12 @@
  *   the account, passed on by the sessions that enabled carbons, except
  *   the one the original came from or went to. A message to the bare JID
  *   that reaches two resources of equal priority is also copied to each
- *   by the other (both asked for carbons, both may see it twice).
+ *   by the other (both asked for carbons, both may see it twice). With a
+ *   store shared between nodes, the copy also goes to the account's
+ *   sessions on the other nodes, through their inboxes (deliver_others):
+ *   this node does not know which of them enabled carbons, so every
+ *   eligible message costs one more store call; like pushes, a copy is
+ *   sent at most once (a node unreachable for it misses it).
  */
 #include "tether/presence.h"
 #include "c2s_priv.h"
@@ -1005,9 +1010,10 @@ void presence_broadcast(struct c2s *s, struct rmsg *m, int initial)
 					on_initial, x), x);
 }
 
-/* The account's other resources that enabled carbons, into <t>: how many.
- * Looked up before anything is serialized or scanned, so a stanza of an
- * account without such a resource (the common case) costs no more. */
+/* The account's other resources on this node that enabled carbons, into
+ * <t>: how many. Looked up before anything is serialized or scanned, so a
+ * stanza of an account without such a resource (the common case on one
+ * node) costs no more. */
 static size_t carbon_targets(struct c2s *s, struct route_target t[ROUTER_MAX_RESOURCES])
 {
 	size_t n = router_get_all(s->srv->router, s->bare, t, ROUTER_MAX_RESOURCES), k = 0;
@@ -1017,8 +1023,19 @@ static size_t carbon_targets(struct c2s *s, struct route_target t[ROUTER_MAX_RES
 	return k;
 }
 
-/* A copy of <data> (type <type>) to the <k> resources in <t>. */
-static void carbon(struct c2s *s, const struct route_target *t, size_t k, int sent,
+/* Whether the account may have resources on other nodes: with a shared
+ * store this node does not know which of them enabled carbons, so every
+ * eligible message is copied to them all and each passes it on or drops
+ * it (deliver_filter), as pushes are. */
+static int carbon_elsewhere(struct c2s *s)
+{
+	struct store_handle *h = handle(s);
+	return h && store_shared(h);
+}
+
+/* A copy of <data> (type <type>) to the <k> resources in <t>, and to the
+ * account's sessions on other nodes if <elsewhere>. */
+static void carbon(struct c2s *s, const struct route_target *t, size_t k, int elsewhere, int sent,
 		   const char *type, const char *data, size_t len)
 {
 	struct sbuf b = SBUF_INIT;
@@ -1027,6 +1044,8 @@ static void carbon(struct c2s *s, const struct route_target *t, size_t k, int se
 		c = rmsg_new(RMSG_MESSAGE, b.data, b.len, s->full, NULL, NULL, T_CARBON);
 	for (size_t i = 0; c && i < k; i++)
 		bus_deliver(s->w, &t[i].addr, rmsg_ref(c));
+	if (c && elsewhere)
+		deliver_others(s->w, s->bare, c); /* their nodes' inboxes: at most once */
 	rmsg_unref(c);
 	sbuf_free(&b);
 }
@@ -1036,14 +1055,17 @@ static void carbon_sent(struct c2s *s, struct xnode *el)
 	const char *type = xnode_attr(el, "type");
 	struct route_target t[ROUTER_MAX_RESOURCES];
 	size_t k;
+	int elsewhere;
 	if (type && strcmp(type, "chat") && strcmp(type, "normal"))
 		return; /* cheap refusals first: no serialization */
-	if (!(k = carbon_targets(s, t)))
+	k = carbon_targets(s, t);
+	elsewhere = carbon_elsewhere(s);
+	if (!k && !elsewhere)
 		return;
 	sbuf_reset(&s->out);
 	if (!xnode_serialize(el, XMLNS_CLIENT, &s->out) &&
 	    carbons_eligible(s->out.data, s->out.len, type ? type : ""))
-		carbon(s, t, k, 1, type, s->out.data, s->out.len);
+		carbon(s, t, k, elsewhere, 1, type, s->out.data, s->out.len);
 	sbuf_reset(&s->out);
 }
 
@@ -1052,10 +1074,19 @@ static void carbon_received(struct c2s *s, const struct rmsg *m)
 {
 	struct route_target t[ROUTER_MAX_RESOURCES];
 	size_t k;
-	if (!s->full || !(k = carbon_targets(s, t)))
+	int elsewhere;
+	if (!s->full)
 		return;
-	if (carbons_eligible(m->data, m->len, m->type))
-		carbon(s, t, k, 0, m->type, m->data, m->len);
+	k = carbon_targets(s, t);
+	elsewhere = carbon_elsewhere(s);
+	if ((k || elsewhere) && carbons_eligible(m->data, m->len, m->type))
+		carbon(s, t, k, elsewhere, 0, m->type, m->data, m->len);
+}
+
+void presence_appended(struct c2s *s, const struct rmsg *m)
+{
+	if (m->kind == RMSG_MESSAGE && strncmp(m->type, "tether-", 7))
+		carbon_received(s, m);
 }
 
 static int deliver_filter(struct c2s *s, struct rmsg *m);

@@ -46,6 +46,12 @@ void presence_broadcast(struct c2s *s, struct rmsg *m, int initial);
  * 0 to deliver it as usual. */
 int presence_on_deliver(struct c2s *s, struct rmsg *m);
 
+/* A stanza <m> that someone else appended to this session's XEP-0198
+ * queue in the shared store (so it did not pass presence_on_deliver): a
+ * message makes its received copies (XEP-0280) for the account's other
+ * resources, here and on other nodes. <m> stays the caller's. */
+void presence_appended(struct c2s *s, const struct rmsg *m);
+
 #define XMLNS_CSI "urn:xmpp:csi:0"
 
 /* A XEP-0352 <active/> or <inactive/> nonza (namespace XMLNS_CSI). While

@@ -318,6 +318,10 @@ int c2s_sm_known(struct c2s *s, uint32_t seq, struct rmsg *m); /* 1: new to it *
 void c2s_sm_h_done(struct c2s *s);
 /* The session's presence (available, priority) changed: written through. */
 void c2s_sm_presence_changed(struct c2s *s);
+/* The session's IM state changed (presence.c): <len> bytes of <im>
+ * (copied) are written through with the record, for a resumption to
+ * restore. Nothing without SM. */
+void c2s_sm_im_changed(struct c2s *s, const char *im, size_t len);
 
 /* c2s_remote.c: with a store shared between nodes, appends message or iq
  * <m> to the queues of the sessions of <bare> (resource <resource>, or ""

@@ -23,6 +23,7 @@
 #include "tether/ht.h"
 #include "tether/log.h"
 #include "tether/metrics.h"
+#include "tether/presence.h"
 #include "tether/ratelimit.h"
 #include "tether/store.h"
 #include "tether/timer.h"
@@ -160,6 +161,7 @@ int c2s_sm_enable(struct c2s *s, struct xnode *el, struct sbuf *out)
 	}
 	s->flags |= C2S_F_SM;
 	c2s_direct_enabled(s);
+	presence_sm_save(s); /* what was set before <enable/>, for a resumption */
 	sbuf_printf(out, "<enabled xmlns='" XMLNS_SM "' id='%s'", s->sm.id);
 	if (resume) {
 		sbuf_printf(out, " resume='true' max='%u'", s->sm.max);
@@ -407,6 +409,19 @@ static void on_h_written(void *ud, int err, const struct bus_addr *owner, const 
 		return;
 	}
 	c2s_sm_h_done(s);
+}
+
+void c2s_sm_im_changed(struct c2s *s, const char *im, size_t len)
+{
+	if (!(s->flags & C2S_F_SM) || (s->flags & C2S_F_GONE))
+		return;
+	s->sm.im = im; /* for this write only: s->sm never owns it */
+	s->sm.im_len = len;
+	int rc = write_record(s, on_written);
+	s->sm.im = NULL;
+	s->sm.im_len = 0;
+	if (rc)
+		c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
 }
 
 void c2s_sm_presence_changed(struct c2s *s)
@@ -675,8 +690,9 @@ void c2s_sm_moved(struct c2s *s)
 /* ---- resume ------------------------------------------------------------ */
 
 struct take_ctx {
-	struct sm_record rec;
+	struct sm_record rec;   /* rec.im is <im> */
 	char resource[JID_PART_MAX + 1];
+	char *im;               /* the session's IM state, copied (or NULL) */
 	struct sm_entry *q;
 	size_t n;
 	int err;
@@ -696,6 +712,12 @@ static void on_taken(void *ud, int err, const struct sm_record *rec, const char 
 	if (err)
 		return;
 	t->rec = *rec;
+	t->rec.im = NULL;
+	/* Out of memory for the IM state: resumed with less restored. */
+	if (rec->im && rec->im_len && (t->im = malloc(rec->im_len))) {
+		memcpy(t->im, rec->im, rec->im_len);
+		t->rec.im = t->im;
+	}
 	snprintf(t->resource, sizeof(t->resource), "%s", resource);
 	if (n && !(t->q = malloc(n * sizeof(*q)))) {
 		t->err = -ENOMEM;
@@ -706,6 +728,15 @@ static void on_taken(void *ud, int err, const struct sm_record *rec, const char 
 		rmsg_ref(q[i].msg);
 	}
 	t->n = n;
+}
+
+static void take_free(struct take_ctx *t)
+{
+	if (!t)
+		return;
+	free(t->im);
+	free(t->q);
+	free(t);
 }
 
 /* After a resumption's retransmission: entries announced while the take
@@ -742,9 +773,7 @@ void c2s_sm_retransmit(struct c2s *s, struct sm_resume *r)
 		rmsg_unref(e->msg);
 	}
 	sbuf_reset(&s->out);
-	if (t)
-		free(t->q);
-	free(t);
+	take_free(t);
 	r->t = NULL;
 	drain_held(s);
 	after_count_change(s, 0);
@@ -759,6 +788,8 @@ static int adopt(struct c2s *s, struct sm_resume *r, uint32_t h, struct sbuf *fa
 	struct bus_addr to = s->self;
 	r->h = h;
 	s->sm = t->rec;
+	s->sm.im = NULL; /* t's: restored below */
+	s->sm.im_len = 0;
 	s->sm.owner = to;
 	s->sm.attached = 1;
 	s->flags |= C2S_F_SM;
@@ -777,6 +808,7 @@ static int adopt(struct c2s *s, struct sm_resume *r, uint32_t h, struct sbuf *fa
 		s->priority = t->rec.priority;
 		router_set_presence(s->srv->router, s->bare, s->resource, 1, s->priority);
 	}
+	presence_sm_restore(s, t->rec.im, t->rec.im_len); /* carbons, CSI, last presence */
 	if (sm_check_h(&s->sm.c, h)) {
 		/* The client claims more than we sent: the session cannot be
 		 * trusted; it ends as on expiry (sm.md §5 step 3). */
@@ -833,7 +865,7 @@ static int isr_result(struct c2s *s, const char *bare, const char *previd, struc
 		log_info("sm: %s: ISR resume of %s failed", bare, previd);
 		fail_el(fail_out, err == -ENOENT ? STE_ITEM_NOT_FOUND : STE_INTERNAL_SERVER_ERROR);
 	}
-	free(t);
+	take_free(t);
 	return err;
 }
 
@@ -885,7 +917,7 @@ int c2s_sm_taken(struct c2s *s, const char *previd, int err, const struct sm_rec
 		/* Unknown, expired or another account's: one answer for all. */
 		log_info("sm: %s: resume of %s failed", s->bare, previd);
 		fail_el(fail_out, t ? STE_ITEM_NOT_FOUND : STE_INTERNAL_SERVER_ERROR);
-		free(t);
+		take_free(t);
 		return -1;
 	}
 	r->t = t;
@@ -903,9 +935,7 @@ void c2s_sm_drop(struct sm_resume *r)
 	struct take_ctx *t = r->t;
 	for (size_t i = 0; t && i < t->n; i++)
 		rmsg_unref(t->q[i].msg);
-	if (t)
-		free(t->q);
-	free(t);
+	take_free(t);
 	r->t = NULL;
 }
 

@@ -87,6 +87,9 @@
 #define IM_F_BLOCKLIST 0x20u   /* XEP-0191: asked for the blocklist, so it gets pushes */
 #define IM_F_BLOCKS  0x40u     /* the blocklist cache below has been loaded */
 #define DIRECTED_MAX 64        /* directed-presence recipients remembered per session */
+/* What an XEP-0198 resumption restores (presence_sm_save). */
+#define IM_F_SAVED (IM_F_ROSTER | IM_F_OFFLINE | IM_F_CARBONS | IM_F_INACTIVE | IM_F_BLOCKLIST)
+#define IM_SAVE_VERSION "1"
 
 struct c2s_im {
 	unsigned flags;
@@ -136,6 +139,91 @@ void presence_free(struct c2s *s)
 		im->load->s = NULL;
 	free(im);
 	s->im = NULL;
+}
+
+/* ---- the state a resumption restores (XEP-0198) ------------------------ */
+
+/* The state as bytes: "1" \x01 flags \x01 n \x01 (directed JID \x01) x n,
+ * then the last available presence as written (may be empty). \x01 is
+ * not allowed in XML nor in a JID, so it cannot occur in the fields. */
+void presence_sm_save(struct c2s *s)
+{
+	struct c2s_im *im = s->im;
+	if (!(s->flags & C2S_F_SM) || !im)
+		return;
+	struct sbuf b = SBUF_INIT;
+	int rc = sbuf_printf(&b, IM_SAVE_VERSION "\x01%u\x01%zu\x01", im->flags & IM_F_SAVED,
+			     im->ndirected);
+	for (size_t i = 0; i < im->ndirected; i++) {
+		rc |= sbuf_puts(&b, im->directed[i]);
+		rc |= sbuf_append(&b, "\x01", 1);
+	}
+	if (im->last)
+		rc |= sbuf_append(&b, im->last->data, im->last->len);
+	if (!rc)
+		c2s_sm_im_changed(s, b.data, b.len);
+	else
+		log_warn("presence: %s: out of memory saving the session's state", s->full);
+	sbuf_free(&b);
+}
+
+/* The next \x01-terminated field of [*<p>, <end>), NUL-terminated in <out>
+ * (<cap> bytes). 0, or -EINVAL. */
+static int next_field(const char **p, const char *end, char *out, size_t cap)
+{
+	const char *q = memchr(*p, '\x01', (size_t)(end - *p));
+	if (!q || (size_t)(q - *p) >= cap)
+		return -EINVAL;
+	memcpy(out, *p, (size_t)(q - *p));
+	out[q - *p] = 0;
+	*p = q + 1;
+	return 0;
+}
+
+void presence_sm_restore(struct c2s *s, const char *data, size_t len)
+{
+	struct c2s_im *im = im_of(s);
+	const char *p = data, *end = data + len;
+	char f[3 * JID_PART_MAX + 3], *e;
+	if (!data || !im || !s->full)
+		return; /* nothing saved: presence_bound's guess stands */
+	if (next_field(&p, end, f, sizeof(f)) || strcmp(f, IM_SAVE_VERSION) ||
+	    next_field(&p, end, f, sizeof(f)))
+		goto bad;
+	unsigned long flags = strtoul(f, &e, 10);
+	if (*e || next_field(&p, end, f, sizeof(f)))
+		goto bad;
+	unsigned long n = strtoul(f, &e, 10);
+	if (*e || n > DIRECTED_MAX)
+		goto bad;
+	im->flags = (im->flags & ~IM_F_SAVED) | ((unsigned)flags & IM_F_SAVED);
+	for (unsigned long i = 0; i < n; i++) {
+		if (next_field(&p, end, f, sizeof(f)))
+			goto bad;
+		if (im->ndirected < DIRECTED_MAX && (im->directed[im->ndirected] = strdup(f)))
+			im->ndirected++;
+	}
+	rmsg_unref(im->last);
+	im->last = p < end ? rmsg_new(RMSG_PRESENCE, p, (size_t)(end - p), s->full, NULL, NULL, "")
+			   : NULL;
+	if (im->flags & IM_F_CARBONS)
+		router_set_carbons(s->srv->router, s->bare, s->resource, &s->self, 1);
+	return;
+bad:
+	log_warn("presence: %s: the session's saved state is unreadable: not restored", s->full);
+}
+
+/* Sets <on> and clears <off> in the session's flags; saved if that
+ * changed them. */
+static void im_flags(struct c2s *s, unsigned on, unsigned off)
+{
+	struct c2s_im *im = im_of(s);
+	if (!im)
+		return;
+	unsigned was = im->flags;
+	im->flags = (im->flags | on) & ~off;
+	if ((was ^ im->flags) & IM_F_SAVED)
+		presence_sm_save(s);
 }
 
 /* ---- sending ------------------------------------------------------------ */
@@ -370,9 +458,9 @@ static int carbons_iq(struct c2s *s, struct xnode *iq, struct xnode *q)
 		return 1;
 	}
 	if (!strcmp(q->name, "enable"))
-		im->flags |= IM_F_CARBONS;
+		im_flags(s, IM_F_CARBONS, 0);
 	else
-		im->flags &= ~IM_F_CARBONS;
+		im_flags(s, 0, IM_F_CARBONS);
 	router_set_carbons(s->srv->router, s->bare, s->resource, &s->self,
 			   !!(im->flags & IM_F_CARBONS));
 	reply_empty(s, iq);
@@ -436,11 +524,9 @@ void presence_bound(struct c2s *s)
 {
 	struct c2s_im *im = im_of(s);
 	/* Bound with SM already on: an XEP-0198 resumption (c2s_sm.c adopt).
-	 * The IM state of the stream it replaces stayed with that stream;
-	 * a client that resumes had a whole session, roster included, so it
-	 * keeps getting pushes. Carbons are not guessed: the client enables
-	 * them again (the flags would have to live in the SM record to
-	 * survive a resumption exactly). */
+	 * The state saved with the session (presence_sm_save) is restored
+	 * next; for a session that has none, a client that resumes had a
+	 * whole session, roster included, so it keeps getting pushes. */
 	if (im && (s->flags & C2S_F_SM))
 		im->flags |= IM_F_ROSTER;
 	blocks_load(s);
@@ -596,7 +682,7 @@ static int blocking_iq(struct c2s *s, struct xnode *iq, struct xnode *q)
 		return 1;
 	}
 	if (get) {
-		im->flags |= IM_F_BLOCKLIST;
+		im_flags(s, IM_F_BLOCKLIST, 0);
 		park(s, store_im_blocks_async(h, s->bare, on_blocklist, x), x);
 		return 1;
 	}
@@ -654,7 +740,7 @@ int presence_own_iq(struct c2s *s, struct xnode *iq)
 	}
 	if (get) {
 		const char *ver = xnode_attr(q, "ver");
-		im->flags |= IM_F_ROSTER;
+		im_flags(s, IM_F_ROSTER, 0);
 		if (ver && !(x->ver = strdup(ver))) {
 			park(s, NULL, x);
 			return 1;
@@ -802,11 +888,14 @@ static void directed(struct c2s *s, const char *to, int avail)
 		if (!avail) {
 			free(im->directed[i]);
 			im->directed[i] = im->directed[--im->ndirected];
+			presence_sm_save(s);
 		}
 		return;
 	}
-	if (avail && im->ndirected < DIRECTED_MAX && (im->directed[im->ndirected] = strdup(to)))
+	if (avail && im->ndirected < DIRECTED_MAX && (im->directed[im->ndirected] = strdup(to))) {
 		im->ndirected++;
+		presence_sm_save(s);
+	}
 }
 
 /* Unavailable presence <m> to every directed-presence recipient; forgets them. */
@@ -941,7 +1030,7 @@ static void fetch_offline(struct c2s *s)
 	struct wait *y = wait_new(s, NULL);
 	if (!y)
 		return;
-	im->flags |= IM_F_OFFLINE;
+	im_flags(s, IM_F_OFFLINE, 0);
 	park(s, store_im_offline_take_async(h, s->bare, on_offline, y), y);
 }
 
@@ -992,6 +1081,7 @@ void presence_broadcast(struct c2s *s, struct rmsg *m, int initial)
 	}
 	if (!avail)
 		undirect(s, m);
+	presence_sm_save(s); /* the last presence (and no directed ones if unavailable) */
 	struct store_handle *h = handle(s);
 	if (!initial || !h) {
 		bcast(s, m);
@@ -1167,9 +1257,9 @@ int presence_csi(struct c2s *s, struct xnode *el)
 	if (!im)
 		return c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
 	if (!strcmp(el->name, "inactive")) {
-		im->flags |= IM_F_INACTIVE;
+		im_flags(s, IM_F_INACTIVE, 0);
 	} else if (!strcmp(el->name, "active")) {
-		im->flags &= ~IM_F_INACTIVE;
+		im_flags(s, 0, IM_F_INACTIVE);
 		csi_flush(s);
 	} else {
 		return c2s_stream_fail(s, SE_UNSUPPORTED_STANZA_TYPE, NULL);
@@ -1183,11 +1273,11 @@ void presence_bind2(struct c2s *s, int carbons, int inactive)
 	if (!im)
 		return;
 	if (carbons) {
-		im->flags |= IM_F_CARBONS;
+		im_flags(s, IM_F_CARBONS, 0);
 		router_set_carbons(s->srv->router, s->bare, s->resource, &s->self, 1);
 	}
 	if (inactive)
-		im->flags |= IM_F_INACTIVE;
+		im_flags(s, IM_F_INACTIVE, 0);
 }
 
 /* ---- delivery ------------------------------------------------------------------- */

@@ -273,7 +273,7 @@ int rcodec_taken(const redisReply *r, const char *sid, struct sm_record *rec, ch
 {
 	*q = NULL;
 	*n = 0;
-	if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+	if (r->type != REDIS_REPLY_ARRAY || r->elements < 2 || r->elements > 3 ||
 	    r->element[1]->type != REDIS_REPLY_ARRAY)
 		return -EINVAL;
 	int rc = rcodec_record(r->element[0], sid, rec, res, reslen);

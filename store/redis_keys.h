@@ -98,7 +98,8 @@ int rcodec_entry(const char *s, size_t len, struct sm_entry *e);
  * (<reslen> bytes, NUL-terminated). 0 or -EINVAL. */
 int rcodec_record(const redisReply *r, const char *sid, struct sm_record *rec, char *res,
 		  size_t reslen);
-/* The {record, queue} reply of take and destroy. <q>/<n>: the entries,
+/* The {record, queue[, IM state]} reply of take and destroy (the state,
+ * take's only, is read by the caller). <q>/<n>: the entries,
  * each with a reference, in one malloc'd array (NULL, 0 if empty, or when
  * <want_q> is 0). <res> as for rcodec_record. 0, -EINVAL (the reply is not
  * one; nothing is left allocated) or -ENOMEM. */

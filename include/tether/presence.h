@@ -7,6 +7,8 @@
 #ifndef TETHER_PRESENCE_H
 #define TETHER_PRESENCE_H
 
+#include <stddef.h>
+
 struct c2s;
 struct rmsg;
 struct worker;
@@ -61,6 +63,19 @@ void presence_appended(struct c2s *s, const struct rmsg *m);
  * Returns what a c2s state function returns (0, or 1 after a stream error
  * for anything else in that namespace). */
 int presence_csi(struct c2s *s, struct xnode *el);
+
+/* With XEP-0198, the session's IM state is written with its record each
+ * time it changes, for a resumption on any node to restore: carbons, CSI
+ * inactive, whether the client asked for its roster and blocklist (it
+ * gets pushes) and had its offline messages, the last available presence
+ * (probes are answered with it) and the directed-presence recipients
+ * (they get unavailable presence when the session ends). Available and
+ * priority are the record's own fields. save: writes it now (nothing
+ * without SM). restore: <len> bytes of <im> as a take returned them
+ * (NULL: nothing was saved), on a stream that adopted the session and
+ * bound its resource. */
+void presence_sm_save(struct c2s *s);
+void presence_sm_restore(struct c2s *s, const char *im, size_t len);
 
 /* Bind2 (XEP-0386) asked inline for XEP-0280 carbons (<carbons>) and/or
  * XEP-0352 <inactive/> (<inactive>) on the session just bound. */

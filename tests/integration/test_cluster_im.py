@@ -14,9 +14,14 @@ import pytest
 import conftest as cf
 import sm_client as smc
 import xmpp_raw as xr
+from sasl2_client import (bind2_xml, new_ua_id, resume_xml, sasl2_login, success_parts)
 from test_cluster import Cluster
-from test_im import NS_CARBONS, carbons, no_carbon, wait_carbon
+from test_fast import fast_attempt
+from test_im import (NS_CARBONS, carbons, no_carbon, roster_get, subscribe_both, wait_carbon)
+from test_isr import detach, isr_attempt
 from xmpp_raw import q, tostr
+
+ISR_MECH = 'HT-SHA-256-ENDP'
 
 PING = "<ping xmlns='urn:xmpp:ping'/>"
 
@@ -90,3 +95,134 @@ def test_carbons_reach_resources_on_other_nodes(cluster, conns):
     no_carbon(tablet)
     no_carbon(watch)
     no_carbon(phone)
+
+
+# ----------------------------------------------------------------------------- IM state across a resumption
+
+NS_CSI = 'urn:xmpp:csi:0'
+STATUS = 'on the bus'
+
+
+def _classic(node):
+    return smc.sm_login(node, 'alice', cf.USERS['alice'], 'phone', auto_ack=True)
+
+
+def _sasl2(node, **kw):
+    c, _ = sasl2_login(node, 'alice', cf.USERS['alice'], tag='phone', **kw)
+    c.wait_for(q(xr.NS_STREAM, 'features'))
+    c.auto_ack = True
+    return c
+
+
+def start_session(method, node):
+    """alice's XEP-0198 session on <node>, begun the way <method> resumes it."""
+    if method == 'classic':
+        return _classic(node), None
+    if method == 'isr':
+        c = _sasl2(node, isr_mech=ISR_MECH)
+        return c, c.isr_token
+    ua = new_ua_id()
+    c = _sasl2(node, ua_id=ua, request_token=ISR_MECH)
+    return c, (ua, c.fast_token)
+
+
+def resume(method, node, sid, h, secret):
+    if method == 'classic':
+        c, el = smc.sm_resume(node, 'alice', cf.USERS['alice'], sid, h, auto_ack=True)
+        assert xr.local(el.tag) == 'resumed', tostr(el)
+        return c
+    if method == 'isr':
+        c, el = isr_attempt(node, 'alice', secret, sid, h)
+        assert success_parts(el)['inst_resumed'] is not None, tostr(el)
+    else:
+        ua, token = secret
+        c, el = fast_attempt(node, 'alice', token, ISR_MECH, ua,
+                             inline=resume_xml(sid, h) + bind2_xml('phone'), resume_h=h)
+        assert success_parts(el)['resumed'] is not None, tostr(el)
+    c.auto_ack = True
+    return c
+
+
+def is_presence(frm, type_=None):
+    return lambda e: (e.tag == q(xr.NS_CLIENT, 'presence') and e.get('from') == frm
+                      and e.get('type') == type_)
+
+
+def status_of(e):
+    return e.findtext(q(xr.NS_CLIENT, 'status'))
+
+
+@pytest.fixture(params=['memory', 'redis-same-node', 'redis-other-node'])
+def where(request, server_factory, tmp_path):
+    """(node the session begins on, node it resumes on, a third node)."""
+    if request.param == 'memory':
+        s = server_factory(backend='memory', **{'sm.max_resume': 120})
+        for user, pw in cf.USERS.items():
+            s.add_user(user, pw)
+        s.settle_users()
+        yield s, s, s
+        return
+    c = Cluster(server_factory, tmp_path)
+    a, b, third = (c.nodes[n] for n in 'abc')
+    yield (a, a, third) if request.param == 'redis-same-node' else (a, b, third)
+    c.close()
+
+
+@pytest.mark.parametrize('method', ['classic', 'isr', 'fast'])
+def test_im_state_survives_resumption(where, method, conns):
+    """alice/phone (XEP-0198) enables carbons, is available with a status and
+    priority 5, has asked for her roster, goes CSI-inactive, then loses her
+    TCP connection and resumes (<resume/>, ISR, or FAST with an inline
+    <resume/>), on the same node or another. Afterwards: a message to
+    another resource of hers is carbon-copied to her; bob's new resource
+    gets her status in answer to its probe; a bare-JID message reaches her
+    (priority 5 beats her laptop's 0); a chat state is dropped and bob's
+    presence is held until she says <active/>."""
+    first, then, third = where
+    phone, secret = start_session(method, first)
+    conns.append(phone)
+    laptop = plain(third, 'alice', 'laptop')
+    bob = plain(third, 'bob', 'desk')
+    conns.extend([laptop, bob])
+    roster_get(phone)
+    roster_get(bob)
+    carbons(phone)
+    phone.presence(priority=5, extra='<status>%s</status>' % STATUS)
+    phone.wait_for(is_presence(phone.jid), what='own presence echo')
+    subscribe_both(phone, bob)
+    phone.send("<inactive xmlns='%s'/>" % NS_CSI)
+    phone.roundtrip()
+    jid, sid, h = phone.jid, phone.sm_id, phone.h
+    detach(first, phone)
+
+    new = resume(method, then, sid, h, secret)
+    conns.append(new)
+    assert new.jid == jid or method == 'classic', (new.jid, jid)
+    new.jid = jid
+
+    bob.message(laptop.jid, 'to-laptop')
+    laptop.wait_message('to-laptop', timeout=10)
+    wait_carbon(new, 'received', 'to-laptop')           # carbons: still enabled
+
+    bob2 = plain(third, 'bob', 'desk2')                  # its initial presence probes alice
+    conns.append(bob2)
+    p = bob2.wait_for(is_presence(jid), timeout=10, what="alice's presence")
+    assert status_of(p) == STATUS, tostr(p)              # the last presence, not a bare one
+
+    bob.message('alice@localhost', 'to-bare')
+    new.wait_message('to-bare', timeout=10)              # available, priority 5
+    xr.assert_no_message(laptop, wait=0.5, body='to-bare')
+
+    bob.send("<message to='%s' type='chat'><composing xmlns='%s'/></message>"
+             % (jid, 'http://jabber.org/protocol/chatstates'))
+    bob.message(jid, 'after-state')
+    new.wait_message('after-state', timeout=10)
+    states = [e for _, e in new.received if e.tag == q(xr.NS_CLIENT, 'message')
+              and e.find(q('http://jabber.org/protocol/chatstates', 'composing')) is not None]
+    assert not states, 'CSI inactive not restored: chat state delivered'
+
+    bob.presence(extra='<status>away now</status>')
+    assert new.maybe(is_presence(bob.jid), 1.0) is None, 'CSI inactive not restored: presence not held'
+    new.send("<active xmlns='%s'/>" % NS_CSI)
+    p = new.wait_for(lambda e: is_presence(bob.jid)(e) and status_of(e) == 'away now', timeout=10,
+                     what="bob's held presence")

@@ -267,9 +267,12 @@ static void held_free(struct c2s_held_entry *h)
 	free(h);
 }
 
+static void csi_drop(struct c2s *s);
+
 void c2s_sm_free(struct c2s *s)
 {
 	qlen_reset(s);
+	csi_drop(s);
 	while (s->held_q)
 		held_free(held_pop(s));
 }
@@ -289,7 +292,7 @@ static void arm_ack_timer(struct c2s *s)
 	const struct config *cfg = &s->srv->cfg;
 	if (s->flags & C2S_F_FULL)
 		s->tp->set_timer(s->io, C2S_TIMER_ACK, cfg->sm_ack_timeout * 1000u);
-	else if (sm_unacked(&s->sm.c) || s->held_q)
+	else if (sm_unacked(&s->sm.c) > s->ncsi || s->held_q) /* not for what CSI defers */
 		s->tp->set_timer(s->io, C2S_TIMER_ACK, cfg->sm_ack_after_ms);
 	else
 		s->tp->set_timer(s->io, C2S_TIMER_ACK, 0);
@@ -333,7 +336,7 @@ static void after_count_change(struct c2s *s, int grew)
 		c2s_sm_uncongest(s);
 	}
 	/* One <r/> outstanding at a time; a burst gets one, sent at flush. */
-	if (!(s->flags & C2S_F_R_SENT) && unacked >= cfg->sm_ack_every)
+	if (!(s->flags & C2S_F_R_SENT) && unacked - s->ncsi >= cfg->sm_ack_every)
 		s->flags |= C2S_F_WANT_R;
 	if ((s->flags & C2S_F_FULL) != was_full || (grew && unacked == 1) || !grew)
 		arm_ack_timer(s);
@@ -376,7 +379,7 @@ void c2s_sm_on_ack_timer(struct c2s *s)
 		c2s_stream_fail(s, SE_POLICY_VIOLATION, "too many unacknowledged stanzas");
 		return;
 	}
-	if (sm_unacked(&s->sm.c) && !(s->flags & C2S_F_R_SENT))
+	if (sm_unacked(&s->sm.c) > s->ncsi && !(s->flags & C2S_F_R_SENT))
 		send_r(s);
 }
 
@@ -462,6 +465,63 @@ int c2s_sm_h_write(struct c2s *s)
 	return 0;
 }
 
+/* ---- CSI: entries written later ------------------------------------------ */
+
+#define CSI_DEFER_MAX 256 /* deferred entries before they are written anyway */
+
+static void csi_drop(struct c2s *s)
+{
+	while (s->csi_q) {
+		struct c2s_held_entry *e = s->csi_q;
+		s->csi_q = e->next;
+		held_free(e);
+	}
+	s->csi_last = NULL;
+	s->ncsi = 0;
+}
+
+void c2s_sm_csi_flush(struct c2s *s)
+{
+	int send = attached(s);
+	while (s->csi_q) {
+		struct c2s_held_entry *e = s->csi_q;
+		s->csi_q = e->next;
+		if (send)
+			s->tp->send(s->io, e->msg->data, e->msg->len);
+		held_free(e);
+	}
+	s->csi_last = NULL;
+	s->ncsi = 0;
+}
+
+/* Writes <m>, the queue's newest entry, or keeps it for later while the
+ * client is inactive (XEP-0352): what the store appended did not pass
+ * the CSI filter of c2s_deliver, and being numbered, it cannot be
+ * dropped. Anything else written flushes what was kept first. Nothing
+ * is lost if a deferral fails: the entry is in the queue (a resumption
+ * retransmits it), and a deferred entry the client never saw is not
+ * acknowledged. */
+static void write_entry(struct c2s *s, const struct rmsg *m)
+{
+	unsigned cap = s->srv->cfg.sm_max_queue / 2;
+	struct c2s_held_entry *e;
+	if (presence_csi_defers(s, m) && s->ncsi < (cap < CSI_DEFER_MAX ? cap : CSI_DEFER_MAX) &&
+	    (e = malloc(sizeof(*e)))) {
+		e->next = NULL;
+		e->seq = s->sm.c.out;
+		e->msg = rmsg_ref((struct rmsg *)m);
+		if (s->csi_last)
+			s->csi_last->next = e;
+		else
+			s->csi_q = e;
+		s->csi_last = e;
+		s->ncsi++;
+		return;
+	}
+	c2s_sm_csi_flush(s);
+	s->tp->send(s->io, m->data, m->len);
+}
+
 /* The next entry of the queue is known: count it, send it if attached. */
 static void advance(struct c2s *s, const struct rmsg *m)
 {
@@ -469,7 +529,7 @@ static void advance(struct c2s *s, const struct rmsg *m)
 	if (qlen_push(s, m->len))
 		log_warn("sm: %s: out of memory counting queue bytes", s->full); /* counts low */
 	if (attached(s))
-		s->tp->send(s->io, m->data, m->len);
+		write_entry(s, m);
 	after_count_change(s, 1);
 }
 
@@ -604,6 +664,7 @@ void c2s_sm_uncongest(struct c2s *s)
 int c2s_sm_detach(struct c2s *s)
 {
 	c2s_sm_uncongest(s);
+	csi_drop(s); /* in the queue: a resumption retransmits them */
 	s->sm.attached = 0;
 	s->sm.expires_ms = timer_now_ms() + s->sm.max * 1000ull;
 	if (write_record(s, on_written))

@@ -1251,6 +1251,16 @@ static int csi_filter(struct c2s *s, struct rmsg *m)
 	return 0;
 }
 
+int presence_csi_defers(struct c2s *s, const struct rmsg *m)
+{
+	if (!s->im || !(s->im->flags & IM_F_INACTIVE) || (s->im->flags & IM_F_FLUSHING))
+		return 0;
+	if (m->kind == RMSG_PRESENCE)
+		return (!*m->type || !strcmp(m->type, "unavailable")) && *m->from &&
+		       strcmp(m->from, s->full ? s->full : "");
+	return m->kind == RMSG_MESSAGE && only_chat_state(m);
+}
+
 int presence_csi(struct c2s *s, struct xnode *el)
 {
 	struct c2s_im *im = im_of(s);
@@ -1260,6 +1270,7 @@ int presence_csi(struct c2s *s, struct xnode *el)
 		im_flags(s, IM_F_INACTIVE, 0);
 	} else if (!strcmp(el->name, "active")) {
 		im_flags(s, 0, IM_F_INACTIVE);
+		c2s_sm_csi_flush(s); /* numbered before what csi_flush appends */
 		csi_flush(s);
 	} else {
 		return c2s_stream_fail(s, SE_UNSUPPORTED_STANZA_TYPE, NULL);

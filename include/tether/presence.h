@@ -77,6 +77,13 @@ int presence_csi(struct c2s *s, struct xnode *el);
 void presence_sm_save(struct c2s *s);
 void presence_sm_restore(struct c2s *s, const char *im, size_t len);
 
+/* XEP-0352 for an XEP-0198 queue entry that was numbered without passing
+ * presence_on_deliver (appended through the shared store): 1 if the
+ * client is inactive and <m> is what it need not see at once (presence
+ * from others, a chat state without a body). Such an entry is already in
+ * the queue, so it is written later, in order, not dropped (c2s_sm.c). */
+int presence_csi_defers(struct c2s *s, const struct rmsg *m);
+
 /* Bind2 (XEP-0386) asked inline for XEP-0280 carbons (<carbons>) and/or
  * XEP-0352 <inactive/> (<inactive>) on the session just bound. */
 void presence_bind2(struct c2s *s, int carbons, int inactive);

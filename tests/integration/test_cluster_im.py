@@ -228,3 +228,40 @@ def test_im_state_survives_resumption(where, method, conns):
     new.send("<active xmlns='%s'/>" % NS_CSI)
     p = new.wait_for(lambda e: is_presence(bob.jid)(e) and status_of(e) == 'away now', timeout=10,
                      what="bob's held presence")
+
+
+# ----------------------------------------------------------------------------- offline messages and kill -9
+
+def test_offline_messages_unacked_survive_kill9_of_the_node(cluster, conns):
+    """alice has offline messages; she logs in with XEP-0198 on node a and
+    sends initial presence: they come, she does not acknowledge them, and
+    node a is killed with SIGKILL. She resumes on node b with h=0: every
+    one of them again, in order, once, with its delay stamp; none is left
+    in offline storage to come a second time."""
+    a, b, c = (cluster.nodes[n] for n in 'abc')
+    bob = plain(c, 'bob', 'desk')
+    conns.append(bob)
+    n = 8
+    for i in range(n):
+        bob.message('alice@localhost', smc.numbered('off', i))
+    bob.roundtrip()
+    assert not [e for e in bob.inbox if e.get('type') == 'error'], 'bounced'
+    alice = smc.sm_login(a, 'alice', cf.USERS['alice'], 'phone', auto_ack=False)
+    alice.presence()
+    got = alice.wait_bodies('off', n, timeout=15)
+    assert got == [smc.numbered('off', i) for i in range(n)], got
+    sid = alice.sm_id
+    a.stop(signal.SIGKILL)
+    smc.kill(alice)
+    new, el = smc.sm_resume(b, 'alice', cf.USERS['alice'], sid, 0, auto_ack=True)
+    conns.append(new)
+    assert xr.local(el.tag) == 'resumed', tostr(el)
+    got = new.wait_bodies('off', n, timeout=15)
+    new.iq('get', PING, to='localhost', timeout=10)
+    assert new.messages('off') == [smc.numbered('off', i) for i in range(n)], new.messages('off')
+    for m in new.message_els('off'):
+        assert smc.delay_of(m) is not None, tostr(m)
+    # nothing stayed in offline storage: a second login gets none again
+    other = plain(c, 'alice', 'tablet')
+    conns.append(other)
+    xr.assert_no_message(other, wait=1.0)

@@ -143,7 +143,10 @@ static void test_session_flow(void **state)
 
 	/* Detached, then taken over by B: epoch 2, the queue holds entry 3. */
 	RS_CMD(c.rp, c.fd, &r, "FCALL", "tether_sm_update", "2", REC("S1"), DIR, "S1", "1", "7", "300",
-	       "0", "60000", "1", "5");
+	       "0", "60000", "1", "5", "IM-STATE");              /* with the IM state */
+	is_ok(&r);
+	RS_CMD(c.rp, c.fd, &r, "FCALL", "tether_sm_update", "2", REC("S1"), DIR, "S1", "1", "7", "300",
+	       "0", "60000", "1", "5");                          /* without: kept */
 	is_ok(&r);
 	RS_CMD(c.rp, c.fd, &r, "FCALL_RO", "tether_dir_get", "1", DIR);
 	is_ok(&r);
@@ -152,7 +155,8 @@ static void test_session_flow(void **state)
 	assert_string_equal(r.el[1].str, "S1|1|5");
 	RS_CMD(c.rp, c.fd, &r, "FCALL", "tether_sm_take", "3", REC("S1"), Q("S1"), ISR, "S1", "B/1/2/3", "");
 	is_ok(&r);
-	assert_int_equal(r.n, 2);
+	assert_int_equal(r.n, 3);
+	assert_string_equal(r.el[2].str, "IM-STATE");         /* the session's IM state */
 	assert_int_equal(r.el[0].el[0].integer, 2);           /* new epoch */
 	assert_string_equal(r.el[0].el[1].str, "A/0/1/1");    /* previous owner */
 	assert_string_equal(r.el[0].el[2].str, "phone");

@@ -1363,8 +1363,10 @@ static void h_kick(void *p, int cond) { c2s_kick(p, (enum stream_err)cond); }
 static void h_moved(void *p) { c2s_moved(p); }
 static void h_appended(void *p, uint32_t seq, struct rmsg *m)
 {
-	if (c2s_sm_known(p, seq, m))
+	if (c2s_sm_known(p, seq, m)) {
 		c2s_count_out(m); /* once: a local entry is also announced by the inbox */
+		presence_appended(p, m); /* XEP-0280 copies */
+	}
 }
 /* The node shuts down. With a store shared between nodes a resumable
  * session outlives it: the transport closes without </stream:stream> (not

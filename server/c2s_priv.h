@@ -117,6 +117,10 @@ struct c2s {
 	struct c2s_held_entry *held_q;
 	unsigned nheld;
 	int held_ticks;               /* ack timer ticks a gap has lasted */
+	/* XEP-0352 with XEP-0198: queue entries counted but not written yet
+	 * while the client is inactive (c2s_sm.c, presence_csi_defers) */
+	struct c2s_held_entry *csi_q, *csi_last;
+	unsigned ncsi;
 	/* The size of each unacked stanza, oldest first (a ring), and their
 	 * sum: the queue's byte bound ([sm] max_queue_bytes). */
 	uint32_t *qlen;
@@ -317,6 +321,13 @@ int c2s_sm_known(struct c2s *s, uint32_t seq, struct rmsg *m); /* 1: new to it *
 void c2s_sm_h_done(struct c2s *s);
 /* The session's presence (available, priority) changed: written through. */
 void c2s_sm_presence_changed(struct c2s *s);
+/* XEP-0352 <active/>: the queue entries whose writing was deferred while
+ * the client was inactive are written now, in order. */
+void c2s_sm_csi_flush(struct c2s *s);
+/* The session's IM state changed (presence.c): <len> bytes of <im>
+ * (copied) are written through with the record, for a resumption to
+ * restore. Nothing without SM. */
+void c2s_sm_im_changed(struct c2s *s, const char *im, size_t len);
 
 /* c2s_remote.c: with a store shared between nodes, appends message or iq
  * <m> to the queues of the sessions of <bare> (resource <resource>, or ""

@@ -23,6 +23,7 @@
 #include "tether/ht.h"
 #include "tether/log.h"
 #include "tether/metrics.h"
+#include "tether/presence.h"
 #include "tether/ratelimit.h"
 #include "tether/store.h"
 #include "tether/timer.h"
@@ -160,6 +161,7 @@ int c2s_sm_enable(struct c2s *s, struct xnode *el, struct sbuf *out)
 	}
 	s->flags |= C2S_F_SM;
 	c2s_direct_enabled(s);
+	presence_sm_save(s); /* what was set before <enable/>, for a resumption */
 	sbuf_printf(out, "<enabled xmlns='" XMLNS_SM "' id='%s'", s->sm.id);
 	if (resume) {
 		sbuf_printf(out, " resume='true' max='%u'", s->sm.max);
@@ -265,9 +267,12 @@ static void held_free(struct c2s_held_entry *h)
 	free(h);
 }
 
+static void csi_drop(struct c2s *s);
+
 void c2s_sm_free(struct c2s *s)
 {
 	qlen_reset(s);
+	csi_drop(s);
 	while (s->held_q)
 		held_free(held_pop(s));
 }
@@ -287,7 +292,7 @@ static void arm_ack_timer(struct c2s *s)
 	const struct config *cfg = &s->srv->cfg;
 	if (s->flags & C2S_F_FULL)
 		s->tp->set_timer(s->io, C2S_TIMER_ACK, cfg->sm_ack_timeout * 1000u);
-	else if (sm_unacked(&s->sm.c) || s->held_q)
+	else if (sm_unacked(&s->sm.c) > s->ncsi || s->held_q) /* not for what CSI defers */
 		s->tp->set_timer(s->io, C2S_TIMER_ACK, cfg->sm_ack_after_ms);
 	else
 		s->tp->set_timer(s->io, C2S_TIMER_ACK, 0);
@@ -331,7 +336,7 @@ static void after_count_change(struct c2s *s, int grew)
 		c2s_sm_uncongest(s);
 	}
 	/* One <r/> outstanding at a time; a burst gets one, sent at flush. */
-	if (!(s->flags & C2S_F_R_SENT) && unacked >= cfg->sm_ack_every)
+	if (!(s->flags & C2S_F_R_SENT) && unacked - s->ncsi >= cfg->sm_ack_every)
 		s->flags |= C2S_F_WANT_R;
 	if ((s->flags & C2S_F_FULL) != was_full || (grew && unacked == 1) || !grew)
 		arm_ack_timer(s);
@@ -374,7 +379,7 @@ void c2s_sm_on_ack_timer(struct c2s *s)
 		c2s_stream_fail(s, SE_POLICY_VIOLATION, "too many unacknowledged stanzas");
 		return;
 	}
-	if (sm_unacked(&s->sm.c) && !(s->flags & C2S_F_R_SENT))
+	if (sm_unacked(&s->sm.c) > s->ncsi && !(s->flags & C2S_F_R_SENT))
 		send_r(s);
 }
 
@@ -407,6 +412,19 @@ static void on_h_written(void *ud, int err, const struct bus_addr *owner, const 
 		return;
 	}
 	c2s_sm_h_done(s);
+}
+
+void c2s_sm_im_changed(struct c2s *s, const char *im, size_t len)
+{
+	if (!(s->flags & C2S_F_SM) || (s->flags & C2S_F_GONE))
+		return;
+	s->sm.im = im; /* for this write only: s->sm never owns it */
+	s->sm.im_len = len;
+	int rc = write_record(s, on_written);
+	s->sm.im = NULL;
+	s->sm.im_len = 0;
+	if (rc)
+		c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
 }
 
 void c2s_sm_presence_changed(struct c2s *s)
@@ -447,6 +465,63 @@ int c2s_sm_h_write(struct c2s *s)
 	return 0;
 }
 
+/* ---- CSI: entries written later ------------------------------------------ */
+
+#define CSI_DEFER_MAX 256 /* deferred entries before they are written anyway */
+
+static void csi_drop(struct c2s *s)
+{
+	while (s->csi_q) {
+		struct c2s_held_entry *e = s->csi_q;
+		s->csi_q = e->next;
+		held_free(e);
+	}
+	s->csi_last = NULL;
+	s->ncsi = 0;
+}
+
+void c2s_sm_csi_flush(struct c2s *s)
+{
+	int send = attached(s);
+	while (s->csi_q) {
+		struct c2s_held_entry *e = s->csi_q;
+		s->csi_q = e->next;
+		if (send)
+			s->tp->send(s->io, e->msg->data, e->msg->len);
+		held_free(e);
+	}
+	s->csi_last = NULL;
+	s->ncsi = 0;
+}
+
+/* Writes <m>, the queue's newest entry, or keeps it for later while the
+ * client is inactive (XEP-0352): what the store appended did not pass
+ * the CSI filter of c2s_deliver, and being numbered, it cannot be
+ * dropped. Anything else written flushes what was kept first. Nothing
+ * is lost if a deferral fails: the entry is in the queue (a resumption
+ * retransmits it), and a deferred entry the client never saw is not
+ * acknowledged. */
+static void write_entry(struct c2s *s, const struct rmsg *m)
+{
+	unsigned cap = s->srv->cfg.sm_max_queue / 2;
+	struct c2s_held_entry *e;
+	if (presence_csi_defers(s, m) && s->ncsi < (cap < CSI_DEFER_MAX ? cap : CSI_DEFER_MAX) &&
+	    (e = malloc(sizeof(*e)))) {
+		e->next = NULL;
+		e->seq = s->sm.c.out;
+		e->msg = rmsg_ref((struct rmsg *)m);
+		if (s->csi_last)
+			s->csi_last->next = e;
+		else
+			s->csi_q = e;
+		s->csi_last = e;
+		s->ncsi++;
+		return;
+	}
+	c2s_sm_csi_flush(s);
+	s->tp->send(s->io, m->data, m->len);
+}
+
 /* The next entry of the queue is known: count it, send it if attached. */
 static void advance(struct c2s *s, const struct rmsg *m)
 {
@@ -454,7 +529,7 @@ static void advance(struct c2s *s, const struct rmsg *m)
 	if (qlen_push(s, m->len))
 		log_warn("sm: %s: out of memory counting queue bytes", s->full); /* counts low */
 	if (attached(s))
-		s->tp->send(s->io, m->data, m->len);
+		write_entry(s, m);
 	after_count_change(s, 1);
 }
 
@@ -589,6 +664,7 @@ void c2s_sm_uncongest(struct c2s *s)
 int c2s_sm_detach(struct c2s *s)
 {
 	c2s_sm_uncongest(s);
+	csi_drop(s); /* in the queue: a resumption retransmits them */
 	s->sm.attached = 0;
 	s->sm.expires_ms = timer_now_ms() + s->sm.max * 1000ull;
 	if (write_record(s, on_written))
@@ -675,8 +751,9 @@ void c2s_sm_moved(struct c2s *s)
 /* ---- resume ------------------------------------------------------------ */
 
 struct take_ctx {
-	struct sm_record rec;
+	struct sm_record rec;   /* rec.im is <im> */
 	char resource[JID_PART_MAX + 1];
+	char *im;               /* the session's IM state, copied (or NULL) */
 	struct sm_entry *q;
 	size_t n;
 	int err;
@@ -696,6 +773,12 @@ static void on_taken(void *ud, int err, const struct sm_record *rec, const char 
 	if (err)
 		return;
 	t->rec = *rec;
+	t->rec.im = NULL;
+	/* Out of memory for the IM state: resumed with less restored. */
+	if (rec->im && rec->im_len && (t->im = malloc(rec->im_len))) {
+		memcpy(t->im, rec->im, rec->im_len);
+		t->rec.im = t->im;
+	}
 	snprintf(t->resource, sizeof(t->resource), "%s", resource);
 	if (n && !(t->q = malloc(n * sizeof(*q)))) {
 		t->err = -ENOMEM;
@@ -706,6 +789,15 @@ static void on_taken(void *ud, int err, const struct sm_record *rec, const char 
 		rmsg_ref(q[i].msg);
 	}
 	t->n = n;
+}
+
+static void take_free(struct take_ctx *t)
+{
+	if (!t)
+		return;
+	free(t->im);
+	free(t->q);
+	free(t);
 }
 
 /* After a resumption's retransmission: entries announced while the take
@@ -742,9 +834,7 @@ void c2s_sm_retransmit(struct c2s *s, struct sm_resume *r)
 		rmsg_unref(e->msg);
 	}
 	sbuf_reset(&s->out);
-	if (t)
-		free(t->q);
-	free(t);
+	take_free(t);
 	r->t = NULL;
 	drain_held(s);
 	after_count_change(s, 0);
@@ -759,6 +849,8 @@ static int adopt(struct c2s *s, struct sm_resume *r, uint32_t h, struct sbuf *fa
 	struct bus_addr to = s->self;
 	r->h = h;
 	s->sm = t->rec;
+	s->sm.im = NULL; /* t's: restored below */
+	s->sm.im_len = 0;
 	s->sm.owner = to;
 	s->sm.attached = 1;
 	s->flags |= C2S_F_SM;
@@ -780,6 +872,7 @@ static int adopt(struct c2s *s, struct sm_resume *r, uint32_t h, struct sbuf *fa
 		s->priority = t->rec.priority;
 		router_set_presence(s->srv->router, s->bare, s->resource, 1, s->priority);
 	}
+	presence_sm_restore(s, t->rec.im, t->rec.im_len); /* carbons, CSI, last presence */
 	if (sm_check_h(&s->sm.c, h)) {
 		/* The client claims more than we sent: the session cannot be
 		 * trusted; it ends as on expiry (sm.md §5 step 3). */
@@ -836,7 +929,7 @@ static int isr_result(struct c2s *s, const char *bare, const char *previd, struc
 		log_info("sm: %s: ISR resume of %s failed", bare, previd);
 		fail_el(fail_out, err == -ENOENT ? STE_ITEM_NOT_FOUND : STE_INTERNAL_SERVER_ERROR);
 	}
-	free(t);
+	take_free(t);
 	return err;
 }
 
@@ -888,7 +981,7 @@ int c2s_sm_taken(struct c2s *s, const char *previd, int err, const struct sm_rec
 		/* Unknown, expired or another account's: one answer for all. */
 		log_info("sm: %s: resume of %s failed", s->bare, previd);
 		fail_el(fail_out, t ? STE_ITEM_NOT_FOUND : STE_INTERNAL_SERVER_ERROR);
-		free(t);
+		take_free(t);
 		return -1;
 	}
 	r->t = t;
@@ -906,9 +999,7 @@ void c2s_sm_drop(struct sm_resume *r)
 	struct take_ctx *t = r->t;
 	for (size_t i = 0; t && i < t->n; i++)
 		rmsg_unref(t->q[i].msg);
-	if (t)
-		free(t->q);
-	free(t);
+	take_free(t);
 	r->t = NULL;
 }
 

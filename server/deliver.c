@@ -64,6 +64,11 @@ int deliver_full_any(struct worker *w, const char *bare, const char *resource, s
 	return rc;
 }
 
+int deliver_others(struct worker *w, const char *bare, struct rmsg *m)
+{
+	return remote(w, bare, "*", m, on_remote_done);
+}
+
 size_t deliver_presence(struct worker *w, const char *bare, struct rmsg *m, int only_available,
 			int *congested)
 {

@@ -42,7 +42,12 @@
  *   the account, passed on by the sessions that enabled carbons, except
  *   the one the original came from or went to. A message to the bare JID
  *   that reaches two resources of equal priority is also copied to each
- *   by the other (both asked for carbons, both may see it twice).
+ *   by the other (both asked for carbons, both may see it twice). With a
+ *   store shared between nodes, the copy also goes to the account's
+ *   sessions on the other nodes, through their inboxes (deliver_others):
+ *   this node does not know which of them enabled carbons, so every
+ *   eligible message costs one more store call; like pushes, a copy is
+ *   sent at most once (a node unreachable for it misses it).
  */
 #include "tether/presence.h"
 #include "c2s_priv.h"
@@ -83,6 +88,9 @@
 #define CSI_HELD_MAX 1024      /* presences held per inactive session before a flush */
 #define IM_F_BLOCKLIST 0x20u   /* XEP-0191: asked for the blocklist, so it gets pushes */
 #define IM_F_BLOCKS  0x40u     /* the blocklist cache below has been loaded */
+/* What an XEP-0198 resumption restores (presence_sm_save). */
+#define IM_F_SAVED (IM_F_ROSTER | IM_F_OFFLINE | IM_F_CARBONS | IM_F_INACTIVE | IM_F_BLOCKLIST)
+#define IM_SAVE_VERSION "1"
 
 struct c2s_im {
 	unsigned flags;
@@ -133,6 +141,112 @@ void presence_free(struct c2s *s)
 		im->load->s = NULL;
 	free(im);
 	s->im = NULL;
+}
+
+/* ---- the state a resumption restores (XEP-0198) ------------------------ */
+
+/* The state as bytes: "1" \x01 flags \x01 n \x01 (directed JID \x01) x n,
+ * then the last available presence as written (may be empty). \x01 is
+ * not allowed in XML nor in a JID, so it cannot occur in the fields. */
+void presence_sm_save(struct c2s *s)
+{
+	struct c2s_im *im = s->im;
+	if (!(s->flags & C2S_F_SM) || !im)
+		return;
+	struct sbuf b = SBUF_INIT;
+	int rc = sbuf_printf(&b, IM_SAVE_VERSION "\x01%u\x01%zu\x01", im->flags & IM_F_SAVED,
+			     im->ndirected);
+	for (size_t i = 0; i < im->ndirected; i++) {
+		rc |= sbuf_puts(&b, im->directed[i]);
+		rc |= sbuf_append(&b, "\x01", 1);
+	}
+	if (im->last)
+		rc |= sbuf_append(&b, im->last->data, im->last->len);
+	if (!rc)
+		c2s_sm_im_changed(s, b.data, b.len);
+	else
+		log_warn("presence: %s: out of memory saving the session's state", s->full);
+	sbuf_free(&b);
+}
+
+/* The next \x01-terminated field of [*<p>, <end>), NUL-terminated in <out>
+ * (<cap> bytes). 0, or -EINVAL. */
+static int next_field(const char **p, const char *end, char *out, size_t cap)
+{
+	const char *q = memchr(*p, '\x01', (size_t)(end - *p));
+	if (!q || (size_t)(q - *p) >= cap)
+		return -EINVAL;
+	memcpy(out, *p, (size_t)(q - *p));
+	out[q - *p] = 0;
+	*p = q + 1;
+	return 0;
+}
+
+/* Adds <to> to the directed-presence list, grown on demand (most sessions
+ * send none), up to [im] max_directed. 1 if added. */
+static int directed_add(struct c2s *s, struct c2s_im *im, const char *to)
+{
+	size_t max = s->srv->cfg.im_max_directed;
+	if (im->ndirected >= max)
+		return 0;
+	if (im->ndirected == im->capdirected) {
+		size_t cap = im->capdirected ? 2 * im->capdirected : 4;
+		cap = cap < max ? cap : max;
+		char **d = realloc(im->directed, cap * sizeof(*d));
+		if (!d)
+			return 0;
+		im->directed = d;
+		im->capdirected = cap;
+	}
+	if (!(im->directed[im->ndirected] = strdup(to)))
+		return 0;
+	im->ndirected++;
+	return 1;
+}
+
+void presence_sm_restore(struct c2s *s, const char *data, size_t len)
+{
+	struct c2s_im *im = im_of(s);
+	const char *p = data, *end = data + len;
+	char f[3 * JID_PART_MAX + 3], *e;
+	if (!data || !im || !s->full)
+		return; /* nothing saved: presence_bound's guess stands */
+	if (next_field(&p, end, f, sizeof(f)) || strcmp(f, IM_SAVE_VERSION) ||
+	    next_field(&p, end, f, sizeof(f)))
+		goto bad;
+	unsigned long flags = strtoul(f, &e, 10);
+	if (*e || next_field(&p, end, f, sizeof(f)))
+		goto bad;
+	unsigned long n = strtoul(f, &e, 10);
+	if (*e)
+		goto bad;
+	im->flags = (im->flags & ~IM_F_SAVED) | ((unsigned)flags & IM_F_SAVED);
+	for (unsigned long i = 0; i < n; i++) {
+		if (next_field(&p, end, f, sizeof(f)))
+			goto bad;
+		directed_add(s, im, f); /* past [im] max_directed (lowered since): dropped */
+	}
+	rmsg_unref(im->last);
+	im->last = p < end ? rmsg_new(RMSG_PRESENCE, p, (size_t)(end - p), s->full, NULL, NULL, "")
+			   : NULL;
+	if (im->flags & IM_F_CARBONS)
+		router_set_carbons(s->srv->router, s->bare, s->resource, &s->self, 1);
+	return;
+bad:
+	log_warn("presence: %s: the session's saved state is unreadable: not restored", s->full);
+}
+
+/* Sets <on> and clears <off> in the session's flags; saved if that
+ * changed them. */
+static void im_flags(struct c2s *s, unsigned on, unsigned off)
+{
+	struct c2s_im *im = im_of(s);
+	if (!im)
+		return;
+	unsigned was = im->flags;
+	im->flags = (im->flags | on) & ~off;
+	if ((was ^ im->flags) & IM_F_SAVED)
+		presence_sm_save(s);
 }
 
 /* ---- sending ------------------------------------------------------------ */
@@ -367,9 +481,9 @@ static int carbons_iq(struct c2s *s, struct xnode *iq, struct xnode *q)
 		return 1;
 	}
 	if (!strcmp(q->name, "enable"))
-		im->flags |= IM_F_CARBONS;
+		im_flags(s, IM_F_CARBONS, 0);
 	else
-		im->flags &= ~IM_F_CARBONS;
+		im_flags(s, 0, IM_F_CARBONS);
 	router_set_carbons(s->srv->router, s->bare, s->resource, &s->self,
 			   !!(im->flags & IM_F_CARBONS));
 	reply_empty(s, iq);
@@ -433,11 +547,9 @@ void presence_bound(struct c2s *s)
 {
 	struct c2s_im *im = im_of(s);
 	/* Bound with SM already on: an XEP-0198 resumption (c2s_sm.c adopt).
-	 * The IM state of the stream it replaces stayed with that stream;
-	 * a client that resumes had a whole session, roster included, so it
-	 * keeps getting pushes. Carbons are not guessed: the client enables
-	 * them again (the flags would have to live in the SM record to
-	 * survive a resumption exactly). */
+	 * The state saved with the session (presence_sm_save) is restored
+	 * next; for a session that has none, a client that resumes had a
+	 * whole session, roster included, so it keeps getting pushes. */
 	if (im && (s->flags & C2S_F_SM))
 		im->flags |= IM_F_ROSTER;
 	blocks_load(s);
@@ -593,7 +705,7 @@ static int blocking_iq(struct c2s *s, struct xnode *iq, struct xnode *q)
 		return 1;
 	}
 	if (get) {
-		im->flags |= IM_F_BLOCKLIST;
+		im_flags(s, IM_F_BLOCKLIST, 0);
 		park(s, store_im_blocks_async(h, s->bare, on_blocklist, x), x);
 		return 1;
 	}
@@ -651,7 +763,7 @@ int presence_own_iq(struct c2s *s, struct xnode *iq)
 	}
 	if (get) {
 		const char *ver = xnode_attr(q, "ver");
-		im->flags |= IM_F_ROSTER;
+		im_flags(s, IM_F_ROSTER, 0);
 		if (ver && !(x->ver = strdup(ver))) {
 			park(s, NULL, x);
 			return 1;
@@ -800,23 +912,13 @@ static void directed(struct c2s *s, const char *to, int avail)
 			free(im->directed[i]);
 			im->directed[i] = im->directed[--im->ndirected];
 			c2s_direct_directed(s, to, 0);
+			presence_sm_save(s);
 		}
 		return;
 	}
-	unsigned max = s->srv->cfg.im_max_directed;
-	if (!avail || im->ndirected >= max)
-		return;
-	if (im->ndirected == im->capdirected) { /* most sessions send none */
-		size_t cap = im->capdirected ? 2 * im->capdirected : 4;
-		char **d = realloc(im->directed, (cap < max ? cap : max) * sizeof(*d));
-		if (!d)
-			return;
-		im->directed = d;
-		im->capdirected = cap < max ? cap : max;
-	}
-	if ((im->directed[im->ndirected] = strdup(to))) {
-		im->ndirected++;
+	if (avail && directed_add(s, im, to)) {
 		c2s_direct_directed(s, to, 1);
+		presence_sm_save(s);
 	}
 }
 
@@ -965,7 +1067,7 @@ static void fetch_offline(struct c2s *s)
 	struct wait *y = wait_new(s, NULL);
 	if (!y)
 		return;
-	im->flags |= IM_F_OFFLINE;
+	im_flags(s, IM_F_OFFLINE, 0);
 	park(s, store_im_offline_take_async(h, s->bare, on_offline, y), y);
 }
 
@@ -1016,6 +1118,7 @@ void presence_broadcast(struct c2s *s, struct rmsg *m, int initial)
 	}
 	if (!avail)
 		undirect(s, m);
+	presence_sm_save(s); /* the last presence (and no directed ones if unavailable) */
 	struct store_handle *h = handle(s);
 	if (!initial || !h) {
 		bcast(s, m);
@@ -1034,9 +1137,10 @@ void presence_broadcast(struct c2s *s, struct rmsg *m, int initial)
 					on_initial, x), x);
 }
 
-/* The account's other resources that enabled carbons, into <t>: how many.
- * Looked up before anything is serialized or scanned, so a stanza of an
- * account without such a resource (the common case) costs no more. */
+/* The account's other resources on this node that enabled carbons, into
+ * <t>: how many. Looked up before anything is serialized or scanned, so a
+ * stanza of an account without such a resource (the common case on one
+ * node) costs no more. */
 static size_t carbon_targets(struct c2s *s, struct route_target t[ROUTER_MAX_RESOURCES])
 {
 	size_t n = router_get_all(s->srv->router, s->bare, t, ROUTER_MAX_RESOURCES), k = 0;
@@ -1046,8 +1150,19 @@ static size_t carbon_targets(struct c2s *s, struct route_target t[ROUTER_MAX_RES
 	return k;
 }
 
-/* A copy of <data> (type <type>) to the <k> resources in <t>. */
-static void carbon(struct c2s *s, const struct route_target *t, size_t k, int sent,
+/* Whether the account may have resources on other nodes: with a shared
+ * store this node does not know which of them enabled carbons, so every
+ * eligible message is copied to them all and each passes it on or drops
+ * it (deliver_filter), as pushes are. */
+static int carbon_elsewhere(struct c2s *s)
+{
+	struct store_handle *h = handle(s);
+	return h && store_shared(h);
+}
+
+/* A copy of <data> (type <type>) to the <k> resources in <t>, and to the
+ * account's sessions on other nodes if <elsewhere>. */
+static void carbon(struct c2s *s, const struct route_target *t, size_t k, int elsewhere, int sent,
 		   const char *type, const char *data, size_t len)
 {
 	struct sbuf b = SBUF_INIT;
@@ -1056,6 +1171,8 @@ static void carbon(struct c2s *s, const struct route_target *t, size_t k, int se
 		c = rmsg_new(RMSG_MESSAGE, b.data, b.len, s->full, NULL, NULL, T_CARBON);
 	for (size_t i = 0; c && i < k; i++)
 		bus_deliver(s->w, &t[i].addr, rmsg_ref(c));
+	if (c && elsewhere)
+		deliver_others(s->w, s->bare, c); /* their nodes' inboxes: at most once */
 	rmsg_unref(c);
 	sbuf_free(&b);
 }
@@ -1065,14 +1182,17 @@ static void carbon_sent(struct c2s *s, struct xnode *el)
 	const char *type = xnode_attr(el, "type");
 	struct route_target t[ROUTER_MAX_RESOURCES];
 	size_t k;
+	int elsewhere;
 	if (type && strcmp(type, "chat") && strcmp(type, "normal"))
 		return; /* cheap refusals first: no serialization */
-	if (!(k = carbon_targets(s, t)))
+	k = carbon_targets(s, t);
+	elsewhere = carbon_elsewhere(s);
+	if (!k && !elsewhere)
 		return;
 	sbuf_reset(&s->out);
 	if (!xnode_serialize(el, XMLNS_CLIENT, &s->out) &&
 	    carbons_eligible(s->out.data, s->out.len, type ? type : ""))
-		carbon(s, t, k, 1, type, s->out.data, s->out.len);
+		carbon(s, t, k, elsewhere, 1, type, s->out.data, s->out.len);
 	sbuf_reset(&s->out);
 }
 
@@ -1081,10 +1201,19 @@ static void carbon_received(struct c2s *s, const struct rmsg *m)
 {
 	struct route_target t[ROUTER_MAX_RESOURCES];
 	size_t k;
-	if (!s->full || !(k = carbon_targets(s, t)))
+	int elsewhere;
+	if (!s->full)
 		return;
-	if (carbons_eligible(m->data, m->len, m->type))
-		carbon(s, t, k, 0, m->type, m->data, m->len);
+	k = carbon_targets(s, t);
+	elsewhere = carbon_elsewhere(s);
+	if ((k || elsewhere) && carbons_eligible(m->data, m->len, m->type))
+		carbon(s, t, k, elsewhere, 0, m->type, m->data, m->len);
+}
+
+void presence_appended(struct c2s *s, const struct rmsg *m)
+{
+	if (m->kind == RMSG_MESSAGE && strncmp(m->type, "tether-", 7))
+		carbon_received(s, m);
 }
 
 static int deliver_filter(struct c2s *s, struct rmsg *m);
@@ -1159,15 +1288,26 @@ static int csi_filter(struct c2s *s, struct rmsg *m)
 	return 0;
 }
 
+int presence_csi_defers(struct c2s *s, const struct rmsg *m)
+{
+	if (!s->im || !(s->im->flags & IM_F_INACTIVE) || (s->im->flags & IM_F_FLUSHING))
+		return 0;
+	if (m->kind == RMSG_PRESENCE)
+		return (!*m->type || !strcmp(m->type, "unavailable")) && *m->from &&
+		       strcmp(m->from, s->full ? s->full : "");
+	return m->kind == RMSG_MESSAGE && only_chat_state(m);
+}
+
 int presence_csi(struct c2s *s, struct xnode *el)
 {
 	struct c2s_im *im = im_of(s);
 	if (!im)
 		return c2s_stream_fail(s, SE_INTERNAL_SERVER_ERROR, NULL);
 	if (!strcmp(el->name, "inactive")) {
-		im->flags |= IM_F_INACTIVE;
+		im_flags(s, IM_F_INACTIVE, 0);
 	} else if (!strcmp(el->name, "active")) {
-		im->flags &= ~IM_F_INACTIVE;
+		im_flags(s, 0, IM_F_INACTIVE);
+		c2s_sm_csi_flush(s); /* numbered before what csi_flush appends */
 		csi_flush(s);
 	} else {
 		return c2s_stream_fail(s, SE_UNSUPPORTED_STANZA_TYPE, NULL);
@@ -1181,11 +1321,11 @@ void presence_bind2(struct c2s *s, int carbons, int inactive)
 	if (!im)
 		return;
 	if (carbons) {
-		im->flags |= IM_F_CARBONS;
+		im_flags(s, IM_F_CARBONS, 0);
 		router_set_carbons(s->srv->router, s->bare, s->resource, &s->self, 1);
 	}
 	if (inactive)
-		im->flags |= IM_F_INACTIVE;
+		im_flags(s, IM_F_INACTIVE, 0);
 }
 
 /* ---- delivery ------------------------------------------------------------------- */

@@ -17,8 +17,10 @@
 
 struct msess {
 	struct shtab_node node;  /* first: the table's link */
-	struct sm_record rec;
+	struct sm_record rec;   /* rec.im is always NULL: the state is <im> */
 	char *bare, *resource;
+	char *im;               /* the IM state last written (sm_record.im), or NULL */
+	size_t im_len;
 	struct sm_entry *q;     /* ring buffer */
 	size_t head, len, cap;  /* cap: power of two */
 };
@@ -52,6 +54,7 @@ static void sess_free(struct msess *m)
 	free(m->q);
 	free(m->bare);
 	free(m->resource);
+	free(m->im);
 	free(m);
 }
 
@@ -85,6 +88,7 @@ int sm_table_create(struct sm_table *t, const struct sm_record *rec, const char 
 	if (!m)
 		return -ENOMEM;
 	m->rec = *rec;
+	m->rec.im = NULL;
 	m->bare = strdup(bare);
 	m->resource = strdup(resource);
 	m->node.hash = shtab_hash(t->tab, rec->id);
@@ -186,6 +190,12 @@ int sm_table_ack(struct sm_table *t, const char *id, uint32_t epoch, uint32_t h)
 int sm_table_update(struct sm_table *t, const char *id, uint32_t epoch, const struct sm_record *rec)
 {
 	struct msess *m;
+	/* The copy is made before the lock, and freed after it. */
+	char *im = rec->im ? malloc(rec->im_len ? rec->im_len : 1) : NULL;
+	if (rec->im && !im)
+		return -ENOMEM;
+	if (im)
+		memcpy(im, rec->im, rec->im_len);
 	struct shtab_stripe *s = lock_find(t, id, &m);
 	int rc = 0;
 	if (!m)
@@ -193,6 +203,12 @@ int sm_table_update(struct sm_table *t, const char *id, uint32_t epoch, const st
 	else if (m->rec.epoch != epoch)
 		rc = -ESTALE;
 	else {
+		if (im) {
+			char *old = m->im;
+			m->im = im;
+			m->im_len = rec->im_len;
+			im = old;
+		}
 		/* Counters out/acked are the queue's; the rest is the owner's. */
 		m->rec.c.h_in = rec->c.h_in;
 		m->rec.max = rec->max;
@@ -202,6 +218,7 @@ int sm_table_update(struct sm_table *t, const char *id, uint32_t epoch, const st
 		m->rec.priority = rec->priority;
 	}
 	shtab_unlock(s);
+	free(im);
 	return rc;
 }
 
@@ -277,6 +294,8 @@ int sm_table_take(struct sm_table *t, const char *id, const char *bare, const st
 	 * nothing can be appended between the snapshot and the takeover. */
 	struct sm_entry *flat = queue_flat(m);
 	before.epoch = m->rec.epoch; /* the caller writes with the new epoch */
+	before.im = m->im;           /* borrowed: the callback runs under the lock */
+	before.im_len = m->im_len;
 	fn(ud, 0, &before, m->resource, flat, m->len);
 	shtab_unlock(s);
 	return 0;

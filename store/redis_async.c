@@ -300,6 +300,19 @@ static int submit_user(struct store_handle *h, struct store_user_op *u)
 
 /* ---- take --------------------------------------------------------------- */
 
+/* The IM state a take returned (its reply's third element), copied into
+ * <t>: without it (none written, or out of memory) the session resumes
+ * with less restored, not at all is not an option once it is taken. */
+static void take_im(const redisReply *r, struct store_take_op *t)
+{
+	const redisReply *im = r->elements >= 3 ? r->element[2] : NULL;
+	if (!im || im->type != REDIS_REPLY_STRING || !im->len || !(t->im = malloc(im->len)))
+		return;
+	memcpy(t->im, im->str, im->len);
+	t->rec.im = t->im;
+	t->rec.im_len = im->len;
+}
+
 static void on_taken(const redisReply *r, const char *err, void *ud)
 {
 	struct store_take_op *t = ud;
@@ -318,6 +331,8 @@ static void on_taken(const redisReply *r, const char *err, void *ud)
 			t->has_rec = 1; /* taken: compensate needs the record */
 			if (!rc && !(t->resource = strdup(res)))
 				rc = -ENOMEM;
+			if (!rc)
+				take_im(r, t);
 			if (!rc)
 				sid_put(rs_of(t->op.h), t->id, t->bare);
 		}
@@ -662,6 +677,8 @@ static int submit_write(struct store_handle *h, struct store_write_op *w)
 		arg_u(&c, 3, rec->expires_ms > now ? rec->expires_ms - now : 0); /* a TTL */
 		arg_s(&c, rec->available ? "1" : "0");
 		arg_i(&c, 4, rec->priority);
+		if (rec->im)
+			arg(&c, rec->im, rec->im_len);
 		break;
 	}
 	default: /* STORE_OP_SM_SET_ISR */

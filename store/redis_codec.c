@@ -273,12 +273,12 @@ int rcodec_taken(const redisReply *r, const char *sid, struct sm_record *rec, ch
 {
 	*q = NULL;
 	*n = 0;
-	if (r->type != REDIS_REPLY_ARRAY || r->elements < 2 || r->elements > 3 ||
+	if (r->type != REDIS_REPLY_ARRAY || r->elements < 2 || r->elements > 4 ||
 	    r->element[1]->type != REDIS_REPLY_ARRAY)
 		return -EINVAL;
 	int rc = rcodec_record(r->element[0], sid, rec, res, reslen);
-	rec->owner_dead = r->elements == 3 && r->element[2]->type == REDIS_REPLY_INTEGER &&
-			  r->element[2]->integer == 1;
+	rec->owner_dead = r->elements == 4 && r->element[3]->type == REDIS_REPLY_INTEGER &&
+			  r->element[3]->integer == 1;
 	const redisReply *l = r->element[1];
 	if (rc || !want_q || !l->elements)
 		return rc;

@@ -100,8 +100,9 @@ int rcodec_entry(const char *s, size_t len, struct sm_entry *e);
  * (<reslen> bytes, NUL-terminated). 0 or -EINVAL. */
 int rcodec_record(const redisReply *r, const char *sid, struct sm_record *rec, char *res,
 		  size_t reslen);
-/* The {record, queue} reply of destroy, or {record, queue, dead} of take
- * (rec->owner_dead = dead). <q>/<n>: the entries,
+/* The {record, queue} reply of destroy, or {record, queue, IM state, dead}
+ * of take (the state is read by the caller; rec->owner_dead = dead).
+ * <q>/<n>: the entries,
  * each with a reference, in one malloc'd array (NULL, 0 if empty, or when
  * <want_q> is 0). <res> as for rcodec_record. 0, -EINVAL (the reply is not
  * one; nothing is left allocated) or -ENOMEM. */

@@ -359,9 +359,10 @@ local function sm_ack(keys, args)
 	return queued - n
 end
 
--- KEYS rec, dir; ARGV sid, epoch, h_in, max, attached, ttl_ms, avail, prio.
--- The owner's part of the record; a detached session expires ttl_ms from
--- now (Redis TIME). The directory entry follows if it is still this session's.
+-- KEYS rec, dir; ARGV sid, epoch, h_in, max, attached, ttl_ms, avail, prio
+-- [, im]. The owner's part of the record; a detached session expires ttl_ms
+-- from now (Redis TIME). The directory entry follows if it is still this
+-- session's. im: the session's IM state (opaque), kept for sm_take.
 local function sm_update(keys, args)
 	local sid, epoch = args[1], num(args[2])
 	local h_in, max, att, ttl = num(args[3]), num(args[4]), num(args[5]), num(args[6])
@@ -376,6 +377,9 @@ local function sm_update(keys, args)
 	end
 	redis.call('HSET', keys[1], 'h_in', h_in, 'max', max, 'att', att, 'exp', exp,
 		'avail', avail, 'prio', prio)
+	if args[9] then
+		redis.call('HSET', keys[1], 'im', args[9])
+	end
 	local cur = redis.call('HGET', keys[2], r[3])
 	if cur and string.match(cur, '^([^|]*)') == sid then
 		redis.call('HSET', keys[2], r[3], string.format('%s|%d|%d', sid, avail, prio))
@@ -394,8 +398,9 @@ end
 -- KEYS rec, q, isr; ARGV sid, new owner, proof (the sealed ISR token C
 -- verified, or "" for none). Makes the caller the owner: epoch + 1,
 -- attached. Returns {record before (REC order, epoch = the NEW epoch),
--- queue entries, 1 if the owner before was another node's incarnation that
--- holds no lease (a dead node: for metrics) else 0}. ENOENT: unknown, other account's (no such key), not
+-- queue entries, IM state ("" if none was written), 1 if the owner before
+-- was another node's incarnation that holds no lease (a dead node: for
+-- metrics) else 0}. ENOENT: unknown, other account's (no such key), not
 -- resumable, or expired at Redis TIME. EACCES: the proof is not the token
 -- stored now. A matching proof is consumed first, whatever follows.
 local function sm_take(keys, args)
@@ -421,7 +426,7 @@ local function sm_take(keys, args)
 	local epoch = tonumber(r[1]) + 1
 	redis.call('HSET', keys[1], 'epoch', epoch, 'owner', owner, 'att', 1)
 	r[1] = epoch
-	return { r, redis.call('LRANGE', keys[2], 0, -1), dead }
+	return { r, redis.call('LRANGE', keys[2], 0, -1), redis.call('HGET', keys[1], 'im') or '', dead }
 end
 
 -- KEYS rec; ARGV epoch, owner. Undoes a takeover nobody will use (the

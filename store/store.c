@@ -284,7 +284,14 @@ static void take_collect(void *ud, int err, const struct sm_record *rec, const c
 	t->err = err;
 	if (rec) {
 		t->rec = *rec;
+		t->rec.im = NULL;
 		t->has_rec = 1;
+	}
+	/* Without its IM state a resumed session still works (it restores
+	 * less): out of memory here is not a failed take. */
+	if (rec && rec->im && rec->im_len && !err && (t->im = malloc(rec->im_len))) {
+		memcpy(t->im, rec->im, rec->im_len);
+		t->rec.im = t->im;
 	}
 	if (resource && !(t->resource = strdup(resource)) && !err)
 		t->err = -ENOMEM;
@@ -326,9 +333,10 @@ static void take_release(struct store_op *op)
 	free(t->resource);
 	free(t->id);
 	free(t->bare);
+	free(t->im);
 	t->q = NULL;
 	t->n = 0;
-	t->resource = t->id = t->bare = NULL;
+	t->resource = t->id = t->bare = t->im = NULL;
 	sodium_memzero(&t->proof, sizeof(t->proof));
 	sodium_memzero(&t->rec, sizeof(t->rec));
 }
@@ -427,7 +435,9 @@ static void write_release(struct store_op *op)
 	w->e.msg = NULL;
 	free(w->bare);
 	free(w->resource);
-	w->bare = w->resource = NULL;
+	free(w->im);
+	w->bare = w->resource = w->im = NULL;
+	w->rec.im = NULL;
 	sodium_memzero(w->rec.isr_sealed, sizeof(w->rec.isr_sealed));
 }
 
@@ -491,6 +501,7 @@ struct store_op *store_sm_create_async(struct store_handle *h, const struct sm_r
 	if (!w)
 		return NULL;
 	w->rec = *rec;
+	w->rec.im = NULL; /* a new session's state comes with its first update */
 	if (!(w->bare = strdup(bare)) || !(w->resource = strdup(resource))) {
 		op_free(&w->op);
 		return NULL;
@@ -526,6 +537,15 @@ struct store_op *store_sm_update_async(struct store_handle *h, const struct sm_r
 	if (!w)
 		return NULL;
 	w->rec = *rec;
+	w->rec.im = NULL;
+	if (rec->im) {
+		if (!(w->im = malloc(rec->im_len ? rec->im_len : 1))) {
+			op_free(&w->op);
+			return NULL;
+		}
+		memcpy(w->im, rec->im, rec->im_len);
+		w->rec.im = w->im;
+	}
 	return write_issue(h, w);
 }
 
@@ -553,6 +573,7 @@ static void destroy_collect(void *ud, int err, const struct sm_record *rec, cons
 	d->err = err;
 	if (rec) {
 		d->rec = *rec;
+		d->rec.im = NULL;
 		d->has_rec = 1;
 	}
 	d->bare = bare ? strdup(bare) : NULL;

@@ -96,6 +96,7 @@ struct store_take_op {
 	int has_rec;
 	struct sm_record rec;
 	char *resource;
+	char *im;               /* rec.im, copied out of the backend's (or NULL) */
 	struct sm_entry *q;     /* a reference to each message */
 	size_t n;
 };
@@ -117,6 +118,7 @@ struct store_write_op {
 	struct sm_entry e;      /* append: a reference to e.msg */
 	uint32_t h;             /* ack */
 	int set;                /* set_isr: 1 set, 0 clear (mech, sealed in rec) */
+	char *im;               /* update: rec.im, copied (or NULL) */
 	int err;
 	struct bus_addr owner;  /* append -ESTALE: the owner now */
 };

@@ -21,6 +21,14 @@ int deliver_full(struct worker *w, const char *bare, const char *resource, struc
  * bound here and no store is shared. */
 int deliver_full_any(struct worker *w, const char *bare, const char *resource, struct rmsg *m);
 
+/* <m> to every session of account <bare> on the other nodes, through the
+ * shared store (none: nothing happens): unqueued, into their nodes'
+ * inboxes, so only for what a session acts on itself (the internal types
+ * of presence.c, such as carbons, which each session passes on or drops).
+ * Does not consume <m>. Returns 1 if issued, 0 if not (no shared store,
+ * out of memory). */
+int deliver_others(struct worker *w, const char *bare, struct rmsg *m);
+
 /* RFC 6121 §8.5.2.1.1: a message to a bare JID goes to the available
  * resources with the highest non-negative priority. Consumes one reference.
  * Returns how many got it (0: nobody). If one of them is congested (its

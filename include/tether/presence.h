@@ -48,6 +48,12 @@ void presence_broadcast(struct c2s *s, struct rmsg *m, int initial);
  * 0 to deliver it as usual. */
 int presence_on_deliver(struct c2s *s, struct rmsg *m);
 
+/* A stanza <m> that someone else appended to this session's XEP-0198
+ * queue in the shared store (so it did not pass presence_on_deliver): a
+ * message makes its received copies (XEP-0280) for the account's other
+ * resources, here and on other nodes. <m> stays the caller's. */
+void presence_appended(struct c2s *s, const struct rmsg *m);
+
 #define XMLNS_CSI "urn:xmpp:csi:0"
 
 /* A XEP-0352 <active/> or <inactive/> nonza (namespace XMLNS_CSI). While
@@ -57,6 +63,26 @@ int presence_on_deliver(struct c2s *s, struct rmsg *m);
  * Returns what a c2s state function returns (0, or 1 after a stream error
  * for anything else in that namespace). */
 int presence_csi(struct c2s *s, struct xnode *el);
+
+/* With XEP-0198, the session's IM state is written with its record each
+ * time it changes, for a resumption on any node to restore: carbons, CSI
+ * inactive, whether the client asked for its roster and blocklist (it
+ * gets pushes) and had its offline messages, the last available presence
+ * (probes are answered with it) and the directed-presence recipients
+ * (they get unavailable presence when the session ends). Available and
+ * priority are the record's own fields. save: writes it now (nothing
+ * without SM). restore: <len> bytes of <im> as a take returned them
+ * (NULL: nothing was saved), on a stream that adopted the session and
+ * bound its resource. */
+void presence_sm_save(struct c2s *s);
+void presence_sm_restore(struct c2s *s, const char *im, size_t len);
+
+/* XEP-0352 for an XEP-0198 queue entry that was numbered without passing
+ * presence_on_deliver (appended through the shared store): 1 if the
+ * client is inactive and <m> is what it need not see at once (presence
+ * from others, a chat state without a body). Such an entry is already in
+ * the queue, so it is written later, in order, not dropped (c2s_sm.c). */
+int presence_csi_defers(struct c2s *s, const struct rmsg *m);
 
 /* Bind2 (XEP-0386) asked inline for XEP-0280 carbons (<carbons>) and/or
  * XEP-0352 <inactive/> (<inactive>) on the session just bound. */

@@ -32,6 +32,13 @@ struct sm_record {
 	int has_isr;
 	uint8_t isr_mech;        /* enum ht_cb the token is pinned to */
 	uint8_t isr_sealed[TOKEN_SEALED_LEN];
+	/* The session's IM state (presence.c's bytes, opaque to the store):
+	 * what an XEP-0198 resumption restores besides presence. In a take's
+	 * result: the state as stored (borrowed for the callback; NULL: none
+	 * was written). In an update: written along if not NULL (copied).
+	 * NULL everywhere else: a record copied by value never owns it. */
+	const char *im;
+	size_t im_len;
 };
 
 /* What an <inst-resume/> presents (XEP-0397). The store checks it against

@@ -226,6 +226,30 @@ def test_subscription_request_to_unknown_account(server, users, conns):
     a.wait_presence(from_='nobody@localhost', type_='unsubscribed')
 
 
+def test_no_pre_approval(server, users, conns):
+    """RFC 6121 §3.4 is optional and not offered: no pre-approval stream
+    feature, and a <subscribed/> to a contact that asked nothing changes
+    no state (Appendix A: no pending-in, so ignored): no push, nothing
+    delivered, and the contact's later request still waits for an answer."""
+    a = online(server, users, conns, 'alice', 'a')
+    b = online(server, users, conns, 'bob', 'b')
+    assert a.features.find(q('urn:xmpp:features:pre-approval', 'sub')) is None, \
+        xr.tostr(a.features)
+    roster_get(a)
+    roster_get(b)
+    a.presence(type_='subscribed', to='bob@localhost')
+    a.roundtrip()
+    assert a.maybe(is_push, 0.5) is None, 'a roster push for an ignored <subscribed/>'
+    assert b.maybe(lambda e: e.tag == q(NS_CLIENT, 'presence') and e.get('type') == 'subscribed',
+                   0.5) is None, 'an ignored <subscribed/> was delivered'
+    assert 'bob@localhost' not in items(roster_get(a))
+    b.presence(type_='subscribe', to='alice@localhost')
+    a.wait_presence(from_='bob@localhost', type_='subscribe')        # asked, not pre-approved
+    assert b.maybe(lambda e: e.tag == q(NS_CLIENT, 'presence') and e.get('type') == 'subscribed',
+                   0.5) is None, 'answered as if pre-approved'
+    assert items(roster_get(b))['alice@localhost'].get('subscription') == 'none'
+
+
 def test_unsubscribe_both_ways(server, users, conns):
     a = online(server, users, conns, 'alice', 'a')
     b = online(server, users, conns, 'bob', 'b')

@@ -143,7 +143,10 @@ static void test_session_flow(void **state)
 
 	/* Detached, then taken over by B: epoch 2, the queue holds entry 3. */
 	RS_CMD(c.rp, c.fd, &r, "FCALL", "tether_sm_update", "2", REC("S1"), DIR, "S1", "1", "7", "300",
-	       "0", "60000", "1", "5");
+	       "0", "60000", "1", "5", "IM-STATE");              /* with the IM state */
+	is_ok(&r);
+	RS_CMD(c.rp, c.fd, &r, "FCALL", "tether_sm_update", "2", REC("S1"), DIR, "S1", "1", "7", "300",
+	       "0", "60000", "1", "5");                          /* without: kept */
 	is_ok(&r);
 	RS_CMD(c.rp, c.fd, &r, "FCALL_RO", "tether_dir_get", "1", DIR);
 	is_ok(&r);
@@ -152,8 +155,9 @@ static void test_session_flow(void **state)
 	assert_string_equal(r.el[1].str, "S1|1|5");
 	RS_CMD(c.rp, c.fd, &r, "FCALL", "tether_sm_take", "3", REC("S1"), Q("S1"), ISR, "S1", "B/1/2/3", "");
 	is_ok(&r);
-	assert_int_equal(r.n, 3);
-	assert_int_equal(r.el[2].integer, 1);                 /* node A holds no lease: dead */
+	assert_int_equal(r.n, 4);
+	assert_string_equal(r.el[2].str, "IM-STATE");         /* the session's IM state */
+	assert_int_equal(r.el[3].integer, 1);                 /* node A holds no lease: dead */
 	assert_int_equal(r.el[0].el[0].integer, 2);           /* new epoch */
 	assert_string_equal(r.el[0].el[1].str, "A/0/1/1");    /* previous owner */
 	assert_string_equal(r.el[0].el[2].str, "phone");
@@ -306,13 +310,13 @@ static void test_take_tells_dead_owner(void **state)
 	RS_CMD(c.rp, c.fd, &r, "SET", "t:{node:A}:lease", "A");
 	RS_CMD(c.rp, c.fd, &r, "FCALL", "tether_sm_take", "3", REC("S1"), Q("S1"), ISR, "S1", "B/0/1/1", "");
 	is_ok(&r);
-	assert_int_equal(r.el[2].integer, 0); /* A holds its lease: alive */
+	assert_int_equal(r.el[3].integer, 0); /* A holds its lease: alive */
 	RS_CMD(c.rp, c.fd, &r, "FCALL", "tether_sm_take", "3", REC("S1"), Q("S1"), ISR, "S1", "B/0/2/2", "");
 	is_ok(&r);
-	assert_int_equal(r.el[2].integer, 0); /* from B itself: never dead */
+	assert_int_equal(r.el[3].integer, 0); /* from B itself: never dead */
 	RS_CMD(c.rp, c.fd, &r, "FCALL", "tether_sm_take", "3", REC("S1"), Q("S1"), ISR, "S1", "A/0/3/3", "");
 	is_ok(&r);
-	assert_int_equal(r.el[2].integer, 1); /* B holds no lease */
+	assert_int_equal(r.el[3].integer, 1); /* B holds no lease */
 	rcopy_clear(&r);
 	conn_close(&c);
 }

@@ -39,7 +39,8 @@ class RedisServer:
         self.proc = subprocess.Popen(
             [self.bin, '--port', '0', '--unixsocket', self.sock, '--unixsocketperm', '700',
              '--dir', str(self.dir), '--save', '', '--appendonly', 'yes' if aof else 'no',
-             '--appendfsync', 'always', '--daemonize', 'no', '--logfile', self.logfile],
+             '--appendfsync', 'always', '--daemonize', 'no', '--logfile', self.logfile,
+             '--enable-debug-command', 'local'],   # DEBUG SLEEP: a Redis that stalls
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while True:

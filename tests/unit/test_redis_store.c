@@ -52,6 +52,7 @@ static void turn(struct env *e)
 	struct io_uring_cqe *cqe;
 	unsigned head, n = 0;
 	store_poll(e->h);
+	store_flush(e->h); /* the deliveries held this turn (as the worker does) */
 	io_uring_submit_and_wait_timeout(&e->ring, &cqe, 1, &ts, NULL);
 	io_uring_for_each_cqe(&e->ring, head, cqe) {
 		if (ud_op(cqe->user_data) == OP_RLINK)

@@ -35,7 +35,7 @@
 
 #define INBOX_BLOCK_MS "1000"    /* one XREAD waits this long for entries */
 #define INBOX_TIMEOUT_MS 3000u   /* ...and its reply at most this long */
-#define INBOX_COUNT "64"
+#define INBOX_COUNT "32"       /* entries: one may carry 64 KiB of notices, and a stanza */
 #define INBOX_MANY 10            /* k of an entry of several notices (redis_lib.lua) */
 
 int rinbox_key(char out[RKEY_LEN], const char *node)

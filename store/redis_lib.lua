@@ -619,6 +619,7 @@ end
 -- session one HSET of its count, each node one XADD carrying all its
 -- notices. The call is one step: nothing of it is visible before the rest.
 local NOTICES_MAX = 64   -- notices in one inbox entry (XADD's arguments go through unpack)
+local NOTICE_BYTES = 65536 -- ...and bytes of entries, about (an XREAD of redis_inbox.c reads 32)
 local ADDS_MAX = 256     -- entries one RPUSH appends (same reason)
 local INBOX_MANY = 10    -- inbox entry kind: several notices (redis_inbox.c)
 
@@ -635,32 +636,39 @@ end
 -- Writes inbox <b>'s notices: one alone in the single form ('k', kind,
 -- 'to', owner, 'e', entry), which nodes older than the batched form read
 -- too; several as kind INBOX_MANY followed by ('n', kind, 'to', owner,
--- 'e', entry) per notice.
+-- 'e', entry) per notice. The stream keeps about 10000 entries
+-- (RINBOX_MAXLEN), 1000 once it gets entries of several notices: about as
+-- many notices, and bytes, as before those.
 local function box_write(b)
 	local f = b.f
 	if b.n == 1 then
 		redis.call('XADD', b.key, 'MAXLEN', '~', 10000, '*', -- RINBOX_MAXLEN
 			'k', f[2], 'to', f[4], 'e', f[6])
 	elseif b.n > 1 then
-		redis.call('XADD', b.key, 'MAXLEN', '~', 10000, '*', 'k', INBOX_MANY, unpack(f))
+		redis.call('XADD', b.key, 'MAXLEN', '~', 1000, '*', 'k', INBOX_MANY, unpack(f))
 	end
-	b.n, b.f = 0, {}
+	b.n, b.f, b.bytes = 0, {}, 0
 end
 
--- Notice <kind> (0: deliver, 3: appended) of <entry> for <owner>, to its
--- node's inbox.
-local function notice(c, kind, owner, entry)
+-- The inbox of <owner>'s node in this call: its notices so far.
+local function box_of(c, owner)
 	local key = inbox_of(owner)
 	local b = c.boxes[key]
 	if not b then
-		b = { key = key, n = 0, f = {} }
+		b = { key = key, n = 0, f = {}, bytes = 0 }
 		c.boxes[key] = b
 		c.blist[#c.blist + 1] = b
 	end
+	return b
+end
+
+-- Notice <kind> (0: deliver, 3: appended) of <entry> for <owner>, into
+-- inbox <b>.
+local function notice(b, kind, owner, entry)
 	local f, i = b.f, #b.f
 	f[i + 1], f[i + 2], f[i + 3], f[i + 4], f[i + 5], f[i + 6] = 'n', kind, 'to', owner, 'e', entry
-	b.n = b.n + 1
-	if b.n == NOTICES_MAX then
+	b.n, b.bytes = b.n + 1, b.bytes + #entry
+	if b.n == NOTICES_MAX or b.bytes >= NOTICE_BYTES then
 		box_write(b)
 	end
 end
@@ -683,7 +691,7 @@ local function rec_of(c, rk, qk)
 		q = false
 		if r[1] then
 			q = { rk = rk, qk = qk, owner = r[1], out = tonumber(r[2]), acked = tonumber(r[3]),
-				att = r[4], qb = tonumber(r[5] or '0'), add = {} }
+				att = r[4], qb = tonumber(r[5] or '0'), add = {}, box = box_of(c, r[1]) }
 			c.rlist[#c.rlist + 1] = q
 		end
 		c.recs[rk] = q
@@ -695,19 +703,18 @@ end
 -- at the end of the call, in the same step as the deliveries. Returns nil,
 -- or the error of a session taken over (ESTALE) or gone (ENOENT).
 local function sender_count(c, key, epoch, h)
-	local id = key .. ' ' .. epoch
-	local s = c.senders[id]
-	if s == nil then
+	local s = c.senders[key]
+	if s == nil or s.epoch ~= epoch then
 		local r = redis.call('HMGET', key, 'epoch', 'owner')
 		if not r[1] then
-			s = { e = err('ENOENT no such session') }
+			s = { epoch = epoch, e = err('ENOENT no such session') }
 		elseif tonumber(r[1]) ~= epoch then
-			s = { e = err('ESTALE ' .. r[2] .. ' ' .. r[1]) }
+			s = { epoch = epoch, e = err('ESTALE ' .. r[2] .. ' ' .. r[1]) }
 		else
-			s = { key = key }
+			s = { epoch = epoch, key = key }
 			c.slist[#c.slist + 1] = s
 		end
-		c.senders[id] = s
+		c.senders[key] = s
 	end
 	if s.e then
 		return s.e
@@ -734,7 +741,7 @@ end
 local function deliver_direct(c, t, meta, payload)
 	local owner = t[3]
 	if node_of(owner) ~= c.me then
-		notice(c, 0, owner, string.format('0:%d:', c.now) .. meta .. payload)
+		notice(box_of(c, owner), 0, owner, string.format('0:%d:', c.now) .. meta .. payload)
 	end
 	return { t[1], 0, owner, 1 }
 end
@@ -764,19 +771,31 @@ local function deliver_queued(c, rk, qk, res, meta, payload, skip)
 	if #q.add == ADDS_MAX then
 		rec_write(q)
 	end
-	notice(c, 3, q.owner, entry)
+	notice(q.box, 3, q.owner, entry)
 	return { res, seq, q.owner }
 end
 
--- The targets of <res> in directory <dir> (targets()), read once a call.
+-- The targets of <res> in directory <dir> (targets()), read once a call;
+-- a queued session's target gets its record's and queue's keys (rk, qk).
 local function targets_of(c, dir, res, every)
-	local id = dir .. ' ' .. res .. (every and ' 1' or ' 0')
-	local t = c.tgts[id]
-	if not t then
-		t = targets(dir, res, every)
-		c.tgts[id] = t
+	local byres = c.tgts[dir]
+	if not byres then
+		byres = {}
+		c.tgts[dir] = byres
 	end
-	return t
+	local id = every and res .. '\n' or res
+	local ts = byres[id]
+	if not ts then
+		ts = targets(dir, res, every)
+		local base = string.sub(dir, 1, -4) -- "t:{bare}:"
+		for _, t in ipairs(ts) do
+			if not t[3] then
+				t.rk, t.qk = base .. 's:' .. t[2], base .. 'q:' .. t[2]
+			end
+		end
+		byres[id] = ts
+	end
+	return ts
 end
 
 -- Delivery <d> (fields as tether_deliver's arguments) in call <c>: its
@@ -788,18 +807,16 @@ local function deliver_one(c, d)
 			return e
 		end
 	end
-	local base = string.sub(d.dir, 1, -4) -- "t:{bare}:"
 	local out, skip = {}, d.skip
 	for _, t in ipairs(targets_of(c, d.dir, d.res, d.every)) do
 		local row
 		if not t[3] and d.unqueued then
-			local owner = redis.call('HGET', base .. 's:' .. t[2], 'owner')
+			local owner = redis.call('HGET', t.rk, 'owner')
 			if owner and (skip == '' or node_of(owner) ~= skip) then
 				row = deliver_direct(c, { t[1], t[2], owner }, d.meta, d.payload)
 			end
 		elseif not t[3] then
-			row = deliver_queued(c, base .. 's:' .. t[2], base .. 'q:' .. t[2], t[1], d.meta,
-				d.payload, skip)
+			row = deliver_queued(c, t.rk, t.qk, t[1], d.meta, d.payload, skip)
 		elseif skip == '' or node_of(t[3]) ~= skip then
 			row = deliver_direct(c, t, d.meta, d.payload)
 		end

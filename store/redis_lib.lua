@@ -49,8 +49,10 @@ it is the same prefix for all of that account's keys, so they still share a
 slot. Not in this library, because they cross tags: the node inbox streams
 (t:{node:<N>}:in), the token-sealing key check, the user list (SCAN).
 Exceptions, each said where it is: tether_deliver (the sender's session
-and the inbox), tether_sm_reap and tether_dir_reap (the lease), tether_im_sub and
-tether_im_remove (two accounts' rosters: a subscription is one step).
+and the inbox), tether_deliver_many (that, for the deliveries of one loop
+turn of a node: many accounts), tether_sm_reap and tether_dir_reap (the
+lease), tether_im_sub and tether_im_remove (two accounts' rosters: a
+subscription is one step).
 
 SESSION RECORD t:{B}:s:<sid>
   owner   opaque "<node>/<worker>/<slot>/<gen>" of the stream serving it
@@ -150,8 +152,13 @@ OPEN (for store/redis.c, not decided here)
   count; a crash in between leaves h uncounted, the client resends after
   resuming, and the key makes the second append a no-op.
 - Notifying the owner (XADD to t:{node:<N>}:in) is another tag too: it
-  follows the append as a separate command. A lost notification delays
-  delivery until the next one or a resume, it does not lose the stanza.
+  would follow the append as a separate command. A lost notification
+  delays delivery until the next one or a resume, it does not lose the
+  stanza.
+- tether_deliver_many runs the deliveries a node issued in one loop turn
+  as one call (one queue write per session, one count write per sender,
+  one inbox entry per node, instead of each apart): under Cluster rules it
+  would be split by slot, each part with its sender's count.
 - take returns the whole queue in one reply: up to max_queue x
   max_stanza_size bytes. The backend's reply limit (rproto max_reply) must
   cover it, or take should hand the queue out in pages.

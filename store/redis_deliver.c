@@ -23,7 +23,6 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -153,8 +152,9 @@ static int build(struct store_handle *h, struct rbatch *b, const char *self)
 	unsigned nkeys = 0;
 	b->argc = 0;
 	b->used = 0;
-	arg_ext(b, "FCALL", 5);
-	arg_ext(b, "tether_deliver_many", 19);
+	static const char fcall[] = "FCALL", fn[] = "tether_deliver_many";
+	arg_ext(b, fcall, sizeof(fcall) - 1);
+	arg_ext(b, fn, sizeof(fn) - 1);
 	int at_numkeys = b->argc++;
 	struct store_deliver_op *d = b->first;
 	for (unsigned i = 0; i < b->n; i++, d = next_of(d)) {

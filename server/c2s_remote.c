@@ -4,7 +4,8 @@
  *
  * Route to sessions, not connections: with a store shared between nodes,
  * a message or iq for an account goes first to one call (tether_deliver on
- * Redis) that finds the target sessions in the account's directory,
+ * Redis, with the other deliveries of the loop turn: redis_deliver.c) that
+ * finds the target sessions in the account's directory,
  * appends the stanza to each one's queue, which numbers it, and tells the
  * owning node. Sessions of this node are told at once, from the reply;
  * other nodes through their inboxes. A session without XEP-0198 has a

@@ -381,6 +381,8 @@ void c2s_sm_on_ack_timer(struct c2s *s)
 	}
 	if (sm_unacked(&s->sm.c) > s->ncsi && !(s->flags & C2S_F_R_SENT))
 		send_r(s);
+	if (s->held_q)
+		arm_ack_timer(s); /* a gap's ticks go on with nothing else to wait for */
 }
 
 /* ---- counting and queueing -------------------------------------------- */
@@ -562,8 +564,10 @@ static void hold(struct c2s *s, uint32_t seq, struct rmsg *m)
 	h->msg = rmsg_ref(m);
 	h->next = *pp;
 	*pp = h;
-	s->nheld++;
-	if (attached(s))
+	/* The first entry held starts the gap's ticks; later ones must not
+	 * push them back, or a steady flow behind a lost notice would wait
+	 * for ever. */
+	if (!s->nheld++ && attached(s))
 		s->tp->set_timer(s->io, C2S_TIMER_ACK, s->srv->cfg.sm_ack_after_ms);
 }
 

@@ -633,6 +633,8 @@ static void *worker_main(void *arg)
 		if (w->sh)
 			store_poll(w->sh); /* completions first: they may queue output */
 		flush_all(w);
+		if (w->sh)
+			store_flush(w->sh); /* this turn's deliveries, as one command */
 		rearm_starved(w);
 		/* Drained: no stream left, and what they wrote to the store is
 		 * in it (their sessions live on there). */

@@ -472,6 +472,8 @@ static const struct store_ops redis_ops = {
 	.submit = rstore_submit,
 	.compensate = rstore_compensate,
 	.attach = rstore_attach,
+	.flush = rstore_deliver_flush,
+	.detach = rstore_deliver_detach,
 };
 
 struct store *store_redis_open(const char *addr, char *err, size_t errlen)

@@ -1,4 +1,4 @@
-/* store/redis_async.c - the Redis backend's asynchronous operations: one FCALL per operation on the worker's rlink, decoded into the operation's result.
+/* store/redis_async.c - the Redis backend's asynchronous operations: one FCALL per operation on the worker's rlink (deliveries: one per row of them, redis_deliver.c), decoded into the operation's result.
  *
  * store.c queues every operation a worker issues in one FIFO and completes
  * them in order once each is marked ready; this file is the "submit" half
@@ -781,75 +781,6 @@ static int submit_notice(struct store_handle *h, struct store_notice_op *n)
 	return send_cmd(h, &c, on_noticed, n);
 }
 
-/* ---- delivery to sessions: tether_deliver -------------------------------- */
-
-static void on_delivered(const redisReply *r, const char *err, void *ud)
-{
-	struct store_deliver_op *d = ud;
-	d->err = rstore_reply_err(&d->op, r, err);
-	/* {{resource, seq, owner[, 1: direct]}, ...}: each session it went to */
-	for (size_t i = 0; !d->err && r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
-		const redisReply *e = r->element[i];
-		struct store_target *t = &d->t[d->n];
-		if (d->n == STORE_TARGETS_MAX || e->type != REDIS_REPLY_ARRAY ||
-		    e->elements < 3 || e->elements > 4 ||
-		    e->element[1]->type != REDIS_REPLY_INTEGER ||
-		    e->element[2]->type != REDIS_REPLY_STRING ||
-		    rcodec_owner_parse(e->element[2]->str, e->element[2]->len, &t->owner))
-			continue;
-		t->full = e->element[1]->integer < 0;
-		t->seq = t->full ? 0 : (uint32_t)e->element[1]->integer;
-		t->direct = e->elements == 4;
-		d->n++;
-	}
-	store_op_ready(&d->op);
-}
-
-static int submit_deliver(struct store_handle *h, struct store_deliver_op *d)
-{
-	struct cmd c = { 0 };
-	char kdir[RKEY_LEN], mstack[META_STACK], *meta = mstack;
-	if (rkey(kdir, d->bare, "dir", NULL) < 0)
-		return -EINVAL;
-	size_t ml = rcodec_meta(d->msg, mstack, sizeof(mstack));
-	if (ml > sizeof(mstack)) {
-		if (!(meta = malloc(ml)))
-			return -ENOMEM;
-		rcodec_meta(d->msg, meta, ml);
-	}
-	char ksender[RKEY_LEN];
-	if (d->from_bare && rkey(ksender, d->from_bare, "s", d->from_sid) < 0)
-		return -EINVAL;
-	arg_s(&c, "FCALL");
-	arg_s(&c, "tether_deliver");
-	arg_s(&c, d->from_bare ? "2" : "1");
-	arg_s(&c, kdir);
-	if (d->from_bare)
-		arg_s(&c, ksender);
-	arg_s(&c, d->resource);
-	arg(&c, meta, ml);
-	arg(&c, d->msg->data, d->msg->len);
-	char self[NODES_ID_MAX + 1];
-	snprintf(self, sizeof(self), "%s.%s", nodes_name(BUS_NODE_SELF), nodes_boot());
-	/* presence: this node's sessions had it from the local router */
-	arg_s(&c, !strcmp(d->resource, "*") || !strcmp(d->resource, "+") ? self : "");
-	arg_u(&c, 0, h->st->queue_max);
-	arg_u(&c, 1, h->st->queue_bytes);
-	arg_u(&c, 2, d->from_bare ? d->from_epoch : 0);
-	arg_u(&c, 3, d->from_bare ? d->from_h : 0);
-	arg_s(&c, self); /* direct sessions of this node: the caller hands them over */
-	arg_s(&c, !strcmp(d->msg->type, "headline") ? "1" : "0"); /* RFC 6121 §8.5.2.1.2 */
-	/* A probe, and the server's internal types ("tether-*": roster and
-	 * blocklist pushes, carbons, "send your unavailable presence"), are for
-	 * the session to act on (presence_on_deliver): never queued as they
-	 * are for a client to read; the session queues what it writes. */
-	arg_s(&c, !strcmp(d->msg->type, "probe") || !strncmp(d->msg->type, "tether-", 7) ? "1" : "0");
-	int rc = send_cmd(h, &c, on_delivered, d);
-	if (meta != mstack)
-		free(meta);
-	return rc;
-}
-
 /* A barrier is a PING: its reply comes after those of everything before. */
 static void on_pong(const redisReply *r, const char *err, void *ud)
 {
@@ -864,6 +795,9 @@ int rstore_submit(struct store_handle *h, struct store_op *op)
 {
 	if (!h->link)
 		return -ENOTCONN; /* a handle attached without a link (a tool) */
+	if (op->kind == STORE_OP_DELIVER) /* sent with the next ones (redis_deliver.c) */
+		return rstore_deliver_hold(h, (struct store_deliver_op *)op);
+	rstore_deliver_flush(h); /* the deliveries held before it go first */
 	switch (op->kind) {
 	case STORE_OP_USER_GET:
 		return submit_user(h, (struct store_user_op *)op);
@@ -882,8 +816,6 @@ int rstore_submit(struct store_handle *h, struct store_op *op)
 		return submit_destroy(h, (struct store_destroy_op *)op);
 	case STORE_OP_NODE_NOTICE:
 		return submit_notice(h, (struct store_notice_op *)op);
-	case STORE_OP_DELIVER:
-		return submit_deliver(h, (struct store_deliver_op *)op);
 	case STORE_OP_DIRECT:
 		return rstore_submit_direct(h, op);
 	case STORE_OP_DPRES:

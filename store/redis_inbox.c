@@ -8,10 +8,16 @@
  *        the node incarnation, so an entry for an earlier run of the node
  *        is recognised and dropped)
  *   (k 9, STORE_NOTICE_DRAIN, alone: tetherctl drain asks the node to leave)
- *   seq, e   BUS_APPENDED (written by tether_deliver): the entry's number
- *        and the entry as queued ("<seq>:<stamp>:<meta><payload>")
- *   e    BUS_DELIVER (tether_deliver, to a session without XEP-0198): the
- *        stanza as a queue entry numbered 0, queued nowhere
+ *   e    BUS_APPENDED (written by tether_deliver): the entry as queued
+ *        ("<seq>:<stamp>:<meta><payload>", its number first); BUS_DELIVER
+ *        (tether_deliver, to a session without XEP-0198): the stanza as a
+ *        queue entry numbered 0, queued nowhere
+ * The deliveries of one call (tether_deliver_many: a node's deliveries of
+ * one loop turn) write one entry per node: alone, a notice is as above; k
+ * 10 (INBOX_MANY) is an entry of several, each three fields: n (its
+ * kind, BUS_APPENDED or BUS_DELIVER), to, e. A node older than that form
+ * skips such an entry (k out of its range); a session that misses a notice
+ * so finds the gap at the next one, or its client at its resume.
  * The reader runs one XREADGROUP BLOCK at a time on a link of its own, in
  * the consumer group named after this node's incarnation ("<name>.<boot>",
  * made where the stream ends when the node starts: every connection of the
@@ -39,8 +45,9 @@
 
 #define INBOX_BLOCK_MS "1000"    /* one XREADGROUP waits this long for entries */
 #define INBOX_TIMEOUT_MS 3000u   /* ...and its reply at most this long */
-#define INBOX_COUNT "64"
-#define INBOX_COUNT_MAX 64
+#define INBOX_COUNT "32"         /* entries: one may carry 64 KiB of notices, and a stanza */
+#define INBOX_COUNT_MAX 32
+#define INBOX_MANY 10            /* k of an entry of several notices (redis_lib.lua) */
 
 int rinbox_key(char out[RKEY_LEN], const char *node)
 {
@@ -82,42 +89,18 @@ static int num_field(const redisReply *v, long max, long *out)
 	return 0;
 }
 
-/* One entry: [id, [field, value, ...]]. */
-static void entry(struct inbox *in, const redisReply *e)
+/* A notice of <kind> (with <cond>) for the owner <to> (a string reply, or
+ * NULL), carrying queue entry <e> (NULL: none), to the callback. */
+static void notice(struct inbox *in, long kind, long cond, const redisReply *to,
+		   const redisReply *e)
 {
-	if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
-	    e->element[0]->type != REDIS_REPLY_STRING || e->element[1]->type != REDIS_REPLY_ARRAY)
-		return;
-	const redisReply *id = e->element[0], *f = e->element[1];
-	if (id->len < sizeof(in->last)) {
-		memcpy(in->last, id->str, id->len);
-		in->last[id->len] = 0;
-	}
-	long kind = -1, cond = 0;
-	struct bus_addr to;
+	struct bus_addr a;
 	struct sm_entry qe = { 0 };
-	int have_to = 0, have_e = 0;
-	for (size_t i = 0; i + 1 < f->elements; i += 2) {
-		const redisReply *k = f->element[i], *v = f->element[i + 1];
-		if (k->type != REDIS_REPLY_STRING || k->len > 2)
-			continue;
-		if (!memcmp(k->str, "k", k->len) && num_field(v, STORE_NOTICE_DRAIN, &kind))
-			kind = -1;
-		else if (!memcmp(k->str, "e", k->len) && v->type == REDIS_REPLY_STRING && !have_e)
-			have_e = rcodec_entry(v->str, v->len, &qe) == 0;
-		else if (!memcmp(k->str, "c", k->len) && num_field(v, 1000, &cond))
-			cond = 0;
-		else if (!memcmp(k->str, "to", k->len) && v->type == REDIS_REPLY_STRING)
-			have_to = rcodec_owner_parse(v->str, v->len, &to) == 0;
-	}
-	if (kind == STORE_NOTICE_DRAIN) { /* tetherctl drain: not about a session */
-		in->count++;
-		in->fn(in->ud, (int)kind, NULL, 0, 0, NULL);
-		return;
-	}
+	int have_to = to && rcodec_owner_parse(to->str, to->len, &a) == 0;
+	int have_e = e && rcodec_entry(e->str, e->len, &qe) == 0;
 	int carries = kind == BUS_APPENDED || kind == BUS_DELIVER;
 	int ok = have_to && (kind == BUS_KICK || kind == BUS_MOVED || (carries && have_e));
-	if (!ok || to.node != BUS_NODE_SELF) {
+	if (!ok || a.node != BUS_NODE_SELF) {
 		/* not a notice, or for an earlier run of this node (its
 		 * sessions are gone: a resume gets the entry from the queue) */
 		if (!ok)
@@ -132,7 +115,77 @@ static void entry(struct inbox *in, const redisReply *e)
 	else if (have_e)
 		rmsg_unref(qe.msg);
 	in->count++;
-	in->fn(in->ud, (int)kind, &to, (int)cond, qe.seq, m);
+	in->fn(in->ud, (int)kind, &a, (int)cond, qe.seq, m);
+}
+
+static int is_field(const redisReply *k, const char *name)
+{
+	size_t n = strlen(name);
+	return k->type == REDIS_REPLY_STRING && k->len == n && !memcmp(k->str, name, n);
+}
+
+static const redisReply *str_or_null(const redisReply *v)
+{
+	return v->type == REDIS_REPLY_STRING ? v : NULL;
+}
+
+/* An entry of one notice: k, and c, to, e as its kind has them. */
+static void one(struct inbox *in, const redisReply *f)
+{
+	long kind = -1, cond = 0;
+	const redisReply *to = NULL, *e = NULL;
+	for (size_t i = 0; i + 1 < f->elements; i += 2) {
+		const redisReply *k = f->element[i], *v = f->element[i + 1];
+		if (is_field(k, "k") && num_field(v, STORE_NOTICE_DRAIN, &kind))
+			kind = -1;
+		else if (is_field(k, "e") && !e)
+			e = str_or_null(v);
+		else if (is_field(k, "c") && num_field(v, 1000, &cond))
+			cond = 0;
+		else if (is_field(k, "to"))
+			to = str_or_null(v);
+	}
+	if (kind == STORE_NOTICE_DRAIN) { /* tetherctl drain: not about a session */
+		in->count++;
+		in->fn(in->ud, (int)kind, NULL, 0, 0, NULL);
+		return;
+	}
+	notice(in, kind, cond, to, e);
+}
+
+/* An entry of several (k INBOX_MANY): n <kind>, to <owner>, e <entry>
+ * per notice, in order. */
+static void many(struct inbox *in, const redisReply *f)
+{
+	for (size_t i = 2; i + 6 <= f->elements; i += 6) {
+		redisReply **x = f->element + i;
+		long kind = -1;
+		if (!is_field(x[0], "n") || num_field(x[1], BUS_APPENDED, &kind) ||
+		    !is_field(x[2], "to") || !is_field(x[4], "e")) {
+			log_warn("inbox: entry %s: notice %zu is malformed: skipped", in->last, (i - 2) / 6);
+			continue;
+		}
+		notice(in, kind, 0, str_or_null(x[3]), str_or_null(x[5]));
+	}
+}
+
+/* One entry: [id, [field, value, ...]]. */
+static void entry(struct inbox *in, const redisReply *e)
+{
+	if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+	    e->element[0]->type != REDIS_REPLY_STRING || e->element[1]->type != REDIS_REPLY_ARRAY)
+		return;
+	const redisReply *id = e->element[0], *f = e->element[1];
+	if (id->len < sizeof(in->last)) {
+		memcpy(in->last, id->str, id->len);
+		in->last[id->len] = 0;
+	}
+	long kind;
+	if (f->elements >= 2 && is_field(f->element[0], "k") &&
+	    !num_field(f->element[1], INBOX_MANY, &kind) && kind == INBOX_MANY)
+		many(in, f);
+	else
+		one(in, f);
 }
 
 static void on_group(const redisReply *r, const char *err, void *ud)

@@ -56,6 +56,15 @@ int rstore_reply_err(struct store_op *op, const redisReply *r, const char *err);
 int rstore_im_submit(struct store_handle *h, struct store_op *op);
 void rstore_im_compensate(struct store_handle *h, struct store_op *op);
 
+/* redis_deliver.c: deliveries (store_deliver_async). hold: the submit of
+ * one, held to go with the next ones as one FCALL (0 or -errno as
+ * rstore_submit); flush: sends those held (store_flush, and rstore_submit
+ * before any other operation); detach: frees what the handle kept. */
+struct store_deliver_op;
+int rstore_deliver_hold(struct store_handle *h, struct store_deliver_op *d);
+void rstore_deliver_flush(struct store_handle *h);
+void rstore_deliver_detach(struct store_handle *h);
+
 /* redis_direct.c: submits a STORE_OP_DIRECT (store_direct_async). */
 int rstore_submit_direct(struct store_handle *h, struct store_op *op);
 /* ...and a STORE_OP_DPRES (store_dpres_async). */

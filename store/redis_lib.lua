@@ -54,8 +54,10 @@ it is the same prefix for all of that account's keys, so they still share a
 slot. Not in this library, because they cross tags: the node inbox streams
 (t:{node:<N>}:in), the token-sealing key check, the user list (SCAN).
 Exceptions, each said where it is: tether_deliver (the sender's session
-and the inbox), tether_sm_reap and tether_dir_reap (the lease), tether_im_sub and
-tether_im_remove (two accounts' rosters: a subscription is one step).
+and the inbox), tether_deliver_many (that, for the deliveries of one loop
+turn of a node: many accounts), tether_sm_reap and tether_dir_reap (the
+lease), tether_im_sub and tether_im_remove (two accounts' rosters: a
+subscription is one step).
 
 SESSION RECORD t:{B}:s:<sid>
   owner   opaque "<node>/<worker>/<slot>/<gen>" of the stream serving it
@@ -168,8 +170,13 @@ OPEN (for store/redis.c, not decided here)
   count; a crash in between leaves h uncounted, the client resends after
   resuming, and the key makes the second append a no-op.
 - Notifying the owner (XADD to t:{node:<N>}:in) is another tag too: it
-  follows the append as a separate command. A lost notification delays
-  delivery until the next one or a resume, it does not lose the stanza.
+  would follow the append as a separate command. A lost notification
+  delays delivery until the next one or a resume, it does not lose the
+  stanza.
+- tether_deliver_many runs the deliveries a node issued in one loop turn
+  as one call (one queue write per session, one count write per sender,
+  one inbox entry per node, instead of each apart): under Cluster rules it
+  would be split by slot, each part with its sender's count.
 - take returns the whole queue in one reply: up to max_queue x
   max_stanza_size bytes. The backend's reply limit (rproto max_reply) must
   cover it, or take should hand the queue out in pages.
@@ -655,14 +662,135 @@ local function targets(dir, res, every)
 	return t
 end
 
--- Direct target <t> of deliver: into its owner node's inbox (k 0, the
--- entry numbered 0), unless the owner is on node incarnation <me>, the
+-- One call's deliveries (tether_deliver, tether_deliver_many) share a
+-- state and write it back once, at the end (call_end): each queue gets one
+-- RPUSH and its record one HSET however many entries it got, each sender's
+-- session one HSET of its count, each node one XADD carrying all its
+-- notices. The call is one step: nothing of it is visible before the rest.
+local NOTICES_MAX = 64   -- notices in one inbox entry (XADD's arguments go through unpack)
+local NOTICE_BYTES = 65536 -- ...and bytes of entries, about (an XREAD of redis_inbox.c reads 32)
+local ADDS_MAX = 256     -- entries one RPUSH appends (same reason)
+local INBOX_MANY = 10    -- inbox entry kind: several notices (redis_inbox.c)
+
+local function call_new(maxq, maxb, me)
+	return { now = now_ms(), maxq = maxq, maxb = maxb, me = me, recs = {}, rlist = {},
+		senders = {}, slist = {}, boxes = {}, blist = {}, tgts = {} }
+end
+
+-- The node incarnation "<name>.<boot>" of an owner "<name>.<boot>/w/s/g".
+local function node_of(owner)
+	return string.match(owner, '^([^/]+)')
+end
+
+-- Writes inbox <b>'s notices: one alone in the single form ('k', kind,
+-- 'to', owner, 'e', entry), which nodes older than the batched form read
+-- too; several as kind INBOX_MANY followed by ('n', kind, 'to', owner,
+-- 'e', entry) per notice. The stream keeps about 10000 entries
+-- (RINBOX_MAXLEN), 1000 once it gets entries of several notices: about as
+-- many notices, and bytes, as before those.
+local function box_write(b)
+	local f = b.f
+	if b.n == 1 then
+		redis.call('XADD', b.key, 'MAXLEN', '~', 10000, '*', -- RINBOX_MAXLEN
+			'k', f[2], 'to', f[4], 'e', f[6])
+	elseif b.n > 1 then
+		redis.call('XADD', b.key, 'MAXLEN', '~', 1000, '*', 'k', INBOX_MANY, unpack(f))
+	end
+	b.n, b.f, b.bytes = 0, {}, 0
+end
+
+-- The inbox of <owner>'s node in this call: its notices so far.
+local function box_of(c, owner)
+	local key = inbox_of(owner)
+	local b = c.boxes[key]
+	if not b then
+		b = { key = key, n = 0, f = {}, bytes = 0 }
+		c.boxes[key] = b
+		c.blist[#c.blist + 1] = b
+	end
+	return b
+end
+
+-- Notice <kind> (0: deliver, 3: appended) of <entry> for <owner>, into
+-- inbox <b>.
+local function notice(b, kind, owner, entry)
+	local f, i = b.f, #b.f
+	f[i + 1], f[i + 2], f[i + 3], f[i + 4], f[i + 5], f[i + 6] = 'n', kind, 'to', owner, 'e', entry
+	b.n, b.bytes = b.n + 1, b.bytes + #entry
+	if b.n == NOTICES_MAX or b.bytes >= NOTICE_BYTES then
+		box_write(b)
+	end
+end
+
+-- Queue <q>'s entries appended by this call so far, and its record's count.
+local function rec_write(q)
+	if #q.add > 0 then
+		redis.call('RPUSH', q.qk, unpack(q.add))
+		redis.call('HSET', q.rk, 'out', q.out, 'qb', q.qb)
+		q.add = {}
+	end
+end
+
+-- The XEP-0198 session of record <rk> and queue <qk> as this call sees
+-- it: {owner, out, acked, att, qb, add (entries to append)}, or false.
+local function rec_of(c, rk, qk)
+	local q = c.recs[rk]
+	if q == nil then
+		local r = redis.call('HMGET', rk, 'owner', 'out', 'acked', 'att', 'qb')
+		q = false
+		if r[1] then
+			q = { rk = rk, qk = qk, owner = r[1], out = tonumber(r[2]), acked = tonumber(r[3]),
+				att = r[4], qb = tonumber(r[5] or '0'), add = {}, box = box_of(c, r[1]) }
+			c.rlist[#c.rlist + 1] = q
+		end
+		c.recs[rk] = q
+	end
+	return q
+end
+
+-- The sender's session <key> at <epoch>: its inbound count <h> is written
+-- at the end of the call, in the same step as the deliveries. Returns nil,
+-- or the error of a session taken over (ESTALE) or gone (ENOENT).
+local function sender_count(c, key, epoch, h)
+	local s = c.senders[key]
+	if s == nil or s.epoch ~= epoch then
+		local r = redis.call('HMGET', key, 'epoch', 'owner')
+		if not r[1] then
+			s = { epoch = epoch, e = err('ENOENT no such session') }
+		elseif tonumber(r[1]) ~= epoch then
+			s = { epoch = epoch, e = err('ESTALE ' .. r[2] .. ' ' .. r[1]) }
+		else
+			s = { epoch = epoch, key = key }
+			c.slist[#c.slist + 1] = s
+		end
+		c.senders[key] = s
+	end
+	if s.e then
+		return s.e
+	end
+	s.h = h
+	return nil
+end
+
+local function call_end(c)
+	for _, q in ipairs(c.rlist) do
+		rec_write(q)
+	end
+	for _, s in ipairs(c.slist) do
+		redis.call('HSET', s.key, 'h_in', s.h)
+	end
+	for _, b in ipairs(c.blist) do
+		box_write(b)
+	end
+end
+
+-- Direct target <t> of a delivery: into its owner node's inbox (k 0, the
+-- entry numbered 0), unless the owner is on node incarnation c.me, the
 -- caller's, which hands it over itself. Returns the reply row.
-local function deliver_direct(t, meta, payload, me)
+local function deliver_direct(c, t, meta, payload)
 	local owner = t[3]
-	if string.match(owner, '^([^/]+)') ~= me then
-		redis.call('XADD', inbox_of(owner), 'MAXLEN', '~', 10000, '*', -- RINBOX_MAXLEN
-			'k', 0, 'to', owner, 'e', string.format('0:%d:', now_ms()) .. meta .. payload)
+	if node_of(owner) ~= c.me then
+		notice(box_of(c, owner), 0, owner, string.format('0:%d:', c.now) .. meta .. payload)
 	end
 	return { t[1], 0, owner, 1 }
 end
@@ -671,30 +799,79 @@ end
 -- is appended and its owner's node told (k 3). Returns the reply row
 -- {res, seq, owner} ({res, -1, owner}: its detached queue is full, nothing
 -- written), or nil (no such session, or owned by node incarnation <skip>).
-local function deliver_queued(rk, qk, res, meta, payload, skip, maxq, maxb)
-	local r = rec_get(rk)
-	local entry = ''
-	if r[1] then
-		entry = string.format('%d:%d:', (tonumber(r[5]) + 1) % TWO32, now_ms()) .. meta .. payload
+local function deliver_queued(c, rk, qk, res, meta, payload, skip)
+	local q = rec_of(c, rk, qk)
+	if not q then
+		return nil
 	end
-	local full = r[1] and r[8] == '0' and
-		((maxq > 0 and (tonumber(r[5]) - tonumber(r[6])) % TWO32 >= maxq) or
-		 (maxb > 0 and tonumber(redis.call('HGET', rk, 'qb') or '0') + #entry > maxb))
-	if full then
+	local seq = (q.out + 1) % TWO32
+	local entry = string.format('%d:%d:', seq, c.now) .. meta .. payload
+	if q.att == '0' and ((c.maxq > 0 and (q.out - q.acked) % TWO32 >= c.maxq) or
+			     (c.maxb > 0 and q.qb + #entry > c.maxb)) then
 		-- a detached queue at its bound: nobody reads it; the sender
 		-- gets the stanza back (seq -1), the session lives on
-		return { res, -1, r[2] }
+		return { res, -1, q.owner }
 	end
-	if r[1] and (skip == '' or string.match(r[2], '^([^/]+)') ~= skip) then
-		local seq = (tonumber(r[5]) + 1) % TWO32
-		redis.call('RPUSH', qk, entry)
-		redis.call('HSET', rk, 'out', seq)
-		redis.call('HINCRBY', rk, 'qb', #entry)
-		redis.call('XADD', inbox_of(r[2]), 'MAXLEN', '~', 10000, '*', -- RINBOX_MAXLEN
-			'k', 3, 'to', r[2], 'seq', seq, 'e', entry)
-		return { res, seq, r[2] }
+	if skip ~= '' and node_of(q.owner) == skip then
+		return nil
 	end
-	return nil
+	q.out, q.qb = seq, q.qb + #entry
+	q.add[#q.add + 1] = entry
+	if #q.add == ADDS_MAX then
+		rec_write(q)
+	end
+	notice(q.box, 3, q.owner, entry)
+	return { res, seq, q.owner }
+end
+
+-- The targets of <res> in directory <dir> (targets()), read once a call;
+-- a queued session's target gets its record's and queue's keys (rk, qk).
+local function targets_of(c, dir, res, every)
+	local byres = c.tgts[dir]
+	if not byres then
+		byres = {}
+		c.tgts[dir] = byres
+	end
+	local id = every and res .. '\n' or res
+	local ts = byres[id]
+	if not ts then
+		ts = targets(dir, res, every)
+		local base = string.sub(dir, 1, -4) -- "t:{bare}:"
+		for _, t in ipairs(ts) do
+			if not t[3] then
+				t.rk, t.qk = base .. 's:' .. t[2], base .. 'q:' .. t[2]
+			end
+		end
+		byres[id] = ts
+	end
+	return ts
+end
+
+-- Delivery <d> (fields as tether_deliver's arguments) in call <c>: its
+-- reply rows, or the sender's error.
+local function deliver_one(c, d)
+	if d.sender then
+		local e = sender_count(c, d.sender, d.epoch, d.h)
+		if e then
+			return e
+		end
+	end
+	local out, skip = {}, d.skip
+	for _, t in ipairs(targets_of(c, d.dir, d.res, d.every)) do
+		local row
+		if not t[3] and d.unqueued then
+			local owner = redis.call('HGET', t.rk, 'owner')
+			if owner and (skip == '' or node_of(owner) ~= skip) then
+				row = deliver_direct(c, { t[1], t[2], owner }, d.meta, d.payload)
+			end
+		elseif not t[3] then
+			row = deliver_queued(c, t.rk, t.qk, t[1], d.meta, d.payload, skip)
+		elseif skip == '' or node_of(t[3]) ~= skip then
+			row = deliver_direct(c, t, d.meta, d.payload)
+		end
+		out[#out + 1] = row
+	end
+	return out
 end
 
 -- KEYS dir; ARGV resource ("" for the account's bare JID; "*" or "+" for
@@ -722,36 +899,54 @@ end
 -- of the directory matches (then the sender's node decides: offline,
 -- bounce). Writes the node inbox too, another slot: under Redis Cluster the
 -- notice would be a second call (see the header).
+-- Nodes send tether_deliver_many; this one stays for nodes of before it.
 local function deliver(keys, args)
-	local res, meta, payload, skip = args[1], args[2], args[3], args[4] or ''
-	local maxq, maxb = tonumber(args[5] or '0'), tonumber(args[6] or '0')
-	local me, every, unqueued = args[9] or '', args[10] == '1', args[11] == '1'
+	local d = { dir = keys[1], res = args[1], meta = args[2], payload = args[3],
+		skip = args[4] or '', every = args[10] == '1', unqueued = args[11] == '1' }
 	if keys[2] then
-		-- the sender's session: its inbound count is written in this same
-		-- step (fenced by its epoch), so a crash cannot separate the two
-		local r, e = owned(keys[2], num(args[7]), false)
-		if not r then
-			return e
-		end
-		redis.call('HSET', keys[2], 'h_in', num(args[8]))
+		d.sender, d.epoch, d.h = keys[2], num(args[7]), num(args[8])
 	end
-	local base = string.sub(keys[1], 1, -4) -- "t:{bare}:"
+	local c = call_new(tonumber(args[5] or '0'), tonumber(args[6] or '0'), args[9] or '')
+	local out = deliver_one(c, d)
+	call_end(c)
+	return out
+end
+
+-- KEYS the keys of each delivery in turn: its directory, then its
+-- sender's session record if it has one. ARGV the bounds of a detached
+-- queue in entries and bytes, the caller's node incarnation (as
+-- tether_deliver's), then per delivery MANY_ARGS: how many keys it has
+-- (1 or 2), resource, meta, payload, the node incarnation to skip ("" none),
+-- the sender's epoch and h_in ("0" without a sender), headline "1"/"0",
+-- unqueued "1"/"0". The deliveries run in order, as one step; the reply
+-- has one element per delivery: tether_deliver's reply, or its error (a
+-- sender taken over: ESTALE, nothing of that delivery done). A bad
+-- argument fails the whole call before anything is written.
+local MANY_ARGS = 9
+local function deliver_many(keys, args)
+	if (#args - 3) % MANY_ARGS ~= 0 then
+		return err('EINVAL arguments')
+	end
+	local c = call_new(num(args[1]), num(args[2]), args[3])
+	local list, k = {}, 1
+	for i = 4, #args, MANY_ARGS do
+		local nk = num(args[i])
+		local d = { dir = keys[k], res = args[i + 1], meta = args[i + 2], payload = args[i + 3],
+			skip = args[i + 4], every = args[i + 7] == '1', unqueued = args[i + 8] == '1' }
+		if nk == 2 then
+			d.sender, d.epoch, d.h = keys[k + 1], num(args[i + 5]), num(args[i + 6])
+		end
+		if (nk ~= 1 and nk ~= 2) or not d.dir or (nk == 2 and not d.sender) then
+			return err('EINVAL keys')
+		end
+		list[#list + 1] = d
+		k = k + nk
+	end
 	local out = {}
-	for _, t in ipairs(targets(keys[1], res, every)) do
-		local row
-		if not t[3] and unqueued then
-			local owner = redis.call('HGET', base .. 's:' .. t[2], 'owner')
-			if owner and (skip == '' or string.match(owner, '^([^/]+)') ~= skip) then
-				row = deliver_direct({ t[1], t[2], owner }, meta, payload, me)
-			end
-		elseif not t[3] then
-			row = deliver_queued(base .. 's:' .. t[2], base .. 'q:' .. t[2], t[1], meta, payload,
-				skip, maxq, maxb)
-		elseif skip == '' or string.match(t[3], '^([^/]+)') ~= skip then
-			row = deliver_direct(t, meta, payload, me)
-		end
-		out[#out + 1] = row
+	for i, d in ipairs(list) do
+		out[i] = deliver_one(c, d)
 	end
+	call_end(c)
 	return out
 end
 
@@ -1020,11 +1215,22 @@ local function field(t, name)
 end
 
 -- Inbox entry <e> ({id, {field, value, ...}}) into <out> if it carries a
--- stanza for a direct session (k 0) of a stream of node incarnation <inc>.
+-- stanza for a direct session (k 0) of a stream of node incarnation <inc>;
+-- an entry of several notices (k INBOX_MANY: 'n', kind, 'to', owner, 'e',
+-- entry each, box_write) gives each of its kind 0 for <inc>.
 local function inbox_take(out, e, inc)
-	local to = field(e[2], 'to')
-	if field(e[2], 'k') == '0' and to and string.match(to, '^([^/]+)') == inc then
-		out[#out + 1] = field(e[2], 'e')
+	local f = e[2]
+	if f[1] == 'k' and f[2] == tostring(INBOX_MANY) then
+		for i = 3, #f - 5, 6 do
+			if f[i + 1] == '0' and string.match(f[i + 3], '^([^/]+)') == inc then
+				out[#out + 1] = f[i + 5]
+			end
+		end
+		return
+	end
+	local to = field(f, 'to')
+	if field(f, 'k') == '0' and to and string.match(to, '^([^/]+)') == inc then
+		out[#out + 1] = field(f, 'e')
 	end
 end
 
@@ -1521,6 +1727,7 @@ reg('sm_isr_get', sm_isr_get, RO)
 reg('sm_isr_burn', sm_isr_burn)
 reg('dir_get', dir_get, RO)
 reg('deliver', deliver)
+reg('deliver_many', deliver_many)
 reg('direct_set', direct_set)
 reg('direct_update', direct_update)
 reg('direct_del', direct_del)

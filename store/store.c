@@ -90,6 +90,8 @@ void store_detach(struct store_handle *h)
 		op_free(op); /* a write goes to the spares: freed below */
 	}
 	store_trim(h);
+	if (h->st->ops->detach)
+		h->st->ops->detach(h);
 	free(h);
 }
 
@@ -162,6 +164,12 @@ static void op_count(const struct store_op *op, uint64_t now_us)
 	if (op->err && op_failed(*op->err))
 		metrics_inc(op_metric[op->kind].errs);
 	metrics_observe_us(H_STORE, now_us - op->issued_us);
+}
+
+void store_flush(struct store_handle *h)
+{
+	if (h->st->ops->flush)
+		h->st->ops->flush(h);
 }
 
 size_t store_poll(struct store_handle *h)

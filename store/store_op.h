@@ -65,6 +65,7 @@ struct store_handle {
 	 * no malloc and free each time). */
 	struct store_op *spare;
 	unsigned nspare;
+	void *backend;                  /* the backend's own state (ops->detach frees it) */
 };
 
 /* A backend that submits marks an operation's result in (or failed, with
@@ -155,6 +156,7 @@ struct store_deliver_op {
 	char from_sid[SM_ID_LEN + 1];
 	uint32_t from_epoch, from_h;
 	int err;
+	unsigned batch;         /* redis: the first of a batch sent as one command: its size */
 	size_t n;               /* sessions it was appended to */
 	struct store_target t[STORE_TARGETS_MAX]; /* the first of them */
 };

@@ -121,6 +121,12 @@ struct store_ops {
 	/* store_attach() made handle <h> (h->link set): a backend prepares
 	 * the link (redis: what every new connection sends first). Optional. */
 	void (*attach)(struct store_handle *h);
+	/* Sends what <submit> held back to send as one command (redis: the
+	 * deliveries of a loop turn); store_flush(). Optional. */
+	void (*flush)(struct store_handle *h);
+	/* store_detach() is freeing <h>: a backend frees what it keeps per
+	 * handle (h->backend). Optional. */
+	void (*detach)(struct store_handle *h);
 
 	/* IM data: rosters, subscription states, offline messages (the calls
 	 * of store_im.h, same arguments and results). Optional: NULL gives
@@ -242,6 +248,12 @@ void store_detach(struct store_handle *h);
 /* Frees the finished operations <h> keeps for reuse (after a burst, when
  * the worker hands memory back). */
 void store_trim(struct store_handle *h);
+/* Sends the operations the backend holds back to send together (the
+ * redis backend sends the deliveries issued in a row as one command): the
+ * worker calls it once per loop turn, before it waits for completions. A
+ * held operation is pending but not sent; anything else issued after it
+ * sends it first, so the store sees operations in issue order. */
+void store_flush(struct store_handle *h);
 /* Runs the completions that are due at this loop turn; the worker calls it
  * once per turn. Callbacks may issue new operations: those complete at a
  * later turn. Returns the number of callbacks run. */

@@ -286,6 +286,40 @@ def test_messages_between_nodes_both_ways_in_order_once(cluster, conns):
     assert el.get('from') == bob.jid, tostr(el)
 
 
+def test_lost_notice_found_at_the_next_and_resumed(cluster, conns):
+    """A notice that never reaches the owner's node (here: an entry appended
+    behind the nodes' backs, announced to nobody) is found at the next one,
+    here a batched delivery of several: the stream sees the gap, holds what
+    follows it, and after a few ack timer ticks closes so the client
+    resumes; the resume hands out the queue: the unannounced entry and
+    those after it, in order, once."""
+    a, b = cluster.nodes['a'], cluster.nodes['b']
+    alice = sm_online(a, 'alice', 'phone')
+    bob = sm_online(b, 'bob', 'desk')
+    conns.extend([alice, bob])
+    jid, sid = alice.jid, alice.sm_id
+    bob.message(jid, smc.numbered('g', 0))
+    assert alice.wait_bodies('g', 1, timeout=15) == [smc.numbered('g', 0)]
+    stanza = ("<message xmlns='jabber:client' from='%s' to='%s' type='chat' id='g1'>"
+              "<body>%s</body></message>" % (bob.jid, jid, smc.numbered('g', 1)))
+    meta = b'0' + b'\0'.join(x.encode() for x in (bob.jid, jid, 'g1', 'chat')) + b'\0'
+    base = 't:{alice@localhost}:'
+    seq = cluster.redis.command('FCALL', 'tether_sm_append', '2', base + 's:' + sid,
+                                base + 'q:' + sid, '0', stanza, '0', meta)
+    assert isinstance(seq, list) and seq[0] > 1, seq
+    for i in range(2, 6):
+        bob.message(jid, smc.numbered('g', i))
+    assert alice.wait_closed(timeout=15), 'the gap did not close the stream'
+    assert alice.messages('g') == [smc.numbered('g', 0)], 'sent past the gap'
+    new, el = smc.sm_resume(a, 'alice', cf.USERS['alice'], sid, alice.h, auto_ack=True)
+    conns.append(new)
+    assert xr.local(el.tag) == 'resumed', tostr(el)
+    want = [smc.numbered('g', i) for i in range(1, 6)]
+    assert new.wait_bodies('g', 5, timeout=15) == want
+    new.iq('get', "<ping xmlns='urn:xmpp:ping'/>", to='localhost', timeout=10)
+    assert new.messages('g') == want
+
+
 def test_message_to_a_detached_session_on_another_node_waits_in_its_queue(cluster, conns):
     """Sent from node b to alice detached on node a, then alice resumes on
     node c: the queue in Redis has it, once."""

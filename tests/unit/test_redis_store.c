@@ -15,6 +15,7 @@
 
 #include "tether/bus.h"
 #include "tether/ht.h"
+#include "tether/inbox.h"
 #include "tether/nodes.h"
 #include "tether/rlink.h"
 #include "tether/rmsg.h"
@@ -45,6 +46,7 @@ struct env {
 static struct env E;
 static struct store_handle *H;   /* where the helpers issue: E.h, or the memory store's (test_same_as_memory) */
 static struct store_handle *MEM; /* polled every turn too when set */
+static struct inbox *INBOX;      /* this node's inbox reader, while a test runs one */
 
 static void turn(struct env *e)
 {
@@ -52,10 +54,13 @@ static void turn(struct env *e)
 	struct io_uring_cqe *cqe;
 	unsigned head, n = 0;
 	store_poll(e->h);
+	store_flush(e->h); /* the deliveries held this turn (as the worker does) */
 	io_uring_submit_and_wait_timeout(&e->ring, &cqe, 1, &ts, NULL);
 	io_uring_for_each_cqe(&e->ring, head, cqe) {
 		if (ud_op(cqe->user_data) == OP_RLINK)
 			rlink_on_cqe(e->l, cqe);
+		else if (INBOX && ud_op(cqe->user_data) == OP_INBOX)
+			inbox_on_cqe(INBOX, cqe);
 		n++;
 	}
 	io_uring_cq_advance(&e->ring, n);
@@ -1896,6 +1901,151 @@ static void test_inbox_reap(void **state)
 	close(fd);
 }
 
+/* ---- deliveries of one turn: one call, one inbox entry per node ---------- */
+
+struct notices {
+	int n;
+	int kind[8];
+	struct bus_addr to[8];
+	uint32_t seq[8];
+	char id[8][8];
+};
+
+static void on_notice(void *ud, int kind, const struct bus_addr *to, int cond, uint32_t seq,
+		      struct rmsg *m)
+{
+	struct notices *l = ud;
+	(void)cond;
+	if (l->n < 8 && to) {
+		l->kind[l->n] = kind;
+		l->to[l->n] = *to;
+		l->seq[l->n] = seq;
+		snprintf(l->id[l->n], sizeof(l->id[0]), "%s", m ? m->id : "");
+		l->n++;
+	}
+	if (m)
+		rmsg_unref(m);
+}
+
+/* 1 once a client of Redis waits in an XREAD (the inbox reads from the
+ * stream's end: what is written before it reads is not its). */
+static int xread_waiting(struct rproto *rp, int fd)
+{
+	struct rcopy c = { 0 };
+	RS_CMD(rp, fd, &c, "CLIENT", "LIST");
+	int yes = c.str && strstr(c.str, "cmd=xread") != NULL;
+	rcopy_clear(&c);
+	return yes;
+}
+
+static void deliver_from(const char *bare, const char *res, int i, const struct store_sender *from,
+			 struct dseen *d)
+{
+	struct rmsg *m = msg(i, RMSG_MESSAGE);
+	assert_non_null(store_deliver_async(E.h, bare, res, m, from, on_ddeliver, d));
+	rmsg_unref(m);
+}
+
+/* Deliveries issued in one turn go as one FCALL (tether_deliver_many), in
+ * order, each with its own result: numbered in their queues, the sender's
+ * count written once, a sender taken over refused alone; their notices
+ * reach the owner's node as one inbox entry (k 10) that the inbox reader
+ * splits in order. One delivery alone writes the single form (k 3). */
+static void test_deliver_batched(void **state)
+{
+	(void)state;
+	char err[256];
+	struct rproto *rp = rproto_new(NULL);
+	int fd = rs_connect(&srv);
+	struct rcopy c = { 0 };
+	struct notices got = { 0 };
+	struct dseen d[6];
+	struct sm_record r1, r2, snd;
+	memset(d, 0, sizeof(d));
+	RS_CMD(rp, fd, &c, "DEL", "t:{node:a}:in");
+	INBOX = inbox_new(&E.ring, &E.wheel, addr, "a", on_notice, &got, err, sizeof(err));
+	assert_non_null(INBOX);
+	inbox_start(INBOX);
+	uint64_t end = now_ms() + 3000;
+	while (!xread_waiting(rp, fd) && now_ms() < end)
+		turn(&E);
+	assert_true(xread_waiting(rp, fd));
+
+	new_rec(&r1, &A, 300);
+	new_rec(&r2, &B, 300);
+	new_rec(&snd, &A, 300);
+	create(&r1, "b1@example.com", "r");
+	create(&r2, "b2@example.com", "r");
+	create(&snd, "snd@example.com", "s");
+	struct store_sender from = { "snd@example.com", snd.id, 1, 1 };
+	struct store_sender old = { "snd@example.com", snd.id, 9, 3 }; /* not its epoch */
+	deliver_from("b1@example.com", "r", 1, &from, &d[0]);
+	from.h_in = 2;
+	deliver_from("b2@example.com", "r", 2, &from, &d[1]);
+	deliver_from("b1@example.com", "r", 3, &old, &d[2]);
+	from.h_in = 4;
+	deliver_from("b1@example.com", "r", 4, &from, &d[3]);
+	deliver_from("b3@example.com", "", 5, &from, &d[4]);
+	from.h_in = 6;
+	deliver_from("b2@example.com", "r", 6, &from, &d[5]);
+	assert_int_equal(run_until(&d[5].calls, 1, 3000), 0);
+	for (int i = 0; i < 6; i++)
+		assert_int_equal(d[i].calls, 1);
+	assert_true(d[0].err == 0 && d[0].n == 1 && d[0].t[0].seq == 1 && bus_addr_eq(&d[0].t[0].owner, &A));
+	assert_true(d[1].err == 0 && d[1].n == 1 && d[1].t[0].seq == 1 && bus_addr_eq(&d[1].t[0].owner, &B));
+	assert_int_equal(d[2].err, -ESTALE);
+	assert_true(d[3].err == 0 && d[3].n == 1 && d[3].t[0].seq == 2);
+	assert_true(d[4].err == 0 && d[4].n == 0);          /* nobody there */
+	assert_true(d[5].err == 0 && d[5].n == 1 && d[5].t[0].seq == 2);
+	char key[96];
+	snprintf(key, sizeof(key), "t:{snd@example.com}:s:%s", snd.id);
+	RS_CMD(rp, fd, &c, "HGET", key, "h_in");
+	assert_string_equal(c.str, "6");                     /* the last count of the row */
+	rcopy_clear(&c);
+	RS_CMD(rp, fd, &c, "XLEN", "t:{node:a}:in");
+	assert_int_equal(c.integer, 1);                      /* one entry for all four */
+	rcopy_clear(&c);
+
+	end = now_ms() + 3000;
+	while (got.n < 4 && now_ms() < end)
+		turn(&E);
+	assert_int_equal(got.n, 4);
+	static const char *const ids[] = { "m1", "m2", "m4", "m6" };
+	static const uint32_t seqs[] = { 1, 1, 2, 2 };
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(got.kind[i], BUS_APPENDED);
+		assert_int_equal(got.seq[i], seqs[i]);
+		assert_string_equal(got.id[i], ids[i]);
+		assert_true(bus_addr_eq(&got.to[i], i % 2 ? &B : &A));
+	}
+
+	/* alone: the single form, which nodes before the batched one read */
+	memset(&d[0], 0, sizeof(d[0]));
+	deliver_from("b1@example.com", "r", 7, NULL, &d[0]);
+	assert_int_equal(run_until(&d[0].calls, 1, 3000), 0);
+	assert_true(d[0].err == 0 && d[0].n == 1 && d[0].t[0].seq == 3);
+	RS_CMD(rp, fd, &c, "XREVRANGE", "t:{node:a}:in", "+", "-", "COUNT", "1");
+	assert_true(c.n == 1 && c.el[0].n == 2 && c.el[0].el[1].n == 6);
+	assert_string_equal(c.el[0].el[1].el[0].str, "k");
+	assert_string_equal(c.el[0].el[1].el[1].str, "3");
+	rcopy_clear(&c);
+	end = now_ms() + 3000;
+	while (got.n < 5 && now_ms() < end)
+		turn(&E);
+	assert_int_equal(got.n, 5);
+	assert_true(got.seq[4] == 3 && !strcmp(got.id[4], "m7"));
+
+	inbox_stop(INBOX);
+	end = now_ms() + 3000;
+	while (!inbox_stopped(INBOX) && now_ms() < end)
+		turn(&E);
+	assert_true(inbox_stopped(INBOX));
+	inbox_free(INBOX);
+	INBOX = NULL;
+	rproto_free(rp);
+	close(fd);
+}
+
 static int group_setup(void **state)
 {
 	(void)state;
@@ -1941,6 +2091,7 @@ int main(void)
 		cmocka_unit_test(test_direct),
 		cmocka_unit_test(test_directed_presence),
 		cmocka_unit_test(test_inbox_reap),
+		cmocka_unit_test(test_deliver_batched),
 	};
 	if (sodium_init() < 0)
 		return 1;

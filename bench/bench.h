@@ -71,6 +71,12 @@ struct opts {
 	int resume_port;        /* flood with --kill-cmd: where dropped sessions resume */
 	const char *kill_cmd;   /* flood: run by /bin/sh -c, --kill-after-ms after the start */
 	long kill_after_ms;
+	/* presence mode */
+	int contacts;           /* roster size: the ring neighbours i-K/2 .. i+K/2 (even) */
+	int updates;            /* presence changes each user broadcasts once all are online */
+	int observers;          /* the first K users observe (with --csi: inactive) */
+	int csi;                /* observers send XEP-0352 <inactive/> when offered */
+	int prewarm;            /* log every user in and out once before measuring */
 };
 
 extern struct opts opt;
@@ -124,6 +130,8 @@ struct sess {
 	char *fast_token;       /* XEP-0484 token (HT-SHA-256-NONE), newest */
 	char *isr_token;        /* XEP-0397 token of the SM session, newest */
 	char ua_id[37];         /* SASL2 <user-agent id/>: a UUID v4, "" until made */
+	uint64_t rx_wire;       /* bytes read from its sockets (TLS records included) */
+	uint64_t rx_plain;      /* bytes of XML after TLS, fed to the parser */
 };
 
 enum cstate {
@@ -195,6 +203,7 @@ struct conn {
 	int resume;             /* send <resume/> instead of binding */
 	int sm_offered;         /* <sm xmlns='urn:xmpp:sm:3'/> was in the features */
 	int isr_offered;        /* <isr/> with HT-SHA-256-NONE in the bind features */
+	int csi_offered;        /* <csi xmlns='urn:xmpp:csi:0'/> in the bind features */
 	int sasl2;              /* SASL2 (urn:xmpp:sasl:2) on this connection */
 	int sasl2_bound;        /* SASL2 <success/> carried <bound/>: features end the login */
 	int ht;                 /* HT-SHA-256-NONE sent with this token (verify the responder) */

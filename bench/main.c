@@ -1,12 +1,14 @@
-/* bench/main.c - tether-bench: command line and the four modes (idle, login, flood, resume).
+/* bench/main.c - tether-bench: command line and the five modes (idle, login, flood, resume, presence).
  *
  * Each mode is a set of mode_ops callbacks driven by net_run_once(); every
  * phase is bounded by a wall-clock limit and every loop by a count.
  */
 #include "bench.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <spawn.h>
@@ -44,6 +46,8 @@ struct opts opt = {
 	.resume_kind = RESUME_CLASSIC,
 	.resume_on = 1,
 	.kill_after_ms = -1,
+	.contacts = 50,
+	.updates = 1,
 };
 
 const struct mode_ops *mode;
@@ -1340,6 +1344,427 @@ static int mode_resume(int k)
 	return ok ? 0 : 1;
 }
 
+/* --- presence N ------------------------------------------------------------- */
+
+/* N users whose rosters are rings: user i has the K users i-K/2 .. i+K/2
+ * (not itself, modulo N) as contacts with subscription both, provisioned
+ * on the server beforehand (bench/compare does it for each server). Each
+ * logs in, gets its roster and sends initial presence (the login storm);
+ * once every one is online each sends --updates presence changes (the
+ * broadcast storm). The first --observers users log in first; with --csi
+ * they send XEP-0352 <inactive/> before their roster, and the bytes they
+ * receive during the broadcast storm are what CSI is meant to save. */
+
+#define PR_UPDATE_TAG "pu"      /* <status>pu<seq></status> */
+
+struct psess {
+	int observer;           /* one of the first --observers users */
+	int inactive;           /* sent <inactive/> */
+	int online;             /* roster received, initial presence sent */
+	long roster_items;      /* -1 until the roster result */
+	uint8_t *seen;          /* contact slots seen available */
+	int nseen;
+	long avail_got;         /* available presence from contacts (duplicates too) */
+	long self_got;          /* its own presence echoed */
+	long upd_got;           /* updates from contacts */
+	long other_got;         /* presence from anyone else */
+	long unavail_got;       /* unavailable presence from contacts */
+	uint64_t t_online;
+	uint64_t wire0, plain0; /* counters when the broadcast storm began */
+	uint64_t wire1, plain1; /* ... and when it ended */
+};
+
+static struct psess *ps;
+static int pr_half;             /* K/2 */
+static int pr_storm;            /* 0 login storm, 1 broadcast storm, 2 over */
+static long pr_online, pr_avail_total, pr_upd_total, pr_upd_active;
+static long pr_upd_expected;
+static uint64_t pr_t0, pr_t_online_last, pr_t_avail_last, pr_t_storm, pr_t_upd_last, pr_last;
+static long pr_csi_offered;
+
+/* The contact slot (0 .. K-1) of user <j> in <i>'s roster, or -1. */
+static int pr_slot(int i, int j)
+{
+	int d = ((j - i) % nsess + nsess) % nsess;
+
+	if (d >= 1 && d <= pr_half)
+		return d - 1;
+	if (d >= nsess - pr_half)
+		return pr_half + (nsess - d) - 1;
+	return -1;
+}
+
+/* The session index of the bare JID at the start of <from>, or -1. */
+static int pr_sender(const char *from)
+{
+	char node[256];
+	const char *at = from ? strchr(from, '@') : NULL;
+	int u;
+
+	if (!at || (size_t)(at - from) >= sizeof(node))
+		return -1;
+	memcpy(node, from, (size_t)(at - from));
+	node[at - from] = '\0';
+	/* the node is --user's pattern with a number for its %d */
+	const char *pct = strstr(opt.user_fmt, "%d");
+	size_t pre = pct ? (size_t)(pct - opt.user_fmt) : 0;
+	char *end;
+	long v;
+
+	if (!pct || strncmp(node, opt.user_fmt, pre) != 0 || !isdigit((unsigned char)node[pre]))
+		return -1;
+	v = strtol(node + pre, &end, 10);
+	if (strcmp(end, pct + 2) != 0 || v > INT_MAX)
+		return -1;
+	u = (int)v - opt.user_base;
+	return u >= 0 && u < nsess ? u : -1;
+}
+
+static void presence_ready(struct sess *s)
+{
+	struct psess *p = &ps[s->idx];
+
+	if (!login_done(s))
+		return;
+	if (s->c->csi_offered)
+		pr_csi_offered++;
+	if (p->observer && opt.csi && s->c->csi_offered) {
+		conn_write(s->c, "<inactive xmlns='urn:xmpp:csi:0'/>", 34);
+		p->inactive = 1;        /* a nonza: not counted by SM */
+	}
+	conn_write(s->c, "<iq type='get' id='roster'><query xmlns='jabber:iq:roster'/></iq>", 65);
+	if (s->sm_on)
+		s->out++;
+}
+
+static void presence_stanza(struct sess *s, struct xel *e)
+{
+	struct psess *p = &ps[s->idx];
+	uint64_t now = now_ns();
+
+	/* an inactive client sends nothing of its own: it answers <r/> only
+	 * (some servers, Prosody's mod_csi_simple, flush on any input) */
+	if (!p->inactive && opt.ack_every > 0 && s->since_ack >= (uint32_t)opt.ack_every)
+		xmpp_ack(s);
+	if (strcmp(e->name, "iq") == 0) {
+		const char *id = xel_attr(e, "id"), *type = xel_attr(e, "type");
+		struct xel *q = xel_child(e, "jabber:iq:roster", "query");
+
+		if (!id || strcmp(id, "roster") != 0 || p->roster_items >= 0)
+			return;
+		if (!type || strcmp(type, "result") != 0 || !q) {
+			tally("presence: roster get failed");
+			p->roster_items = 0;
+		} else {
+			p->roster_items = 0;
+			for (struct xel *it = q->child; it; it = it->next)
+				if (strcmp(it->name, "item") == 0)
+					p->roster_items++;
+		}
+		conn_write(s->c, "<presence/>", 11);
+		if (s->sm_on)
+			s->out++;
+		p->online = 1;
+		p->t_online = now;
+		pr_online++;
+		pr_t_online_last = pr_last = now;
+		return;
+	}
+	if (strcmp(e->name, "presence") != 0)
+		return;
+	const char *type = xel_attr(e, "type");
+	int j = pr_sender(xel_attr(e, "from")), slot;
+	struct xel *st = xel_child(e, "jabber:client", "status");
+
+	pr_last = now;
+	if (j == s->idx) {
+		p->self_got++;
+		return;
+	}
+	slot = j >= 0 ? pr_slot(s->idx, j) : -1;
+	if (slot < 0) {
+		p->other_got++;
+		return;
+	}
+	if (type && strcmp(type, "unavailable") == 0) {
+		p->unavail_got++;       /* a probe's answer for a contact not online yet */
+		return;
+	}
+	if (type) {
+		tally(xmpp_intern("presence: type ", type));
+		return;
+	}
+	if (st && st->text && strncmp(st->text, PR_UPDATE_TAG, 2) == 0) {
+		p->upd_got++;
+		pr_upd_total++;
+		if (!p->inactive)
+			pr_upd_active++;
+		pr_t_upd_last = now;
+		return;
+	}
+	p->avail_got++;
+	pr_avail_total++;
+	pr_t_avail_last = now;
+	if (!(p->seen[slot >> 3] & (1u << (slot & 7)))) {
+		p->seen[slot >> 3] |= (uint8_t)(1u << (slot & 7));
+		p->nseen++;
+	}
+}
+
+static void presence_tick(uint64_t now)
+{
+	ramp_tick(now);
+	if (pr_storm == 0)
+		progress("presence: %ld online, %ld failed, %ld presence from contacts", pr_online, logins_failed,
+			 pr_avail_total);
+	else
+		progress("presence: storm %ld / %ld updates to active clients, %.0f/s", pr_upd_active,
+			 pr_upd_expected, (double)pr_upd_total / ((double)(now - pr_t_storm) / 1e9));
+}
+
+static const struct mode_ops presence_ops = {
+	.on_ready = presence_ready,
+	.on_stanza = presence_stanza,
+	.on_end = login_end,
+	.on_tick = presence_tick,
+};
+
+/* Every session online and every active one has seen all its contacts. */
+static int presence_settled(void)
+{
+	if (!logins_complete() || pr_online + logins_failed < nsess)
+		return 0;
+	for (int i = 0; i < nsess; i++)
+		if (ps[i].online && !ps[i].inactive && ps[i].nseen < opt.contacts)
+			return 0;
+	return 1;
+}
+
+static int presence_stalled(int (*done)(void))
+{
+	return done() || now_ns() - pr_last > (uint64_t)(opt.timeout * 1e9);
+}
+
+static int pr_login_done(void)
+{
+	return presence_stalled(presence_settled);
+}
+
+static int updates_complete(void)
+{
+	return pr_upd_active >= pr_upd_expected;
+}
+
+static int pr_storm_done(void)
+{
+	return presence_stalled(updates_complete);
+}
+
+static void prewarm_ready(struct sess *s)
+{
+	if (login_done(s))
+		xmpp_close_stream(s->c);
+}
+
+static const struct mode_ops prewarm_ops = {
+	.on_ready = prewarm_ready,
+	.on_end = login_end,
+	.on_tick = idle_tick,
+};
+
+/* --prewarm: every user logs in once and leaves, unmeasured, so the
+ * bench's SCRAM cache holds each user's SaltedPassword (tetherd salts each
+ * user apart: without this the bench, not the server, would pace the
+ * login storm with a PBKDF2 per user) and the server has read its users
+ * once. Returns 0, or -1 if a login failed. */
+static int presence_prewarm(int n)
+{
+	int failed;
+
+	mode = &prewarm_ops;
+	ramp_t0 = now_ns();
+	run_until(logins_complete, (double)n / opt.rate + opt.timeout + 60);
+	failed = logins_failed > 0 || !logins_complete();
+	close_all();
+	logins_ok = logins_failed = sm_enabled = ended_sessions = 0;
+	inprog = next_start = 0;
+	memset(&lat_login, 0, sizeof(lat_login));
+	memset(flights, 0, sizeof(flights));
+	for (int i = 0; i < n; i++) {
+		sessions[i].state = S_IDLE;
+		sessions[i].rx_wire = sessions[i].rx_plain = 0;
+	}
+	return failed ? -1 : 0;
+}
+
+static int mode_presence(int n)
+{
+	long seen_min = -1, roster_bad = 0, incomplete = 0, inactive = 0, self = 0, other = 0, unavail = 0;
+	long active_n = 0, obs_n = 0, upd_active_expected_each = (long)opt.contacts * opt.updates;
+	long lost = 0, dups = 0;
+	double obs_plain = 0, obs_wire = 0, act_plain = 0, act_wire = 0, obs_total = 0;
+	double login_s = NAN, storm_s = NAN, logins_rate = NAN, avail_rate = NAN, storm_rate = NAN;
+	int ok;
+
+	if (opt.contacts < 2 || opt.contacts % 2 || n <= opt.contacts || opt.updates < 0 || opt.observers < 0 ||
+	    opt.observers > n) {
+		fprintf(stderr, "tether-bench: presence needs an even --contacts K >= 2, N > K, 0 <= --observers <= N\n");
+		return 2;
+	}
+	if (alloc_sessions(n) < 0 || !(ps = calloc((size_t)n, sizeof(*ps))))
+		return 2;
+	pr_half = opt.contacts / 2;
+	for (int i = 0; i < n; i++) {
+		ps[i].observer = i < opt.observers;
+		ps[i].roster_items = -1;
+		if (!(ps[i].seen = calloc((size_t)opt.contacts / 8 + 1, 1)))
+			return 2;
+		sessions[i].mode = &ps[i];
+	}
+	if (opt.prewarm && presence_prewarm(n) < 0) {
+		fprintf(stderr, "tether-bench: presence: the --prewarm logins did not all succeed\n");
+		print_reasons();
+		return 1;
+	}
+	mode = &presence_ops;
+	pr_t0 = pr_last = ramp_t0 = now_ns();
+	/* the login storm: bounded by no progress for --timeout, and 1 h */
+	run_until(pr_login_done, 3600);
+	for (int i = 0; i < n; i++)
+		inactive += ps[i].inactive;
+	if (pr_online == n && !stop_now()) {
+		pr_upd_expected = (long)(n - inactive) * upd_active_expected_each;
+		for (int i = 0; i < n; i++) {
+			ps[i].wire0 = sessions[i].rx_wire;
+			ps[i].plain0 = sessions[i].rx_plain;
+		}
+		pr_storm = 1;
+		pr_t_storm = pr_last = now_ns();
+		for (int u = 1; u <= opt.updates; u++)
+			for (int i = 0; i < n; i++) {
+				struct sess *s = &sessions[i];
+
+				if (!s->c || s->c->state != CS_ACTIVE)
+					continue;
+				conn_printf(s->c, "<presence><show>%s</show><status>" PR_UPDATE_TAG "%d</status></presence>",
+					    u % 2 ? "away" : "chat", u);
+				if (s->sm_on)
+					s->out++;
+			}
+		run_until(pr_storm_done, 3600);
+		/* what the inactive ones get besides: the rest of the flight */
+		run_until(NULL, 0.2);
+		for (int i = 0; i < n; i++) {
+			ps[i].wire1 = sessions[i].rx_wire;
+			ps[i].plain1 = sessions[i].rx_plain;
+		}
+		pr_storm = 2;
+	}
+	for (int i = 0; i < n; i++) {
+		struct psess *p = &ps[i];
+		double plain = (double)(p->plain1 - p->plain0), wire = (double)(p->wire1 - p->wire0);
+
+		if (!p->online)
+			continue;
+		if (p->roster_items != opt.contacts)
+			roster_bad++;
+		if (!p->inactive) {
+			if (seen_min < 0 || p->nseen < seen_min)
+				seen_min = p->nseen;
+			if (p->nseen < opt.contacts || (pr_storm == 2 && p->upd_got < upd_active_expected_each))
+				incomplete++;
+			/* each active client gets every contact's every update once */
+			if (pr_storm == 2 && p->upd_got < upd_active_expected_each)
+				lost += upd_active_expected_each - p->upd_got;
+			if (p->upd_got > upd_active_expected_each)
+				dups += p->upd_got - upd_active_expected_each;
+		}
+		self += p->self_got;
+		other += p->other_got;
+		unavail += p->unavail_got;
+		if (p->observer) {
+			obs_n++;
+			obs_plain += plain;
+			obs_wire += wire;
+			obs_total += (double)sessions[i].rx_wire;
+		} else {
+			active_n++;
+			act_plain += plain;
+			act_wire += wire;
+		}
+	}
+	if (pr_t_online_last > pr_t0 && pr_online)
+		login_s = (double)(pr_t_online_last - pr_t0) / 1e9;
+	logins_rate = (double)pr_online / login_s;
+	if (pr_t_avail_last > pr_t0)
+		avail_rate = (double)pr_avail_total / ((double)(pr_t_avail_last - pr_t0) / 1e9);
+	if (pr_t_upd_last > pr_t_storm)
+		storm_s = (double)(pr_t_upd_last - pr_t_storm) / 1e9;
+	storm_rate = (double)pr_upd_total / storm_s;
+	ok = pr_online == n && logins_failed == 0 && ended_sessions == 0 && roster_bad == 0 && incomplete == 0 &&
+	     pr_storm == 2 && pr_upd_active >= pr_upd_expected && lost == 0 && dups == 0 && !stop_now();
+
+	printf("\n== presence %d users x %d contacts, %d update(s) each  [%s]\n", n, opt.contacts, opt.updates,
+	       opt.label);
+	printf("  online                 %ld / %d in %.2f s: %.0f logins/s (failed %ld, SM %ld)\n", pr_online, n,
+	       login_s, logins_rate, logins_failed, sm_enabled);
+	printf("  rosters not of %d      %ld\n", opt.contacts, roster_bad);
+	printf("  login storm            %ld available presence from contacts, %.0f/s; fewest contacts seen %ld\n",
+	       pr_avail_total, avail_rate, seen_min);
+	printf("  broadcast storm        %ld of %ld to active clients (%ld in all) in %.3f s: %.0f presence/s\n",
+	       pr_upd_active, pr_upd_expected, pr_upd_total, storm_s, storm_rate);
+	printf("  observers              %ld, %s, %ld inactive (CSI offered to %ld of %ld)\n", obs_n,
+	       opt.csi ? "--csi" : "no CSI", inactive, pr_csi_offered, logins_ok);
+	if (obs_n)
+		printf("  bytes per observer     %.0f XML / %.0f on the wire during the storm\n", obs_plain / obs_n,
+		       obs_wire / obs_n);
+	if (active_n)
+		printf("  bytes per other client %.0f XML / %.0f on the wire during the storm\n", act_plain / active_n,
+		       act_wire / active_n);
+	printf("  updates lost / dup     %ld / %ld (active clients)\n", lost, dups);
+	printf("  ended by server        %ld\n", ended_sessions);
+	print_reasons();
+	printf("  result                 %s\n", ok ? "OK" : "FAIL");
+
+	json_begin("presence");
+	json_int("users", n);
+	json_int("contacts", opt.contacts);
+	json_int("updates", opt.updates);
+	json_bool("prewarm", opt.prewarm);
+	json_int("online", pr_online);
+	json_num("login_seconds", login_s);
+	json_num("logins_per_s", logins_rate);
+	json_int("rosters_wrong_size", roster_bad);
+	json_int("contacts_seen_min", seen_min);
+	json_int("sessions_incomplete", incomplete);
+	json_int("login_presence", pr_avail_total);
+	json_num("login_presence_per_s", avail_rate);
+	json_int("updates_expected_active", pr_upd_expected);
+	json_int("updates_delivered_active", pr_upd_active);
+	json_int("updates_delivered", pr_upd_total);
+	json_num("storm_seconds", storm_s);
+	json_num("presence_per_s", ok ? storm_rate : NAN);
+	json_int("self_presence", self);
+	json_int("other_presence", other);
+	json_int("unavailable_from_contacts", unavail);
+	json_int("lost", lost);
+	json_int("duplicated", dups);
+	json_int("observers", obs_n);
+	json_bool("csi", opt.csi);
+	json_int("csi_offered", pr_csi_offered);
+	json_int("inactive", inactive);
+	json_num("observer_bytes_storm", obs_n ? obs_plain / obs_n : NAN);
+	json_num("observer_wire_bytes_storm", obs_n ? obs_wire / obs_n : NAN);
+	json_num("observer_wire_bytes_total", obs_n ? obs_total / obs_n : NAN);
+	json_num("client_bytes_storm", active_n ? act_plain / active_n : NAN);
+	json_num("client_wire_bytes_storm", active_n ? act_wire / active_n : NAN);
+	json_common();
+	json_bool("ok", ok);
+	json_end();
+	close_all();
+	return ok ? 0 : 1;
+}
+
 /* --- command line --------------------------------------------------------------- */
 
 static void usage(void)
@@ -1351,6 +1776,7 @@ static void usage(void)
 		"  login           full logins at --concurrency for --duration s (or --count)\n"
 		"  flood P M       P sender->receiver pairs, M messages each (--window W, 0 = open loop)\n"
 		"  resume K        K sessions, abrupt drop, XEP-0198 resume (--count rounds)\n"
+		"  presence N      N users with ring rosters log in, then broadcast presence\n"
 		"options:\n"
 		"  --host IP (127.0.0.1)  --port N (5222)  --tls starttls|direct  --domain D (localhost)\n"
 		"  --user PATTERN (user%%d)  --pass PATTERN (pass%%d)  --user-base N  --users N (login pool)\n"
@@ -1360,6 +1786,9 @@ static void usage(void)
 		"  --timeout S (10)  --settle S (2)  --hold S (0)  --no-sm  --tls-tickets 0|1\n"
 		"  --redeliver N (1)  --resume-kind classic|isr|fast|cross-node  --quiet\n"
 		"  --warmup S (login: seconds of logins before measuring, 0)\n"
+		"presence: --contacts K (50: users i-K/2..i+K/2, provisioned on the server)\n"
+		"  --updates U (1: presence changes each after all are online)  --observers N (0: the first N)\n"
+		"  --csi (observers send <inactive/> when offered)  --prewarm (log every user in once first)\n"
 		"cluster (other nodes' ports, in the same --tls mode as --port):\n"
 		"  --port2 N             resume: the second node\n"
 		"  --resume-on 1|2       resume: on the login's node (1) or the other one (2; needs --port2);\n"
@@ -1382,7 +1811,10 @@ int main(int argc, char **argv)
 		{ "no-sm", 0, 0, 'N' }, { "tls-tickets", 1, 0, 'K' }, { "redeliver", 1, 0, 'R' },
 		{ "resume-kind", 1, 0, 'Z' }, { "warmup", 1, 0, 'W' }, { "quiet", 0, 0, 'q' }, { "help", 0, 0, '?' },
 		{ "port2", 1, 0, '2' }, { "resume-on", 1, 0, 'o' }, { "recv-port", 1, 0, 'V' },
-		{ "resume-port", 1, 0, 'X' }, { "kill-cmd", 1, 0, 'C' }, { "kill-after-ms", 1, 0, 'A' }, { 0, 0, 0, 0 },
+		{ "resume-port", 1, 0, 'X' }, { "kill-cmd", 1, 0, 'C' }, { "kill-after-ms", 1, 0, 'A' },
+		{ "contacts", 1, 0, 'F' }, { "updates", 1, 0, 'G' }, { "observers", 1, 0, 'O' }, { "csi", 0, 0, 'I' },
+		{ "prewarm", 0, 0, 'J' },
+		{ 0, 0, 0, 0 },
 	};
 	const char *m;
 	unsigned max_conns;
@@ -1448,6 +1880,11 @@ int main(int argc, char **argv)
 		case 'C': opt.kill_cmd = optarg; break;
 		case 'A': opt.kill_after_ms = atol(optarg); break;
 		case 'W': opt.warmup = atof(optarg); break;
+		case 'F': opt.contacts = atoi(optarg); break;
+		case 'G': opt.updates = atoi(optarg); break;
+		case 'O': opt.observers = atoi(optarg); break;
+		case 'I': opt.csi = 1; break;
+		case 'J': opt.prewarm = 1; break;
 		default: goto bad;
 		}
 	}
@@ -1464,7 +1901,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "tether-bench: --kill-cmd needs --kill-after-ms and --resume-port\n");
 		return 2;
 	}
-	if (strcmp(m, "idle") == 0 || strcmp(m, "resume") == 0) {
+	if (strcmp(m, "idle") == 0 || strcmp(m, "resume") == 0 || strcmp(m, "presence") == 0) {
 		if (optind >= argc || (n = atoi(argv[optind])) <= 0)
 			goto bad;
 	} else if (strcmp(m, "flood") == 0) {
@@ -1489,6 +1926,8 @@ int main(int argc, char **argv)
 		rc = mode_login();
 	else if (strcmp(m, "flood") == 0)
 		rc = mode_flood(n, mm);
+	else if (strcmp(m, "presence") == 0)
+		rc = mode_presence(n);
 	else
 		rc = mode_resume(n);
 	xmpp_stats_print();

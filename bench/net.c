@@ -373,6 +373,8 @@ static void xml_feed(struct conn *c, const char *data, size_t len)
 {
 	enum XML_Status st;
 
+	if (c->s)
+		c->s->rx_plain += len;
 	st = XML_Parse(c->xp, data, (int)len, XML_FALSE);
 	if (c->state == CS_DEAD)
 		return;
@@ -783,6 +785,8 @@ static void on_recv(struct conn *c, struct io_uring_cqe *cqe)
 		const char *data = bufs + (size_t)bid * BUF_SIZE;
 
 		c->flags |= CONN_F_RX_SINCE_TX;
+		if (c->s)
+			c->s->rx_wire += (uint64_t)res;
 		c->in_loop++;
 		if (c->ssl) {
 			if (BIO_write(c->rbio, data, res) != res)

@@ -34,6 +34,7 @@
 #define NS_BIND2   "urn:xmpp:bind:0"
 #define NS_FAST    "urn:xmpp:fast:0"
 #define NS_ISR     "https://xmpp.org/extensions/isr/0"
+#define NS_CSI     "urn:xmpp:csi:0"
 #define HT_MECH    "HT-SHA-256-NONE"
 
 /* --- small helpers ---------------------------------------------------------- */
@@ -691,6 +692,7 @@ static void on_features(struct conn *c, struct xel *e)
 	if (!bind)
 		return fail(c, "bind not offered");
 	c->sm_offered = xel_child(e, NS_SM, "sm") != NULL;
+	c->csi_offered = xel_child(e, NS_CSI, "csi") != NULL;
 	{
 		struct xel *isr = xel_child(e, NS_ISR, "isr");
 

@@ -474,6 +474,18 @@ int worker_post(struct worker *w, struct worker *target, const struct bus_item *
 	return 0;
 }
 
+/* Stops listening at once, then closes. A pending multishot accept holds
+ * the socket open until the ring lets go of it, which the kernel may do
+ * after this process is gone; meanwhile, with SO_REUSEPORT, a new tetherd
+ * on the same port would share its connections with that dead listener
+ * and its clients would be reset. shutdown() takes it out of the port's
+ * group now. */
+static void close_listener(int fd)
+{
+	shutdown(fd, SHUT_RDWR);
+	close(fd);
+}
+
 /* Shutdown, seen by this worker: stop accepting, tell every stream. */
 static void begin_drain(struct worker *w)
 {
@@ -485,7 +497,7 @@ static void begin_drain(struct worker *w)
 		struct io_uring_sqe *sqe = worker_sqe(w);
 		io_uring_prep_cancel64(sqe, ud_pack(OP_ACCEPT, 0, i), 0);
 		io_uring_sqe_set_data64(sqe, ud_pack(OP_IGNORE, 0, 0));
-		close(w->lfd[i]);
+		close_listener(w->lfd[i]);
 		w->lfd[i] = -1;
 	}
 	for (uint32_t s = 0; s < w->nslots; s++) {
@@ -703,7 +715,7 @@ void worker_join(struct worker *w)
 	}
 	for (unsigned i = 0; i < LISTENER_MAX; i++)
 		if (w->lfd[i] != -1)
-			close(w->lfd[i]);
+			close_listener(w->lfd[i]);
 	store_detach(w->sh); /* pending operations are cancelled */
 	w->sh = NULL;
 	io_uring_queue_exit(&w->ring);

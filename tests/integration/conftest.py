@@ -185,10 +185,14 @@ class TetherServer:
         self.tmp_path = Path(tmp_path)
         self.tmp_path.mkdir(parents=True, exist_ok=True)
         self.host = HOST
-        self.port = free_port()
-        self.tls_port = free_port()
-        while self.tls_port == self.port:
+        ports = overrides.pop('ports', None)    # (port, tls_port): those of an earlier server
+        if ports:
+            self.port, self.tls_port = ports
+        else:
+            self.port = free_port()
             self.tls_port = free_port()
+            while self.tls_port == self.port:
+                self.tls_port = free_port()
         values = config_values(self.tmp_path, cert, key, self.port, self.tls_port, **overrides)
         self.domain = values[('server', 'domain')]
         self.config_path = str(self._unique('tetherd', '.ini'))

@@ -52,3 +52,26 @@ def test_sigterm_with_silent_clients(server, users, conns):
 def test_sigterm_idle_server(server):
     rc = server.stop(signal.SIGTERM, timeout=10)
     assert rc == 0
+
+
+def test_restart_on_the_same_ports_accepts_every_connection(server_factory):
+    """A tetherd started on the ports of one that just exited answers every
+    connection. The old one's listeners (SO_REUSEPORT, one per worker, each
+    with a multishot accept in flight) must leave the port's group when it
+    stops: the kernel may drop a ring's last hold on them after the
+    process is gone, and until then a new process shares its connections
+    with listeners nobody serves (clients got connection resets)."""
+    srv = server_factory(**{'server.workers': 2})
+    for round_ in range(3):
+        held = [xr.XMPPConn.connect(srv.host, srv.tls_port, direct_tls=True) for _ in range(90)]
+        assert srv.stop(signal.SIGTERM, timeout=10) == 0
+        for c in held:
+            c.close()
+        srv = server_factory(ports=(srv.port, srv.tls_port), **{'server.workers': 2})
+        for i in range(40):
+            c = xr.XMPPConn.connect(srv.host, srv.port if i % 2 else srv.tls_port, direct_tls=not i % 2)
+            try:
+                c.open_stream()
+                assert c.features is not None, 'round %d, connection %d: no features' % (round_, i)
+            finally:
+                c.close()

@@ -18,6 +18,7 @@
 struct msess {
 	struct shtab_node node;  /* first: the table's link */
 	struct sm_record rec;   /* rec.im is always NULL: the state is <im> */
+	uint8_t isr_sealed[TOKEN_SEALED_LEN]; /* the token, with rec.has_isr */
 	char *bare, *resource;
 	char *im;               /* the IM state last written (sm_record.im), or NULL */
 	size_t im_len;
@@ -55,6 +56,7 @@ static void sess_free(struct msess *m)
 	free(m->bare);
 	free(m->resource);
 	free(m->im);
+	sodium_memzero(m->isr_sealed, TOKEN_SEALED_LEN);
 	free(m);
 }
 
@@ -89,6 +91,7 @@ int sm_table_create(struct sm_table *t, const struct sm_record *rec, const char 
 		return -ENOMEM;
 	m->rec = *rec;
 	m->rec.im = NULL;
+	m->rec.has_isr = 0; /* a token comes with sm_table_set_isr only */
 	m->bare = strdup(bare);
 	m->resource = strdup(resource);
 	m->node.hash = shtab_hash(t->tab, rec->id);
@@ -231,11 +234,11 @@ int sm_table_update(struct sm_table *t, const char *id, uint32_t epoch, const st
 static int check_isr(struct msess *m, struct sm_isr_proof *proof, struct sm_record *seen)
 {
 	int usable = m && m->rec.has_isr && m->rec.isr_mech == proof->mech;
-	int ok = ht_verify_sealed(proof->key, usable ? m->rec.isr_sealed : NULL, proof->cb,
+	int ok = ht_verify_sealed(proof->key, usable ? m->isr_sealed : NULL, proof->cb,
 				  proof->cb_len, proof->hash, proof->resp) && usable;
 	if (m) {
 		m->rec.has_isr = 0;
-		sodium_memzero(m->rec.isr_sealed, TOKEN_SEALED_LEN);
+		sodium_memzero(m->isr_sealed, TOKEN_SEALED_LEN);
 		*seen = m->rec;
 	}
 	return ok;
@@ -341,22 +344,25 @@ int sm_table_set_isr(struct sm_table *t, const char *id, uint32_t epoch, int set
 	else if (set) {
 		m->rec.has_isr = 1;
 		m->rec.isr_mech = mech;
-		memcpy(m->rec.isr_sealed, sealed, TOKEN_SEALED_LEN);
+		memcpy(m->isr_sealed, sealed, TOKEN_SEALED_LEN);
 	} else {
 		m->rec.has_isr = 0;
-		sodium_memzero(m->rec.isr_sealed, TOKEN_SEALED_LEN);
+		sodium_memzero(m->isr_sealed, TOKEN_SEALED_LEN);
 	}
 	shtab_unlock(s);
 	return rc;
 }
 
-int sm_table_peek(struct sm_table *t, const char *id, const char *bare, struct sm_record *out)
+int sm_table_peek(struct sm_table *t, const char *id, const char *bare, struct sm_record *out,
+		  uint8_t sealed[TOKEN_SEALED_LEN])
 {
 	struct msess *m;
 	struct shtab_stripe *s = lock_find(t, id, &m);
 	int rc = -ENOENT;
 	if (m && !strcmp(m->bare, bare)) {
 		*out = m->rec;
+		if (sealed)
+			memcpy(sealed, m->isr_sealed, TOKEN_SEALED_LEN);
 		rc = 0;
 	}
 	shtab_unlock(s);
@@ -368,7 +374,7 @@ static void revoke_one(struct shtab_node *n, void *bare)
 	struct msess *m = (struct msess *)n;
 	if (m->rec.has_isr && !strcmp(m->bare, bare)) {
 		m->rec.has_isr = 0;
-		sodium_memzero(m->rec.isr_sealed, TOKEN_SEALED_LEN);
+		sodium_memzero(m->isr_sealed, TOKEN_SEALED_LEN);
 	}
 }
 

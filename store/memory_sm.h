@@ -23,10 +23,12 @@ int sm_table_destroy(struct sm_table *t, const char *id, uint32_t epoch,
 size_t sm_table_queued(struct sm_table *t, const char *id);
 int sm_table_set_isr(struct sm_table *t, const char *id, uint32_t epoch, int set, uint8_t mech,
 		     const uint8_t sealed[TOKEN_SEALED_LEN]);
-/* Copies the record of session <id> if it belongs to <bare>: 0 or -ENOENT.
- * For tests and inspection only: deciding on a peeked record and writing
- * later is the race the take with a proof closes. */
-int sm_table_peek(struct sm_table *t, const char *id, const char *bare, struct sm_record *out);
+/* Copies the record of session <id> if it belongs to <bare>: 0 or -ENOENT;
+ * and its sealed ISR token into <sealed> unless NULL (zeroes when it has
+ * none). For tests and inspection only: deciding on a peeked record and
+ * writing later is the race the take with a proof closes. */
+int sm_table_peek(struct sm_table *t, const char *id, const char *bare, struct sm_record *out,
+		  uint8_t sealed[TOKEN_SEALED_LEN]);
 /* Drops the ISR tokens of every session of <bare>. */
 void sm_table_revoke_isr(struct sm_table *t, const char *bare);
 

@@ -689,8 +689,8 @@ static int submit_write(struct store_handle *h, struct store_write_op *w)
 		arg_s(&c, k2);
 		arg_s(&c, rec->id);
 		arg_u(&c, 0, rec->epoch);
-		tok[0] = rec->isr_mech;
-		memcpy(tok + 1, rec->isr_sealed, TOKEN_SEALED_LEN);
+		tok[0] = w->isr_mech;
+		memcpy(tok + 1, w->isr_sealed, TOKEN_SEALED_LEN);
 		arg(&c, (const char *)tok, w->set ? sizeof(tok) : 0);
 		break;
 	}

@@ -446,7 +446,7 @@ static void write_release(struct store_op *op)
 	free(w->im);
 	w->bare = w->resource = w->im = NULL;
 	w->rec.im = NULL;
-	sodium_memzero(w->rec.isr_sealed, sizeof(w->rec.isr_sealed));
+	sodium_memzero(w->isr_sealed, sizeof(w->isr_sealed));
 }
 
 static struct store_write_op *write_new(struct store_handle *h, enum store_op_kind kind,
@@ -493,7 +493,7 @@ static struct store_op *write_issue(struct store_handle *h, struct store_write_o
 			break;
 		default: /* STORE_OP_SM_SET_ISR */
 			w->err = store_sm_set_isr(st, w->rec.id, w->rec.epoch, w->set,
-						  w->rec.isr_mech, w->rec.isr_sealed);
+						  w->isr_mech, w->isr_sealed);
 			break;
 		}
 	}
@@ -566,9 +566,9 @@ struct store_op *store_sm_set_isr_async(struct store_handle *h, const char *id, 
 	if (!w)
 		return NULL;
 	w->set = set;
-	w->rec.isr_mech = mech;
+	w->isr_mech = mech;
 	if (set)
-		memcpy(w->rec.isr_sealed, sealed, TOKEN_SEALED_LEN);
+		memcpy(w->isr_sealed, sealed, TOKEN_SEALED_LEN);
 	return write_issue(h, w);
 }
 

@@ -118,7 +118,9 @@ struct store_write_op {
 	char *bare, *resource;  /* create */
 	struct sm_entry e;      /* append: a reference to e.msg */
 	uint32_t h;             /* ack */
-	int set;                /* set_isr: 1 set, 0 clear (mech, sealed in rec) */
+	int set;                /* set_isr: 1 set, 0 clear */
+	uint8_t isr_mech;       /* set_isr: the token's mechanism (enum ht_cb)... */
+	uint8_t isr_sealed[TOKEN_SEALED_LEN]; /* ...and the token, sealed */
 	char *im;               /* update: rec.im, copied (or NULL) */
 	int err;
 	struct bus_addr owner;  /* append -ESTALE: the owner now */

@@ -21,17 +21,21 @@ struct sm_record {
 	struct sm_counters c;    /* h_in, out, acked */
 	unsigned max;            /* resumption window, seconds (0: not resumable) */
 	int attached;            /* a stream is attached right now */
-	uint64_t expires_ms;     /* monotonic ms; meaningful while detached */
 	int available;           /* last broadcast presence */
+	uint64_t expires_ms;     /* monotonic ms; meaningful while detached */
 	int priority;
 	/* Set by a takeover (nothing else reads or writes it): the owner
 	 * before was on another node that held no lease any more, i.e. dead. */
-	int owner_dead;
-	/* XEP-0397 ISR token of this session, sealed (token.h); tokens die
-	 * with the session, and on password change or account deletion. */
-	int has_isr;
-	uint8_t isr_mech;        /* enum ht_cb the token is pinned to */
-	uint8_t isr_sealed[TOKEN_SEALED_LEN];
+	uint8_t owner_dead;
+	/* The session has a XEP-0397 ISR token, pinned to mechanism <isr_mech>
+	 * (enum ht_cb). The sealed token itself (token.h) is not part of the
+	 * record: the store keeps it beside it (written with sm_set_isr, checked
+	 * inside a takeover), so a record copied by value, as every stream
+	 * carries its own, does not hold TOKEN_SEALED_LEN bytes it never reads.
+	 * Tokens die with the session, and on password change or account
+	 * deletion. */
+	uint8_t has_isr;
+	uint8_t isr_mech;
 	/* The session's IM state (presence.c's bytes, opaque to the store):
 	 * what an XEP-0198 resumption restores besides presence. In a take's
 	 * result: the state as stored (borrowed for the callback; NULL: none

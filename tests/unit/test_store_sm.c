@@ -28,6 +28,9 @@
 
 /* ------------------------------------------------------------- helpers */
 
+/* The sealed ISR token of the last sm_table_peek (kept beside the record). */
+static uint8_t peeked[TOKEN_SEALED_LEN];
+
 static unsigned refs(struct rmsg *m)
 {
 	return atomic_load(&m->refs);
@@ -141,13 +144,13 @@ static void test_create_duplicate(void **state)
 	assert_int_equal(sm_table_create(t, &r, "bob@x", "pc"), -EEXIST);
 
 	/* The first record is untouched by the refused one. */
-	assert_int_equal(sm_table_peek(t, r.id, "alice@x", &got), 0);
+	assert_int_equal(sm_table_peek(t, r.id, "alice@x", &got, peeked), 0);
 	assert_int_equal(got.epoch, 1);
 	assert_int_equal(got.owner.worker, 1);
 	assert_int_equal(got.owner.slot, 10);
 	assert_int_equal(got.owner.gen, 100);
-	assert_int_equal(sm_table_peek(t, r.id, "bob@x", &got), -ENOENT);
-	assert_int_equal(sm_table_peek(t, "nope", "alice@x", &got), -ENOENT);
+	assert_int_equal(sm_table_peek(t, r.id, "bob@x", &got, peeked), -ENOENT);
+	assert_int_equal(sm_table_peek(t, "nope", "alice@x", &got, peeked), -ENOENT);
 
 	/* Many distinct ids: the stripes grow their buckets. */
 	for (int i = 0; i < 2000; i++) {
@@ -155,7 +158,7 @@ static void test_create_duplicate(void **state)
 		sm_new_id(id);
 		rec_init(&r, id, 1, 0);
 		assert_int_equal(sm_table_create(t, &r, "alice@x", "r"), 0);
-		assert_int_equal(sm_table_peek(t, id, "alice@x", &got), 0);
+		assert_int_equal(sm_table_peek(t, id, "alice@x", &got, peeked), 0);
 	}
 	sm_table_free(t);
 }
@@ -173,7 +176,7 @@ static void test_append_assigns_out(void **state)
 		m[i] = msg(i);
 		assert_int_equal(append(t, "s1", 1, i + 1, m[i]), 0);
 		assert_int_equal(refs(m[i]), 2); /* ours and the store's */
-		assert_int_equal(sm_table_peek(t, "s1", "alice@x", &got), 0);
+		assert_int_equal(sm_table_peek(t, "s1", "alice@x", &got, peeked), 0);
 		assert_int_equal(got.c.out, i + 1);
 		assert_int_equal(got.c.acked, 0);
 	}
@@ -212,7 +215,7 @@ static void test_ack_releases_in_order(void **state)
 	assert_int_equal(sm_table_queued(t, "s1"), 6);
 	for (unsigned i = 0; i < 10; i++)
 		assert_int_equal(refs(m[i]), i < 4 ? 1 : 2);
-	assert_int_equal(sm_table_peek(t, "s1", "alice@x", &got), 0);
+	assert_int_equal(sm_table_peek(t, "s1", "alice@x", &got, peeked), 0);
 	assert_int_equal(got.c.acked, 4);
 	assert_int_equal(got.c.out, 10);
 
@@ -224,7 +227,7 @@ static void test_ack_releases_in_order(void **state)
 	assert_int_equal(sm_table_ack(t, "s1", 1, 3), -ERANGE);
 	assert_int_equal(sm_table_ack(t, "s1", 1, 0xFFFFFFFFu), -ERANGE);
 	assert_int_equal(sm_table_queued(t, "s1"), 6);
-	assert_int_equal(sm_table_peek(t, "s1", "alice@x", &got), 0);
+	assert_int_equal(sm_table_peek(t, "s1", "alice@x", &got, peeked), 0);
 	assert_int_equal(got.c.acked, 4);
 	assert_int_equal(sm_table_ack(t, "nope", 1, 1), -ENOENT);
 
@@ -265,7 +268,7 @@ static void test_counter_wrap(void **state)
 		m[i] = msg(i);
 		assert_int_equal(append(t, "wrap", 1, base + 1 + i, m[i]), 0);
 	}
-	assert_int_equal(sm_table_peek(t, "wrap", "alice@x", &got), 0);
+	assert_int_equal(sm_table_peek(t, "wrap", "alice@x", &got, peeked), 0);
 	assert_int_equal(got.c.out, 0x18u); /* 0xFFFFFFF0 + 40 mod 2^32 */
 
 	/* Before the wrap: seq 0xFFFFFFF1..0xFFFFFFF8 go (8 entries). */
@@ -378,7 +381,7 @@ static void test_stale_epoch(void **state)
 	/* A future epoch is as wrong as a past one. */
 	assert_int_equal(sm_table_ack(t, "s1", 3, 1), -ESTALE);
 
-	assert_int_equal(sm_table_peek(t, "s1", "alice@x", &got), 0);
+	assert_int_equal(sm_table_peek(t, "s1", "alice@x", &got, peeked), 0);
 	assert_int_equal(got.epoch, 2);
 	assert_int_equal(got.c.h_in, 0);
 	assert_int_equal(got.priority, 0);
@@ -394,7 +397,7 @@ static void test_stale_epoch(void **state)
 	assert_int_equal(refs(a), 1);
 	assert_int_equal(refs(b), 1);
 	assert_int_equal(sm_table_update(t, "s1", 2, &r), 0);
-	assert_int_equal(sm_table_peek(t, "s1", "alice@x", &got), 0);
+	assert_int_equal(sm_table_peek(t, "s1", "alice@x", &got, peeked), 0);
 	assert_int_equal(got.c.h_in, 55);
 	assert_int_equal(got.priority, 9);
 	rmsg_unref(a);
@@ -424,7 +427,7 @@ static void test_update_fields(void **state)
 	w.priority = -1;
 	w.owner = owner_b;
 	assert_int_equal(sm_table_update(t, "s1", 1, &w), 0);
-	assert_int_equal(sm_table_peek(t, "s1", "alice@x", &got), 0);
+	assert_int_equal(sm_table_peek(t, "s1", "alice@x", &got, peeked), 0);
 	assert_int_equal(got.c.h_in, 12);
 	assert_int_equal(got.c.out, 1);
 	assert_int_equal(got.c.acked, 0);
@@ -476,7 +479,7 @@ static void test_take_refused(void **state)
 	assert_false(s.has_rec);
 
 	/* None of them changed the record. */
-	assert_int_equal(sm_table_peek(t, "det", "alice@x", &got), 0);
+	assert_int_equal(sm_table_peek(t, "det", "alice@x", &got, peeked), 0);
 	assert_int_equal(got.epoch, 1);
 	assert_int_equal(got.owner.worker, 1);
 	assert_int_equal(got.attached, 0);
@@ -512,7 +515,7 @@ static void test_not_resumable(void **state)
 	assert_int_equal(sm_table_update(t, "nores", 1, &r), 0);
 	assert_int_equal(sm_table_take(t, "nores", "alice@x", &owner_b, 0, NULL, on_take, &s), -ENOENT);
 	assert_int_equal(s.calls, 2);
-	assert_int_equal(sm_table_peek(t, "nores", "alice@x", &got), 0);
+	assert_int_equal(sm_table_peek(t, "nores", "alice@x", &got, peeked), 0);
 	assert_int_equal(got.epoch, 1);
 	sm_table_free(t);
 }
@@ -565,7 +568,7 @@ static void test_take_ok(void **state)
 	assert_int_equal(sm_table_queued(t, "s1"), 4);
 
 	/* The store now names the new owner, attached, at the new epoch. */
-	assert_int_equal(sm_table_peek(t, "s1", "alice@x", &got), 0);
+	assert_int_equal(sm_table_peek(t, "s1", "alice@x", &got, peeked), 0);
 	assert_int_equal(got.epoch, 5);
 	assert_int_equal(got.owner.worker, owner_b.worker);
 	assert_int_equal(got.owner.slot, owner_b.slot);
@@ -645,7 +648,7 @@ static void test_destroy(void **state)
 	assert_int_equal(s.n, 0);
 	assert_int_equal(sm_table_queued(t, "s1"), 3);
 	assert_int_equal(sm_table_destroy(t, "s1", 2, NULL, NULL), -ESTALE);
-	assert_int_equal(sm_table_peek(t, "s1", "alice@x", &got), 0);
+	assert_int_equal(sm_table_peek(t, "s1", "alice@x", &got, peeked), 0);
 
 	/* The owner's destroy hands over the unacked entries and their refs. */
 	memset(&s, 0, sizeof(s));
@@ -666,7 +669,7 @@ static void test_destroy(void **state)
 	}
 	for (unsigned i = 0; i < 5; i++)
 		assert_int_equal(refs(m[i]), 1); /* the callee dropped what it got */
-	assert_int_equal(sm_table_peek(t, "s1", "alice@x", &got), -ENOENT);
+	assert_int_equal(sm_table_peek(t, "s1", "alice@x", &got, peeked), -ENOENT);
 	assert_int_equal(sm_table_queued(t, "s1"), 0);
 
 	/* Gone: -ENOENT, through the callback too. */
@@ -710,10 +713,10 @@ static void test_isr(void **state)
 		assert_int_equal(sm_table_set_isr(t, ids[i], 1, 1, (uint8_t)(i + 1), tok[i]), 0);
 	}
 	for (int i = 0; i < 3; i++) {
-		assert_int_equal(sm_table_peek(t, ids[i], bares[i], &got), 0);
+		assert_int_equal(sm_table_peek(t, ids[i], bares[i], &got, peeked), 0);
 		assert_int_equal(got.has_isr, 1);
 		assert_int_equal(got.isr_mech, i + 1);
-		assert_memory_equal(got.isr_sealed, tok[i], TOKEN_SEALED_LEN);
+		assert_memory_equal(peeked, tok[i], TOKEN_SEALED_LEN);
 	}
 	assert_int_equal(sm_table_set_isr(t, "nope", 1, 1, 1, tok[0]), -ENOENT);
 
@@ -721,33 +724,33 @@ static void test_isr(void **state)
 	sm_table_revoke_isr(t, "nobody@x");
 	sm_table_revoke_isr(t, "alice@x");
 	for (int i = 0; i < 3; i++) {
-		assert_int_equal(sm_table_peek(t, ids[i], bares[i], &got), 0);
+		assert_int_equal(sm_table_peek(t, ids[i], bares[i], &got, peeked), 0);
 		if (i < 2) {
 			assert_int_equal(got.has_isr, 0);
-			assert_memory_equal(got.isr_sealed, zero, TOKEN_SEALED_LEN);
+			assert_memory_equal(peeked, zero, TOKEN_SEALED_LEN);
 		} else {
 			assert_int_equal(got.has_isr, 1);
-			assert_memory_equal(got.isr_sealed, tok[2], TOKEN_SEALED_LEN);
+			assert_memory_equal(peeked, tok[2], TOKEN_SEALED_LEN);
 		}
 	}
 	/* Not a prefix match. */
 	sm_table_revoke_isr(t, "bob@");
-	assert_int_equal(sm_table_peek(t, "b1", "bob@x", &got), 0);
+	assert_int_equal(sm_table_peek(t, "b1", "bob@x", &got, peeked), 0);
 	assert_int_equal(got.has_isr, 1);
 
 	/* Clearing one by hand; the session itself stays. */
 	assert_int_equal(sm_table_set_isr(t, "b1", 1, 0, 0, NULL), 0);
-	assert_int_equal(sm_table_peek(t, "b1", "bob@x", &got), 0);
+	assert_int_equal(sm_table_peek(t, "b1", "bob@x", &got, peeked), 0);
 	assert_int_equal(got.has_isr, 0);
-	assert_memory_equal(got.isr_sealed, zero, TOKEN_SEALED_LEN);
+	assert_memory_equal(peeked, zero, TOKEN_SEALED_LEN);
 	/* A takeover keeps the token (it belongs to the session). */
 	assert_int_equal(sm_table_set_isr(t, "a1", 1, 1, 2, tok[0]), 0);
 	struct seen s = { 0 };
 	assert_int_equal(sm_table_take(t, "a1", "alice@x", &owner_b, 0, NULL, on_take, &s), 0);
 	assert_int_equal(s.rec.has_isr, 1);
-	assert_int_equal(sm_table_peek(t, "a1", "alice@x", &got), 0);
+	assert_int_equal(sm_table_peek(t, "a1", "alice@x", &got, peeked), 0);
 	assert_int_equal(got.has_isr, 1);
-	assert_memory_equal(got.isr_sealed, tok[0], TOKEN_SEALED_LEN);
+	assert_memory_equal(peeked, tok[0], TOKEN_SEALED_LEN);
 	sm_table_free(t);
 }
 
@@ -798,7 +801,7 @@ static void test_take_isr(void **state)
 	memset(&s, 0, sizeof(s));
 	assert_int_equal(sm_table_take(t, "i1", "mallory@x", &owner_b, 0, &p, on_take, &s), -EACCES);
 	assert_false(s.has_rec);
-	assert_int_equal(sm_table_peek(t, "i1", "alice@x", &got), 0);
+	assert_int_equal(sm_table_peek(t, "i1", "alice@x", &got, peeked), 0);
 	assert_int_equal(got.has_isr, 1);
 
 	/* The right token with another mechanism: refused, and the token dies. */
@@ -808,7 +811,7 @@ static void test_take_isr(void **state)
 	assert_true(s.has_rec);
 	assert_int_equal(s.rec.attached, 0);  /* the caller ends a detached session */
 	assert_int_equal(s.rec.has_isr, 0);
-	assert_int_equal(sm_table_peek(t, "i1", "alice@x", &got), 0);
+	assert_int_equal(sm_table_peek(t, "i1", "alice@x", &got, peeked), 0);
 	assert_int_equal(got.has_isr, 0);
 	assert_int_equal(got.epoch, 1);
 	/* ...so the right one no longer works either. */
@@ -819,7 +822,7 @@ static void test_take_isr(void **state)
 	assert_int_equal(sm_table_set_isr(t, "i1", 1, 1, 2, sealed), 0);
 	p = proof_for(other, 2);
 	assert_int_equal(sm_table_take(t, "i1", "alice@x", &owner_b, 0, &p, on_take, &s), -EACCES);
-	assert_int_equal(sm_table_peek(t, "i1", "alice@x", &got), 0);
+	assert_int_equal(sm_table_peek(t, "i1", "alice@x", &got, peeked), 0);
 	assert_int_equal(got.has_isr, 0);
 
 	/* The right token: taken, token consumed, responder hash out. */
@@ -831,7 +834,7 @@ static void test_take_isr(void **state)
 	assert_int_equal(s.rec.epoch, 2);
 	ht_responder_hash(tok, p.cb, p.cb_len, resp);
 	assert_memory_equal(p.resp, resp, HT_HASH_LEN);
-	assert_int_equal(sm_table_peek(t, "i1", "alice@x", &got), 0);
+	assert_int_equal(sm_table_peek(t, "i1", "alice@x", &got, peeked), 0);
 	assert_int_equal(got.has_isr, 0);
 	assert_int_equal(got.owner.slot, owner_b.slot);
 	assert_int_equal(got.attached, 1);
@@ -850,7 +853,7 @@ static void test_take_isr(void **state)
 	assert_int_equal(sm_table_set_isr(t, "i1", 2, 1, 2, sealed), 0);
 	memset(&s, 0, sizeof(s));
 	assert_int_equal(sm_table_take(t, "i1", "alice@x", &owner_b, 5001, &p, on_take, &s), -ENOENT);
-	assert_int_equal(sm_table_peek(t, "i1", "alice@x", &got), 0);
+	assert_int_equal(sm_table_peek(t, "i1", "alice@x", &got, peeked), 0);
 	assert_int_equal(got.has_isr, 0);
 	assert_int_equal(got.epoch, 2);
 	sm_table_free(t);
@@ -894,7 +897,7 @@ static void test_take_isr_race(void **state)
 		pthread_barrier_t go;
 		pthread_t th[N];
 		struct race rc[N];
-		assert_int_equal(sm_table_peek(t, "race", "alice@x", &got), 0);
+		assert_int_equal(sm_table_peek(t, "race", "alice@x", &got, peeked), 0);
 		isr_token(tok, sealed);
 		assert_int_equal(sm_table_set_isr(t, "race", got.epoch, 1, 2, sealed), 0);
 		pthread_barrier_init(&go, NULL, N);
@@ -912,7 +915,7 @@ static void test_take_isr_race(void **state)
 		}
 		pthread_barrier_destroy(&go);
 		assert_int_equal(won, 1);
-		assert_int_equal(sm_table_peek(t, "race", "alice@x", &got), 0);
+		assert_int_equal(sm_table_peek(t, "race", "alice@x", &got, peeked), 0);
 		assert_int_equal(got.epoch, (uint32_t)round + 2);
 	}
 	sm_table_free(t);
@@ -1199,7 +1202,7 @@ static void test_store_api(void **state)
 	assert_int_equal(refs(m[0]), 1);
 	r.c.h_in = 7;
 	assert_int_equal(store_sm_update(st, &r), 0);
-	assert_int_equal(sm_table_peek(store_memory_sm_table(st), "api", "alice@x", &got), 0);
+	assert_int_equal(sm_table_peek(store_memory_sm_table(st), "api", "alice@x", &got, peeked), 0);
 	assert_int_equal(got.c.h_in, 7);
 	assert_int_equal(store_sm_take(st, "api", "alice@x", &owner_b, 0, NULL, on_take, &s), 0);
 	assert_int_equal(s.n, 2);
@@ -1262,9 +1265,9 @@ static void assert_alive(struct store *st, const char *bare, const char *ua,
 	struct sm_record rec;
 	assert_int_equal(store_fast_get(st, bare, ua, &got), 0);
 	assert_memory_equal(&got, want, sizeof(got));
-	assert_int_equal(sm_table_peek(store_memory_sm_table(st), sid, bare, &rec), 0);
+	assert_int_equal(sm_table_peek(store_memory_sm_table(st), sid, bare, &rec, peeked), 0);
 	assert_int_equal(rec.has_isr, 1);
-	assert_memory_equal(rec.isr_sealed, isr, TOKEN_SEALED_LEN);
+	assert_memory_equal(peeked, isr, TOKEN_SEALED_LEN);
 }
 
 static void assert_revoked(struct store *st, const char *bare, const char *sid)
@@ -1274,7 +1277,7 @@ static void assert_revoked(struct store *st, const char *bare, const char *sid)
 	assert_int_equal(store_fast_get(st, bare, "ua1", &got), -ENOENT);
 	assert_int_equal(store_fast_get(st, bare, "ua2", &got), -ENOENT);
 	/* the session itself lives on, without its token */
-	assert_int_equal(sm_table_peek(store_memory_sm_table(st), sid, bare, &rec), 0);
+	assert_int_equal(sm_table_peek(store_memory_sm_table(st), sid, bare, &rec, peeked), 0);
 	assert_int_equal(rec.has_isr, 0);
 }
 

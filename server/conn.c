@@ -159,9 +159,9 @@ static const char *tp_peer(void *io)
 	return ((struct conn *)io)->peer;
 }
 
-static const char *tp_peer_ip(void *io)
+static const char *tp_peer_ip(void *io, char buf[NETADDR_IP_MAX])
 {
-	return ((struct conn *)io)->ip;
+	return netaddr_peer_ip(((struct conn *)io)->peer, buf);
 }
 
 /* The stream left (or rejoined) the unauthenticated: the pre-auth count
@@ -339,7 +339,7 @@ static const uint8_t *proxy_gate(struct conn *c, const uint8_t *data, size_t *le
 				lost(c);
 				return NULL;
 			}
-			netaddr_format(&h.src, c->ip, c->peer);
+			netaddr_format(&h.src, NULL, c->peer);
 			c->flags |= CONN_F_IP_COUNTED;
 		}
 		if (log_enabled(LOG_L_DEBUG)) {
@@ -565,7 +565,9 @@ int conn_maybe_free(struct conn *c)
 		c->fd = -1;
 		if (c->flags & CONN_F_COUNTED) { /* the descriptor is what the limits count */
 			c->flags &= ~CONN_F_COUNTED;
-			limits_conn_close(w->srv->limits, c->flags & CONN_F_IP_COUNTED ? c->ip : NULL,
+			char ip[NETADDR_IP_MAX];
+			limits_conn_close(w->srv->limits,
+					  c->flags & CONN_F_IP_COUNTED ? netaddr_peer_ip(c->peer, ip) : NULL,
 					  (c->flags & CONN_F_AUTHED) != 0);
 		}
 		count_fd_closed(c);

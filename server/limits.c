@@ -17,6 +17,7 @@
 #include "tether/config.h"
 #include "tether/log.h"
 #include "tether/metrics.h"
+#include "tether/netaddr.h"
 #include "tether/ratelimit.h"
 #include "tether/shtab.h"
 #include "tether/timer.h"
@@ -217,9 +218,9 @@ static void ip_key(const char *ip, char out[INET6_ADDRSTRLEN + 4])
 	snprintf(out, INET6_ADDRSTRLEN + 4, "%s", ip ? ip : "?");
 }
 
-static const char *peer_ip(const struct transport *tp, void *io)
+static const char *peer_ip(const struct transport *tp, void *io, char buf[NETADDR_IP_MAX])
 {
-	return tp->peer_ip ? tp->peer_ip(io) : NULL;
+	return tp->peer_ip ? tp->peer_ip(io, buf) : NULL;
 }
 
 int limits_auth_refused(struct limits *l, const struct transport *tp, void *io,
@@ -227,7 +228,8 @@ int limits_auth_refused(struct limits *l, const struct transport *tp, void *io,
 {
 	if (!l)
 		return 0;
-	const char *ip = peer_ip(tp, io);
+	char ipbuf[NETADDR_IP_MAX];
+	const char *ip = peer_ip(tp, io, ipbuf);
 	if (!ip)
 		return 0;
 	char key[INET6_ADDRSTRLEN + 4];
@@ -255,7 +257,8 @@ void limits_auth_failed(struct limits *l, const struct transport *tp, void *io,
 	uint64_t suppressed;
 	if (l && !strcmp(why, "temporary-auth-failure"))
 		return; /* our refusal (or the store's trouble): not a guess */
-	const char *ip = peer_ip(tp, io);
+	char ipbuf[NETADDR_IP_MAX];
+	const char *ip = peer_ip(tp, io, ipbuf);
 	if (l && ip) {
 		char key[INET6_ADDRSTRLEN + 4];
 		ip_key(ip, key);

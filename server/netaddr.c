@@ -30,6 +30,17 @@ void netaddr_format(const struct sockaddr_storage *ss, char ip[NETADDR_IP_MAX],
 		snprintf(peer, NETADDR_PEER_MAX, "%s:%u", host, port);
 }
 
+char *netaddr_peer_ip(const char *peer, char ip[NETADDR_IP_MAX])
+{
+	const char *colon = strrchr(peer, ':');
+	size_t n = colon ? (size_t)(colon - peer) : strlen(peer);
+	if (n >= NETADDR_IP_MAX)
+		n = NETADDR_IP_MAX - 1; /* cannot happen: inet_ntop's longest is 45 */
+	memcpy(ip, peer, n);
+	ip[n] = 0;
+	return ip;
+}
+
 int netaddr_parse(const char *s, struct sockaddr_storage *ss, socklen_t *len)
 {
 	char host[INET6_ADDRSTRLEN + 2];

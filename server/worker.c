@@ -339,7 +339,6 @@ static void on_accept(struct worker *w, const struct io_uring_cqe *cqe)
 		return;
 	}
 	c->flags |= CONN_F_COUNTED | (per_ip ? CONN_F_IP_COUNTED : 0);
-	memcpy(c->ip, ip, sizeof(c->ip));
 	memcpy(c->peer, peer, sizeof(c->peer));
 	w->conns[slot] = c;
 	w->live++;

@@ -7,6 +7,7 @@
 
 #include <openssl/ssl.h>
 
+#include "tether/netaddr.h"
 #include "tether/sbuf.h"
 #include "tether/timer.h"
 #include "tether/tls.h"
@@ -27,7 +28,7 @@ struct worker;
 #define CONN_F_PAUSED     0x0200u /* reading stopped for flow control */
 #define CONN_F_PARKED     0x0400u /* reading stopped: c2s waits for the store */
 #define CONN_F_COUNTED    0x0800u /* counted in limits.h (pre-auth) until the socket closes */
-#define CONN_F_IP_COUNTED 0x2000u /* ...and against max_conns_per_ip for c->ip */
+#define CONN_F_IP_COUNTED 0x2000u /* ...and against max_conns_per_ip for its address */
 #define CONN_F_AUTHED     0x1000u /* the protocol said it authenticated: out of the pre-auth count */
 #define CONN_F_DIRECT_TLS 0x4000u /* accepted on the direct-TLS listener (metrics) */
 #define CONN_F_PRE_TLS    0x8000u /* counted in tether_connection_states{state="pre_tls"} */
@@ -51,8 +52,10 @@ struct conn {
 	struct timer close_timer;/* bounds a graceful close */
 	struct timer pause_timer;/* ends a flow-control pause */
 	struct proxyproto_gate *pp; /* [c2s] proxy_protocol: until the header is read */
-	char peer[64];
-	char ip[48];             /* the peer's address alone (transport peer_ip) */
+	/* "address:port" (netaddr_format): for logs, and the address alone,
+	 * the key of per-address limits, is what comes before its last ':'
+	 * (conn_peer_ip), so the address is not kept twice. */
+	char peer[NETADDR_PEER_MAX];
 };
 
 /* Sets up a connection for accepted socket <fd> on <w> in slot <slot>.

@@ -18,4 +18,10 @@ int netaddr_parse(const char *s, struct sockaddr_storage *ss, socklen_t *len);
 void netaddr_format(const struct sockaddr_storage *ss, char ip[NETADDR_IP_MAX],
 		    char peer[NETADDR_PEER_MAX]);
 
+/* Writes into <ip> the address alone of <peer>, an "address:port" string
+ * netaddr_format wrote: what it wrote into <ip> from the same <ss> (all
+ * before the last ':'; the port has none, and IPv6 is not bracketed).
+ * Returns <ip>. Lets a connection keep one string for both. */
+char *netaddr_peer_ip(const char *peer, char ip[NETADDR_IP_MAX]);
+
 #endif /* TETHER_NETADDR_H */

@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tether/netaddr.h"
+
 struct store_handle;
 
 #define TRANSPORT_TIMERS 2 /* timers a transport keeps for its protocol (0 and 1) */
@@ -56,8 +58,10 @@ struct transport {
 	/* "ip:port" of the peer, for logs. */
 	const char *(*peer)(void *io);
 	/* The peer's address alone, canonical text (IPv4-mapped IPv6 as
-	 * IPv4): the key of per-address limits (limits.h). May be NULL. */
-	const char *(*peer_ip)(void *io);
+	 * IPv4): the key of per-address limits (limits.h). Written into <buf>
+	 * (the connection keeps it only inside "ip:port"); returns <buf>, or
+	 * NULL when there is none. May be NULL. */
+	const char *(*peer_ip)(void *io, char buf[NETADDR_IP_MAX]);
 	/* The stream authenticated (<authed> 1) or is unauthenticated again
 	 * (0): the connection leaves or rejoins the pre-auth count. Idempotent.
 	 * May be NULL. */

@@ -109,7 +109,7 @@ static void log_once_a_second(void **state)
 
 static const char *peer_ip_now;
 static const char *t_peer(void *io) { (void)io; return "test:1"; }
-static const char *t_peer_ip(void *io) { (void)io; return peer_ip_now; }
+static const char *t_peer_ip(void *io, char buf[NETADDR_IP_MAX]) { (void)io; (void)buf; return peer_ip_now; }
 static const struct transport tp = { .peer = t_peer, .peer_ip = t_peer_ip };
 
 static struct limits *limits_with(unsigned per_ip, unsigned preauth)

@@ -60,6 +60,7 @@ enum c2s_state {
 #define C2S_F_TRIMMED     0x10000u /* parser and scratch freed until the next byte */
 #define C2S_F_CLOSE_WAIT  0x20000u /* </stream:stream> came while parked: close once unparked */
 #define C2S_PARKED_MAX    4096    /* elements that may wait for one store operation */
+#define C2S_QLEN_INLINE   4       /* unacked stanza sizes kept in struct c2s itself */
 #define C2S_F_BACKOFF     0x40000u /* a stanza being routed reached a congested session */
 #define C2S_F_HOLD        0x80000u /* parsing stopped at the element that started s->op:
 				    * the input after it waits in s->held */
@@ -101,6 +102,7 @@ struct c2s {
 	unsigned auth_failures;
 	unsigned sasl_steps;          /* messages fed to the running exchange */
 	enum sasl_mech mech;
+	unsigned nparked;             /* elements in <parked> (below; here it fills a hole) */
 	struct xstream *xs;
 	struct sasl *sasl;            /* the exchange in progress (it holds its env) */
 	char *bare;                   /* user@domain, once authenticated */
@@ -122,9 +124,15 @@ struct c2s {
 	struct c2s_held_entry *csi_q, *csi_last;
 	unsigned ncsi;
 	/* The size of each unacked stanza, oldest first (a ring), and their
-	 * sum: the queue's byte bound ([sm] max_queue_bytes). */
-	uint32_t *qlen;
+	 * sum: the queue's byte bound ([sm] max_queue_bytes). The ring is
+	 * <inl> while it fits there (qlen_cap 0: a session with little
+	 * unacked holds no allocation, and an idle one none at all), else
+	 * <heap> of qlen_cap entries (c2s_sm.c, qlen_*). */
 	uint32_t qlen_cap, qlen_head, qlen_n;
+	union {
+		uint32_t *heap;
+		uint32_t inl[C2S_QLEN_INLINE];
+	} qlen;
 	size_t qbytes;
 	struct sasl2_req *req;        /* inline requests of a running SASL2 <authenticate/> */
 	struct sbuf out;              /* scratch for building replies */
@@ -136,7 +144,6 @@ struct c2s {
 	void *op_ctx;
 	void (*op_free)(void *ctx);
 	struct c2s_parked *parked, **parked_tail;
-	unsigned nparked;
 	struct sbuf held;             /* with C2S_F_HOLD: input not parsed yet */
 	struct c2s_im *im;            /* presence.c: roster interest, last and directed presence */
 };

@@ -202,40 +202,62 @@ static int do_enable(struct c2s *s, struct xnode *el)
 
 /* ---- the queue's sizes ----------------------------------------------------- */
 
+/* The ring of stanza sizes and its capacity: inline in the c2s until it
+ * outgrows C2S_QLEN_INLINE entries (qlen_cap 0), then on the heap. */
+static uint32_t *qlen_ring(struct c2s *s, uint32_t *cap)
+{
+	*cap = s->qlen_cap ? s->qlen_cap : C2S_QLEN_INLINE;
+	return s->qlen_cap ? s->qlen.heap : s->qlen.inl;
+}
+
 /* Records a stanza of <len> bytes joining the queue. 0 or -ENOMEM. */
 static int qlen_push(struct c2s *s, size_t len)
 {
-	if (s->qlen_n == s->qlen_cap) {
-		uint32_t cap = s->qlen_cap ? s->qlen_cap * 2 : 16;
-		uint32_t *q = malloc(cap * sizeof(*q));
+	uint32_t cap, *r = qlen_ring(s, &cap);
+	if (s->qlen_n == cap) {
+		uint32_t ncap = s->qlen_cap ? s->qlen_cap * 2 : 16;
+		uint32_t *q = malloc(ncap * sizeof(*q));
 		if (!q)
 			return -ENOMEM;
 		for (uint32_t i = 0; i < s->qlen_n; i++)
-			q[i] = s->qlen[(s->qlen_head + i) % s->qlen_cap];
-		free(s->qlen);
-		s->qlen = q;
-		s->qlen_cap = cap;
+			q[i] = r[(s->qlen_head + i) % cap];
+		if (s->qlen_cap)
+			free(s->qlen.heap);
+		s->qlen.heap = r = q;
+		s->qlen_cap = cap = ncap;
 		s->qlen_head = 0;
 	}
-	s->qlen[(s->qlen_head + s->qlen_n) % s->qlen_cap] = (uint32_t)len;
+	r[(s->qlen_head + s->qlen_n) % cap] = (uint32_t)len;
 	s->qlen_n++;
 	s->qbytes += len;
 	return 0;
 }
 
+/* Back to the inline ring, which the qlen_n sizes left fit in. */
+static void qlen_shrink(struct c2s *s)
+{
+	uint32_t q[C2S_QLEN_INLINE], *heap = s->qlen.heap;
+	for (uint32_t i = 0; i < s->qlen_n; i++)
+		q[i] = heap[(s->qlen_head + i) % s->qlen_cap];
+	free(heap);
+	memcpy(s->qlen.inl, q, s->qlen_n * sizeof(*q));
+	s->qlen_cap = s->qlen_head = 0;
+}
+
 /* The <n> oldest stanzas were acknowledged. */
 static void qlen_pop(struct c2s *s, uint32_t n)
 {
+	uint32_t cap, *r = qlen_ring(s, &cap);
 	for (; n && s->qlen_n; n--) {
-		s->qbytes -= s->qlen[s->qlen_head];
-		s->qlen_head = (s->qlen_head + 1) % s->qlen_cap;
+		s->qbytes -= r[s->qlen_head];
+		s->qlen_head = (s->qlen_head + 1) % cap;
 		s->qlen_n--;
 	}
-	if (!s->qlen_n && s->qlen_cap > 64) { /* an idle stream keeps no big ring */
-		free(s->qlen);
-		s->qlen = NULL;
-		s->qlen_cap = s->qlen_head = 0;
-	}
+	/* A stream whose queue drained keeps no heap ring: an idle session
+	 * holds nothing for it (the next burst past the inline entries pays
+	 * one malloc again). */
+	if (s->qlen_cap && s->qlen_n <= C2S_QLEN_INLINE && (!s->qlen_n || s->qlen_cap > 64))
+		qlen_shrink(s);
 }
 
 struct c2s_held_entry {
@@ -246,8 +268,9 @@ struct c2s_held_entry {
 
 static void qlen_reset(struct c2s *s)
 {
-	free(s->qlen);
-	s->qlen = NULL;
+	if (s->qlen_cap)
+		free(s->qlen.heap);
+	s->qlen.heap = NULL;
 	s->qlen_cap = s->qlen_head = s->qlen_n = 0;
 	s->qbytes = 0;
 }

@@ -377,6 +377,38 @@ static void test_ratelimit(void **state)
 	assert_int_equal(s, 2);
 }
 
+/* A connection keeps only "address:port": the address alone it derives
+ * (netaddr_peer_ip) must be what netaddr_format writes alone, the key of
+ * per-address limits, for IPv4, IPv6, IPv4-mapped IPv6 and the longest. */
+static void test_peer_ip(void **state)
+{
+	(void)state;
+	static const char *const hosts[] = { "192.0.2.7", "2001:db8::1", "::ffff:198.51.100.9",
+					     "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255", "::" };
+	for (size_t i = 0; i < sizeof(hosts) / sizeof(hosts[0]); i++) {
+		struct sockaddr_storage ss = { 0 };
+		if (strchr(hosts[i], '.') && !strchr(hosts[i], ':')) {
+			struct sockaddr_in *in4 = (struct sockaddr_in *)&ss;
+			in4->sin_family = AF_INET;
+			in4->sin_port = htons(65535);
+			assert_int_equal(inet_pton(AF_INET, hosts[i], &in4->sin_addr), 1);
+		} else {
+			struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+			in6->sin6_family = AF_INET6;
+			in6->sin6_port = htons(5222);
+			assert_int_equal(inet_pton(AF_INET6, hosts[i], &in6->sin6_addr), 1);
+		}
+		char ip[NETADDR_IP_MAX], peer[NETADDR_PEER_MAX], derived[NETADDR_IP_MAX];
+		netaddr_format(&ss, ip, peer);
+		assert_ptr_equal(netaddr_peer_ip(peer, derived), derived);
+		assert_string_equal(derived, ip);
+	}
+	struct sockaddr_storage unix_ss = { .ss_family = AF_UNIX };
+	char ip[NETADDR_IP_MAX], peer[NETADDR_PEER_MAX], derived[NETADDR_IP_MAX];
+	netaddr_format(&unix_ss, ip, peer);
+	assert_string_equal(netaddr_peer_ip(peer, derived), ip); /* "?" */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -389,6 +421,7 @@ int main(void)
 		cmocka_unit_test(test_gate_bound),
 		cmocka_unit_test(test_cidr),
 		cmocka_unit_test(test_ratelimit),
+		cmocka_unit_test(test_peer_ip),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

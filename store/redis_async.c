@@ -89,7 +89,7 @@
 #include "tether/sm.h"
 #include "tether/timer.h"
 
-#define CMD_ARGS 16
+#define CMD_ARGS 20 /* the longest command: tether_deliver, 3 + 2 keys + 12 arguments */
 #define META_STACK 512      /* an append's meta part that fits here needs no malloc */
 #define RELOAD_EVERY_MS 1000
 
@@ -805,6 +805,19 @@ static void on_delivered(const redisReply *r, const char *err, void *ud)
 	store_op_ready(&d->op);
 }
 
+/* Whom the recipient's blocklist is checked against (XEP-0191): the
+ * stanza's sender, unless it is the account itself (its own JIDs are never
+ * blocked) or the stanza is one the session acts on (<unqueued>: a probe,
+ * the server's internal types), which the session filters itself. */
+static const char *block_subject(const struct store_deliver_op *d, int unqueued)
+{
+	const char *from = d->msg->from;
+	size_t l = strlen(d->bare);
+	if (unqueued || (!strncmp(from, d->bare, l) && (!from[l] || from[l] == '/')))
+		return "";
+	return from;
+}
+
 static int submit_deliver(struct store_handle *h, struct store_deliver_op *d)
 {
 	struct cmd c = { 0 };
@@ -843,7 +856,9 @@ static int submit_deliver(struct store_handle *h, struct store_deliver_op *d)
 	 * blocklist pushes, carbons, "send your unavailable presence"), are for
 	 * the session to act on (presence_on_deliver): never queued as they
 	 * are for a client to read; the session queues what it writes. */
-	arg_s(&c, !strcmp(d->msg->type, "probe") || !strncmp(d->msg->type, "tether-", 7) ? "1" : "0");
+	int unqueued = !strcmp(d->msg->type, "probe") || !strncmp(d->msg->type, "tether-", 7);
+	arg_s(&c, unqueued ? "1" : "0");
+	arg_s(&c, block_subject(d, unqueued)); /* -EACCES if the recipient blocks it */
 	int rc = send_cmd(h, &c, on_delivered, d);
 	if (meta != mstack)
 		free(meta);

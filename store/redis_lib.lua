@@ -1496,6 +1496,44 @@ local function im_block(keys, args)
 	return 1
 end
 
+-- Whether blocklist <bk> blocks <jid> (prepared): an item equal to it, to
+-- its bare JID or to its domain (XEP-0191 3.4 with XEP-0016 matching, as
+-- server/presence.c's is_blocked). An account without a list costs one
+-- EXISTS.
+local function blocks(bk, jid)
+	if redis.call('EXISTS', bk) == 0 then
+		return false
+	end
+	local bare = string.match(jid, '^[^/]*')
+	local dom = string.match(bare, '@(.*)$') or bare
+	return redis.call('ZSCORE', bk, jid) ~= false or redis.call('ZSCORE', bk, bare) ~= false or
+		redis.call('ZSCORE', bk, dom) ~= false
+end
+
+-- tether_deliver: KEYS and ARGV as deliver's, then ARGV[12]: the sender
+-- the recipient's blocklist is checked against ("" or absent: none; the
+-- caller leaves out the account's own JIDs and what the session acts on
+-- itself, which it filters). A stanza from a JID the account blocks is
+-- delivered to none of its sessions: never appended to a queue, so no
+-- session, resumed or not, on any node, can be handed it (XEP-0191 3.4).
+-- The sender's inbound count is still written, as deliver does: the stanza
+-- was handled. Returns deliver's reply, or "EACCES" (blocked; the caller
+-- drops it, or answers an iq request service-unavailable).
+local function deliver_unblocked(keys, args)
+	local from = args[12] or ''
+	if from == '' or not blocks(string.sub(keys[1], 1, -4) .. 'block', from) then
+		return deliver(keys, args)
+	end
+	if keys[2] then
+		local r, e = owned(keys[2], num(args[7]), false)
+		if not r then
+			return e
+		end
+		redis.call('HSET', keys[2], 'h_in', num(args[8]))
+	end
+	return err('EACCES blocked by the recipient')
+end
+
 ---------------------------------------------------------------- registry
 
 local RO = { 'no-writes' }
@@ -1520,7 +1558,7 @@ reg('sm_set_isr', sm_set_isr)
 reg('sm_isr_get', sm_isr_get, RO)
 reg('sm_isr_burn', sm_isr_burn)
 reg('dir_get', dir_get, RO)
-reg('deliver', deliver)
+reg('deliver', deliver_unblocked) -- deliver, after the blocklist (IM DATA)
 reg('direct_set', direct_set)
 reg('direct_update', direct_update)
 reg('direct_del', direct_del)

@@ -614,9 +614,20 @@ def is_block_push(name):
                       and e.find(q(NS_BLOCKING, name)) is not None)
 
 
-def test_blocking(server, users, conns):
-    a1 = online(server, users, conns, 'alice', 'a1')
-    a2 = online(server, users, conns, 'alice', 'a2')
+def online_sm(server, users, conns, user, resource):
+    """A client with XEP-0198 on (resumable) and initial presence: on Redis
+    every stanza to it goes through the store, appended to its queue."""
+    from sm_client import sm_login
+    c = sm_login(server, user, users[user], resource, presence=True, auto_ack=True)
+    conns.append(c)
+    return c
+
+
+@pytest.mark.parametrize('sm', [False, True], ids=['plain', 'sm'])
+def test_blocking(server, users, conns, sm):
+    login = online_sm if sm else online
+    a1 = login(server, users, conns, 'alice', 'a1')
+    a2 = login(server, users, conns, 'alice', 'a2')
     b = online(server, users, conns, 'bob', 'b')
     c = online(server, users, conns, 'carol', 'c')
     assert blocklist(a1) == []
@@ -630,6 +641,9 @@ def test_blocking(server, users, conns):
         assert p.find(q(NS_BLOCKING, 'block')).find(q(NS_BLOCKING, 'item')).get('jid') == \
             'bob@localhost'
         x.send("<iq type='result' id='%s'/>" % p.get('id'))
+    # the blocked contact loses the user's presence (XEP-0191 §3.3)
+    for x in (a1, a2):
+        b.wait_presence(from_=x.jid, type_='unavailable')
     assert blocklist(a2) == ['bob@localhost']
     # from bob: messages and presence dropped, iqs answered service-unavailable
     b.message(a1.jid, 'blocked?')

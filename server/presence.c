@@ -1559,7 +1559,11 @@ static int deliver_filter(struct c2s *s, struct rmsg *m)
 
 void presence_session_end(struct c2s *s)
 {
-	if (!(s->flags & C2S_F_AVAILABLE) || !s->full)
+	int avail = !!(s->flags & C2S_F_AVAILABLE);
+	/* RFC 6121 §4.6.3, §4.6.4: directed presence is undone when the
+	 * session ends, also if it never broadcast available presence (a
+	 * client may send directed presence while unavailable, §4.6.1). */
+	if (!s->full || (!avail && !(s->im && s->im->ndirected)))
 		return;
 	struct sbuf b = SBUF_INIT;
 	int rc = sbuf_puts(&b, "<presence type='unavailable' from='");
@@ -1571,7 +1575,10 @@ void presence_session_end(struct c2s *s)
 	if (!m)
 		return;
 	undirect(s, m);
-	bcast(s, m);
+	if (avail)
+		bcast(s, m); /* the contacts */
+	else
+		rmsg_unref(m);
 	if (s->im) {
 		rmsg_unref(s->im->last);
 		s->im->last = NULL;

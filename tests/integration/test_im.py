@@ -308,14 +308,28 @@ def test_presence_broadcast_and_probes(server, users, conns):
     b.wait_presence(from_='alice@localhost/a', type_='unavailable')
 
 
-def test_directed_presence_undone_at_end(server, users, conns):
-    a = online(server, users, conns, 'alice', 'a')
+@pytest.mark.parametrize('sm', [False, True], ids=['plain', 'sm'])
+@pytest.mark.parametrize('available', [True, False], ids=['available', 'unavailable'])
+def test_directed_presence_undone_at_end(server, users, conns, available, sm):
+    """RFC 6121 §4.6.3-4: the recipients of directed presence get
+    unavailable presence when the session ends, also when the session never
+    sent initial presence (§4.6.1: a client may, while unavailable); a
+    contact it never sent presence to gets nothing."""
+    if sm:
+        from sm_client import sm_login
+        a = sm_login(server, 'alice', users['alice'], 'a', presence=available, auto_ack=True)
+        conns.append(a)
+    else:
+        a = online(server, users, conns, 'alice', 'a', presence=available)
     c = online(server, users, conns, 'carol', 'c')
+    d = online(server, users, conns, 'bob', 'b')
     a.presence(to='carol@localhost')
     c.wait_presence(from_='alice@localhost/a')
     a.close()
     conns.remove(a)
     c.wait_presence(from_='alice@localhost/a', type_='unavailable')
+    assert d.maybe(lambda e: e.tag == q(NS_CLIENT, 'presence')
+                   and (e.get('from') or '').startswith('alice@'), 0.5) is None
 
 
 def test_client_probe_dropped(server, users, conns):

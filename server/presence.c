@@ -643,17 +643,9 @@ static int is_blocked(const struct c2s_im *im, const char *jid)
 {
 	if (!im || !im->nblocked || !jid || !*jid)
 		return 0;
-	size_t full = strlen(jid), bare = strcspn(jid, "/");
-	const char *at = memchr(jid, '@', bare);
-	const char *dom = at ? at + 1 : jid;
-	size_t dlen = (size_t)(jid + bare - dom);
-	for (size_t i = 0; i < im->nblocked; i++) {
-		const char *b = im->blocked[i];
-		size_t l = strlen(b);
-		if ((l == full && !memcmp(b, jid, l)) || (l == bare && !memcmp(b, jid, l)) ||
-		    (l == dlen && !memcmp(b, dom, l)))
+	for (size_t i = 0; i < im->nblocked; i++)
+		if (jid_item_covers(im->blocked[i], jid))
 			return 1;
-	}
 	return 0;
 }
 
@@ -1153,9 +1145,39 @@ static void on_offline(void *ud, int err, char *const *msgs, const size_t *lens,
 	c2s_unpark(s);
 }
 
+/* With XEP-0198 they were moved into the session's queue by the store, in
+ * the step that took them out of offline storage: each is an entry this
+ * stream learns of, as of one another node appended. */
+static void on_offline_moved(void *ud, int err, const struct sm_entry *q, size_t n)
+{
+	struct wait *x = ud;
+	struct c2s *s = x->s;
+	c2s_op_done(s);
+	if (err && err != -ENOTSUP)
+		log_warn("offline: messages of %s not moved to session %s: %s", s->bare, s->sm.id,
+			 strerror(-err));
+	if (n)
+		log_info("offline: %zu messages of %s moved into session %s", n, s->bare, s->sm.id);
+	for (size_t i = 0; i < n; i++) {
+		struct rmsg *m = q[i].msg;
+		if (!q[i].seq) {
+			c2s_deliver(s, rmsg_ref(m)); /* not in the queue: routed anew */
+		} else if (c2s_sm_known(s, q[i].seq, m)) {
+			c2s_count_out(m);
+			presence_appended(s, m); /* XEP-0280 copies */
+		}
+	}
+	wait_free(x);
+	c2s_unpark(s);
+}
+
 /* XEP-0160: offline messages at the first available presence with a
- * non-negative priority; deleted from the store as they go into this
- * session's queue. Parks the stream until they are in. */
+ * non-negative priority. With XEP-0198 the store moves them into this
+ * session's queue and out of offline storage in one step (a crash of this
+ * node then loses none: they are in the queue, acknowledged or not, for a
+ * resumption, or stored offline again when the session ends); without,
+ * they are taken and written to the stream as they come. Parks the stream
+ * until they are in. */
 static void fetch_offline(struct c2s *s)
 {
 	struct store_handle *h = handle(s);
@@ -1166,7 +1188,11 @@ static void fetch_offline(struct c2s *s)
 	if (!y)
 		return;
 	im_flags(s, IM_F_OFFLINE, 0);
-	park(s, store_im_offline_take_async(h, s->bare, on_offline, y), y);
+	if (s->flags & C2S_F_SM)
+		park(s, store_im_offline_move_async(h, s->bare, s->sm.id, s->sm.epoch,
+						    on_offline_moved, y), y);
+	else
+		park(s, store_im_offline_take_async(h, s->bare, on_offline, y), y);
 }
 
 static void on_initial(void *ud, int err, char *const *jids, const uint8_t *states, size_t n,

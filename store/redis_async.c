@@ -917,6 +917,7 @@ int rstore_submit(struct store_handle *h, struct store_op *op)
 	case STORE_OP_IM_OFFLINE_TAKE:
 	case STORE_OP_IM_BLOCKS:
 	case STORE_OP_IM_BLOCK:
+	case STORE_OP_IM_OFFLINE_MOVE:
 		return rstore_im_submit(h, op);
 	default:
 		break; /* kinds this backend does not run: they fail, in order */

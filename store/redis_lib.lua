@@ -1123,7 +1123,9 @@ whose semantics these functions repeat step for step).
                        (enum sub_state), visible (0/1), name or false,
                        pending request or false, {groups}}. Items read back
                        in ordinal order: as the roster was built.
-  t:{B}:off     list   offline messages, oldest first, opaque
+  t:{B}:off     list   offline messages, oldest first: server/offline.c's
+                       records, opaque but to im_off_move, which reads the
+                       sender and the id and type from them
   t:{B}:block   zset   XEP-0191 blocklist: member = JID, score = order added
 
 A subscription stanza changes the user's AND the contact's roster in one
@@ -1447,6 +1449,60 @@ local function im_off_take(keys)
 	return all
 end
 
+-- Whether blocklist <bk> blocks <jid> (prepared): an item equal to it, to
+-- its bare JID or to its domain (XEP-0191 3.4 with XEP-0016 matching, as
+-- server/presence.c's is_blocked). An account without a list costs one
+-- EXISTS.
+local function blocks(bk, jid)
+	if redis.call('EXISTS', bk) == 0 then
+		return false
+	end
+	local bare = string.match(jid, '^[^/]*')
+	local dom = string.match(bare, '@(.*)$') or bare
+	return redis.call('ZSCORE', bk, jid) ~= false or redis.call('ZSCORE', bk, bare) ~= false or
+		redis.call('ZSCORE', bk, dom) ~= false
+end
+
+-- KEYS off, rec, q, block (of the account and its XEP-0198 session);
+-- ARGV epoch, the account's bare JID. XEP-0160 for a session with XEP-0198:
+-- the offline messages become entries of the session's queue, oldest first,
+-- and leave offline storage, in this one step, so that none is ever only in
+-- a reply on its way to a node that may die. Each is numbered there (the
+-- queue's next seq) and stamped like an append, with the meta a delivery
+-- writes (redis_codec.c: kind, from, to, id, type) built from the record
+-- (server/offline.c: "<from>\1<id>\1<type>\1<stanza>"); one from a JID the
+-- account blocks now (XEP-0191; never its own) is dropped, as is an
+-- unreadable record. Owner only: ESTALE, and nothing moved, if <epoch> no
+-- longer owns the session. Returns the entries as queued (as sm_take hands
+-- them out); the owner learns of them from this reply, and whoever resumes
+-- or ends the session finds them in the queue, acknowledged or not.
+local function im_off_move(keys, args)
+	local r, e = owned(keys[2], num(args[1]), false)
+	if not r then
+		return e
+	end
+	local acct, all = args[2], redis.call('LRANGE', keys[1], 0, -1)
+	redis.call('DEL', keys[1])
+	local out, seq, bytes, now = {}, tonumber(r[5]), 0, now_ms()
+	for _, m in ipairs(all) do
+		local from, id, ty, stanza = string.match(m, '^([^\1]*)\1([^\1]*)\1([^\1]*)\1(.*)$')
+		local own = from and (from == acct or string.sub(from, 1, #acct + 1) == acct .. '/')
+		if from and (own or not blocks(keys[4], from)) then
+			seq = (seq + 1) % TWO32
+			local entry = string.format('%d:%d:0', seq, now) ..
+				table.concat({ from, acct, id, ty, stanza }, '\0')
+			redis.call('RPUSH', keys[3], entry)
+			bytes = bytes + #entry
+			out[#out + 1] = entry
+		end
+	end
+	if #out > 0 then
+		redis.call('HSET', keys[2], 'out', seq)
+		redis.call('HINCRBY', keys[2], 'qb', bytes)
+	end
+	return out
+end
+
 -- KEYS off; ARGV messages, oldest first. Puts back in front what a take
 -- nobody used took (its stream went away before the reply).
 local function im_off_restore(keys, args)
@@ -1494,20 +1550,6 @@ local function im_block(keys, args)
 		return err('EINVAL unknown blocklist operation')
 	end
 	return 1
-end
-
--- Whether blocklist <bk> blocks <jid> (prepared): an item equal to it, to
--- its bare JID or to its domain (XEP-0191 3.4 with XEP-0016 matching, as
--- server/presence.c's is_blocked). An account without a list costs one
--- EXISTS.
-local function blocks(bk, jid)
-	if redis.call('EXISTS', bk) == 0 then
-		return false
-	end
-	local bare = string.match(jid, '^[^/]*')
-	local dom = string.match(bare, '@(.*)$') or bare
-	return redis.call('ZSCORE', bk, jid) ~= false or redis.call('ZSCORE', bk, bare) ~= false or
-		redis.call('ZSCORE', bk, dom) ~= false
 end
 
 -- tether_deliver: KEYS and ARGV as deliver's, then ARGV[12]: the sender
@@ -1579,5 +1621,6 @@ reg('im_sub', im_sub)
 reg('im_off_add', im_off_add)
 reg('im_off_take', im_off_take)
 reg('im_off_restore', im_off_restore)
+reg('im_off_move', im_off_move)
 reg('im_blocks', im_blocks, RO)
 reg('im_block', im_block)

@@ -342,16 +342,32 @@ def test_client_probe_dropped(server, users, conns):
 
 # ----------------------------------------------------------------------------- offline (XEP-0160)
 
-def test_offline_messages_delivered_in_order_with_delay(server, users, conns):
+@pytest.mark.parametrize('sm', [False, True], ids=['plain', 'sm'])
+def test_offline_messages_delivered_in_order_with_delay(server, users, conns, sm):
+    """With XEP-0198 the store moves them into the session's queue (one
+    step); without, they are taken and written. Either way: in order, with
+    a delay stamp, once; one from a JID blocked since it was stored is
+    dropped (XEP-0191)."""
     a = online(server, users, conns, 'alice', 'a')
-    for i in range(3):
+    c = online(server, users, conns, 'carol', 'c')
+    a.message('bob@localhost', 'offline-0')
+    c.message('bob@localhost', 'from-carol')       # stored, then carol is blocked
+    for i in range(1, 3):
         a.message('bob@localhost', 'offline-%d' % i)
     a.message('bob@localhost/gone', 'offline-3')   # a full JID that is not bound
     a.roundtrip()
+    c.roundtrip()
     assert a.maybe(lambda e: e.get('type') == 'error', 1.0) is None
     # a bound resource without presence does not get them
-    b = online(server, users, conns, 'bob', 'b', presence=False)
+    if sm:
+        from sm_client import sm_login
+        b = sm_login(server, 'bob', users['bob'], 'b', auto_ack=True)
+        conns.append(b)
+    else:
+        b = online(server, users, conns, 'bob', 'b', presence=False)
     xr.assert_no_message(b, 1.0)
+    r = b.iq('set', "<block xmlns='urn:xmpp:blocking'><item jid='carol@localhost'/></block>")
+    assert r.get('type') == 'result', xr.tostr(r)
     b.presence(priority=1)
     for i in range(4):
         m = b.wait_message()
@@ -359,6 +375,11 @@ def test_offline_messages_delivered_in_order_with_delay(server, users, conns):
         assert m.get('from') == a.jid
         d = m.find(q(NS_DELAY, 'delay'))
         assert d is not None and d.get('stamp'), xr.tostr(m)
+    xr.assert_no_message(b, 0.5, body='from-carol')
+    if sm:
+        server.wait_log('offline: 4 messages of bob@localhost moved into session %s' % b.sm_id)
+        b.ack()                                   # else stored again when the session ends
+        b.roundtrip()
     # delivered once: gone from storage
     b.close()
     conns.remove(b)

@@ -100,7 +100,7 @@ static void on_delivered_bare(void *ud, int err, const struct store_target *t, s
 	struct jid j; /* ~3 KiB on the stack: the rare path */
 	char bare[2 * JID_PART_MAX + 2];
 	c2s_sm_h_done(s);
-	if (sender_moved(s, err))
+	if (sender_moved(s, err) || deliver_blocked(s->w, err, m))
 		return;
 	if (!err && n) {
 		tell_local(s, t, n, m);
@@ -125,7 +125,7 @@ static void on_delivered_full(void *ud, int err, const struct store_target *t, s
 	struct jid j;
 	char bare[2 * JID_PART_MAX + 2];
 	c2s_sm_h_done(s);
-	if (sender_moved(s, err))
+	if (sender_moved(s, err) || deliver_blocked(s->w, err, m))
 		return;
 	if (!err && n) {
 		tell_local(s, t, n, m);

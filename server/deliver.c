@@ -115,6 +115,15 @@ size_t deliver_targets_here(struct worker *w, const struct store_target *t, size
 	return k;
 }
 
+int deliver_blocked(struct worker *w, int err, const struct rmsg *m)
+{
+	if (err != -EACCES)
+		return 0;
+	if (m->kind == RMSG_IQ && (!strcmp(m->type, "get") || !strcmp(m->type, "set")))
+		deliver_bounce(w, w->srv->cfg.domain, m, STE_SERVICE_UNAVAILABLE);
+	return 1;
+}
+
 /* Sessions of this node got it from the router already, and the others'
  * nodes are told through their inboxes; a bounce or presence that finds
  * nobody is dropped. A direct session of this node that the router did
@@ -173,6 +182,8 @@ static void on_orphan_sent(void *ud, int err, const struct store_target *t, size
 		deliver_targets_here(w, t, n, m);
 		return;
 	}
+	if (deliver_blocked(w, err, m))
+		return;
 	if (!err && (j = malloc(sizeof(*j)))) {
 		int bad = split(m->to, j, bare, sizeof(bare));
 		free(j);
@@ -244,6 +255,8 @@ static void on_stale_bare_sent(void *ud, int err, const struct store_target *t, 
 		deliver_targets_here(w, t, n, m);
 		return;
 	}
+	if (deliver_blocked(w, err, m))
+		return;
 	struct jid *j = malloc(sizeof(*j));
 	if (j && !split(m->to, j, bare, sizeof(bare)))
 		stale_bare_nobody(w, w->srv->cfg.domain, bare, rmsg_ref(m));

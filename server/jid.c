@@ -318,3 +318,13 @@ int jid_full(const struct jid *j, char *out, size_t outlen)
 	int m = snprintf(out + n, outlen - (size_t)n, "/%s", j->resource);
 	return m < 0 || (size_t)m >= outlen - (size_t)n ? -1 : n + m;
 }
+
+int jid_item_covers(const char *item, const char *jid)
+{
+	size_t full = strlen(jid), bare = strcspn(jid, "/"), l = strlen(item);
+	const char *at = memchr(jid, '@', bare);
+	const char *dom = at ? at + 1 : jid;
+	size_t dlen = (size_t)(jid + bare - dom);
+	return (l == full && !memcmp(item, jid, l)) || (l == bare && !memcmp(item, jid, l)) ||
+	       (l == dlen && !memcmp(item, dom, l));
+}

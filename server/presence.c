@@ -33,11 +33,18 @@
  *   nothing to approve is dropped, as Appendix A's tables say.
  * - Blocking (XEP-0191): each session keeps a copy of the blocklist,
  *   loaded at bind without waiting (a stanza in the first loop turn after
- *   bind may pass) and reloaded whenever a change is pushed. Stanzas are
- *   checked when they reach the blocking user's session (inbound) or
- *   leave it (outbound), never at the sender's side. Offline messages and
- *   stored subscription requests from a JID blocked later are filtered
- *   when delivered, since they go through the session too.
+ *   bind may pass). A change is applied to the copy of every session when
+ *   its push reaches it (the session that made it before the client gets
+ *   its result), and the copy is then reloaded. Stanzas are checked when
+ *   they reach the blocking user's session (inbound) or leave it
+ *   (outbound). With a store shared between nodes, what goes through the
+ *   store (tether_deliver: messages, iqs and presence to XEP-0198 queues
+ *   and to sessions on other nodes) is checked there, against the stored
+ *   list, before it is appended: an entry numbered in a queue is never
+ *   dropped at the session. Offline messages and stored subscription
+ *   requests from a JID blocked later are filtered when delivered. The
+ *   server's own requests (T_GONE: "send the blocked JID your unavailable
+ *   presence") are not stanzas from the blocked JID and pass.
  * - Carbons (XEP-0280) go like pushes: one copy to every bound resource of
  *   the account, passed on by the sessions that enabled carbons, except
  *   the one the original came from or went to. A message to the bare JID
@@ -507,6 +514,81 @@ static void set_blocked(struct c2s_im *im, char *const *jids, size_t n)
 	im->flags |= IM_F_BLOCKS;
 }
 
+/* Adds <jid> to the copy (<add>) or removes it; 0, or -ENOMEM. */
+static int blocked_edit(struct c2s_im *im, const char *jid, int add)
+{
+	for (size_t i = 0; i < im->nblocked; i++) {
+		if (strcmp(im->blocked[i], jid))
+			continue;
+		if (!add) {
+			free(im->blocked[i]);
+			memmove(&im->blocked[i], &im->blocked[i + 1],
+				(im->nblocked - i - 1) * sizeof(*im->blocked));
+			im->nblocked--;
+		}
+		return 0;
+	}
+	if (!add)
+		return 0;
+	char **b = realloc(im->blocked, (im->nblocked + 1) * sizeof(*b));
+	if (!b)
+		return -ENOMEM;
+	im->blocked = b;
+	if (!(b[im->nblocked] = strdup(jid)))
+		return -ENOMEM;
+	im->nblocked++;
+	return 0;
+}
+
+/* The blocklist push <data> as push_xml wrote it (<block/> or <unblock/>,
+ * then <item jid='...'/> only, values escaped by sbuf_append_esc), applied
+ * to the session's copy: <block/> adds its items, <unblock/> removes them,
+ * or all of them when it has none. So the change is in force for this
+ * session when the push reaches it, not a store read later (XEP-0191: once
+ * the client has the result, stanzas from a JID it blocked are dropped).
+ * Returns 0, or -EINVAL / -ENOMEM: then the copy is unreliable until the
+ * reload that follows every push completes. */
+static int push_apply(struct c2s_im *im, const char *data, size_t len)
+{
+	static const char item[] = "<item jid='";
+	const char *end = data + len, *p = memmem(data, len, "><", 2);
+	if (!p)
+		return -EINVAL;
+	int add = !strncmp(p + 2, "block ", 6), n = 0;
+	if (!add && strncmp(p + 2, "unblock ", 8))
+		return -EINVAL;
+	while ((p = memmem(p, (size_t)(end - p), item, sizeof(item) - 1))) {
+		char jid[3 * JID_PART_MAX + 3];
+		size_t k = 0;
+		for (p += sizeof(item) - 1; p < end && *p != '\''; p++) {
+			static const char *const ent[][2] = {
+				{ "&amp;", "&" }, { "&lt;", "<" }, { "&gt;", ">" },
+				{ "&apos;", "'" }, { "&quot;", "\"" },
+			};
+			char c = *p;
+			for (size_t e = 0; c == '&' && e < sizeof(ent) / sizeof(ent[0]); e++) {
+				size_t l = strlen(ent[e][0]);
+				if ((size_t)(end - p) >= l && !memcmp(p, ent[e][0], l)) {
+					c = ent[e][1][0];
+					p += l - 1;
+					break;
+				}
+			}
+			if (k + 1 >= sizeof(jid))
+				return -EINVAL;
+			jid[k++] = c;
+		}
+		jid[k] = 0;
+		if (p == end || blocked_edit(im, jid, add))
+			return p == end ? -EINVAL : -ENOMEM;
+		n++;
+	}
+	if (!add && !n)
+		set_blocked(im, NULL, 0); /* unblock-all */
+	im->flags |= IM_F_BLOCKS;
+	return 0;
+}
+
 static void on_blocks_loaded(void *ud, int err, char *const *jids, size_t n)
 {
 	struct block_load *l = ud;
@@ -561,17 +643,9 @@ static int is_blocked(const struct c2s_im *im, const char *jid)
 {
 	if (!im || !im->nblocked || !jid || !*jid)
 		return 0;
-	size_t full = strlen(jid), bare = strcspn(jid, "/");
-	const char *at = memchr(jid, '@', bare);
-	const char *dom = at ? at + 1 : jid;
-	size_t dlen = (size_t)(jid + bare - dom);
-	for (size_t i = 0; i < im->nblocked; i++) {
-		const char *b = im->blocked[i];
-		size_t l = strlen(b);
-		if ((l == full && !memcmp(b, jid, l)) || (l == bare && !memcmp(b, jid, l)) ||
-		    (l == dlen && !memcmp(b, dom, l)))
+	for (size_t i = 0; i < im->nblocked; i++)
+		if (jid_item_covers(im->blocked[i], jid))
 			return 1;
-	}
 	return 0;
 }
 
@@ -651,6 +725,21 @@ static ssize_t block_items(struct c2s *s, struct wait *x, struct xnode *q, char 
 	return (ssize_t)k;
 }
 
+/* The push of the change in <q> (its items' JIDs prepared): <block/> or
+ * <unblock/> with just the items, the form push_apply reads. */
+static int push_xml(struct sbuf *b, const char *id, const struct xnode *q)
+{
+	int rc = sbuf_printf(b, "<iq type='set' id='%s'><%s xmlns='" XMLNS_BLOCKING "'>", id,
+			     q->name);
+	for (struct xnode *it = xnode_first_elem(q); it; it = xnode_next_elem(it)) {
+		rc |= sbuf_puts(b, "<item jid='");
+		rc |= sbuf_puts_esc(b, xnode_attr(it, "jid"));
+		rc |= sbuf_puts(b, "'/>");
+	}
+	rc |= sbuf_printf(b, "</%s></iq>", q->name);
+	return rc;
+}
+
 static void on_blocked(void *ud, int err)
 {
 	struct wait *x = ud;
@@ -661,18 +750,19 @@ static void on_blocked(void *ud, int err)
 					   err == -ENOTSUP ? STE_SERVICE_UNAVAILABLE :
 					   STE_INTERNAL_SERVER_ERROR);
 	} else {
-		/* §3.3, §3.4: a push to every resource (each reloads its copy;
-		 * those that asked for the list get it), then the result. */
+		/* §3.3, §3.4: a push to every resource (each applies it to its
+		 * copy, this one first, and reloads it; those that asked for the
+		 * list get it), then the result. */
 		struct xnode *q = xnode_first_elem(x->el);
 		static atomic_uint_fast64_t seq;
 		char id[32];
 		snprintf(id, sizeof(id), "bpush%" PRIx64,
 			 (uint64_t)atomic_fetch_add_explicit(&seq, 1, memory_order_relaxed));
 		struct sbuf b = SBUF_INIT;
-		int rc = sbuf_printf(&b, "<iq type='set' id='%s'>", id);
-		rc |= xnode_serialize(q, XMLNS_CLIENT, &b);
-		rc |= sbuf_puts(&b, "</iq>");
+		int rc = push_xml(&b, id, q);
 		struct rmsg *m = rc ? NULL : rmsg_new(RMSG_IQ, b.data, b.len, NULL, NULL, id, T_BPUSH);
+		if (!m || push_apply(s->im, b.data, b.len))
+			blocks_load(s); /* the copy is in doubt until this completes */
 		sbuf_free(&b);
 		if (m)
 			deliver_presence(s->w, s->bare, m, 0, NULL);
@@ -1055,9 +1145,39 @@ static void on_offline(void *ud, int err, char *const *msgs, const size_t *lens,
 	c2s_unpark(s);
 }
 
+/* With XEP-0198 they were moved into the session's queue by the store, in
+ * the step that took them out of offline storage: each is an entry this
+ * stream learns of, as of one another node appended. */
+static void on_offline_moved(void *ud, int err, const struct sm_entry *q, size_t n)
+{
+	struct wait *x = ud;
+	struct c2s *s = x->s;
+	c2s_op_done(s);
+	if (err && err != -ENOTSUP)
+		log_warn("offline: messages of %s not moved to session %s: %s", s->bare, s->sm.id,
+			 strerror(-err));
+	if (n)
+		log_info("offline: %zu messages of %s moved into session %s", n, s->bare, s->sm.id);
+	for (size_t i = 0; i < n; i++) {
+		struct rmsg *m = q[i].msg;
+		if (!q[i].seq) {
+			c2s_deliver(s, rmsg_ref(m)); /* not in the queue: routed anew */
+		} else if (c2s_sm_known(s, q[i].seq, m)) {
+			c2s_count_out(m);
+			presence_appended(s, m); /* XEP-0280 copies */
+		}
+	}
+	wait_free(x);
+	c2s_unpark(s);
+}
+
 /* XEP-0160: offline messages at the first available presence with a
- * non-negative priority; deleted from the store as they go into this
- * session's queue. Parks the stream until they are in. */
+ * non-negative priority. With XEP-0198 the store moves them into this
+ * session's queue and out of offline storage in one step (a crash of this
+ * node then loses none: they are in the queue, acknowledged or not, for a
+ * resumption, or stored offline again when the session ends); without,
+ * they are taken and written to the stream as they come. Parks the stream
+ * until they are in. */
 static void fetch_offline(struct c2s *s)
 {
 	struct store_handle *h = handle(s);
@@ -1068,7 +1188,11 @@ static void fetch_offline(struct c2s *s)
 	if (!y)
 		return;
 	im_flags(s, IM_F_OFFLINE, 0);
-	park(s, store_im_offline_take_async(h, s->bare, on_offline, y), y);
+	if (s->flags & C2S_F_SM)
+		park(s, store_im_offline_move_async(h, s->bare, s->sm.id, s->sm.epoch,
+						    on_offline_moved, y), y);
+	else
+		park(s, store_im_offline_take_async(h, s->bare, on_offline, y), y);
 }
 
 static void on_initial(void *ud, int err, char *const *jids, const uint8_t *states, size_t n,
@@ -1395,14 +1519,19 @@ static int deliver_filter(struct c2s *s, struct rmsg *m)
 {
 	/* XEP-0191 §3.5: nothing from a blocked JID (the account's own
 	 * resources excepted); an iq request is answered for the user. */
-	if (s->im && s->im->nblocked && !own_jid(s, m->from) && is_blocked(s->im, m->from)) {
+	if (s->im && s->im->nblocked && strcmp(m->type, T_GONE) && !own_jid(s, m->from) &&
+	    is_blocked(s->im, m->from)) {
 		if (m->kind == RMSG_IQ && (!strcmp(m->type, "get") || !strcmp(m->type, "set")))
 			deliver_bounce(s->w, s->srv->cfg.domain, m, STE_SERVICE_UNAVAILABLE);
 		rmsg_unref(m);
 		return 1;
 	}
 	if (m->kind == RMSG_IQ && !strcmp(m->type, T_BPUSH)) {
-		blocks_load(s);
+		struct c2s_im *im = im_of(s);
+		if (im && push_apply(im, m->data, m->len))
+			log_warn("blocking: %s: push not applied (%zu bytes): reloading", s->full ?
+				 s->full : s->bare, m->len);
+		blocks_load(s); /* and the list as stored, in case a push was missed */
 		if (s->im && (s->im->flags & IM_F_BLOCKLIST))
 			return 0;
 		rmsg_unref(m);
@@ -1456,7 +1585,11 @@ static int deliver_filter(struct c2s *s, struct rmsg *m)
 
 void presence_session_end(struct c2s *s)
 {
-	if (!(s->flags & C2S_F_AVAILABLE) || !s->full)
+	int avail = !!(s->flags & C2S_F_AVAILABLE);
+	/* RFC 6121 §4.6.3, §4.6.4: directed presence is undone when the
+	 * session ends, also if it never broadcast available presence (a
+	 * client may send directed presence while unavailable, §4.6.1). */
+	if (!s->full || (!avail && !(s->im && s->im->ndirected)))
 		return;
 	struct sbuf b = SBUF_INIT;
 	int rc = sbuf_puts(&b, "<presence type='unavailable' from='");
@@ -1468,7 +1601,10 @@ void presence_session_end(struct c2s *s)
 	if (!m)
 		return;
 	undirect(s, m);
-	bcast(s, m);
+	if (avail)
+		bcast(s, m); /* the contacts */
+	else
+		rmsg_unref(m);
 	if (s->im) {
 		rmsg_unref(s->im->last);
 		s->im->last = NULL;

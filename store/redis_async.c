@@ -89,7 +89,7 @@
 #include "tether/sm.h"
 #include "tether/timer.h"
 
-#define CMD_ARGS 16
+#define CMD_ARGS 20 /* the longest command: tether_deliver, 3 + 2 keys + 12 arguments */
 #define META_STACK 512      /* an append's meta part that fits here needs no malloc */
 #define RELOAD_EVERY_MS 1000
 
@@ -834,6 +834,7 @@ int rstore_submit(struct store_handle *h, struct store_op *op)
 	case STORE_OP_IM_OFFLINE_TAKE:
 	case STORE_OP_IM_BLOCKS:
 	case STORE_OP_IM_BLOCK:
+	case STORE_OP_IM_OFFLINE_MOVE:
 		return rstore_im_submit(h, op);
 	default:
 		break; /* kinds this backend does not run: they fail, in order */

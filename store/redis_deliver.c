@@ -36,7 +36,7 @@
 #define BATCH_BYTES (128u << 10)   /* ...and stanza bytes, about */
 #define HEAD_ARGS 6                /* FCALL, name, numkeys, max entries, max bytes, self */
 #define ONE_KEYS 2                 /* a delivery's keys: directory [, sender's record] */
-#define ONE_ARGS 9                 /* ...and arguments (redis_lib.lua, deliver_many) */
+#define ONE_ARGS 10                /* ...and arguments (redis_lib.lua, deliver_many) */
 #define ARGS_MAX (HEAD_ARGS + BATCH_MAX * (ONE_KEYS + ONE_ARGS))
 
 struct rbatch {
@@ -122,6 +122,19 @@ static int add_keys(struct rbatch *b, const struct store_deliver_op *d)
 	return kl < 0 || arg_copy(b, k, (size_t)kl) ? -ENOMEM : 0;
 }
 
+/* Whom the recipient's blocklist is checked against (XEP-0191): the
+ * stanza's sender, unless it is the account itself (its own JIDs are never
+ * blocked) or the stanza is one the session acts on (<unqueued>: a probe,
+ * the server's internal types), which the session filters itself. */
+static const char *block_subject(const struct store_deliver_op *d, int unqueued)
+{
+	const char *from = d->msg->from;
+	size_t l = strlen(d->bare);
+	if (unqueued || (!strncmp(from, d->bare, l) && (!from[l] || from[l] == '/')))
+		return "";
+	return from;
+}
+
 /* Delivery <d>'s ONE_ARGS arguments. */
 static int add_args(struct rbatch *b, const struct store_deliver_op *d, const char *self)
 {
@@ -143,6 +156,8 @@ static int add_args(struct rbatch *b, const struct store_deliver_op *d, const ch
 		return -ENOMEM;
 	arg_ext(b, !strcmp(type, "headline") ? "1" : "0", 1); /* RFC 6121 §8.5.2.1.2 */
 	arg_ext(b, unqueued ? "1" : "0", 1);
+	const char *subject = block_subject(d, unqueued); /* -EACCES if the recipient blocks it */
+	arg_ext(b, subject, strlen(subject));
 	return 0;
 }
 

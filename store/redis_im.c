@@ -21,7 +21,9 @@
  *   (tether_im_off_restore), before anything stored since. A reply lost
  *   with the link (-ENOTCONN, -ETIMEDOUT) cannot be told from a take that
  *   did not run: those messages may be lost, as a delivered stanza whose
- *   ack is lost may be.
+ *   ack is lost may be. That is why a session with XEP-0198 does not take
+ *   them but moves them (tether_im_off_move): into its queue in the same
+ *   step, where no lost reply or dead node can lose them.
  * - An account whose bare JID is too long for a key (RKEY_BARE_MAX) gets
  *   -EINVAL: no such account can exist on this backend.
  * - The synchronous im_* calls (store_im_read & co.) stay -ENOTSUP on this
@@ -268,6 +270,22 @@ static int strs_decode(const redisReply *r, struct store_im_op *o)
 	return o->err;
 }
 
+/* An offline move's entries, as queued ("<seq>:<stamp>:<meta><stanza>"). */
+static int entries_decode(const redisReply *r, struct store_im_op *o)
+{
+	if (!is_arr(r, SIZE_MAX))
+		return -EIO;
+	for (size_t i = 0; i < r->elements && !o->err; i++) {
+		const redisReply *e = r->element[i];
+		struct sm_entry x;
+		int rc = e->type == REDIS_REPLY_STRING ? rcodec_entry(e->str, e->len, &x) : -EIO;
+		if (rc)
+			return rc == -EINVAL ? -EIO : rc;
+		store_im_collect_entry(o, &x);
+	}
+	return o->err;
+}
+
 static int decode(const redisReply *r, struct store_im_op *o)
 {
 	switch (o->op.kind) {
@@ -289,6 +307,8 @@ static int decode(const redisReply *r, struct store_im_op *o)
 	case STORE_OP_IM_OFFLINE_TAKE:
 	case STORE_OP_IM_BLOCKS:
 		return strs_decode(r, o);
+	case STORE_OP_IM_OFFLINE_MOVE:
+		return entries_decode(r, o);
 	default: /* offline add, block: a number */
 		return is_int(r) ? 0 : -EIO;
 	}
@@ -407,6 +427,26 @@ static int submit_offline(struct store_handle *h, struct store_im_op *o)
 	return send_args(h, o, &a);
 }
 
+/* Into the session's queue, in one function (tether_im_off_move): nothing
+ * to compensate if the caller goes away, the entries are in the queue. */
+static int submit_move(struct store_handle *h, struct store_im_op *o)
+{
+	struct args a;
+	char koff[RKEY_LEN], krec[RKEY_LEN], kq[RKEY_LEN], kb[RKEY_LEN];
+	if (rkey(koff, o->bare, "off", NULL) < 0 || rkey(krec, o->bare, "s", o->sid) < 0 ||
+	    rkey(kq, o->bare, "q", o->sid) < 0 || rkey(kb, o->bare, "block", NULL) < 0)
+		return -EINVAL;
+	args_init(&a, 9);
+	fcall(&a, "tether_im_off_move", "4", 0);
+	arg_s(&a, koff);
+	arg_s(&a, krec);
+	arg_s(&a, kq);
+	arg_s(&a, kb);
+	arg_u(&a, 0, o->epoch);
+	arg_s(&a, o->bare);
+	return send_args(h, o, &a);
+}
+
 static int submit_block(struct store_handle *h, struct store_im_op *o)
 {
 	static const char *const ops[] = {
@@ -452,6 +492,8 @@ int rstore_im_submit(struct store_handle *h, struct store_op *op)
 	case STORE_OP_IM_BLOCKS:
 	case STORE_OP_IM_BLOCK:
 		return submit_block(h, o);
+	case STORE_OP_IM_OFFLINE_MOVE:
+		return submit_move(h, o);
 	default:
 		return -ENOTSUP;
 	}

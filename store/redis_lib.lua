@@ -847,6 +847,20 @@ local function targets_of(c, dir, res, every)
 	return ts
 end
 
+-- Whether blocklist <bk> blocks <jid> (prepared): an item equal to it, to
+-- its bare JID or to its domain (XEP-0191 3.4 with XEP-0016 matching, as
+-- server/presence.c's is_blocked). An account without a list costs one
+-- EXISTS.
+local function blocks(bk, jid)
+	if redis.call('EXISTS', bk) == 0 then
+		return false
+	end
+	local bare = string.match(jid, '^[^/]*')
+	local dom = string.match(bare, '@(.*)$') or bare
+	return redis.call('ZSCORE', bk, jid) ~= false or redis.call('ZSCORE', bk, bare) ~= false or
+		redis.call('ZSCORE', bk, dom) ~= false
+end
+
 -- Delivery <d> (fields as tether_deliver's arguments) in call <c>: its
 -- reply rows, or the sender's error.
 local function deliver_one(c, d)
@@ -855,6 +869,9 @@ local function deliver_one(c, d)
 		if e then
 			return e
 		end
+	end
+	if d.from ~= '' and blocks(string.sub(d.dir, 1, -4) .. 'block', d.from) then
+		return err('EACCES blocked by the recipient') -- XEP-0191: nowhere appended
 	end
 	local out, skip = {}, d.skip
 	for _, t in ipairs(targets_of(c, d.dir, d.res, d.every)) do
@@ -884,7 +901,12 @@ end
 -- "1" for what the session acts on rather than a client reads (a presence
 -- probe, the server's internal pushes and copies): it goes through the
 -- owner's inbox like a direct session's stanzas, never into a queue; the
--- session queues whatever it writes to its client].
+-- session queues whatever it writes to its client, the sender checked
+-- against the recipient's blocklist ("" none: the account's own JIDs, and
+-- what the session acts on itself, which it filters): a stanza from a JID
+-- the account blocks is appended nowhere, so no session, resumed or not,
+-- on any node, is handed it (XEP-0191), and EACCES is returned; the
+-- sender's count is still written, the stanza was handled].
 -- A target
 -- whose detached queue is full is reported with seq -1 and not written.
 -- With KEYS[2], the sender's session record, and ARGV epoch, h_in: its
@@ -902,7 +924,8 @@ end
 -- Nodes send tether_deliver_many; this one stays for nodes of before it.
 local function deliver(keys, args)
 	local d = { dir = keys[1], res = args[1], meta = args[2], payload = args[3],
-		skip = args[4] or '', every = args[10] == '1', unqueued = args[11] == '1' }
+		skip = args[4] or '', every = args[10] == '1', unqueued = args[11] == '1',
+		from = args[12] or '' }
 	if keys[2] then
 		d.sender, d.epoch, d.h = keys[2], num(args[7]), num(args[8])
 	end
@@ -918,11 +941,12 @@ end
 -- tether_deliver's), then per delivery MANY_ARGS: how many keys it has
 -- (1 or 2), resource, meta, payload, the node incarnation to skip ("" none),
 -- the sender's epoch and h_in ("0" without a sender), headline "1"/"0",
--- unqueued "1"/"0". The deliveries run in order, as one step; the reply
+-- unqueued "1"/"0", the sender checked against the recipient's blocklist
+-- (as tether_deliver's ARGV[12]). The deliveries run in order, as one step; the reply
 -- has one element per delivery: tether_deliver's reply, or its error (a
 -- sender taken over: ESTALE, nothing of that delivery done). A bad
 -- argument fails the whole call before anything is written.
-local MANY_ARGS = 9
+local MANY_ARGS = 10
 local function deliver_many(keys, args)
 	if (#args - 3) % MANY_ARGS ~= 0 then
 		return err('EINVAL arguments')
@@ -932,7 +956,8 @@ local function deliver_many(keys, args)
 	for i = 4, #args, MANY_ARGS do
 		local nk = num(args[i])
 		local d = { dir = keys[k], res = args[i + 1], meta = args[i + 2], payload = args[i + 3],
-			skip = args[i + 4], every = args[i + 7] == '1', unqueued = args[i + 8] == '1' }
+			skip = args[i + 4], every = args[i + 7] == '1', unqueued = args[i + 8] == '1',
+			from = args[i + 9] }
 		if nk == 2 then
 			d.sender, d.epoch, d.h = keys[k + 1], num(args[i + 5]), num(args[i + 6])
 		end
@@ -1329,7 +1354,9 @@ whose semantics these functions repeat step for step).
                        (enum sub_state), visible (0/1), name or false,
                        pending request or false, {groups}}. Items read back
                        in ordinal order: as the roster was built.
-  t:{B}:off     list   offline messages, oldest first, opaque
+  t:{B}:off     list   offline messages, oldest first: server/offline.c's
+                       records, opaque but to im_off_move, which reads the
+                       sender and the id and type from them
   t:{B}:block   zset   XEP-0191 blocklist: member = JID, score = order added
 
 A subscription stanza changes the user's AND the contact's roster in one
@@ -1653,6 +1680,46 @@ local function im_off_take(keys)
 	return all
 end
 
+-- KEYS off, rec, q, block (of the account and its XEP-0198 session);
+-- ARGV epoch, the account's bare JID. XEP-0160 for a session with XEP-0198:
+-- the offline messages become entries of the session's queue, oldest first,
+-- and leave offline storage, in this one step, so that none is ever only in
+-- a reply on its way to a node that may die. Each is numbered there (the
+-- queue's next seq) and stamped like an append, with the meta a delivery
+-- writes (redis_codec.c: kind, from, to, id, type) built from the record
+-- (server/offline.c: "<from>\1<id>\1<type>\1<stanza>"); one from a JID the
+-- account blocks now (XEP-0191; never its own) is dropped, as is an
+-- unreadable record. Owner only: ESTALE, and nothing moved, if <epoch> no
+-- longer owns the session. Returns the entries as queued (as sm_take hands
+-- them out); the owner learns of them from this reply, and whoever resumes
+-- or ends the session finds them in the queue, acknowledged or not.
+local function im_off_move(keys, args)
+	local r, e = owned(keys[2], num(args[1]), false)
+	if not r then
+		return e
+	end
+	local acct, all = args[2], redis.call('LRANGE', keys[1], 0, -1)
+	redis.call('DEL', keys[1])
+	local out, seq, bytes, now = {}, tonumber(r[5]), 0, now_ms()
+	for _, m in ipairs(all) do
+		local from, id, ty, stanza = string.match(m, '^([^\1]*)\1([^\1]*)\1([^\1]*)\1(.*)$')
+		local own = from and (from == acct or string.sub(from, 1, #acct + 1) == acct .. '/')
+		if from and (own or not blocks(keys[4], from)) then
+			seq = (seq + 1) % TWO32
+			local entry = string.format('%d:%d:0', seq, now) ..
+				table.concat({ from, acct, id, ty, stanza }, '\0')
+			redis.call('RPUSH', keys[3], entry)
+			bytes = bytes + #entry
+			out[#out + 1] = entry
+		end
+	end
+	if #out > 0 then
+		redis.call('HSET', keys[2], 'out', seq)
+		redis.call('HINCRBY', keys[2], 'qb', bytes)
+	end
+	return out
+end
+
 -- KEYS off; ARGV messages, oldest first. Puts back in front what a take
 -- nobody used took (its stream went away before the reply).
 local function im_off_restore(keys, args)
@@ -1748,5 +1815,6 @@ reg('im_sub', im_sub)
 reg('im_off_add', im_off_add)
 reg('im_off_take', im_off_take)
 reg('im_off_restore', im_off_restore)
+reg('im_off_move', im_off_move)
 reg('im_blocks', im_blocks, RO)
 reg('im_block', im_block)

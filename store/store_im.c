@@ -5,7 +5,10 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "tether/jid.h"
+#include "tether/rmsg.h"
 #include "tether/store.h"
 
 /* ---- items ---------------------------------------------------------------- */
@@ -155,6 +158,13 @@ static void im_release(struct store_op *op)
 	free(o->in);
 	o->in = NULL;
 	o->nin = 0;
+	for (size_t i = 0; i < o->nq; i++)
+		rmsg_unref(o->q[i].msg);
+	free(o->q);
+	free(o->sid);
+	o->q = NULL;
+	o->sid = NULL;
+	o->nq = 0;
 	o->bare = o->jid = o->data = NULL;
 	o->items = NULL;
 	o->strs = o->pending = NULL;
@@ -270,6 +280,99 @@ void store_im_collect_jid(struct store_im_op *o, const char *jid)
 	collect_jid(o, jid);
 }
 
+int store_im_collect_entry(struct store_im_op *o, const struct sm_entry *e)
+{
+	if (grow_array((void **)&o->q, sizeof(*o->q), o->nq, &o->capq)) {
+		rmsg_unref(e->msg);
+		return o->err = -ENOMEM;
+	}
+	o->q[o->nq++] = *e;
+	return 0;
+}
+
+static void collect_block(void *ud, const char *jid)
+{
+	struct store_im_op *o = ud;
+	char *j = strdup(jid);
+	if (!j || grow_array((void **)&o->in, sizeof(char *), o->nin, &o->capin)) {
+		free(j);
+		o->err = -ENOMEM;
+		return;
+	}
+	o->in[o->nin++] = j;
+}
+
+/* Offline record <data> (offline.c: <from>\x01<id>\x01<type>\x01<stanza>)
+ * as the message a delivery to <bare> would be; NULL if unreadable or out
+ * of memory. Its sender into <from> (<cap> bytes). */
+static struct rmsg *record_msg(const char *bare, const char *data, size_t len, char *from,
+			       size_t cap)
+{
+	const char *f[3], *p = data, *end = data + len;
+	size_t l[3];
+	char id[256], type[32];
+	for (int i = 0; i < 3; i++) {
+		const char *sep = memchr(p, '\x01', (size_t)(end - p));
+		if (!sep)
+			return NULL;
+		f[i] = p;
+		l[i] = (size_t)(sep - p);
+		p = sep + 1;
+	}
+	if (l[0] >= cap || l[1] >= sizeof(id) || l[2] >= sizeof(type))
+		return NULL;
+	memcpy(from, f[0], l[0]);
+	from[l[0]] = 0;
+	memcpy(id, f[1], l[1]);
+	id[l[1]] = 0;
+	memcpy(type, f[2], l[2]);
+	type[l[2]] = 0;
+	return rmsg_new(RMSG_MESSAGE, p, (size_t)(end - p), from, bare, id, type);
+}
+
+/* Whether the account <bare> blocks <from> by one of the <n> <items>. */
+static int blocked(const char *bare, const char *from, char *const *items, size_t n)
+{
+	size_t l = strlen(bare);
+	if (!strncmp(from, bare, l) && (!from[l] || from[l] == '/'))
+		return 0; /* the account's own JIDs never are */
+	for (size_t i = 0; i < n; i++)
+		if (jid_item_covers(items[i], from))
+			return 1;
+	return 0;
+}
+
+/* The memory backend's offline move, when it completes (so a cancelled one
+ * never happened): the messages are taken, then appended one by one with
+ * the owner's epoch; one the session no longer takes (taken over in
+ * between) is handed on unnumbered (seq 0), for the caller to route. */
+static void move_local(struct store *st, struct store_im_op *o)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	uint64_t now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	int rc = store_im_blocks(st, o->bare, collect_block, o);
+	if (rc && rc != -ENOTSUP) {
+		o->err = rc;
+		return;
+	}
+	if ((rc = store_im_offline_take(st, o->bare, collect_msg, o)))
+		o->err = rc;
+	for (size_t i = 0; i < o->n; i++) {
+		char from[JID_MAX + 1];
+		struct bus_addr moved;
+		struct rmsg *m = record_msg(o->bare, o->strs[i], o->lens[i], from, sizeof(from));
+		if (!m || blocked(o->bare, from, o->in, o->nin)) {
+			rmsg_unref(m);
+			continue;
+		}
+		struct sm_entry e = { .stamp_ms = now, .msg = m };
+		if (st->ops->sm_append(st, o->sid, o->epoch, &e, &moved))
+			e.seq = 0; /* not in the queue: the caller routes it */
+		store_im_collect_entry(o, &e);
+	}
+}
+
 static void im_complete(struct store_op *op)
 {
 	struct store_im_op *o = (struct store_im_op *)op;
@@ -312,6 +415,11 @@ static void im_complete(struct store_op *op)
 			o->err = rc ? rc : o->err;
 		}
 		o->fn.blocks(op->ud, o->err, o->strs, o->err ? 0 : o->n);
+		break;
+	case STORE_OP_IM_OFFLINE_MOVE:
+		if (local)
+			move_local(st, o);
+		o->fn.moved(op->ud, o->err, o->q, o->nq);
 		break;
 	default: /* STORE_OP_IM_OFFLINE_TAKE */
 		if (local) {
@@ -474,6 +582,22 @@ struct store_op *store_im_offline_take_async(struct store_handle *h, const char 
 	if (!o)
 		return NULL;
 	o->fn.msgs = fn;
+	return im_issue(h, o);
+}
+
+struct store_op *store_im_offline_move_async(struct store_handle *h, const char *bare,
+					     const char *sid, uint32_t epoch,
+					     store_im_moved_fn *fn, void *ud)
+{
+	struct store_im_op *o = im_new(STORE_OP_IM_OFFLINE_MOVE, bare, ud);
+	if (!o)
+		return NULL;
+	if (!(o->sid = strdup(sid))) {
+		im_drop(o);
+		return NULL;
+	}
+	o->epoch = epoch;
+	o->fn.moved = fn;
 	return im_issue(h, o);
 }
 

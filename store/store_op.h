@@ -32,6 +32,7 @@ enum store_op_kind {
 	STORE_OP_IM_OFFLINE_TAKE,
 	STORE_OP_IM_BLOCKS,          /* XEP-0191: read the blocklist */
 	STORE_OP_IM_BLOCK,           /* ...change it */
+	STORE_OP_IM_OFFLINE_MOVE,    /* offline messages into a XEP-0198 session's queue */
 	STORE_OP_DIRECT,             /* a direct session's directory entry */
 	STORE_OP_DPRES,              /* a session's directed-presence recipients */
 };
@@ -212,6 +213,7 @@ struct store_im_op {
 		store_im_done_fn *done;
 		store_im_msgs_fn *msgs;
 		store_im_blocks_fn *blocks;
+		store_im_moved_fn *moved;
 	} fn;
 	/* arguments */
 	char *bare;             /* the account (sub: the user) */
@@ -235,8 +237,12 @@ struct store_im_op {
 	struct im_change change, contact;
 	struct im_sub_result sub;
 	enum im_block_op bop;   /* block */
-	char **in;              /* block: the JIDs */
-	size_t nin;
+	char **in;              /* block: the JIDs; offline move (memory): the blocklist */
+	size_t nin, capin;
+	char *sid;              /* offline move: the session, owned with <epoch> */
+	uint32_t epoch;
+	struct sm_entry *q;     /* offline move: the entries, one message reference each */
+	size_t nq, capq;
 	void (*ud_free)(void *ud); /* store_im_own_ud: frees op.ud unless the callback ran */
 };
 
@@ -249,5 +255,8 @@ struct store_im_op {
 void store_im_collect_item(struct store_im_op *o, const struct im_item *it);
 void store_im_collect_msg(struct store_im_op *o, const char *data, size_t len);
 void store_im_collect_jid(struct store_im_op *o, const char *jid);
+/* entry: one entry an offline move appended (its message reference passes
+ * to <o>). 0, or -ENOMEM (o->err set; the reference is dropped). */
+int store_im_collect_entry(struct store_im_op *o, const struct sm_entry *e);
 
 #endif /* TETHER_STORE_OP_H */

@@ -46,6 +46,13 @@ size_t deliver_presence(struct worker *w, const char *bare, struct rmsg *m, int 
  * stanza of type error). Does not consume <m>. */
 void deliver_bounce(struct worker *w, const char *domain, const struct rmsg *m, enum stanza_err cond);
 
+/* A delivery through the shared store completed with <err>: -EACCES means
+ * the recipient account blocks <m>'s sender (XEP-0191 §3.4), and nothing
+ * was delivered. Then an iq get or set goes back service-unavailable, and
+ * anything else is dropped without an error, as on one node
+ * (presence.c), and 1 is returned; else 0. Does not consume <m>. */
+int deliver_blocked(struct worker *w, int err, const struct rmsg *m);
+
 /* A stanza whose recipient session ended before acknowledging it
  * (XEP-0198 §4, RFC 6121 §8.5.3.2): chat/normal messages go to the
  * account's other resources with a XEP-0203 delay stamp of <stamp_ms>, or

@@ -32,4 +32,9 @@ int jid_bare(const struct jid *j, char *out, size_t outlen);
 /* Writes "local@domain/resource" (parts omitted when empty). Same return. */
 int jid_full(const struct jid *j, char *out, size_t outlen);
 
+/* Whether item <item> of a blocklist (XEP-0191 §3.4, with XEP-0016's JID
+ * matching) covers the prepared JID <jid>: it equals <jid>, its bare JID
+ * or its domain. Both as strings, already prepared. */
+int jid_item_covers(const char *item, const char *jid);
+
 #endif /* TETHER_JID_H */

@@ -89,7 +89,8 @@ int presence_csi_defers(struct c2s *s, const struct rmsg *m);
 void presence_bind2(struct c2s *s, int carbons, int inactive);
 
 /* The session is ending for good (c2s_end_presence, also on SM expiry):
- * unavailable presence to subscribers and directed-presence recipients. */
+ * unavailable presence to its directed-presence recipients (whether or
+ * not it was available), and to subscribers if it was available. */
 void presence_session_end(struct c2s *s);
 
 /* A session of <bare> (full JID <full>) ended without its stream: a node

@@ -15,6 +15,7 @@
 
 #include "tether/sub.h"
 
+struct sm_entry;
 struct store;
 struct store_handle;
 struct store_op;
@@ -165,6 +166,27 @@ struct store_op *store_im_offline_add_async(struct store_handle *h, const char *
 typedef void store_im_msgs_fn(void *ud, int err, char *const *msgs, const size_t *lens, size_t n);
 struct store_op *store_im_offline_take_async(struct store_handle *h, const char *bare,
 					     store_im_msgs_fn *fn, void *ud);
+
+/* offline move: for a session with XEP-0198, the offline messages of <bare>
+ * become entries of session <sid>'s queue (owned with <epoch>), oldest
+ * first, and leave offline storage in the same step (redis: one function;
+ * memory: when the operation completes, under the store's locks), so none
+ * is ever only in flight to a node that may die: what the client does not
+ * acknowledge stays in the queue for a resumption or, when the session
+ * ends, is stored offline again like any unacknowledged message
+ * (deliver_orphan). A message whose sender <bare> blocks (XEP-0191) is
+ * dropped. Stored records are offline.c's (<from>\x01<id>\x01<type>\x01
+ * <stanza>): the store reads the sender and builds each entry's message
+ * from them. Later <fn>(<ud>, err, q, n): the entries in queue order with
+ * their numbers (borrowed for the call: take a reference to keep a
+ * message); an entry with seq 0 is a message the store could not append
+ * (the session was taken over meanwhile; memory backend), which the caller
+ * routes as a new stanza. -ESTALE: nothing was moved (another stream owns
+ * the session), -ENOENT: no such session. */
+typedef void store_im_moved_fn(void *ud, int err, const struct sm_entry *q, size_t n);
+struct store_op *store_im_offline_move_async(struct store_handle *h, const char *bare,
+					     const char *sid, uint32_t epoch,
+					     store_im_moved_fn *fn, void *ud);
 
 /* ---- XEP-0191 blocklists -------------------------------------------------
  *

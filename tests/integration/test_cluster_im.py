@@ -265,3 +265,77 @@ def test_offline_messages_unacked_survive_kill9_of_the_node(cluster, conns):
     other = plain(c, 'alice', 'tablet')
     conns.append(other)
     xr.assert_no_message(other, wait=1.0)
+
+
+# ----------------------------------------------------------------------------- blocking (XEP-0191)
+
+NS_BLOCKING = 'urn:xmpp:blocking'
+
+
+def block(c, verb, jid=None):
+    item = "<item jid='%s'/>" % jid if jid else ''
+    r = c.iq('set', "<%s xmlns='%s'>%s</%s>" % (verb, NS_BLOCKING, item, verb), timeout=10)
+    assert r.get('type') == 'result', tostr(r)
+
+
+def test_blocking_across_nodes(cluster, conns):
+    """alice/phone (XEP-0198) on a, alice/laptop (no XEP-0198) on b, bob on c,
+    carol on b. Once phone has the result for <block/> of bob, nothing of
+    bob's reaches alice anywhere: not her SM queue (also while detached: her
+    resumption on b retransmits carol's message, not bob's), not her other
+    node, not offline storage; bob's iq gets service-unavailable, and bob
+    gets her unavailable presence. After <unblock/> from b, bob gets through."""
+    a, b, c = (cluster.nodes[n] for n in 'abc')
+    phone = with_sm(a, 'alice', 'phone')
+    laptop = plain(b, 'alice', 'laptop')
+    bob = plain(c, 'bob', 'desk')
+    carol = plain(b, 'carol', 'pc')
+    conns.extend([phone, laptop, bob, carol])
+    block(phone, 'block', 'bob@localhost')
+    for x in (phone, laptop):
+        bob.wait_presence(from_=x.jid, type_='unavailable', timeout=10)
+
+    bob.message(phone.jid, 'blocked-full')
+    bob.message(laptop.jid, 'blocked-other-node')
+    bob.message('alice@localhost', 'blocked-bare')
+    bob.presence(to=phone.jid)
+    r = bob.iq('get', "<query xmlns='jabber:iq:version'/>", to=phone.jid, timeout=10)
+    assert r.get('type') == 'error' and r.find('%s/%s' % (q(xr.NS_CLIENT, 'error'), q(
+        xr.NS_STANZAS, 'service-unavailable'))) is not None, tostr(r)
+    carol.message(phone.jid, 'carol-1')
+    carol.message(laptop.jid, 'carol-2')
+    phone.wait_message('carol-1', timeout=10)
+    laptop.wait_message('carol-2', timeout=10)
+    for x in (phone, laptop):
+        assert not [e for e in x.inbox if e.get('from', '').startswith('bob@')], \
+            [tostr(e) for e in x.inbox]
+
+    # detached: what bob sends now is not queued for the resumption
+    jid, sid, h = phone.jid, phone.sm_id, phone.h
+    smc.kill(phone)
+    a.wait_log('session detached jid=%s' % jid, 10)
+    bob.message(jid, 'blocked-while-detached')
+    carol.message(jid, 'carol-while-detached')
+    carol.roundtrip()
+    bob.roundtrip()
+    new, el = smc.sm_resume(b, 'alice', cf.USERS['alice'], sid, h, auto_ack=True)
+    conns.append(new)
+    assert xr.local(el.tag) == 'resumed', tostr(el)
+    new.jid = jid
+    new.wait_message('carol-while-detached', timeout=10)
+    new.iq('get', PING, to='localhost', timeout=10)
+    assert not [e for e in new.inbox if (e.get('from') or '').startswith('bob@')], \
+        [tostr(e) for e in new.inbox]
+
+    # nothing of bob's was stored offline either
+    block(laptop, 'unblock')
+    laptop.close()
+    conns.remove(laptop)
+    new.send("<presence type='unavailable'/>")
+    new.roundtrip()
+    later = plain(c, 'alice', 'tablet')
+    conns.append(later)
+    assert later.maybe(lambda e: e.tag == q(xr.NS_CLIENT, 'message'), 1.0) is None, \
+        'a blocked message was stored offline'
+    bob.message(later.jid, 'unblocked')
+    later.wait_message('unblocked', timeout=10)

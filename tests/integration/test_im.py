@@ -308,14 +308,28 @@ def test_presence_broadcast_and_probes(server, users, conns):
     b.wait_presence(from_='alice@localhost/a', type_='unavailable')
 
 
-def test_directed_presence_undone_at_end(server, users, conns):
-    a = online(server, users, conns, 'alice', 'a')
+@pytest.mark.parametrize('sm', [False, True], ids=['plain', 'sm'])
+@pytest.mark.parametrize('available', [True, False], ids=['available', 'unavailable'])
+def test_directed_presence_undone_at_end(server, users, conns, available, sm):
+    """RFC 6121 §4.6.3-4: the recipients of directed presence get
+    unavailable presence when the session ends, also when the session never
+    sent initial presence (§4.6.1: a client may, while unavailable); a
+    contact it never sent presence to gets nothing."""
+    if sm:
+        from sm_client import sm_login
+        a = sm_login(server, 'alice', users['alice'], 'a', presence=available, auto_ack=True)
+        conns.append(a)
+    else:
+        a = online(server, users, conns, 'alice', 'a', presence=available)
     c = online(server, users, conns, 'carol', 'c')
+    d = online(server, users, conns, 'bob', 'b')
     a.presence(to='carol@localhost')
     c.wait_presence(from_='alice@localhost/a')
     a.close()
     conns.remove(a)
     c.wait_presence(from_='alice@localhost/a', type_='unavailable')
+    assert d.maybe(lambda e: e.tag == q(NS_CLIENT, 'presence')
+                   and (e.get('from') or '').startswith('alice@'), 0.5) is None
 
 
 def test_client_probe_dropped(server, users, conns):
@@ -328,16 +342,32 @@ def test_client_probe_dropped(server, users, conns):
 
 # ----------------------------------------------------------------------------- offline (XEP-0160)
 
-def test_offline_messages_delivered_in_order_with_delay(server, users, conns):
+@pytest.mark.parametrize('sm', [False, True], ids=['plain', 'sm'])
+def test_offline_messages_delivered_in_order_with_delay(server, users, conns, sm):
+    """With XEP-0198 the store moves them into the session's queue (one
+    step); without, they are taken and written. Either way: in order, with
+    a delay stamp, once; one from a JID blocked since it was stored is
+    dropped (XEP-0191)."""
     a = online(server, users, conns, 'alice', 'a')
-    for i in range(3):
+    c = online(server, users, conns, 'carol', 'c')
+    a.message('bob@localhost', 'offline-0')
+    c.message('bob@localhost', 'from-carol')       # stored, then carol is blocked
+    for i in range(1, 3):
         a.message('bob@localhost', 'offline-%d' % i)
     a.message('bob@localhost/gone', 'offline-3')   # a full JID that is not bound
     a.roundtrip()
+    c.roundtrip()
     assert a.maybe(lambda e: e.get('type') == 'error', 1.0) is None
     # a bound resource without presence does not get them
-    b = online(server, users, conns, 'bob', 'b', presence=False)
+    if sm:
+        from sm_client import sm_login
+        b = sm_login(server, 'bob', users['bob'], 'b', auto_ack=True)
+        conns.append(b)
+    else:
+        b = online(server, users, conns, 'bob', 'b', presence=False)
     xr.assert_no_message(b, 1.0)
+    r = b.iq('set', "<block xmlns='urn:xmpp:blocking'><item jid='carol@localhost'/></block>")
+    assert r.get('type') == 'result', xr.tostr(r)
     b.presence(priority=1)
     for i in range(4):
         m = b.wait_message()
@@ -345,6 +375,11 @@ def test_offline_messages_delivered_in_order_with_delay(server, users, conns):
         assert m.get('from') == a.jid
         d = m.find(q(NS_DELAY, 'delay'))
         assert d is not None and d.get('stamp'), xr.tostr(m)
+    xr.assert_no_message(b, 0.5, body='from-carol')
+    if sm:
+        server.wait_log('offline: 4 messages of bob@localhost moved into session %s' % b.sm_id)
+        b.ack()                                   # else stored again when the session ends
+        b.roundtrip()
     # delivered once: gone from storage
     b.close()
     conns.remove(b)
@@ -614,9 +649,20 @@ def is_block_push(name):
                       and e.find(q(NS_BLOCKING, name)) is not None)
 
 
-def test_blocking(server, users, conns):
-    a1 = online(server, users, conns, 'alice', 'a1')
-    a2 = online(server, users, conns, 'alice', 'a2')
+def online_sm(server, users, conns, user, resource):
+    """A client with XEP-0198 on (resumable) and initial presence: on Redis
+    every stanza to it goes through the store, appended to its queue."""
+    from sm_client import sm_login
+    c = sm_login(server, user, users[user], resource, presence=True, auto_ack=True)
+    conns.append(c)
+    return c
+
+
+@pytest.mark.parametrize('sm', [False, True], ids=['plain', 'sm'])
+def test_blocking(server, users, conns, sm):
+    login = online_sm if sm else online
+    a1 = login(server, users, conns, 'alice', 'a1')
+    a2 = login(server, users, conns, 'alice', 'a2')
     b = online(server, users, conns, 'bob', 'b')
     c = online(server, users, conns, 'carol', 'c')
     assert blocklist(a1) == []
@@ -630,6 +676,9 @@ def test_blocking(server, users, conns):
         assert p.find(q(NS_BLOCKING, 'block')).find(q(NS_BLOCKING, 'item')).get('jid') == \
             'bob@localhost'
         x.send("<iq type='result' id='%s'/>" % p.get('id'))
+    # the blocked contact loses the user's presence (XEP-0191 §3.3)
+    for x in (a1, a2):
+        b.wait_presence(from_=x.jid, type_='unavailable')
     assert blocklist(a2) == ['bob@localhost']
     # from bob: messages and presence dropped, iqs answered service-unavailable
     b.message(a1.jid, 'blocked?')

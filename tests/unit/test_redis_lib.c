@@ -677,6 +677,125 @@ static void test_meta_presence_release(void **state)
 	conn_close(&c);
 }
 
+/* tether_deliver with ARGV[12], the sender: a JID alice blocks (itself, its
+ * bare JID or its domain) reaches none of her sessions, and the sender's
+ * count is written all the same; anyone else's stanza is appended. */
+static void test_deliver_blocked(void **state)
+{
+	(void)state;
+	struct conn c;
+	struct rcopy r = { 0 };
+	conn_open(&c);
+	create_s1(&c);
+	RS_CMD(c.rp, c.fd, &r, "FCALL", "tether_sm_create", "2", "t:{bob@example.com}:s:B1",
+	       "t:{bob@example.com}:dir", "B1", "A/0/2/1", "b", "300");
+	is_ok(&r);
+	RS_CMD(c.rp, c.fd, &r, "FCALL", "tether_im_block", "1", B ":block", "add", "1000",
+	       "bob@example.com", "evil.example", "carol@example.com/pc");
+	is_ok(&r);
+	static const struct { const char *from; int blocked; } cases[] = {
+		{ "bob@example.com/b", 1 },          /* by its bare JID */
+		{ "bob@example.com", 1 },
+		{ "mallory@evil.example/x", 1 },     /* by its domain */
+		{ "evil.example", 1 },
+		{ "carol@example.com/pc", 1 },       /* by its full JID */
+		{ "carol@example.com/phone", 0 },    /* another resource of carol's */
+		{ "dave@example.com/d", 0 },
+		{ "evil.example.org", 0 },
+		{ "", 0 },                           /* nothing to check */
+	};
+	long long seq = 0;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		RS_CMD(c.rp, c.fd, &r, "FCALL", "tether_deliver", "2", DIR, "t:{bob@example.com}:s:B1",
+		       "phone", "", "<m/>", "", "0", "0", "1", "7", "", "0", "0", cases[i].from);
+		if (cases[i].blocked) {
+			is_err(&r, "EACCES");
+		} else {
+			is_ok(&r);
+			assert_int_equal(r.n, 1);
+			assert_int_equal(r.el[0].el[1].integer, ++seq);
+		}
+		RS_CMD(c.rp, c.fd, &r, "LLEN", Q("S1"));
+		assert_int_equal(r.integer, seq);
+		RS_CMD(c.rp, c.fd, &r, "HGET", "t:{bob@example.com}:s:B1", "h_in");
+		assert_string_equal(r.str, "7");           /* counted, blocked or not */
+		RS_CMD(c.rp, c.fd, &r, "HSET", "t:{bob@example.com}:s:B1", "h_in", "0");
+	}
+	/* A stale sender is fenced before anything else, blocked or not. */
+	RS_CMD(c.rp, c.fd, &r, "FCALL", "tether_deliver", "2", DIR, "t:{bob@example.com}:s:B1",
+	       "phone", "", "<m/>", "", "0", "0", "9", "7", "", "0", "0", "bob@example.com/b");
+	is_err(&r, "ESTALE");
+	/* Without ARGV[12] (an older caller): delivered, as before. */
+	RS_CMD(c.rp, c.fd, &r, "FCALL", "tether_deliver", "1", DIR, "phone", "", "<m/>");
+	is_ok(&r);
+	assert_int_equal(r.el[0].el[1].integer, ++seq);
+	rcopy_clear(&r);
+	conn_close(&c);
+}
+
+/* tether_im_off_move: alice's offline messages become entries of her
+ * session's queue and leave offline storage in one step, numbered after
+ * what was there, with the meta a delivery writes; a message from a JID
+ * she blocks is dropped, her own never; a stale epoch moves nothing. */
+static void test_offline_move(void **state)
+{
+	(void)state;
+	struct conn c;
+	struct rcopy r = { 0 };
+	conn_open(&c);
+	create_s1(&c);
+	RS_CMD(c.rp, c.fd, &r, "FCALL", "tether_sm_append", "2", REC("S1"), Q("S1"), "1", "<m0/>", "0");
+	is_ok(&r);
+	static const char *const recs[] = {
+		"bob@example.com/b\x01id1\x01" "chat\x01<message>1</message>",
+		"mallory@evil.example/x\x01\x01normal\x01<message>blocked</message>",
+		"alice@example.com/pc\x01id3\x01" "chat\x01<message>own</message>",
+		"not a record",
+	};
+	for (size_t i = 0; i < 4; i++) {
+		RS_CMD(c.rp, c.fd, &r, "RPUSH", B ":off", recs[i]);
+		is_ok(&r);
+	}
+	RS_CMD(c.rp, c.fd, &r, "FCALL", "tether_im_block", "1", B ":block", "add", "1000",
+	       "evil.example", "alice@example.com");
+	is_ok(&r);
+	const char *keys[] = { B ":off", REC("S1"), Q("S1"), B ":block" };
+	RS_CMD(c.rp, c.fd, &r, "FCALL", "tether_im_off_move", "4", keys[0], keys[1], keys[2], keys[3],
+	       "2", "alice@example.com");
+	is_err(&r, "ESTALE");                               /* not the owner's epoch */
+	RS_CMD(c.rp, c.fd, &r, "LLEN", B ":off");
+	assert_int_equal(r.integer, 4);                     /* untouched */
+	RS_CMD(c.rp, c.fd, &r, "FCALL", "tether_im_off_move", "4", keys[0], keys[1], keys[2], keys[3],
+	       "1", "alice@example.com");
+	is_ok(&r);
+	assert_int_equal(r.n, 2);
+	static const char meta1[] = "0bob@example.com/b\0alice@example.com\0id1\0chat\0<message>1</message>";
+	const char *body = strchr(strchr(r.el[0].str, ':') + 1, ':') + 1;
+	assert_true(!strncmp(r.el[0].str, "2:", 2));
+	assert_int_equal(r.el[0].len - (size_t)(body - r.el[0].str), sizeof(meta1) - 1);
+	assert_memory_equal(body, meta1, sizeof(meta1) - 1);
+	assert_true(!strncmp(r.el[1].str, "3:", 2));
+	assert_non_null(memmem(r.el[1].str, r.el[1].len, "own</message>", 13));
+	RS_CMD(c.rp, c.fd, &r, "EXISTS", B ":off");
+	assert_int_equal(r.integer, 0);                     /* gone from offline storage */
+	RS_CMD(c.rp, c.fd, &r, "LLEN", Q("S1"));
+	assert_int_equal(r.integer, 3);
+	RS_CMD(c.rp, c.fd, &r, "HGET", REC("S1"), "out");
+	assert_string_equal(r.str, "3");
+	/* acknowledged like any entry: the queue's byte count goes back to 0 */
+	RS_CMD(c.rp, c.fd, &r, "FCALL", "tether_sm_ack", "2", REC("S1"), Q("S1"), "1", "3");
+	is_ok(&r);
+	RS_CMD(c.rp, c.fd, &r, "HGET", REC("S1"), "qb");
+	assert_string_equal(r.str, "0");
+	/* nothing stored: nothing moved */
+	RS_CMD(c.rp, c.fd, &r, "FCALL", "tether_im_off_move", "4", keys[0], keys[1], keys[2], keys[3],
+	       "1", "alice@example.com");
+	is_ok(&r);
+	assert_int_equal(r.n, 0);
+	rcopy_clear(&r);
+	conn_close(&c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -692,6 +811,8 @@ int main(void)
 		cmocka_unit_test_setup(test_leases, setup),
 		cmocka_unit_test_setup(test_meta_presence_release, setup),
 		cmocka_unit_test_setup(test_survives_reload_and_restart, setup),
+		cmocka_unit_test_setup(test_deliver_blocked, setup),
+		cmocka_unit_test_setup(test_offline_move, setup),
 	};
 	lib = read_file(LIB_PATH, &lib_len);
 	if (!lib) {

@@ -370,9 +370,13 @@ def test_killed_node_inbox_goes_to_offline_storage_and_bounces(server_factory, t
             for i in range(niq):
                 alice.send("<iq type='get' id='q%d' to='%s'>%s</iq>" % (i, bob.jid, PING))
             alice.roundtrip()
-            entries = cluster.redis.command('XRANGE', 't:{node:a}:in', '-', '+') or []
-            inbox = sum(f[0::2].count(b'e') for _, f in entries)   # notices: several an entry
-            assert inbox >= n + niq, 'not in the inbox: %d' % inbox
+            def notices():    # several an entry since tether_deliver_many
+                entries = cluster.redis.command('XRANGE', 't:{node:a}:in', '-', '+') or []
+                return sum(f[0::2].count(b'e') for _, f in entries)
+            deadline = time.monotonic() + 5      # b's last batch may still be on its way
+            while notices() < n + niq and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert notices() >= n + niq, 'not in the inbox: %d' % notices()
         finally:
             a.stop(signal.SIGKILL)
         bob.abort()

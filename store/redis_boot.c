@@ -5,12 +5,39 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 #include <hiredis/hiredis.h>
 #include <sodium.h>
 
 #include "redis_keys.h"
 #include "tether/redis_lib.h"
+
+/* A Redis that was just started answers every command with -LOADING until
+ * it has read its AOF or RDB: PING until it is done (at most
+ * REDIS_BOOT_LOADING_MS), so that a node started with it (deploy/cluster.sh,
+ * a host's boot) waits instead of exiting. 0, or -1 with <err> set. */
+static int wait_loaded(redisContext *rc, const char *addr, char *err, size_t errlen)
+{
+	for (unsigned waited = 0;; waited += 100) {
+		redisReply *r = redisCommand(rc, "PING");
+		if (!r) {
+			snprintf(err, errlen, "redis at %s: PING: %s", addr,
+				 rc->errstr[0] ? rc->errstr : "no reply");
+			return -1;
+		}
+		int loading = r->type == REDIS_REPLY_ERROR && !strncmp(r->str, "LOADING", 7);
+		freeReplyObject(r);
+		if (!loading)
+			return 0;
+		if (waited >= REDIS_BOOT_LOADING_MS) {
+			snprintf(err, errlen, "redis at %s: still loading its dataset after %u s", addr,
+				 REDIS_BOOT_LOADING_MS / 1000);
+			return -1;
+		}
+		usleep(100 * 1000);
+	}
+}
 
 redisContext *redis_boot_connect(const char *addr, char *err, size_t errlen)
 {
@@ -48,6 +75,10 @@ redisContext *redis_boot_connect(const char *addr, char *err, size_t errlen)
 	}
 	if (redisSetTimeout(rc, tv) != REDIS_OK) {
 		snprintf(err, errlen, "redis at %s: cannot set a timeout", addr);
+		redisFree(rc);
+		return NULL;
+	}
+	if (wait_loaded(rc, addr, err, errlen)) {
 		redisFree(rc);
 		return NULL;
 	}

@@ -12,14 +12,16 @@
  * Workers talk to Redis through rlink (server/rlink.c) on their ring. */
 
 #define REDIS_BOOT_TIMEOUT_MS 2000  /* connect and each command */
+#define REDIS_BOOT_LOADING_MS 60000 /* waiting for a Redis loading its dataset */
 
 /* The key under which the token key check value is kept (see
  * redis_boot_check_key). Not hash-tagged with an account: it belongs to
  * the cluster. */
 #define REDIS_KEYCHECK_KEY "t:{cluster}:keycheck"
 
-/* Connects to <addr> ("host:port" or "unix:/path") with a timeout.
- * Returns the context, or NULL with "redis at ADDR: why" in <err>. */
+/* Connects to <addr> ("host:port" or "unix:/path") with a timeout, and
+ * waits (up to REDIS_BOOT_LOADING_MS) while Redis is still loading its
+ * dataset. Returns the context, or NULL with "redis at ADDR: why" in <err>. */
 redisContext *redis_boot_connect(const char *addr, char *err, size_t errlen);
 
 /* Loads the FUNCTION library "tether" (store/redis_lib.lua, compiled in).

@@ -144,3 +144,38 @@ def test_key_mismatch_refused(redis_config, redis, tmp_path):  # noqa: F811
     assert r.returncode != 0
     assert "this node's token key differs from the cluster's" in r.stderr, r.stderr
     assert READY not in r.stderr
+
+
+def test_waits_while_redis_loads_its_dataset(redis_config, tmp_path):
+    """A node started with a Redis that is still loading its AOF (every
+    command answered -LOADING: a restarted host, `deploy/cluster.sh up`
+    after a run) waits until the dataset is in, then serves; it used to
+    exit at once ("FUNCTION LOAD ...: LOADING")."""
+    from redis_server import RedisServer
+    d = tmp_path / 'r'
+    rs = RedisServer(d, aof=True)
+    try:
+        rs.cli('DEBUG', 'POPULATE', '2000000', 'k', '32')   # a dataset that takes a while to load
+        rs.cli('BGREWRITEAOF')                                # POPULATE writes no AOF itself
+        deadline = time.monotonic() + 60
+        while 'aof_rewrite_in_progress:0' not in rs.cli('INFO', 'persistence') or \
+                'aof_rewrite_scheduled:0' not in rs.cli('INFO', 'persistence'):
+            assert time.monotonic() < deadline, 'AOF rewrite did not finish'
+            time.sleep(0.1)
+        rs.cli('SHUTDOWN')
+        rs.proc.wait(60)
+        proc = subprocess.Popen(rs.proc.args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        rs.proc = proc
+        deadline, seen = time.monotonic() + 10, ''
+        while time.monotonic() < deadline and 'LOADING' not in seen:
+            r = subprocess.run([rs.cli_bin, '-s', rs.sock, 'PING'], capture_output=True, text=True)
+            seen = r.stdout + r.stderr
+            if 'PONG' in seen:
+                pytest.fail('Redis loaded its dataset before tetherd could be started')
+        assert 'LOADING' in seen, seen
+        rc, err = start_stop(redis_config(rs.addr), timeout=60)
+        assert READY in err, err
+        assert rc == 0, err
+    finally:
+        rs.stop()

@@ -1327,7 +1327,9 @@ void c2s_free(struct c2s *s)
 		return;
 	c2s_count_stage(s, 1);
 	cancel_op(s);
-	/* Writes in flight still happen; their callbacks must not run. */
+	/* Writes in flight still happen; their callbacks must not run. A
+	 * delivery still routes its stanza (or stores it offline) without us. */
+	store_orphan_deliveries(c2s_store(s), s, deliver_issuer_gone, s->w);
 	store_cancel_ud(c2s_store(s), s);
 	c2s_sm_free(s);
 	drop_parked(s);

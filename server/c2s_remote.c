@@ -56,28 +56,6 @@ static void undeliverable(struct c2s *s, int err, struct rmsg *m, const char *ba
 		       err ? STE_INTERNAL_SERVER_ERROR : STE_SERVICE_UNAVAILABLE);
 }
 
-/* The sessions of this node among <t> hear of their entry now (the inbox
- * copy that follows is a repeat they ignore). Returns 1 if it went
- * somewhere; 0 if every target's detached queue was full (then it went
- * back to its sender: a full queue never ends a session, nor loses a
- * stanza silently). */
-static int tell_local(struct c2s *s, const struct store_target *t, size_t n, struct rmsg *m)
-{
-	size_t full = 0;
-	for (size_t i = 0; i < n; i++) {
-		if (t[i].full)
-			full++;
-		else if (t[i].owner.node == BUS_NODE_SELF && !t[i].direct)
-			bus_appended(s->w, &t[i].owner, t[i].seq, rmsg_ref(m));
-	}
-	deliver_targets_here(s->w, t, n, m); /* no queue: nothing appended */
-	if (full < n)
-		return 1;
-	metrics_inc(M_LIMIT_SM_QUEUE);
-	deliver_bounce(s->w, s->srv->cfg.domain, m, STE_RESOURCE_CONSTRAINT);
-	return 0;
-}
-
 static int issue(struct c2s *s, const char *bare, const char *resource, struct rmsg *m);
 
 /* To the account's bare JID: in queues, else this node's sessions without
@@ -103,7 +81,7 @@ static void on_delivered_bare(void *ud, int err, const struct store_target *t, s
 	if (sender_moved(s, err) || deliver_blocked(s->w, err, m))
 		return;
 	if (!err && n) {
-		tell_local(s, t, n, m);
+		deliver_told(s->w, t, n, m);
 		return;
 	}
 	if (err || jid_parse(m->to, &j) || jid_bare(&j, bare, sizeof(bare)) < 0) {
@@ -128,7 +106,7 @@ static void on_delivered_full(void *ud, int err, const struct store_target *t, s
 	if (sender_moved(s, err) || deliver_blocked(s->w, err, m))
 		return;
 	if (!err && n) {
-		tell_local(s, t, n, m);
+		deliver_told(s->w, t, n, m);
 		return;
 	}
 	if (err || jid_parse(m->to, &j) || jid_bare(&j, bare, sizeof(bare)) < 0) {

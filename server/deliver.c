@@ -9,6 +9,7 @@
 #include "tether/im.h"
 #include "tether/jid.h"
 #include "tether/log.h"
+#include "tether/metrics.h"
 #include "tether/offline.h"
 #include "tether/rmsg.h"
 #include "tether/router.h"
@@ -113,6 +114,54 @@ size_t deliver_targets_here(struct worker *w, const struct store_target *t, size
 		}
 	}
 	return k;
+}
+
+int deliver_told(struct worker *w, const struct store_target *t, size_t n, struct rmsg *m)
+{
+	size_t full = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (t[i].full)
+			full++;
+		else if (t[i].owner.node == BUS_NODE_SELF && !t[i].direct)
+			bus_appended(w, &t[i].owner, t[i].seq, rmsg_ref(m));
+	}
+	deliver_targets_here(w, t, n, m); /* no queue: nothing appended */
+	if (full < n)
+		return 1;
+	metrics_inc(M_LIMIT_SM_QUEUE);
+	deliver_bounce(w, w->srv->cfg.domain, m, STE_RESOURCE_CONSTRAINT);
+	return 0;
+}
+
+void deliver_issuer_gone(void *ud, int err, const struct store_target *t, size_t n,
+			 struct rmsg *m)
+{
+	struct worker *w = ud;
+	struct jid *j;
+	char bare[2 * JID_PART_MAX + 2];
+	if (err == -ESTALE || deliver_blocked(w, err, m))
+		return; /* not delivered; its client sends it again where it resumes */
+	if (!err && n) {
+		deliver_told(w, t, n, m);
+		return;
+	}
+	if (err || !(j = malloc(sizeof(*j))) || split(m->to, j, bare, sizeof(bare))) {
+		if (!err)
+			free(j);
+		deliver_bounce(w, w->srv->cfg.domain, m, STE_INTERNAL_SERVER_ERROR);
+		return;
+	}
+	int full = j->resource[0] && !deliver_full(w, bare, j->resource, rmsg_ref(m));
+	free(j);
+	if (full || deliver_message_bare(w, bare, rmsg_ref(m), NULL))
+		return;
+	if (m->kind == RMSG_PRESENCE || !strcmp(m->type, "headline"))
+		return; /* nobody to show it to: dropped, as RFC 6121 says */
+	if (m->kind == RMSG_MESSAGE && offline_wanted(m->type))
+		offline_store(w, w->srv->cfg.domain, bare, rmsg_ref(m), sm_wall_ms(),
+			      STE_SERVICE_UNAVAILABLE);
+	else
+		deliver_bounce(w, w->srv->cfg.domain, m, STE_SERVICE_UNAVAILABLE);
 }
 
 int deliver_blocked(struct worker *w, int err, const struct rmsg *m)

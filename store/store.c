@@ -233,6 +233,17 @@ void store_cancel_ud(struct store_handle *h, void *ud)
 			store_op_cancel(op);
 }
 
+void store_orphan_deliveries(struct store_handle *h, void *ud, store_delivered_fn *fn,
+			     void *new_ud)
+{
+	for (struct store_op *op = h->head; op; op = op->next) {
+		if (op->ud != ud || op->cancelled || op->kind != STORE_OP_DELIVER)
+			continue;
+		((struct store_deliver_op *)op)->fn = fn;
+		op->ud = new_ud;
+	}
+}
+
 /* A zeroed operation of <size> bytes and <kind>. */
 static void *op_new(size_t size, enum store_op_kind kind, void *ud,
 		    void (*complete)(struct store_op *), void (*release)(struct store_op *))

@@ -46,6 +46,23 @@ size_t deliver_presence(struct worker *w, const char *bare, struct rmsg *m, int 
  * stanza of type error). Does not consume <m>. */
 void deliver_bounce(struct worker *w, const char *domain, const struct rmsg *m, enum stanza_err cond);
 
+/* A delivery through the shared store reached targets <t> (<n>): the
+ * sessions of this node hear of their entry now (the inbox copy that
+ * follows is a repeat they ignore), direct ones get it. Returns 1 if it
+ * went somewhere; 0 if every target's detached queue was full (then it
+ * went back to its sender: a full queue never loses a stanza silently). */
+int deliver_told(struct worker *w, const struct store_target *t, size_t n, struct rmsg *m);
+
+/* The completion (store_delivered_fn, <ud> the worker) of a delivery whose
+ * stream closed before it completed (store_orphan_deliveries): what the
+ * stream would have done, without it. Targets are told; nobody: a
+ * session of this node (full JID, else the bare JID's), else a chat or
+ * normal message is stored offline (XEP-0160), presence and headlines are
+ * dropped, the rest bounced. A sender taken over meanwhile (-ESTALE): its
+ * client sends it again where it resumed. */
+void deliver_issuer_gone(void *ud, int err, const struct store_target *t, size_t n,
+			 struct rmsg *m);
+
 /* A delivery through the shared store completed with <err>: -EACCES means
  * the recipient account blocks <m>'s sender (XEP-0191 §3.4), and nothing
  * was delivered. Then an iq get or set goes back service-unavailable, and

@@ -415,6 +415,13 @@ struct store_op *store_deliver_async(struct store_handle *h, const char *bare,
 				     const char *resource, struct rmsg *m,
 				     const struct store_sender *from,
 				     store_delivered_fn *fn, void *ud);
+
+/* The deliveries (store_deliver_async) of <h> pending with <ud>, whose
+ * issuer goes away before they complete: they complete with <fn>(<new_ud>,
+ * ...) instead, so that what the store decided (the targets, or nobody:
+ * offline storage, a bounce) still happens without their issuer. */
+void store_orphan_deliveries(struct store_handle *h, void *ud, store_delivered_fn *fn,
+			     void *new_ud);
 /* 1 if the store is shared with other nodes (delivery may go through it). */
 int store_shared(const struct store_handle *h);
 

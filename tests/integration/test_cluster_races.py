@@ -109,3 +109,4 @@ def test_slixmpp_resumes_through_haproxy_after_its_node_died(cluster, haproxy):
             await asyncio.to_thread(bob.close)
 
     asyncio.run(asyncio.wait_for(main(), 90))
+

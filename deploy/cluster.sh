@@ -91,6 +91,16 @@ listen = 127.0.0.1:$(node_port "$i" 2)
 EOF
 }
 
+wait_node() { # name port: up within 30 s, and still running meanwhile
+	local tries=0
+	while ! (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null; do
+		pid_alive "$dir/$1.pid" || return 1
+		tries=$((tries + 1))
+		[ "$tries" -gt 300 ] && return 1
+		sleep 0.1
+	done
+}
+
 start_nodes() {
 	[ -x "$bin/tetherd" ] || die "$bin/tetherd not built (run make)"
 	"$here/scripts/devcert.sh" "$dir" 2>/dev/null
@@ -103,7 +113,7 @@ start_nodes() {
 		write_node_config "$n" "$i"
 		"$bin/tetherd" -c "$dir/$n.ini" > "$dir/$n.log" 2>&1 &
 		echo $! > "$dir/$n.pid"
-		wait_port 127.0.0.1 "$(node_port "$i" 0)" 30 || die "node $n did not come up (see $dir/$n.log)"
+		wait_node "$n" "$(node_port "$i" 0)" || die "node $n did not come up (see $dir/$n.log)"
 		i=$((i + 1))
 	done
 }
@@ -147,9 +157,12 @@ up() {
 	for p in redis a b c haproxy; do
 		pid_alive "$dir/$p.pid" && die "already up ($p runs): deploy/cluster.sh down first"
 	done
+	# A step that fails (die) leaves nothing running: what started goes.
+	trap 'echo "cluster: stopping what started" >&2; down >/dev/null' EXIT
 	start_redis
 	start_nodes
 	start_haproxy
+	trap - EXIT
 	echo "tether cluster up (files in $dir):"
 	echo "  clients (HAProxy): STARTTLS 127.0.0.1:$lb_starttls, direct TLS 127.0.0.1:$lb_tls"
 	i=0

@@ -197,6 +197,7 @@ static void send_header(struct c2s *s, const char *to_attr)
 }
 
 static void stream_over(struct c2s *s);
+static void lost_release(struct c2s *s);
 
 /* Our side of the stream is written: stop the timers, close after the
  * output is sent, and settle the session's fate. */
@@ -207,6 +208,7 @@ static void close_stream(struct c2s *s)
 	s->tp->set_timer(s->io, C2S_TIMER_ACK, 0);
 	s->tp->close(s->io);
 	stream_over(s);
+	lost_release(s);
 }
 
 /* Sends a stream error and closes (RFC 6120 §4.9): terminal. */
@@ -859,11 +861,14 @@ static c2s_state_fn *const state_fn[C2S_STATE_COUNT] = {
 /* ---- parking while a store operation is pending ------------------------- */
 
 /* An element that arrived while the stream was parked: a copy in its own
- * arena (the parser's is reset after every element). */
+ * arena (the parser's is reset after every element). Or, once the
+ * connection is gone (C2S_F_LOST_WAIT), a stanza delivered to a session
+ * without XEP-0198: it is routed again once the session is unbound. */
 struct c2s_parked {
 	struct c2s_parked *next;
 	struct xarena *a;
 	struct xnode *el;
+	struct rmsg *m;
 };
 
 static int park_el(struct c2s *s, struct xnode *el)
@@ -888,16 +893,24 @@ static int park_el(struct c2s *s, struct xnode *el)
 	return 0;
 }
 
+/* Input left is dropped; deliveries held while the session was leaving
+ * (lost_hold) find their recipient again (the session is unbound by now).
+ * The list is taken first: a re-route that comes back here (the session
+ * still bound after all) is held on a fresh one, not looped on. */
 static void drop_parked(struct c2s *s)
 {
-	while (s->parked) {
-		struct c2s_parked *p = s->parked;
-		s->parked = p->next;
-		xarena_free(p->a);
-		free(p);
-	}
+	struct c2s_parked *p = s->parked;
+	s->parked = NULL;
 	s->parked_tail = &s->parked;
 	s->nparked = 0;
+	while (p) {
+		struct c2s_parked *next = p->next;
+		if (p->m)
+			deliver_stale(s->w, s->srv->cfg.domain, &s->self, p->m);
+		xarena_free(p->a);
+		free(p);
+		p = next;
+	}
 }
 
 void c2s_park(struct c2s *s, struct store_op *op, void *ctx, void (*ctx_free)(void *))
@@ -961,12 +974,96 @@ void c2s_op_done(struct c2s *s)
 
 static void peer_closed(struct c2s *s);
 
-void c2s_unpark(struct c2s *s)
+/* ---- a connection lost with input still parked -------------------------- */
+
+/* Bounds the wait: C2S_LOST_WAIT_MS for an operation; the flow-control
+ * pause, whose timer went with the socket, is a timer tick here. */
+static void lost_wait_arm(struct c2s *s)
 {
-	while (!s->op && s->parked && !(s->flags & C2S_F_FLOW)) {
-		struct c2s_parked *p = s->parked;
-		if (!(s->parked = p->next))
-			s->parked_tail = &s->parked;
+	if (s->flags & C2S_F_LOST_WAIT)
+		s->tp->set_timer(s->io, C2S_TIMER_MAIN, s->op ? C2S_LOST_WAIT_MS : C2S_PAUSE_MAX_MS);
+}
+
+/* The connection went away while input it had sent waited for a store
+ * operation: a message parked behind an account lookup, the bytes behind
+ * a backpressure barrier, a </stream:stream> after them (the sendxmpp
+ * pattern: send, close, hang up). RFC 6120 §4.4: what was received before
+ * the close is processed. So the session stays (c2s_is_held) and bound
+ * until that input is done, its replies going nowhere, and then ends as
+ * the loss or the close would have ended it. */
+static int lost_wait(struct c2s *s)
+{
+	if (s->state != C2S_ACTIVE || (s->flags & C2S_F_LOST_WAIT) ||
+	    !(s->op || (s->flags & C2S_F_FLOW)) || !(s->nparked || s->held.len))
+		return 0;
+	log_debug("c2s %s: connection lost: processing what it sent first", s->tp->peer(s->io));
+	s->flags |= C2S_F_LOST_WAIT;
+	s->tp->set_timer(s->io, C2S_TIMER_ACK, 0);
+	lost_wait_arm(s); /* the idle timer's turn is over */
+	return 1;
+}
+
+static void lost_wait_timeout(struct c2s *s)
+{
+	if (!s->op && (s->flags & C2S_F_FLOW)) {
+		c2s_flow_unpaused(s);
+		return;
+	}
+	log_warn("c2s %s%s%s: connection lost: the store did not answer in %d ms, dropping %u parked stanzas",
+		 s->tp->peer(s->io), s->full ? " " : "", s->full ? s->full : "", C2S_LOST_WAIT_MS,
+		 s->nparked);
+	c2s_on_lost(s);
+}
+
+/* A stanza for a session without XEP-0198 that is leaving while input
+ * waits (its connection gone, or its </stream:stream> parked: the peer
+ * reads no more): held, in order after that input, and routed again once
+ * the session is unbound (drop_parked), since sending it would lose it.
+ * Returns 0 if it was not held: too many, or no memory; then the wait is
+ * given up and the session unbound. */
+static int lost_hold(struct c2s *s, struct rmsg *m)
+{
+	struct c2s_parked *p = s->nparked < C2S_PARKED_MAX ? calloc(1, sizeof(*p)) : NULL;
+	if (!p) {
+		if (s->flags & C2S_F_LOST_WAIT)
+			c2s_on_lost(s);
+		else
+			peer_closed(s);
+		return 0;
+	}
+	p->m = m;
+	*s->parked_tail = p;
+	s->parked_tail = &p->next;
+	s->nparked++;
+	return 1;
+}
+
+/* The stream is over and the session unbound: what is still parked goes
+ * (deliveries held by lost_hold routed again), and after a wait for lost
+ * input the holder may be freed. */
+static void lost_release(struct c2s *s)
+{
+	drop_parked(s);
+	if (!(s->flags & C2S_F_LOST_WAIT))
+		return;
+	s->flags &= ~C2S_F_LOST_WAIT;
+	s->tp->release(s->io);
+}
+
+/* The parked elements in order, until one waits again (a store
+ * operation, flow control) or ends the stream. Deliveries held meanwhile
+ * (lost_hold) stay where they are. */
+static void run_parked(struct c2s *s)
+{
+	struct c2s_parked **pp = &s->parked;
+	while (!s->op && *pp && !(s->flags & C2S_F_FLOW)) {
+		struct c2s_parked *p = *pp;
+		if (!p->el) {
+			pp = &p->next;
+			continue;
+		}
+		if (!(*pp = p->next))
+			s->parked_tail = pp;
 		s->nparked--;
 		int stop = s->state == C2S_CLOSING || state_fn[s->state](s, p->el);
 		xarena_free(p->a);
@@ -974,20 +1071,38 @@ void c2s_unpark(struct c2s *s)
 		/* Stopped to wait (flow control, the store catching up): the
 		 * rest stays parked; stopped for good (a restart, the end):
 		 * the rest is dropped. */
-		if (stop && !(s->flags & (C2S_F_FLOW | C2S_F_BP)))
-			drop_parked(s);
+		if (stop || s->state == C2S_CLOSING) {
+			if (!(s->flags & (C2S_F_FLOW | C2S_F_BP)))
+				drop_parked(s);
+			return;
+		}
 	}
-	if (s->op || (s->flags & C2S_F_FLOW))
+}
+
+void c2s_unpark(struct c2s *s)
+{
+	run_parked(s);
+	if (s->op || (s->flags & C2S_F_FLOW)) {
+		lost_wait_arm(s);
 		return; /* c2s_flow_unpaused or the operation's callback resumes */
+	}
 	if (s->flags & C2S_F_HOLD) {
 		feed_held(s);
-		if (s->op || s->state == C2S_CLOSING)
+		if (s->op || (s->flags & C2S_F_FLOW)) {
+			lost_wait_arm(s);
+			return;
+		}
+		if (s->state == C2S_CLOSING)
 			return;
 	}
 	if (s->flags & C2S_F_CLOSE_WAIT) {
 		s->flags &= ~C2S_F_CLOSE_WAIT;
 		if (s->state != C2S_CLOSING)
 			peer_closed(s);
+		return;
+	}
+	if (s->flags & C2S_F_LOST_WAIT) {
+		c2s_on_lost(s); /* all it left is done: now the loss */
 		return;
 	}
 	if (s->tp->park_read)
@@ -1223,6 +1338,8 @@ static void stream_over(struct c2s *s)
 
 void c2s_on_lost(struct c2s *s)
 {
+	if (lost_wait(s))
+		return; /* c2s_unpark comes back here once that input is done */
 	if (s->state != C2S_CLOSING)
 		log_debug("c2s %s: connection lost", s->tp->peer(s->io));
 	c2s_set_state(s, C2S_CLOSING);
@@ -1230,10 +1347,13 @@ void c2s_on_lost(struct c2s *s)
 	if (!(s->flags & C2S_F_DETACHED))
 		s->tp->set_timer(s->io, C2S_TIMER_MAIN, 0);
 	stream_over(s);
+	lost_release(s);
 }
 
 int c2s_is_held(const struct c2s *s)
 {
+	if ((s->flags & C2S_F_LOST_WAIT) && s->state != C2S_CLOSING)
+		return 1;
 	return (s->flags & (C2S_F_DETACHED | C2S_F_GONE)) == C2S_F_DETACHED;
 }
 
@@ -1247,6 +1367,10 @@ void c2s_before_flush(struct c2s *s)
 
 void c2s_on_timeout(struct c2s *s, int which)
 {
+	if (which == C2S_TIMER_MAIN && (s->flags & C2S_F_LOST_WAIT)) {
+		lost_wait_timeout(s);
+		return;
+	}
 	if (which == C2S_TIMER_ACK) {
 		if (s->flags & C2S_F_SM)
 			c2s_sm_on_ack_timer(s);
@@ -1290,10 +1414,13 @@ void c2s_deliver(struct c2s *s, struct rmsg *m)
 		c2s_sm_emit(s, m); /* queued even while detached */
 		return;
 	}
-	if (s->state == C2S_ACTIVE) {
+	int leaving = s->flags & (C2S_F_LOST_WAIT | C2S_F_CLOSE_WAIT);
+	if (s->state == C2S_ACTIVE && !leaving) {
 		c2s_flow_deliver(s, m); /* sent, or back to its sender */
 		return;
 	}
+	if (s->state == C2S_ACTIVE && lost_hold(s, m))
+		return;
 	/* The session is over: find the recipient again or bounce. */
 	deliver_stale(s->w, s->srv->cfg.domain, &s->self, m);
 }

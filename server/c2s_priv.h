@@ -73,11 +73,14 @@ enum c2s_state {
 #define C2S_F_H_DIRTY     0x400000u /* h_in counted a stanza, not yet written (c2s_sm_h_write) */
 #define C2S_F_WANT_A      0x100000u /* an <r/> waits for the h writes in flight (h_writes) */
 #define C2S_F_OOM         0x2000000u /* output could not be built: internal-server-error sent, closing */
+#define C2S_F_LOST_WAIT   0x4000000u /* the connection is gone, the input it left waits for
+				      * a store operation: processed first (c2s_on_lost) */
+#define C2S_LOST_WAIT_MS  10000   /* ...for at most this long per operation, then dropped */
 #define C2S_F_FLOW        0x1000000u /* HOLD for flow control: a stanza reached a congested
 				      * session; resumes when the pause ends (c2s_flow.c) */
 /* Two flags on one bit went unnoticed twice: each bit once, or no build. */
-_Static_assert((C2S_F_TLS | C2S_F_AUTHED | C2S_F_HDR_SENT | C2S_F_RESTART | C2S_F_STARTTLS | C2S_F_BOUND | C2S_F_AVAILABLE | C2S_F_PLUS_FAILED | C2S_F_SM | C2S_F_R_SENT | C2S_F_WANT_R | C2S_F_DETACHED | C2S_F_GONE | C2S_F_FULL | C2S_F_CONGESTED | C2S_F_TRIMMED | C2S_F_CLOSE_WAIT | C2S_F_BACKOFF | C2S_F_HOLD | C2S_F_BP | C2S_F_DIRECT | C2S_F_H_DIRTY | C2S_F_WANT_A | C2S_F_OOM | C2S_F_FLOW) ==
-	       (C2S_F_TLS + C2S_F_AUTHED + C2S_F_HDR_SENT + C2S_F_RESTART + C2S_F_STARTTLS + C2S_F_BOUND + C2S_F_AVAILABLE + C2S_F_PLUS_FAILED + C2S_F_SM + C2S_F_R_SENT + C2S_F_WANT_R + C2S_F_DETACHED + C2S_F_GONE + C2S_F_FULL + C2S_F_CONGESTED + C2S_F_TRIMMED + C2S_F_CLOSE_WAIT + C2S_F_BACKOFF + C2S_F_HOLD + C2S_F_BP + C2S_F_DIRECT + C2S_F_H_DIRTY + C2S_F_WANT_A + C2S_F_OOM + C2S_F_FLOW),
+_Static_assert((C2S_F_TLS | C2S_F_AUTHED | C2S_F_HDR_SENT | C2S_F_RESTART | C2S_F_STARTTLS | C2S_F_BOUND | C2S_F_AVAILABLE | C2S_F_PLUS_FAILED | C2S_F_SM | C2S_F_R_SENT | C2S_F_WANT_R | C2S_F_DETACHED | C2S_F_GONE | C2S_F_FULL | C2S_F_CONGESTED | C2S_F_TRIMMED | C2S_F_CLOSE_WAIT | C2S_F_BACKOFF | C2S_F_HOLD | C2S_F_BP | C2S_F_DIRECT | C2S_F_H_DIRTY | C2S_F_WANT_A | C2S_F_OOM | C2S_F_FLOW | C2S_F_LOST_WAIT) ==
+	       (C2S_F_TLS + C2S_F_AUTHED + C2S_F_HDR_SENT + C2S_F_RESTART + C2S_F_STARTTLS + C2S_F_BOUND + C2S_F_AVAILABLE + C2S_F_PLUS_FAILED + C2S_F_SM + C2S_F_R_SENT + C2S_F_WANT_R + C2S_F_DETACHED + C2S_F_GONE + C2S_F_FULL + C2S_F_CONGESTED + C2S_F_TRIMMED + C2S_F_CLOSE_WAIT + C2S_F_BACKOFF + C2S_F_HOLD + C2S_F_BP + C2S_F_DIRECT + C2S_F_H_DIRTY + C2S_F_WANT_A + C2S_F_OOM + C2S_F_FLOW + C2S_F_LOST_WAIT),
 	       "two C2S_F_ flags share a bit");
 
 /* How a stream ending affects its session. */

@@ -16,17 +16,10 @@ import pytest
 import conftest as cf
 import sm_client as smc
 import xmpp_raw as xr
-from test_cluster import Cluster
+from test_cluster import Cluster, cluster  # noqa: F401  (cluster: a fixture)
 from xmpp_raw import q, tostr
 
 PING = "<ping xmlns='urn:xmpp:ping'/>"
-
-
-@pytest.fixture
-def cluster(server_factory, tmp_path):
-    c = Cluster(server_factory, tmp_path)
-    yield c
-    c.close()
 
 
 def login(node, user, resource, priority=None, presence=True):

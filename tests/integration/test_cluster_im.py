@@ -7,7 +7,6 @@ offline messages handed to a session whose node is killed with SIGKILL
 before the client acknowledged them are not lost."""
 
 import signal
-import time
 
 import pytest
 
@@ -15,7 +14,7 @@ import conftest as cf
 import sm_client as smc
 import xmpp_raw as xr
 from sasl2_client import (bind2_xml, new_ua_id, resume_xml, sasl2_login, success_parts)
-from test_cluster import Cluster
+from test_cluster import Cluster, cluster  # noqa: F401  (cluster: a fixture)
 from test_fast import fast_attempt
 from test_im import (NS_CARBONS, carbons, no_carbon, roster_get, subscribe_both, wait_carbon)
 from test_isr import detach, isr_attempt
@@ -24,13 +23,6 @@ from xmpp_raw import q, tostr
 ISR_MECH = 'HT-SHA-256-ENDP'
 
 PING = "<ping xmlns='urn:xmpp:ping'/>"
-
-
-@pytest.fixture
-def cluster(server_factory, tmp_path):
-    c = Cluster(server_factory, tmp_path)
-    yield c
-    c.close()
 
 
 def plain(node, user, resource, presence=True):

@@ -69,3 +69,25 @@ def test_cluster_up_login_through_haproxy_down():
     finally:
         run(['down'], env)
         shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.mark.skipif(not shutil.which('redis-server'), reason='no redis-server (scripts/deps.sh)')
+def test_cluster_up_that_fails_leaves_nothing_running(tmp_path):
+    """A node that exits at start: `up` says which, at once, and stops the
+    redis-server it had started (before, Redis was left running)."""
+    fake = tmp_path / 'bin'
+    fake.mkdir()
+    (fake / 'tetherd').write_text('#!/bin/sh\necho "tetherd: refusing to start" >&2\nexit 1\n')
+    (fake / 'tetherd').chmod(0o755)
+    d = tmp_path / 'cls'
+    base = random.randrange(20000, 32000, 400)
+    env = dict(os.environ, TETHER_CLUSTER_DIR=str(d), TETHER_CLUSTER_BASE=str(base),
+               TETHER_BUILD=str(fake))
+    try:
+        up = run(['up'], env)
+        assert up.returncode != 0
+        assert 'node a did not come up' in up.stderr, up.stderr
+        st = run(['status'], env)
+        assert st.stdout.count('stopped') == 5, st.stdout
+    finally:
+        run(['down'], env)

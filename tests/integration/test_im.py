@@ -2,6 +2,7 @@
 clients: roster get/set/remove and pushes, versioning, subscriptions with an
 offline contact, presence broadcast and probes, offline messages."""
 
+import time
 
 import pytest
 
@@ -385,6 +386,30 @@ def test_offline_messages_delivered_in_order_with_delay(server, users, conns, sm
     conns.remove(b)
     b = online(server, users, conns, 'bob', 'b')
     xr.assert_no_message(b, 1.0)
+
+
+def test_message_then_hang_up_is_not_lost(server, users, conns):
+    """The sendxmpp pattern: log in, send, </stream:stream>, close the
+    socket at once. A message to a bare JID waits for the account lookup (a
+    store operation); the socket is gone before it completes. RFC 6120 §4.4:
+    what was received before the close is processed, so every one of these
+    reaches the offline store."""
+    n = 12
+    for i in range(n):
+        a = xr.login(server, 'alice', users['alice'], 'hang%d' % i, presence=False)
+        a.send("<message to='bob@localhost' type='chat' id='h%d'><body>hang-%d</body></message>"
+               "<message to='bob@localhost' type='chat' id='k%d'><body>hang-%d-b</body></message>"
+               % (i, i, i, i))
+        a.close()                                 # </stream:stream>, then the socket
+    b = online(server, users, conns, 'bob', 'b')
+    got = set()
+    deadline = time.time() + 10
+    while len(got) < 2 * n and time.time() < deadline:
+        m = b.maybe(lambda e: e.tag == q(NS_CLIENT, 'message'), 0.5)
+        if m is not None:
+            got.add(m.find(q(NS_CLIENT, 'body')).text)
+    want = {'hang-%d' % i for i in range(n)} | {'hang-%d-b' % i for i in range(n)}
+    assert got == want, sorted(want - got)
 
 
 def test_offline_negative_priority_waits(server, users, conns):

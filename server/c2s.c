@@ -883,6 +883,7 @@ static int park_el(struct c2s *s, struct xnode *el)
 	}
 	p->a = a;
 	p->el = c;
+	p->m = NULL;
 	p->next = NULL;
 	*s->parked_tail = p;
 	s->parked_tail = &p->next;
@@ -985,8 +986,9 @@ static void lost_wait_arm(struct c2s *s)
 }
 
 /* The connection went away while input it had sent waited for a store
- * operation: a message parked behind an account lookup, the bytes behind
- * a backpressure barrier, a </stream:stream> after them (the sendxmpp
+ * operation: the stanza the operation is for (an account lookup, a
+ * roster load), what was parked behind it, the bytes behind a
+ * backpressure barrier, a </stream:stream> after them (the sendxmpp
  * pattern: send, close, hang up). RFC 6120 §4.4: what was received before
  * the close is processed. So the session stays (c2s_is_held) and bound
  * until that input is done, its replies going nowhere, and then ends as
@@ -994,7 +996,7 @@ static void lost_wait_arm(struct c2s *s)
 static int lost_wait(struct c2s *s)
 {
 	if (s->state != C2S_ACTIVE || (s->flags & C2S_F_LOST_WAIT) ||
-	    !(s->op || (s->flags & C2S_F_FLOW)) || !(s->nparked || s->held.len))
+	    !(s->op || (s->flags & C2S_F_FLOW)))
 		return 0;
 	log_debug("c2s %s: connection lost: processing what it sent first", s->tp->peer(s->io));
 	s->flags |= C2S_F_LOST_WAIT;

@@ -519,6 +519,37 @@ static void test_congested_target_pauses_sender(void **state)
 	close_stream(b);
 }
 
+/* The connection goes while a message waits for the store (the account
+ * lookup of a bare JID): the session is held (c2s_is_held) until the store
+ * answers and the message is handled (RFC 6120 §4.4), then let go. A
+ * stanza delivered meanwhile is not written to the dead stream. */
+static void test_lost_while_waiting_for_the_store(void **state)
+{
+	(void)state;
+	struct fconn *a = bound_stream(1, "a");
+	sbuf_reset(&a->out);
+	const char *msg = "<message to='nobody@localhost' type='chat' id='m1'><body>1</body></message>";
+	assert_int_equal(c2s_feed(a->s, msg, strlen(msg)), TP_FEED_OK);
+	assert_true(store_pending(fsh));
+	c2s_on_lost(a->s);
+	assert_true(c2s_is_held(a->s));
+	const char *h = "<message from='alice@localhost/b' to='alice@localhost/a' type='headline'>"
+			"<body>held-1</body></message>";
+	struct rmsg *m = rmsg_new(RMSG_MESSAGE, h, strlen(h), "alice@localhost/b",
+				  "alice@localhost/a", "", "headline");
+	assert_non_null(m);
+	c2s_deliver(a->s, m);
+	while (store_pending(fsh))
+		store_poll(fsh);
+	assert_int_equal(sbuf_append(&a->out, "", 1), 0);
+	assert_has(a->out.data, "service-unavailable"); /* the message was handled */
+	assert_null(strstr(a->out.data, "held-1"));
+	assert_false(c2s_is_held(a->s));
+	c2s_free(a->s);
+	sbuf_free(&a->out);
+	free(a);
+}
+
 /* An established stream silent for C2S_TRIM_MS drops its parser and tells
  * the transport it freed memory (tp->trim_memory), then waits out the
  * rest of the idle timeout. */
@@ -646,6 +677,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_bind_conflict_kicks, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_congested_target_pauses_sender, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_idle_trim, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_lost_while_waiting_for_the_store, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_allocation_failures, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -30,9 +30,10 @@ die() { echo "cluster: $*" >&2; exit 1; }
 
 pid_alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
-wait_port() { # host port seconds
+wait_port() { # host port seconds [pidfile: give up as soon as it is not running]
 	local tries=0
 	while ! (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; do
+		[ -z "${4:-}" ] || pid_alive "$4" || return 1
 		tries=$((tries + 1))
 		[ "$tries" -gt $(($3 * 10)) ] && return 1
 		sleep 0.1
@@ -91,16 +92,6 @@ listen = 127.0.0.1:$(node_port "$i" 2)
 EOF
 }
 
-wait_node() { # name port: up within 30 s, and still running meanwhile
-	local tries=0
-	while ! (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null; do
-		pid_alive "$dir/$1.pid" || return 1
-		tries=$((tries + 1))
-		[ "$tries" -gt 300 ] && return 1
-		sleep 0.1
-	done
-}
-
 start_nodes() {
 	[ -x "$bin/tetherd" ] || die "$bin/tetherd not built (run make)"
 	"$here/scripts/devcert.sh" "$dir" 2>/dev/null
@@ -113,7 +104,7 @@ start_nodes() {
 		write_node_config "$n" "$i"
 		"$bin/tetherd" -c "$dir/$n.ini" > "$dir/$n.log" 2>&1 &
 		echo $! > "$dir/$n.pid"
-		wait_node "$n" "$(node_port "$i" 0)" || die "node $n did not come up (see $dir/$n.log)"
+		wait_port 127.0.0.1 "$(node_port "$i" 0)" 30 "$dir/$n.pid" || die "node $n did not come up (see $dir/$n.log)"
 		i=$((i + 1))
 	done
 }

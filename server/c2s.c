@@ -861,9 +861,9 @@ static c2s_state_fn *const state_fn[C2S_STATE_COUNT] = {
 /* ---- parking while a store operation is pending ------------------------- */
 
 /* An element that arrived while the stream was parked: a copy in its own
- * arena (the parser's is reset after every element). Or, once the
- * connection is gone (C2S_F_LOST_WAIT), a stanza delivered to a session
- * without XEP-0198: it is routed again once the session is unbound. */
+ * arena (the parser's is reset after every element). Or a stanza
+ * delivered to a session without XEP-0198 that is leaving while it waits
+ * (lost_hold): routed again once the session is unbound. */
 struct c2s_parked {
 	struct c2s_parked *next;
 	struct xarena *a;
@@ -1416,13 +1416,14 @@ void c2s_deliver(struct c2s *s, struct rmsg *m)
 		c2s_sm_emit(s, m); /* queued even while detached */
 		return;
 	}
-	int leaving = s->flags & (C2S_F_LOST_WAIT | C2S_F_CLOSE_WAIT);
-	if (s->state == C2S_ACTIVE && !leaving) {
-		c2s_flow_deliver(s, m); /* sent, or back to its sender */
-		return;
+	if (s->state == C2S_ACTIVE) {
+		if (!(s->flags & (C2S_F_LOST_WAIT | C2S_F_CLOSE_WAIT))) {
+			c2s_flow_deliver(s, m); /* sent, or back to its sender */
+			return;
+		}
+		if (lost_hold(s, m))
+			return; /* leaving: routed again once it is unbound */
 	}
-	if (s->state == C2S_ACTIVE && lost_hold(s, m))
-		return;
 	/* The session is over: find the recipient again or bounce. */
 	deliver_stale(s->w, s->srv->cfg.domain, &s->self, m);
 }

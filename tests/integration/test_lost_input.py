@@ -12,7 +12,6 @@ import pytest
 import sm_client as smc
 import xmpp_raw as xr
 from redis_server import redis  # noqa: F401  (fixture)
-from xmpp_raw import NS_CLIENT, q
 
 USERS = {'alice': 'alice-pw', 'bob': 'bob-pw', 'carol': 'carol-pw'}
 
@@ -42,16 +41,6 @@ class RedisAsleep:
         self.p.wait(10)
 
 
-def bodies(c, n, timeout=10):
-    got = []
-    deadline = time.monotonic() + timeout
-    while len(got) < n and time.monotonic() < deadline:
-        m = c.maybe(lambda e: e.tag == q(NS_CLIENT, 'message'), 0.5)
-        if m is not None:
-            got.append(m.find(q(NS_CLIENT, 'body')).text)
-    return got
-
-
 def test_parked_message_then_hang_up(rserver, conns):
     """A message to an offline account waits for the account lookup; the
     sender closes its stream and its socket meanwhile. A message delivered
@@ -72,10 +61,10 @@ def test_parked_message_then_hang_up(rserver, conns):
         carol.message(a.jid, 'while-gone')
     b = xr.login(rserver, 'bob', USERS['bob'], 'b')
     conns.append(b)
-    assert bodies(b, 2) == ['parked-1', 'parked-2']
+    assert xr.message_bodies(b, 2) == ['parked-1', 'parked-2']
     a = xr.login(rserver, 'alice', USERS['alice'], 'a2')
     conns.append(a)
-    assert bodies(a, 1) == ['while-gone']
+    assert xr.message_bodies(a, 1) == ['while-gone']
     assert carol.maybe(lambda e: e.get('type') == 'error', 0.5) is None
 
 
@@ -95,4 +84,4 @@ def test_parked_input_of_a_dropped_sm_session_is_counted(rserver, conns):
     assert int(el.get('h')) == 1, xr.tostr(el)
     b = xr.login(rserver, 'bob', USERS['bob'], 'b')
     conns.append(b)
-    assert bodies(b, 1) == ['sm-parked']
+    assert xr.message_bodies(b, 1) == ['sm-parked']

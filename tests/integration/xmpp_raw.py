@@ -688,6 +688,18 @@ def login(server, user, password, resource=None, *, direct_tls=False, mech='SCRA
     return conn
 
 
+def message_bodies(conn, n, timeout=10.0):
+    """Removes and returns the bodies of the next <n> messages, in order;
+    fewer if <timeout> passes first."""
+    got = []
+    deadline = time.monotonic() + timeout
+    while len(got) < n and time.monotonic() < deadline:
+        m = conn.maybe(lambda e: e.tag == q(NS_CLIENT, 'message'), 0.5)
+        if m is not None:
+            got.append(m.find(q(NS_CLIENT, 'body')).text)
+    return got
+
+
 def assert_no_message(conn, wait=1.5, body=None):
     """Asserts that no <message/> (with that body) arrives within <wait> seconds."""
     el = conn.maybe(lambda e: e.tag == q(NS_CLIENT, 'message') and e.get('type') != 'error' and (

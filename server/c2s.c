@@ -977,12 +977,14 @@ static void peer_closed(struct c2s *s);
 
 /* ---- a connection lost with input still parked -------------------------- */
 
-/* Bounds the wait: C2S_LOST_WAIT_MS for an operation; the flow-control
- * pause, whose timer went with the socket, is a timer tick here. */
+/* Bounds the wait: [limits] lost_input_timeout for an operation; the
+ * flow-control pause, whose timer went with the socket, is a timer tick
+ * here. */
 static void lost_wait_arm(struct c2s *s)
 {
 	if (s->flags & C2S_F_LOST_WAIT)
-		s->tp->set_timer(s->io, C2S_TIMER_MAIN, s->op ? C2S_LOST_WAIT_MS : C2S_PAUSE_MAX_MS);
+		s->tp->set_timer(s->io, C2S_TIMER_MAIN,
+				 s->op ? s->srv->cfg.lost_input_timeout * 1000u : C2S_PAUSE_MAX_MS);
 }
 
 /* The connection went away while input it had sent waited for a store
@@ -1011,9 +1013,9 @@ static void lost_wait_timeout(struct c2s *s)
 		c2s_flow_unpaused(s);
 		return;
 	}
-	log_warn("c2s %s%s%s: connection lost: the store did not answer in %d ms, dropping %u parked stanzas",
-		 s->tp->peer(s->io), s->full ? " " : "", s->full ? s->full : "", C2S_LOST_WAIT_MS,
-		 s->nparked);
+	log_warn("c2s %s%s%s: connection lost: the store did not answer in %u s, dropping %u parked stanzas",
+		 s->tp->peer(s->io), s->full ? " " : "", s->full ? s->full : "",
+		 s->srv->cfg.lost_input_timeout, s->nparked);
 	c2s_on_lost(s);
 }
 

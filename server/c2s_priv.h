@@ -74,8 +74,8 @@ enum c2s_state {
 #define C2S_F_WANT_A      0x100000u /* an <r/> waits for the h writes in flight (h_writes) */
 #define C2S_F_OOM         0x2000000u /* output could not be built: internal-server-error sent, closing */
 #define C2S_F_LOST_WAIT   0x4000000u /* the connection is gone, the input it left waits for
-				      * a store operation: processed first (c2s_on_lost) */
-#define C2S_LOST_WAIT_MS  10000   /* ...for at most this long per operation, then dropped */
+				      * a store operation: processed first (c2s_on_lost), for
+				      * at most [limits] lost_input_timeout per operation */
 #define C2S_F_FLOW        0x1000000u /* HOLD for flow control: a stanza reached a congested
 				      * session; resumes when the pause ends (c2s_flow.c) */
 /* Two flags on one bit went unnoticed twice: each bit once, or no build. */

@@ -60,6 +60,7 @@ static const struct key_def keys[] = {
 	SIZE("limits", "max_send_queue", max_send_queue, 65536, 1u << 30),
 	UINT("limits", "idle_timeout", idle_timeout, 0, 86400 * 7),
 	UINT("limits", "stanza_timeout", stanza_timeout, 1, 3600),
+	UINT("limits", "lost_input_timeout", lost_input_timeout, 1, 3600),
 	UINT("sm", "max_resume", sm_max_resume, 0, 86400),
 	UINT("sm", "max_queue", sm_max_queue, 16, 1000000),
 	SIZE("sm", "max_queue_bytes", sm_max_queue_bytes, 4096, 1u << 30),
@@ -102,6 +103,7 @@ void config_defaults(struct config *cfg)
 	cfg->max_depth = 64;
 	cfg->preauth_timeout = 30;
 	cfg->stanza_timeout = 30;
+	cfg->lost_input_timeout = 10;
 	cfg->max_auth_failures = 3;
 	cfg->max_send_queue = 4u << 20;
 	cfg->sm_max_resume = 300;

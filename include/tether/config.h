@@ -44,6 +44,7 @@ struct config {
 	size_t max_send_queue;              /* max_send_queue = 4194304 bytes of unsent output */
 	unsigned idle_timeout;              /* idle_timeout = 0 seconds (0 = never) */
 	unsigned stanza_timeout;            /* stanza_timeout = 30 seconds from a stanza's first byte to its end */
+	unsigned lost_input_timeout;        /* lost_input_timeout = 10 seconds a lost stream's input may wait per store operation */
 	/* [sm] XEP-0198 */
 	unsigned sm_max_resume;             /* max_resume = 300 seconds a session waits for resumption */
 	unsigned sm_max_queue;              /* max_queue = 1000 unacked stanzas per session */

@@ -550,6 +550,33 @@ static void test_lost_while_waiting_for_the_store(void **state)
 	free(a);
 }
 
+/* The same, and the store does not answer within [limits]
+ * lost_input_timeout: the wait ends there, the session is let go and
+ * freed, and the store's late answer finds nothing to run. */
+static void test_lost_wait_is_bounded(void **state)
+{
+	(void)state;
+	srv.cfg.lost_input_timeout = 2;
+	struct fconn *a = bound_stream(1, "a");
+	sbuf_reset(&a->out);
+	const char *msg = "<message to='nobody@localhost' type='chat' id='m1'><body>1</body></message>";
+	assert_int_equal(c2s_feed(a->s, msg, strlen(msg)), TP_FEED_OK);
+	assert_true(store_pending(fsh));
+	c2s_on_lost(a->s);
+	assert_true(c2s_is_held(a->s));
+	assert_int_equal(a->timer[C2S_TIMER_MAIN], 2000u);
+	c2s_on_timeout(a->s, C2S_TIMER_MAIN);
+	assert_false(c2s_is_held(a->s));
+	c2s_free(a->s); /* what the worker does with a holder let go */
+	while (store_pending(fsh))
+		store_poll(fsh);
+	assert_int_equal(sbuf_append(&a->out, "", 1), 0);
+	assert_null(strstr(a->out.data, "service-unavailable")); /* dropped, not handled */
+	sbuf_free(&a->out);
+	free(a);
+	srv.cfg.lost_input_timeout = 10;
+}
+
 /* An established stream silent for C2S_TRIM_MS drops its parser and tells
  * the transport it freed memory (tp->trim_memory), then waits out the
  * rest of the idle timeout. */
@@ -678,6 +705,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_congested_target_pauses_sender, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_idle_trim, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_lost_while_waiting_for_the_store, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_lost_wait_is_bounded, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_allocation_failures, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

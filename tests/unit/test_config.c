@@ -55,6 +55,7 @@ static void check_defaults(const struct config *c)
 	assert_int_equal(c->max_auth_failures, 3);
 	assert_int_equal(c->max_send_queue, 4194304);
 	assert_int_equal(c->idle_timeout, 0);
+	assert_int_equal(c->lost_input_timeout, 10);
 	assert_int_equal(c->max_fast_per_account, 16);
 	assert_int_equal(c->max_header_size, 4096);
 }
@@ -113,7 +114,8 @@ static void test_every_key(void **state)
 		"preauth_timeout = 10\n"
 		"max_auth_failures = 5\n"
 		"max_send_queue = 2m\n"
-		"idle_timeout = 600\n";
+		"idle_timeout = 600\n"
+		"lost_input_timeout = 3\n";
 	int rc = load_text(&c, ini, path, err, sizeof(err));
 	if (rc)
 		fail_msg("load failed: %s", err);
@@ -134,6 +136,7 @@ static void test_every_key(void **state)
 	assert_int_equal(c.max_auth_failures, 5);
 	assert_int_equal(c.max_send_queue, 2 * 1024 * 1024);
 	assert_int_equal(c.idle_timeout, 600);
+	assert_int_equal(c.lost_input_timeout, 3);
 }
 
 static void test_numbers_and_bools(void **state)

@@ -128,7 +128,8 @@ test-integration: all $(if $(wildcard $(JS_DIR)/package-lock.json),$(JS_DIR)/nod
 	TETHER_BUILD=$(B) /usr/bin/python3 -m pytest -q tests/integration
 
 # The integration tests again with every server on one real redis-server
-# (conftest.py: TETHER_STORE=redis).
+# (conftest.py: TETHER_STORE=redis), but for the files marked fixed_store,
+# whose servers name their store and would run unchanged.
 test-integration-redis: all
 	TETHER_STORE=redis TETHER_BUILD=$(B) /usr/bin/python3 -m pytest -q tests/integration
 

@@ -135,8 +135,12 @@ def config_values(tmp_path, cert, key, port, tls_port, **overrides):
         values[('store', 'test_delay')] = int(os.environ['TETHER_STORE_DELAY'])
     # TETHER_STORE=redis runs every server on one shared redis-server
     # (started once, emptied before each test; see redis_backend()).
-    if os.environ.get('TETHER_STORE') == 'redis' and 'backend' not in overrides \
-            and 'store_backend' not in overrides and 'store.backend' not in overrides:
+    default_store = 'backend' not in overrides and 'store_backend' not in overrides \
+        and 'store.backend' not in overrides
+    if default_store and _RUNNING_FIXED_STORE[0]:
+        raise AssertionError('a test marked fixed_store started a server on the default store: '
+                             'TETHER_STORE=redis would change it, so the mark is wrong')
+    if os.environ.get('TETHER_STORE') == 'redis' and default_store:
         values[('store', 'backend')] = 'redis'
         values[('store', 'redis')] = shared_redis().addr
         values[('cluster', 'node')] = 'n%d' % next(_NODE_NUMBERS)
@@ -153,6 +157,23 @@ def config_values(tmp_path, cert, key, port, tls_port, **overrides):
 
 _SHARED_REDIS = []
 _NODE_NUMBERS = itertools.count(1)
+_RUNNING_FIXED_STORE = [False]  # the running test is marked fixed_store
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        'markers', 'fixed_store: every server of the test names its store (a real Redis, or memory '
+        'on purpose), so the TETHER_STORE=redis run would repeat it unchanged and leaves it out; '
+        'a marked test that starts a server on the default store fails')
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get('TETHER_STORE') != 'redis':
+        return
+    fixed = [i for i in items if i.get_closest_marker('fixed_store')]
+    if fixed:
+        config.hook.pytest_deselected(items=fixed)
+        items[:] = [i for i in items if not i.get_closest_marker('fixed_store')]
 
 
 def shared_redis():
@@ -166,12 +187,14 @@ def shared_redis():
 
 
 @pytest.fixture(autouse=True)
-def redis_backend():
+def redis_backend(request):
     """With TETHER_STORE=redis: every test starts from an empty Redis (the
     FUNCTION library stays; nodes load it anyway)."""
+    _RUNNING_FIXED_STORE[0] = request.node.get_closest_marker('fixed_store') is not None
     if os.environ.get('TETHER_STORE') == 'redis':
         shared_redis().cli('FLUSHALL')
     yield
+    _RUNNING_FIXED_STORE[0] = False
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -20,6 +20,9 @@ import pytest
 from test_bench import PASSWORD, run_bench
 from test_cluster import Cluster
 
+# Every server here names its store: the TETHER_STORE=redis run skips this file.
+pytestmark = pytest.mark.fixed_store
+
 NUSERS = 12
 
 

@@ -25,6 +25,9 @@ from sasl2_client import failure_condition, isr_race, success_parts
 from test_isr import detach, isr_attempt, isr_session
 from xmpp_raw import q, tostr
 
+# Every server here names its store: the TETHER_STORE=redis run skips this file.
+pytestmark = pytest.mark.fixed_store
+
 NS_SASL2 = 'urn:xmpp:sasl:2'
 
 

@@ -19,6 +19,9 @@ import xmpp_raw as xr
 from test_cluster import Cluster, cluster  # noqa: F401  (cluster: a fixture)
 from xmpp_raw import q, tostr
 
+# Every server here names its store: the TETHER_STORE=redis run skips this file.
+pytestmark = pytest.mark.fixed_store
+
 PING = "<ping xmlns='urn:xmpp:ping'/>"
 
 

@@ -20,6 +20,9 @@ from test_im import (NS_CARBONS, carbons, no_carbon, roster_get, subscribe_both,
 from test_isr import detach, isr_attempt
 from xmpp_raw import q, tostr
 
+# Every server here names its store: the TETHER_STORE=redis run skips this file.
+pytestmark = pytest.mark.fixed_store
+
 ISR_MECH = 'HT-SHA-256-ENDP'
 
 PING = "<ping xmlns='urn:xmpp:ping'/>"

@@ -18,6 +18,9 @@ import xmpp_raw as xr
 from test_cluster import assert_exactly, cluster, haproxy, queue_while_detached, sm_login  # noqa: F401
 from xmpp_raw import tostr
 
+# Every server here names its store: the TETHER_STORE=redis run skips this file.
+pytestmark = pytest.mark.fixed_store
+
 
 def test_node_killed_between_take_and_resumed_resume_on_a_third(cluster, conns):
     """Node b performs the takeover (Redis runs its tether_sm_take) but dies

@@ -14,6 +14,9 @@ import pytest
 import conftest as cf
 import xmpp_raw as xr
 
+# Every server here names its store: the TETHER_STORE=redis run skips this file.
+pytestmark = pytest.mark.fixed_store
+
 REPO = cf.REPO
 
 

@@ -13,6 +13,9 @@ import sm_client as smc
 import xmpp_raw as xr
 from redis_server import redis  # noqa: F401  (fixture)
 
+# Every server here names its store: the TETHER_STORE=redis run skips this file.
+pytestmark = pytest.mark.fixed_store
+
 USERS = {'alice': 'alice-pw', 'bob': 'bob-pw', 'carol': 'carol-pw'}
 
 

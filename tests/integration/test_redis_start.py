@@ -11,6 +11,9 @@ import pytest
 import conftest as cf
 from redis_server import redis  # noqa: F401  (fixture)
 
+# Every server here names its store: the TETHER_STORE=redis run skips this file.
+pytestmark = pytest.mark.fixed_store
+
 READY = 'workers, c2s'   # tetherd's "up" line: "tetherd V: domain D, N workers, c2s ..."
 
 

@@ -556,7 +556,7 @@ static void test_lost_while_waiting_for_the_store(void **state)
 static void test_lost_wait_is_bounded(void **state)
 {
 	(void)state;
-	srv.cfg.lost_input_timeout = 2;
+	srv.cfg.lost_input_timeout = 2; /* setup() sets the defaults again */
 	struct fconn *a = bound_stream(1, "a");
 	sbuf_reset(&a->out);
 	const char *msg = "<message to='nobody@localhost' type='chat' id='m1'><body>1</body></message>";
@@ -574,7 +574,6 @@ static void test_lost_wait_is_bounded(void **state)
 	assert_null(strstr(a->out.data, "service-unavailable")); /* dropped, not handled */
 	sbuf_free(&a->out);
 	free(a);
-	srv.cfg.lost_input_timeout = 10;
 }
 
 /* An established stream silent for C2S_TRIM_MS drops its parser and tells

@@ -10,28 +10,11 @@
 set -eu
 B=$1
 P=$2
-here=$(cd "$(dirname "$0")/.." && pwd)
 D=$(mktemp -d /tmp/tether-cg.XXXXXX)
 PID=
 trap '[ -n "$PID" ] && kill "$PID" 2>/dev/null; rm -rf "$D"' EXIT
-"$here/scripts/devcert.sh" "$D" 2>/dev/null
-cat > "$D/t.ini" <<EOT
-[server]
-domain = localhost
-workers = 1
-log_level = warn
-[c2s]
-listen = 127.0.0.1:$P
-tls_listen = 127.0.0.1:$((P + 1))
-[tls]
-cert = $D/dev-cert.pem
-key = $D/dev-key.pem
-dev_cert = true
-[store]
-backend = memory
-path = $D/var
-EOT
-for i in $(seq 0 39); do echo "user$i@localhost pass$i"; done | "$B/tetherctl" -c "$D/t.ini" import >/dev/null 2>&1
+. "$(dirname "$0")/flood-server.sh"
+flood_setup "$D" "$B" "$P" 1
 
 # Total Ir of one server life that carried a flood of 20 x <messages>.
 ir_of_flood() {

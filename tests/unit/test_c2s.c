@@ -519,13 +519,10 @@ static void test_congested_target_pauses_sender(void **state)
 	close_stream(b);
 }
 
-/* The connection goes while a message waits for the store (the account
- * lookup of a bare JID): the session is held (c2s_is_held) until the store
- * answers and the message is handled (RFC 6120 §4.4), then let go. A
- * stanza delivered meanwhile is not written to the dead stream. */
-static void test_lost_while_waiting_for_the_store(void **state)
+/* A bound stream lost while its message to a bare JID waits for the
+ * account lookup: held (c2s_is_held). */
+static struct fconn *lost_with_a_lookup_pending(void)
 {
-	(void)state;
 	struct fconn *a = bound_stream(1, "a");
 	sbuf_reset(&a->out);
 	const char *msg = "<message to='nobody@localhost' type='chat' id='m1'><body>1</body></message>";
@@ -533,6 +530,17 @@ static void test_lost_while_waiting_for_the_store(void **state)
 	assert_true(store_pending(fsh));
 	c2s_on_lost(a->s);
 	assert_true(c2s_is_held(a->s));
+	return a;
+}
+
+/* The connection goes while a message waits for the store (the account
+ * lookup of a bare JID): the session is held (c2s_is_held) until the store
+ * answers and the message is handled (RFC 6120 §4.4), then let go. A
+ * stanza delivered meanwhile is not written to the dead stream. */
+static void test_lost_while_waiting_for_the_store(void **state)
+{
+	(void)state;
+	struct fconn *a = lost_with_a_lookup_pending();
 	const char *h = "<message from='alice@localhost/b' to='alice@localhost/a' type='headline'>"
 			"<body>held-1</body></message>";
 	struct rmsg *m = rmsg_new(RMSG_MESSAGE, h, strlen(h), "alice@localhost/b",
@@ -557,13 +565,7 @@ static void test_lost_wait_is_bounded(void **state)
 {
 	(void)state;
 	srv.cfg.lost_input_timeout = 2; /* setup() sets the defaults again */
-	struct fconn *a = bound_stream(1, "a");
-	sbuf_reset(&a->out);
-	const char *msg = "<message to='nobody@localhost' type='chat' id='m1'><body>1</body></message>";
-	assert_int_equal(c2s_feed(a->s, msg, strlen(msg)), TP_FEED_OK);
-	assert_true(store_pending(fsh));
-	c2s_on_lost(a->s);
-	assert_true(c2s_is_held(a->s));
+	struct fconn *a = lost_with_a_lookup_pending();
 	assert_int_equal(a->timer[C2S_TIMER_MAIN], 2000u);
 	c2s_on_timeout(a->s, C2S_TIMER_MAIN);
 	assert_false(c2s_is_held(a->s));

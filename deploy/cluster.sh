@@ -117,6 +117,8 @@ global
     maxconn 4000
 defaults
     mode tcp
+    option redispatch 1
+    retries 2
     timeout connect 5s
     timeout client 1h
     timeout server 1h

@@ -206,6 +206,8 @@ global
     maxconn 1000
 defaults
     mode tcp
+    option redispatch 1
+    retries 2
     timeout connect 2s
     timeout client 60s
     timeout server 60s

@@ -39,12 +39,14 @@ def test_node_killed_between_take_and_resumed_resume_on_a_third(cluster, conns):
     smc.kill(alice)
     on_b = smc.sm_authed(b, 'alice', cf.USERS['alice'])
     conns.append(on_b)
-    sleeper = subprocess.Popen([cluster.redis.cli_bin, '-s', cluster.redis.sock, 'DEBUG', 'SLEEP', '1.5'],
+    # Margins for a loaded machine: b has 0.8 s to send its take, and is
+    # killed at least 1.2 s before Redis wakes.
+    sleeper = subprocess.Popen([cluster.redis.cli_bin, '-s', cluster.redis.sock, 'DEBUG', 'SLEEP', '2.5'],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(0.3)                           # Redis is asleep now
         on_b.send("<resume xmlns='%s' previd=%s h='0'/>" % (smc.NS_SM, xr.quoteattr(sid)))
-        time.sleep(0.3)                           # b has sent its take
+        time.sleep(0.8)                           # b has sent its take
         b.stop(signal.SIGKILL)
     finally:
         sleeper.wait(10)

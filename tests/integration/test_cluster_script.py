@@ -94,3 +94,17 @@ def test_cluster_up_that_fails_leaves_nothing_running(tmp_path):
         assert st.stdout.count('stopped') == 5, st.stdout
     finally:
         run(['down'], env)
+
+
+@pytest.mark.skipif(not shutil.which('haproxy'), reason='no haproxy (scripts/deps.sh)')
+def test_deploy_haproxy_cfg_is_valid_and_checks_readyz():
+    """The example in deploy/ parses, and its health checks ask /readyz on
+    every server line, so a draining node leaves the rotation (README,
+    drain) rather than when its listeners close."""
+    cfg = os.path.join(str(REPO), 'deploy', 'haproxy.cfg')
+    r = subprocess.run(['haproxy', '-c', '-f', cfg], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stdout + r.stderr
+    text = open(cfg).read()
+    assert text.count('option httpchk GET /readyz') == 2
+    servers = [ln for ln in text.splitlines() if ln.strip().startswith('server ')]
+    assert servers and all('check port 9100' in ln for ln in servers), servers

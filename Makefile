@@ -124,13 +124,19 @@ $(JS_DIR)/node_modules/.installed: $(JS_DIR)/package-lock.json
 	cd $(JS_DIR) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-test-integration: all $(if $(wildcard $(JS_DIR)/package-lock.json),$(JS_DIR)/node_modules/.installed)
+# libstrophe (profanity's library) as a test client: test_libstrophe.py.
+# Without sanitizers: it is a client, and libstrophe is not instrumented.
+$(B)/strophe_client: tests/integration/strophe_client.c
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 -g -O1 -Wall -Wextra -Werror -o $@ $< $$(pkg-config --cflags --libs libstrophe)
+
+test-integration: all $(B)/strophe_client $(if $(wildcard $(JS_DIR)/package-lock.json),$(JS_DIR)/node_modules/.installed)
 	TETHER_BUILD=$(B) /usr/bin/python3 -m pytest -q tests/integration
 
 # The integration tests again with every server on one real redis-server
 # (conftest.py: TETHER_STORE=redis), but for the files marked fixed_store,
 # whose servers name their store and would run unchanged.
-test-integration-redis: all
+test-integration-redis: all $(B)/strophe_client
 	TETHER_STORE=redis TETHER_BUILD=$(B) /usr/bin/python3 -m pytest -q tests/integration
 
 # The full suite: release build (memory store, then Redis), then the same

@@ -18,12 +18,13 @@
 # has only the runtime libsystemd0) and prometheus (promtool, for the
 # /metrics test) are absent from the fresh image and get Debian 12's
 # candidate, as does haproxy (2.6; the PROXY-protocol test puts a real one
-# in front of tetherd, and the cluster tests will).
+# in front of tetherd, and the cluster tests will), and libstrophe-dev
+# (0.12.2, profanity's XMPP library, a test client: test_libstrophe.py).
 set -e
 PKGS="build-essential clang pkg-config liburing-dev android-libboringssl-dev
 libexpat1-dev>=2.5.0-1+deb12u2 libsodium-dev libidn-dev libinih-dev libmicrohttpd-dev libsystemd-dev
 libhiredis-dev redis-server>=5:7.0
-libcmocka-dev python3-pytest python3-slixmpp python3-aioxmpp openssl nodejs npm prometheus
+libcmocka-dev python3-pytest python3-slixmpp python3-aioxmpp libstrophe-dev openssl nodejs npm prometheus
 haproxy"
 
 # Prints "ok" when <pkg> is installed at <floor> or later (any version when

@@ -11,15 +11,18 @@
  *   GOT <body>              a message with a body
  *   DROPPED                 the connection went away (after "drop")
  *   BYE                     disconnected for good (after "quit")
+ *   FAILED                  a connection ended that was not asked to
  * A message "drop" makes it cut its socket at once (shutdown(2): no
  * </stream:stream>, as when the network goes). It then waits for a line on
- * stdin and reconnects with libstrophe's stream-management state, which
- * resumes the session; once resumed it sends "s2". A message "quit" ends
+ * stdin and reconnects once with libstrophe's stream-management state,
+ * which resumes the session; once resumed it sends "s2". A message "quit" ends
  * the stream cleanly. Exits 0 after BYE, 1 on a failed login, 2 on usage.
  *
  * (libstrophe 0.12.2 does not send again a stanza whose write failed when
  * its socket went: it is gone from the client's queue, so the drop here
- * comes with nothing queued.) */
+ * comes with nothing queued. And the state of a reconnect that failed
+ * before it was in binds a new session the next time instead of
+ * resuming, so the test reconnects once, when the way is clear.) */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +38,7 @@ struct client {
 	int fd;            /* the socket of the current connection */
 	int dropping;      /* "drop" came: the disconnect is the drop */
 	int quitting;      /* "quit" came */
+	int connected;     /* this connection got in (logged in or resumed) */
 	int failed;        /* a connection ended that was not asked to */
 };
 
@@ -87,6 +91,7 @@ static void on_conn(xmpp_conn_t *conn, xmpp_conn_event_t ev, int err,
 	(void)err;
 	(void)se;
 	if (ev == XMPP_CONN_CONNECT) {
+		c->connected = 1;
 		if (!c->dropping) { /* a resumed session is available already */
 			xmpp_stanza_t *p = xmpp_presence_new(c->ctx);
 			xmpp_send(conn, p);
@@ -96,15 +101,14 @@ static void on_conn(xmpp_conn_t *conn, xmpp_conn_event_t ev, int err,
 		send_body(conn, c, c->dropping ? "s2" : "s1");
 		return;
 	}
-	if (ev == XMPP_CONN_DISCONNECT || ev == XMPP_CONN_FAIL) {
-		if (!c->dropping || c->quitting)
-			c->failed = !c->quitting;
+	if (ev == XMPP_CONN_DISCONNECT || ev == XMPP_CONN_FAIL)
 		xmpp_stop(c->ctx);
-	}
 }
 
-/* One connection until it ends; returns its stream-management state when
- * it ended with the drop (NULL otherwise). */
+/* One connection until it ends (resuming <sm> if given). Returns its
+ * stream-management state when it ended with the drop, or was a
+ * reconnect that failed before it was in; NULL when it ended for good
+ * (c->failed says whether as asked). */
 static xmpp_sm_state_t *run(struct client *c, xmpp_sm_state_t *sm)
 {
 	xmpp_conn_t *conn = xmpp_conn_new(c->ctx);
@@ -115,14 +119,14 @@ static xmpp_sm_state_t *run(struct client *c, xmpp_sm_state_t *sm)
 	if (sm)
 		xmpp_conn_set_sm_state(conn, sm);
 	xmpp_handler_add(conn, on_message, NULL, "message", NULL, c);
-	xmpp_sm_state_t *out = NULL;
 	int was_dropping = c->dropping;
+	c->connected = 0;
 	if (xmpp_connect_client(conn, c->host, c->port, on_conn, c) == XMPP_EOK)
 		xmpp_run(c->ctx);
-	else
-		c->failed = 1;
-	if (c->dropping && !was_dropping && !c->quitting && !c->failed)
+	xmpp_sm_state_t *out = NULL;
+	if (!c->quitting && ((c->dropping && !was_dropping) || (was_dropping && !c->connected)))
 		out = xmpp_conn_get_sm_state(conn);
+	c->failed = !c->quitting && !out;
 	xmpp_conn_release(conn);
 	return out;
 }
@@ -144,13 +148,17 @@ int main(int argc, char **argv)
 	if (sm) {
 		say("DROPPED", NULL);
 		char line[64];
-		if (fgets(line, sizeof(line), stdin))
-			run(&c, sm);
-		else
+		if (fgets(line, sizeof(line), stdin)) {
+			sm = run(&c, sm);
+		} else {
+			c.failed = 1;
+		}
+		if (sm) { /* the reconnect failed: libstrophe's state would not resume again */
 			xmpp_free_sm_state(sm);
+			c.failed = 1;
+		}
 	}
-	if (!c.failed)
-		say("BYE", NULL);
+	say(c.failed ? "FAILED" : "BYE", NULL);
 	xmpp_ctx_free(c.ctx);
 	xmpp_shutdown();
 	return c.failed ? 1 : 0;

@@ -204,8 +204,11 @@ def test_redis_restart_keeps_sessions(cluster, conns):
 HAPROXY_CFG = """
 global
     maxconn 1000
+    log stderr format raw local0 debug
 defaults
     mode tcp
+    log global
+    option tcplog
     option redispatch 1
     retries 2
     timeout connect 2s
@@ -239,6 +242,15 @@ def haproxy(cluster, tmp_path):
 
         def jid(self, local):
             return '%s@%s' % (local, self.domain)
+
+        def wait_down(self, node, timeout=10):
+            """Until HAProxy's health check has taken <node> out (its log
+            says so): a node that has just died can still complete a
+            handshake, its socket not yet closed by the kernel."""
+            deadline = time.monotonic() + timeout
+            while 'Server nodes/%s is DOWN' % node not in hp.logpath.read_text():
+                assert time.monotonic() < deadline, 'HAProxy did not mark %s down' % node
+                time.sleep(0.05)
     yield Front()
     hp.stop()
 
@@ -253,7 +265,7 @@ def test_through_haproxy_node_killed_resume_lands_elsewhere(cluster, haproxy, co
     alice.wait_bodies('h', 4, timeout=10)
     a.stop(signal.SIGKILL)
     smc.kill(alice)
-    time.sleep(0.6)                               # HAProxy's check marks a down
+    haproxy.wait_down('a')
     new, el = smc.sm_resume(haproxy, 'alice', cf.USERS['alice'], sid, 0, auto_ack=True)
     conns.append(new)
     assert xr.local(el.tag) == 'resumed', tostr(el)

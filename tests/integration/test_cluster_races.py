@@ -94,7 +94,7 @@ def test_slixmpp_resumes_through_haproxy_after_its_node_died(cluster, haproxy):
                 got.append((await asyncio.wait_for(x.inbox.get(), 10))['body'])
             a.stop(signal.SIGKILL)
             await asyncio.wait_for(disconnected.wait(), 15)
-            await asyncio.sleep(0.6)               # HAProxy's check marks a down
+            await asyncio.to_thread(haproxy.wait_down, 'a')
             x.start()
             await wait_future(resumed, 20, 'session_resumed')
             while len(got) < 10:

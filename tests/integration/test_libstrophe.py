@@ -10,6 +10,7 @@ everything sent to it while away arrives once and in order."""
 
 import queue
 import re
+import signal
 import subprocess
 import threading
 
@@ -18,6 +19,7 @@ import pytest
 import conftest as cf
 import xmpp_raw as xr
 from sm_client import sm_overrides
+from test_cluster import cluster, haproxy  # noqa: F401  (fixtures)
 
 TIMEOUT = 15
 
@@ -32,9 +34,9 @@ def client_path():
 class Strophe:
     """The client process; its event lines are read by a thread."""
 
-    def __init__(self, server, user, resource, peer):
+    def __init__(self, server, user, resource, peer, log_dir):
         jid = '%s@%s/%s' % (user, server.domain, resource)
-        self.err_path = server.tmp_path / ('strophe-%s.log' % resource)   # STROPHE_DEBUG=1: its log
+        self.err_path = log_dir / ('strophe-%s.log' % resource)   # STROPHE_DEBUG=1: its log
         self.err = open(self.err_path, 'w')
         self.proc = subprocess.Popen(
             [str(client_path()), server.host, str(server.port), jid, cf.USERS[user], peer],
@@ -82,11 +84,11 @@ def strophe_srv(server_factory):
     return srv
 
 
-def test_libstrophe_chats_drops_and_resumes(strophe_srv, conns):
+def test_libstrophe_chats_drops_and_resumes(strophe_srv, conns, tmp_path):
     srv = strophe_srv
     bob = xr.login(srv, 'bob', cf.USERS['bob'], 'desk')
     conns.append(bob)
-    alice = Strophe(srv, 'alice', 'term', bob.jid)
+    alice = Strophe(srv, 'alice', 'term', bob.jid, tmp_path)
     try:
         full = alice.expect('CONNECTED')
         assert full == 'alice@%s/term' % srv.domain
@@ -113,5 +115,44 @@ def test_libstrophe_chats_drops_and_resumes(strophe_srv, conns):
         alice.expect('BYE')
         assert alice.proc.wait(TIMEOUT) == 0
         xr.assert_no_message(bob, 1.0)                    # nothing twice
+    finally:
+        alice.close()
+
+
+@pytest.mark.fixed_store
+def test_libstrophe_resumes_on_another_node_after_a_kill(cluster, haproxy, conns, tmp_path):  # noqa: F811
+    """Through HAProxy: libstrophe's session is on node a; its connection
+    drops, node a is killed, three messages are queued for it in Redis, and
+    the reconnect to the same address (once HAProxy has taken a out: see
+    strophe_client.c on libstrophe's failed reconnects) lands on b, which
+    takes the session over from the dead node and hands them over once, in
+    order."""
+    client_path()
+    a, b = cluster.nodes['a'], cluster.nodes['b']
+    bob = xr.login(b, 'bob', cf.USERS['bob'], 'desk')
+    conns.append(bob)
+    alice = Strophe(haproxy, 'alice', 'train', bob.jid, tmp_path)  # 'balance first': on a
+    try:
+        full = alice.expect('CONNECTED')
+        assert xr.message_bodies(bob, 1) == ['s1']
+        bob.message(full, 'drop')
+        assert alice.expect('GOT') == 'drop'
+        alice.expect('DROPPED')
+        a.wait_log('session detached jid=%s' % full, TIMEOUT)
+        a.stop(signal.SIGKILL)
+        haproxy.wait_down('a')
+        for i in range(3):
+            bob.message(full, 'away-%d' % i)
+        bob.roundtrip()
+        alice.resume()
+        assert alice.expect('CONNECTED') == full
+        assert [alice.expect('GOT') for _ in range(3)] == ['away-0', 'away-1', 'away-2']
+        log = b.wait_log('session resumed jid=%s' % full, TIMEOUT)
+        assert re.search(r'session resumed jid=%s worker=\d+ id=\S+ h=\d+ resent=3' % re.escape(full), log)
+        assert xr.message_bodies(bob, 1) == ['s2']
+        bob.message(full, 'quit')
+        assert alice.expect('GOT') == 'quit'
+        alice.expect('BYE')
+        xr.assert_no_message(bob, 1.0)
     finally:
         alice.close()

@@ -2,9 +2,10 @@
  * profanity) driven by test_libstrophe.py, to show that its XEP-0198 support
  * gets a dropped session back from tetherd.
  *
- *   strophe_client HOST PORT JID PASSWORD PEER
+ *   strophe_client HOST PORT JID PASSWORD PEER [direct-tls]
  *
- * Logs in over STARTTLS (the test's self-signed certificate is trusted),
+ * Logs in over STARTTLS, or TLS from the first byte with "direct-tls"
+ * (libstrophe's legacy SSL; the test's self-signed certificate is trusted),
  * stream management on (libstrophe's default), sends available presence
  * and "s1" to PEER. Prints one line per event on stdout:
  *   CONNECTED <bound JID>   logged in, or resumed after a drop
@@ -35,6 +36,7 @@ struct client {
 	xmpp_ctx_t *ctx;
 	const char *host, *jid, *pass, *peer;
 	unsigned short port;
+	long flags;        /* XMPP_CONN_FLAG_* */
 	int fd;            /* the socket of the current connection */
 	int dropping;      /* "drop" came: the disconnect is the drop */
 	int quitting;      /* "quit" came */
@@ -112,7 +114,7 @@ static void on_conn(xmpp_conn_t *conn, xmpp_conn_event_t ev, int err,
 static xmpp_sm_state_t *run(struct client *c, xmpp_sm_state_t *sm)
 {
 	xmpp_conn_t *conn = xmpp_conn_new(c->ctx);
-	xmpp_conn_set_flags(conn, XMPP_CONN_FLAG_MANDATORY_TLS | XMPP_CONN_FLAG_TRUST_TLS);
+	xmpp_conn_set_flags(conn, c->flags);
 	xmpp_conn_set_jid(conn, c->jid);
 	xmpp_conn_set_pass(conn, c->pass);
 	xmpp_conn_set_sockopt_callback(conn, remember_fd);
@@ -133,12 +135,15 @@ static xmpp_sm_state_t *run(struct client *c, xmpp_sm_state_t *sm)
 
 int main(int argc, char **argv)
 {
-	if (argc != 6) {
-		fprintf(stderr, "usage: %s HOST PORT JID PASSWORD PEER\n", argv[0]);
+	int direct = argc == 7 && !strcmp(argv[6], "direct-tls");
+	if (argc != 6 && !direct) {
+		fprintf(stderr, "usage: %s HOST PORT JID PASSWORD PEER [direct-tls]\n", argv[0]);
 		return 2;
 	}
 	struct client c = { .host = argv[1], .port = (unsigned short)atoi(argv[2]),
-			    .jid = argv[3], .pass = argv[4], .peer = argv[5], .fd = -1 };
+			    .jid = argv[3], .pass = argv[4], .peer = argv[5], .fd = -1,
+			    .flags = XMPP_CONN_FLAG_TRUST_TLS | (direct ? XMPP_CONN_FLAG_LEGACY_SSL
+									: XMPP_CONN_FLAG_MANDATORY_TLS) };
 	the_client = &c;
 	signal(SIGPIPE, SIG_IGN); /* libstrophe writes to the cut socket; profanity ignores it too */
 	xmpp_initialize();

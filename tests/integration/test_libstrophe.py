@@ -2,11 +2,12 @@
 library of profanity, through tests/integration/strophe_client.c (built by
 `make` as $TETHER_BUILD/strophe_client).
 
-libstrophe logs in (STARTTLS, SASL, bind, XEP-0198 on by default) and
-chats with a raw client; then its socket is cut (no </stream:stream>),
-messages arrive for it while it is away, and it reconnects with its own
-stream-management state: the session resumes, with the h it had, and
-everything sent to it while away arrives once and in order."""
+libstrophe logs in (STARTTLS or direct TLS, SASL, bind, XEP-0198 on by
+default) and chats with a raw client; then its socket is cut (no
+</stream:stream>), messages arrive for it while it is away, and it
+reconnects with its own stream-management state: the session resumes,
+with the h it had, and everything sent to it while away arrives once and
+in order."""
 
 import queue
 import re
@@ -34,12 +35,13 @@ def client_path():
 class Strophe:
     """The client process; its event lines are read by a thread."""
 
-    def __init__(self, server, user, resource, peer, log_dir):
+    def __init__(self, server, user, resource, peer, log_dir, direct_tls=False):
         jid = '%s@%s/%s' % (user, server.domain, resource)
         self.err_path = log_dir / ('strophe-%s.log' % resource)   # STROPHE_DEBUG=1: its log
         self.err = open(self.err_path, 'w')
+        port, tls = (server.tls_port, ['direct-tls']) if direct_tls else (server.port, [])
         self.proc = subprocess.Popen(
-            [str(client_path()), server.host, str(server.port), jid, cf.USERS[user], peer],
+            [str(client_path()), server.host, str(port), jid, cf.USERS[user], peer] + tls,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err, text=True)
         self.lines = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
@@ -84,11 +86,12 @@ def strophe_srv(server_factory):
     return srv
 
 
-def test_libstrophe_chats_drops_and_resumes(strophe_srv, conns, tmp_path):
+@pytest.mark.parametrize('tls', ['starttls', 'direct-tls'])
+def test_libstrophe_chats_drops_and_resumes(strophe_srv, conns, tmp_path, tls):
     srv = strophe_srv
     bob = xr.login(srv, 'bob', cf.USERS['bob'], 'desk')
     conns.append(bob)
-    alice = Strophe(srv, 'alice', 'term', bob.jid, tmp_path)
+    alice = Strophe(srv, 'alice', 'term', bob.jid, tmp_path, direct_tls=tls == 'direct-tls')
     try:
         full = alice.expect('CONNECTED')
         assert full == 'alice@%s/term' % srv.domain

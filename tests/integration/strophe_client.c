@@ -16,8 +16,8 @@
  * A message "drop" makes it cut its socket at once (shutdown(2): no
  * </stream:stream>, as when the network goes). It then waits for a line on
  * stdin and reconnects once with libstrophe's stream-management state,
- * which resumes the session; once resumed it sends "s2". A message "quit" ends
- * the stream cleanly. Exits 0 after BYE, 1 on a failed login, 2 on usage.
+ * which resumes the session; once resumed it sends "s2". A message "quit"
+ * ends the stream cleanly. Exits 0 after BYE, 1 after FAILED, 2 on usage.
  *
  * (libstrophe 0.12.2 does not send again a stanza whose write failed when
  * its socket went: it is gone from the client's queue, so the drop here

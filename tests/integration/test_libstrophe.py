@@ -86,6 +86,35 @@ def strophe_srv(server_factory):
     return srv
 
 
+def drop(alice, bob, full, node):
+    """bob tells libstrophe to cut its socket; <node> detaches the session."""
+    bob.message(full, 'drop')
+    assert alice.expect('GOT') == 'drop'
+    alice.expect('DROPPED')
+    node.wait_log('session detached jid=%s' % full, TIMEOUT)
+
+
+def resume_and_finish(alice, bob, full, node, h):
+    """Three messages while libstrophe is away; it resumes on <node>, which
+    logs its h (<h>: a number, or a pattern) and resends exactly those
+    three; it sends 's2', then 'quit' from bob ends it cleanly, nothing
+    twice."""
+    for i in range(3):
+        bob.message(full, 'away-%d' % i)
+    bob.roundtrip()
+    alice.resume()
+    assert alice.expect('CONNECTED') == full
+    assert [alice.expect('GOT') for _ in range(3)] == ['away-0', 'away-1', 'away-2']
+    log = node.wait_log('session resumed jid=%s' % full, TIMEOUT)
+    assert re.search(r'session resumed jid=%s worker=\d+ id=\S+ h=%s resent=3' % (re.escape(full), h), log)
+    assert xr.message_bodies(bob, 1) == ['s2']
+    bob.message(full, 'quit')
+    assert alice.expect('GOT') == 'quit'
+    alice.expect('BYE')
+    assert alice.proc.wait(TIMEOUT) == 0
+    xr.assert_no_message(bob, 1.0)
+
+
 @pytest.mark.parametrize('tls', ['starttls', 'direct-tls'])
 def test_libstrophe_chats_drops_and_resumes(strophe_srv, conns, tmp_path, tls):
     srv = strophe_srv
@@ -98,26 +127,9 @@ def test_libstrophe_chats_drops_and_resumes(strophe_srv, conns, tmp_path, tls):
         assert xr.message_bodies(bob, 1) == ['s1']
         bob.message(full, 'before')
         assert alice.expect('GOT') == 'before'
-        bob.message(full, 'drop')
-        assert alice.expect('GOT') == 'drop'
-        alice.expect('DROPPED')
-        srv.wait_log('session detached jid=%s' % full, TIMEOUT)
-        for i in range(3):
-            bob.message(full, 'away-%d' % i)
-        bob.roundtrip()
-        alice.resume()
-        assert alice.expect('CONNECTED') == full
-        assert [alice.expect('GOT') for _ in range(3)] == ['away-0', 'away-1', 'away-2']
-        # libstrophe had 3 stanzas (its own presence, 'before', 'drop'); the
-        # server resent the 3 that came while it was away.
-        log = srv.wait_log('session resumed jid=%s' % full, TIMEOUT)
-        assert re.search(r'session resumed jid=%s worker=\d+ id=\S+ h=3 resent=3' % re.escape(full), log)
-        assert xr.message_bodies(bob, 1) == ['s2']
-        bob.message(full, 'quit')
-        assert alice.expect('GOT') == 'quit'
-        alice.expect('BYE')
-        assert alice.proc.wait(TIMEOUT) == 0
-        xr.assert_no_message(bob, 1.0)                    # nothing twice
+        drop(alice, bob, full, srv)
+        # libstrophe had 3 stanzas: its own presence, 'before', 'drop'.
+        resume_and_finish(alice, bob, full, srv, 3)
     finally:
         alice.close()
 
@@ -138,24 +150,9 @@ def test_libstrophe_resumes_on_another_node_after_a_kill(cluster, haproxy, conns
     try:
         full = alice.expect('CONNECTED')
         assert xr.message_bodies(bob, 1) == ['s1']
-        bob.message(full, 'drop')
-        assert alice.expect('GOT') == 'drop'
-        alice.expect('DROPPED')
-        a.wait_log('session detached jid=%s' % full, TIMEOUT)
+        drop(alice, bob, full, a)
         a.stop(signal.SIGKILL)
         haproxy.wait_down('a')
-        for i in range(3):
-            bob.message(full, 'away-%d' % i)
-        bob.roundtrip()
-        alice.resume()
-        assert alice.expect('CONNECTED') == full
-        assert [alice.expect('GOT') for _ in range(3)] == ['away-0', 'away-1', 'away-2']
-        log = b.wait_log('session resumed jid=%s' % full, TIMEOUT)
-        assert re.search(r'session resumed jid=%s worker=\d+ id=\S+ h=\d+ resent=3' % re.escape(full), log)
-        assert xr.message_bodies(bob, 1) == ['s2']
-        bob.message(full, 'quit')
-        assert alice.expect('GOT') == 'quit'
-        alice.expect('BYE')
-        xr.assert_no_message(bob, 1.0)
+        resume_and_finish(alice, bob, full, b, r'\d+')
     finally:
         alice.close()

@@ -40,7 +40,6 @@ struct client {
 	int fd;            /* the socket of the current connection */
 	int dropping;      /* "drop" came: the disconnect is the drop */
 	int quitting;      /* "quit" came */
-	int connected;     /* this connection got in (logged in or resumed) */
 	int failed;        /* a connection ended that was not asked to */
 };
 
@@ -93,7 +92,6 @@ static void on_conn(xmpp_conn_t *conn, xmpp_conn_event_t ev, int err,
 	(void)err;
 	(void)se;
 	if (ev == XMPP_CONN_CONNECT) {
-		c->connected = 1;
 		if (!c->dropping) { /* a resumed session is available already */
 			xmpp_stanza_t *p = xmpp_presence_new(c->ctx);
 			xmpp_send(conn, p);
@@ -108,9 +106,8 @@ static void on_conn(xmpp_conn_t *conn, xmpp_conn_event_t ev, int err,
 }
 
 /* One connection until it ends (resuming <sm> if given). Returns its
- * stream-management state when it ended with the drop, or was a
- * reconnect that failed before it was in; NULL when it ended for good
- * (c->failed says whether as asked). */
+ * stream-management state when it ended with the drop; NULL when it
+ * ended for good (c->failed says whether as asked). */
 static xmpp_sm_state_t *run(struct client *c, xmpp_sm_state_t *sm)
 {
 	xmpp_conn_t *conn = xmpp_conn_new(c->ctx);
@@ -122,11 +119,10 @@ static xmpp_sm_state_t *run(struct client *c, xmpp_sm_state_t *sm)
 		xmpp_conn_set_sm_state(conn, sm);
 	xmpp_handler_add(conn, on_message, NULL, "message", NULL, c);
 	int was_dropping = c->dropping;
-	c->connected = 0;
 	if (xmpp_connect_client(conn, c->host, c->port, on_conn, c) == XMPP_EOK)
 		xmpp_run(c->ctx);
 	xmpp_sm_state_t *out = NULL;
-	if (!c->quitting && ((c->dropping && !was_dropping) || (was_dropping && !c->connected)))
+	if (!c->quitting && c->dropping && !was_dropping)
 		out = xmpp_conn_get_sm_state(conn);
 	c->failed = !c->quitting && !out;
 	xmpp_conn_release(conn);
@@ -154,11 +150,8 @@ int main(int argc, char **argv)
 		say("DROPPED", NULL);
 		char line[64];
 		if (fgets(line, sizeof(line), stdin)) {
-			sm = run(&c, sm);
+			run(&c, sm); /* a failed reconnect is FAILED: its state would not resume */
 		} else {
-			c.failed = 1;
-		}
-		if (sm) { /* the reconnect failed: libstrophe's state would not resume again */
 			xmpp_free_sm_state(sm);
 			c.failed = 1;
 		}
